@@ -1,0 +1,107 @@
+//! Loading a spec: YAML text -> typed [`Spec`] -> validated, with every problem located.
+
+use std::path::Path;
+
+use crate::error::{Problem, ProblemKind, ProblemSet, SpecError};
+use crate::locate::{locate, parse_path, Pos};
+use crate::types::Spec;
+use crate::validate::validate;
+
+/// Reads and validates the spec at `path`.
+pub fn load(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
+    let path = path.as_ref();
+    let src = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &src)
+}
+
+/// Parses and validates spec text; `file` names it in errors.
+pub fn parse(file: &str, src: &str) -> Result<Spec, SpecError> {
+    let spec = parse_unvalidated(file, src)?;
+    let problems: Vec<Problem> = validate(&spec)
+        .into_iter()
+        .map(|v| {
+            let (pos, _) = locate(src, &parse_path(&v.path));
+            Problem {
+                kind: ProblemKind::Invalid(v.rule),
+                path: v.path,
+                pos,
+                message: v.message,
+                help: Some(v.help),
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(SpecError::Problems(Box::new(ProblemSet::new(
+            file, src, problems,
+        ))))
+    }
+}
+
+/// Parses spec text into its typed form without checking the rules.
+pub fn parse_unvalidated(file: &str, src: &str) -> Result<Spec, SpecError> {
+    serde_yaml::from_str::<Spec>(src).map_err(|e| {
+        let kind = match serde_yaml::from_str::<serde_yaml::Value>(src) {
+            Err(_) => ProblemKind::Syntax,
+            Ok(_) => ProblemKind::Shape,
+        };
+        let pos = e.location().map_or(Pos::START, |l| Pos {
+            line: l.line().max(1),
+            column: l.column().max(1),
+        });
+        let (path, message) = split_yaml_message(&e.to_string());
+        let help = match kind {
+            ProblemKind::Syntax => {
+                "fix the YAML syntax (indentation, `key: value`, matching brackets)"
+            }
+            _ if message.contains("unknown field") => {
+                "remove the field or fix its spelling; README.md lists every spec field"
+            }
+            _ if message.contains("missing field") => {
+                "add the field; README.md lists every spec field"
+            }
+            _ => "README.md lists every spec field with its type",
+        };
+        SpecError::Problems(Box::new(ProblemSet::new(
+            file,
+            src,
+            vec![Problem {
+                kind,
+                path,
+                pos,
+                message,
+                help: Some(help.to_string()),
+            }],
+        )))
+    })
+}
+
+/// Splits serde_yaml's "path: message at line L column C" into the path and the bare message.
+fn split_yaml_message(msg: &str) -> (String, String) {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains("column") => &msg[..i],
+        _ => msg,
+    };
+    // serde_yaml prefixes the field path ("moe.top_k: invalid type ...") when it knows it.
+    if let Some((head, rest)) = msg.split_once(": ") {
+        if !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c))
+        {
+            return (head.to_string(), format!("{head}: {rest}"));
+        }
+    }
+    (String::new(), msg.to_string())
+}
+
+impl Spec {
+    /// The spec as YAML text (round-trips through [`parse`]).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a spec always serializes")
+    }
+}

@@ -1,0 +1,64 @@
+//! Subcommands, and the helpers they share (loading specs, writing outputs).
+
+pub mod chinchilla;
+pub mod hf;
+pub mod inspect;
+pub mod select;
+
+use std::path::Path;
+
+use dsv3c_spec::memory::RunShape;
+use dsv3c_spec::types::Dtype;
+use miette::{IntoDiagnostic, Result, WrapErr};
+
+/// Loads and validates a spec, as a renderable diagnostic on failure.
+pub fn load_spec(path: &Path) -> Result<dsv3c_spec::Spec> {
+    dsv3c_spec::load(path).map_err(miette::Report::new)
+}
+
+/// Writes `text` to `out`, or to stdout when `out` is None.
+pub fn write_out(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// Flags that shape a training run's memory, shared by `inspect` and `select`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunFlags {
+    /// Sequences per micro-batch per data-parallel rank.
+    #[arg(long, default_value_t = 1)]
+    pub micro_batch: u64,
+    /// Dtype of AdamW's moments (DeepSeek-V3 trained with bf16).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub moments: MomentDtype,
+    /// ZeRO stage: 0, or 1 to shard master weights and moments over data-parallel ranks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub zero: u8,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum MomentDtype {
+    F32,
+    Bf16,
+}
+
+impl RunFlags {
+    pub fn shape(&self, seq_len: u64) -> RunShape {
+        RunShape {
+            micro_batch: self.micro_batch,
+            seq_len,
+            moments: match self.moments {
+                MomentDtype::F32 => Dtype::F32,
+                MomentDtype::Bf16 => Dtype::Bf16,
+            },
+            zero: self.zero,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The dsv3c command line: parses flags and calls the crates. One module per subcommand.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// dsv3c — a compiler for DeepSeek-V3-family language models: YAML spec in, training program out.
+#[derive(Parser)]
+#[command(name = "dsv3c", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parameters (total / active / MTP), FLOPs per token, KV cache and memory per GPU of a spec.
+    Inspect(cmd::inspect::Args),
+    /// Training tokens per active parameter against the Chinchilla band (20–26).
+    Chinchilla(cmd::chinchilla::Args),
+    /// Recommends the largest canonical spec and a parallel layout that fit some GPUs.
+    Select(cmd::select::Args),
+    /// Imports a Hugging Face DeepseekV3/V2 config.json as a spec.
+    #[command(name = "import-hf")]
+    ImportHf(cmd::hf::ImportArgs),
+    /// Exports a spec as a Hugging Face DeepseekV3 config.json.
+    #[command(name = "export-hf")]
+    ExportHf(cmd::hf::ExportArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Chinchilla(a) => cmd::chinchilla::run(a),
+        Command::Select(a) => cmd::select::run(a),
+        Command::ImportHf(a) => cmd::hf::import(a),
+        Command::ExportHf(a) => cmd::hf::export(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
