@@ -19,18 +19,12 @@ pub const CANONICAL: [(&str, &str); 8] = [
 
 /// The canonical spec called `name`, parsed and validated.
 pub fn get(name: &str) -> Option<Spec> {
-    CANONICAL
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(n, src)| parse_canonical(n, src))
+    CANONICAL.iter().find(|(n, _)| *n == name).map(|(n, src)| parse_canonical(n, src))
 }
 
 /// Every canonical spec, smallest first.
 pub fn all() -> Vec<Spec> {
-    CANONICAL
-        .iter()
-        .map(|(n, src)| parse_canonical(n, src))
-        .collect()
+    CANONICAL.iter().map(|(n, src)| parse_canonical(n, src)).collect()
 }
 
 fn parse_canonical(name: &str, src: &str) -> Spec {
@@ -43,8 +37,5 @@ fn parse_canonical(name: &str, src: &str) -> Spec {
 
 /// Parses a canonical spec, reporting problems instead of panicking (for tests).
 pub fn try_get(name: &str) -> Option<Result<Spec, SpecError>> {
-    CANONICAL
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(n, src)| parse(&format!("spec/{n}.yaml"), src))
+    CANONICAL.iter().find(|(n, _)| *n == name).map(|(n, src)| parse(&format!("spec/{n}.yaml"), src))
 }

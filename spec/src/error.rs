@@ -96,11 +96,7 @@ impl fmt::Display for Problems<'_> {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                set.file, p.pos.line, p.pos.column, p.message
-            )?;
+            write!(f, "{}:{}:{}: {}", set.file, p.pos.line, p.pos.column, p.message)?;
         }
         Ok(())
     }
@@ -129,9 +125,7 @@ impl Diagnostic for SpecError {
             .problems
             .iter()
             .filter_map(|p| {
-                p.help
-                    .as_ref()
-                    .map(|h| format!("{}: {h}", if p.path.is_empty() { "spec" } else { &p.path }))
+                p.help.as_ref().map(|h| format!("{}: {h}", if p.path.is_empty() { "spec" } else { &p.path }))
             })
             .collect();
         (!helps.is_empty()).then(|| Box::new(helps.join("\n")) as Box<dyn fmt::Display>)
@@ -150,10 +144,7 @@ impl Diagnostic for SpecError {
         };
         Some(Box::new(set.problems.iter().map(move |p| {
             let off = p.pos.offset(&set.src);
-            let len = set.src[off..]
-                .find(|c: char| c == ':' || c == '\n' || c == ',')
-                .unwrap_or(0)
-                .max(1);
+            let len = set.src[off..].find([':', '\n', ',']).unwrap_or(0).max(1);
             let len = len.min(set.src.len() - off);
             let label = match p.kind {
                 ProblemKind::Invalid(r) => r.code().to_string(),

@@ -45,14 +45,7 @@ pub fn mean_keys(seq_len: u64, window: Option<(u64, u64)>) -> f64 {
     };
     let sum = match window {
         None => tri(seq_len, seq_len),
-        Some((w, sinks)) => {
-            tri(seq_len, w)
-                + if seq_len > w {
-                    tri(seq_len - w, sinks)
-                } else {
-                    0.0
-                }
-        }
+        Some((w, sinks)) => tri(seq_len, w) + if seq_len > w { tri(seq_len - w, sinks) } else { 0.0 },
     };
     sum / seq_len as f64
 }
@@ -64,33 +57,24 @@ pub fn attention_flops(s: &Spec, kind: LayerAttention, seq_len: u64) -> u64 {
         (LayerAttention::Swa, Some(w)) => Some((w.window, w.sink_tokens)),
         _ => None,
     };
-    (2.0 * (m.n_heads * (m.qk_head_dim() + m.v_head_dim)) as f64 * mean_keys(seq_len, window))
-        .round() as u64
+    (2.0 * (m.n_heads * (m.qk_head_dim() + m.v_head_dim)) as f64 * mean_keys(seq_len, window)).round() as u64
 }
 
 /// FLOPs per token at `seq_len`.
 pub fn flops(s: &Spec, seq_len: u64) -> Flops {
     let p = count(s);
     // Matmul parameters: everything active except the embedding lookup and the norms.
-    let norms = p
-        .components
-        .iter()
-        .filter(|c| c.name == "layernorms" || c.name == "norm")
-        .map(|c| c.active)
-        .sum::<u64>()
-        + latent_norms(s) * s.n_layers;
+    let norms =
+        p.components.iter().filter(|c| c.name == "layernorms" || c.name == "norm").map(|c| c.active).sum::<u64>()
+            + latent_norms(s) * s.n_layers;
     let forward_matmul = 2 * (p.active - p.embedding - norms);
-    let forward_attention: u64 = (0..s.n_layers)
-        .map(|l| attention_flops(s, s.layer_attention(l), seq_len))
-        .sum();
+    let forward_attention: u64 = (0..s.n_layers).map(|l| attention_flops(s, s.layer_attention(l), seq_len)).sum();
     let forward = forward_matmul + forward_attention;
     let (own, layer) = mtp_module_params(s);
-    let mtp_norms =
-        3 * crate::params::norm_params(&s.norm, s.d_model) + layer.norms + latent_norms(s);
+    let mtp_norms = 3 * crate::params::norm_params(&s.norm, s.d_model) + layer.norms + latent_norms(s);
     let head = s.vocab_size * s.d_model;
     let mtp_forward = s.mtp_depth()
-        * (2 * (own + layer.active() - mtp_norms + head)
-            + attention_flops(s, LayerAttention::Mla, seq_len));
+        * (2 * (own + layer.active() - mtp_norms + head) + attention_flops(s, LayerAttention::Mla, seq_len));
     Flops {
         seq_len,
         forward_matmul,
@@ -105,11 +89,7 @@ pub fn flops(s: &Spec, seq_len: u64) -> Flops {
 /// Parameters of the latent norms inside one attention block (q and kv).
 fn latent_norms(s: &Spec) -> u64 {
     let m = &s.attention.mla;
-    let q = if m.q_lora_rank > 0 {
-        crate::params::norm_params(&s.norm, m.q_lora_rank)
-    } else {
-        0
-    };
+    let q = if m.q_lora_rank > 0 { crate::params::norm_params(&s.norm, m.q_lora_rank) } else { 0 };
     q + crate::params::norm_params(&s.norm, m.kv_lora_rank)
 }
 
@@ -119,23 +99,14 @@ mod tests {
 
     #[test]
     fn mean_keys_matches_a_direct_sum() {
-        for (n, w) in [
-            (1u64, None),
-            (7, None),
-            (10, Some((3, 0))),
-            (10, Some((3, 2))),
-            (5, Some((8, 1))),
-        ] {
+        for (n, w) in [(1u64, None), (7, None), (10, Some((3, 0))), (10, Some((3, 2))), (5, Some((8, 1)))] {
             let direct: u64 = (1..=n)
                 .map(|i| match w {
                     None => i,
                     Some((w, k)) => i.min(w) + if i > w { k.min(i - w) } else { 0 },
                 })
                 .sum();
-            assert!(
-                (mean_keys(n, w) - direct as f64 / n as f64).abs() < 1e-12,
-                "n={n} w={w:?}"
-            );
+            assert!((mean_keys(n, w) - direct as f64 / n as f64).abs() < 1e-12, "n={n} w={w:?}");
         }
     }
 

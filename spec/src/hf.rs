@@ -21,19 +21,13 @@ pub enum HfError {
     #[error("field `{field}` is missing{}", line_note(*.line))]
     Missing { field: String, line: Option<usize> },
     #[error("field `{field}` = {value}: {reason}{}", line_note(*.line))]
-    Unsupported {
-        field: String,
-        value: String,
-        reason: String,
-        line: Option<usize>,
-    },
+    Unsupported { field: String, value: String, reason: String, line: Option<usize> },
     #[error("spec field `{field}` has no Hugging Face DeepseekV3 equivalent: {reason}")]
     NotExportable { field: &'static str, reason: String },
 }
 
 fn line_note(line: Option<usize>) -> String {
-    line.map(|l| format!(" (config.json line {l})"))
-        .unwrap_or_default()
+    line.map(|l| format!(" (config.json line {l})")).unwrap_or_default()
 }
 
 impl HfError {
@@ -72,9 +66,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn line(&self, field: &str) -> Option<usize> {
         let needle = format!("\"{field}\"");
-        self.text
-            .find(&needle)
-            .map(|i| self.text[..i].matches('\n').count() + 1)
+        self.text.find(&needle).map(|i| self.text[..i].matches('\n').count() + 1)
     }
     fn unsupported(&self, field: &str, value: &Value, reason: impl Into<String>) -> HfError {
         HfError::Unsupported {
@@ -92,51 +84,34 @@ impl<'a> Reader<'a> {
     fn u64(&mut self, key: &'a str) -> Result<Option<u64>, HfError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.unsupported(key, v, "expected a non-negative integer")),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.unsupported(key, v, "expected a non-negative integer")),
         }
     }
     fn req_u64(&mut self, key: &'a str) -> Result<u64, HfError> {
-        self.u64(key)?.ok_or_else(|| HfError::Missing {
-            field: key.to_string(),
-            line: None,
-        })
+        self.u64(key)?.ok_or_else(|| HfError::Missing { field: key.to_string(), line: None })
     }
     fn f64(&mut self, key: &'a str) -> Result<Option<f64>, HfError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.unsupported(key, v, "expected a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.unsupported(key, v, "expected a number")),
         }
     }
     fn bool(&mut self, key: &'a str) -> Result<Option<bool>, HfError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.unsupported(key, v, "expected true or false")),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.unsupported(key, v, "expected true or false")),
         }
     }
     fn str(&mut self, key: &'a str) -> Result<Option<&'a str>, HfError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.unsupported(key, v, "expected a string")),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.unsupported(key, v, "expected a string")),
         }
     }
     /// The key must be absent or hold `want`.
     fn expect(&mut self, key: &'a str, want: &Value, reason: &str) -> Result<(), HfError> {
         match self.get(key) {
-            Some(v) if v != want => {
-                Err(self.unsupported(key, v, format!("only {want} is supported: {reason}")))
-            }
+            Some(v) if v != want => Err(self.unsupported(key, v, format!("only {want} is supported: {reason}"))),
             _ => Ok(()),
         }
     }
@@ -146,11 +121,7 @@ impl<'a> Reader<'a> {
 pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
     let value: Value = serde_json::from_str(text).map_err(|e| HfError::Json(e.to_string()))?;
     let obj = value.as_object().ok_or(HfError::NotObject)?;
-    let mut r = Reader {
-        obj,
-        text,
-        used: Default::default(),
-    };
+    let mut r = Reader { obj, text, used: Default::default() };
     for k in METADATA {
         r.get(k);
     }
@@ -158,40 +129,16 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
 
     if let Some(mt) = r.str("model_type")? {
         if mt != "deepseek_v3" && mt != "deepseek_v2" {
-            return Err(r.unsupported(
-                "model_type",
-                &json!(mt),
-                "dsv3c imports deepseek_v3 and deepseek_v2 configs",
-            ));
+            return Err(r.unsupported("model_type", &json!(mt), "dsv3c imports deepseek_v3 and deepseek_v2 configs"));
         }
     }
     r.expect("hidden_act", &json!("silu"), "experts and FFNs are SwiGLU")?;
-    r.expect(
-        "attention_bias",
-        &json!(false),
-        "MLA projections have no bias",
-    )?;
+    r.expect("attention_bias", &json!(false), "MLA projections have no bias")?;
     r.expect("mlp_bias", &json!(false), "FFN projections have no bias")?;
-    r.expect(
-        "attention_dropout",
-        &json!(0.0),
-        "dropout is not part of pre-training here",
-    )?;
-    r.expect(
-        "pretraining_tp",
-        &json!(1),
-        "it only matters to the original tensor-parallel checkpoint",
-    )?;
-    r.expect(
-        "moe_layer_freq",
-        &json!(1),
-        "every layer after the dense ones is MoE",
-    )?;
-    r.expect(
-        "rope_interleave",
-        &json!(true),
-        "DeepSeek's rope rows are interleaved pairs",
-    )?;
+    r.expect("attention_dropout", &json!(0.0), "dropout is not part of pre-training here")?;
+    r.expect("pretraining_tp", &json!(1), "it only matters to the original tensor-parallel checkpoint")?;
+    r.expect("moe_layer_freq", &json!(1), "every layer after the dense ones is MoE")?;
+    r.expect("rope_interleave", &json!(true), "DeepSeek's rope rows are interleaved pairs")?;
 
     let d_model = r.req_u64("hidden_size")?;
     let n_layers = r.req_u64("num_hidden_layers")?;
@@ -201,9 +148,7 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
             return Err(r.unsupported(
                 "num_key_value_heads",
                 &json!(kvh),
-                format!(
-                    "MLA has one key/value per head: must equal num_attention_heads = {n_heads}"
-                ),
+                format!("MLA has one key/value per head: must equal num_attention_heads = {n_heads}"),
             ));
         }
     }
@@ -212,20 +157,10 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
     // Positions: legacy rope_theta + rope_scaling, or 5.x rope_parameters.
     let mut rope_theta = r.f64("rope_theta")?.unwrap_or(10000.0);
     let mut yarn = None;
-    let scaling_key = if r.obj.contains_key("rope_parameters") {
-        "rope_parameters"
-    } else {
-        "rope_scaling"
-    };
+    let scaling_key = if r.obj.contains_key("rope_parameters") { "rope_parameters" } else { "rope_scaling" };
     if let Some(rs) = r.get(scaling_key) {
-        let o = rs
-            .as_object()
-            .ok_or_else(|| r.unsupported(scaling_key, rs, "expected an object"))?;
-        let kind = o
-            .get("rope_type")
-            .or_else(|| o.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let o = rs.as_object().ok_or_else(|| r.unsupported(scaling_key, rs, "expected an object"))?;
+        let kind = o.get("rope_type").or_else(|| o.get("type")).and_then(Value::as_str).unwrap_or("default");
         if let Some(t) = o.get("rope_theta").and_then(Value::as_f64) {
             rope_theta = t;
         }
@@ -241,20 +176,16 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
             "mscale_all_dim",
         ];
         if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(r.unsupported(
-                &format!("{scaling_key}.{k}"),
-                &o[k.as_str()],
-                "unknown rope scaling key",
-            ));
+            return Err(r.unsupported(&format!("{scaling_key}.{k}"), &o[k.as_str()], "unknown rope scaling key"));
         }
         match kind {
             "default" => {}
             "yarn" => {
                 let num = |k: &str, dflt: Option<f64>| -> Result<f64, HfError> {
                     match o.get(k) {
-                        Some(v) => v.as_f64().ok_or_else(|| {
-                            r.unsupported(&format!("{scaling_key}.{k}"), v, "expected a number")
-                        }),
+                        Some(v) => v
+                            .as_f64()
+                            .ok_or_else(|| r.unsupported(&format!("{scaling_key}.{k}"), v, "expected a number")),
                         None => dflt.ok_or_else(|| HfError::Missing {
                             field: format!("{scaling_key}.{k}"),
                             line: r.line(scaling_key),
@@ -317,9 +248,7 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
     let score_func = match r.str("scoring_func")? {
         None | Some("sigmoid") => ScoreFunc::Sigmoid,
         Some("softmax") => ScoreFunc::Softmax,
-        Some(other) => {
-            return Err(r.unsupported("scoring_func", &json!(other), "use sigmoid or softmax"))
-        }
+        Some(other) => return Err(r.unsupported("scoring_func", &json!(other), "use sigmoid or softmax")),
     };
     let topk_method = r.str("topk_method")?.unwrap_or("noaux_tc");
     let n_group = r.u64("n_group")?.unwrap_or(1);
@@ -351,14 +280,10 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
         Some(e) if e > 0 && first_dense < n_layers => Some(Moe {
             n_routed_experts: e,
             n_shared_experts: moe_fields.0.unwrap_or(0),
-            top_k: moe_fields.1.ok_or_else(|| HfError::Missing {
-                field: "num_experts_per_tok".into(),
-                line: None,
-            })?,
-            moe_intermediate_size: moe_fields.2.ok_or_else(|| HfError::Missing {
-                field: "moe_intermediate_size".into(),
-                line: None,
-            })?,
+            top_k: moe_fields.1.ok_or_else(|| HfError::Missing { field: "num_experts_per_tok".into(), line: None })?,
+            moe_intermediate_size: moe_fields
+                .2
+                .ok_or_else(|| HfError::Missing { field: "moe_intermediate_size".into(), line: None })?,
             score_func,
             n_group,
             top_groups,
@@ -369,32 +294,19 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
         }),
         _ => None,
     };
-    let dense = if first_dense > 0 || moe.is_none() {
-        let n = if moe.is_none() { n_layers } else { first_dense };
-        Some(Dense {
-            n_layers: n,
-            intermediate_size: intermediate.ok_or_else(|| HfError::Missing {
-                field: "intermediate_size".into(),
-                line: None,
-            })?,
-        })
-    } else {
-        None
+    let missing = |field: &str| HfError::Missing { field: field.to_string(), line: None };
+    let dense = match (&moe, intermediate) {
+        (None, Some(i)) => Some(Dense { n_layers, intermediate_size: i }),
+        (Some(_), Some(i)) => Some(Dense { n_layers: first_dense, intermediate_size: i }),
+        (Some(_), None) if first_dense == 0 => None,
+        _ => return Err(missing("intermediate_size")),
     };
-
-    let mtp_depth = r
-        .u64("num_nextn_predict_layers")?
-        .or(obj.get("num_mtp_layers").and_then(Value::as_u64))
-        .unwrap_or(0);
-    let param = match r
-        .str("torch_dtype")?
-        .or(obj.get("dtype").and_then(Value::as_str))
-    {
+    let mtp_depth =
+        r.u64("num_nextn_predict_layers")?.or(obj.get("num_mtp_layers").and_then(Value::as_u64)).unwrap_or(0);
+    let param = match r.str("torch_dtype")?.or(obj.get("dtype").and_then(Value::as_str)) {
         None | Some("bfloat16") => Dtype::Bf16,
         Some("float32") => Dtype::F32,
-        Some(other) => {
-            return Err(r.unsupported("torch_dtype", &json!(other), "use bfloat16 or float32"))
-        }
+        Some(other) => return Err(r.unsupported("torch_dtype", &json!(other), "use bfloat16 or float32")),
     };
     r.get("dtype");
     let fp8 = match r.get("quantization_config") {
@@ -409,27 +321,12 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
         max_seq_len,
         tie_embeddings: r.bool("tie_word_embeddings")?.unwrap_or(false),
         init_std: r.f64("initializer_range")?.unwrap_or(0.02),
-        norm: Norm::Rmsnorm {
-            eps: r.f64("rms_norm_eps")?.unwrap_or(1e-6),
-        },
+        norm: Norm::Rmsnorm { eps: r.f64("rms_norm_eps")?.unwrap_or(1e-6) },
         dense,
-        attention: Attention {
-            mla,
-            swa: None,
-            pattern: vec![LayerAttention::Mla],
-        },
+        attention: Attention { mla, swa: None, pattern: vec![LayerAttention::Mla] },
         moe,
-        mtp: (mtp_depth > 0).then_some(Mtp {
-            depth: mtp_depth,
-            loss_weight: 0.3,
-        }),
-        precision: Precision {
-            master: Dtype::F32,
-            param,
-            compute: param,
-            fp8,
-            kv_cache: KvCacheDtype::Bf16,
-        },
+        mtp: (mtp_depth > 0).then_some(Mtp { depth: mtp_depth, loss_weight: 0.3 }),
+        precision: Precision { master: Dtype::F32, param, compute: param, fp8, kv_cache: KvCacheDtype::Bf16 },
     };
     if let Some(k) = obj.keys().find(|k| !r.used.contains(k.as_str())) {
         return Err(r.unsupported(
@@ -455,33 +352,20 @@ fn import_fp8(r: &Reader<'_>, q: &Value) -> Result<Fp8, HfError> {
     if o.get("quant_method").and_then(Value::as_str) != Some("fp8") {
         return Err(bad("only quant_method fp8 is supported"));
     }
-    if o.get("fmt")
-        .and_then(Value::as_str)
-        .is_some_and(|f| f != "e4m3")
-    {
+    if o.get("fmt").and_then(Value::as_str).is_some_and(|f| f != "e4m3") {
         return Err(bad("only fmt e4m3 is supported"));
     }
-    if o.get("activation_scheme")
-        .and_then(Value::as_str)
-        .is_some_and(|f| f != "dynamic")
-    {
+    if o.get("activation_scheme").and_then(Value::as_str).is_some_and(|f| f != "dynamic") {
         return Err(bad("only dynamic (online) activation scales are supported"));
     }
     let block = match o.get("weight_block_size") {
         None => 128,
-        Some(b) => match b
-            .as_array()
-            .map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>())
-        {
+        Some(b) => match b.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()) {
             Some(v) if v.len() == 2 && v[0].is_some() && v[0] == v[1] => v[0].unwrap_or(128),
             _ => return Err(bad("weight_block_size must be a square block [n, n]")),
         },
     };
-    Ok(Fp8 {
-        format: Fp8Format::E4m3,
-        activation_tile: block,
-        weight_block: block,
-    })
+    Ok(Fp8 { format: Fp8Format::E4m3, activation_tile: block, weight_block: block })
 }
 
 /// Settings HF has no key for, kept under `dsv3c` in exported configs.
@@ -504,10 +388,7 @@ fn apply_extras(s: &mut Spec, x: &Value) -> Result<(), String> {
     for (k, v) in o {
         match k.as_str() {
             "name" => {}
-            "precision" => {
-                s.precision =
-                    serde_json::from_value(v.clone()).map_err(|e| format!("precision: {e}"))?
-            }
+            "precision" => s.precision = serde_json::from_value(v.clone()).map_err(|e| format!("precision: {e}"))?,
             "bias_update_speed" => {
                 if let (Some(m), Some(f)) = (s.moe.as_mut(), v.as_f64()) {
                     m.bias_update_speed = f;
@@ -582,11 +463,9 @@ pub fn export(s: &Spec) -> Result<Value, HfError> {
     match &s.moe {
         Some(e) => {
             c["first_k_dense_replace"] = json!(s.n_dense_layers());
-            c["intermediate_size"] = json!(s
-                .dense
-                .as_ref()
-                .map_or(e.moe_intermediate_size * e.n_shared_experts.max(1), |d| d
-                    .intermediate_size));
+            if let Some(d) = &s.dense {
+                c["intermediate_size"] = json!(d.intermediate_size);
+            }
             c["moe_layer_freq"] = json!(1);
             c["n_routed_experts"] = json!(e.n_routed_experts);
             c["n_shared_experts"] = json!(e.n_shared_experts);
@@ -594,9 +473,7 @@ pub fn export(s: &Spec) -> Result<Value, HfError> {
             c["moe_intermediate_size"] = json!(e.moe_intermediate_size);
             c["n_group"] = json!(e.n_group);
             c["topk_group"] = json!(e.top_groups);
-            c["topk_method"] = json!(if e.bias_update_speed > 0.0
-                || e.score_func == ScoreFunc::Sigmoid
-            {
+            c["topk_method"] = json!(if e.bias_update_speed > 0.0 || e.score_func == ScoreFunc::Sigmoid {
                 "noaux_tc"
             } else {
                 "greedy"

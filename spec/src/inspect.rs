@@ -50,11 +50,7 @@ pub fn inspect(s: &Spec, seq_len: u64, mem: Option<MemoryRequest>) -> Inspection
         memory: mem.map(|m| {
             let memory = memory(s, m.layout, m.run);
             let fits = memory.total <= m.gpu_memory_gb * 1e9;
-            MemoryReport {
-                memory,
-                gpu_memory_gb: m.gpu_memory_gb,
-                fits,
-            }
+            MemoryReport { memory, gpu_memory_gb: m.gpu_memory_gb, fits }
         }),
     }
 }
@@ -130,13 +126,7 @@ impl Inspection {
         }
         let _ = writeln!(o, "{}", "-".repeat(84));
         let line = |o: &mut String, k: &str, v: u64| {
-            let _ = writeln!(
-                o,
-                "{:<22} {:>18} ({})",
-                k,
-                grouped(v),
-                human_count(v as f64)
-            );
+            let _ = writeln!(o, "{:<22} {:>18} ({})", k, grouped(v), human_count(v as f64));
         };
         line(&mut o, "total", p.total);
         line(&mut o, "active", p.active);
@@ -150,29 +140,15 @@ impl Inspection {
         let _ = writeln!(o, "FLOPs per token at seq_len {}", f.seq_len);
         let g = |x: u64| format!("{:.3} GFLOP", x as f64 / 1e9);
         let _ = writeln!(o, "  {:<28} {:>18}", "forward matmul", g(f.forward_matmul));
-        let _ = writeln!(
-            o,
-            "  {:<28} {:>18}",
-            "forward attention",
-            g(f.forward_attention)
-        );
+        let _ = writeln!(o, "  {:<28} {:>18}", "forward attention", g(f.forward_attention));
         let _ = writeln!(o, "  {:<28} {:>18}", "forward", g(f.forward));
         let _ = writeln!(o, "  {:<28} {:>18}", "training (fwd+bwd)", g(f.training));
         let _ = writeln!(o, "  {:<28} {:>18}", "mtp forward", g(f.mtp_forward));
-        let _ = writeln!(
-            o,
-            "  {:<28} {:>18}",
-            "training with mtp",
-            g(f.training_with_mtp)
-        );
+        let _ = writeln!(o, "  {:<28} {:>18}", "training with mtp", g(f.training_with_mtp));
 
         let k = &self.kv_cache;
         let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "KV cache (inference)              {:>14} {:>18}",
-            "MLA", "MHA, same shape"
-        );
+        let _ = writeln!(o, "KV cache (inference)              {:>14} {:>18}", "MLA", "MHA, same shape");
         let _ = writeln!(
             o,
             "  {:<30} {:>14} {:>18}",
@@ -210,12 +186,7 @@ impl Inspection {
                 mm.run.moments.name(),
                 mm.run.zero
             );
-            let _ = writeln!(
-                o,
-                "  {:<28} {:>14}",
-                "parameters held",
-                human_count(mm.params)
-            );
+            let _ = writeln!(o, "  {:<28} {:>14}", "parameters held", human_count(mm.params));
             for (k, v) in [
                 ("weights", mm.weights),
                 ("master weights", mm.master),
@@ -227,12 +198,7 @@ impl Inspection {
             }
             let _ = writeln!(o, "  {:<28} {:>14}", "total", human_bytes(mm.total));
             let verdict = if m.fits { "fits" } else { "does NOT fit" };
-            let _ = writeln!(
-                o,
-                "  {:<28} {:>14}  ({verdict})",
-                "GPU memory",
-                human_bytes(m.gpu_memory_gb * 1e9)
-            );
+            let _ = writeln!(o, "  {:<28} {:>14}  ({verdict})", "GPU memory", human_bytes(m.gpu_memory_gb * 1e9));
         }
         o
     }

@@ -31,17 +31,11 @@ pub fn kv_cache(s: &Spec, context: u64) -> KvCache {
     let m = &s.attention.mla;
     let per = match s.precision.kv_cache {
         KvCacheDtype::Bf16 => 2 * (m.kv_lora_rank + m.qk_rope_head_dim),
-        KvCacheDtype::Fp8 => {
-            m.kv_lora_rank + 4 * m.kv_lora_rank.div_ceil(128) + 2 * m.qk_rope_head_dim
-        }
+        KvCacheDtype::Fp8 => m.kv_lora_rank + 4 * m.kv_lora_rank.div_ceil(128) + 2 * m.qk_rope_head_dim,
     };
     let mha = 2 * m.n_heads * (m.qk_head_dim() + m.v_head_dim);
     let (mla_layers, swa_layers) = s.attention_layer_counts();
-    let swa_tokens = s
-        .attention
-        .swa
-        .as_ref()
-        .map_or(0, |w| (w.window + w.sink_tokens).min(context));
+    let swa_tokens = s.attention.swa.as_ref().map_or(0, |w| (w.window + w.sink_tokens).min(context));
     KvCache {
         mla_bytes_per_token_layer: per,
         mha_bytes_per_token_layer: mha,

@@ -89,11 +89,7 @@ fn lines(src: &str) -> Vec<Line<'_>> {
             if trimmed.is_empty() || trimmed == "---" || trimmed.starts_with('%') {
                 return None;
             }
-            Some(Line {
-                no: i + 1,
-                indent: text.len() - trimmed.len(),
-                text,
-            })
+            Some(Line { no: i + 1, indent: text.len() - trimmed.len(), text })
         })
         .collect()
 }
@@ -103,9 +99,7 @@ fn key_match(s: &str, key: &str) -> Option<usize> {
     for quote in ["", "\"", "'"] {
         let k = format!("{quote}{key}{quote}");
         if let Some(rest) = s.strip_prefix(&k) {
-            let rest_trim = rest.trim_start();
-            if rest_trim.starts_with(':') {
-                let after = &rest_trim[1..];
+            if let Some(after) = rest.trim_start().strip_prefix(':') {
                 if after.is_empty() || after.starts_with([' ', '\t']) {
                     return Some(s.len() - after.len());
                 }
@@ -128,13 +122,7 @@ pub fn locate(src: &str, path: &[Seg]) -> (Pos, bool) {
     for (depth, seg) in path.iter().enumerate() {
         if let Some((line, start, text)) = inline {
             return match find_in_flow(text, &path[depth..]) {
-                Some((off, all)) => (
-                    Pos {
-                        line,
-                        column: start + off + 1,
-                    },
-                    all,
-                ),
+                Some((off, all)) => (Pos { line, column: start + off + 1 }, all),
                 None => (best, false),
             };
         }
@@ -174,20 +162,14 @@ pub fn locate(src: &str, path: &[Seg]) -> (Pos, bool) {
             return (best, false);
         };
         let l = &ls[i];
-        best = Pos {
-            line: l.no,
-            column: at + 1,
-        };
+        best = Pos { line: l.no, column: at + 1 };
         if depth + 1 == path.len() {
             return (best, true);
         }
         let value = &l.text[at + after..];
         let value_trim = value.trim_start();
         let value_at = at + after + (value.len() - value_trim.len());
-        if matches!(seg, Seg::Index(_))
-            && !value_trim.is_empty()
-            && !value_trim.starts_with(['[', '{'])
-        {
+        if matches!(seg, Seg::Index(_)) && !value_trim.is_empty() && !value_trim.starts_with(['[', '{']) {
             // "- key: v" : the item is a mapping whose first entry is on this line.
             lo = i;
             col = Some(value_at);
@@ -231,9 +213,7 @@ fn block_end(ls: &[Line<'_>], i: usize, at: usize) -> usize {
     let mut j = i + 1;
     while j < ls.len()
         && (ls[j].indent > at
-            || (ls[j].indent == at
-                && ls[j].text[at..].starts_with("- ")
-                && !ls[i].text[at..].starts_with("- ")))
+            || (ls[j].indent == at && ls[j].text[at..].starts_with("- ") && !ls[i].text[at..].starts_with("- ")))
     {
         j += 1;
     }
@@ -287,9 +267,7 @@ fn find_in_flow(text: &str, path: &[Seg]) -> Option<(usize, bool)> {
             (a + lead, a + lead + s.trim().len())
         };
         let hit = match seg {
-            Seg::Index(k) if open == b'[' => {
-                items.get(*k).map(|&r| trimmed(r)).map(|(a, _)| (a, a))
-            }
+            Seg::Index(k) if open == b'[' => items.get(*k).map(|&r| trimmed(r)).map(|(a, _)| (a, a)),
             Seg::Key(k) if open == b'{' => items.iter().map(|&r| trimmed(r)).find_map(|(a, _)| {
                 key_match(&text[a..], k).map(|after| {
                     let v = &text[a + after..];
@@ -345,10 +323,7 @@ list:
     #[test]
     fn finds_flow_entries() {
         assert_eq!(at("attention.mla.yarn.factor"), (6, 12, true));
-        assert_eq!(
-            at("attention.mla.yarn.original_max_position_embeddings"),
-            (6, 24, true)
-        );
+        assert_eq!(at("attention.mla.yarn.original_max_position_embeddings"), (6, 24, true));
         assert_eq!(at("attention.pattern[1]"), (7, 18, true));
     }
 
@@ -362,16 +337,14 @@ list:
     fn missing_paths_fall_back_to_the_deepest_ancestor() {
         assert_eq!(at("moe.n_group"), (8, 1, false));
         assert_eq!(at("nothing.here"), (1, 1, false));
-        assert_eq!(at("attention.pattern[7]"), (7, 3, false));
+        // An index past the end of a flow list points at the list.
+        assert_eq!(at("attention.pattern[7]"), (7, 12, false));
     }
 
     #[test]
     fn keys_are_not_matched_by_prefix() {
         let src = "top_k_extra: 1\ntop_k: 2\n";
-        assert_eq!(
-            locate(src, &parse_path("top_k")).0,
-            Pos { line: 2, column: 1 }
-        );
+        assert_eq!(locate(src, &parse_path("top_k")).0, Pos { line: 2, column: 1 });
     }
 
     #[test]

@@ -36,11 +36,7 @@ impl Layout {
 
 impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "tp={},pp={},ep={},dp={}",
-            self.tp, self.pp, self.ep, self.dp
-        )
+        write!(f, "tp={},pp={},ep={},dp={}", self.tp, self.pp, self.ep, self.dp)
     }
 }
 
@@ -68,20 +64,10 @@ pub enum LayoutError {
 impl Layout {
     /// Parses `tp=8,pp=4,ep=8,dp=2`; missing degrees are 1, except `dp`, which takes the GPUs left.
     pub fn parse(text: &str, gpus: Option<u64>) -> Result<Layout, LayoutError> {
-        let mut l = Layout {
-            tp: 1,
-            pp: 1,
-            ep: 1,
-            dp: 0,
-        };
+        let mut l = Layout { tp: 1, pp: 1, ep: 1, dp: 0 };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| LayoutError::Syntax(text.to_string()))?;
-            let v: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| LayoutError::Syntax(text.to_string()))?;
+            let (k, v) = part.split_once('=').ok_or_else(|| LayoutError::Syntax(text.to_string()))?;
+            let v: u64 = v.trim().parse().map_err(|_| LayoutError::Syntax(text.to_string()))?;
             match k.trim() {
                 "tp" => l.tp = v,
                 "pp" => l.pp = v,
@@ -98,12 +84,7 @@ impl Layout {
         if l.dp == 0 {
             l.dp = match gpus {
                 Some(g) if g % (l.tp * l.pp) == 0 && g >= l.tp * l.pp => g / (l.tp * l.pp),
-                Some(g) => {
-                    return Err(LayoutError::GpuCount {
-                        product: l.tp * l.pp,
-                        gpus: g,
-                    })
-                }
+                Some(g) => return Err(LayoutError::GpuCount { product: l.tp * l.pp, gpus: g }),
                 None => 1,
             };
         }
@@ -112,43 +93,28 @@ impl Layout {
 
     /// Checks the layout against a spec and a GPU count.
     pub fn check(&self, s: &Spec, gpus: u64) -> Result<(), LayoutError> {
-        for (name, v) in [
-            ("tp", self.tp),
-            ("pp", self.pp),
-            ("ep", self.ep),
-            ("dp", self.dp),
-        ] {
+        for (name, v) in [("tp", self.tp), ("pp", self.pp), ("ep", self.ep), ("dp", self.dp)] {
             if v == 0 {
                 return Err(LayoutError::Zero(name));
             }
         }
         if self.gpus() != gpus {
-            return Err(LayoutError::GpuCount {
-                product: self.gpus(),
-                gpus,
-            });
+            return Err(LayoutError::GpuCount { product: self.gpus(), gpus });
         }
         let heads = s.attention.mla.n_heads;
         if heads % self.tp != 0 {
             return Err(LayoutError::Heads { tp: self.tp, heads });
         }
         if self.pp > s.n_layers {
-            return Err(LayoutError::Stages {
-                pp: self.pp,
-                layers: s.n_layers,
-            });
+            return Err(LayoutError::Stages { pp: self.pp, layers: s.n_layers });
         }
         if (self.dp * self.tp) % self.ep != 0 {
-            return Err(LayoutError::ExpertGroup {
-                ep: self.ep,
-                group: self.dp * self.tp,
-            });
+            return Err(LayoutError::ExpertGroup { ep: self.ep, group: self.dp * self.tp });
         }
         match &s.moe {
-            Some(m) if m.n_routed_experts % self.ep != 0 => Err(LayoutError::Experts {
-                ep: self.ep,
-                experts: m.n_routed_experts,
-            }),
+            Some(m) if m.n_routed_experts % self.ep != 0 => {
+                Err(LayoutError::Experts { ep: self.ep, experts: m.n_routed_experts })
+            }
             None if self.ep > 1 => Err(LayoutError::NoExperts(self.ep)),
             _ => Ok(()),
         }
@@ -195,9 +161,7 @@ fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool) -> f64 {
         e += 2.0 * m.q_lora_rank as f64;
     }
     e += h * m.qk_head_dim() as f64;
-    e += (m.kv_lora_rank + m.qk_rope_head_dim) as f64
-        + m.kv_lora_rank as f64
-        + m.qk_rope_head_dim as f64;
+    e += (m.kv_lora_rank + m.qk_rope_head_dim) as f64 + m.kv_lora_rank as f64 + m.qk_rope_head_dim as f64;
     e += h * (m.qk_nope_head_dim + m.v_head_dim) as f64;
     e += h * m.v_head_dim as f64;
     let mut bytes = e * a + h * 4.0;
@@ -217,12 +181,7 @@ fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool) -> f64 {
 
 /// Memory per GPU of `s` under `layout` and `run`.
 pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
-    let (tp, pp, ep, dp) = (
-        layout.tp as f64,
-        layout.pp as f64,
-        layout.ep as f64,
-        layout.dp as f64,
-    );
+    let (tp, pp, ep, dp) = (layout.tp as f64, layout.pp as f64, layout.ep as f64, layout.dp as f64);
     let dense = layer_params(s, false);
     let moe = layer_params(s, true);
     let d = s.d_model as f64;
@@ -243,16 +202,13 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
 
     // (non-expert, routed-expert) parameters of a stage, before sharding.
     let stage = |nd: f64, nm: f64, first: bool, last: bool| -> (f64, f64) {
-        let mut dense_part =
-            nd * dense.total() as f64 + nm * (moe.total() - moe.routed_experts) as f64;
+        let mut dense_part = nd * dense.total() as f64 + nm * (moe.total() - moe.routed_experts) as f64;
         let mut experts = nm * moe.routed_experts as f64;
         if first {
             dense_part += emb;
         }
         if last {
-            dense_part += head
-                + final_norm
-                + depth * (mtp_own + mtp_layer.total() - mtp_layer.routed_experts) as f64;
+            dense_part += head + final_norm + depth * (mtp_own + mtp_layer.total() - mtp_layer.routed_experts) as f64;
             experts += depth * mtp_layer.routed_experts as f64;
         }
         (dense_part, experts)
@@ -271,11 +227,7 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     let cost = |dense_p: f64, exp_p: f64| -> (f64, f64, f64, f64, f64) {
         let params = dense_p + exp_p;
         let weights = params * p_bytes;
-        let master = if has_master {
-            zero(dense_p * 4.0, dp) + zero(exp_p * 4.0, edp)
-        } else {
-            0.0
-        };
+        let master = if has_master { zero(dense_p * 4.0, dp) + zero(exp_p * 4.0, edp) } else { 0.0 };
         let grads = params * 4.0;
         let opt = zero(dense_p * mom, dp) + zero(exp_p * mom, edp);
         (params, weights, master, grads, opt)
@@ -284,40 +236,20 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     // Activations: the first stage keeps pp micro-batches of its layers; the last one micro-batch
     // of its layers plus the logits.
     let tokens = (run.micro_batch * run.seq_len) as f64;
-    let per_tok = |nd: f64, nm: f64| {
-        nd * layer_activation_bytes(s, &dense, false) + nm * layer_activation_bytes(s, &moe, true)
-    };
+    let per_tok =
+        |nd: f64, nm: f64| nd * layer_activation_bytes(s, &dense, false) + nm * layer_activation_bytes(s, &moe, true);
     let first_act = pp * tokens * per_tok(nd, nm) / tp;
-    let mtp_act = depth
-        * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some())
-            + 4.0 * d * s.precision.compute.bytes() as f64);
+    let mtp_act =
+        depth * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some()) + 4.0 * d * s.precision.compute.bytes() as f64);
     let logits = (1.0 + depth) * tokens * s.vocab_size as f64 * 4.0 / tp;
     let last_act = tokens * (per_tok(last_nd, last_nm) + mtp_act) / tp + logits;
-    let first_act = if layout.pp == 1 {
-        first_act + logits + tokens * mtp_act / tp
-    } else {
-        first_act
-    };
+    let first_act = if layout.pp == 1 { first_act + logits + tokens * mtp_act / tp } else { first_act };
 
     let a = cost(f_dense, f_exp);
     let b = cost(l_dense, l_exp);
     let total_a = a.1 + a.2 + a.3 + a.4 + first_act;
     let total_b = b.1 + b.2 + b.3 + b.4 + last_act;
     let ((params, weights, master, gradients, optimizer), activations, total) =
-        if total_a >= total_b || layout.pp == 1 {
-            (a, first_act, total_a)
-        } else {
-            (b, last_act, total_b)
-        };
-    Memory {
-        layout,
-        run,
-        params,
-        weights,
-        master,
-        gradients,
-        optimizer,
-        activations,
-        total,
-    }
+        if total_a >= total_b || layout.pp == 1 { (a, first_act, total_a) } else { (b, last_act, total_b) };
+    Memory { layout, run, params, weights, master, gradients, optimizer, activations, total }
 }

@@ -74,20 +74,10 @@ impl LayerParams {
         self.q + self.kv + self.o
     }
     pub fn total(&self) -> u64 {
-        self.attention()
-            + self.norms
-            + self.dense_ffn
-            + self.routed_experts
-            + self.shared_experts
-            + self.gate
+        self.attention() + self.norms + self.dense_ffn + self.routed_experts + self.shared_experts + self.gate
     }
     pub fn active(&self) -> u64 {
-        self.attention()
-            + self.norms
-            + self.dense_ffn
-            + self.routed_active
-            + self.shared_experts
-            + self.gate
+        self.attention() + self.norms + self.dense_ffn + self.routed_active + self.shared_experts + self.gate
     }
 }
 
@@ -97,9 +87,7 @@ pub fn layer_params(s: &Spec, moe: bool) -> LayerParams {
     let m = &s.attention.mla;
     let h = m.n_heads;
     let q = if m.q_lora_rank > 0 {
-        d * m.q_lora_rank
-            + norm_params(&s.norm, m.q_lora_rank)
-            + m.q_lora_rank * h * m.qk_head_dim()
+        d * m.q_lora_rank + norm_params(&s.norm, m.q_lora_rank) + m.q_lora_rank * h * m.qk_head_dim()
     } else {
         d * h * m.qk_head_dim()
     };
@@ -152,23 +140,13 @@ pub fn count(s: &Spec) -> ParamCounts {
     let moe = layer_params(s, true);
     let (nd, nm) = (s.n_dense_layers(), s.n_moe_layers());
     let embedding = s.vocab_size * d;
-    let lm_head = if s.tie_embeddings {
-        0
-    } else {
-        s.vocab_size * d
-    };
+    let lm_head = if s.tie_embeddings { 0 } else { s.vocab_size * d };
     let final_norm = norm_params(&s.norm, d);
 
     let mut comps = Vec::new();
     let mut add = |name: &'static str, count: u64, per: u64, active_per: u64| {
         if count > 0 && per > 0 {
-            comps.push(Component {
-                name,
-                count,
-                per_instance: per,
-                total: count * per,
-                active: count * active_per,
-            });
+            comps.push(Component { name, count, per_instance: per, total: count * per, active: count * active_per });
         }
     };
     let layers = s.n_layers;
@@ -179,12 +157,7 @@ pub fn count(s: &Spec) -> ParamCounts {
     add("layernorms", layers, moe.norms, moe.norms);
     add("mlp (dense)", nd, dense.dense_ffn, dense.dense_ffn);
     add("mlp.experts", nm, moe.routed_experts, moe.routed_active);
-    add(
-        "mlp.shared_experts",
-        nm,
-        moe.shared_experts,
-        moe.shared_experts,
-    );
+    add("mlp.shared_experts", nm, moe.shared_experts, moe.shared_experts);
     add("mlp.gate", nm, moe.gate, moe.gate);
     add("norm", 1, final_norm, final_norm);
     add("lm_head", 1, lm_head, lm_head);

@@ -10,10 +10,8 @@ use crate::validate::validate;
 /// Reads and validates the spec at `path`.
 pub fn load(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
     let path = path.as_ref();
-    let src = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let src =
+        std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.display().to_string(), source })?;
     parse(&path.display().to_string(), &src)
 }
 
@@ -24,58 +22,46 @@ pub fn parse(file: &str, src: &str) -> Result<Spec, SpecError> {
         .into_iter()
         .map(|v| {
             let (pos, _) = locate(src, &parse_path(&v.path));
-            Problem {
-                kind: ProblemKind::Invalid(v.rule),
-                path: v.path,
-                pos,
-                message: v.message,
-                help: Some(v.help),
-            }
+            Problem { kind: ProblemKind::Invalid(v.rule), path: v.path, pos, message: v.message, help: Some(v.help) }
         })
         .collect();
     if problems.is_empty() {
         Ok(spec)
     } else {
-        Err(SpecError::Problems(Box::new(ProblemSet::new(
-            file, src, problems,
-        ))))
+        Err(SpecError::Problems(Box::new(ProblemSet::new(file, src, problems))))
     }
 }
 
 /// Parses spec text into its typed form without checking the rules.
 pub fn parse_unvalidated(file: &str, src: &str) -> Result<Spec, SpecError> {
-    serde_yaml::from_str::<Spec>(src).map_err(|e| {
-        let kind = match serde_yaml::from_str::<serde_yaml::Value>(src) {
-            Err(_) => ProblemKind::Syntax,
-            Ok(_) => ProblemKind::Shape,
+    serde_yaml::from_str::<Spec>(src).map_err(|shape_err| {
+        // serde_yaml streams: broken syntax can surface as a type error first. Report the
+        // syntax error when there is one.
+        let (kind, e) = match serde_yaml::from_str::<serde_yaml::Value>(src) {
+            Err(syntax_err) => (ProblemKind::Syntax, syntax_err),
+            Ok(_) => (ProblemKind::Shape, shape_err),
         };
-        let pos = e.location().map_or(Pos::START, |l| Pos {
-            line: l.line().max(1),
-            column: l.column().max(1),
-        });
         let (path, message) = split_yaml_message(&e.to_string());
+        let reported = e.location().map(|l| Pos { line: l.line().max(1), column: l.column().max(1) });
+        // A problem inside a field cannot lie before the field itself; serde_yaml's mark can,
+        // for errors raised after a mapping was read. Fall back to the field's own position.
+        let (field_pos, found) = locate(src, &parse_path(&path));
+        let pos = match reported {
+            Some(p) if !found || p >= field_pos => p,
+            _ => field_pos,
+        };
         let help = match kind {
-            ProblemKind::Syntax => {
-                "fix the YAML syntax (indentation, `key: value`, matching brackets)"
-            }
+            ProblemKind::Syntax => "fix the YAML syntax (indentation, `key: value`, matching brackets)",
             _ if message.contains("unknown field") => {
                 "remove the field or fix its spelling; README.md lists every spec field"
             }
-            _ if message.contains("missing field") => {
-                "add the field; README.md lists every spec field"
-            }
+            _ if message.contains("missing field") => "add the field; README.md lists every spec field",
             _ => "README.md lists every spec field with its type",
         };
         SpecError::Problems(Box::new(ProblemSet::new(
             file,
             src,
-            vec![Problem {
-                kind,
-                path,
-                pos,
-                message,
-                help: Some(help.to_string()),
-            }],
+            vec![Problem { kind, path, pos, message, help: Some(help.to_string()) }],
         )))
     })
 }
@@ -88,11 +74,7 @@ fn split_yaml_message(msg: &str) -> (String, String) {
     };
     // serde_yaml prefixes the field path ("moe.top_k: invalid type ...") when it knows it.
     if let Some((head, rest)) = msg.split_once(": ") {
-        if !head.is_empty()
-            && head
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c))
-        {
+        if !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c)) {
             return (head.to_string(), format!("{head}: {rest}"));
         }
     }

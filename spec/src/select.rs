@@ -67,27 +67,15 @@ pub fn select(gpus: u64, gpu_memory_gb: f64, run: RunShape) -> Selection {
     let mut candidates = Vec::new();
     let mut choice = None;
     for s in &specs {
-        let run = RunShape {
-            seq_len: run.seq_len.min(s.max_seq_len),
-            ..run
-        };
+        let run = RunShape { seq_len: run.seq_len.min(s.max_seq_len), ..run };
         let ls = layouts(s, gpus);
         let mems: Vec<Memory> = ls.iter().map(|l| memory(s, *l, run)).collect();
-        let min_total = mems
-            .iter()
-            .map(|m| m.total)
-            .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.min(t))));
+        let min_total = mems.iter().map(|m| m.total).fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.min(t))));
         let best = mems
             .iter()
             .filter(|m| m.total <= budget)
             .min_by(|a, b| {
-                let key = |m: &Memory| {
-                    (
-                        m.layout.tp * m.layout.pp,
-                        m.layout.pp,
-                        std::cmp::Reverse(m.layout.ep),
-                    )
-                };
+                let key = |m: &Memory| (m.layout.tp * m.layout.pp, m.layout.pp, std::cmp::Reverse(m.layout.ep));
                 key(a).cmp(&key(b)).then(a.total.total_cmp(&b.total))
             })
             .cloned();
@@ -104,10 +92,5 @@ pub fn select(gpus: u64, gpu_memory_gb: f64, run: RunShape) -> Selection {
             layouts_tried: ls.len(),
         });
     }
-    Selection {
-        gpus,
-        gpu_memory_gb,
-        choice,
-        candidates,
-    }
+    Selection { gpus, gpu_memory_gb, choice, candidates }
 }

@@ -50,19 +50,57 @@ pub(crate) fn default_init_std() -> f64 {
 }
 
 /// Normalization: RMSNorm or DynamicTanh (`y = w ⊙ tanh(α·x) + b`).
+///
+/// Written as `norm: {type: rmsnorm, eps: 1.0e-6}` or `norm: {type: dyt, alpha_init: 0.5}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+#[serde(try_from = "NormRepr", into = "NormRepr")]
 pub enum Norm {
     /// `w ⊙ x / sqrt(mean(x²) + eps)`.
-    Rmsnorm {
-        #[serde(default = "default_eps")]
-        eps: f64,
-    },
+    Rmsnorm { eps: f64 },
     /// DynamicTanh: `w ⊙ tanh(α·x) + b`, α a learned scalar per norm.
-    Dyt {
-        #[serde(default = "default_dyt_alpha")]
-        alpha_init: f64,
-    },
+    Dyt { alpha_init: f64 },
+}
+
+/// The YAML form of [`Norm`]: a plain struct, so that serde_yaml keeps field locations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NormRepr {
+    #[serde(rename = "type")]
+    kind: NormKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alpha_init: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NormKind {
+    Rmsnorm,
+    Dyt,
+}
+
+impl TryFrom<NormRepr> for Norm {
+    type Error = String;
+    fn try_from(r: NormRepr) -> Result<Self, String> {
+        match (r.kind, r.eps, r.alpha_init) {
+            (NormKind::Rmsnorm, eps, None) => Ok(Norm::Rmsnorm { eps: eps.unwrap_or_else(default_eps) }),
+            (NormKind::Dyt, None, alpha) => Ok(Norm::Dyt { alpha_init: alpha.unwrap_or_else(default_dyt_alpha) }),
+            (NormKind::Rmsnorm, _, Some(_)) => {
+                Err("norm: `alpha_init` belongs to `type: dyt`; rmsnorm takes `eps`".into())
+            }
+            (NormKind::Dyt, Some(_), _) => Err("norm: `eps` belongs to `type: rmsnorm`; dyt takes `alpha_init`".into()),
+        }
+    }
+}
+
+impl From<Norm> for NormRepr {
+    fn from(n: Norm) -> Self {
+        match n {
+            Norm::Rmsnorm { eps } => NormRepr { kind: NormKind::Rmsnorm, eps: Some(eps), alpha_init: None },
+            Norm::Dyt { alpha_init } => NormRepr { kind: NormKind::Dyt, eps: None, alpha_init: Some(alpha_init) },
+        }
+    }
 }
 
 impl Default for Norm {

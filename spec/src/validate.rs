@@ -148,12 +148,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn fail(&mut self, rule: Rule, path: &str, message: String, help: impl Into<String>) {
-        self.out.push(Violation {
-            rule,
-            path: path.to_string(),
-            message,
-            help: help.into(),
-        });
+        self.out.push(Violation { rule, path: path.to_string(), message, help: help.into() });
     }
 
     fn range(&mut self, path: &str, v: u64, lo: u64, hi: u64) -> bool {
@@ -173,16 +168,8 @@ impl Checker<'_> {
     fn real(&mut self, path: &str, v: f64, lo: f64, hi: f64, closed_lo: bool) -> bool {
         let ok = v.is_finite() && (if closed_lo { v >= lo } else { v > lo }) && v <= hi;
         if !ok {
-            let lo_s = if closed_lo {
-                format!(">= {lo}")
-            } else {
-                format!("> {lo}")
-            };
-            let hi_s = if hi.is_finite() {
-                format!(" and <= {hi}")
-            } else {
-                String::new()
-            };
+            let lo_s = if closed_lo { format!(">= {lo}") } else { format!("> {lo}") };
+            let hi_s = if hi.is_finite() { format!(" and <= {hi}") } else { String::new() };
             self.fail(
                 Rule::RealRange,
                 path,
@@ -197,17 +184,11 @@ impl Checker<'_> {
 /// Checks every rule; returns all violations (empty when the spec is valid).
 pub fn validate(spec: &Spec) -> Vec<Violation> {
     use bounds::*;
-    let mut c = Checker {
-        spec,
-        out: Vec::new(),
-    };
+    let mut c = Checker { spec, out: Vec::new() };
     let s = c.spec;
 
     if s.name.is_empty()
-        || !s
-            .name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        || !s.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
         || s.name.starts_with('.')
     {
         c.fail(
@@ -245,7 +226,10 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
                 c.fail(
                     Rule::DenseCoversAllLayers,
                     "dense.n_layers",
-                    format!("dense.n_layers = {} but there is no `moe` block, so all {} layers are dense", d.n_layers, s.n_layers),
+                    format!(
+                        "dense.n_layers = {} but there is no `moe` block, so all {} layers are dense",
+                        d.n_layers, s.n_layers
+                    ),
                     format!("set dense.n_layers to {} or add a `moe:` block", s.n_layers),
                 );
             }
@@ -256,14 +240,8 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
                 c.fail(
                     Rule::DenseLeavesMoeLayers,
                     "dense.n_layers",
-                    format!(
-                        "dense.n_layers = {} leaves no MoE layer out of n_layers = {}",
-                        d.n_layers, s.n_layers
-                    ),
-                    format!(
-                        "use 0..{} dense layers, or remove the `moe:` block",
-                        s.n_layers
-                    ),
+                    format!("dense.n_layers = {} leaves no MoE layer out of n_layers = {}", d.n_layers, s.n_layers),
+                    format!("use 0..{} dense layers, or remove the `moe:` block", s.n_layers),
                 );
             }
         }
@@ -276,81 +254,28 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
     c.range("attention.mla.n_heads", m.n_heads, 1, HEADS);
     c.range("attention.mla.q_lora_rank", m.q_lora_rank, 0, RANK);
     c.range("attention.mla.kv_lora_rank", m.kv_lora_rank, 1, RANK);
-    c.range(
-        "attention.mla.qk_nope_head_dim",
-        m.qk_nope_head_dim,
-        1,
-        HEAD_DIM,
-    );
+    c.range("attention.mla.qk_nope_head_dim", m.qk_nope_head_dim, 1, HEAD_DIM);
     c.range("attention.mla.v_head_dim", m.v_head_dim, 1, HEAD_DIM);
-    if c.range(
-        "attention.mla.qk_rope_head_dim",
-        m.qk_rope_head_dim,
-        2,
-        HEAD_DIM,
-    ) && m.qk_rope_head_dim % 2 != 0
-    {
+    if c.range("attention.mla.qk_rope_head_dim", m.qk_rope_head_dim, 2, HEAD_DIM) && m.qk_rope_head_dim % 2 != 0 {
         c.fail(
             Rule::RopeDimEven,
             "attention.mla.qk_rope_head_dim",
-            format!(
-                "attention.mla.qk_rope_head_dim = {} is odd; RoPE rotates pairs of dims",
-                m.qk_rope_head_dim
-            ),
+            format!("attention.mla.qk_rope_head_dim = {} is odd; RoPE rotates pairs of dims", m.qk_rope_head_dim),
             format!("use an even number such as {}", m.qk_rope_head_dim + 1),
         );
     }
-    c.real(
-        "attention.mla.rope_theta",
-        m.rope_theta,
-        1.0,
-        f64::INFINITY,
-        false,
-    );
+    c.real("attention.mla.rope_theta", m.rope_theta, 1.0, f64::INFINITY, false);
     if let Some(y) = &m.yarn {
-        c.real(
-            "attention.mla.yarn.factor",
-            y.factor,
-            1.0,
-            f64::INFINITY,
-            true,
-        );
-        c.real(
-            "attention.mla.yarn.beta_slow",
-            y.beta_slow,
-            0.0,
-            f64::INFINITY,
-            false,
-        );
-        c.real(
-            "attention.mla.yarn.beta_fast",
-            y.beta_fast,
-            0.0,
-            f64::INFINITY,
-            false,
-        );
-        c.real(
-            "attention.mla.yarn.mscale",
-            y.mscale,
-            0.0,
-            f64::INFINITY,
-            true,
-        );
-        c.real(
-            "attention.mla.yarn.mscale_all_dim",
-            y.mscale_all_dim,
-            0.0,
-            f64::INFINITY,
-            true,
-        );
+        c.real("attention.mla.yarn.factor", y.factor, 1.0, f64::INFINITY, true);
+        c.real("attention.mla.yarn.beta_slow", y.beta_slow, 0.0, f64::INFINITY, false);
+        c.real("attention.mla.yarn.beta_fast", y.beta_fast, 0.0, f64::INFINITY, false);
+        c.real("attention.mla.yarn.mscale", y.mscale, 0.0, f64::INFINITY, true);
+        c.real("attention.mla.yarn.mscale_all_dim", y.mscale_all_dim, 0.0, f64::INFINITY, true);
         if y.beta_fast.is_finite() && y.beta_slow.is_finite() && y.beta_fast <= y.beta_slow {
             c.fail(
                 Rule::YarnBetas,
                 "attention.mla.yarn.beta_fast",
-                format!(
-                    "yarn.beta_fast = {} must exceed yarn.beta_slow = {}",
-                    y.beta_fast, y.beta_slow
-                ),
+                format!("yarn.beta_fast = {} must exceed yarn.beta_slow = {}", y.beta_fast, y.beta_slow),
                 "DeepSeek-V3 uses beta_fast 32, beta_slow 1",
             );
         }
@@ -376,25 +301,14 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
         c.fail(
             Rule::PatternLength,
             "attention.pattern",
-            format!(
-                "attention.pattern has {} entries; it repeats over {} layers",
-                a.pattern.len(),
-                s.n_layers
-            ),
-            format!(
-                "give between 1 and {} entries, e.g. [mla] or [swa, swa, swa, mla]",
-                s.n_layers
-            ),
+            format!("attention.pattern has {} entries; it repeats over {} layers", a.pattern.len(), s.n_layers),
+            format!("give between 1 and {} entries, e.g. [mla] or [swa, swa, swa, mla]", s.n_layers),
         );
     }
     let uses_swa = (0..s.n_layers.min(LAYERS)).any(|l| s.layer_attention(l) == LayerAttention::Swa);
     match (&a.swa, uses_swa) {
         (None, true) => {
-            let i = a
-                .pattern
-                .iter()
-                .position(|p| *p == LayerAttention::Swa)
-                .unwrap_or(0);
+            let i = a.pattern.iter().position(|p| *p == LayerAttention::Swa).unwrap_or(0);
             c.fail(
                 Rule::SwaMissing,
                 &format!("attention.pattern[{i}]"),
@@ -415,7 +329,10 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
             c.fail(
                 Rule::SwaWindow,
                 "attention.swa.window",
-                format!("attention.swa.window = {} is not shorter than max_seq_len = {}: that is full attention", w.window, s.max_seq_len),
+                format!(
+                    "attention.swa.window = {} is not shorter than max_seq_len = {}: that is full attention",
+                    w.window, s.max_seq_len
+                ),
                 format!("use a window below {}, or `mla` layers", s.max_seq_len),
             );
         }
@@ -423,10 +340,7 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
             c.fail(
                 Rule::SwaSinks,
                 "attention.swa.sink_tokens",
-                format!(
-                    "attention.swa.sink_tokens = {} must be fewer than the window ({})",
-                    w.sink_tokens, w.window
-                ),
+                format!("attention.swa.sink_tokens = {} must be fewer than the window ({})", w.sink_tokens, w.window),
                 "a few sink tokens (e.g. 4) are typical",
             );
         }
@@ -437,47 +351,30 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
         let e = moe.n_routed_experts;
         let experts_ok = c.range("moe.n_routed_experts", e, 1, EXPERTS);
         c.range("moe.n_shared_experts", moe.n_shared_experts, 0, 64);
-        c.range(
-            "moe.moe_intermediate_size",
-            moe.moe_intermediate_size,
-            1,
-            FFN,
-        );
+        c.range("moe.moe_intermediate_size", moe.moe_intermediate_size, 1, FFN);
         if experts_ok && (moe.top_k == 0 || moe.top_k > e) {
             c.fail(
                 Rule::TopK,
                 "moe.top_k",
-                format!(
-                    "moe.top_k = {} must be between 1 and n_routed_experts = {e}",
-                    moe.top_k
-                ),
+                format!("moe.top_k = {} must be between 1 and n_routed_experts = {e}", moe.top_k),
                 format!("use 1..={e}"),
             );
         }
         let groups_ok = c.range("moe.n_group", moe.n_group, 1, EXPERTS);
         if experts_ok && groups_ok {
             if e % moe.n_group != 0 {
-                let divisors: Vec<String> = (1..=e)
-                    .filter(|g| e % g == 0)
-                    .map(|g| g.to_string())
-                    .collect();
+                let divisors: Vec<String> = (1..=e).filter(|g| e % g == 0).map(|g| g.to_string()).collect();
                 c.fail(
                     Rule::GroupsDivideExperts,
                     "moe.n_group",
-                    format!(
-                        "moe.n_group = {} does not divide n_routed_experts = {e}",
-                        moe.n_group
-                    ),
+                    format!("moe.n_group = {} does not divide n_routed_experts = {e}", moe.n_group),
                     format!("use one of {}", divisors.join(", ")),
                 );
             } else if moe.top_groups == 0 || moe.top_groups > moe.n_group {
                 c.fail(
                     Rule::TopGroups,
                     "moe.top_groups",
-                    format!(
-                        "moe.top_groups = {} must be between 1 and n_group = {}",
-                        moe.top_groups, moe.n_group
-                    ),
+                    format!("moe.top_groups = {} must be between 1 and n_group = {}", moe.top_groups, moe.n_group),
                     format!("use 1..={}", moe.n_group),
                 );
             } else {
@@ -503,38 +400,14 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
                 }
             }
         }
-        c.real(
-            "moe.route_scale",
-            moe.route_scale,
-            0.0,
-            f64::INFINITY,
-            false,
-        );
-        c.real(
-            "moe.bias_update_speed",
-            moe.bias_update_speed,
-            0.0,
-            1.0,
-            true,
-        );
-        c.real(
-            "moe.seq_aux_alpha",
-            moe.seq_aux_alpha,
-            0.0,
-            f64::INFINITY,
-            true,
-        );
+        c.real("moe.route_scale", moe.route_scale, 0.0, f64::INFINITY, false);
+        c.real("moe.bias_update_speed", moe.bias_update_speed, 0.0, 1.0, true);
+        c.real("moe.seq_aux_alpha", moe.seq_aux_alpha, 0.0, f64::INFINITY, true);
     }
 
     if let Some(mtp) = &s.mtp {
         c.range("mtp.depth", mtp.depth, 1, MTP_DEPTH);
-        c.real(
-            "mtp.loss_weight",
-            mtp.loss_weight,
-            0.0,
-            f64::INFINITY,
-            false,
-        );
+        c.real("mtp.loss_weight", mtp.loss_weight, 0.0, f64::INFINITY, false);
     }
 
     // Precision.
@@ -543,20 +416,15 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
         c.fail(
             Rule::MasterPrecision,
             "precision.master",
-            format!(
-                "precision.master = {} is narrower than precision.param = {}",
-                p.master.name(),
-                p.param.name()
-            ),
+            format!("precision.master = {} is narrower than precision.param = {}", p.master.name(), p.param.name()),
             "use `master: f32`",
         );
     }
     if let Some(f8) = &p.fp8 {
         let mut tiles_ok = true;
-        for (path, v) in [
-            ("precision.fp8.activation_tile", f8.activation_tile),
-            ("precision.fp8.weight_block", f8.weight_block),
-        ] {
+        for (path, v) in
+            [("precision.fp8.activation_tile", f8.activation_tile), ("precision.fp8.weight_block", f8.weight_block)]
+        {
             if !(16..=512).contains(&v) || !v.is_power_of_two() {
                 tiles_ok = false;
                 c.fail(
@@ -585,7 +453,10 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
                     c.fail(
                         Rule::Fp8TilesK,
                         path,
-                        format!("{path} = {k} is a GEMM K dim that is not a multiple of the FP8 tile {}", f8.activation_tile),
+                        format!(
+                            "{path} = {k} is a GEMM K dim that is not a multiple of the FP8 tile {}",
+                            f8.activation_tile
+                        ),
                         format!("use a multiple of {} (or a smaller activation_tile)", f8.activation_tile),
                     );
                 }
@@ -596,10 +467,7 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
         c.fail(
             Rule::Fp8KvCache,
             "precision.kv_cache",
-            format!(
-                "an FP8 KV cache scales each 128 latent values, but kv_lora_rank = {}",
-                m.kv_lora_rank
-            ),
+            format!("an FP8 KV cache scales each 128 latent values, but kv_lora_rank = {}", m.kv_lora_rank),
             "use `kv_cache: bf16`, or a kv_lora_rank that is a multiple of 128",
         );
     }
@@ -609,10 +477,7 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
 /// The K dims of the GEMMs that run in FP8 under the recipe, each with the field that sets it.
 pub fn fp8_k_dims(s: &Spec) -> Vec<(&'static str, u64)> {
     let m = &s.attention.mla;
-    let mut ks = vec![
-        ("d_model", s.d_model),
-        ("attention.mla.kv_lora_rank", m.kv_lora_rank),
-    ];
+    let mut ks = vec![("d_model", s.d_model), ("attention.mla.kv_lora_rank", m.kv_lora_rank)];
     if m.q_lora_rank > 0 {
         ks.push(("attention.mla.q_lora_rank", m.q_lora_rank));
     }

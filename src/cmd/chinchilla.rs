@@ -24,14 +24,9 @@ pub struct Args {
 }
 
 fn parse_tokens(s: &str) -> Result<u64, String> {
-    let v: f64 = s
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of tokens"))?;
-    if !(v.is_finite() && v >= 1.0 && v < 1e20) {
-        return Err(format!(
-            "`{s}` is not a positive number of tokens below 1e20"
-        ));
+    let v: f64 = s.replace('_', "").parse().map_err(|_| format!("`{s}` is not a number of tokens"))?;
+    if !(1.0..1e20).contains(&v) {
+        return Err(format!("`{s}` is not a positive number of tokens below 1e20"));
     }
     Ok(v as u64)
 }
@@ -40,21 +35,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let spec = load_spec(&a.spec)?;
     let c = chinchilla(&spec, a.tokens);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&c).map_err(|e| miette!("{e}"))?
-        );
+        println!("{}", serde_json::to_string_pretty(&c).map_err(|e| miette!("{e}"))?);
     } else {
-        println!(
-            "spec {}: {} active parameters",
-            c.spec,
-            grouped(c.active_params)
-        );
-        println!(
-            "tokens {} = {:.1} tokens per active parameter",
-            human_count(c.tokens as f64),
-            c.tokens_per_param
-        );
+        println!("spec {}: {} active parameters", c.spec, grouped(c.active_params));
+        println!("tokens {} = {:.1} tokens per active parameter", human_count(c.tokens as f64), c.tokens_per_param);
         println!(
             "Chinchilla band {}–{} tokens/param = {} – {} tokens: {}",
             c.band.0,
@@ -70,9 +54,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
             }
         );
     }
-    Ok(if a.strict && !c.within {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if a.strict && !c.within { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -39,39 +39,16 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
         .clone()
         .or_else(|| a.out.as_deref().and_then(stem))
         .or_else(|| {
-            a.config
-                .canonicalize()
-                .ok()?
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|s| s.to_string_lossy().into_owned())
+            a.config.canonicalize().ok()?.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "imported".into());
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let spec = hf::import(&text, name.trim_start_matches('.'))
-        .map_err(|e| miette!("{}: {e}", a.config.display()))?;
-    let yaml = format!(
-        "# Imported from {} by dsv3c import-hf.\n{}",
-        a.config.display(),
-        spec.to_yaml()
-    );
+    let name: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
+    let spec = hf::import(&text, name.trim_start_matches('.')).map_err(|e| miette!("{}: {e}", a.config.display()))?;
+    let yaml = format!("# Imported from {} by dsv3c import-hf.\n{}", a.config.display(), spec.to_yaml());
     // The imported spec must satisfy every rule, like a hand-written one.
-    dsv3c_spec::parse(
-        &a.out
-            .as_ref()
-            .map_or("<stdout>".into(), |p| p.display().to_string()),
-        &yaml,
-    )
-    .map_err(miette::Report::new)?;
+    dsv3c_spec::parse(&a.out.as_ref().map_or("<stdout>".into(), |p| p.display().to_string()), &yaml)
+        .map_err(miette::Report::new)?;
     write_out(a.out.as_deref(), &yaml)?;
     Ok(ExitCode::SUCCESS)
 }

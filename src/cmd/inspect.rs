@@ -41,32 +41,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mem = match (a.gpus, a.gpu_memory) {
         (Some(gpus), Some(gb)) => {
             if !(gb.is_finite() && gb > 0.0) {
-                return Err(miette!(
-                    "--gpu-memory must be a positive number of GB, got {gb}"
-                ));
+                return Err(miette!("--gpu-memory must be a positive number of GB, got {gb}"));
             }
-            let layout =
-                Layout::parse(&a.parallel, Some(gpus)).map_err(|e| miette!("--parallel: {e}"))?;
-            layout.check(&spec, gpus).map_err(|e| {
-                miette!(
-                    help = "try `dsv3c select` for a layout that fits",
-                    "--parallel {layout}: {e}"
-                )
-            })?;
-            Some(MemoryRequest {
-                layout,
-                run: a.run.shape(seq_len),
-                gpu_memory_gb: gb,
-            })
+            let layout = Layout::parse(&a.parallel, Some(gpus)).map_err(|e| miette!("--parallel: {e}"))?;
+            layout
+                .check(&spec, gpus)
+                .map_err(|e| miette!(help = "try `dsv3c select` for a layout that fits", "--parallel {layout}: {e}"))?;
+            Some(MemoryRequest { layout, run: a.run.shape(seq_len), gpu_memory_gb: gb })
         }
         _ => None,
     };
     let report = inspect(&spec, seq_len, mem);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| miette!("{e}"))?
-        );
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| miette!("{e}"))?);
     } else {
         print!("{}", report.render());
     }

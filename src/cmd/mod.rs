@@ -19,9 +19,7 @@ pub fn load_spec(path: &Path) -> Result<dsv3c_spec::Spec> {
 /// Writes `text` to `out`, or to stdout when `out` is None.
 pub fn write_out(out: Option<&Path>, text: &str) -> Result<()> {
     match out {
-        Some(p) => std::fs::write(p, text)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write {}", p.display())),
+        Some(p) => std::fs::write(p, text).into_diagnostic().wrap_err_with(|| format!("cannot write {}", p.display())),
         None => {
             print!("{text}");
             Ok(())

@@ -27,44 +27,27 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     if !(a.gpu_memory.is_finite() && a.gpu_memory > 0.0) {
-        return Err(miette!(
-            "--gpu-memory must be a positive number of GB, got {}",
-            a.gpu_memory
-        ));
+        return Err(miette!("--gpu-memory must be a positive number of GB, got {}", a.gpu_memory));
     }
     if a.seq_len == 0 {
         return Err(miette!("--seq-len must be at least 1"));
     }
     let sel = select(a.gpus, a.gpu_memory, a.run.shape(a.seq_len));
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&sel).map_err(|e| miette!("{e}"))?
-        );
-        return Ok(if sel.choice.is_some() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        println!("{}", serde_json::to_string_pretty(&sel).map_err(|e| miette!("{e}"))?);
+        return Ok(if sel.choice.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     println!(
         "{} GPUs x {} GB, micro-batch {} x {} tokens, ZeRO-{}",
         a.gpus, a.gpu_memory, a.run.micro_batch, a.seq_len, a.run.zero
     );
     println!();
-    println!(
-        "{:<14} {:>9} {:>9} {:>26} {:>12} {:>12}",
-        "spec", "total", "active", "best layout", "per GPU", "verdict"
-    );
+    println!("{:<14} {:>9} {:>9} {:>26} {:>12} {:>12}", "spec", "total", "active", "best layout", "per GPU", "verdict");
     for c in &sel.candidates {
         let (layout, mem, verdict) = match &c.best {
             Some(m) => (m.layout.to_string(), human_bytes(m.total), "fits"),
             None if c.layouts_tried == 0 => ("(no valid layout)".into(), "-".into(), "no layout"),
-            None => (
-                "(smallest)".into(),
-                c.min_total.map_or("-".into(), human_bytes),
-                "too big",
-            ),
+            None => ("(smallest)".into(), c.min_total.map_or("-".into(), human_bytes), "too big"),
         };
         println!(
             "{:<14} {:>9} {:>9} {:>26} {:>12} {:>12}",
@@ -77,17 +60,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     }
     println!();
-    match sel
-        .choice
-        .as_ref()
-        .and_then(|n| sel.candidates.iter().find(|c| &c.spec == n))
-    {
+    match sel.choice.as_ref().and_then(|n| sel.candidates.iter().find(|c| &c.spec == n)) {
         Some(c) => {
             let m = c.best.as_ref().expect("the chosen candidate has a layout");
-            println!(
-                "recommended: spec/{}.yaml with --parallel {}",
-                c.spec, m.layout
-            );
+            println!("recommended: spec/{}.yaml with --parallel {}", c.spec, m.layout);
             println!(
                 "  weights {} + master {} + gradients {} + optimizer {} + activations {} = {} of {} GB",
                 human_bytes(m.weights),
@@ -101,10 +77,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            println!(
-                "no canonical spec fits {} GPUs of {} GB",
-                a.gpus, a.gpu_memory
-            );
+            println!("no canonical spec fits {} GPUs of {} GB", a.gpus, a.gpu_memory);
             Ok(ExitCode::FAILURE)
         }
     }
