@@ -23,6 +23,8 @@ enum Command {
     /// Imports a Hugging Face DeepseekV3/V2 config.json as a spec.
     #[command(name = "import-hf")]
     ImportHf(cmd::hf::ImportArgs),
+    /// Loss (and gradients) of a Hugging Face DeepseekV3 checkpoint on given tokens, on the CPU.
+    Eval(cmd::eval::Args),
     /// Exports a spec as a Hugging Face DeepseekV3 config.json.
     #[command(name = "export-hf")]
     ExportHf(cmd::hf::ExportArgs),
@@ -36,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Select(a) => cmd::select::run(a),
         Command::ImportHf(a) => cmd::hf::import(a),
         Command::ExportHf(a) => cmd::hf::export(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(code) => code,

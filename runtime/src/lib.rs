@@ -1,3 +1,13 @@
-//! dsv3c-runtime: runs a Program — on the CPU through the reference implementation of every
-//! op, or on a GPU through cudarc (see `shared/DESIGN.md`). Built by the reference-model issue
-//! onwards; nothing here yet.
+//! dsv3c-runtime: runs a [`Program`] — the contract with codegen — on the CPU through the
+//! reference implementation of every [`Op`] (the numerical ground truth). The GPU backend
+//! comes with its own issue.
+
+pub mod checkpoint;
+pub mod cpu;
+pub mod init;
+pub mod op;
+pub mod program;
+pub mod tolerance;
+
+pub use op::Op;
+pub use program::{Launch, Program, Slice, Space};

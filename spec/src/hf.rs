@@ -153,6 +153,23 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
         }
     }
     let max_seq_len = r.u64("max_position_embeddings")?.unwrap_or(4096);
+    // transformers 5 writes two derived dims; they must agree with the ones they derive from.
+    let rope_dim = r.obj.get("qk_rope_head_dim").and_then(Value::as_u64);
+    let nope_dim = r.obj.get("qk_nope_head_dim").and_then(Value::as_u64);
+    if let Some(hd) = r.u64("head_dim")? {
+        if Some(hd) != rope_dim {
+            return Err(r.unsupported(
+                "head_dim",
+                &json!(hd),
+                "DeepseekV3's head_dim is the rope dim: must equal qk_rope_head_dim",
+            ));
+        }
+    }
+    if let Some(qk) = r.u64("qk_head_dim")? {
+        if Some(qk) != rope_dim.zip(nope_dim).map(|(a, b)| a + b) {
+            return Err(r.unsupported("qk_head_dim", &json!(qk), "must equal qk_nope_head_dim + qk_rope_head_dim"));
+        }
+    }
 
     // Positions: legacy rope_theta + rope_scaling, or 5.x rope_parameters.
     let mut rope_theta = r.f64("rope_theta")?.unwrap_or(10000.0);

@@ -1,6 +1,7 @@
 //! Subcommands, and the helpers they share (loading specs, writing outputs).
 
 pub mod chinchilla;
+pub mod eval;
 pub mod hf;
 pub mod inspect;
 pub mod select;

@@ -1,0 +1,165 @@
+//! The graph builder: virtual tensors, parameters, launches, and the tape of backward emitters.
+//!
+//! Forward code calls ops on virtual tensors; each differentiable op also pushes a closure onto
+//! the tape that emits its backward ops (hand-derived, op by op). `backward()` runs the tape in
+//! reverse. Gradient tensors are made on first use and zeroed right there, so every backward op
+//! can accumulate. The planner (`plan`) then gives every virtual tensor its arena offset.
+
+use std::collections::HashMap;
+
+use dsv3c_runtime::op::Op;
+use dsv3c_runtime::program::{Init, Kernel, ParamGroup};
+
+/// A virtual activation tensor.
+pub type Tid = usize;
+
+/// A launch argument before planning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arg {
+    /// A whole activation tensor.
+    T(Tid),
+    /// Elements `[off, off + len)` of a parameter.
+    P { param: usize, off: usize, len: usize },
+    /// The same range of the parameter's gradient.
+    G { param: usize, off: usize, len: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+    pub group: ParamGroup,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub kernel: usize,
+    pub args: Vec<Arg>,
+    pub note: String,
+}
+
+/// A backward emitter recorded by a forward op.
+pub type Emitter = Box<dyn FnOnce(&mut Builder)>;
+
+#[derive(Default)]
+pub struct Builder {
+    pub tensors: Vec<TensorInfo>,
+    pub params: Vec<ParamInfo>,
+    pub kernels: Vec<Kernel>,
+    kernel_index: HashMap<String, usize>,
+    pub forward: Vec<Step>,
+    pub backward: Vec<Step>,
+    tape: Vec<Emitter>,
+    grads: HashMap<Tid, Tid>,
+    in_backward: bool,
+    /// Layer/op context prefixed to launch notes.
+    pub context: String,
+}
+
+impl Builder {
+    pub fn tensor(&mut self, name: impl Into<String>, len: usize) -> Tid {
+        let name = format!("{}{}", self.prefix(), name.into());
+        self.tensors.push(TensorInfo { name, len });
+        self.tensors.len() - 1
+    }
+
+    fn prefix(&self) -> String {
+        if self.context.is_empty() {
+            String::new()
+        } else {
+            format!("{}.", self.context)
+        }
+    }
+
+    pub fn len(&self, t: Tid) -> usize {
+        self.tensors[t].len
+    }
+
+    /// Registers a parameter; returns its index.
+    pub fn param(&mut self, name: impl Into<String>, shape: &[usize], init: Init, group: ParamGroup) -> usize {
+        self.params.push(ParamInfo { name: name.into(), shape: shape.to_vec(), init, group });
+        self.params.len() - 1
+    }
+
+    pub fn param_len(&self, p: usize) -> usize {
+        self.params[p].shape.iter().product()
+    }
+
+    /// The whole parameter, or its gradient.
+    pub fn p(&self, p: usize) -> Arg {
+        Arg::P { param: p, off: 0, len: self.param_len(p) }
+    }
+    pub fn g(&self, p: usize) -> Arg {
+        Arg::G { param: p, off: 0, len: self.param_len(p) }
+    }
+
+    /// Emits one launch of `op` into the current phase.
+    pub fn launch(&mut self, op: Op, args: Vec<Arg>, what: &str) {
+        let key = format!("{op:?}");
+        let kernel = match self.kernel_index.get(&key) {
+            Some(&k) => k,
+            None => {
+                self.kernels.push(Kernel { op });
+                self.kernel_index.insert(key, self.kernels.len() - 1);
+                self.kernels.len() - 1
+            }
+        };
+        let note = if self.context.is_empty() { what.to_string() } else { format!("{}: {what}", self.context) };
+        let step = Step { kernel, args, note };
+        if self.in_backward {
+            self.backward.push(step);
+        } else {
+            self.forward.push(step);
+        }
+    }
+
+    /// Records how to differentiate the op just emitted.
+    pub fn on_backward(&mut self, f: impl FnOnce(&mut Builder) + 'static) {
+        let ctx = self.context.clone();
+        self.tape.push(Box::new(move |b: &mut Builder| {
+            let saved = std::mem::replace(&mut b.context, ctx);
+            f(b);
+            b.context = saved;
+        }));
+    }
+
+    /// The gradient tensor of `t`, made (and zeroed) on first use.
+    pub fn grad(&mut self, t: Tid) -> Tid {
+        if let Some(&g) = self.grads.get(&t) {
+            return g;
+        }
+        let name = format!("d({})", self.tensors[t].name);
+        let len = self.tensors[t].len;
+        self.tensors.push(TensorInfo { name, len });
+        let g = self.tensors.len() - 1;
+        self.grads.insert(t, g);
+        self.launch(Op::Zero { n: len }, vec![Arg::T(g)], "zero gradient");
+        g
+    }
+
+    /// Declares that `g` already holds the gradient of `t` (e.g. the fused cross-entropy).
+    pub fn set_grad(&mut self, t: Tid, g: Tid) {
+        self.grads.insert(t, g);
+    }
+
+    /// Whether `t` has received any gradient.
+    pub fn has_grad(&self, t: Tid) -> bool {
+        self.grads.contains_key(&t)
+    }
+
+    /// Emits the backward pass: the tape in reverse.
+    pub fn backward(&mut self) {
+        self.in_backward = true;
+        let tape = std::mem::take(&mut self.tape);
+        for f in tape.into_iter().rev() {
+            f(self);
+        }
+    }
+}

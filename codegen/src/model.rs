@@ -1,0 +1,322 @@
+//! The forward graph of a DeepSeek-V3-family model, built from its spec, with Hugging Face
+//! parameter names (`shared/reference/deepseek-v3.md` §2–4, §6):
+//!
+//! embedding → per layer: `h += o_proj(MLA(norm(h)))`, `h += FFN(norm(h))` (dense SwiGLU or
+//! DeepSeekMoE) → final norm → LM head → cross-entropy; then each MTP module k:
+//! `x = eh_proj([enorm(emb(t_{i+k})) ; hnorm(h^{k-1}_i)])`, one decoder layer, `shared_head.norm`,
+//! the shared head, cross-entropy against `t_{i+k+1}` weighted λ/D. Balance losses of MoE layers
+//! add to the total loss.
+
+use dsv3c_runtime::op::{Attn, Balance, Op, RopeFreqs, Route, Score};
+use dsv3c_runtime::program::{Init, ParamGroup};
+use dsv3c_spec::types::{LayerAttention, Norm, ScoreFunc, Spec};
+
+use crate::builder::{Arg, Builder, Tid};
+use crate::ops::{NormW, W};
+
+/// The tensors a run reads and writes.
+pub struct Outputs {
+    pub tokens: Tid,
+    pub loss: Tid,
+    pub main_loss: Tid,
+    pub mtp_losses: Vec<Tid>,
+    pub expert_choices: Vec<Tid>,
+}
+
+struct Ctx<'a> {
+    s: &'a Spec,
+    /// The total loss, which MoE balance terms add to.
+    loss: Tid,
+    batch: usize,
+    seq: usize,
+    n: usize,
+    d: usize,
+}
+
+fn norm_params(b: &mut Builder, s: &Spec, name: &str, d: usize) -> NormW {
+    match s.norm {
+        Norm::Rmsnorm { eps } => {
+            NormW::Rms { w: b.param(format!("{name}.weight"), &[d], Init::Ones, ParamGroup::NoDecay), eps: eps as f32 }
+        }
+        Norm::Dyt { alpha_init } => NormW::Dyt {
+            w: b.param(format!("{name}.weight"), &[d], Init::Ones, ParamGroup::NoDecay),
+            b: b.param(format!("{name}.bias"), &[d], Init::Zeros, ParamGroup::NoDecay),
+            alpha: b.param(format!("{name}.alpha"), &[1], Init::Const(alpha_init as f32), ParamGroup::NoDecay),
+        },
+    }
+}
+
+fn matrix(b: &mut Builder, s: &Spec, name: &str, n_out: usize, n_in: usize) -> W {
+    let p =
+        b.param(format!("{name}.weight"), &[n_out, n_in], Init::Normal { std: s.init_std as f32 }, ParamGroup::Decay);
+    W::whole(p, n_out, n_in)
+}
+
+/// Rope frequencies of the spec, with YaRN's cos/sin attention factor.
+pub fn rope_freqs(s: &Spec) -> RopeFreqs {
+    let m = &s.attention.mla;
+    RopeFreqs {
+        theta: m.rope_theta,
+        yarn: m.yarn.as_ref().map(|y| (y.factor, y.original_max_position_embeddings, y.beta_fast, y.beta_slow)),
+        attention_factor: m.yarn.as_ref().map_or(1.0, |y| {
+            (dsv3c_spec::types::yarn_get_mscale(y.factor, y.mscale)
+                / dsv3c_spec::types::yarn_get_mscale(y.factor, y.mscale_all_dim)) as f32
+        }),
+    }
+}
+
+/// One decoder layer on the residual stream `h`.
+/// Returns the new stream and, for MoE layers, the tensor of chosen experts.
+fn decoder_layer(
+    b: &mut Builder,
+    c: &Ctx,
+    prefix: &str,
+    h: Tid,
+    kind: LayerAttention,
+    moe: bool,
+) -> (Tid, Option<Tid>) {
+    let s = c.s;
+    let m = &s.attention.mla;
+    let (n, d) = (c.n, c.d);
+    let (heads, dn, dr, dv) =
+        (m.n_heads as usize, m.qk_nope_head_dim as usize, m.qk_rope_head_dim as usize, m.v_head_dim as usize);
+    let (qr, kvr) = (m.q_lora_rank as usize, m.kv_lora_rank as usize);
+    let dqk = dn + dr;
+
+    // Attention.
+    let in_norm = norm_params(b, s, &format!("{prefix}.input_layernorm"), d);
+    let x = b.norm(h, n, d, d, in_norm, "input_layernorm");
+    let q = if qr > 0 {
+        let qa = matrix(b, s, &format!("{prefix}.self_attn.q_a_proj"), qr, d);
+        let qa_norm = norm_params(b, s, &format!("{prefix}.self_attn.q_a_layernorm"), qr);
+        let qb = matrix(b, s, &format!("{prefix}.self_attn.q_b_proj"), heads * dqk, qr);
+        let ca = b.linear(x, n, qa, "q_a_proj");
+        let cn = b.norm(ca, n, qr, qr, qa_norm, "q_a_layernorm");
+        b.linear(cn, n, qb, "q_b_proj")
+    } else {
+        let qp = matrix(b, s, &format!("{prefix}.self_attn.q_proj"), heads * dqk, d);
+        b.linear(x, n, qp, "q_proj")
+    };
+    let kva_w = matrix(b, s, &format!("{prefix}.self_attn.kv_a_proj_with_mqa"), kvr + dr, d);
+    let kv_norm = norm_params(b, s, &format!("{prefix}.self_attn.kv_a_layernorm"), kvr);
+    let kvb_w = matrix(b, s, &format!("{prefix}.self_attn.kv_b_proj"), heads * (dn + dv), kvr);
+    let o_w = matrix(b, s, &format!("{prefix}.self_attn.o_proj"), d, heads * dv);
+    let freqs = rope_freqs(s);
+    b.rope(
+        q,
+        Op::Rope {
+            tokens: n,
+            seq: c.seq,
+            heads,
+            row_stride: heads * dqk,
+            head_stride: dqk,
+            offset: dn,
+            dim: dr,
+            freqs,
+            inverse: false,
+        },
+    );
+    let kva = b.linear(x, n, kva_w, "kv_a_proj_with_mqa");
+    let ckv = b.norm(kva, n, kvr, kvr + dr, kv_norm, "kv_a_layernorm");
+    b.rope(
+        kva,
+        Op::Rope {
+            tokens: n,
+            seq: c.seq,
+            heads: 1,
+            row_stride: kvr + dr,
+            head_stride: 0,
+            offset: kvr,
+            dim: dr,
+            freqs,
+            inverse: false,
+        },
+    );
+    let kvb = b.linear(ckv, n, kvb_w, "kv_b_proj");
+    let window = match (kind, &s.attention.swa) {
+        (LayerAttention::Swa, Some(w)) => Some((w.window as usize, w.sink_tokens as usize)),
+        _ => None,
+    };
+    let attn = Attn {
+        batch: c.batch,
+        seq: c.seq,
+        heads,
+        nope: dn,
+        rope: dr,
+        v: dv,
+        kpe_stride: kvr + dr,
+        kpe_offset: kvr,
+        scale: m.softmax_scale() as f32,
+        window,
+    };
+    let o = b.attention(attn, q, kvb, kva);
+    let ao = b.linear(o, n, o_w, "o_proj");
+    let h = b.add(h, ao, "residual.attn");
+
+    // FFN.
+    let post_norm = norm_params(b, s, &format!("{prefix}.post_attention_layernorm"), d);
+    let x = b.norm(h, n, d, d, post_norm, "post_attention_layernorm");
+    let mut chosen = None;
+    let f = match (&s.moe, moe) {
+        (Some(e), true) => {
+            let (ne, k, im) = (e.n_routed_experts as usize, e.top_k as usize, e.moe_intermediate_size as usize);
+            let gate = b.param(
+                format!("{prefix}.mlp.gate.weight"),
+                &[ne, d],
+                Init::Normal { std: s.init_std as f32 },
+                ParamGroup::Decay,
+            );
+            let bias =
+                b.param(format!("{prefix}.mlp.gate.e_score_correction_bias"), &[ne], Init::Zeros, ParamGroup::Frozen);
+            let mut first = [0usize; 3];
+            for (j, (proj, shape)) in
+                [("gate_proj", [im, d]), ("up_proj", [im, d]), ("down_proj", [d, im])].into_iter().enumerate()
+            {
+                for ex in 0..ne {
+                    let p = b.param(
+                        format!("{prefix}.mlp.experts.{ex}.{proj}.weight"),
+                        &shape,
+                        Init::Normal { std: s.init_std as f32 },
+                        ParamGroup::Decay,
+                    );
+                    if ex == 0 {
+                        first[j] = p;
+                    }
+                }
+            }
+            let score = match e.score_func {
+                ScoreFunc::Sigmoid => Score::Sigmoid,
+                ScoreFunc::Softmax => Score::Softmax,
+            };
+            let out = b.tensor("moe.out", n * d);
+            let si = (e.n_shared_experts * e.moe_intermediate_size) as usize;
+            if si > 0 {
+                let sg = matrix(b, s, &format!("{prefix}.mlp.shared_experts.gate_proj"), si, d);
+                let su = matrix(b, s, &format!("{prefix}.mlp.shared_experts.up_proj"), si, d);
+                let sd = matrix(b, s, &format!("{prefix}.mlp.shared_experts.down_proj"), d, si);
+                let g = b.linear(x, n, sg, "shared_experts.gate_proj");
+                let u = b.linear(x, n, su, "shared_experts.up_proj");
+                let a = b.swiglu(g, u, "shared_experts.act");
+                b.linear_into(a, n, sd, out, false, "shared_experts.down_proj");
+            } else {
+                b.launch(Op::Zero { n: n * d }, vec![Arg::T(out)], "moe output");
+            }
+            let route = Route {
+                tokens: n,
+                experts: ne,
+                groups: e.n_group as usize,
+                top_groups: e.top_groups as usize,
+                top_k: k,
+                score,
+                normalize: e.norm_topk_prob,
+                scale: e.route_scale as f32,
+            };
+            let balance = (e.seq_aux_alpha > 0.0).then_some((
+                Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score },
+                c.loss,
+            ));
+            let idx = b.moe(x, route, d, im, gate, bias, first, out, balance);
+            chosen = Some(idx);
+            out
+        }
+        _ => {
+            let i = s.dense.as_ref().map_or(0, |x| x.intermediate_size as usize);
+            let g_w = matrix(b, s, &format!("{prefix}.mlp.gate_proj"), i, d);
+            let u_w = matrix(b, s, &format!("{prefix}.mlp.up_proj"), i, d);
+            let d_w = matrix(b, s, &format!("{prefix}.mlp.down_proj"), d, i);
+            let g = b.linear(x, n, g_w, "mlp.gate_proj");
+            let u = b.linear(x, n, u_w, "mlp.up_proj");
+            let a = b.swiglu(g, u, "mlp.act");
+            b.linear(a, n, d_w, "mlp.down_proj")
+        }
+    };
+    (b.add(h, f, "residual.ffn"), chosen)
+}
+
+/// Builds the forward graph for `batch` sequences of `seq` tokens; returns the run's tensors.
+pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
+    let (v, d) = (s.vocab_size as usize, s.d_model as usize);
+    let n = batch * seq;
+    let tokens = b.tensor("tokens", n);
+    let loss = b.tensor("loss", 1);
+    let c = Ctx { s, loss, batch, seq, n, d };
+    let main_loss = b.tensor("loss.main", 1);
+    b.launch(Op::Zero { n: 1 }, vec![Arg::T(loss)], "total loss");
+
+    let embed =
+        b.param("model.embed_tokens.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
+    let mut choices = Vec::new();
+    let mut h = b.embedding(tokens, embed, n, v, d);
+    for l in 0..s.n_layers {
+        b.context = format!("layer {l}");
+        let moe = l >= s.n_dense_layers();
+        let (next, idx) = decoder_layer(b, &c, &format!("model.layers.{l}"), h, s.layer_attention(l), moe);
+        h = next;
+        choices.extend(idx);
+    }
+    b.context = "head".into();
+    let final_norm = norm_params(b, s, "model.norm", d);
+    let hn = b.norm(h, n, d, d, final_norm, "norm");
+    let head = if s.tie_embeddings {
+        W::whole(embed, v, d)
+    } else {
+        let p = b.param("lm_head.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
+        W::whole(p, v, d)
+    };
+    let logits = b.linear(hn, n, head, "lm_head");
+    b.cross_entropy(logits, tokens, main_loss, batch, seq, v, 1, 1.0);
+    b.launch(Op::AddScaled { n: 1, alpha: 1.0 }, vec![Arg::T(main_loss), Arg::T(loss)], "total loss");
+
+    let mut mtp_losses = Vec::new();
+    let mut prev = hn;
+    if let Some(mtp) = &s.mtp {
+        let weight = (mtp.loss_weight / mtp.depth as f64) as f32;
+        for k in 1..=mtp.depth as usize {
+            let l = s.n_layers as usize + k - 1;
+            let prefix = format!("model.layers.{l}");
+            b.context = format!("mtp {k}");
+            let shifted = b.tensor("tokens", n);
+            b.launch(Op::ShiftTokens { batch, seq, shift: k }, vec![Arg::T(tokens), Arg::T(shifted)], "shift tokens");
+            let e = b.embedding(shifted, embed, n, v, d);
+            let enorm = norm_params(b, s, &format!("{prefix}.enorm"), d);
+            let hnorm = norm_params(b, s, &format!("{prefix}.hnorm"), d);
+            let eh = b.param(
+                format!("{prefix}.eh_proj.weight"),
+                &[d, 2 * d],
+                Init::Normal { std: s.init_std as f32 },
+                ParamGroup::Decay,
+            );
+            let en = b.norm(e, n, d, d, enorm, "enorm");
+            let hp = b.norm(prev, n, d, d, hnorm, "hnorm");
+            let x = b.tensor("eh_proj", n * d);
+            b.linear_into(
+                en,
+                n,
+                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: 0 },
+                x,
+                false,
+                "eh_proj (embedding half)",
+            );
+            b.linear_into(
+                hp,
+                n,
+                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: d },
+                x,
+                true,
+                "eh_proj (hidden half)",
+            );
+            let (hk, idx) = decoder_layer(b, &c, &prefix, x, LayerAttention::Mla, s.moe.is_some());
+            choices.extend(idx);
+            let sh = norm_params(b, s, &format!("{prefix}.shared_head.norm"), d);
+            let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");
+            let logits = b.linear(hs, n, head, "shared_head.head");
+            let lk = b.tensor("loss", 1);
+            b.cross_entropy(logits, tokens, lk, batch, seq, v, k + 1, weight);
+            b.launch(Op::AddScaled { n: 1, alpha: weight }, vec![Arg::T(lk), Arg::T(loss)], "total loss");
+            mtp_losses.push(lk);
+            prev = hk;
+        }
+    }
+    b.context.clear();
+    Outputs { tokens, loss, main_loss, mtp_losses, expert_choices: choices }
+}

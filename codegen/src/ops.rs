@@ -1,0 +1,302 @@
+//! Differentiable ops on the builder: each emits its forward launches and records the launches
+//! of its backward (hand-derived; the math is in `dsv3c_runtime::op`'s docs and the CPU kernels).
+
+use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Route};
+
+use crate::builder::{Arg, Builder, Tid};
+
+/// A weight matrix `[n_out, n_in]` inside a parameter whose rows are `ld` wide, starting at
+/// column `col` (a whole parameter has `ld = n_in`, `col = 0`).
+#[derive(Debug, Clone, Copy)]
+pub struct W {
+    pub param: usize,
+    pub n_out: usize,
+    pub n_in: usize,
+    pub ld: usize,
+    pub col: usize,
+}
+
+impl W {
+    pub fn whole(param: usize, n_out: usize, n_in: usize) -> W {
+        W { param, n_out, n_in, ld: n_in, col: 0 }
+    }
+    fn arg(&self, grad: bool) -> Arg {
+        let (off, len) = (self.col, (self.n_out - 1) * self.ld + self.n_in);
+        if grad {
+            Arg::G { param: self.param, off, len }
+        } else {
+            Arg::P { param: self.param, off, len }
+        }
+    }
+}
+
+/// The norm weights of one norm site: RMSNorm `[w]` or DynamicTanh `[w, b, alpha]`.
+#[derive(Debug, Clone, Copy)]
+pub enum NormW {
+    Rms { w: usize, eps: f32 },
+    Dyt { w: usize, b: usize, alpha: usize },
+}
+
+impl Builder {
+    /// `y[rows, n_out] (+)= x[rows, n_in] · Wᵀ`.
+    pub fn linear_into(&mut self, x: Tid, rows: usize, w: W, y: Tid, accumulate: bool, what: &str) {
+        let op = Op::Gemm {
+            m: rows,
+            n: w.n_out,
+            k: w.n_in,
+            lda: w.n_in,
+            ldb: w.ld,
+            ldc: w.n_out,
+            ta: false,
+            tb: true,
+            accumulate,
+        };
+        self.launch(op, vec![Arg::T(x), w.arg(false), Arg::T(y)], what);
+        let what = what.to_string();
+        self.on_backward(move |b| {
+            let dy = b.grad(y);
+            let dx = b.grad(x);
+            // dx[rows, n_in] += dy[rows, n_out] · W
+            let op = Op::Gemm {
+                m: rows,
+                n: w.n_in,
+                k: w.n_out,
+                lda: w.n_out,
+                ldb: w.ld,
+                ldc: w.n_in,
+                ta: false,
+                tb: false,
+                accumulate: true,
+            };
+            b.launch(op, vec![Arg::T(dy), w.arg(false), Arg::T(dx)], &format!("{what} (data grad)"));
+            // dW[n_out, n_in] += dyᵀ · x
+            let op = Op::Gemm {
+                m: w.n_out,
+                n: w.n_in,
+                k: rows,
+                lda: w.n_out,
+                ldb: w.n_in,
+                ldc: w.ld,
+                ta: true,
+                tb: false,
+                accumulate: true,
+            };
+            b.launch(op, vec![Arg::T(dy), Arg::T(x), w.arg(true)], &format!("{what} (weight grad)"));
+        });
+    }
+
+    pub fn linear(&mut self, x: Tid, rows: usize, w: W, name: &str) -> Tid {
+        let y = self.tensor(name, rows * w.n_out);
+        self.linear_into(x, rows, w, y, false, name);
+        y
+    }
+
+    /// Normalizes `rows` rows of `d` read at `in_stride` from `x`.
+    pub fn norm(&mut self, x: Tid, rows: usize, d: usize, in_stride: usize, n: NormW, name: &str) -> Tid {
+        let y = self.tensor(name, rows * d);
+        match n {
+            NormW::Rms { w, eps } => {
+                let rstd = self.tensor(format!("{name}.rstd"), rows);
+                self.launch(
+                    Op::RmsNorm { rows, d, in_stride, eps },
+                    vec![Arg::T(x), self.p(w), Arg::T(y), Arg::T(rstd)],
+                    name,
+                );
+                self.on_backward(move |b| {
+                    let (dy, dx) = (b.grad(y), b.grad(x));
+                    let args = vec![Arg::T(x), b.p(w), Arg::T(rstd), Arg::T(dy), Arg::T(dx), b.g(w)];
+                    b.launch(Op::RmsNormBwd { rows, d, in_stride }, args, "rmsnorm backward");
+                });
+            }
+            NormW::Dyt { w, b: bias, alpha } => {
+                let args = vec![Arg::T(x), self.p(w), self.p(bias), self.p(alpha), Arg::T(y)];
+                self.launch(Op::Dyt { rows, d, in_stride }, args, name);
+                self.on_backward(move |b| {
+                    let (dy, dx) = (b.grad(y), b.grad(x));
+                    let args =
+                        vec![Arg::T(x), b.p(w), b.p(alpha), Arg::T(dy), Arg::T(dx), b.g(w), b.g(bias), b.g(alpha)];
+                    b.launch(Op::DytBwd { rows, d, in_stride }, args, "dyt backward");
+                });
+            }
+        }
+        y
+    }
+
+    /// `a + b` (the residual stream).
+    pub fn add(&mut self, a: Tid, b_: Tid, name: &str) -> Tid {
+        let n = self.len(a);
+        let out = self.tensor(name, n);
+        self.launch(Op::Add { n }, vec![Arg::T(a), Arg::T(b_), Arg::T(out)], name);
+        self.on_backward(move |b| {
+            let d = b.grad(out);
+            for x in [a, b_] {
+                let dx = b.grad(x);
+                b.launch(Op::AddScaled { n, alpha: 1.0 }, vec![Arg::T(d), Arg::T(dx)], "residual backward");
+            }
+        });
+        out
+    }
+
+    /// Rotary embedding in place (see `Op::Rope`); the backward rotates the gradient back.
+    pub fn rope(&mut self, x: Tid, op: Op) {
+        let Op::Rope { tokens, seq, heads, row_stride, head_stride, offset, dim, freqs, .. } = op else { return };
+        self.launch(op, vec![Arg::T(x)], "rope");
+        self.on_backward(move |b| {
+            let dx = b.grad(x);
+            let inv = Op::Rope { tokens, seq, heads, row_stride, head_stride, offset, dim, freqs, inverse: true };
+            b.launch(inv, vec![Arg::T(dx)], "rope backward");
+        });
+    }
+
+    pub fn attention(&mut self, a: Attn, q: Tid, kvb: Tid, kva: Tid) -> Tid {
+        let rows = a.batch * a.seq * a.heads;
+        let o = self.tensor("attn.o", rows * a.v);
+        let lse = self.tensor("attn.lse", rows);
+        self.launch(Op::Attention(a), vec![Arg::T(q), Arg::T(kvb), Arg::T(kva), Arg::T(o), Arg::T(lse)], "attention");
+        self.on_backward(move |b| {
+            let (dout, dq, dkvb, dkva) = (b.grad(o), b.grad(q), b.grad(kvb), b.grad(kva));
+            let args = [q, kvb, kva, o, lse, dout, dq, dkvb, dkva].map(Arg::T).to_vec();
+            b.launch(Op::AttentionBwd(a), args, "attention backward");
+        });
+        o
+    }
+
+    pub fn swiglu(&mut self, g: Tid, u: Tid, name: &str) -> Tid {
+        let n = self.len(g);
+        let h = self.tensor(name, n);
+        self.launch(Op::SwiGlu { n }, vec![Arg::T(g), Arg::T(u), Arg::T(h)], "swiglu");
+        self.on_backward(move |b| {
+            let (dh, dg, du) = (b.grad(h), b.grad(g), b.grad(u));
+            b.launch(Op::SwiGluBwd { n }, [g, u, dh, dg, du].map(Arg::T).to_vec(), "swiglu backward");
+        });
+        h
+    }
+
+    /// Embedding lookup (no gradient to the token ids).
+    pub fn embedding(&mut self, tokens: Tid, table: usize, n: usize, vocab: usize, d: usize) -> Tid {
+        let x = self.tensor("embed", n * d);
+        self.launch(Op::Embedding { n, vocab, d }, vec![Arg::T(tokens), self.p(table), Arg::T(x)], "embedding");
+        self.on_backward(move |b| {
+            let dx = b.grad(x);
+            let args = vec![Arg::T(tokens), Arg::T(dx), b.g(table)];
+            b.launch(Op::EmbeddingBwd { n, vocab, d }, args, "embedding backward");
+        });
+        x
+    }
+
+    /// The fused cross-entropy: `logits` hold their own gradient afterwards.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy(
+        &mut self,
+        logits: Tid,
+        tokens: Tid,
+        loss: Tid,
+        batch: usize,
+        seq: usize,
+        vocab: usize,
+        shift: usize,
+        grad_scale: f32,
+    ) {
+        let op = Op::CrossEntropy { batch, seq, vocab, shift, grad_scale };
+        self.launch(op, vec![Arg::T(logits), Arg::T(tokens), Arg::T(loss)], "cross-entropy");
+        self.on_backward(move |b| b.set_grad(logits, logits));
+    }
+
+    /// Router, dispatch, routed experts (SwiGLU over grouped GEMMs), combine into `out` (+),
+    /// and the balance loss (added to `loss`) when `balance` is given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moe(
+        &mut self,
+        x: Tid,
+        r: Route,
+        d: usize,
+        inter: usize,
+        gate: usize,
+        bias: usize,
+        experts: [usize; 3],
+        out: Tid,
+        balance: Option<(Balance, Tid)>,
+    ) -> Tid {
+        let (n, e, k) = (r.tokens, r.experts, r.top_k);
+        let logits = self.linear(x, n, W::whole(gate, e, d), "router.logits");
+        let scores = self.tensor("router.scores", n * e);
+        let idx = self.tensor("router.idx", n * k);
+        let weights = self.tensor("router.weights", n * k);
+        let args = vec![Arg::T(logits), self.p(bias), Arg::T(scores), Arg::T(idx), Arg::T(weights)];
+        self.launch(Op::Router(r), args, "router");
+        self.on_backward(move |b| {
+            let (dw, ds, dl) = (b.grad(weights), b.grad(scores), b.grad(logits));
+            b.launch(Op::RouterBwd(r), [scores, idx, dw, ds, dl].map(Arg::T).to_vec(), "router backward");
+        });
+        if let Some((bal, loss)) = balance {
+            self.launch(Op::BalanceLoss(bal), vec![Arg::T(scores), Arg::T(idx), Arg::T(loss)], "balance loss");
+            self.on_backward(move |b| {
+                let ds = b.grad(scores);
+                let op = Op::BalanceLossBwd { balance: bal, grad_scale: 1.0 };
+                b.launch(op, vec![Arg::T(scores), Arg::T(idx), Arg::T(ds)], "balance loss backward");
+            });
+        }
+        let rows = n * k;
+        let perm = self.tensor("dispatch.perm", rows);
+        let inv = self.tensor("dispatch.inv", rows);
+        let offsets = self.tensor("dispatch.offsets", e + 1);
+        let xp = self.tensor("dispatch.x", rows * d);
+        let op = Op::Dispatch { tokens: n, experts: e, top_k: k, d };
+        self.launch(op, [idx, x, perm, inv, offsets, xp].map(Arg::T).to_vec(), "dispatch");
+        self.on_backward(move |b| {
+            let (dxp, dx) = (b.grad(xp), b.grad(x));
+            b.launch(
+                Op::DispatchBwd { tokens: n, top_k: k, d },
+                [inv, dxp, dx].map(Arg::T).to_vec(),
+                "dispatch backward",
+            );
+        });
+        let g = self.grouped(offsets, xp, experts[0], e, rows, inter, d, "experts.gate");
+        let u = self.grouped(offsets, xp, experts[1], e, rows, inter, d, "experts.up");
+        let h = self.swiglu(g, u, "experts.act");
+        let yp = self.grouped(offsets, h, experts[2], e, rows, d, inter, "experts.down");
+        self.launch(Op::Combine { tokens: n, top_k: k, d }, [inv, weights, yp, out].map(Arg::T).to_vec(), "combine");
+        self.on_backward(move |b| {
+            let (dout, dyp, dw) = (b.grad(out), b.grad(yp), b.grad(weights));
+            let args = [perm, inv, weights, yp, dout, dyp, dw].map(Arg::T).to_vec();
+            b.launch(Op::CombineBwd { tokens: n, top_k: k, d }, args, "combine backward");
+        });
+        idx
+    }
+
+    /// Grouped expert GEMM `y_r = W_e x_r` over expert-sorted rows; `w` is the first of the `e`
+    /// consecutive expert parameters `[n, kdim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn grouped(
+        &mut self,
+        offsets: Tid,
+        x: Tid,
+        w: usize,
+        e: usize,
+        rows: usize,
+        n: usize,
+        kdim: usize,
+        name: &str,
+    ) -> Tid {
+        let y = self.tensor(name, rows * n);
+        let op = move |mode| Op::GroupedGemm { experts: e, rows, n, k: kdim, mode };
+        // The experts' weights are consecutive parameters: one `[e, n, kdim]` block.
+        let (wp, wg) = (Arg::P { param: w, off: 0, len: e * n * kdim }, Arg::G { param: w, off: 0, len: e * n * kdim });
+        self.launch(op(GroupedMode::Forward), vec![Arg::T(offsets), Arg::T(x), wp, Arg::T(y)], name);
+        let name = name.to_string();
+        self.on_backward(move |b| {
+            let (dy, dx) = (b.grad(y), b.grad(x));
+            b.launch(
+                op(GroupedMode::DataGrad),
+                vec![Arg::T(offsets), Arg::T(dy), wp, Arg::T(dx)],
+                &format!("{name} (data grad)"),
+            );
+            b.launch(
+                op(GroupedMode::WeightGrad),
+                vec![Arg::T(offsets), Arg::T(x), Arg::T(dy), wg],
+                &format!("{name} (weight grad)"),
+            );
+        });
+        y
+    }
+}

@@ -1,0 +1,147 @@
+//! The static memory plan: parameters laid out in registration order, every activation tensor
+//! given a fixed arena offset from its liveness over the schedule (forward then backward), so
+//! that tensors whose lifetimes do not overlap share space.
+
+use dsv3c_runtime::program::{Buffer, Io, Launch, Param, Program, Slice, Space};
+
+use crate::builder::{Arg, Builder, Tid};
+use crate::model::Outputs;
+
+/// Arena offsets are rounded up to this many f32s (64 bytes), for vector loads.
+const ALIGN: usize = 16;
+
+/// First-fit placement of intervals `(first, last, len)`; returns offsets and the arena size.
+pub fn place(lives: &[(usize, usize, usize)]) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..lives.len()).collect();
+    order.sort_by_key(|&i| (lives[i].0, std::cmp::Reverse(lives[i].2), i));
+    let mut offsets = vec![0; lives.len()];
+    // Placed and still live: (offset, end, last use).
+    let mut live: Vec<(usize, usize, usize)> = Vec::new();
+    let mut size = 0;
+    for i in order {
+        let (first, last, len) = lives[i];
+        live.retain(|&(_, _, l)| l >= first);
+        live.sort_unstable();
+        let need = len.div_ceil(ALIGN) * ALIGN;
+        let mut at = 0;
+        for &(off, end, _) in &live {
+            if off >= at + need {
+                break;
+            }
+            at = at.max(end);
+        }
+        offsets[i] = at;
+        live.push((at, at + need, last));
+        size = size.max(at + need);
+    }
+    (offsets, size)
+}
+
+/// Turns a built graph into a Program with a static memory plan.
+pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> Result<Program, String> {
+    // Parameters, consecutive.
+    let mut params = Vec::with_capacity(b.params.len());
+    let mut offset = 0;
+    for p in &b.params {
+        let len: usize = p.shape.iter().product();
+        params.push(Param { name: p.name.clone(), shape: p.shape.clone(), offset, init: p.init, group: p.group });
+        offset += len;
+    }
+    let param_len = offset;
+
+    // Liveness over the whole schedule.
+    let steps: Vec<_> = b.forward.iter().chain(&b.backward).collect();
+    let end = steps.len().saturating_sub(1);
+    let mut first = vec![usize::MAX; b.tensors.len()];
+    let mut last = vec![0usize; b.tensors.len()];
+    for (i, s) in steps.iter().enumerate() {
+        for a in &s.args {
+            if let Arg::T(t) = *a {
+                first[t] = first[t].min(i);
+                last[t] = last[t].max(i);
+            }
+        }
+    }
+    // Inputs are written before the first launch; outputs are read after the last.
+    let io: Vec<Tid> = [out.tokens, out.loss, out.main_loss]
+        .into_iter()
+        .chain(out.mtp_losses.iter().copied())
+        .chain(out.expert_choices.iter().copied())
+        .collect();
+    for &t in &io {
+        first[t] = 0;
+        last[t] = end;
+    }
+    let used: Vec<Tid> = (0..b.tensors.len()).filter(|&t| first[t] != usize::MAX).collect();
+    let lives: Vec<(usize, usize, usize)> = used.iter().map(|&t| (first[t], last[t], b.tensors[t].len)).collect();
+    let (offsets, act_len) = place(&lives);
+    let mut at = vec![usize::MAX; b.tensors.len()];
+    let mut buffers = Vec::with_capacity(used.len());
+    for (j, &t) in used.iter().enumerate() {
+        at[t] = offsets[j];
+        buffers.push(Buffer {
+            name: b.tensors[t].name.clone(),
+            offset: offsets[j],
+            len: b.tensors[t].len,
+            live: (first[t], last[t]),
+        });
+    }
+
+    let slice = |a: &Arg| -> Slice {
+        match *a {
+            Arg::T(t) => Slice { space: Space::Act, offset: at[t], len: b.tensors[t].len },
+            Arg::P { param, off, len } => Slice { space: Space::Param, offset: params[param].offset + off, len },
+            Arg::G { param, off, len } => Slice { space: Space::Grad, offset: params[param].offset + off, len },
+        }
+    };
+    let lower = |steps: &[crate::builder::Step]| -> Vec<Launch> {
+        steps
+            .iter()
+            .map(|s| Launch { kernel: s.kernel, args: s.args.iter().map(slice).collect(), note: s.note.clone() })
+            .collect()
+    };
+    let t = |t: Tid| Slice { space: Space::Act, offset: at[t], len: b.tensors[t].len };
+    let program = Program {
+        name: name.to_string(),
+        batch,
+        seq,
+        param_len,
+        act_len,
+        forward: lower(&b.forward),
+        backward: lower(&b.backward),
+        io: Io {
+            tokens: t(out.tokens),
+            loss: t(out.loss),
+            main_loss: t(out.main_loss),
+            mtp_losses: out.mtp_losses.iter().map(|&x| t(x)).collect(),
+            expert_choices: out.expert_choices.iter().map(|&x| t(x)).collect(),
+        },
+        params,
+        buffers,
+        kernels: b.kernels,
+    };
+    program.check()?;
+    Ok(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_that_overlap_in_time_never_overlap_in_space() {
+        let lives = [(0, 3, 10), (1, 2, 20), (3, 5, 16), (4, 6, 5), (6, 7, 40), (0, 7, 1)];
+        let (off, size) = place(&lives);
+        for i in 0..lives.len() {
+            for j in 0..i {
+                let time = lives[i].0 <= lives[j].1 && lives[j].0 <= lives[i].1;
+                let space = off[i] < off[j] + lives[j].2 && off[j] < off[i] + lives[i].2;
+                assert!(!(time && space), "{i} and {j} collide");
+            }
+            assert!(off[i] + lives[i].2 <= size);
+            assert_eq!(off[i] % ALIGN, 0);
+        }
+        // Dead tensors are reused: less than the sum of all sizes.
+        assert!(size < lives.iter().map(|l| l.2.div_ceil(ALIGN) * ALIGN).sum());
+    }
+}

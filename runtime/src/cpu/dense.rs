@@ -1,0 +1,132 @@
+//! Dense ops: elementwise arithmetic, GEMM (through the `gemm` crate), embedding lookup and its
+//! gradient, token shifting for MTP, and SwiGLU.
+
+use rayon::prelude::*;
+
+/// Rows per rayon task for row-parallel loops.
+pub(crate) const ROWS_PER_TASK: usize = 8;
+
+pub fn add_scaled(x: &[f32], y: &mut [f32], alpha: f32) {
+    y.par_iter_mut().zip(x.par_iter()).with_min_len(4096).for_each(|(y, x)| *y += alpha * x);
+}
+
+pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
+    out.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).with_min_len(4096).for_each(|(o, (a, b))| *o = a + b);
+}
+
+/// Shape and layout of one GEMM (see `Op::Gemm`).
+#[derive(Debug, Clone, Copy)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub accumulate: bool,
+}
+
+/// `C (+)= op(A) · op(B)`.
+pub fn gemm(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    if s.m == 0 || s.n == 0 {
+        return;
+    }
+    if s.k == 0 {
+        if !s.accumulate {
+            for i in 0..s.m {
+                c[i * s.ldc..i * s.ldc + s.n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let (a_rs, a_cs) = if s.ta { (1, s.lda as isize) } else { (s.lda as isize, 1) };
+    let (b_rs, b_cs) = if s.tb { (1, s.ldb as isize) } else { (s.ldb as isize, 1) };
+    // Bounds: the furthest element each operand reaches.
+    let a_last = if s.ta { (s.k - 1) * s.lda + s.m - 1 } else { (s.m - 1) * s.lda + s.k - 1 };
+    let b_last = if s.tb { (s.n - 1) * s.ldb + s.k - 1 } else { (s.k - 1) * s.ldb + s.n - 1 };
+    let c_last = (s.m - 1) * s.ldc + s.n - 1;
+    assert!(a_last < a.len() && b_last < b.len() && c_last < c.len(), "gemm operands out of bounds: {s:?}");
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && s.m * s.n * s.k >= 1 << 15 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element read or written lies inside its slice (asserted above); C does not
+    // overlap A or B (Program::check).
+    unsafe {
+        gemm::gemm(
+            s.m,
+            s.n,
+            s.k,
+            c.as_mut_ptr(),
+            1,
+            s.ldc as isize,
+            s.accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Token id stored as f32, if it is a valid index below `vocab`.
+pub(crate) fn token(t: f32, vocab: usize) -> Option<usize> {
+    (t >= 0.0 && t.fract() == 0.0 && (t as usize) < vocab).then_some(t as usize)
+}
+
+pub fn embedding(tokens: &[f32], table: &[f32], out: &mut [f32], d: usize, vocab: usize) {
+    out.par_chunks_mut(d).zip(tokens.par_iter()).for_each(|(row, &t)| match token(t, vocab) {
+        Some(t) => row.copy_from_slice(&table[t * d..(t + 1) * d]),
+        // Ids are validated where they enter; an invalid one poisons its row, never panics.
+        None => row.fill(f32::NAN),
+    });
+}
+
+/// `dtable[tokens[i]] += dout[i]`, serially in position order (deterministic).
+pub fn embedding_bwd(tokens: &[f32], dout: &[f32], dtable: &mut [f32], d: usize, vocab: usize) {
+    for (i, &t) in tokens.iter().enumerate() {
+        if let Some(t) = token(t, vocab) {
+            for (r, g) in dtable[t * d..(t + 1) * d].iter_mut().zip(&dout[i * d..(i + 1) * d]) {
+                *r += g;
+            }
+        }
+    }
+}
+
+pub fn shift_tokens(tokens: &[f32], out: &mut [f32], batch: usize, seq: usize, shift: usize) {
+    for b in 0..batch {
+        let row = &tokens[b * seq..(b + 1) * seq];
+        for i in 0..seq {
+            out[b * seq + i] = row[(i + shift).min(seq - 1)];
+        }
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn swiglu(g: &[f32], u: &[f32], h: &mut [f32]) {
+    h.par_iter_mut().zip(g.par_iter().zip(u.par_iter())).with_min_len(4096).for_each(|(h, (&g, &u))| *h = silu(g) * u);
+}
+
+/// `dg += dh·u·silu'(g)`, `du += dh·silu(g)`, with `silu'(g) = σ(g)(1 + g(1 − σ(g)))`.
+pub fn swiglu_bwd(g: &[f32], u: &[f32], dh: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    dg.par_iter_mut().zip(du.par_iter_mut()).enumerate().with_min_len(4096).for_each(|(i, (dg, du))| {
+        let s = 1.0 / (1.0 + (-g[i]).exp());
+        *dg += dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+        *du += dh[i] * g[i] * s;
+    });
+}

@@ -1,0 +1,248 @@
+//! DeepSeekMoE: the router (scores, group-limited top-k, normalized and scaled weights),
+//! dispatch (expert-sorted rows), grouped expert GEMMs, and combine — forward and backward.
+
+use rayon::prelude::*;
+
+use super::dense::{gemm, GemmShape};
+use crate::op::{GroupedMode, Route, Score};
+
+/// Scores of one token's logits, in place: sigmoid, or softmax over the experts.
+pub(crate) fn scores_of(score: Score, logits: &[f32], out: &mut [f32]) {
+    match score {
+        Score::Sigmoid => {
+            for (o, l) in out.iter_mut().zip(logits) {
+                *o = 1.0 / (1.0 + (-l).exp());
+            }
+        }
+        Score::Softmax => {
+            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+            let mut sum = 0.0;
+            for (o, l) in out.iter_mut().zip(logits) {
+                *o = (l - max).exp();
+                sum += *o;
+            }
+            for o in out.iter_mut() {
+                *o /= sum;
+            }
+        }
+    }
+}
+
+/// Indices of the `k` largest values (descending; ties to the lower index), skipping -inf.
+fn top_k_into(values: &[f32], k: usize, out: &mut Vec<usize>) {
+    out.clear();
+    for _ in 0..k {
+        let mut best: Option<usize> = None;
+        for (i, &v) in values.iter().enumerate() {
+            if out.contains(&i) || v == f32::NEG_INFINITY {
+                continue;
+            }
+            if best.is_none_or(|b| v > values[b]) {
+                best = Some(i);
+            }
+        }
+        match best {
+            Some(b) => out.push(b),
+            None => break,
+        }
+    }
+}
+
+/// Chooses one token's experts: `sel = scores + bias`, groups ranked by the sum of their top-2
+/// `sel`, the best `top_groups` kept, then the top-k `sel` among their experts.
+pub fn choose(r: &Route, scores: &[f32], bias: &[f32], sel: &mut [f32], chosen: &mut Vec<usize>) {
+    for ((s, x), b) in sel.iter_mut().zip(scores).zip(bias) {
+        *s = x + b;
+    }
+    if r.groups > 1 {
+        let per = r.experts / r.groups;
+        let group_scores: Vec<f32> = (0..r.groups)
+            .map(|g| {
+                let mut top = [f32::NEG_INFINITY; 2];
+                for &v in &sel[g * per..(g + 1) * per] {
+                    if v > top[0] {
+                        top = [v, top[0]];
+                    } else if v > top[1] {
+                        top[1] = v;
+                    }
+                }
+                top[0] + top[1]
+            })
+            .collect();
+        let mut keep = Vec::with_capacity(r.top_groups);
+        top_k_into(&group_scores, r.top_groups, &mut keep);
+        for g in (0..r.groups).filter(|g| !keep.contains(g)) {
+            sel[g * per..(g + 1) * per].fill(f32::NEG_INFINITY);
+        }
+    }
+    top_k_into(sel, r.top_k, chosen);
+}
+
+/// `[logits, bias] -> [scores, idx, weights]`.
+pub fn router(r: &Route, logits: &[f32], bias: &[f32], scores: &mut [f32], idx: &mut [f32], weights: &mut [f32]) {
+    let (e, k) = (r.experts, r.top_k);
+    scores.par_chunks_mut(e).zip(idx.par_chunks_mut(k).zip(weights.par_chunks_mut(k))).enumerate().for_each_init(
+        || (vec![0.0f32; e], Vec::with_capacity(k)),
+        |(sel, chosen), (t, (s, (idx, w)))| {
+            scores_of(r.score, &logits[t * e..(t + 1) * e], s);
+            choose(r, s, bias, sel, chosen);
+            let sum: f32 = chosen.iter().map(|&c| s[c]).sum();
+            let norm = if r.normalize { 1.0 / (sum + 1e-20) } else { 1.0 };
+            for slot in 0..k {
+                let c = chosen.get(slot).copied().unwrap_or(0);
+                idx[slot] = c as f32;
+                w[slot] = s[c] * norm * r.scale;
+            }
+        },
+    );
+}
+
+/// Weight gradients back to the scores (adding to the balance loss's `dscores`), then through
+/// the score function to the logits.
+pub fn router_bwd(r: &Route, scores: &[f32], idx: &[f32], dweights: &[f32], dscores: &mut [f32], dlogits: &mut [f32]) {
+    let (e, k) = (r.experts, r.top_k);
+    dscores.par_chunks_mut(e).zip(dlogits.par_chunks_mut(e)).enumerate().for_each(|(t, (ds, dl))| {
+        let s = &scores[t * e..(t + 1) * e];
+        let ids: Vec<usize> = idx[t * k..(t + 1) * k].iter().map(|&i| i as usize).collect();
+        let dw = &dweights[t * k..(t + 1) * k];
+        if r.normalize {
+            // w_j = scale · s_j / S, S = Σ_sel s + 1e-20.
+            let sum: f32 = ids.iter().map(|&c| s[c]).sum::<f32>() + 1e-20;
+            let cross: f32 = ids.iter().zip(dw).map(|(&c, g)| g * s[c]).sum();
+            for (&c, g) in ids.iter().zip(dw) {
+                ds[c] += r.scale * (g / sum - cross / (sum * sum));
+            }
+        } else {
+            for (&c, g) in ids.iter().zip(dw) {
+                ds[c] += r.scale * g;
+            }
+        }
+        match r.score {
+            Score::Sigmoid => {
+                for j in 0..e {
+                    dl[j] += ds[j] * s[j] * (1.0 - s[j]);
+                }
+            }
+            Score::Softmax => {
+                let dot: f32 = (0..e).map(|j| ds[j] * s[j]).sum();
+                for j in 0..e {
+                    dl[j] += s[j] * (ds[j] - dot);
+                }
+            }
+        }
+    });
+}
+
+/// Sorts (token, slot) pairs by expert, stably, and gathers the inputs: `[perm, inv, offsets, xp]`.
+pub fn dispatch(tokens: usize, experts: usize, top_k: usize, d: usize, idx: &[f32], x: &[f32], out: [&mut [f32]; 4]) {
+    let [perm, inv, offsets, xp] = out;
+    let mut counts = vec![0usize; experts + 1];
+    for &e in &idx[..tokens * top_k] {
+        counts[(e as usize).min(experts - 1) + 1] += 1;
+    }
+    for e in 0..experts {
+        counts[e + 1] += counts[e];
+    }
+    for (o, c) in offsets.iter_mut().zip(&counts) {
+        *o = *c as f32;
+    }
+    let mut next = counts;
+    for (src, &e) in idx[..tokens * top_k].iter().enumerate() {
+        let e = (e as usize).min(experts - 1);
+        let row = next[e];
+        next[e] += 1;
+        perm[row] = src as f32;
+        inv[src] = row as f32;
+    }
+    xp.par_chunks_mut(d).enumerate().for_each(|(row, out)| {
+        let t = perm[row] as usize / top_k;
+        out.copy_from_slice(&x[t * d..(t + 1) * d]);
+    });
+}
+
+/// `dx[t] += Σ_slot dxp[inv[t·k + slot]]`.
+pub fn dispatch_bwd(_tokens: usize, top_k: usize, d: usize, inv: &[f32], dxp: &[f32], dx: &mut [f32]) {
+    dx.par_chunks_mut(d).enumerate().for_each(|(t, dx)| {
+        for slot in 0..top_k {
+            let row = inv[t * top_k + slot] as usize;
+            for (a, b) in dx.iter_mut().zip(&dxp[row * d..(row + 1) * d]) {
+                *a += b;
+            }
+        }
+    });
+}
+
+/// One GEMM per expert over its rows (weights `[experts, n, k]`).
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_gemm(
+    experts: usize,
+    n: usize,
+    k: usize,
+    mode: GroupedMode,
+    offsets: &[f32],
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) {
+    for e in 0..experts {
+        let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
+        let m = r1 - r0;
+        if m == 0 {
+            continue;
+        }
+        let w = e * n * k..(e + 1) * n * k;
+        match mode {
+            // y[m,n] = x[m,k] · W_eᵀ
+            GroupedMode::Forward => gemm(
+                GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false },
+                &a[r0 * k..r1 * k],
+                &b[w],
+                &mut c[r0 * n..r1 * n],
+            ),
+            // dx[m,k] += dy[m,n] · W_e
+            GroupedMode::DataGrad => gemm(
+                GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true },
+                &a[r0 * n..r1 * n],
+                &b[w],
+                &mut c[r0 * k..r1 * k],
+            ),
+            // dW_e[n,k] += dy[m,n]ᵀ · x[m,k]   (a = x, b = dy)
+            GroupedMode::WeightGrad => gemm(
+                GemmShape { m: n, n: k, k: m, lda: n, ldb: k, ldc: k, ta: true, tb: false, accumulate: true },
+                &b[r0 * n..r1 * n],
+                &a[r0 * k..r1 * k],
+                &mut c[w],
+            ),
+        }
+    }
+}
+
+/// `out[t] += Σ_slot w[t,slot] · yp[inv[t·k + slot]]`.
+pub fn combine(_tokens: usize, top_k: usize, d: usize, inv: &[f32], w: &[f32], yp: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(d).enumerate().for_each(|(t, out)| {
+        for slot in 0..top_k {
+            let row = inv[t * top_k + slot] as usize;
+            let g = w[t * top_k + slot];
+            for (o, y) in out.iter_mut().zip(&yp[row * d..(row + 1) * d]) {
+                *o += g * y;
+            }
+        }
+    });
+}
+
+/// `dyp[row] = w[src]·dout[t]`; `dw[src] += dout[t] · yp[row]`, with `src = perm[row] = t·k + slot`.
+pub fn combine_bwd(tokens: usize, top_k: usize, d: usize, inp: [&[f32]; 5], dyp: &mut [f32], dw: &mut [f32]) {
+    let [perm, inv, w, yp, dout] = inp;
+    dyp.par_chunks_mut(d).enumerate().take(tokens * top_k).for_each(|(row, dyp)| {
+        let src = perm[row] as usize;
+        let t = src / top_k;
+        for (a, g) in dyp.iter_mut().zip(&dout[t * d..(t + 1) * d]) {
+            *a = w[src] * g;
+        }
+    });
+    dw.par_iter_mut().enumerate().take(tokens * top_k).for_each(|(src, dw)| {
+        let row = inv[src] as usize;
+        let t = src / top_k;
+        *dw += dout[t * d..(t + 1) * d].iter().zip(&yp[row * d..(row + 1) * d]).map(|(a, b)| a * b).sum::<f32>();
+    });
+}

@@ -1,0 +1,40 @@
+//! Rotary position embedding in Hugging Face's DeepSeek layout, in place.
+//!
+//! Input pairs `(x[2i], x[2i+1])` rotate by `θ_i = pos·inv_freq[i]`; the outputs land at `[i]`
+//! and `[dim/2 + i]` (HF's `rope_interleave`): `y[i] = x[2i]·cos − x[2i+1]·sin`,
+//! `y[dim/2+i] = x[2i+1]·cos + x[2i]·sin`, with cos and sin computed in f32 as transformers does
+//! and scaled by YaRN's attention factor. The inverse (backward) applies the transpose.
+
+use rayon::prelude::*;
+
+use crate::op::Op;
+
+pub fn rope(op: &Op, x: &mut [f32]) {
+    let Op::Rope { tokens, seq, heads, row_stride, head_stride, offset, dim, freqs, inverse } = *op else {
+        unreachable!("rope called with {op:?}")
+    };
+    let half = dim / 2;
+    let inv_freq = freqs.inv_freq(dim);
+    let af = freqs.attention_factor;
+    x.par_chunks_mut(row_stride).take(tokens).enumerate().for_each(|(t, row)| {
+        let pos = (t % seq) as f32;
+        let mut buf = [0.0f32; 1024];
+        for h in 0..heads {
+            let v = &mut row[h * head_stride + offset..h * head_stride + offset + dim];
+            for i in 0..half {
+                let theta = pos * inv_freq[i];
+                let (c, s) = (theta.cos() * af, theta.sin() * af);
+                if inverse {
+                    let (a, b) = (v[i], v[half + i]);
+                    buf[2 * i] = a * c + b * s;
+                    buf[2 * i + 1] = b * c - a * s;
+                } else {
+                    let (e, o) = (v[2 * i], v[2 * i + 1]);
+                    buf[i] = e * c - o * s;
+                    buf[half + i] = o * c + e * s;
+                }
+            }
+            v.copy_from_slice(&buf[..dim]);
+        }
+    });
+}

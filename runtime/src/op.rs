@@ -1,0 +1,265 @@
+//! The instruction set: every operation a Program launches, with every constant it was
+//! specialized for. The CPU backend implements each one in plain Rust (the numerical ground
+//! truth); the CUDA emitter writes one kernel per distinct `Op`.
+//!
+//! Each variant documents its arguments in launch order; `(w)` marks an output that is
+//! overwritten, `(+)` one that is accumulated into, `(rw)` one updated in place. Matrices are
+//! row-major. Integers (token ids, expert indices, row permutations) are stored as f32.
+
+use serde::{Deserialize, Serialize};
+
+/// How router scores come from the gate logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Score {
+    Sigmoid,
+    Softmax,
+}
+
+/// Rotary frequencies: plain RoPE, or YaRN-scaled (DeepSeek-V3's `rope_scaling`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RopeFreqs {
+    pub theta: f64,
+    /// (factor, original_max_position_embeddings, beta_fast, beta_slow)
+    pub yarn: Option<(f64, u64, f64, f64)>,
+    /// Multiplier on cos and sin: YaRN's `mscale(factor, mscale) / mscale(factor, mscale_all_dim)`
+    /// (1 for DeepSeek-V3, whose two coefficients are equal).
+    pub attention_factor: f32,
+}
+
+/// Which grouped-GEMM product a launch computes (for the routed experts, weights `[e, n, k]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GroupedMode {
+    /// `y_r = W_e x_r` for the rows `r` of expert `e`.
+    Forward,
+    /// `dx_r += W_eᵀ dy_r`.
+    DataGrad,
+    /// `dW_e += Σ_r dy_r x_rᵀ`.
+    WeightGrad,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Fill with zeros. `[x (w)]`
+    Zero { n: usize },
+    /// `y += alpha · x`. `[x, y (+)]`
+    AddScaled { n: usize, alpha: f32 },
+    /// `out = a + b`. `[a, b, out (w)]`
+    Add { n: usize },
+    /// `C[m,n] (+)= op(A)[m,k] · op(B)[k,n]`, with leading dims; `ta`/`tb` read A as `[k,m]` and
+    /// B as `[n,k]`. `[a, b, c (w or +)]`
+    Gemm { m: usize, n: usize, k: usize, lda: usize, ldb: usize, ldc: usize, ta: bool, tb: bool, accumulate: bool },
+    /// `out[i] = table[tokens[i]]`. `[tokens, table, out (w)]`
+    Embedding { n: usize, vocab: usize, d: usize },
+    /// `dtable[tokens[i]] += dout[i]`. `[tokens, dout, dtable (+)]`
+    EmbeddingBwd { n: usize, vocab: usize, d: usize },
+    /// Token ids moved `shift` positions left within each sequence, the tail padded with the
+    /// last token (causal attention never lets the padding reach a valid position).
+    /// `[tokens, out (w)]`
+    ShiftTokens { batch: usize, seq: usize, shift: usize },
+    /// `y = w ⊙ x / sqrt(mean(x²) + eps)` over rows of `d` read at `in_stride`; saves `1/rms`.
+    /// `[x, w, y (w), rstd (w)]`
+    RmsNorm { rows: usize, d: usize, in_stride: usize, eps: f32 },
+    /// `[x, w, rstd, dy, dx (+), dw (+)]` (dx at `in_stride`)
+    RmsNormBwd { rows: usize, d: usize, in_stride: usize },
+    /// DynamicTanh `y = w ⊙ tanh(α·x) + b`. `[x, w, b, alpha, y (w)]`
+    Dyt { rows: usize, d: usize, in_stride: usize },
+    /// `[x, w, alpha, dy, dx (+), dw (+), db (+), dalpha (+)]`
+    DytBwd { rows: usize, d: usize, in_stride: usize },
+    /// Rotary embedding of `dim` channels at `offset` of each head, HF's interleaved layout:
+    /// pairs `(x[2i], x[2i+1])` rotate by `pos·inv_freq[i]` and land at `[i]` and `[dim/2 + i]`.
+    /// `inverse` applies the transpose (the backward). `[x (rw)]`
+    Rope {
+        tokens: usize,
+        seq: usize,
+        heads: usize,
+        row_stride: usize,
+        head_stride: usize,
+        offset: usize,
+        dim: usize,
+        freqs: RopeFreqs,
+        inverse: bool,
+    },
+    /// Causal MLA attention. q `[b,t,h,dn+dr]`; kvb `[b,t,h,dn+dv]` (k_nope | v per head); the
+    /// shared roped key at `kva[row·kpe_stride + kpe_offset ..][..dr]`. Optional window with
+    /// sink tokens. Output o `[b,t,h,dv]`, log-sum-exp `[b,t,h]`.
+    /// `[q, kvb, kva, o (w), lse (w)]`
+    Attention(Attn),
+    /// `[q, kvb, kva, o, lse, do, dq (+), dkvb (+), dkva (+)]`
+    AttentionBwd(Attn),
+    /// `h = silu(g) ⊙ u`. `[g, u, h (w)]`
+    SwiGlu { n: usize },
+    /// `[g, u, dh, dg (+), du (+)]`
+    SwiGluBwd { n: usize },
+    /// DeepSeek router: scores from logits, bias for selection only, group-limited top-k,
+    /// normalized then scaled weights. `[logits, bias, scores (w), idx (w), weights (w)]`
+    Router(Route),
+    /// Gradient of the weights (and of the scores, from the balance loss, passed in `dscores`)
+    /// back to the logits. `[scores, idx, dweights, dscores (rw), dlogits (+)]`
+    RouterBwd(Route),
+    /// Sort the `tokens·top_k` (token, slot) pairs by expert (stable in token order) and gather
+    /// their inputs. `perm[row] = token·top_k + slot`, `inv` its inverse, `offsets` `[e+1]`.
+    /// `[idx, x, perm (w), inv (w), offsets (w), xp (w)]`
+    Dispatch { tokens: usize, experts: usize, top_k: usize, d: usize },
+    /// `dx[token] += Σ_slot dxp[inv[token·top_k + slot]]`. `[inv, dxp, dx (+)]`
+    DispatchBwd { tokens: usize, top_k: usize, d: usize },
+    /// Expert GEMMs over the expert-sorted rows. Forward `[offsets, x, w, y (w)]`, DataGrad
+    /// `[offsets, dy, w, dx (+)]`, WeightGrad `[offsets, x, dy, dw (+)]`.
+    GroupedGemm { experts: usize, rows: usize, n: usize, k: usize, mode: GroupedMode },
+    /// `out[t] += Σ_slot weights[t,slot] · yp[inv[t·top_k + slot]]`. `[inv, weights, yp, out (+)]`
+    Combine { tokens: usize, top_k: usize, d: usize },
+    /// `[perm, inv, weights, yp, dout, dyp (w), dweights (+)]`
+    CombineBwd { tokens: usize, top_k: usize, d: usize },
+    /// Mean next-token cross-entropy over the positions `i` with `i + shift < seq`, label
+    /// `tokens[i + shift]`. Writes the loss, and overwrites the logits with
+    /// `grad_scale · dloss/dlogits` (no second copy). `[logits (rw), tokens, loss (w)]`
+    CrossEntropy { batch: usize, seq: usize, vocab: usize, shift: usize, grad_scale: f32 },
+    /// Sequence-wise balance loss `α Σ_i f_i P_i`, averaged over sequences, added to `loss`.
+    /// `[scores, idx, loss (+)]`
+    BalanceLoss(Balance),
+    /// `[scores, idx, dscores (+)]`, scaled by `grad_scale`.
+    BalanceLossBwd { balance: Balance, grad_scale: f32 },
+}
+
+/// Attention constants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Attn {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub nope: usize,
+    pub rope: usize,
+    pub v: usize,
+    pub kpe_stride: usize,
+    pub kpe_offset: usize,
+    pub scale: f32,
+    /// `(window, sink_tokens)` for sliding-window layers.
+    pub window: Option<(usize, usize)>,
+}
+
+/// Router constants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub tokens: usize,
+    pub experts: usize,
+    pub groups: usize,
+    pub top_groups: usize,
+    pub top_k: usize,
+    pub score: Score,
+    pub normalize: bool,
+    pub scale: f32,
+}
+
+/// Balance-loss constants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Balance {
+    pub batch: usize,
+    pub seq: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub alpha: f32,
+    pub score: Score,
+}
+
+impl Op {
+    /// Number of arguments a launch passes.
+    pub fn arity(&self) -> usize {
+        use Op::*;
+        match self {
+            Zero { .. } => 1,
+            AddScaled { .. } | ShiftTokens { .. } => 2,
+            Add { .. } | Gemm { .. } | Embedding { .. } | EmbeddingBwd { .. } | SwiGlu { .. } => 3,
+            DispatchBwd { .. } | CrossEntropy { .. } | BalanceLoss(_) | BalanceLossBwd { .. } => 3,
+            RmsNorm { .. } | GroupedGemm { .. } | Combine { .. } => 4,
+            Dyt { .. } | Attention(_) | SwiGluBwd { .. } | Router(_) | RouterBwd(_) => 5,
+            RmsNormBwd { .. } | Dispatch { .. } => 6,
+            CombineBwd { .. } => 7,
+            DytBwd { .. } => 8,
+            AttentionBwd(_) => 9,
+            Rope { .. } => 1,
+        }
+    }
+
+    /// Indices of the arguments the op writes (overwritten, accumulated or in place).
+    pub fn outputs(&self) -> Vec<usize> {
+        use Op::*;
+        match self {
+            Zero { .. } | Rope { .. } => vec![0],
+            AddScaled { .. } | ShiftTokens { .. } => vec![1],
+            Add { .. } | Gemm { .. } | Embedding { .. } | EmbeddingBwd { .. } | SwiGlu { .. } => vec![2],
+            DispatchBwd { .. } | BalanceLoss(_) | BalanceLossBwd { .. } => vec![2],
+            CrossEntropy { .. } => vec![0, 2],
+            RmsNorm { .. } => vec![2, 3],
+            GroupedGemm { .. } | Combine { .. } => vec![3],
+            Dyt { .. } => vec![4],
+            RouterBwd(_) => vec![3, 4],
+            Attention(_) => vec![3, 4],
+            SwiGluBwd { .. } => vec![3, 4],
+            Router(_) => vec![2, 3, 4],
+            RmsNormBwd { .. } => vec![4, 5],
+            Dispatch { .. } => vec![2, 3, 4, 5],
+            CombineBwd { .. } => vec![5, 6],
+            DytBwd { .. } => vec![4, 5, 6, 7],
+            AttentionBwd(_) => vec![6, 7, 8],
+        }
+    }
+
+    /// Short name of the op family (`gemm`, `attention_bwd`, ...), for notes and file names.
+    pub fn family(&self) -> &'static str {
+        use Op::*;
+        match self {
+            Zero { .. } => "zero",
+            AddScaled { .. } => "add_scaled",
+            Add { .. } => "add",
+            Gemm { .. } => "gemm",
+            Embedding { .. } => "embedding",
+            EmbeddingBwd { .. } => "embedding_bwd",
+            ShiftTokens { .. } => "shift_tokens",
+            RmsNorm { .. } => "rmsnorm",
+            RmsNormBwd { .. } => "rmsnorm_bwd",
+            Dyt { .. } => "dyt",
+            DytBwd { .. } => "dyt_bwd",
+            Rope { .. } => "rope",
+            Attention(_) => "attention",
+            AttentionBwd(_) => "attention_bwd",
+            SwiGlu { .. } => "swiglu",
+            SwiGluBwd { .. } => "swiglu_bwd",
+            Router(_) => "router",
+            RouterBwd(_) => "router_bwd",
+            Dispatch { .. } => "dispatch",
+            DispatchBwd { .. } => "dispatch_bwd",
+            GroupedGemm { .. } => "grouped_gemm",
+            Combine { .. } => "combine",
+            CombineBwd { .. } => "combine_bwd",
+            CrossEntropy { .. } => "cross_entropy",
+            BalanceLoss(_) => "balance_loss",
+            BalanceLossBwd { .. } => "balance_loss_bwd",
+        }
+    }
+}
+
+impl RopeFreqs {
+    /// `inv_freq[i]` for `i < dim/2`, computed in f32 exactly as transformers does (it keeps
+    /// RoPE in f32 even in a float64 model). YaRN blends interpolated (`/factor`) and original
+    /// frequencies with a linear ramp between the correction dims.
+    pub fn inv_freq(&self, dim: usize) -> Vec<f32> {
+        let half = dim / 2;
+        let pos_freqs: Vec<f32> = (0..half).map(|i| (self.theta as f32).powf((2 * i) as f32 / dim as f32)).collect();
+        let Some((factor, orig, beta_fast, beta_slow)) = self.yarn else {
+            return pos_freqs.iter().map(|p| 1.0 / p).collect();
+        };
+        let correction_dim =
+            |rot: f64| (dim as f64 * (orig as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * self.theta.ln());
+        let low = correction_dim(beta_fast).floor().max(0.0);
+        let high = correction_dim(beta_slow).ceil().min(dim as f64 - 1.0);
+        let high = if low == high { high + 0.001 } else { high };
+        (0..half)
+            .map(|i| {
+                let ramp = ((i as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
+                let extrapolation = 1.0 - ramp;
+                let interp = 1.0 / (factor as f32 * pos_freqs[i]);
+                let extrap = 1.0 / pos_freqs[i];
+                interp * (1.0 - extrapolation) + extrap * extrapolation
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,20 @@
+//! Every numerical tolerance the tests use, in one table.
+//!
+//! The CPU reference computes in f32; oracles are float64 (transformers with its float32 casts
+//! removed, or our own PyTorch reference). Finite differences run in f32 on small inputs.
+
+/// Relative error of a loss, f32 reference vs a float64 oracle.
+pub const LOSS_REL_F32: f64 = 1e-5;
+/// Relative L2 error of a gradient tensor, f32 reference vs a float64 oracle.
+pub const GRAD_REL_L2_F32: f64 = 1e-4;
+/// Relative L2 error of an op's analytic backward vs central finite differences in f32.
+pub const FINITE_DIFF_REL_L2: f64 = 2e-2;
+/// Step of those central differences.
+pub const FINITE_DIFF_STEP: f32 = 1e-2;
+
+/// `‖a − b‖ / max(‖b‖, tiny)`, in f64.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    num / den.max(1e-30)
+}
