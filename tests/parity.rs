@@ -50,3 +50,87 @@ fn loss_and_every_gradient_match_transformers_float64() {
         }
     }
 }
+
+/// The fixture with q-LoRA and MoE layers 1 and 2.
+fn moe_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/fixtures/qlora_groups_yarn")
+}
+
+/// A copy of a fixture in a scratch folder, with `edit` applied to its tensors and config.
+fn corrupted(
+    tag: &str,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, dsv3c_runtime::checkpoint::Tensor>, &mut serde_json::Value),
+) -> PathBuf {
+    let src = &moe_fixture();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("corrupt-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut tensors = read_file(&src.join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut tensors, &mut config);
+    let list: Vec<_> = tensors.into_iter().map(|(k, t)| (k, t.shape, t.data)).collect();
+    dsv3c_runtime::checkpoint::write_file(&dir.join("model.safetensors"), &list).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(src.join("tokens.json"), dir.join("tokens.json")).unwrap();
+    dir
+}
+
+fn eval_err(dir: &Path, tokens: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_dsv3c"))
+        .args(["eval", "--hf", dir.to_str().unwrap(), "--tokens", tokens.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected a failure, got {}", String::from_utf8_lossy(&o.stdout));
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn bad_checkpoints_tokens_and_configs_are_named_not_panicked() {
+    let missing = corrupted("missing", |t, _| {
+        t.remove("model.layers.1.mlp.experts.3.up_proj.weight");
+    });
+    assert!(eval_err(&missing, &missing.join("tokens.json")).contains("model.layers.1.mlp.experts.3.up_proj.weight"));
+
+    let shape = corrupted("shape", |t, _| {
+        let x = t.get_mut("model.layers.0.self_attn.kv_b_proj.weight").unwrap();
+        x.shape = vec![x.shape[1], x.shape[0]];
+    });
+    let err = eval_err(&shape, &shape.join("tokens.json"));
+    assert!(err.contains("model.layers.0.self_attn.kv_b_proj.weight") && err.contains("shape"), "{err}");
+
+    let field = corrupted("field", |_, c| c["sliding_window"] = serde_json::json!(4));
+    assert!(eval_err(&field, &field.join("tokens.json")).contains("sliding_window"));
+
+    let invalid = corrupted("invalid", |_, c| c["num_experts_per_tok"] = serde_json::json!(99));
+    assert!(eval_err(&invalid, &invalid.join("tokens.json")).contains("top_k"));
+
+    let dir = &moe_fixture();
+    let bad_tokens = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-tokens.json");
+    for (text, needle) in [
+        ("[[1, 2, 96]]", "[0][2]"),
+        ("[[1, 2], [3]]", "sequence 1"),
+        ("[[1, -2]]", "[0][1]"),
+        ("[]", "no tokens"),
+        ("{\"a\": 1}", "array"),
+        ("[[1.5]]", "[0][0]"),
+    ] {
+        std::fs::write(&bad_tokens, text).unwrap();
+        let err = eval_err(dir, &bad_tokens);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let long = format!("[[{}]]", vec!["1"; 200].join(","));
+    std::fs::write(&bad_tokens, long).unwrap();
+    assert!(eval_err(dir, &bad_tokens).contains("max_seq_len"));
+
+    let garbage = Path::new(env!("CARGO_TARGET_TMPDIR")).join("corrupt-garbage");
+    std::fs::create_dir_all(&garbage).unwrap();
+    std::fs::copy(dir.join("config.json"), garbage.join("config.json")).unwrap();
+    std::fs::write(garbage.join("model.safetensors"), b"not a safetensors file").unwrap();
+    assert!(eval_err(&garbage, &dir.join("tokens.json")).contains("safetensors"));
+    let empty = Path::new(env!("CARGO_TARGET_TMPDIR")).join("corrupt-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(dir.join("config.json"), empty.join("config.json")).unwrap();
+    assert!(eval_err(&empty, &dir.join("tokens.json")).contains("model.safetensors"));
+}
