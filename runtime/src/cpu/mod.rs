@@ -103,6 +103,13 @@ impl Cpu {
     }
 }
 
+/// Runs one op with each argument in its own buffer (tests, and the per-op GPU parity suite).
+pub fn run_op(op: &Op, args: &mut [Vec<f32>]) {
+    assert_eq!(args.len(), op.arity(), "{} takes {} arguments", op.family(), op.arity());
+    let a = Args { ptrs: args.iter_mut().map(|v| (v.as_mut_ptr(), v.len())).collect() };
+    execute(op, &a);
+}
+
 /// Runs one op over its arguments.
 pub(crate) fn execute(op: &Op, a: &Args) {
     use Op::*;

@@ -1,0 +1,274 @@
+//! Property tests of the CPU reference ops on random shapes: every backward against central
+//! finite differences of `L = Σ R ⊙ forward(x)` (R random), and the MoE invariants.
+
+use dsv3c_runtime::cpu::run_op;
+use dsv3c_runtime::init::SplitMix64;
+use dsv3c_runtime::op::*;
+use dsv3c_runtime::tolerance::{rel_l2, FINITE_DIFF_REL_L2, FINITE_DIFF_STEP};
+use proptest::prelude::*;
+
+fn randn(rng: &mut SplitMix64, n: usize, scale: f64) -> Vec<f32> {
+    (0..n).map(|_| (rng.normal() * scale) as f32).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Compares `analytic` (the gradient of `loss` w.r.t. `inputs[which]`) with central differences
+/// at up to 48 sampled elements. `loss` returns None where the op's discrete choices changed.
+fn check(name: &str, inputs: &[Vec<f32>], which: usize, analytic: &[f32], loss: impl Fn(&[Vec<f32>]) -> Option<f64>) {
+    let n = inputs[which].len();
+    let step = (n / 48).max(1);
+    let (mut fd, mut an) = (Vec::new(), Vec::new());
+    // Central differences at h and h/2, Richardson-extrapolated: truncation error O(h⁴).
+    let central = |j: usize, h: f32| -> Option<f64> {
+        let mut plus = inputs.to_vec();
+        plus[which][j] += h;
+        let mut minus = inputs.to_vec();
+        minus[which][j] -= h;
+        Some((loss(&plus)? - loss(&minus)?) / (2.0 * h as f64))
+    };
+    for j in (0..n).step_by(step) {
+        if let (Some(d1), Some(d2)) = (central(j, FINITE_DIFF_STEP), central(j, FINITE_DIFF_STEP / 2.0)) {
+            fd.push(((4.0 * d2 - d1) / 3.0) as f32);
+            an.push(analytic[j]);
+        }
+    }
+    // f32 rounding of the loss, amplified by the step, is the noise floor of a difference.
+    let base = loss(inputs).unwrap_or(0.0).abs() + 1.0;
+    let noise = 64.0 * f32::EPSILON as f64 * base / FINITE_DIFF_STEP as f64;
+    let diff: f64 = an.iter().zip(&fd).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
+    let scale: f64 = fd.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(noise * (fd.len() as f64).sqrt());
+    let err = diff / scale;
+    assert!(
+        err < FINITE_DIFF_REL_L2,
+        "{name}: input {which} relative L2 error {err:.3e}\nanalytic {an:?}\nnumeric {fd:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_backward(seed: u64, m in 1usize..6, n in 1usize..6, k in 1usize..6, ta: bool, tb: bool) {
+        let mut r = SplitMix64::new(seed);
+        let (a, b, rr) = (randn(&mut r, m * k, 1.0), randn(&mut r, k * n, 1.0), randn(&mut r, m * n, 1.0));
+        let op = Op::Gemm { m, n, k, lda: if ta { m } else { k }, ldb: if tb { k } else { n }, ldc: n, ta, tb, accumulate: false };
+        let fwd = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), x[1].clone(), vec![0.0; m * n]]; run_op(&op, &mut v); Some(dot(&v[2], &rr)) };
+        // Analytic: dA = R·op(B)ᵀ, dB = op(A)ᵀ·R, via the same op with transposes.
+        let el = |x: &[f32], i: usize, j: usize, rows: usize, cols: usize, t: bool| if t { x[j * rows + i] } else { x[i * cols + j] };
+        let mut ga = vec![0.0f32; m * k];
+        let mut gb = vec![0.0f32; k * n];
+        for i in 0..m { for j in 0..n { for p in 0..k {
+            let (av, bv) = (el(&a, i, p, m, k, ta), el(&b, p, j, k, n, tb));
+            let ai = if ta { p * m + i } else { i * k + p };
+            let bi = if tb { j * k + p } else { p * n + j };
+            ga[ai] += rr[i * n + j] * bv;
+            gb[bi] += rr[i * n + j] * av;
+        }}}
+        let inputs = vec![a, b];
+        check("gemm", &inputs, 0, &ga, fwd);
+        check("gemm", &inputs, 1, &gb, fwd);
+    }
+
+    #[test]
+    fn rmsnorm_and_dyt_backward(seed: u64, rows in 1usize..5, d in 1usize..9, pad in 0usize..3) {
+        let mut r = SplitMix64::new(seed);
+        let stride = d + pad;
+        let (mut x, w, b, alpha, rr) = (randn(&mut r, rows * stride, 1.0), randn(&mut r, d, 1.0), randn(&mut r, d, 0.5), vec![0.7f32], randn(&mut r, rows * d, 1.0));
+        // Keep each row's RMS at least 0.5: near zero the norm is nearly a step, which no finite
+        // difference of step 1e-2 resolves.
+        for row in x.chunks_mut(stride) {
+            let rms = (row[..d].iter().map(|v| v * v).sum::<f32>() / d as f32).sqrt();
+            if rms < 0.5 {
+                row[..d].iter_mut().for_each(|v| *v = if *v >= 0.0 { *v + 0.5 } else { *v - 0.5 });
+            }
+        }
+        let rms = Op::RmsNorm { rows, d, in_stride: stride, eps: 1e-5 };
+        let f = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), x[1].clone(), vec![0.0; rows * d], vec![0.0; rows]]; run_op(&rms, &mut v); Some(dot(&v[2], &rr)) };
+        let mut v = vec![x.clone(), w.clone(), vec![0.0; rows * d], vec![0.0; rows]];
+        run_op(&rms, &mut v);
+        let mut g = vec![x.clone(), w.clone(), v[3].clone(), rr.clone(), vec![0.0; rows * stride], vec![0.0; d]];
+        run_op(&Op::RmsNormBwd { rows, d, in_stride: stride }, &mut g);
+        let inputs = vec![x.clone(), w.clone()];
+        check("rmsnorm", &inputs, 0, &g[4], f);
+        check("rmsnorm", &inputs, 1, &g[5], f);
+
+        let dyt = Op::Dyt { rows, d, in_stride: stride };
+        let f = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), x[1].clone(), x[2].clone(), x[3].clone(), vec![0.0; rows * d]]; run_op(&dyt, &mut v); Some(dot(&v[4], &rr)) };
+        let mut g = vec![x.clone(), w.clone(), alpha.clone(), rr.clone(), vec![0.0; rows * stride], vec![0.0; d], vec![0.0; d], vec![0.0; 1]];
+        run_op(&Op::DytBwd { rows, d, in_stride: stride }, &mut g);
+        let inputs = vec![x, w, b, alpha];
+        for (i, gi) in [(0, 4), (1, 5), (2, 6), (3, 7)] {
+            check("dyt", &inputs, i, &g[gi], f);
+        }
+    }
+
+    #[test]
+    fn rope_backward_is_the_transpose(seed: u64, tokens in 1usize..6, heads in 1usize..3, half in 1usize..5, yarn: bool) {
+        let mut r = SplitMix64::new(seed);
+        let dim = 2 * half;
+        let (offset, head_stride) = (3, 3 + dim + 1);
+        let row_stride = heads * head_stride;
+        let freqs = RopeFreqs { theta: 100.0, yarn: yarn.then_some((4.0, 4, 32.0, 1.0)), attention_factor: if yarn { 1.1 } else { 1.0 } };
+        let op = |inverse| Op::Rope { tokens, seq: 3, heads, row_stride, head_stride, offset, dim, freqs, inverse };
+        let (x, rr) = (randn(&mut r, tokens * row_stride, 1.0), randn(&mut r, tokens * row_stride, 1.0));
+        let f = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone()]; run_op(&op(false), &mut v); Some(dot(&v[0], &rr)) };
+        let mut g = vec![rr.clone()];
+        run_op(&op(true), &mut g);
+        check("rope", &[x], 0, &g[0], f);
+    }
+
+    #[test]
+    fn attention_backward(seed: u64, batch in 1usize..3, seq in 1usize..6, heads in 1usize..3, windowed: bool) {
+        let mut r = SplitMix64::new(seed);
+        let (nope, rope, v, kvr) = (3, 2, 3, 2);
+        let a = Attn { batch, seq, heads, nope, rope, v, kpe_stride: kvr + rope, kpe_offset: kvr, scale: 0.5, window: windowed.then_some((2, 1)) };
+        let n = batch * seq;
+        let (q, kvb, kva) = (randn(&mut r, n * heads * (nope + rope), 1.0), randn(&mut r, n * heads * (nope + v), 1.0), randn(&mut r, n * (kvr + rope), 1.0));
+        let rr = randn(&mut r, n * heads * v, 1.0);
+        let fwd = |x: &[Vec<f32>]| { let mut t = vec![x[0].clone(), x[1].clone(), x[2].clone(), vec![0.0; n * heads * v], vec![0.0; n * heads]]; run_op(&Op::Attention(a), &mut t); t };
+        let f = |x: &[Vec<f32>]| Some(dot(&fwd(x)[3], &rr));
+        let inputs = vec![q.clone(), kvb.clone(), kva.clone()];
+        let out = fwd(&inputs);
+        let mut g = vec![q.clone(), kvb.clone(), kva.clone(), out[3].clone(), out[4].clone(), rr.clone(), vec![0.0; q.len()], vec![0.0; kvb.len()], vec![0.0; kva.len()]];
+        run_op(&Op::AttentionBwd(a), &mut g);
+        check("attention", &inputs, 0, &g[6], f);
+        check("attention", &inputs, 1, &g[7], f);
+        check("attention", &inputs, 2, &g[8], f);
+    }
+
+    #[test]
+    fn swiglu_embedding_and_cross_entropy_backward(seed: u64, n in 1usize..12, vocab in 2usize..9, seq in 2usize..5) {
+        let mut r = SplitMix64::new(seed);
+        let (g0, u0, rr) = (randn(&mut r, n, 2.0), randn(&mut r, n, 1.0), randn(&mut r, n, 1.0));
+        let f = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), x[1].clone(), vec![0.0; n]]; run_op(&Op::SwiGlu { n }, &mut v); Some(dot(&v[2], &rr)) };
+        let mut g = vec![g0.clone(), u0.clone(), rr.clone(), vec![0.0; n], vec![0.0; n]];
+        run_op(&Op::SwiGluBwd { n }, &mut g);
+        check("swiglu", &[g0.clone(), u0.clone()], 0, &g[3], f);
+        check("swiglu", &[g0, u0], 1, &g[4], f);
+
+        let (batch, shift) = (2, 1);
+        let tokens: Vec<f32> = (0..batch * seq).map(|_| (r.next_u64() % vocab as u64) as f32).collect();
+        let logits = randn(&mut r, batch * seq * vocab, 1.5);
+        let ce = |grad_scale| Op::CrossEntropy { batch, seq, vocab, shift, grad_scale };
+        let f = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), tokens.clone(), vec![0.0]]; run_op(&ce(1.0), &mut v); Some(v[2][0] as f64) };
+        let mut v = vec![logits.clone(), tokens.clone(), vec![0.0]];
+        run_op(&ce(1.0), &mut v);
+        check("cross_entropy", &[logits], 0, &v[0], f);
+
+        let d = 3;
+        let table = randn(&mut r, vocab * d, 1.0);
+        let rr = randn(&mut r, batch * seq * d, 1.0);
+        let op = Op::Embedding { n: batch * seq, vocab, d };
+        let f = |x: &[Vec<f32>]| { let mut v = vec![tokens.clone(), x[0].clone(), vec![0.0; batch * seq * d]]; run_op(&op, &mut v); Some(dot(&v[2], &rr)) };
+        let mut g = vec![tokens.clone(), rr.clone(), vec![0.0; vocab * d]];
+        run_op(&Op::EmbeddingBwd { n: batch * seq, vocab, d }, &mut g);
+        check("embedding", &[table], 0, &g[2], f);
+    }
+
+    #[test]
+    fn router_invariants_and_backward(seed: u64, tokens in 1usize..6, groups in 1usize..4, per in 2usize..5, sigmoid: bool, normalize: bool) {
+        let mut r = SplitMix64::new(seed);
+        let experts = groups * per;
+        let top_groups = 1 + (r.next_u64() as usize % groups);
+        let top_k = 1 + (r.next_u64() as usize % (top_groups * per));
+        let route = Route { tokens, experts, groups, top_groups, top_k, score: if sigmoid { Score::Sigmoid } else { Score::Softmax }, normalize, scale: 2.5 };
+        let (logits, bias) = (randn(&mut r, tokens * experts, 2.0), randn(&mut r, experts, 0.1));
+        let fwd = |l: &[f32]| { let mut v = vec![l.to_vec(), bias.clone(), vec![0.0; tokens * experts], vec![0.0; tokens * top_k], vec![0.0; tokens * top_k]]; run_op(&Op::Router(route), &mut v); v };
+        let out = fwd(&logits);
+        for t in 0..tokens {
+            let idx: Vec<usize> = out[3][t * top_k..(t + 1) * top_k].iter().map(|&i| i as usize).collect();
+            let mut distinct = idx.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            prop_assert_eq!(distinct.len(), top_k, "experts are distinct");
+            let used_groups: std::collections::BTreeSet<usize> = idx.iter().map(|e| e / per).collect();
+            prop_assert!(used_groups.len() <= top_groups);
+            let sum: f32 = out[4][t * top_k..(t + 1) * top_k].iter().sum();
+            if normalize {
+                prop_assert!((sum - 2.5).abs() < 1e-4, "weights sum to route_scale: {}", sum);
+            }
+        }
+        // Backward of L = Σ R·weights + Σ S·scores, where selection is unchanged by the step.
+        let (rr, ss) = (randn(&mut r, tokens * top_k, 1.0), randn(&mut r, tokens * experts, 1.0));
+        let f = |x: &[Vec<f32>]| { let o = fwd(&x[0]); (o[3] == out[3]).then(|| dot(&o[4], &rr) + dot(&o[2], &ss)) };
+        let mut g = vec![out[2].clone(), out[3].clone(), rr.clone(), ss.clone(), vec![0.0; tokens * experts]];
+        run_op(&Op::RouterBwd(route), &mut g);
+        check("router", &[logits], 0, &g[4], f);
+    }
+
+    #[test]
+    fn dispatch_combine_and_grouped_gemm(seed: u64, tokens in 1usize..7, experts in 1usize..5, top_k in 1usize..3, d in 1usize..4) {
+        prop_assume!(top_k <= experts);
+        let mut r = SplitMix64::new(seed);
+        // Distinct experts per token.
+        let mut idx = Vec::new();
+        for _ in 0..tokens {
+            let mut chosen: Vec<usize> = Vec::new();
+            while chosen.len() < top_k { let e = r.next_u64() as usize % experts; if !chosen.contains(&e) { chosen.push(e); } }
+            idx.extend(chosen.iter().map(|&e| e as f32));
+        }
+        let rows = tokens * top_k;
+        let x = randn(&mut r, tokens * d, 1.0);
+        let dispatch = |x: &[f32]| { let mut v = vec![idx.clone(), x.to_vec(), vec![0.0; rows], vec![0.0; rows], vec![0.0; experts + 1], vec![0.0; rows * d]]; run_op(&Op::Dispatch { tokens, experts, top_k, d }, &mut v); v };
+        let disp = dispatch(&x);
+        // Rows are sorted by expert, and offsets bound each expert's rows.
+        for e in 0..experts {
+            let (a, b) = (disp[4][e] as usize, disp[4][e + 1] as usize);
+            for row in a..b {
+                let src = disp[2][row] as usize;
+                prop_assert_eq!(idx[src] as usize, e);
+                prop_assert_eq!(disp[3][src] as usize, row);
+            }
+        }
+        // Identity experts with weights summing to one: combine(dispatch(x)) = x.
+        let w: Vec<f32> = vec![1.0 / top_k as f32; rows];
+        let mut c = vec![disp[3].clone(), w.clone(), disp[5].clone(), vec![0.0; tokens * d]];
+        run_op(&Op::Combine { tokens, top_k, d }, &mut c);
+        prop_assert!(rel_l2(&c[3], &x) < 1e-6);
+
+        // Gradients of combine (w.r.t. yp and weights) and dispatch (w.r.t. x).
+        let (yp, w) = (randn(&mut r, rows * d, 1.0), randn(&mut r, rows, 1.0));
+        let rr = randn(&mut r, tokens * d, 1.0);
+        let f = |x: &[Vec<f32>]| { let mut v = vec![disp[3].clone(), x[1].clone(), x[0].clone(), vec![0.0; tokens * d]]; run_op(&Op::Combine { tokens, top_k, d }, &mut v); Some(dot(&v[3], &rr)) };
+        let mut g = vec![disp[2].clone(), disp[3].clone(), w.clone(), yp.clone(), rr.clone(), vec![0.0; rows * d], vec![0.0; rows]];
+        run_op(&Op::CombineBwd { tokens, top_k, d }, &mut g);
+        let inputs = vec![yp.clone(), w.clone()];
+        check("combine", &inputs, 0, &g[5], f);
+        check("combine", &inputs, 1, &g[6], f);
+        let rp = randn(&mut r, rows * d, 1.0);
+        let f = |x: &[Vec<f32>]| Some(dot(&dispatch(&x[0])[5], &rp));
+        let mut g = vec![disp[3].clone(), rp.clone(), vec![0.0; tokens * d]];
+        run_op(&Op::DispatchBwd { tokens, top_k, d }, &mut g);
+        check("dispatch", std::slice::from_ref(&x), 0, &g[2], f);
+
+        // Grouped GEMM over the expert-sorted rows: y_r = W_e x_r.
+        let (n, k) = (2, d);
+        let wts = randn(&mut r, experts * n * k, 1.0);
+        let ry = randn(&mut r, rows * n, 1.0);
+        let gg = |mode| Op::GroupedGemm { experts, rows, n, k, mode };
+        let f = |x: &[Vec<f32>]| { let mut v = vec![disp[4].clone(), x[0].clone(), x[1].clone(), vec![0.0; rows * n]]; run_op(&gg(GroupedMode::Forward), &mut v); Some(dot(&v[3], &ry)) };
+        let mut dx = vec![disp[4].clone(), ry.clone(), wts.clone(), vec![0.0; rows * k]];
+        run_op(&gg(GroupedMode::DataGrad), &mut dx);
+        let mut dw = vec![disp[4].clone(), disp[5].clone(), ry.clone(), vec![0.0; experts * n * k]];
+        run_op(&gg(GroupedMode::WeightGrad), &mut dw);
+        let inputs = vec![disp[5].clone(), wts];
+        check("grouped_gemm", &inputs, 0, &dx[3], f);
+        check("grouped_gemm", &inputs, 1, &dw[3], f);
+    }
+
+    #[test]
+    fn balance_loss_backward(seed: u64, batch in 1usize..3, seq in 1usize..5, experts in 2usize..6, sigmoid: bool) {
+        let mut r = SplitMix64::new(seed);
+        let top_k = 1 + r.next_u64() as usize % experts;
+        let bal = Balance { batch, seq, experts, top_k, alpha: 0.3, score: if sigmoid { Score::Sigmoid } else { Score::Softmax } };
+        let scores: Vec<f32> = (0..batch * seq * experts).map(|_| 0.05 + r.unit() as f32).collect();
+        let idx: Vec<f32> = (0..batch * seq).flat_map(|_| (0..top_k).map(|s| s as f32).collect::<Vec<_>>()).collect();
+        let f = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), idx.clone(), vec![0.0]]; run_op(&Op::BalanceLoss(bal), &mut v); Some(v[2][0] as f64) };
+        let mut g = vec![scores.clone(), idx.clone(), vec![0.0; scores.len()]];
+        run_op(&Op::BalanceLossBwd { balance: bal, grad_scale: 1.0 }, &mut g);
+        check("balance_loss", &[scores], 0, &g[2], f);
+    }
+}
