@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use dsv3c_runtime::op::Op;
+use dsv3c_runtime::op::{Op, Quant};
 use dsv3c_runtime::program::{Init, Kernel, ParamGroup};
 
 /// A virtual activation tensor.
@@ -61,6 +61,47 @@ pub struct Builder {
     in_backward: bool,
     /// Layer/op context prefixed to launch notes.
     pub context: String,
+    /// The storage formats GEMMs emulate (from the spec's precision).
+    pub precision: PrecisionPolicy,
+}
+
+/// What kind of weight a GEMM multiplies by, which decides its precision under the recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightKind {
+    /// Attention and FFN projections: FP8 when the recipe is on.
+    Projection,
+    /// Kept in the compute dtype under FP8 (LM head, MTP's eh_proj).
+    Head,
+    /// Always f32 (the router's gate, as transformers computes it).
+    Router,
+}
+
+/// Which GEMM of a linear layer: forward, data gradient, weight gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmRole {
+    Fprop,
+    Dgrad,
+    Wgrad,
+}
+
+/// The spec's precision as the GEMMs see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrecisionPolicy {
+    /// Compute dtype is bf16.
+    pub bf16: bool,
+    /// FP8 recipe tile, when on.
+    pub fp8_tile: Option<usize>,
+}
+
+impl PrecisionPolicy {
+    pub fn quant(&self, kind: WeightKind, role: GemmRole) -> Quant {
+        match (kind, self.fp8_tile) {
+            (WeightKind::Router, _) => Quant::None,
+            (WeightKind::Projection, Some(tile)) => Quant::Fp8 { tile, b_blocks: role != GemmRole::Wgrad },
+            _ if self.bf16 => Quant::Bf16,
+            _ => Quant::None,
+        }
+    }
 }
 
 impl Builder {

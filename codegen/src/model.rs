@@ -11,7 +11,7 @@ use dsv3c_runtime::op::{Attn, Balance, Op, RopeFreqs, Route, Score};
 use dsv3c_runtime::program::{Init, ParamGroup};
 use dsv3c_spec::types::{LayerAttention, Norm, ScoreFunc, Spec};
 
-use crate::builder::{Arg, Builder, Tid};
+use crate::builder::{Arg, Builder, PrecisionPolicy, Tid, WeightKind};
 use crate::ops::{NormW, W};
 
 /// The tensors a run reads and writes.
@@ -237,6 +237,10 @@ fn decoder_layer(
 pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     let (v, d) = (s.vocab_size as usize, s.d_model as usize);
     let n = batch * seq;
+    b.precision = PrecisionPolicy {
+        bf16: s.precision.compute == dsv3c_spec::types::Dtype::Bf16,
+        fp8_tile: s.precision.fp8.as_ref().map(|f| f.activation_tile as usize),
+    };
     let tokens = b.tensor("tokens", n);
     let loss = b.tensor("loss", 1);
     let c = Ctx { s, loss, batch, seq, n, d };
@@ -262,7 +266,8 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     } else {
         let p = b.param("lm_head.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
         W::whole(p, v, d)
-    };
+    }
+    .kind(WeightKind::Head);
     let logits = b.linear(hn, n, head, "lm_head");
     b.cross_entropy(logits, tokens, main_loss, batch, seq, v, 1, 1.0);
     b.launch(Op::AddScaled { n: 1, alpha: 1.0 }, vec![Arg::T(main_loss), Arg::T(loss)], "total loss");
@@ -292,7 +297,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
             b.linear_into(
                 en,
                 n,
-                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: 0 },
+                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: 0, kind: WeightKind::Head },
                 x,
                 false,
                 "eh_proj (embedding half)",
@@ -300,7 +305,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
             b.linear_into(
                 hp,
                 n,
-                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: d },
+                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: d, kind: WeightKind::Head },
                 x,
                 true,
                 "eh_proj (hidden half)",

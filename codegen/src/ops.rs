@@ -3,7 +3,7 @@
 
 use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Route};
 
-use crate::builder::{Arg, Builder, Tid};
+use crate::builder::{Arg, Builder, GemmRole, Tid, WeightKind};
 
 /// A weight matrix `[n_out, n_in]` inside a parameter whose rows are `ld` wide, starting at
 /// column `col` (a whole parameter has `ld = n_in`, `col = 0`).
@@ -14,11 +14,15 @@ pub struct W {
     pub n_in: usize,
     pub ld: usize,
     pub col: usize,
+    pub kind: WeightKind,
 }
 
 impl W {
     pub fn whole(param: usize, n_out: usize, n_in: usize) -> W {
-        W { param, n_out, n_in, ld: n_in, col: 0 }
+        W { param, n_out, n_in, ld: n_in, col: 0, kind: WeightKind::Projection }
+    }
+    pub fn kind(self, kind: WeightKind) -> W {
+        W { kind, ..self }
     }
     fn arg(&self, grad: bool) -> Arg {
         let (off, len) = (self.col, (self.n_out - 1) * self.ld + self.n_in);
@@ -50,6 +54,7 @@ impl Builder {
             ta: false,
             tb: true,
             accumulate,
+            quant: self.precision.quant(w.kind, GemmRole::Fprop),
         };
         self.launch(op, vec![Arg::T(x), w.arg(false), Arg::T(y)], what);
         let what = what.to_string();
@@ -67,6 +72,7 @@ impl Builder {
                 ta: false,
                 tb: false,
                 accumulate: true,
+                quant: b.precision.quant(w.kind, GemmRole::Dgrad),
             };
             b.launch(op, vec![Arg::T(dy), w.arg(false), Arg::T(dx)], &format!("{what} (data grad)"));
             // dW[n_out, n_in] += dyᵀ · x
@@ -80,6 +86,7 @@ impl Builder {
                 ta: true,
                 tb: false,
                 accumulate: true,
+                quant: b.precision.quant(w.kind, GemmRole::Wgrad),
             };
             b.launch(op, vec![Arg::T(dy), Arg::T(x), w.arg(true)], &format!("{what} (weight grad)"));
         });
@@ -218,7 +225,7 @@ impl Builder {
         balance: Option<(Balance, Tid)>,
     ) -> Tid {
         let (n, e, k) = (r.tokens, r.experts, r.top_k);
-        let logits = self.linear(x, n, W::whole(gate, e, d), "router.logits");
+        let logits = self.linear(x, n, W::whole(gate, e, d).kind(WeightKind::Router), "router.logits");
         let scores = self.tensor("router.scores", n * e);
         let idx = self.tensor("router.idx", n * k);
         let weights = self.tensor("router.weights", n * k);
@@ -279,7 +286,15 @@ impl Builder {
         name: &str,
     ) -> Tid {
         let y = self.tensor(name, rows * n);
-        let op = move |mode| Op::GroupedGemm { experts: e, rows, n, k: kdim, mode };
+        let policy = self.precision;
+        let op = move |mode| {
+            let role = match mode {
+                GroupedMode::Forward => GemmRole::Fprop,
+                GroupedMode::DataGrad => GemmRole::Dgrad,
+                GroupedMode::WeightGrad => GemmRole::Wgrad,
+            };
+            Op::GroupedGemm { experts: e, rows, n, k: kdim, mode, quant: policy.quant(WeightKind::Projection, role) }
+        };
         // The experts' weights are consecutive parameters: one `[e, n, kdim]` block.
         let (wp, wg) = (Arg::P { param: w, off: 0, len: e * n * kdim }, Arg::G { param: w, off: 0, len: e * n * kdim });
         self.launch(op(GroupedMode::Forward), vec![Arg::T(offsets), Arg::T(x), wp, Arg::T(y)], name);

@@ -26,3 +26,36 @@ fn tiny_runs_forward_and_backward() {
     assert!((main - (50304f32).ln()).abs() < 0.5);
     assert!(g2.is_finite() && g2 > 0.0);
 }
+
+#[test]
+fn tiny_in_fp8_tracks_tiny_in_f32() {
+    use dsv3c_spec::types::{Dtype, Fp8};
+    let f32_spec = dsv3c_spec::canonical::get("tiny").unwrap();
+    let mut fp8_spec = f32_spec.clone();
+    fp8_spec.precision.param = Dtype::Bf16;
+    fp8_spec.precision.compute = Dtype::Bf16;
+    fp8_spec.precision.fp8 = Some(Fp8 { format: Default::default(), activation_tile: 32, weight_block: 32 });
+    assert!(dsv3c_spec::validate::validate(&fp8_spec).is_empty());
+    let run = |spec: &dsv3c_spec::Spec| {
+        let p = dsv3c_codegen::compile(spec, 2, 16).unwrap();
+        let mut cpu = Cpu::new(&p);
+        dsv3c_runtime::init::init_params(&p, 3, &mut cpu.params);
+        let toks: Vec<f32> = (0..32).map(|i| ((i * 104_729) % 50_000) as f32).collect();
+        cpu.write(p.io.tokens, &toks);
+        cpu.run(&p, &p.forward);
+        cpu.run(&p, &p.backward);
+        (cpu.read(p.io.main_loss)[0], cpu.grads.clone(), p)
+    };
+    let (l32, g32, p32) = run(&f32_spec);
+    let (l8, g8, p8) = run(&fp8_spec);
+    let fp8_gemms = p8
+        .kernels
+        .iter()
+        .filter(|k| matches!(k.op, dsv3c_runtime::Op::Gemm { quant: dsv3c_runtime::op::Quant::Fp8 { .. }, .. }))
+        .count();
+    assert!(fp8_gemms > 0, "the recipe produced no FP8 GEMM");
+    assert_eq!(p32.param_len, p8.param_len);
+    assert!(((l8 - l32) / l32).abs() < 1e-2, "fp8 loss {l8} vs f32 {l32}");
+    let err = dsv3c_runtime::tolerance::rel_l2(&g8, &g32);
+    assert!(err < 0.1, "fp8 gradients differ from f32 by {err}");
+}

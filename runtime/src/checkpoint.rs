@@ -30,17 +30,6 @@ pub enum CheckpointError {
     Write { path: PathBuf, reason: String },
 }
 
-/// E4M3 (fn variant: no infinities, 0x7f/0xff are NaN) to f32.
-pub fn e4m3_to_f32(b: u8) -> f32 {
-    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-    let exp = ((b >> 3) & 0x0f) as i32;
-    let man = (b & 0x07) as f32;
-    if exp == 0x0f && b & 0x07 == 0x07 {
-        return f32::NAN;
-    }
-    sign * if exp == 0 { man / 8.0 * 2f32.powi(-6) } else { (1.0 + man / 8.0) * 2f32.powi(exp - 7) }
-}
-
 fn to_f32(path: &Path, name: &str, t: &TensorView<'_>) -> Result<Vec<f32>, CheckpointError> {
     let b = t.data();
     Ok(match t.dtype() {
@@ -48,7 +37,7 @@ fn to_f32(path: &Path, name: &str, t: &TensorView<'_>) -> Result<Vec<f32>, Check
         Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
         Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F8_E4M3 => b.iter().map(|&x| e4m3_to_f32(x)).collect(),
+        Dtype::F8_E4M3 => b.iter().map(|&x| crate::numerics::e4m3_to_f32(x)).collect(),
         dtype => return Err(CheckpointError::Dtype { path: path.into(), name: name.into(), dtype }),
     })
 }
@@ -136,21 +125,6 @@ pub fn write_file(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Re
         .collect::<Result<Vec<_>, _>>()?;
     safetensors::serialize_to_file(views, None, path)
         .map_err(|e| CheckpointError::Write { path: path.into(), reason: e.to_string() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn e4m3_decodes_the_format_extremes() {
-        assert_eq!(e4m3_to_f32(0x7e), 448.0);
-        assert_eq!(e4m3_to_f32(0xfe), -448.0);
-        assert_eq!(e4m3_to_f32(0x38), 1.0);
-        assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
-        assert!(e4m3_to_f32(0x7f).is_nan());
-        assert_eq!(e4m3_to_f32(0x00), 0.0);
-    }
 }
 
 /// Why a checkpoint does not fit a Program.

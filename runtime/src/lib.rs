@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod cpu;
 pub mod init;
+pub mod numerics;
 pub mod op;
 pub mod program;
 pub mod tolerance;

@@ -26,6 +26,20 @@ pub struct RopeFreqs {
     pub attention_factor: f32,
 }
 
+/// The storage format a GEMM's operands pass through (emulated on the CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Quant {
+    /// f32 throughout.
+    #[default]
+    None,
+    /// Operands rounded to bf16, f32 accumulation, an overwritten output rounded to bf16.
+    Bf16,
+    /// DeepSeek-V3 FP8: `op(A)` in 1×`tile` E4M3 tiles along K; `op(B)` in `tile`×`tile` blocks
+    /// (a weight) or 1×`tile` tiles along K (an activation or gradient); f32 accumulation; an
+    /// overwritten output rounded to bf16.
+    Fp8 { tile: usize, b_blocks: bool },
+}
+
 /// Which grouped-GEMM product a launch computes (for the routed experts, weights `[e, n, k]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GroupedMode {
@@ -47,7 +61,19 @@ pub enum Op {
     Add { n: usize },
     /// `C[m,n] (+)= op(A)[m,k] · op(B)[k,n]`, with leading dims; `ta`/`tb` read A as `[k,m]` and
     /// B as `[n,k]`. `[a, b, c (w or +)]`
-    Gemm { m: usize, n: usize, k: usize, lda: usize, ldb: usize, ldc: usize, ta: bool, tb: bool, accumulate: bool },
+    /// `quant` says which storage format the operands (and output) are rounded through.
+    Gemm {
+        m: usize,
+        n: usize,
+        k: usize,
+        lda: usize,
+        ldb: usize,
+        ldc: usize,
+        ta: bool,
+        tb: bool,
+        accumulate: bool,
+        quant: Quant,
+    },
     /// `out[i] = table[tokens[i]]`. `[tokens, table, out (w)]`
     Embedding { n: usize, vocab: usize, d: usize },
     /// `dtable[tokens[i]] += dout[i]`. `[tokens, dout, dtable (+)]`
@@ -104,7 +130,7 @@ pub enum Op {
     DispatchBwd { tokens: usize, top_k: usize, d: usize },
     /// Expert GEMMs over the expert-sorted rows. Forward `[offsets, x, w, y (w)]`, DataGrad
     /// `[offsets, dy, w, dx (+)]`, WeightGrad `[offsets, x, dy, dw (+)]`.
-    GroupedGemm { experts: usize, rows: usize, n: usize, k: usize, mode: GroupedMode },
+    GroupedGemm { experts: usize, rows: usize, n: usize, k: usize, mode: GroupedMode, quant: Quant },
     /// `out[t] += Σ_slot weights[t,slot] · yp[inv[t·top_k + slot]]`. `[inv, weights, yp, out (+)]`
     Combine { tokens: usize, top_k: usize, d: usize },
     /// `[perm, inv, weights, yp, dout, dyp (w), dweights (+)]`

@@ -54,7 +54,7 @@ proptest! {
     fn gemm_backward(seed: u64, m in 1usize..6, n in 1usize..6, k in 1usize..6, ta: bool, tb: bool) {
         let mut r = SplitMix64::new(seed);
         let (a, b, rr) = (randn(&mut r, m * k, 1.0), randn(&mut r, k * n, 1.0), randn(&mut r, m * n, 1.0));
-        let op = Op::Gemm { m, n, k, lda: if ta { m } else { k }, ldb: if tb { k } else { n }, ldc: n, ta, tb, accumulate: false };
+        let op = Op::Gemm { m, n, k, lda: if ta { m } else { k }, ldb: if tb { k } else { n }, ldc: n, ta, tb, accumulate: false, quant: Quant::None };
         let fwd = |x: &[Vec<f32>]| { let mut v = vec![x[0].clone(), x[1].clone(), vec![0.0; m * n]]; run_op(&op, &mut v); Some(dot(&v[2], &rr)) };
         // Analytic: dA = R·op(B)ᵀ, dB = op(A)ᵀ·R, via the same op with transposes.
         let el = |x: &[f32], i: usize, j: usize, rows: usize, cols: usize, t: bool| if t { x[j * rows + i] } else { x[i * cols + j] };
@@ -248,7 +248,7 @@ proptest! {
         let (n, k) = (2, d);
         let wts = randn(&mut r, experts * n * k, 1.0);
         let ry = randn(&mut r, rows * n, 1.0);
-        let gg = |mode| Op::GroupedGemm { experts, rows, n, k, mode };
+        let gg = |mode| Op::GroupedGemm { experts, rows, n, k, mode, quant: Quant::None };
         let f = |x: &[Vec<f32>]| { let mut v = vec![disp[4].clone(), x[0].clone(), x[1].clone(), vec![0.0; rows * n]]; run_op(&gg(GroupedMode::Forward), &mut v); Some(dot(&v[3], &ry)) };
         let mut dx = vec![disp[4].clone(), ry.clone(), wts.clone(), vec![0.0; rows * k]];
         run_op(&gg(GroupedMode::DataGrad), &mut dx);

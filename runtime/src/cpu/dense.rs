@@ -3,6 +3,9 @@
 
 use rayon::prelude::*;
 
+use crate::numerics::{bf16_round, fp8_blocks, fp8_tiles};
+use crate::op::Quant;
+
 /// Rows per rayon task for row-parallel loops.
 pub(crate) const ROWS_PER_TASK: usize = 8;
 
@@ -26,10 +29,52 @@ pub struct GemmShape {
     pub ta: bool,
     pub tb: bool,
     pub accumulate: bool,
+    pub quant: Quant,
 }
 
-/// `C (+)= op(A) · op(B)`.
+/// `C (+)= op(A) · op(B)`, through the storage format `s.quant` names.
 pub fn gemm(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    if s.quant == Quant::None || s.m == 0 || s.n == 0 || s.k == 0 {
+        return gemm_f32(s, a, b, c);
+    }
+    // Copy op(A) as [m, k] and op(B)ᵀ as [n, k] (both K-major), round them, multiply in f32.
+    let (m, n, k) = (s.m, s.n, s.k);
+    let mut qa = vec![0.0f32; m * k];
+    let mut qb = vec![0.0f32; n * k];
+    for i in 0..m {
+        for p in 0..k {
+            qa[i * k + p] = if s.ta { a[p * s.lda + i] } else { a[i * s.lda + p] };
+        }
+    }
+    for j in 0..n {
+        for p in 0..k {
+            qb[j * k + p] = if s.tb { b[j * s.ldb + p] } else { b[p * s.ldb + j] };
+        }
+    }
+    match s.quant {
+        Quant::None => {}
+        Quant::Bf16 => {
+            qa.iter_mut().chain(qb.iter_mut()).for_each(|v| *v = bf16_round(*v));
+        }
+        Quant::Fp8 { tile, b_blocks } => {
+            fp8_tiles(&mut qa, m, k, k, tile);
+            if b_blocks {
+                fp8_blocks(&mut qb, n, k, k, tile);
+            } else {
+                fp8_tiles(&mut qb, n, k, k, tile);
+            }
+        }
+    }
+    let plain = GemmShape { lda: k, ldb: k, ta: false, tb: true, quant: Quant::None, ..s };
+    gemm_f32(plain, &qa, &qb, c);
+    if !s.accumulate {
+        for i in 0..m {
+            c[i * s.ldc..i * s.ldc + n].iter_mut().for_each(|v| *v = bf16_round(*v));
+        }
+    }
+}
+
+fn gemm_f32(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
     if s.m == 0 || s.n == 0 {
         return;
     }

@@ -117,8 +117,8 @@ pub(crate) fn execute(op: &Op, a: &Args) {
         Zero { .. } => a.w(0).fill(0.0),
         AddScaled { alpha, .. } => dense::add_scaled(a.r(0), a.w(1), alpha),
         Add { .. } => dense::add(a.r(0), a.r(1), a.w(2)),
-        Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate } => {
-            dense::gemm(dense::GemmShape { m, n, k, lda, ldb, ldc, ta, tb, accumulate }, a.r(0), a.r(1), a.w(2))
+        Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
+            dense::gemm(dense::GemmShape { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant }, a.r(0), a.r(1), a.w(2))
         }
         Embedding { d, vocab, .. } => dense::embedding(a.r(0), a.r(1), a.w(2), d, vocab),
         EmbeddingBwd { d, vocab, .. } => dense::embedding_bwd(a.r(0), a.r(1), a.w(2), d, vocab),
@@ -144,8 +144,8 @@ pub(crate) fn execute(op: &Op, a: &Args) {
             moe::dispatch(tokens, experts, top_k, d, a.r(0), a.r(1), [a.w(2), a.w(3), a.w(4), a.w(5)])
         }
         DispatchBwd { tokens, top_k, d } => moe::dispatch_bwd(tokens, top_k, d, a.r(0), a.r(1), a.w(2)),
-        GroupedGemm { experts, n, k, mode, .. } => {
-            moe::grouped_gemm(experts, n, k, mode, a.r(0), a.r(1), a.r(2), a.w(3))
+        GroupedGemm { experts, n, k, mode, quant, .. } => {
+            moe::grouped_gemm(experts, n, k, mode, quant, [a.r(0), a.r(1), a.r(2)], a.w(3))
         }
         Combine { tokens, top_k, d } => moe::combine(tokens, top_k, d, a.r(0), a.r(1), a.r(2), a.w(3)),
         CombineBwd { tokens, top_k, d } => {

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::dense::{gemm, GemmShape};
-use crate::op::{GroupedMode, Route, Score};
+use crate::op::{GroupedMode, Quant, Route, Score};
 
 /// Scores of one token's logits, in place: sigmoid, or softmax over the experts.
 pub(crate) fn scores_of(score: Score, logits: &[f32], out: &mut [f32]) {
@@ -173,17 +173,16 @@ pub fn dispatch_bwd(_tokens: usize, top_k: usize, d: usize, inv: &[f32], dxp: &[
 }
 
 /// One GEMM per expert over its rows (weights `[experts, n, k]`).
-#[allow(clippy::too_many_arguments)]
 pub fn grouped_gemm(
     experts: usize,
     n: usize,
     k: usize,
     mode: GroupedMode,
-    offsets: &[f32],
-    a: &[f32],
-    b: &[f32],
+    quant: Quant,
+    inp: [&[f32]; 3],
     c: &mut [f32],
 ) {
+    let [offsets, a, b] = inp;
     for e in 0..experts {
         let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
         let m = r1 - r0;
@@ -194,21 +193,21 @@ pub fn grouped_gemm(
         match mode {
             // y[m,n] = x[m,k] · W_eᵀ
             GroupedMode::Forward => gemm(
-                GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false },
+                GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant },
                 &a[r0 * k..r1 * k],
                 &b[w],
                 &mut c[r0 * n..r1 * n],
             ),
             // dx[m,k] += dy[m,n] · W_e
             GroupedMode::DataGrad => gemm(
-                GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true },
+                GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true, quant },
                 &a[r0 * n..r1 * n],
                 &b[w],
                 &mut c[r0 * k..r1 * k],
             ),
             // dW_e[n,k] += dy[m,n]ᵀ · x[m,k]   (a = x, b = dy)
             GroupedMode::WeightGrad => gemm(
-                GemmShape { m: n, n: k, k: m, lda: n, ldb: k, ldc: k, ta: true, tb: false, accumulate: true },
+                GemmShape { m: n, n: k, k: m, lda: n, ldb: k, ldc: k, ta: true, tb: false, accumulate: true, quant },
                 &b[r0 * n..r1 * n],
                 &a[r0 * k..r1 * k],
                 &mut c[w],

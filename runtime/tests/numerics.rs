@@ -1,0 +1,111 @@
+//! Property tests of the FP8 recipe's emulation: E4M3 with 1×tile activation tiles and
+//! tile×tile weight blocks, scale = amax/448, saturation at 448; and FP8 GEMMs.
+
+use dsv3c_runtime::cpu::run_op;
+use dsv3c_runtime::init::SplitMix64;
+use dsv3c_runtime::numerics::*;
+use dsv3c_runtime::op::{Op, Quant};
+use dsv3c_runtime::tolerance::rel_l2;
+use proptest::prelude::*;
+
+fn data(seed: u64, n: usize, spread: f64) -> Vec<f32> {
+    let mut r = SplitMix64::new(seed);
+    // Log-uniform magnitudes over `spread` decades, random signs.
+    (0..n).map(|_| (10f64.powf((r.unit() - 0.5) * spread) * if r.unit() < 0.5 { -1.0 } else { 1.0 }) as f32).collect()
+}
+
+/// Checks one tile or block `orig -> q` with scale `s`.
+fn check_group(orig: &[f32], q: &[f32], s: f32) -> Result<(), TestCaseError> {
+    let amax = orig.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    prop_assert!((s - amax.max(AMAX_FLOOR) / 448.0).abs() <= f32::EPSILON * s);
+    for (&x, &y) in orig.iter().zip(q) {
+        let code = y / s;
+        prop_assert!(code.abs() <= 448.0 * (1.0 + f32::EPSILON), "{code} beyond E4M3");
+        prop_assert!((e4m3_round(code) - code).abs() <= 4.0 * f32::EPSILON * code.abs(), "{code} is not an E4M3 value");
+        // Half a step of E4M3: 2^-4 relative for normals, 2^-10 absolute (times s) below.
+        let bound = (x.abs() * 2f32.powi(-4)).max(2f32.powi(-10) * s) * (1.0 + 1e-5);
+        prop_assert!((y - x).abs() <= bound, "{x} -> {y} (scale {s})");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn activation_tiles(seed: u64, rows in 1usize..4, cols in 1usize..300, tile in prop::sample::select(vec![16usize, 32, 128]), spread in 0.0f64..8.0) {
+        let x = data(seed, rows * cols, spread);
+        let mut q = x.clone();
+        let scales = fp8_tiles(&mut q, rows, cols, cols, tile);
+        let tiles = cols.div_ceil(tile);
+        prop_assert_eq!(scales.len(), rows * tiles);
+        for r in 0..rows {
+            for t in 0..tiles {
+                let span = r * cols + t * tile..r * cols + ((t + 1) * tile).min(cols);
+                check_group(&x[span.clone()], &q[span], scales[r * tiles + t])?;
+            }
+        }
+        // Quantizing again changes nothing.
+        let mut again = q.clone();
+        fp8_tiles(&mut again, rows, cols, cols, tile);
+        prop_assert!(rel_l2(&again, &q) < 1e-6);
+    }
+
+    #[test]
+    fn weight_blocks(seed: u64, rows in 1usize..200, cols in 1usize..200, block in prop::sample::select(vec![16usize, 64, 128]), spread in 0.0f64..6.0) {
+        let x = data(seed, rows * cols, spread);
+        let mut q = x.clone();
+        let scales = fp8_blocks(&mut q, rows, cols, cols, block);
+        let (br, bc) = (rows.div_ceil(block), cols.div_ceil(block));
+        prop_assert_eq!(scales.len(), br * bc);
+        for i in 0..br {
+            for j in 0..bc {
+                let (mut o, mut g) = (Vec::new(), Vec::new());
+                for r in i * block..((i + 1) * block).min(rows) {
+                    for c in j * block..((j + 1) * block).min(cols) {
+                        o.push(x[r * cols + c]);
+                        g.push(q[r * cols + c]);
+                    }
+                }
+                check_group(&o, &g, scales[i * bc + j])?;
+            }
+        }
+    }
+
+    #[test]
+    fn fp8_gemm_tracks_the_f32_product(seed: u64, m in 1usize..8, n in 1usize..8, kt in 1usize..4) {
+        let (tile, k) = (32, 32 * kt);
+        let a = data(seed, m * k, 2.0);
+        let b = data(seed ^ 1, n * k, 2.0);
+        let gemm = |quant| {
+            let mut v = vec![a.clone(), b.clone(), vec![0.0; m * n]];
+            run_op(&Op::Gemm { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant }, &mut v);
+            v.pop().unwrap()
+        };
+        let exact = gemm(Quant::None);
+        // Each operand element is off by at most 2^-4 relative (2^-10·scale absolute), and the
+        // bf16 output by 2^-8: |c' − c| ≤ ((1 + 2^-4)² − 1 + 2^-8)·Σ_p |a_ip||b_jp| (+ tiny).
+        let abs_dot = |i: usize, j: usize| (0..k).map(|p| (a[i * k + p] * b[j * k + p]).abs()).sum::<f32>();
+        for (quant, rel) in [(Quant::Fp8 { tile, b_blocks: true }, 0.1329), (Quant::Fp8 { tile, b_blocks: false }, 0.1329), (Quant::Bf16, 0.012)] {
+            let got = gemm(quant);
+            for i in 0..m {
+                for j in 0..n {
+                    let (g, e) = (got[i * n + j], exact[i * n + j]);
+                    prop_assert!((g - e).abs() <= rel * abs_dot(i, j) + 1e-3 * e.abs() + 1e-6, "{quant:?}: {g} vs {e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn saturation_and_the_amax_floor() {
+    let mut x = vec![0.0f32; 128];
+    let s = fp8_tiles(&mut x, 1, 128, 128, 128);
+    assert_eq!(s[0], AMAX_FLOOR / 448.0);
+    assert!(x.iter().all(|v| *v == 0.0));
+    let mut y: Vec<f32> = (0..128).map(|i| i as f32 - 64.0).collect();
+    let s = fp8_tiles(&mut y, 1, 128, 128, 128);
+    assert_eq!(s[0], 64.0 / 448.0);
+    assert!((y[0] + 64.0).abs() <= 64.0 * f32::EPSILON, "the amax element maps to -448·s");
+}
