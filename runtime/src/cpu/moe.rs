@@ -103,17 +103,18 @@ pub fn router_bwd(r: &Route, scores: &[f32], idx: &[f32], dweights: &[f32], dsco
     let (e, k) = (r.experts, r.top_k);
     dscores.par_chunks_mut(e).zip(dlogits.par_chunks_mut(e)).enumerate().for_each(|(t, (ds, dl))| {
         let s = &scores[t * e..(t + 1) * e];
-        let ids: Vec<usize> = idx[t * k..(t + 1) * k].iter().map(|&i| i as usize).collect();
+        let ids = idx[t * k..(t + 1) * k].iter().map(|&i| i as usize);
         let dw = &dweights[t * k..(t + 1) * k];
         if r.normalize {
-            // w_j = scale · s_j / S, S = Σ_sel s + 1e-20.
-            let sum: f32 = ids.iter().map(|&c| s[c]).sum::<f32>() + 1e-20;
-            let cross: f32 = ids.iter().zip(dw).map(|(&c, g)| g * s[c]).sum();
-            for (&c, g) in ids.iter().zip(dw) {
-                ds[c] += r.scale * (g / sum - cross / (sum * sum));
+            // w_j = scale · s_j / S, S = Σ_sel s + 1e-20, so ∂L/∂s_c = (scale/S)·(g_c − Σ_j g_j s_j/S).
+            // In this form the bracket cancels exactly when every weight is 1 (top-1).
+            let sum: f32 = ids.clone().map(|c| s[c]).sum::<f32>() + 1e-20;
+            let mean: f32 = ids.clone().zip(dw).map(|(c, g)| g * (s[c] / sum)).sum();
+            for (c, g) in ids.zip(dw) {
+                ds[c] += r.scale / sum * (g - mean);
             }
         } else {
-            for (&c, g) in ids.iter().zip(dw) {
+            for (c, g) in ids.zip(dw) {
                 ds[c] += r.scale * g;
             }
         }
