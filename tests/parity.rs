@@ -134,3 +134,47 @@ fn bad_checkpoints_tokens_and_configs_are_named_not_panicked() {
     std::fs::copy(dir.join("config.json"), empty.join("config.json")).unwrap();
     assert!(eval_err(&empty, &dir.join("tokens.json")).contains("model.safetensors"));
 }
+
+/// Our own float64 PyTorch reference (tests/parity/reference.py) for what transformers lacks:
+/// MTP, sliding-window attention with sinks, DynamicTanh, the balance loss, softmax scores.
+#[test]
+fn mtp_swa_dyt_balance_and_softmax_match_the_own_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/own");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    assert!(dirs.len() >= 2);
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let spec = dsv3c_spec::load(dir.join("spec.yaml")).unwrap();
+        let tokens: Vec<Vec<u32>> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
+        let (batch, seq) = (tokens.len(), tokens[0].len());
+        let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap();
+        let mut cpu = dsv3c_runtime::cpu::Cpu::new(&program);
+        let weights = read_file(&dir.join("model.safetensors")).unwrap();
+        let unused = dsv3c_runtime::checkpoint::load_params(&program, &weights, &mut cpu.params).unwrap();
+        assert!(unused.is_empty(), "{name}: unused {unused:?}");
+        cpu.write(program.io.tokens, &tokens.iter().flatten().map(|&t| t as f32).collect::<Vec<_>>());
+        cpu.run(&program, &program.forward);
+        cpu.run(&program, &program.backward);
+
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+        let close = |got: f32, want: &serde_json::Value, what: &str| {
+            let want = want.as_f64().unwrap();
+            assert!(((got as f64 - want) / want).abs() < LOSS_REL_F32, "{name}: {what} {got} vs {want}");
+        };
+        close(cpu.read(program.io.loss)[0], &expected["loss"], "total loss");
+        close(cpu.read(program.io.main_loss)[0], &expected["main_loss"], "main loss");
+        assert_eq!(program.io.mtp_losses.len(), expected["mtp_losses"].as_array().unwrap().len());
+        for (k, s) in program.io.mtp_losses.iter().enumerate() {
+            close(cpu.read(*s)[0], &expected["mtp_losses"][k], "mtp loss");
+        }
+        let want = read_file(&dir.join("grads.safetensors")).unwrap();
+        for p in program.params.iter().filter(|p| p.group != dsv3c_runtime::program::ParamGroup::Frozen) {
+            let w = &want[&p.name];
+            let err = rel_l2(&cpu.grads[p.offset..p.offset + p.len()], &w.data);
+            assert!(err < GRAD_REL_L2_F32, "{name}: {} relative L2 error {err:.2e}", p.name);
+        }
+    }
+}
