@@ -52,6 +52,26 @@ fn matrix(b: &mut Builder, s: &Spec, name: &str, n_out: usize, n_in: usize) -> W
     W::whole(p, n_out, n_in)
 }
 
+/// A SwiGLU MLP `down(silu(gate(x)) ⊙ up(x))` with parameters under `name` (`….mlp` or
+/// `….mlp.shared_experts`), written into `into` when given.
+fn swiglu_mlp(b: &mut Builder, s: &Spec, name: &str, x: Tid, n: usize, inter: usize, into: Option<Tid>) -> Tid {
+    let d = s.d_model as usize;
+    let short = name.rsplit_once(".mlp").map_or(name.to_string(), |(_, rest)| format!("mlp{rest}"));
+    let gate = matrix(b, s, &format!("{name}.gate_proj"), inter, d);
+    let up = matrix(b, s, &format!("{name}.up_proj"), inter, d);
+    let down = matrix(b, s, &format!("{name}.down_proj"), d, inter);
+    let g = b.linear(x, n, gate, &format!("{short}.gate_proj"));
+    let u = b.linear(x, n, up, &format!("{short}.up_proj"));
+    let a = b.swiglu(g, u, &format!("{short}.act"));
+    match into {
+        Some(out) => {
+            b.linear_into(a, n, down, out, false, &format!("{short}.down_proj"));
+            out
+        }
+        None => b.linear(a, n, down, &format!("{short}.down_proj")),
+    }
+}
+
 /// Rope frequencies of the spec, with YaRN's cos/sin attention factor.
 pub fn rope_freqs(s: &Spec) -> RopeFreqs {
     let m = &s.attention.mla;
@@ -191,13 +211,7 @@ fn decoder_layer(
             let out = b.tensor("moe.out", n * d);
             let si = (e.n_shared_experts * e.moe_intermediate_size) as usize;
             if si > 0 {
-                let sg = matrix(b, s, &format!("{prefix}.mlp.shared_experts.gate_proj"), si, d);
-                let su = matrix(b, s, &format!("{prefix}.mlp.shared_experts.up_proj"), si, d);
-                let sd = matrix(b, s, &format!("{prefix}.mlp.shared_experts.down_proj"), d, si);
-                let g = b.linear(x, n, sg, "shared_experts.gate_proj");
-                let u = b.linear(x, n, su, "shared_experts.up_proj");
-                let a = b.swiglu(g, u, "shared_experts.act");
-                b.linear_into(a, n, sd, out, false, "shared_experts.down_proj");
+                swiglu_mlp(b, s, &format!("{prefix}.mlp.shared_experts"), x, n, si, Some(out));
             } else {
                 b.launch(Op::Zero { n: n * d }, vec![Arg::T(out)], "moe output");
             }
@@ -221,13 +235,7 @@ fn decoder_layer(
         }
         _ => {
             let i = s.dense.as_ref().map_or(0, |x| x.intermediate_size as usize);
-            let g_w = matrix(b, s, &format!("{prefix}.mlp.gate_proj"), i, d);
-            let u_w = matrix(b, s, &format!("{prefix}.mlp.up_proj"), i, d);
-            let d_w = matrix(b, s, &format!("{prefix}.mlp.down_proj"), d, i);
-            let g = b.linear(x, n, g_w, "mlp.gate_proj");
-            let u = b.linear(x, n, u_w, "mlp.up_proj");
-            let a = b.swiglu(g, u, "mlp.act");
-            b.linear(a, n, d_w, "mlp.down_proj")
+            swiglu_mlp(b, s, &format!("{prefix}.mlp"), x, n, i, None)
         }
     };
     (b.add(h, f, "residual.ffn"), chosen)
