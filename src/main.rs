@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Trains a model from a run recipe (default configs/tiny.yaml, on the CPU).
+    Train(cmd::train::Args),
     /// Parameters (total / active / MTP), FLOPs per token, KV cache and memory per GPU of a spec.
     Inspect(cmd::inspect::Args),
     /// Training tokens per active parameter against the Chinchilla band (20–26).
@@ -33,6 +35,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => cmd::train::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Chinchilla(a) => cmd::chinchilla::run(a),
         Command::Select(a) => cmd::select::run(a),

@@ -21,6 +21,7 @@ pub struct Outputs {
     pub main_loss: Tid,
     pub mtp_losses: Vec<Tid>,
     pub expert_choices: Vec<Tid>,
+    pub expert_scores: Vec<Tid>,
 }
 
 struct Ctx<'a> {
@@ -86,7 +87,7 @@ pub fn rope_freqs(s: &Spec) -> RopeFreqs {
 }
 
 /// One decoder layer on the residual stream `h`.
-/// Returns the new stream and, for MoE layers, the tensor of chosen experts.
+/// Returns the new stream and, for MoE layers, the chosen experts and the router scores.
 fn decoder_layer(
     b: &mut Builder,
     c: &Ctx,
@@ -94,7 +95,7 @@ fn decoder_layer(
     h: Tid,
     kind: LayerAttention,
     moe: bool,
-) -> (Tid, Option<Tid>) {
+) -> (Tid, Option<(Tid, Tid)>) {
     let s = c.s;
     let m = &s.attention.mla;
     let (n, d) = (c.n, c.d);
@@ -229,8 +230,7 @@ fn decoder_layer(
                 Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score },
                 c.loss,
             ));
-            let idx = b.moe(x, route, d, im, gate, bias, first, out, balance);
-            chosen = Some(idx);
+            chosen = Some(b.moe(x, route, d, im, gate, bias, first, out, balance));
             out
         }
         _ => {
@@ -257,14 +257,14 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
 
     let embed =
         b.param("model.embed_tokens.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
-    let mut choices = Vec::new();
+    let mut moe_outs: Vec<(Tid, Tid)> = Vec::new();
     let mut h = b.embedding(tokens, embed, n, v, d);
     for l in 0..s.n_layers {
         b.context = format!("layer {l}");
         let moe = l >= s.n_dense_layers();
         let (next, idx) = decoder_layer(b, &c, &format!("model.layers.{l}"), h, s.layer_attention(l), moe);
         h = next;
-        choices.extend(idx);
+        moe_outs.extend(idx);
     }
     b.context = "head".into();
     let final_norm = norm_params(b, s, "model.norm", d);
@@ -319,7 +319,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
                 "eh_proj (hidden half)",
             );
             let (hk, idx) = decoder_layer(b, &c, &prefix, x, LayerAttention::Mla, s.moe.is_some());
-            choices.extend(idx);
+            moe_outs.extend(idx);
             let sh = norm_params(b, s, &format!("{prefix}.shared_head.norm"), d);
             let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");
             let logits = b.linear(hs, n, head, "shared_head.head");
@@ -331,5 +331,12 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
         }
     }
     b.context.clear();
-    Outputs { tokens, loss, main_loss, mtp_losses, expert_choices: choices }
+    Outputs {
+        tokens,
+        loss,
+        main_loss,
+        mtp_losses,
+        expert_choices: moe_outs.iter().map(|m| m.0).collect(),
+        expert_scores: moe_outs.iter().map(|m| m.1).collect(),
+    }
 }

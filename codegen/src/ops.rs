@@ -210,7 +210,8 @@ impl Builder {
     }
 
     /// Router, dispatch, routed experts (SwiGLU over grouped GEMMs), combine into `out` (+),
-    /// and the balance loss (added to `loss`) when `balance` is given.
+    /// and the balance loss (added to `loss`) when `balance` is given. Returns the chosen experts
+    /// and the router scores.
     #[allow(clippy::too_many_arguments)]
     pub fn moe(
         &mut self,
@@ -223,7 +224,7 @@ impl Builder {
         experts: [usize; 3],
         out: Tid,
         balance: Option<(Balance, Tid)>,
-    ) -> Tid {
+    ) -> (Tid, Tid) {
         let (n, e, k) = (r.tokens, r.experts, r.top_k);
         let logits = self.linear(x, n, W::whole(gate, e, d).kind(WeightKind::Router), "router.logits");
         let scores = self.tensor("router.scores", n * e);
@@ -268,7 +269,7 @@ impl Builder {
             let args = [perm, inv, weights, yp, dout, dyp, dw].map(Arg::T).to_vec();
             b.launch(Op::CombineBwd { tokens: n, top_k: k, d }, args, "combine backward");
         });
-        idx
+        (idx, scores)
     }
 
     /// Grouped expert GEMM `y_r = W_e x_r` over expert-sorted rows; `w` is the first of the `e`

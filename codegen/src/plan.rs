@@ -67,6 +67,7 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
         .into_iter()
         .chain(out.mtp_losses.iter().copied())
         .chain(out.expert_choices.iter().copied())
+        .chain(out.expert_scores.iter().copied())
         .collect();
     for &t in &io {
         first[t] = 0;
@@ -115,6 +116,7 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
             main_loss: t(out.main_loss),
             mtp_losses: out.mtp_losses.iter().map(|&x| t(x)).collect(),
             expert_choices: out.expert_choices.iter().map(|&x| t(x)).collect(),
+            expert_scores: out.expert_scores.iter().map(|&x| t(x)).collect(),
         },
         params,
         buffers,

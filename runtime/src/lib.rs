@@ -4,11 +4,13 @@
 
 pub mod checkpoint;
 pub mod cpu;
+pub mod data;
 pub mod init;
 pub mod numerics;
 pub mod op;
 pub mod program;
 pub mod tolerance;
+pub mod train;
 
 pub use op::Op;
 pub use program::{Launch, Program, Slice, Space};

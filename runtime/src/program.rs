@@ -123,6 +123,8 @@ pub struct Io {
     pub mtp_losses: Vec<Slice>,
     /// Each MoE layer's chosen experts `[tokens, top_k]` (for balancing and metrics).
     pub expert_choices: Vec<Slice>,
+    /// Each MoE layer's router scores `[tokens, experts]` (for metrics).
+    pub expert_scores: Vec<Slice>,
 }
 
 /// A compiled training program.

@@ -9,6 +9,7 @@
 
 pub mod canonical;
 pub mod chinchilla;
+pub mod config;
 pub mod error;
 pub mod flops;
 pub mod hf;

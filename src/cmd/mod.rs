@@ -5,6 +5,7 @@ pub mod eval;
 pub mod hf;
 pub mod inspect;
 pub mod select;
+pub mod train;
 
 use std::path::Path;
 

@@ -1,0 +1,361 @@
+//! Run recipes (`configs/*.yaml`): which spec, data, batch, optimizer, schedule, parallel
+//! layout, checkpointing and logging. Parsed like specs — unknown fields rejected, every problem
+//! located at file:line:column — and the spec they name is loaded relative to the recipe.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Problem, ProblemKind, ProblemSet, SpecError};
+use crate::locate::{locate, parse_path};
+use crate::types::{Dtype, Spec};
+use crate::validate::Rule;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The model spec, relative to this file.
+    pub spec: PathBuf,
+    /// Planned optimizer steps: the schedule's horizon and the default stop step.
+    pub steps: u64,
+    #[serde(default = "one")]
+    pub seed: u64,
+    pub data: Data,
+    pub batch: Batch,
+    pub optimizer: Optimizer,
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub parallel: Parallel,
+    #[serde(default)]
+    pub checkpoint: Checkpointing,
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    /// `builtin` (the project's own docs and sources) or `shards` (token shard files).
+    pub source: DataSource,
+    /// Shard files (for `source: shards`), relative to this file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<PathBuf>,
+    /// Tokenizer for the built-in corpus.
+    #[serde(default = "gpt2")]
+    pub tokenizer: String,
+    /// Share of the windows held out for validation.
+    #[serde(default = "default_val")]
+    pub validation_fraction: f64,
+}
+
+fn gpt2() -> String {
+    "gpt2".into()
+}
+fn default_val() -> f64 {
+    0.05
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    Builtin,
+    Shards,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Sequences per micro-batch per data-parallel rank.
+    pub micro_batch: u64,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "one")]
+    pub accumulation: u64,
+    pub seq_len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adamw,
+    Lion,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    #[serde(default = "b1")]
+    pub beta1: f64,
+    #[serde(default = "b2")]
+    pub beta2: f64,
+    #[serde(default = "eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Also decay embedding and head matrices (norms and biases never decay).
+    #[serde(default)]
+    pub decay_embeddings: bool,
+    /// Dtype of the moments (DeepSeek-V3 kept AdamW's moments in bf16).
+    #[serde(default = "f32_dtype")]
+    pub moments: Dtype,
+    /// Global gradient-norm clip; 0 disables clipping.
+    #[serde(default)]
+    pub grad_clip: f64,
+}
+
+fn b1() -> f64 {
+    0.9
+}
+fn b2() -> f64 {
+    0.95
+}
+fn eps() -> f64 {
+    1e-8
+}
+fn f32_dtype() -> Dtype {
+    Dtype::F32
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Linear warmup, then cosine decay to `min_lr_ratio · lr` at `steps`.
+    #[default]
+    Cosine,
+    /// Warmup-stable-decay: linear warmup, constant, then linear decay over the last `decay_fraction`.
+    Wsd,
+    /// Linear warmup, then constant.
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default)]
+    pub kind: ScheduleKind,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default = "min_ratio")]
+    pub min_lr_ratio: f64,
+    #[serde(default = "decay_fraction")]
+    pub decay_fraction: f64,
+}
+
+fn min_ratio() -> f64 {
+    0.1
+}
+fn decay_fraction() -> f64 {
+    0.2
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            kind: ScheduleKind::Cosine,
+            warmup_steps: 0,
+            min_lr_ratio: min_ratio(),
+            decay_fraction: decay_fraction(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parallel {
+    #[serde(default = "one")]
+    pub tp: u64,
+    #[serde(default = "one")]
+    pub pp: u64,
+    #[serde(default = "one")]
+    pub ep: u64,
+    #[serde(default = "one")]
+    pub dp: u64,
+    /// Memory of one GPU in GB, for the layout check (0 on CPU runs).
+    #[serde(default)]
+    pub gpu_memory_gb: f64,
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel { tp: 1, pp: 1, ep: 1, dp: 1, gpu_memory_gb: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpointing {
+    /// Write a checkpoint every this many steps (0: only at the end).
+    #[serde(default)]
+    pub every: u64,
+    /// Checkpoints kept (the oldest are deleted).
+    #[serde(default = "three")]
+    pub keep: u64,
+}
+
+fn three() -> u64 {
+    3
+}
+
+impl Default for Checkpointing {
+    fn default() -> Self {
+        Checkpointing { every: 0, keep: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// Log (and write metrics) every this many steps.
+    #[serde(default = "one")]
+    pub every: u64,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging { every: 1 }
+    }
+}
+
+/// A loaded recipe: the config, its spec, and both texts (for the run's config hash).
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub path: PathBuf,
+    pub config: RunConfig,
+    pub spec: Spec,
+    pub spec_path: PathBuf,
+    pub text: String,
+    pub spec_text: String,
+}
+
+impl RunConfig {
+    /// Tokens per optimizer step over all data-parallel ranks.
+    pub fn tokens_per_step(&self) -> u64 {
+        self.batch.micro_batch * self.batch.accumulation * self.parallel.dp * self.batch.seq_len
+    }
+    /// Tokens of the planned run.
+    pub fn total_tokens(&self) -> u64 {
+        self.steps * self.tokens_per_step()
+    }
+}
+
+/// Reads a recipe and the spec it names; problems are located like spec problems.
+pub fn load_recipe(path: &Path) -> Result<Recipe, SpecError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.display().to_string(), source })?;
+    let file = path.display().to_string();
+    let fail = |path_: &str, rule: Rule, message: String, help: &str| {
+        let (pos, _) = locate(&text, &parse_path(path_));
+        SpecError::Problems(Box::new(ProblemSet::new(
+            &file,
+            &text,
+            vec![Problem {
+                kind: ProblemKind::Invalid(rule),
+                path: path_.into(),
+                pos,
+                message,
+                help: Some(help.into()),
+            }],
+        )))
+    };
+    let config: RunConfig = serde_yaml::from_str(&text).map_err(|e| {
+        let pos = e.location().map_or(crate::locate::Pos::START, |l| crate::locate::Pos {
+            line: l.line().max(1),
+            column: l.column().max(1),
+        });
+        SpecError::Problems(Box::new(ProblemSet::new(
+            &file,
+            &text,
+            vec![Problem {
+                kind: ProblemKind::Shape,
+                path: String::new(),
+                pos,
+                message: e.to_string(),
+                help: Some("README.md lists every config field".into()),
+            }],
+        )))
+    })?;
+    let c = &config;
+    let checks: [(&str, bool, String, &str); 10] = [
+        ("steps", c.steps >= 1, format!("steps = {} must be at least 1", c.steps), "plan at least one step"),
+        ("batch.micro_batch", c.batch.micro_batch >= 1, "batch.micro_batch must be at least 1".into(), "e.g. 8"),
+        (
+            "batch.accumulation",
+            c.batch.accumulation >= 1,
+            "batch.accumulation must be at least 1".into(),
+            "1 means no accumulation",
+        ),
+        (
+            "batch.seq_len",
+            c.batch.seq_len >= 2,
+            "batch.seq_len must be at least 2".into(),
+            "next-token prediction needs two tokens",
+        ),
+        (
+            "optimizer.lr",
+            c.optimizer.lr.is_finite() && c.optimizer.lr > 0.0,
+            format!("optimizer.lr = {} must be positive", c.optimizer.lr),
+            "e.g. 3.0e-4",
+        ),
+        (
+            "optimizer.beta1",
+            (0.0..1.0).contains(&c.optimizer.beta1) && (0.0..1.0).contains(&c.optimizer.beta2),
+            "optimizer betas must lie in [0, 1)".into(),
+            "AdamW: 0.9 and 0.95",
+        ),
+        (
+            "optimizer.weight_decay",
+            c.optimizer.weight_decay >= 0.0 && c.optimizer.grad_clip >= 0.0,
+            "weight_decay and grad_clip must not be negative".into(),
+            "0 disables either",
+        ),
+        (
+            "schedule.min_lr_ratio",
+            (0.0..=1.0).contains(&c.schedule.min_lr_ratio) && (0.0..=1.0).contains(&c.schedule.decay_fraction),
+            "schedule ratios must lie in [0, 1]".into(),
+            "e.g. min_lr_ratio 0.1",
+        ),
+        (
+            "data.validation_fraction",
+            (0.0..0.5).contains(&c.data.validation_fraction),
+            "data.validation_fraction must lie in [0, 0.5)".into(),
+            "e.g. 0.05",
+        ),
+        (
+            "data.shards",
+            c.data.source == DataSource::Builtin || !c.data.shards.is_empty(),
+            "source: shards needs a list of shard files".into(),
+            "list the .bin files `dsv3c data prepare` wrote",
+        ),
+    ];
+    for (p, ok, message, help) in checks {
+        if !ok {
+            return Err(fail(p, Rule::Range, message, help));
+        }
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let spec_path = base.join(&config.spec);
+    let spec_text = std::fs::read_to_string(&spec_path)
+        .map_err(|source| SpecError::Io { path: spec_path.display().to_string(), source })?;
+    let spec = crate::parse(&spec_path.display().to_string(), &spec_text)?;
+    if config.batch.seq_len > spec.max_seq_len {
+        return Err(fail(
+            "batch.seq_len",
+            Rule::Range,
+            format!("batch.seq_len = {} exceeds the spec's max_seq_len = {}", config.batch.seq_len, spec.max_seq_len),
+            "train at most max_seq_len tokens",
+        ));
+    }
+    Ok(Recipe { path: path.into(), config, spec, spec_path, text, spec_text })
+}
+
+/// Is this YAML text a run recipe (it names a `spec:`) rather than a model spec?
+pub fn is_recipe(text: &str) -> bool {
+    text.lines().any(|l| l.starts_with("spec:"))
+}

@@ -1,0 +1,270 @@
+//! `dsv3c train [--config configs/tiny.yaml] [--steps N] [--out DIR] [--resume]
+//! [--checkpoint-every N] [--device auto|cpu|cuda] [--seed S]`
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use dsv3c_runtime::data::{corpus, shard, tokenizer::Tokenizer};
+use dsv3c_runtime::train::checkpoint::{self, RunState};
+use dsv3c_runtime::train::trainer::{StepReport, Trainer};
+use dsv3c_spec::config::{load_recipe, DataSource, Recipe};
+use dsv3c_spec::inspect::human_count;
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run recipe.
+    #[arg(long, default_value = "configs/tiny.yaml")]
+    pub config: PathBuf,
+    /// The step to stop at (a resumed run continues up to it) [default: the recipe's steps].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Output folder: metrics.jsonl and checkpoints/ [default: runs/<recipe name>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from the newest complete checkpoint in the output folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// Write a checkpoint every N steps (0: only at the end) [default: the recipe's].
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
+    /// Seed of the initialization and the data order [default: the recipe's].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The project root: where the built-in corpus and default recipes live.
+pub fn project_root() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if built.join("spec").is_dir() {
+        built
+    } else {
+        PathBuf::from(".")
+    }
+}
+
+/// A path given on the command line, or else the same path under the project root.
+pub fn resolve(p: &Path) -> PathBuf {
+    if p.exists() || p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        let alt = project_root().join(p);
+        if alt.exists() {
+            alt
+        } else {
+            p.to_path_buf()
+        }
+    }
+}
+
+/// CRC-32 of what shapes a run's numbers: the spec and every recipe setting but the stop step,
+/// checkpointing and logging.
+pub fn config_hash(r: &Recipe, seed: u64) -> String {
+    let mut c = r.config.clone();
+    c.checkpoint = Default::default();
+    c.logging = Default::default();
+    c.seed = seed;
+    let text = format!("{}\n{}", r.spec.to_yaml(), serde_json::to_string(&c).unwrap_or_default());
+    format!("{:08x}", crc32fast::hash(text.as_bytes()))
+}
+
+/// The training token stream of a recipe.
+pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
+    let d = &r.config.data;
+    let tokens = match d.source {
+        DataSource::Builtin => {
+            let tok =
+                Tokenizer::by_name(&d.tokenizer).map_err(|e| miette!("{}: data.tokenizer: {e}", r.path.display()))?;
+            if (tok.vocab_size() as u64) > r.spec.vocab_size {
+                return Err(miette!(
+                    "the {} tokenizer has {} ids but the spec's vocab_size is {}",
+                    d.tokenizer,
+                    tok.vocab_size(),
+                    r.spec.vocab_size
+                ));
+            }
+            let root = project_root();
+            let (tokens, files) =
+                corpus::load(&root, &tok, &d.tokenizer, &root.join("runs/cache")).map_err(|e| miette!("{e}"))?;
+            eprintln!(
+                "corpus: the project's own docs and sources, {files} files, {} tokens ({})",
+                tokens.len(),
+                d.tokenizer
+            );
+            tokens
+        }
+        DataSource::Shards => {
+            let base = r.path.parent().unwrap_or(Path::new("."));
+            let mut all = Vec::new();
+            for s in &d.shards {
+                all.extend(shard::read(&base.join(s)).map_err(|e| miette!("{e}"))?);
+            }
+            all
+        }
+    };
+    if let Some(bad) = tokens.iter().find(|&&t| t as u64 >= r.spec.vocab_size) {
+        return Err(miette!("the data holds token id {bad}, outside the spec's vocab_size {}", r.spec.vocab_size));
+    }
+    Ok(tokens)
+}
+
+/// `12345.6` -> `12.3k`.
+fn rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// `step 100/42036 | loss 3.2451 | lr 1.80e-04 | tokens 0.42B | 12.3k tok/s | grad-norm 0.91`
+fn log_line(r: &StepReport, target: u64, tok_s: f64) -> String {
+    format!(
+        "step {}/{} | loss {:.4} | lr {:.2e} | tokens {} | {} tok/s | grad-norm {:.2}",
+        r.step,
+        target,
+        r.loss,
+        r.lr,
+        human_count(r.tokens as f64),
+        rate(tok_s),
+        r.grad_norm
+    )
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let config_path = resolve(&a.config);
+    let recipe = load_recipe(&config_path).map_err(miette::Report::new)?;
+    let cfg = &recipe.config;
+    match a.device {
+        Device::Cuda => {
+            return Err(miette!(
+                help = "use --device cpu (or auto)",
+                "this build has no GPU backend yet; the CUDA backend is its own issue"
+            ))
+        }
+        Device::Auto => eprintln!("device: cpu (this build has no GPU backend)"),
+        Device::Cpu => eprintln!("device: cpu"),
+    }
+    let seed = a.seed.unwrap_or(cfg.seed);
+    let target = a.steps.unwrap_or(cfg.steps);
+    let every = a.checkpoint_every.unwrap_or(cfg.checkpoint.every);
+    let stem = config_path.file_stem().map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&stem));
+    let metrics_path = out.join("metrics.jsonl");
+    if !a.resume && (metrics_path.exists() || !checkpoint::list(&out).is_empty()) {
+        return Err(miette!(
+            help = "pass --resume to continue it, or --out for a new run",
+            "{} already holds a run",
+            out.display()
+        ));
+    }
+    std::fs::create_dir_all(&out).into_diagnostic().wrap_err_with(|| format!("cannot create {}", out.display()))?;
+
+    let hash = config_hash(&recipe, seed);
+    let resume = if a.resume {
+        let Some((_, newest)) = checkpoint::list(&out).pop() else {
+            return Err(miette!("--resume: no complete checkpoint in {}/checkpoints", out.display()));
+        };
+        let loaded = checkpoint::load(&newest).map_err(|e| miette!("{e}"))?;
+        eprintln!("resuming from {} (step {})", newest.display(), loaded.run.step);
+        Some(loaded)
+    } else {
+        None
+    };
+    let program = dsv3c_codegen::compile(&recipe.spec, cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize)
+        .map_err(|e| miette!("{e}"))?;
+    let tokens = Arc::new(corpus_tokens(&recipe)?);
+    let run = RunState {
+        step: 0,
+        tokens: 0,
+        position: Default::default(),
+        seed,
+        config_hash: hash,
+        spec: recipe.spec.name.clone(),
+    };
+    let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
+    let mut trainer = Trainer::new(&program, cfg, tokens, run, resume, gamma).map_err(|e| miette!("{e}"))?;
+    if trainer.run.step >= target {
+        eprintln!("already at step {} (target {target}); nothing to do", trainer.run.step);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "training {} ({} params) on {} x {} tokens x {} accumulation, steps {}..{target} of {}, out {}",
+        recipe.spec.name,
+        human_count(program.param_len as f64),
+        cfg.batch.micro_batch,
+        cfg.batch.seq_len,
+        cfg.batch.accumulation,
+        trainer.run.step + 1,
+        cfg.steps,
+        out.display()
+    );
+
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).into_diagnostic()?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(target);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps | {elapsed} < {eta} | {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_position(trainer.run.step);
+        pb
+    });
+    let started = std::time::Instant::now();
+    while trainer.run.step < target {
+        let t0 = std::time::Instant::now();
+        let r = trainer.step();
+        let dt = t0.elapsed().as_secs_f64();
+        let tok_s = cfg.tokens_per_step() as f64 / dt.max(1e-9);
+        if r.step % cfg.logging.every.max(1) == 0 || r.step == target {
+            let line = log_line(&r, target, tok_s);
+            match &bar {
+                Some(pb) => pb.println(&line),
+                None => println!("{line}"),
+            }
+            let mtp_loss = if r.mtp_losses.is_empty() {
+                None
+            } else {
+                Some(r.mtp_losses.iter().sum::<f64>() / r.mtp_losses.len() as f64)
+            };
+            let rec = serde_json::json!({
+                "step": r.step, "loss": r.loss, "total_loss": r.total_loss, "mtp_loss": mtp_loss, "mtp_losses": r.mtp_losses,
+                "lr": r.lr, "tokens": r.tokens, "tokens_per_sec": tok_s, "grad_norm": r.grad_norm, "step_time_s": dt, "moe": r.moe,
+            });
+            writeln!(metrics, "{rec}").into_diagnostic()?;
+        }
+        if let Some(pb) = &bar {
+            pb.set_position(r.step);
+            pb.set_message(format!("loss {:.4}", r.loss));
+        }
+        if (every > 0 && r.step % every == 0) || r.step == target {
+            let path = trainer.checkpoint(&out, cfg.checkpoint.keep).map_err(|e| miette!("{e}"))?;
+            let note = format!("checkpoint {}", path.display());
+            match &bar {
+                Some(pb) => pb.println(&note),
+                None => eprintln!("{note}"),
+            }
+        }
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    metrics.flush().into_diagnostic()?;
+    if let Some(v) = trainer.validate(16) {
+        eprintln!("validation loss {v:.4} | perplexity {:.2} | {:.1}s", v.exp(), started.elapsed().as_secs_f64());
+    }
+    Ok(ExitCode::SUCCESS)
+}
