@@ -37,7 +37,11 @@ pub fn write(path: &Path, tokens: &[u32]) -> Result<(), ShardError> {
     header.extend_from_slice(&(if wide { 4u32 } else { 2u32 }).to_le_bytes());
     header.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
     header.extend_from_slice(&(crc32fast::hash(&payload) as u64).to_le_bytes());
-    let tmp = path.with_extension("tmp");
+    // Unique per process and call: concurrent writers of the same shard must not share a temp file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&header).map_err(io)?;
     f.write_all(&payload).map_err(io)?;

@@ -1,0 +1,119 @@
+//! End-to-end tests of `dsv3c train`: learning, exact resume, checkpoint integrity, refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const QUICK: &str = "tests/fixtures/configs/tiny-quick.yaml";
+
+fn dsv3c(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dsv3c")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = dsv3c(args);
+    assert!(o.status.success(), "dsv3c {args:?}:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_reproduces_the_uninterrupted_one_exactly() {
+    let (a, b) = (fresh("train-a"), fresh("train-b"));
+    let stdout = ok(&["train", "--config", QUICK, "--out", a.to_str().unwrap()]);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("step 12/12 | loss ") && l.contains(" tok/s | grad-norm ")),
+        "{stdout}"
+    );
+    ok(&["train", "--config", QUICK, "--steps", "8", "--out", b.to_str().unwrap()]);
+    ok(&["train", "--config", QUICK, "--out", b.to_str().unwrap(), "--resume"]);
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 12);
+    assert_eq!(la, lb, "resumed losses differ");
+    // keep: 2 — only the two newest checkpoints remain.
+    let names: Vec<String> = std::fs::read_dir(a.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // The model learns even in 12 short steps.
+    assert!(la[11].1 < la[0].1 - 1.0, "{la:?}");
+    // Metrics carry the balance statistics of every MoE layer (2 main + 1 MTP).
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
+    assert_eq!(first["moe"].as_array().unwrap().len(), 3);
+    for k in ["lr", "tokens", "tokens_per_sec", "grad_norm", "mtp_loss"] {
+        assert!(first[k].is_number(), "{k} missing: {first}");
+    }
+}
+
+#[test]
+fn same_seed_same_losses_other_seed_other_losses() {
+    let (a, b, c) = (fresh("seed-a"), fresh("seed-b"), fresh("seed-c"));
+    ok(&["train", "--config", QUICK, "--steps", "2", "--out", a.to_str().unwrap()]);
+    ok(&["train", "--config", QUICK, "--steps", "2", "--out", b.to_str().unwrap()]);
+    ok(&["train", "--config", QUICK, "--steps", "2", "--out", c.to_str().unwrap(), "--seed", "6"]);
+    assert_eq!(losses(&a), losses(&b));
+    assert_ne!(losses(&a), losses(&c));
+}
+
+#[test]
+fn corrupt_checkpoints_and_half_written_ones() {
+    let d = fresh("train-corrupt");
+    ok(&["train", "--config", QUICK, "--steps", "4", "--out", d.to_str().unwrap()]);
+    // A half-written checkpoint from a killed run is ignored.
+    std::fs::create_dir_all(d.join("checkpoints/step-000009.partial")).unwrap();
+    std::fs::write(d.join("checkpoints/step-000009.partial/model.safetensors"), b"half").unwrap();
+    ok(&["train", "--config", QUICK, "--steps", "5", "--out", d.to_str().unwrap(), "--resume"]);
+    assert_eq!(losses(&d).last().unwrap().0, 5);
+    // A corrupted one is refused, naming the file.
+    let model = d.join("checkpoints/step-000005/model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x40;
+    std::fs::write(&model, bytes).unwrap();
+    let o = dsv3c(&["train", "--config", QUICK, "--steps", "6", "--out", d.to_str().unwrap(), "--resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("corrupt") && err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn refusals_are_clear() {
+    let d = fresh("train-refuse");
+    ok(&["train", "--config", QUICK, "--steps", "1", "--out", d.to_str().unwrap()]);
+    let again = dsv3c(&["train", "--config", QUICK, "--steps", "1", "--out", d.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    let none = fresh("train-none");
+    let o = dsv3c(&["train", "--config", QUICK, "--out", none.to_str().unwrap(), "--resume"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no complete checkpoint"));
+    let o = dsv3c(&["train", "--config", QUICK, "--device", "cuda", "--out", fresh("train-cuda").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("GPU backend"));
+    let bad = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-recipe.yaml");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(QUICK)).unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/tiny.yaml");
+    std::fs::write(
+        &bad,
+        text.replace("../../../spec/tiny.yaml", spec.to_str().unwrap()).replace("lr: 1.0e-2", "lr: -1"),
+    )
+    .unwrap();
+    let o = dsv3c(&["train", "--config", bad.to_str().unwrap(), "--out", fresh("train-bad").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = text.lines().position(|l| l.contains("lr: 1.0e-2")).unwrap() + 1;
+    assert!(!o.status.success() && err.contains(&format!("bad-recipe.yaml:{line}:")), "{err}");
+}
