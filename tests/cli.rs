@@ -122,3 +122,53 @@ fn chinchilla_strict_exit_codes() {
     assert!(dsv3c(&["chinchilla", "spec/1b.yaml", "--tokens", "1e9"]).status.success());
     assert!(!dsv3c(&["chinchilla", "spec/1b.yaml", "--tokens", "lots"]).status.success());
 }
+
+#[test]
+fn every_gpu_recipe_is_compute_optimal_and_fits_and_inspect_agrees() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_none_or(|e| e != "yaml") || p.file_stem().unwrap() == "tiny" {
+            continue;
+        }
+        n += 1;
+        let v = json(&ok(&["chinchilla", p.to_str().unwrap(), "--strict", "--json"]));
+        assert_eq!(v["within"], true, "{}", p.display());
+        assert_eq!(v["memory"]["fits"], true, "{}", p.display());
+        // inspect, given the recipe's layout and batch, computes the same memory.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let field = |k: &str| text.lines().find_map(|l| l.trim().strip_prefix(&format!("{k}: "))).unwrap().to_string();
+        let spec = dir.join(field("spec"));
+        let l = &v["memory"]["layout"];
+        let (tp, pp, ep, dp) = (
+            l["tp"].as_u64().unwrap(),
+            l["pp"].as_u64().unwrap(),
+            l["ep"].as_u64().unwrap(),
+            l["dp"].as_u64().unwrap(),
+        );
+        let parallel = format!("tp={tp},pp={pp},ep={ep},dp={dp}");
+        let gpus = (tp * pp * dp).to_string();
+        let i = json(&ok(&[
+            "inspect",
+            spec.to_str().unwrap(),
+            "--json",
+            "--gpus",
+            &gpus,
+            "--gpu-memory",
+            "80",
+            "--parallel",
+            &parallel,
+            "--micro-batch",
+            &field("micro_batch"),
+            "--seq-len",
+            &field("seq_len"),
+            "--moments",
+            &field("moments"),
+        ]));
+        assert_eq!(i["memory"]["total"], v["memory"]["total"], "{}", p.display());
+    }
+    assert!(n >= 7);
+    // The CPU default is a demonstration, not a compute-optimal run: strict mode says so.
+    assert!(!dsv3c(&["chinchilla", "configs/tiny.yaml", "--strict"]).status.success());
+}
