@@ -117,3 +117,30 @@ fn refusals_are_clear() {
     let line = text.lines().position(|l| l.contains("lr: 1.0e-2")).unwrap() + 1;
     assert!(!o.status.success() && err.contains(&format!("bad-recipe.yaml:{line}:")), "{err}");
 }
+
+#[test]
+fn a_checkpoint_evaluates_and_exports_to_a_hugging_face_folder() {
+    let d = fresh("train-export");
+    ok(&["train", "--config", QUICK, "--steps", "2", "--out", d.to_str().unwrap()]);
+    let ckpt = d.join("checkpoints/step-000002");
+    let v: serde_json::Value =
+        serde_json::from_str(ok(&["eval", "--checkpoint", ckpt.to_str().unwrap(), "--json"]).lines().last().unwrap())
+            .unwrap();
+    assert!(v["loss"].as_f64().unwrap() > 0.0 && v["perplexity"].as_f64().unwrap() > 1.0, "{v}");
+    assert_eq!(v["step"], 2);
+    let hf = fresh("train-export-hf");
+    ok(&["export-hf", ckpt.to_str().unwrap(), "-o", hf.to_str().unwrap()]);
+    assert!(hf.join("config.json").exists() && hf.join("model.safetensors").exists());
+    // The exported folder is a valid DeepseekV3 checkpoint for dsv3c's own HF loader too.
+    let toks = hf.join("tokens.json");
+    std::fs::write(&toks, "[[464, 2068, 7586, 21831, 18045, 625, 262, 16931]]").unwrap();
+    let out: serde_json::Value = serde_json::from_str(
+        ok(&["eval", "--hf", hf.to_str().unwrap(), "--tokens", toks.to_str().unwrap(), "--json"])
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(out["loss"].as_f64().unwrap().is_finite());
+    assert_eq!(out["mtp_losses"].as_array().unwrap().len(), 1, "MTP weights travel with the export");
+}

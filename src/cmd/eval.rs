@@ -1,5 +1,7 @@
 //! `dsv3c eval --hf DIR --tokens FILE [--json] [--dump-grads OUT]`: loss and gradients of a
-//! Hugging Face DeepseekV3 checkpoint, forward and backward in f32 on the CPU.
+//! Hugging Face DeepseekV3 checkpoint, forward and backward in f32 on the CPU; and
+//! `dsv3c eval --checkpoint DIR [--data SHARDS...] [--json]`: validation loss and perplexity of
+//! a training checkpoint.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,11 +12,17 @@ use miette::{miette, IntoDiagnostic, Result, WrapErr};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A Hugging Face checkpoint folder: config.json and model.safetensors (or a sharded index).
+    #[arg(long, required_unless_present = "checkpoint", conflicts_with = "checkpoint", requires = "tokens")]
+    pub hf: Option<PathBuf>,
+    /// A JSON array of equal-length arrays of token ids (with --hf).
     #[arg(long)]
-    pub hf: PathBuf,
-    /// A JSON array of equal-length arrays of token ids.
+    pub tokens: Option<PathBuf>,
+    /// A training checkpoint folder (runs/NAME/checkpoints/step-NNNNNN).
     #[arg(long)]
-    pub tokens: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    /// Token shards to evaluate on (with --checkpoint) [default: the run's validation split].
+    #[arg(long, num_args = 1..)]
+    pub data: Vec<PathBuf>,
     /// Print `{"loss": .., "tokens": ..}` as the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -54,12 +62,88 @@ fn read_tokens(path: &std::path::Path, vocab: u64) -> Result<(usize, usize, Vec<
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let config_path = a.hf.join("config.json");
+    match (&a.hf, &a.tokens, &a.checkpoint) {
+        (Some(hf), Some(tokens), None) => eval_hf(hf, tokens, a.json, a.dump_grads.as_deref()),
+        (None, _, Some(ckpt)) => eval_checkpoint(ckpt, &a.data, a.json),
+        _ => Err(miette!("give --hf DIR with --tokens FILE, or --checkpoint DIR")),
+    }
+}
+
+fn eval_checkpoint(dir: &std::path::Path, data: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let loaded = dsv3c_runtime::train::checkpoint::load(dir).map_err(|e| miette!("{e}"))?;
+    let spec_path = dir.join("spec.yaml");
+    let spec_text = std::fs::read_to_string(&spec_path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read {}", spec_path.display()))?;
+    let spec = dsv3c_spec::parse(&spec_path.display().to_string(), &spec_text).map_err(miette::Report::new)?;
+    let config: dsv3c_spec::config::RunConfig =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("config.yaml")).into_diagnostic()?)
+            .map_err(|e| miette!("{}: {e}", dir.join("config.yaml").display()))?;
+    let (micro, seq) = (config.batch.micro_batch as usize, config.batch.seq_len as usize);
+    let (tokens, windows) = if data.is_empty() {
+        let recipe = dsv3c_spec::config::Recipe {
+            path: dir.join("config.yaml"),
+            config: config.clone(),
+            spec: spec.clone(),
+            spec_path,
+            text: String::new(),
+            spec_text: spec_text.clone(),
+        };
+        let tokens = super::train::corpus_tokens(&recipe)?;
+        let (_, val) = dsv3c_runtime::data::loader::split(tokens.len(), seq, config.data.validation_fraction);
+        (tokens, val)
+    } else {
+        let mut tokens = Vec::new();
+        for p in data {
+            tokens.extend(dsv3c_runtime::data::shard::read(p).map_err(|e| miette!("{e}"))?);
+        }
+        let n = tokens.len() / seq;
+        (tokens, (0..n).collect())
+    };
+    if let Some(bad) = tokens.iter().find(|&&t| t as u64 >= spec.vocab_size) {
+        return Err(miette!("the data holds token id {bad}, outside the spec's vocab_size {}", spec.vocab_size));
+    }
+    let batches: Vec<&[usize]> = windows.chunks_exact(micro).collect();
+    if batches.is_empty() {
+        return Err(miette!("too little data: {} windows of {seq} tokens for a batch of {micro}", windows.len()));
+    }
+    let program = dsv3c_codegen::compile(&spec, micro, seq).map_err(|e| miette!("{e}"))?;
+    let mut cpu = dsv3c_runtime::cpu::Cpu::new(&program);
+    dsv3c_runtime::checkpoint::load_params(&program, &loaded.model, &mut cpu.params)
+        .map_err(|e| miette!("{}: {e}", dir.display()))?;
+    let mut sum = 0.0;
+    for ws in &batches {
+        let batch: Vec<f32> =
+            ws.iter().flat_map(|&w| tokens[w * seq..(w + 1) * seq].iter().map(|&t| t as f32)).collect();
+        cpu.write(program.io.tokens, &batch);
+        cpu.run(&program, &program.forward);
+        sum += cpu.read(program.io.main_loss)[0] as f64;
+    }
+    let loss = sum / batches.len() as f64;
+    let n = batches.len() * micro * seq;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "loss": loss, "perplexity": loss.exp(), "tokens": n, "step": loaded.run.step })
+        );
+    } else {
+        println!("step {} | validation loss {loss:.4} | perplexity {:.2} | tokens {n}", loaded.run.step, loss.exp());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_hf(
+    hf: &std::path::Path,
+    tokens_path: &std::path::Path,
+    json: bool,
+    dump_grads: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let config_path = hf.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read {}", config_path.display()))?;
     let mut spec = dsv3c_spec::hf::import(&text, "eval").map_err(|e| miette!("{}: {e}", config_path.display()))?;
-    let tensors = dsv3c_runtime::checkpoint::read_dir(&a.hf).map_err(|e| miette!("{e}"))?;
+    let tensors = dsv3c_runtime::checkpoint::read_dir(hf).map_err(|e| miette!("{e}"))?;
     // Evaluation measures the language-model loss: no balance term; MTP only if its weights exist.
     if let Some(m) = spec.moe.as_mut() {
         m.seq_aux_alpha = 0.0;
@@ -73,11 +157,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(v) = violations.first() {
         return Err(miette!("{}: {} ({})", config_path.display(), v.message, v.help));
     }
-    let (batch, seq, tokens) = read_tokens(&a.tokens, spec.vocab_size)?;
+    let (batch, seq, tokens) = read_tokens(tokens_path, spec.vocab_size)?;
     let program = dsv3c_codegen::compile(&spec, batch, seq).map_err(|e| miette!("{e}"))?;
     let mut cpu = dsv3c_runtime::cpu::Cpu::new(&program);
     let unused = dsv3c_runtime::checkpoint::load_params(&program, &tensors, &mut cpu.params)
-        .map_err(|e| miette!("{}: {e}", a.hf.display()))?;
+        .map_err(|e| miette!("{}: {e}", hf.display()))?;
     for name in unused {
         eprintln!("warning: checkpoint tensor `{name}` is not part of the model and was ignored");
     }
@@ -87,7 +171,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let loss = cpu.read(program.io.main_loss)[0] as f64;
     let mtp: Vec<f64> = program.io.mtp_losses.iter().map(|s| cpu.read(*s)[0] as f64).collect();
 
-    if let Some(out) = &a.dump_grads {
+    if let Some(out) = dump_grads {
         let grads: Vec<(String, Vec<usize>, Vec<f32>)> = program
             .params
             .iter()
@@ -97,7 +181,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         dsv3c_runtime::checkpoint::write_file(out, &grads).map_err(|e| miette!("{e}"))?;
     }
     let n = batch * seq;
-    if a.json {
+    if json {
         let mut v = serde_json::json!({ "loss": loss, "tokens": n });
         if !mtp.is_empty() {
             v["mtp_losses"] = serde_json::json!(mtp);

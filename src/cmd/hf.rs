@@ -22,9 +22,10 @@ pub struct ImportArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    /// The model spec (YAML).
+    /// A model spec (YAML), or a training checkpoint folder (runs/NAME/checkpoints/step-NNNNNN).
     pub spec: PathBuf,
-    /// Where to write config.json [default: stdout].
+    /// Where to write config.json [default: stdout]; for a checkpoint, the output folder
+    /// (config.json and model.safetensors, loadable by transformers).
     #[arg(short, long)]
     pub out: Option<PathBuf>,
 }
@@ -54,8 +55,26 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
 }
 
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
+    if a.spec.is_dir() {
+        return export_checkpoint(&a.spec, a.out.as_deref());
+    }
     let spec = load_spec(&a.spec)?;
     let text = hf::export_text(&spec).map_err(|e| miette!("{}: {e}", a.spec.display()))?;
     write_out(a.out.as_deref(), &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A training checkpoint as a Hugging Face folder: config.json and model.safetensors.
+fn export_checkpoint(dir: &std::path::Path, out: Option<&std::path::Path>) -> Result<ExitCode> {
+    let out = out.ok_or_else(|| miette!("exporting a checkpoint needs -o OUT_DIR"))?;
+    let loaded = dsv3c_runtime::train::checkpoint::load(dir).map_err(|e| miette!("{e}"))?;
+    let spec = load_spec(&dir.join("spec.yaml"))?;
+    let config = hf::export_text(&spec).map_err(|e| miette!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(out).into_diagnostic().wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("config.json"), config).into_diagnostic()?;
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
+        loaded.model.into_iter().map(|(k, t)| (k, t.shape, t.data)).collect();
+    dsv3c_runtime::checkpoint::write_file(&out.join("model.safetensors"), &tensors).map_err(|e| miette!("{e}"))?;
+    eprintln!("wrote {} (step {})", out.display(), loaded.run.step);
     Ok(ExitCode::SUCCESS)
 }

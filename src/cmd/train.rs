@@ -251,7 +251,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             pb.set_message(format!("loss {:.4}", r.loss));
         }
         if (every > 0 && r.step % every == 0) || r.step == target {
-            let path = trainer.checkpoint(&out, cfg.checkpoint.keep).map_err(|e| miette!("{e}"))?;
+            let texts = checkpoint::Texts { spec: &recipe.spec_text, config: &recipe.text };
+            let path = trainer.checkpoint(&out, &texts, cfg.checkpoint.keep).map_err(|e| miette!("{e}"))?;
             let note = format!("checkpoint {}", path.display());
             match &bar {
                 Some(pb) => pb.println(&note),

@@ -38,7 +38,7 @@ pub enum RunCheckpointError {
     Corrupt { path: PathBuf, reason: String },
 }
 
-const FILES: [&str; 3] = ["model.safetensors", "optimizer.safetensors", "state.json"];
+const FILES: [&str; 5] = ["model.safetensors", "optimizer.safetensors", "state.json", "spec.yaml", "config.yaml"];
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RunCheckpointError + '_ {
     move |source| RunCheckpointError::Io { path: path.into(), source }
@@ -48,6 +48,12 @@ fn fsync(path: &Path) -> Result<(), RunCheckpointError> {
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
 }
 
+/// The texts a checkpoint carries so that it describes itself: the spec and the run recipe.
+pub struct Texts<'a> {
+    pub spec: &'a str,
+    pub config: &'a str,
+}
+
 /// Writes a checkpoint of `step` under `dir/checkpoints/`; returns its folder.
 pub fn save(
     dir: &Path,
@@ -55,6 +61,7 @@ pub fn save(
     params: &[f32],
     opt: &State,
     run: &RunState,
+    texts: &Texts<'_>,
     keep: u64,
 ) -> Result<PathBuf, RunCheckpointError> {
     let root = dir.join("checkpoints");
@@ -80,6 +87,8 @@ pub fn save(
     let state = serde_json::to_string_pretty(run)
         .map_err(|e| RunCheckpointError::Corrupt { path: tmp.clone(), reason: e.to_string() })?;
     std::fs::write(tmp.join(FILES[2]), state).map_err(io(&tmp))?;
+    std::fs::write(tmp.join(FILES[3]), texts.spec).map_err(io(&tmp))?;
+    std::fs::write(tmp.join(FILES[4]), texts.config).map_err(io(&tmp))?;
     let mut manifest = BTreeMap::new();
     for f in FILES {
         let path = tmp.join(f);

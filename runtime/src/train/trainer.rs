@@ -197,8 +197,9 @@ impl<'a> Trainer<'a> {
     pub fn checkpoint(
         &self,
         dir: &std::path::Path,
+        texts: &crate::train::checkpoint::Texts<'_>,
         keep: u64,
     ) -> Result<std::path::PathBuf, crate::train::checkpoint::RunCheckpointError> {
-        crate::train::checkpoint::save(dir, self.program, &self.cpu.params, &self.opt, &self.run, keep)
+        crate::train::checkpoint::save(dir, self.program, &self.cpu.params, &self.opt, &self.run, texts, keep)
     }
 }
