@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Trains a model from a run recipe (default configs/tiny.yaml, on the CPU).
     Train(cmd::train::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
     /// Parameters (total / active / MTP), FLOPs per token, KV cache and memory per GPU of a spec.
     Inspect(cmd::inspect::Args),
     /// Training tokens per active parameter against the Chinchilla band (20–26).
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(a),
+        Command::Bench(b) => cmd::bench::run(b),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Chinchilla(a) => cmd::chinchilla::run(a),
         Command::Select(a) => cmd::select::run(a),

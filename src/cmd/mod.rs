@@ -1,5 +1,6 @@
 //! Subcommands, and the helpers they share (loading specs, writing outputs).
 
+pub mod bench;
 pub mod chinchilla;
 pub mod eval;
 pub mod hf;

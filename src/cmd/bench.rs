@@ -1,0 +1,89 @@
+//! `dsv3c bench train [--config configs/tiny.yaml] [--steps N] [--hf-comparable] [--json]`:
+//! tokens/s of full training steps (forward, backward, optimizer) on the CPU, median of N
+//! steps after two warm-up steps.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use dsv3c_runtime::train::checkpoint::RunState;
+use dsv3c_runtime::train::trainer::Trainer;
+use miette::{miette, Result};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Bench {
+    /// Tokens/s of the training step of a recipe's model.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long, default_value = "configs/tiny.yaml")]
+    pub config: PathBuf,
+    /// Timed steps (after two warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    pub steps: u64,
+    /// Drop MTP and the balance loss: the model transformers' DeepseekV3 runs.
+    #[arg(long)]
+    pub hf_comparable: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(b: Bench) -> Result<ExitCode> {
+    let Bench::Train(a) = b;
+    let path = super::train::resolve(&a.config);
+    let mut recipe = dsv3c_spec::config::load_recipe(&path).map_err(miette::Report::new)?;
+    if a.hf_comparable {
+        recipe.spec.mtp = None;
+        if let Some(m) = recipe.spec.moe.as_mut() {
+            m.seq_aux_alpha = 0.0;
+        }
+    }
+    let cfg = recipe.config.clone();
+    let program = dsv3c_codegen::compile(&recipe.spec, cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize)
+        .map_err(|e| miette!("{e}"))?;
+    let tokens = Arc::new(super::train::corpus_tokens(&recipe)?);
+    let run = RunState {
+        step: 0,
+        tokens: 0,
+        position: Default::default(),
+        seed: cfg.seed,
+        config_hash: String::new(),
+        spec: recipe.spec.name.clone(),
+    };
+    let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
+    let mut t = Trainer::new(&program, &cfg, tokens, run, None, gamma).map_err(|e| miette!("{e}"))?;
+    for _ in 0..2 {
+        t.step();
+    }
+    let mut times: Vec<f64> = (0..a.steps.max(1))
+        .map(|_| {
+            let s = std::time::Instant::now();
+            t.step();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tok = cfg.tokens_per_step() as f64;
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "spec": recipe.spec.name, "hf_comparable": a.hf_comparable, "tokens_per_step": tok, "median_step_s": median,
+                "tokens_per_sec": tok / median, "threads": threads, "steps": times.len() })
+        );
+    } else {
+        println!(
+            "{}{}: {} tokens/step, median step {:.1} ms over {} steps, {:.0} tok/s, {threads} threads",
+            recipe.spec.name,
+            if a.hf_comparable { " (no MTP, no balance loss)" } else { "" },
+            tok,
+            median * 1e3,
+            times.len(),
+            tok / median
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
