@@ -110,3 +110,32 @@ fn the_readme_documents_every_spec_field() {
         assert!(reference.contains(&format!("`{key}`")), "README's spec reference does not document `{key}`");
     }
 }
+
+#[test]
+fn the_readme_documents_every_recipe_field() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let reference = &readme[readme.find("## Run recipe reference").expect("README has a recipe reference")..];
+    let reference = &reference[..reference.find("\n## ").unwrap_or(reference.len())];
+    let recipe = dsv3c_spec::config::load_recipe(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/1b.yaml"
+    )))
+    .unwrap();
+    let value = serde_yaml::to_value(&recipe.config).unwrap();
+    let serde_yaml::Value::Mapping(top) = value else { panic!("a recipe is a mapping") };
+    for (k, v) in top {
+        let k = k.as_str().unwrap();
+        match v {
+            serde_yaml::Value::Mapping(inner) => {
+                for (kk, _) in inner {
+                    let kk = kk.as_str().unwrap();
+                    assert!(
+                        reference.contains(&format!("`{k}.{kk}`")) || reference.contains(&format!(".{kk}`")),
+                        "README does not document `{k}.{kk}`"
+                    );
+                }
+            }
+            _ => assert!(reference.contains(&format!("`{k}`")), "README does not document `{k}`"),
+        }
+    }
+}
