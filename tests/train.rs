@@ -144,3 +144,22 @@ fn a_checkpoint_evaluates_and_exports_to_a_hugging_face_folder() {
     assert!(out["loss"].as_f64().unwrap().is_finite());
     assert_eq!(out["mtp_losses"].as_array().unwrap().len(), 1, "MTP weights travel with the export");
 }
+
+#[test]
+fn a_hugging_face_tokenizer_json_feeds_the_built_in_corpus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join(QUICK)).unwrap();
+    let recipe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hf-tokenizer.yaml");
+    let tokenizer = root.join("tests/fixtures/tokenizer/tokenizer.json");
+    std::fs::write(
+        &recipe,
+        text.replace("../../../spec/tiny.yaml", root.join("spec/tiny.yaml").to_str().unwrap())
+            .replace("source: builtin", &format!("source: builtin\n  tokenizer: {}", tokenizer.display())),
+    )
+    .unwrap();
+    let d = fresh("train-hf-tokenizer");
+    let o = dsv3c(&["train", "--config", recipe.to_str().unwrap(), "--steps", "2", "--out", d.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tokenizer.json"));
+    assert_eq!(losses(&d).len(), 2);
+}

@@ -84,8 +84,14 @@ pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
     let d = &r.config.data;
     let tokens = match d.source {
         DataSource::Builtin => {
-            let tok =
-                Tokenizer::by_name(&d.tokenizer).map_err(|e| miette!("{}: data.tokenizer: {e}", r.path.display()))?;
+            let base = r.path.parent().unwrap_or(Path::new("."));
+            let tok = Tokenizer::by_name(&d.tokenizer, base)
+                .map_err(|e| miette!("{}: data.tokenizer: {e}", r.path.display()))?;
+            // The cache key names the tokenizer by its contents when it is a file.
+            let key = match std::fs::read(base.join(&d.tokenizer)) {
+                Ok(bytes) if d.tokenizer.ends_with(".json") => format!("hf-{:08x}", crc32fast::hash(&bytes)),
+                _ => d.tokenizer.clone(),
+            };
             if (tok.vocab_size() as u64) > r.spec.vocab_size {
                 return Err(miette!(
                     "the {} tokenizer has {} ids but the spec's vocab_size is {}",
@@ -96,7 +102,7 @@ pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
             }
             let root = project_root();
             let (tokens, files) =
-                corpus::load(&root, &tok, &d.tokenizer, &root.join("runs/cache")).map_err(|e| miette!("{e}"))?;
+                corpus::load(&root, &tok, &key, &root.join("runs/cache")).map_err(|e| miette!("{e}"))?;
             eprintln!(
                 "corpus: the project's own docs and sources, {files} files, {} tokens ({})",
                 tokens.len(),

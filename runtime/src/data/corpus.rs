@@ -34,11 +34,12 @@ pub fn files(root: &Path) -> Vec<PathBuf> {
 }
 
 /// The tokens of the built-in corpus (documents separated by end-of-text), from the cache in
-/// `cache_dir` when it is current. Returns the tokens and the number of files.
+/// `cache_dir` when it is current; `tokenizer_key` names the tokenizer in the cache key.
+/// Returns the tokens and the number of files.
 pub fn load(
     root: &Path,
     tokenizer: &Tokenizer,
-    tokenizer_name: &str,
+    tokenizer_key: &str,
     cache_dir: &Path,
 ) -> Result<(Vec<u32>, usize), ShardError> {
     let files = files(root);
@@ -51,19 +52,19 @@ pub fn load(
         })
         .collect();
     let mut h = crc32fast::Hasher::new();
-    h.update(tokenizer_name.as_bytes());
+    h.update(tokenizer_key.as_bytes());
     for (rel, text) in &texts {
         h.update(rel.as_bytes());
         h.update(text.as_bytes());
     }
-    let cache = cache_dir.join(format!("builtin-{tokenizer_name}-{:08x}.bin", h.finalize()));
+    let cache = cache_dir.join(format!("builtin-{:08x}.bin", h.finalize()));
     if let Ok(tokens) = shard::read(&cache) {
         return Ok((tokens, texts.len()));
     }
     let mut tokens = Vec::new();
     for (rel, text) in &texts {
         tokens.extend(tokenizer.encode(&format!("// {rel}\n{text}")));
-        tokens.push(tokenizer.eot());
+        tokens.extend(tokenizer.eot());
     }
     std::fs::create_dir_all(cache_dir).map_err(|source| ShardError::Io { path: cache_dir.into(), source })?;
     shard::write(&cache, &tokens)?;
