@@ -80,8 +80,14 @@ fn corrupt_checkpoints_and_half_written_ones() {
     // A half-written checkpoint from a killed run is ignored.
     std::fs::create_dir_all(d.join("checkpoints/step-000009.partial")).unwrap();
     std::fs::write(d.join("checkpoints/step-000009.partial/model.safetensors"), b"half").unwrap();
+    // The killed run had also logged a step past its last checkpoint; the resumed run logs it anew.
+    let mut m = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    m.push_str("{\"step\": 5, \"loss\": 99.0}\n");
+    std::fs::write(d.join("metrics.jsonl"), m).unwrap();
     ok(&["train", "--config", QUICK, "--steps", "5", "--out", d.to_str().unwrap(), "--resume"]);
-    assert_eq!(losses(&d).last().unwrap().0, 5);
+    let l = losses(&d);
+    assert_eq!(l.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_ne!(l[4].1, 99.0);
     // A corrupted one is refused, naming the file.
     let model = d.join("checkpoints/step-000005/model.safetensors");
     let mut bytes = std::fs::read(&model).unwrap();

@@ -125,6 +125,27 @@ pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
     Ok(tokens)
 }
 
+/// Drops metric lines of steps after `step`: a run killed after its last checkpoint logged
+/// steps that the resumed run computes again.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    if keep.len() != text.lines().count() {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, keep.iter().map(|l| format!("{l}\n")).collect::<String>()).into_diagnostic()?;
+        std::fs::rename(&tmp, path).into_diagnostic()?;
+    }
+    Ok(())
+}
+
 /// `12345.6` -> `12.3k`.
 fn rate(x: f64) -> String {
     if x >= 1e6 {
@@ -219,6 +240,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         out.display()
     );
 
+    if a.resume {
+        truncate_metrics(&metrics_path, trainer.run.step)?;
+    }
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).into_diagnostic()?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let pb = indicatif::ProgressBar::new(target);
