@@ -19,6 +19,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
+    /// Compiles a spec: the training graph as Rust (graph.rs) and the memory plan (plan.json).
+    Compile(cmd::compile::Args),
     /// Parameters (total / active / MTP), FLOPs per token, KV cache and memory per GPU of a spec.
     Inspect(cmd::inspect::Args),
     /// Training tokens per active parameter against the Chinchilla band (20–26).
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(a),
+        Command::Compile(a) => cmd::compile::run(a),
         Command::Bench(b) => cmd::bench::run(b),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Chinchilla(a) => cmd::chinchilla::run(a),

@@ -8,6 +8,7 @@ pub mod builder;
 pub mod model;
 pub mod ops;
 pub mod plan;
+pub mod rust;
 
 use dsv3c_runtime::Program;
 use dsv3c_spec::Spec;

@@ -126,6 +126,30 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
     Ok(program)
 }
 
+/// The plan as pretty JSON text: arenas, buffers with offsets and live ranges, and every launch
+/// with its op and slices (`plan.json` of `dsv3c compile`).
+pub fn to_json(p: &Program) -> String {
+    use serde_json::json;
+    let launches = |ls: &[Launch]| -> Vec<serde_json::Value> {
+        ls.iter()
+            .map(|l| {
+                let args: Vec<serde_json::Value> =
+                    l.args.iter().map(|s| json!([format!("{:?}", s.space).to_lowercase(), s.offset, s.len])).collect();
+                json!({ "kernel": l.kernel, "op": p.kernels[l.kernel].op.family(), "note": l.note, "args": args })
+            })
+            .collect()
+    };
+    let v = json!({
+        "name": p.name, "batch": p.batch, "seq": p.seq,
+        "param_floats": p.param_len, "arena_floats": p.act_len, "arena_bytes": p.act_len * 4,
+        "kernels": p.kernels.len(),
+        "buffers": p.buffers.iter().map(|b| json!({ "name": b.name, "offset": b.offset, "len": b.len, "live": [b.live.0, b.live.1] })).collect::<Vec<_>>(),
+        "forward": launches(&p.forward),
+        "backward": launches(&p.backward),
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::op::Op;
 
+/// Something that runs one op over arena slices: a backend, as generated graphs see it.
+pub trait Launcher {
+    fn launch(&mut self, op: &Op, args: &[Slice]);
+}
+
+impl Launcher for crate::cpu::Cpu {
+    fn launch(&mut self, op: &Op, args: &[Slice]) {
+        crate::cpu::Cpu::launch(self, op, args)
+    }
+}
+
+/// A training graph: the forward and backward launches of a model. A `Program` runs its launch
+/// lists; a generated module (`dsv3c compile`, `model!`) runs straight-line code.
+pub trait Graph {
+    fn forward(&self, l: &mut dyn Launcher);
+    fn backward(&self, l: &mut dyn Launcher);
+}
+
+impl Graph for Program {
+    fn forward(&self, l: &mut dyn Launcher) {
+        for x in &self.forward {
+            l.launch(&self.kernels[x.kernel].op, &x.args);
+        }
+    }
+    fn backward(&self, l: &mut dyn Launcher) {
+        for x in &self.backward {
+            l.launch(&self.kernels[x.kernel].op, &x.args);
+        }
+    }
+}
+
 /// Which arena a slice lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Space {
@@ -30,6 +61,19 @@ pub struct Slice {
 }
 
 impl Slice {
+    /// A slice of the parameter arena.
+    pub const fn param(offset: usize, len: usize) -> Slice {
+        Slice { space: Space::Param, offset, len }
+    }
+    /// A slice of the gradient arena.
+    pub const fn grad(offset: usize, len: usize) -> Slice {
+        Slice { space: Space::Grad, offset, len }
+    }
+    /// A slice of the activation arena.
+    pub const fn act(offset: usize, len: usize) -> Slice {
+        Slice { space: Space::Act, offset, len }
+    }
+
     pub fn end(&self) -> usize {
         self.offset + self.len
     }

@@ -102,13 +102,13 @@ impl Layout {
             return Err(LayoutError::GpuCount { product: self.gpus(), gpus });
         }
         let heads = s.attention.mla.n_heads;
-        if heads % self.tp != 0 {
+        if !heads.is_multiple_of(self.tp) {
             return Err(LayoutError::Heads { tp: self.tp, heads });
         }
         if self.pp > s.n_layers {
             return Err(LayoutError::Stages { pp: self.pp, layers: s.n_layers });
         }
-        if (self.dp * self.tp) % self.ep != 0 {
+        if !(self.dp * self.tp).is_multiple_of(self.ep) {
             return Err(LayoutError::ExpertGroup { ep: self.ep, group: self.dp * self.tp });
         }
         match &s.moe {

@@ -35,20 +35,20 @@ pub struct Selection {
 }
 
 fn divisors(n: u64) -> Vec<u64> {
-    (1..=n).filter(|d| n % d == 0).collect()
+    (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
 /// All layouts of `gpus` GPUs that `s` accepts.
 pub fn layouts(s: &crate::types::Spec, gpus: u64) -> Vec<Layout> {
     let mut out = Vec::new();
     for tp in [1u64, 2, 4, 8] {
-        if gpus % tp != 0 {
+        if !gpus.is_multiple_of(tp) {
             continue;
         }
         for pp in divisors(gpus / tp) {
             let dp = gpus / (tp * pp);
             let experts = s.moe.as_ref().map_or(1, |m| m.n_routed_experts);
-            for ep in divisors(dp * tp).into_iter().filter(|e| experts % e == 0) {
+            for ep in divisors(dp * tp).into_iter().filter(|e| experts.is_multiple_of(*e)) {
                 let l = Layout { tp, pp, ep, dp };
                 if l.check(s, gpus).is_ok() {
                     out.push(l);

@@ -256,7 +256,9 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
     c.range("attention.mla.kv_lora_rank", m.kv_lora_rank, 1, RANK);
     c.range("attention.mla.qk_nope_head_dim", m.qk_nope_head_dim, 1, HEAD_DIM);
     c.range("attention.mla.v_head_dim", m.v_head_dim, 1, HEAD_DIM);
-    if c.range("attention.mla.qk_rope_head_dim", m.qk_rope_head_dim, 2, HEAD_DIM) && m.qk_rope_head_dim % 2 != 0 {
+    if c.range("attention.mla.qk_rope_head_dim", m.qk_rope_head_dim, 2, HEAD_DIM)
+        && !m.qk_rope_head_dim.is_multiple_of(2)
+    {
         c.fail(
             Rule::RopeDimEven,
             "attention.mla.qk_rope_head_dim",
@@ -463,7 +465,7 @@ pub fn validate(spec: &Spec) -> Vec<Violation> {
             }
         }
     }
-    if p.kv_cache == crate::types::KvCacheDtype::Fp8 && m.kv_lora_rank % 128 != 0 {
+    if p.kv_cache == crate::types::KvCacheDtype::Fp8 && !m.kv_lora_rank.is_multiple_of(128) {
         c.fail(
             Rule::Fp8KvCache,
             "precision.kv_cache",

@@ -53,7 +53,7 @@ pub fn run(b: Bench) -> Result<ExitCode> {
         spec: recipe.spec.name.clone(),
     };
     let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let mut t = Trainer::new(&program, &cfg, tokens, run, None, gamma).map_err(|e| miette!("{e}"))?;
+    let mut t = Trainer::new(&program, &program, &cfg, tokens, run, None, gamma).map_err(|e| miette!("{e}"))?;
     for _ in 0..2 {
         t.step();
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chinchilla;
+pub mod compile;
 pub mod eval;
 pub mod hf;
 pub mod inspect;

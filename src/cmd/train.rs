@@ -223,7 +223,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         spec: recipe.spec.name.clone(),
     };
     let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let mut trainer = Trainer::new(&program, cfg, tokens, run, resume, gamma).map_err(|e| miette!("{e}"))?;
+    let mut trainer = Trainer::new(&program, &program, cfg, tokens, run, resume, gamma).map_err(|e| miette!("{e}"))?;
     if trainer.run.step >= target {
         eprintln!("already at step {} (target {target}); nothing to do", trainer.run.step);
         return Ok(ExitCode::SUCCESS);

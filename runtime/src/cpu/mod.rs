@@ -74,6 +74,12 @@ impl Cpu {
         Args { ptrs }
     }
 
+    /// Runs one op over arena slices (what generated training graphs call).
+    pub fn launch(&mut self, op: &Op, args: &[Slice]) {
+        let a = self.args(args);
+        execute(op, &a);
+    }
+
     /// Runs launches in order.
     pub fn run(&mut self, p: &Program, launches: &[Launch]) {
         for l in launches {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cpu::Cpu;
 use crate::data::loader::{Loader, LoaderError, Position};
-use crate::program::Program;
+use crate::program::{Graph, Program};
 use crate::train::checkpoint::{Loaded, RunState};
 use crate::train::metrics::{Loads, MoeBalance};
 use crate::train::optim::{self, State};
@@ -34,6 +34,8 @@ pub struct StepReport {
 
 pub struct Trainer<'a> {
     pub program: &'a Program,
+    /// What runs forward and backward: the Program itself, or a generated graph.
+    graph: &'a dyn Graph,
     pub cpu: Cpu,
     config: RunConfig,
     opt: State,
@@ -61,6 +63,7 @@ impl<'a> Trainer<'a> {
     /// A trainer over `tokens` (the packed corpus), fresh from `seed` or resumed from `resume`.
     pub fn new(
         program: &'a Program,
+        graph: &'a dyn Graph,
         config: &RunConfig,
         tokens: Arc<Vec<u32>>,
         run: RunState,
@@ -111,7 +114,7 @@ impl<'a> Trainer<'a> {
         let experts =
             program.params.iter().find(|p| p.name.ends_with("mlp.gate.e_score_correction_bias")).map_or(0, |p| p.len());
         let mask = optim::masks(program, config.optimizer.decay_embeddings);
-        Ok(Trainer { program, cpu, config: config.clone(), opt, mask, loader, val, run, bias, gamma, experts })
+        Ok(Trainer { program, graph, cpu, config: config.clone(), opt, mask, loader, val, run, bias, gamma, experts })
     }
 
     /// One optimizer step over `accumulation` micro-batches.
@@ -125,7 +128,7 @@ impl<'a> Trainer<'a> {
         for _ in 0..acc {
             let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
             self.cpu.write(p.io.tokens, &batch);
-            self.cpu.run(p, &p.forward);
+            self.graph.forward(&mut self.cpu);
             loss += self.cpu.read(p.io.main_loss)[0] as f64;
             total += self.cpu.read(p.io.loss)[0] as f64;
             for (m, s) in mtp.iter_mut().zip(&p.io.mtp_losses) {
@@ -134,7 +137,7 @@ impl<'a> Trainer<'a> {
             for (layer, (idx, scores)) in p.io.expert_choices.iter().zip(&p.io.expert_scores).enumerate() {
                 loads.add(layer, self.cpu.read(*idx), self.cpu.read(*scores));
             }
-            self.cpu.run(p, &p.backward);
+            self.graph.backward(&mut self.cpu);
         }
         let inv = 1.0 / acc as f64;
         optim::scale(&mut self.cpu.grads, inv as f32);
@@ -187,7 +190,7 @@ impl<'a> Trainer<'a> {
         for b in batches.iter().take(n) {
             let batch: Vec<f32> = b.iter().map(|&t| t as f32).collect();
             self.cpu.write(p.io.tokens, &batch);
-            self.cpu.run(p, &p.forward);
+            self.graph.forward(&mut self.cpu);
             sum += self.cpu.read(p.io.main_loss)[0] as f64;
         }
         Some(sum / n as f64)

@@ -1,0 +1,445 @@
+//! The Rust back end: a Program as a Rust module (quote, formatted with prettyplease) — the spec,
+//! the shape, the parameter table, the arena plan's IO slices, the specialized kernels, and
+//! `forward` / `backward` as straight-line launches into the runtime. Consecutive layers that
+//! launch the same kernels become one loop over a table of their arguments, so a 61-layer model
+//! is not 61 copies. Each call is commented with the layer and op it runs. Deterministic: the
+//! same Program gives the same bytes.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+use serde_json::Value;
+
+use dsv3c_runtime::program::{Init, Launch, ParamGroup, Program, Slice, Space};
+
+/// A Rust expression building the value `v` of Rust type path `ty` (an `Op` or one of its parts),
+/// from its serde form.
+fn value_tokens(v: &Value, ty: &str) -> TokenStream {
+    // Types of fields that are themselves structs or enums of the op module.
+    let field_type = |field: &str| -> Option<&'static str> {
+        Some(match field {
+            "quant" => "Quant",
+            "mode" => "GroupedMode",
+            "score" => "Score",
+            "freqs" => "RopeFreqs",
+            "balance" => "Balance",
+            _ => return None,
+        })
+    };
+    let variant_payload = |variant: &str| -> Option<&'static str> {
+        Some(match variant {
+            "Attention" | "AttentionBwd" => "Attn",
+            "Router" | "RouterBwd" => "Route",
+            "BalanceLoss" => "Balance",
+            _ => return None,
+        })
+    };
+    let ty_ident = || format_ident!("{}", ty);
+    match v {
+        Value::Null => quote!(None),
+        Value::Bool(b) => quote!(#b),
+        Value::Number(n) => number(n),
+        Value::String(variant) => {
+            let (t, var) = (ty_ident(), format_ident!("{}", variant));
+            quote!(#t::#var)
+        }
+        Value::Array(items) => {
+            let parts: Vec<TokenStream> = items.iter().map(|x| value_tokens(x, "")).collect();
+            quote!((#(#parts),*))
+        }
+        Value::Object(map) => {
+            let enums = ["Op", "Quant", "GroupedMode", "Score"];
+            if enums.contains(&ty) && map.len() == 1 {
+                let (variant, payload) = map.iter().next().expect("one entry");
+                let (t, var) = (ty_ident(), format_ident!("{}", variant));
+                if let Some(inner) = variant_payload(variant) {
+                    let p = value_tokens(payload, inner);
+                    return quote!(#t::#var(#p));
+                }
+                let fields = struct_fields(payload, &field_type);
+                return quote!(#t::#var { #fields });
+            }
+            let (t, fields) = (ty_ident(), struct_fields(v, &field_type));
+            quote!(#t { #fields })
+        }
+    }
+}
+
+fn struct_fields(v: &Value, field_type: &dyn Fn(&str) -> Option<&'static str>) -> TokenStream {
+    let Value::Object(map) = v else { return quote!() };
+    let fields = map.iter().map(|(k, x)| {
+        let name = format_ident!("{}", k);
+        let value = match (field_type(k), x) {
+            (Some(t), _) => value_tokens(x, t),
+            (None, Value::Number(n)) if F32_FIELDS.contains(&k.as_str()) => {
+                let l = Literal::f32_unsuffixed(n.as_f64().unwrap_or(0.0) as f32);
+                quote!(#l)
+            }
+            (None, Value::Null) => quote!(None),
+            // Options of tuples (yarn, window) serialize as arrays.
+            (None, Value::Array(_)) => {
+                let inner = value_tokens(x, "");
+                quote!(Some(#inner))
+            }
+            (None, _) => value_tokens(x, ""),
+        };
+        quote!(#name: #value)
+    });
+    quote!(#(#fields),*)
+}
+
+/// Fields of the op types that are `f32`: printed with f32's shortest representation.
+const F32_FIELDS: [&str; 5] = ["eps", "alpha", "scale", "grad_scale", "attention_factor"];
+
+fn number(n: &serde_json::Number) -> TokenStream {
+    if let Some(u) = n.as_u64() {
+        let l = Literal::u64_unsuffixed(u);
+        return quote!(#l);
+    }
+    let f = n.as_f64().unwrap_or(0.0);
+    let l = Literal::f64_unsuffixed(f);
+    quote!(#l)
+}
+
+/// `Op` as a Rust expression. Floats (f32 fields hold values an f32 round-trips exactly) print
+/// with their shortest representation.
+pub fn op_tokens(op: &dsv3c_runtime::Op) -> TokenStream {
+    let v = serde_json::to_value(op).unwrap_or(Value::Null);
+    value_tokens(&v, "Op")
+}
+
+fn slice_tokens(s: &Slice) -> TokenStream {
+    let (o, n) = (Literal::usize_unsuffixed(s.offset), Literal::usize_unsuffixed(s.len));
+    match s.space {
+        Space::Param => quote!(Slice::param(#o, #n)),
+        Space::Grad => quote!(Slice::grad(#o, #n)),
+        Space::Act => quote!(Slice::act(#o, #n)),
+    }
+}
+
+/// The layer a launch belongs to, from its note (`layer 7: ...`).
+fn layer_of(l: &Launch) -> Option<usize> {
+    l.note.strip_prefix("layer ")?.split(':').next()?.parse().ok()
+}
+
+fn what(l: &Launch) -> String {
+    l.note.split_once(": ").map_or(l.note.clone(), |(_, w)| w.to_string())
+}
+
+/// The body of `forward` or `backward`, plus the argument tables its loops read.
+fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<TokenStream>) {
+    // Segments: maximal runs of launches of one layer, or of no layer.
+    let mut segs: Vec<(Option<usize>, &[Launch])> = Vec::new();
+    let mut start = 0;
+    for i in 1..=launches.len() {
+        if i == launches.len() || layer_of(&launches[i]) != layer_of(&launches[start]) {
+            segs.push((layer_of(&launches[start]), &launches[start..i]));
+            start = i;
+        }
+    }
+    let same_kernels =
+        |a: &[Launch], b: &[Launch]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.kernel == y.kernel);
+    let mut body = Vec::new();
+    let mut tables = Vec::new();
+    let mut i = 0;
+    while i < segs.len() {
+        let (layer, seg) = segs[i];
+        let mut j = i + 1;
+        while layer.is_some() && j < segs.len() && segs[j].0.is_some() && same_kernels(seg, segs[j].1) {
+            j += 1;
+        }
+        if j - i >= 2 {
+            // A loop over identical layers, its arguments in a table.
+            let (first, last) = (layer.unwrap_or(0), segs[j - 1].0.unwrap_or(0));
+            let table = format_ident!("{}_LAYERS_{}_{}", name.to_uppercase(), first, last);
+            let rows = segs[i..j].iter().map(|(_, s)| {
+                let launches = s.iter().map(|l| {
+                    let args = l.args.iter().map(slice_tokens);
+                    quote!(&[#(#args),*])
+                });
+                quote!(&[#(#launches),*])
+            });
+            let n = Literal::usize_unsuffixed(j - i);
+            let doc =
+                format!(" Arguments of layers {first}, ..., {last} in `{name}`, one row per layer, in launch order.");
+            tables.push(quote! {
+                #[doc = #doc]
+                const #table: [&[&[Slice]]; #n] = [#(#rows),*];
+            });
+            let calls = seg.iter().enumerate().map(|(c, l)| {
+                let k = Literal::usize_unsuffixed(l.kernel);
+                let c = Literal::usize_unsuffixed(c);
+                let comment = format!(" {} ({})", what(l), p.kernels[l.kernel].op.family());
+                quote! {
+                    #[doc = #comment]
+                    l.launch(&k[#k], args[#c]);
+                }
+            });
+            let span = if first <= last { format!("{first}..={last}") } else { format!("{first} down to {last}") };
+            let doc = format!(" layers {span}: identical kernels, arguments from {table}");
+            body.push(quote! {
+                #[doc = #doc]
+                for args in #table.iter() {
+                    #(#calls)*
+                }
+            });
+        } else {
+            for l in seg {
+                let k = Literal::usize_unsuffixed(l.kernel);
+                let args = l.args.iter().map(slice_tokens);
+                let comment = format!(" {} ({})", l.note, p.kernels[l.kernel].op.family());
+                body.push(quote! {
+                    #[doc = #comment]
+                    l.launch(&k[#k], &[#(#args),*]);
+                });
+            }
+        }
+        i = j;
+    }
+    (quote!(#(#body)*), tables)
+}
+
+/// Parameters grouped into blocks: runs of `….experts.{e}.proj.weight` for e = 0, 1, … with
+/// equal shapes at consecutive offsets become one `{}` row. Returns (name, count, first).
+fn param_blocks(p: &Program) -> Vec<(String, usize, &dsv3c_runtime::program::Param)> {
+    let pattern = |name: &str| -> Option<(String, usize)> {
+        let (head, tail) = name.split_once(".experts.")?;
+        let (e, rest) = tail.split_once('.')?;
+        Some((format!("{head}.experts.{{}}.{rest}"), e.parse().ok()?))
+    };
+    let mut out: Vec<(String, usize, &dsv3c_runtime::program::Param)> = Vec::new();
+    for x in &p.params {
+        if let (Some((pat, e)), Some(last)) = (pattern(&x.name), out.last_mut()) {
+            let (name, count, first) = last;
+            if *name == pat && e == *count && first.shape == x.shape && first.offset + *count * first.len() == x.offset
+            {
+                *count += 1;
+                continue;
+            }
+        }
+        match pattern(&x.name) {
+            Some((pat, 0)) => out.push((pat, 1, x)),
+            _ => out.push((x.name.clone(), 1, x)),
+        }
+    }
+    out
+}
+
+fn init_tokens(i: Init) -> TokenStream {
+    match i {
+        Init::Normal { std } => {
+            let s = Literal::f32_unsuffixed(std);
+            quote!(Init::Normal { std: #s })
+        }
+        Init::Ones => quote!(Init::Ones),
+        Init::Zeros => quote!(Init::Zeros),
+        Init::Const(c) => {
+            let c = Literal::f32_unsuffixed(c);
+            quote!(Init::Const(#c))
+        }
+    }
+}
+
+fn group_tokens(g: ParamGroup) -> TokenStream {
+    match g {
+        ParamGroup::Decay => quote!(ParamGroup::Decay),
+        ParamGroup::NoDecay => quote!(ParamGroup::NoDecay),
+        ParamGroup::Embedding => quote!(ParamGroup::Embedding),
+        ParamGroup::Frozen => quote!(ParamGroup::Frozen),
+    }
+}
+
+/// The training graph of `p` (compiled from `spec_text`) as Rust items.
+pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
+    let lit = Literal::usize_unsuffixed;
+    let (batch, seq) = (lit(p.batch), lit(p.seq));
+    let (param_len, act_len) = (lit(p.param_len), lit(p.act_len));
+    let kernels = p.kernels.iter().enumerate().map(|(i, k)| {
+        let t = op_tokens(&k.op);
+        let doc = format!(" k{i}: {}", k.op.family());
+        quote! {
+            #[doc = #doc]
+            #t
+        }
+    });
+    let params = param_blocks(p).into_iter().map(|(name, count, x)| {
+        let (offset, count) = (Literal::usize_unsuffixed(x.offset), Literal::usize_unsuffixed(count));
+        let shape = x.shape.iter().map(|d| Literal::usize_unsuffixed(*d));
+        let (init, group) = (init_tokens(x.init), group_tokens(x.group));
+        quote!(ParamBlock { name: #name, count: #count, shape: &[#(#shape),*], offset: #offset, init: #init, group: #group })
+    });
+    let (fwd, fwd_tables) = phase(p, &p.forward, "forward");
+    let (bwd, bwd_tables) = phase(p, &p.backward, "backward");
+    let io = &p.io;
+    let tokens = slice_tokens(&io.tokens);
+    let loss = slice_tokens(&io.loss);
+    let main_loss = slice_tokens(&io.main_loss);
+    let mtp = io.mtp_losses.iter().map(slice_tokens);
+    let choices = io.expert_choices.iter().map(slice_tokens);
+    let scores = io.expert_scores.iter().map(slice_tokens);
+    let buffers = p.buffers.iter().map(|b| {
+        let (name, o, n, a, z) = (&b.name, lit(b.offset), lit(b.len), lit(b.live.0), lit(b.live.1));
+        quote!(Buffer { name: String::from(#name), offset: #o, len: #n, live: (#a, #z) })
+    });
+    let name = &p.name;
+    quote! {
+        use dsv3c_runtime::op::*;
+        use dsv3c_runtime::program::{Buffer, Graph, Init, Io, Kernel, Launcher, Param, ParamGroup, Program, Slice};
+
+        /// The spec this graph was compiled from.
+        pub const SPEC: &str = #spec_text;
+        /// Sequences per batch.
+        pub const BATCH: usize = #batch;
+        /// Tokens per sequence.
+        pub const SEQ: usize = #seq;
+        /// f32 elements of the parameter arena (and of the gradient arena, laid out alike).
+        pub const PARAM_LEN: usize = #param_len;
+        /// f32 elements of the activation arena (the static memory plan).
+        pub const ACT_LEN: usize = #act_len;
+        /// Token ids `[BATCH, SEQ]` go here before `forward`.
+        pub const TOKENS: Slice = #tokens;
+        /// The training objective after `forward`.
+        pub const LOSS: Slice = #loss;
+        /// The next-token cross-entropy after `forward`.
+        pub const MAIN_LOSS: Slice = #main_loss;
+        /// Each MTP module's cross-entropy.
+        pub const MTP_LOSSES: &[Slice] = &[#(#mtp),*];
+        /// Each MoE layer's chosen experts and router scores.
+        pub const EXPERT_CHOICES: &[Slice] = &[#(#choices),*];
+        pub const EXPERT_SCORES: &[Slice] = &[#(#scores),*];
+
+        /// `count` consecutive parameters of one shape (the routed experts of one projection;
+        /// `{}` in the name is the expert index), or one parameter (`count` 1, no `{}`).
+        pub struct ParamBlock {
+            pub name: &'static str,
+            pub count: usize,
+            pub shape: &'static [usize],
+            pub offset: usize,
+            pub init: Init,
+            pub group: ParamGroup,
+        }
+
+        /// Every parameter, in arena order.
+        pub const PARAMS: &[ParamBlock] = &[#(#params),*];
+
+        /// Every parameter with its Hugging Face name.
+        pub fn params() -> Vec<Param> {
+            let mut out = Vec::new();
+            for b in PARAMS {
+                let len: usize = b.shape.iter().product();
+                for i in 0..b.count {
+                    out.push(Param {
+                        name: b.name.replacen("{}", &i.to_string(), 1),
+                        shape: b.shape.to_vec(),
+                        offset: b.offset + i * len,
+                        init: b.init,
+                        group: b.group,
+                    });
+                }
+            }
+            out
+        }
+
+        /// The specialized kernels: one per distinct op, every size a constant.
+        pub fn kernels() -> Vec<Op> {
+            vec![#(#kernels),*]
+        }
+
+        #(#fwd_tables)*
+        #(#bwd_tables)*
+
+        /// The forward pass: tokens in `TOKENS`, losses out in `LOSS`, `MAIN_LOSS`, `MTP_LOSSES`.
+        pub fn forward(l: &mut dyn Launcher, k: &[Op]) {
+            #fwd
+        }
+
+        /// The backward pass: accumulates d`LOSS`/d parameter into the gradient arena (the
+        /// caller zeroes it once per optimizer step).
+        pub fn backward(l: &mut dyn Launcher, k: &[Op]) {
+            #bwd
+        }
+
+        /// The compiled model: its kernels, run by `forward` and `backward`.
+        pub struct Model {
+            pub kernels: Vec<Op>,
+        }
+
+        impl Model {
+            pub fn new() -> Model {
+                Model { kernels: kernels() }
+            }
+        }
+
+        impl Default for Model {
+            fn default() -> Model {
+                Model::new()
+            }
+        }
+
+        impl Graph for Model {
+            fn forward(&self, l: &mut dyn Launcher) {
+                forward(l, &self.kernels)
+            }
+            fn backward(&self, l: &mut dyn Launcher) {
+                backward(l, &self.kernels)
+            }
+        }
+
+        /// The graph's metadata as the runtime's `Program` — parameters, memory plan, kernels,
+        /// IO — for trainers and checkpoints. Its launch lists are empty: the launches are
+        /// `forward` and `backward` above.
+        pub fn program() -> Program {
+            Program {
+                name: String::from(#name),
+                batch: BATCH,
+                seq: SEQ,
+                params: params(),
+                param_len: PARAM_LEN,
+                buffers: vec![#(#buffers),*],
+                act_len: ACT_LEN,
+                kernels: kernels().into_iter().map(|op| Kernel { op }).collect(),
+                forward: Vec::new(),
+                backward: Vec::new(),
+                io: Io {
+                    tokens: TOKENS,
+                    loss: LOSS,
+                    main_loss: MAIN_LOSS,
+                    mtp_losses: MTP_LOSSES.to_vec(),
+                    expert_choices: EXPERT_CHOICES.to_vec(),
+                    expert_scores: EXPERT_SCORES.to_vec(),
+                },
+            }
+        }
+    }
+}
+
+/// The module as formatted source, with a header naming what it was compiled from. Comments on
+/// statements are plain `//` comments (quote carries them as doc attributes).
+pub fn source(p: &Program, spec_text: &str) -> Result<String, String> {
+    let header = format!(
+        "//! dsv3c training graph of spec `{}` at batch {} x seq {}: {} kernels, {} forward and {} backward launches.\n//! Generated by `dsv3c compile`; do not edit.\n\n",
+        p.name,
+        p.batch,
+        p.seq,
+        p.kernels.len(),
+        p.forward.len(),
+        p.backward.len()
+    );
+    Ok(header + &body(p, spec_text)?)
+}
+
+/// The module's items as formatted source, without the file header (what `model!` expands).
+pub fn body(p: &Program, spec_text: &str) -> Result<String, String> {
+    let file: syn::File = syn::parse2(emit(p, spec_text)).map_err(|e| format!("generated Rust does not parse: {e}"))?;
+    let body: String = prettyplease::unparse(&file)
+        .lines()
+        .map(|l| {
+            let indent = l.len() - l.trim_start().len();
+            match l.trim_start().strip_prefix("/// ") {
+                // Inside a function body: a comment on the statement below.
+                Some(rest) if indent >= 4 => format!("{}// {rest}\n", &l[..indent]),
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    Ok(body)
+}

@@ -1,0 +1,32 @@
+//! generated/ must be what today's compiler writes (regenerate with scripts/regenerate.sh).
+
+use std::path::Path;
+
+#[test]
+fn generated_outputs_are_fresh() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for entry in std::fs::read_dir(root.join("generated")).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        n += 1;
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let plan: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+        let (batch, seq) = (plan["batch"].as_u64().unwrap() as usize, plan["seq"].as_u64().unwrap() as usize);
+        let spec_path = root.join(format!("spec/{name}.yaml"));
+        let text = std::fs::read_to_string(&spec_path).unwrap();
+        let spec = dsv3c_spec::load(&spec_path).unwrap();
+        let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap();
+        let stale = "is stale: run scripts/regenerate.sh and commit generated/";
+        assert!(
+            std::fs::read_to_string(dir.join("plan.json")).unwrap() == dsv3c_codegen::plan::to_json(&program),
+            "generated/{name}/plan.json {stale}"
+        );
+        let graph = dsv3c_codegen::rust::source(&program, &text).unwrap();
+        assert!(std::fs::read_to_string(dir.join("graph.rs")).unwrap() == graph, "generated/{name}/graph.rs {stale}");
+    }
+    assert!(n >= 3, "generated/ should hold tiny, 1b and 671b");
+}
