@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Trains a model from a run recipe (default configs/tiny.yaml, on the CPU).
     Train(cmd::train::Args),
+    /// Data preparation.
+    #[command(subcommand)]
+    Data(cmd::data::Data),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cmd::train::run(a),
         Command::Compile(a) => cmd::compile::run(a),
         Command::Bench(b) => cmd::bench::run(b),
+        Command::Data(d) => cmd::data::run(d),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Chinchilla(a) => cmd::chinchilla::run(a),
         Command::Select(a) => cmd::select::run(a),

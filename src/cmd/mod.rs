@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chinchilla;
 pub mod compile;
+pub mod data;
 pub mod eval;
 pub mod hf;
 pub mod inspect;
