@@ -1,17 +1,10 @@
 //! End-to-end tests of the `dsv3c` command line: the foundation's acceptance commands.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn dsv3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dsv3c")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = dsv3c(args);
-    assert!(o.status.success(), "dsv3c {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+use common::{dsv3c, ok};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");

@@ -1,19 +1,12 @@
 //! End-to-end tests of `dsv3c train`: learning, exact resume, checkpoint integrity, refusals.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{dsv3c, ok};
 
 const QUICK: &str = "tests/fixtures/configs/tiny-quick.yaml";
-
-fn dsv3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dsv3c")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = dsv3c(args);
-    assert!(o.status.success(), "dsv3c {args:?}:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
 
 fn fresh(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
