@@ -30,14 +30,10 @@ pub trait Graph {
 
 impl Graph for Program {
     fn forward(&self, l: &mut dyn Launcher) {
-        for x in &self.forward {
-            l.launch(&self.kernels[x.kernel].op, &x.args);
-        }
+        self.run(&self.forward, l)
     }
     fn backward(&self, l: &mut dyn Launcher) {
-        for x in &self.backward {
-            l.launch(&self.kernels[x.kernel].op, &x.args);
-        }
+        self.run(&self.backward, l)
     }
 }
 
@@ -188,6 +184,13 @@ pub struct Program {
 }
 
 impl Program {
+    /// Runs `launches` (this program's forward or backward list) on a backend.
+    pub fn run(&self, launches: &[Launch], l: &mut dyn Launcher) {
+        for x in launches {
+            l.launch(&self.kernels[x.kernel].op, &x.args);
+        }
+    }
+
     /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&Param> {
         self.params.iter().find(|p| p.name == name)

@@ -82,10 +82,7 @@ impl Cpu {
 
     /// Runs launches in order.
     pub fn run(&mut self, p: &Program, launches: &[Launch]) {
-        for l in launches {
-            let a = self.args(&l.args);
-            execute(&p.kernels[l.kernel].op, &a);
-        }
+        p.run(launches, self);
     }
 
     /// Reads a slice.
