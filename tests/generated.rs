@@ -1,4 +1,5 @@
-//! generated/ must be what today's compiler writes (regenerate with scripts/regenerate.sh).
+//! generated/ must be what today's compiler writes — plan, Rust graph and CUDA kernels (regenerate with
+//! scripts/regenerate.sh).
 
 use std::path::Path;
 
@@ -27,6 +28,27 @@ fn generated_outputs_are_fresh() {
         );
         let graph = dsv3c_codegen::rust::source(&program, &text).unwrap();
         assert!(std::fs::read_to_string(dir.join("graph.rs")).unwrap() == graph, "generated/{name}/graph.rs {stale}");
+        // kernels/: exactly the files the CUDA emitter writes today, byte for byte, and their launch table.
+        let kernels = dsv3c_codegen::cuda::emit_program(&program).unwrap();
+        let kdir = dir.join("kernels");
+        let mut want: Vec<String> = kernels.iter().map(|k| format!("{}.cu", k.stem)).collect();
+        want.sort();
+        let mut have: Vec<String> = std::fs::read_dir(&kdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".cu"))
+            .collect();
+        have.sort();
+        assert!(have == want, "generated/{name}/kernels/ holds other kernels than today's: it {stale}");
+        for k in &kernels {
+            let path = kdir.join(format!("{}.cu", k.stem));
+            assert!(std::fs::read_to_string(&path).unwrap() == k.source, "{} {stale}", path.display());
+        }
+        let manifest = dsv3c_codegen::cuda::manifest(&program, &kernels);
+        assert!(
+            std::fs::read_to_string(kdir.join("kernels.json")).unwrap() == manifest,
+            "generated/{name}/kernels/kernels.json {stale}"
+        );
     }
     assert!(n >= 3, "generated/ should hold tiny, 1b and 671b");
 }

@@ -2,9 +2,11 @@
 //!
 //! [`compile`] builds the forward graph of fused ops from a spec ([`model`]), derives the
 //! backward op by op ([`ops`], recorded on the [`builder`]'s tape), and lays every tensor out in
-//! one arena with fixed offsets ([`plan`]). The CUDA and Rust back ends come with their issues.
+//! one arena with fixed offsets ([`plan`]). Two back ends write the result out: [`cuda`] (a
+//! specialized kernel per op) and [`rust`] (the training graph as Rust source).
 
 pub mod builder;
+pub mod cuda;
 pub mod model;
 pub mod ops;
 pub mod plan;

@@ -1,12 +1,13 @@
 //! dsv3c-runtime: runs a [`Program`] — the contract with codegen — on the CPU through the
-//! reference implementation of every [`Op`] (the numerical ground truth). The GPU backend
-//! comes with its own issue.
+//! reference implementation of every [`Op`] (the numerical ground truth), and compiles generated
+//! CUDA through NVRTC ([`nvrtc`]). The GPU launcher comes with its own issue.
 
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod init;
 pub mod numerics;
+pub mod nvrtc;
 pub mod op;
 pub mod program;
 pub mod tolerance;

@@ -1,11 +1,13 @@
-//! `dsv3c compile SPEC [--out DIR] [--batch B] [--seq S]`: the training graph as Rust
-//! (`DIR/graph.rs`) and the static memory plan (`DIR/plan.json`). CUDA kernels (`DIR/kernels/`)
-//! come with the CUDA-codegen issue.
+//! `dsv3c compile SPEC [--out DIR] [--arch sm_90a] [--ptx] [--batch B] [--seq S]`: the specialized CUDA
+//! kernels (`DIR/kernels/*.cu`, their launch table `DIR/kernels/kernels.json`, and with `--ptx` each
+//! kernel's PTX from NVRTC beside it), the training graph as Rust (`DIR/graph.rs`) and the static memory
+//! plan (`DIR/plan.json`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
+use rayon::prelude::*;
 
 use super::load_spec;
 
@@ -22,6 +24,16 @@ pub struct Args {
     /// Tokens per sequence [default: min(4096, max_seq_len)].
     #[arg(long)]
     pub seq: Option<usize>,
+    /// GPU architecture NVRTC compiles for (with --ptx).
+    #[arg(long, default_value = "sm_90a")]
+    pub arch: String,
+    /// Also compile every kernel to PTX with NVRTC (libnvrtc loaded at run time).
+    #[arg(long)]
+    pub ptx: bool,
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).into_diagnostic().wrap_err_with(|| format!("cannot write {}", path.display()))
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -30,17 +42,49 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .wrap_err_with(|| format!("cannot read {}", a.spec.display()))?;
     let spec = load_spec(&a.spec)?;
     let seq = a.seq.unwrap_or(spec.max_seq_len.min(4096) as usize);
+    if !a.arch.starts_with("sm_") || !a.arch[3..].chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(miette!("--arch {}: expected an architecture like sm_90a", a.arch));
+    }
     let program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
+    let kernels = dsv3c_codegen::cuda::emit_program(&program).map_err(|e| miette!("cannot emit CUDA: {e}"))?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("generated").join(&spec.name));
-    std::fs::create_dir_all(&out).into_diagnostic().wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    let kdir = out.join("kernels");
+    std::fs::create_dir_all(&kdir).into_diagnostic().wrap_err_with(|| format!("cannot create {}", kdir.display()))?;
+    // Kernels of an earlier compile that this one no longer has would be stale: remove ours.
+    for e in std::fs::read_dir(&kdir).into_diagnostic()?.flatten() {
+        let p = e.path();
+        if matches!(p.extension().and_then(|x| x.to_str()), Some("cu" | "ptx")) {
+            std::fs::remove_file(&p).into_diagnostic().wrap_err_with(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    for k in &kernels {
+        write(&kdir.join(format!("{}.cu", k.stem)), &k.source)?;
+    }
+    write(&kdir.join("kernels.json"), &dsv3c_codegen::cuda::manifest(&program, &kernels))?;
     let graph = dsv3c_codegen::rust::source(&program, &text).map_err(|e| miette!("{e}"))?;
-    std::fs::write(out.join("graph.rs"), graph).into_diagnostic()?;
-    let plan = dsv3c_codegen::plan::to_json(&program);
-    std::fs::write(out.join("plan.json"), plan).into_diagnostic()?;
+    write(&out.join("graph.rs"), &graph)?;
+    write(&out.join("plan.json"), &dsv3c_codegen::plan::to_json(&program))?;
+    if a.ptx {
+        dsv3c_runtime::nvrtc::ensure_loaded().map_err(|e| miette!("{e}"))?;
+        let pb = indicatif::ProgressBar::new(kernels.len() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("NVRTC {bar:40} {pos}/{len} kernels | {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        kernels.par_iter().try_for_each(|k| -> Result<()> {
+            let ptx = dsv3c_runtime::nvrtc::compile(&format!("{}.cu", k.stem), &k.source, &a.arch)
+                .map_err(|e| miette!("{e}"))?;
+            write(&kdir.join(format!("{}.ptx", k.stem)), &ptx)?;
+            pb.inc(1);
+            Ok(())
+        })?;
+        pb.finish_and_clear();
+    }
     println!(
-        "{}: {} kernels, {} + {} launches, arena {:.1} MiB, parameters {:.1} MiB -> {}",
+        "{}: {} kernels{}, {} + {} launches, arena {:.1} MiB, parameters {:.1} MiB -> {}",
         spec.name,
-        program.kernels.len(),
+        kernels.len(),
+        if a.ptx { format!(" (PTX for {})", a.arch) } else { String::new() },
         program.forward.len(),
         program.backward.len(),
         program.act_len as f64 * 4.0 / 1048576.0,

@@ -1,0 +1,168 @@
+//! Emitters for the dense ops: elementwise arithmetic, GEMM (f32 SIMT, or bf16/FP8 on tensor cores with
+//! quantize-on-load), embedding forward/backward, token shifting, SwiGLU.
+
+use dsv3c_runtime::op::Quant;
+
+use super::source::Builder;
+use super::{elementwise_grid, tag};
+
+const GEMM_F32: &str = include_str!("kernels/gemm_f32.cuh");
+const GEMM_MMA: &str = include_str!("kernels/gemm_mma.cuh");
+const GEMM_ENTRY: &str = include_str!("kernels/gemm_entry.cuh");
+
+/// Static shared memory of the two GEMM cores.
+pub(crate) const F32_SMEM: u32 = 2 * 16 * 68 * 4;
+pub(crate) const MMA_SMEM: u32 = (64 + 128) * 144 + (64 + 128 + 256) * 4;
+
+/// The GEMM core for a storage format: (source, BM, BN, static smem, file prefix).
+pub(crate) fn gemm_core(quant: Quant) -> (&'static str, u64, u64, u32, &'static str) {
+    match quant {
+        Quant::None => (GEMM_F32, 64, 64, F32_SMEM, "gemm_f32"),
+        Quant::Bf16 => (GEMM_MMA, 64, 128, MMA_SMEM, "gemm_bf16"),
+        Quant::Fp8 { .. } => (GEMM_MMA, 64, 128, MMA_SMEM, "fp8_gemm"),
+    }
+}
+
+/// The format constants the tensor-core core reads (none for f32).
+pub(crate) fn quant_consts(b: Builder, quant: Quant) -> Builder {
+    match quant {
+        Quant::None => b,
+        Quant::Bf16 => b.flag("FP8", false).flag("B_BLOCKS", false),
+        Quant::Fp8 { tile, b_blocks } => {
+            debug_assert_eq!(tile, 128, "checked by emit()");
+            b.flag("FP8", true).flag("B_BLOCKS", b_blocks)
+        }
+    }
+}
+
+pub(crate) fn quant_math(quant: Quant) -> &'static str {
+    match quant {
+        Quant::None => "f32 operands, f32 accumulation (SIMT)",
+        Quant::Bf16 => "operands rounded to bf16 on load, mma.sync m16n8k16, f32 accumulation, output rounded to bf16",
+        Quant::Fp8 { b_blocks: true, .. } => {
+            "E4M3 on load: A in 1x128 tiles, B (a weight) in 128x128 blocks; mma.sync m16n8k32, promoted every 128 of K"
+        }
+        Quant::Fp8 { b_blocks: false, .. } => {
+            "E4M3 on load: A and B in 1x128 tiles along K; mma.sync m16n8k32, promoted every 128 of K"
+        }
+    }
+}
+
+fn elementwise(stem: &str, op: &str, math: &str, n: usize, body: &'static str, args: &[&str]) -> Builder {
+    Builder::new(format!("{stem}_n{n}"), op, args).math(math).int("N", n).body(body).entry(
+        stem_entry(stem),
+        elementwise_grid(n),
+        256,
+        0,
+        0,
+    )
+}
+
+fn stem_entry(stem: &str) -> &'static str {
+    match stem {
+        "zero" => "zero",
+        "add_scaled" => "add_scaled",
+        "add" => "add",
+        "swiglu_fwd" => "swiglu",
+        _ => "swiglu_bwd",
+    }
+}
+
+pub(crate) fn zero(n: usize) -> Builder {
+    elementwise("zero", "Zero", "x = 0", n, include_str!("kernels/zero.cuh"), &["x"])
+}
+
+pub(crate) fn add_scaled(n: usize, alpha: f32) -> Builder {
+    elementwise("add_scaled", "AddScaled", "y += alpha * x", n, include_str!("kernels/add_scaled.cuh"), &["x", "y"])
+        .float("ALPHA", alpha)
+}
+
+pub(crate) fn add(n: usize) -> Builder {
+    elementwise("add", "Add", "out = a + b", n, include_str!("kernels/add.cuh"), &["a", "b", "out"])
+}
+
+pub(crate) fn swiglu(n: usize) -> Builder {
+    elementwise("swiglu_fwd", "SwiGlu", "h = silu(g) * u", n, include_str!("kernels/swiglu.cuh"), &["g", "u", "h"])
+}
+
+pub(crate) fn swiglu_bwd(n: usize) -> Builder {
+    elementwise(
+        "swiglu_bwd",
+        "SwiGluBwd",
+        "dg += dh * u * silu'(g), du += dh * silu(g)",
+        n,
+        include_str!("kernels/swiglu_bwd.cuh"),
+        &["g", "u", "dh", "dg", "du"],
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    (lda, ldb, ldc): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+    accumulate: bool,
+    quant: Quant,
+) -> Builder {
+    let (core, bm, bn, smem, prefix) = gemm_core(quant);
+    let layout = format!("{}{}", if ta { "t" } else { "n" }, if tb { "t" } else { "n" });
+    let b =
+        Builder::new(format!("{prefix}_m{m}_n{n}_k{k}_{layout}{}", tag(accumulate, "_acc")), "Gemm", &["a", "b", "c"])
+            .math(format!(
+                "C[m,n] {} op(A)[m,k] . op(B)[k,n]; op(A) = {}, op(B) = {}",
+                if accumulate { "+=" } else { "=" },
+                if ta { "A^T (A stored [k, m])" } else { "A (stored [m, k])" },
+                if tb { "B^T (B stored [n, k])" } else { "B (stored [k, n])" }
+            ))
+            .math(quant_math(quant))
+            .math(format!("grid: one block per {bm} x {bn} tile of C, 256 threads"))
+            .int("M", m)
+            .int("N", n)
+            .int("K", k)
+            .int("LDA", lda)
+            .int("LDB", ldb)
+            .int("LDC", ldc)
+            .flag("TA", ta)
+            .flag("TB", tb)
+            .flag("ACCUMULATE", accumulate);
+    quant_consts(b, quant).body(core).body(GEMM_ENTRY).entry(
+        "gemm",
+        [(m as u64).div_ceil(bm).max(1), (n as u64).div_ceil(bn).max(1), 1],
+        256,
+        0,
+        smem,
+    )
+}
+
+pub(crate) fn embedding(n: usize, vocab: usize, d: usize) -> Builder {
+    Builder::new(format!("embedding_fwd_v{vocab}_d{d}"), "Embedding", &["tokens", "table", "out"])
+        .math("out[i, :] = table[tokens[i], :], one block per position")
+        .int("N", n)
+        .int("VOCAB", vocab)
+        .int("D", d)
+        .body(include_str!("kernels/embedding.cuh"))
+        .entry("embedding", [n as u64, 1, 1], 128, 0, 0)
+}
+
+pub(crate) fn embedding_bwd(n: usize, vocab: usize, d: usize) -> Builder {
+    Builder::new(format!("embedding_bwd_v{vocab}_d{d}"), "EmbeddingBwd", &["tokens", "dout", "dtable"])
+        .math("dtable[tokens[i], :] += dout[i, :], a thread per column walking positions in order (deterministic)")
+        .int("N", n)
+        .int("VOCAB", vocab)
+        .int("D", d)
+        .body(include_str!("kernels/embedding_bwd.cuh"))
+        .entry("embedding_bwd", [(d as u64).div_ceil(128), 1, 1], 128, 0, 0)
+}
+
+pub(crate) fn shift_tokens(batch: usize, seq: usize, shift: usize) -> Builder {
+    Builder::new(format!("shift_tokens_b{batch}_t{seq}_s{shift}"), "ShiftTokens", &["tokens", "out"])
+        .math("out[b, i] = tokens[b, min(i + shift, seq - 1)]")
+        .int("BATCH", batch)
+        .int("SEQ", seq)
+        .int("SHIFT", shift)
+        .body(include_str!("kernels/shift_tokens.cuh"))
+        .entry("shift_tokens", [((batch * seq) as u64).div_ceil(256), 1, 1], 256, 0, 0)
+}

@@ -1,0 +1,13 @@
+// out[t] += sum over slots (in slot order) of weights[t, slot] * yp[inv[t * TOP_K + slot]]: the weighted
+// un-permute of the routed experts' outputs onto the shared experts' (already in out). One block per token.
+extern "C" __global__ void __launch_bounds__(128) combine(const float* __restrict__ inv,
+                                                         const float* __restrict__ weights,
+                                                         const float* __restrict__ yp, float* __restrict__ out) {
+  const i64 t = blockIdx.x;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    float acc = out[t * D + c];
+    for (int k = 0; k < TOP_K; ++k)
+      acc += weights[t * TOP_K + k] * yp[(i64)as_index(inv[t * TOP_K + k]) * D + c];
+    out[t * D + c] = acc;
+  }
+}

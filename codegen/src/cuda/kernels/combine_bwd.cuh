@@ -1,0 +1,32 @@
+// Combine backward. dyp[row] = weights[pair] * dout[token] with pair = perm[row] (one block per row);
+// dweights[pair] += dout[token] . yp[inv[pair]] (one warp per pair).
+extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const float* __restrict__ perm,
+                                                                  const float* __restrict__ inv,
+                                                                  const float* __restrict__ weights,
+                                                                  const float* __restrict__ yp,
+                                                                  const float* __restrict__ dout,
+                                                                  float* __restrict__ dyp,
+                                                                  float* __restrict__ dweights) {
+  const i64 row = blockIdx.x;
+  const i64 pair = as_index(perm[row]);
+  const i64 t = pair / TOP_K;
+  const float w = weights[pair];
+  for (int c = threadIdx.x; c < D; c += blockDim.x) dyp[row * D + c] = w * dout[t * D + c];
+}
+
+extern "C" __global__ void __launch_bounds__(256) combine_bwd_weights(const float* __restrict__ perm,
+                                                                     const float* __restrict__ inv,
+                                                                     const float* __restrict__ weights,
+                                                                     const float* __restrict__ yp,
+                                                                     const float* __restrict__ dout,
+                                                                     float* __restrict__ dyp,
+                                                                     float* __restrict__ dweights) {
+  const int lane = threadIdx.x & 31;
+  const i64 pair = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (pair >= N) return;
+  const i64 t = pair / TOP_K, row = as_index(inv[pair]);
+  float dot = 0.0f;
+  for (int c = lane; c < D; c += 32) dot += dout[t * D + c] * yp[row * D + c];
+  dot = warp_sum(dot);
+  if (lane == 0) dweights[pair] += dot;
+}

@@ -1,0 +1,75 @@
+// Dispatch: sort the N = TOKENS * TOP_K (token, slot) pairs by expert, stably in pair order, and gather
+// their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
+// walks the pairs in order, ranks its matches with warp ballots: stable, no atomics), gather.
+// perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
+__device__ __forceinline__ int expert_of(const float* idx, i64 k) {
+  const int e = as_index(idx[k]);
+  return e < EXPERTS - 1 ? e : EXPERTS - 1;
+}
+
+extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __restrict__ idx,
+                                                                const float* __restrict__ x,
+                                                                float* __restrict__ perm, float* __restrict__ inv,
+                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+  __shared__ float scratch[33];
+  const int e = blockIdx.x;
+  float n = 0.0f;
+  for (i64 k = threadIdx.x; k < N; k += 256) n += expert_of(idx, k) == e ? 1.0f : 0.0f;
+  n = block_sum(n, scratch);  // exact: counts stay below 2^24
+  if (threadIdx.x == 0) {
+    offsets[e + 1] = n;
+    if (e == 0) offsets[0] = 0.0f;
+  }
+}
+
+extern "C" __global__ void dispatch_scan(const float* __restrict__ idx, const float* __restrict__ x,
+                                         float* __restrict__ perm, float* __restrict__ inv,
+                                         float* __restrict__ offsets, float* __restrict__ xp) {
+  if (threadIdx.x != 0) return;
+  float run = 0.0f;
+  for (int e = 0; e <= EXPERTS; ++e) {
+    run += offsets[e];
+    offsets[e] = run;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) dispatch_place(const float* __restrict__ idx,
+                                                                const float* __restrict__ x,
+                                                                float* __restrict__ perm, float* __restrict__ inv,
+                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+  __shared__ int warp_n[8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int e = blockIdx.x;
+  int next = as_index(offsets[e]);
+  for (i64 k0 = 0; k0 < N; k0 += 256) {
+    const i64 k = k0 + threadIdx.x;
+    const bool hit = k < N && expert_of(idx, k) == e;
+    const unsigned ballot = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_n[warp] = __popc(ballot);
+    __syncthreads();
+    int before = 0, total = 0;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      before += w < warp ? warp_n[w] : 0;
+      total += warp_n[w];
+    }
+    if (hit) {
+      const int row = next + before + __popc(ballot & ((1u << lane) - 1u));
+      perm[row] = (float)k;
+      inv[k] = (float)row;
+    }
+    next += total;
+    __syncthreads();
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const float* __restrict__ idx,
+                                                                 const float* __restrict__ x,
+                                                                 float* __restrict__ perm,
+                                                                 float* __restrict__ inv,
+                                                                 float* __restrict__ offsets,
+                                                                 float* __restrict__ xp) {
+  const i64 row = blockIdx.x;
+  const i64 t = (i64)as_index(perm[row]) / TOP_K;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) xp[row * D + c] = x[t * D + c];
+}

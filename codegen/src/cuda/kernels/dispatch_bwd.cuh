@@ -1,0 +1,11 @@
+// dx[t] += sum over slots (in slot order) of dxp[inv[t * TOP_K + slot]]: one block per token.
+extern "C" __global__ void __launch_bounds__(128) dispatch_bwd(const float* __restrict__ inv,
+                                                              const float* __restrict__ dxp,
+                                                              float* __restrict__ dx) {
+  const i64 t = blockIdx.x;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    float acc = dx[t * D + c];
+    for (int k = 0; k < TOP_K; ++k) acc += dxp[(i64)as_index(inv[t * TOP_K + k]) * D + c];
+    dx[t * D + c] = acc;
+  }
+}

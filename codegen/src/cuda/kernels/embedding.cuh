@@ -1,0 +1,9 @@
+// out[i, :] = table[tokens[i], :]; an invalid id (not an integer in [0, VOCAB)) poisons its row with NaN.
+extern "C" __global__ void __launch_bounds__(128) embedding(const float* __restrict__ tokens,
+                                                            const float* __restrict__ table, float* __restrict__ out) {
+  const i64 i = blockIdx.x;
+  const float t = tokens[i];
+  const bool ok = t >= 0.0f && t == truncf(t) && t < (float)VOCAB;
+  const i64 row = ok ? (i64)t : 0;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) out[i * D + c] = ok ? table[row * D + c] : __int_as_float(0x7fc00000);
+}

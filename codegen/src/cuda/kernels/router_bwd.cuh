@@ -1,0 +1,34 @@
+// Router backward, one warp per token: the weight gradients go to the chosen scores (through the
+// normalization when NORMALIZE: dscore_c += ROUTE_SCALE / S * (g_c - sum_j g_j s_j / S)), added to the
+// balance loss's dscores in place; then through sigmoid (ds * s * (1 - s)) or softmax to dlogits.
+extern "C" __global__ void __launch_bounds__(256) router_bwd(const float* __restrict__ scores,
+                                                            const float* __restrict__ idx,
+                                                            const float* __restrict__ dweights,
+                                                            float* __restrict__ dscores, float* __restrict__ dlogits) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 t = (i64)blockIdx.x * 8 + warp;
+  if (t >= TOKENS) return;
+  const float* s = scores + t * EXPERTS;
+  float* ds = dscores + t * EXPERTS;
+  float sum = 0.0f, mean = 0.0f;
+  if (NORMALIZE) {
+    for (int k = 0; k < TOP_K; ++k) sum += s[as_index(idx[t * TOP_K + k])];
+    sum += 1e-20f;
+    for (int k = 0; k < TOP_K; ++k) mean += dweights[t * TOP_K + k] * (s[as_index(idx[t * TOP_K + k])] / sum);
+  }
+  // The chosen experts are distinct: one lane per slot updates its score's gradient.
+  for (int k = lane; k < TOP_K; k += 32) {
+    const int c = as_index(idx[t * TOP_K + k]);
+    const float g = dweights[t * TOP_K + k];
+    ds[c] += NORMALIZE ? ROUTE_SCALE / sum * (g - mean) : ROUTE_SCALE * g;
+  }
+  __syncwarp();
+  if (SIGMOID) {
+    for (int e = lane; e < EXPERTS; e += 32) dlogits[t * EXPERTS + e] += ds[e] * s[e] * (1.0f - s[e]);
+  } else {
+    float dot = 0.0f;
+    for (int e = lane; e < EXPERTS; e += 32) dot += ds[e] * s[e];
+    dot = warp_sum(dot);
+    for (int e = lane; e < EXPERTS; e += 32) dlogits[t * EXPERTS + e] += s[e] * (ds[e] - dot);
+  }
+}

@@ -1,0 +1,163 @@
+//! The CUDA back end: one emitter per op family writes CUDA C++ for one [`Op`] with every size, stride and
+//! tile shape baked in as a compile-time constant. Each file opens with a comment naming the op, the sizes
+//! it was specialized for, its launches and the math; its entry points are `extern "C"` and run in order
+//! with the op's arguments (arena slices). [`emit_program`] writes every kernel of a Program plus the
+//! trainer's own (optimizer, balancing-bias update), and [`check`] proves the launch shapes and the
+//! buffers they touch without a GPU. NVRTC compiles the result (`dsv3c_runtime::nvrtc`).
+
+mod attention;
+pub mod check;
+mod dense;
+mod loss;
+mod moe;
+mod norm;
+pub mod optim;
+mod source;
+
+use dsv3c_runtime::op::{Op, Quant};
+use dsv3c_runtime::Program;
+
+pub use source::{CudaKernel, Entry};
+
+/// Why an op has no CUDA kernel.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EmitError {
+    #[error("{op}: {why}")]
+    Unsupported { op: &'static str, why: String },
+    #[error("kernel {stem}: {why}")]
+    Limits { stem: String, why: String },
+    #[error("launch {note}: argument {arg} ({name}) touches {need} elements but its slice has {have}")]
+    Footprint { note: String, arg: usize, name: String, need: usize, have: usize },
+}
+
+/// Blocks for a grid-stride elementwise kernel over `n` elements (256 threads each).
+pub(crate) fn elementwise_grid(n: usize) -> [u64; 3] {
+    [(n as u64).div_ceil(256).clamp(1, 4096), 1, 1]
+}
+
+pub(crate) fn tag(on: bool, s: &str) -> &str {
+    if on {
+        s
+    } else {
+        ""
+    }
+}
+
+fn unsupported(op: &Op, why: impl Into<String>) -> EmitError {
+    EmitError::Unsupported { op: op.family(), why: why.into() }
+}
+
+/// Writes the kernel for one op.
+pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
+    use Op::*;
+    let fp8_tile = |q: &Quant| match q {
+        Quant::Fp8 { tile, .. } if *tile != 128 => {
+            Err(unsupported(op, format!("FP8 tile {tile} (the kernels use 128)")))
+        }
+        _ => Ok(()),
+    };
+    let b = match op {
+        Zero { n } => dense::zero(*n),
+        AddScaled { n, alpha } => dense::add_scaled(*n, *alpha),
+        Add { n } => dense::add(*n),
+        Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
+            fp8_tile(quant)?;
+            dense::gemm(*m, *n, *k, (*lda, *ldb, *ldc), *ta, *tb, *accumulate, *quant)
+        }
+        Embedding { n, vocab, d } => dense::embedding(*n, *vocab, *d),
+        EmbeddingBwd { n, vocab, d } => dense::embedding_bwd(*n, *vocab, *d),
+        ShiftTokens { batch, seq, shift } => dense::shift_tokens(*batch, *seq, *shift),
+        RmsNorm { rows, d, in_stride, eps } => norm::rmsnorm(*rows, *d, *in_stride, *eps),
+        RmsNormBwd { rows, d, in_stride } => norm::rmsnorm_bwd(*rows, *d, *in_stride),
+        Dyt { rows, d, in_stride } => norm::dyt(*rows, *d, *in_stride),
+        DytBwd { rows, d, in_stride } => norm::dyt_bwd(*rows, *d, *in_stride),
+        Rope { tokens, seq, heads, row_stride, head_stride, offset, dim, freqs, inverse } => {
+            if dim % 2 != 0 {
+                return Err(unsupported(op, format!("odd rotary dim {dim}")));
+            }
+            norm::rope(*tokens, *seq, *heads, *row_stride, *head_stride, *offset, *dim, freqs, *inverse)
+        }
+        Attention(a) => attention::forward(a),
+        AttentionBwd(a) => attention::backward(a),
+        SwiGlu { n } => dense::swiglu(*n),
+        SwiGluBwd { n } => dense::swiglu_bwd(*n),
+        Router(r) | RouterBwd(r) => {
+            if r.groups > 32 || r.groups == 0 || r.experts % r.groups != 0 {
+                return Err(unsupported(
+                    op,
+                    format!("{} experts in {} groups (at most 32 equal groups)", r.experts, r.groups),
+                ));
+            }
+            if matches!(op, Router(_)) {
+                moe::router(r)
+            } else {
+                moe::router_bwd(r)
+            }
+        }
+        Dispatch { tokens, experts, top_k, d } => moe::dispatch(*tokens, *experts, *top_k, *d),
+        DispatchBwd { tokens, top_k, d } => moe::dispatch_bwd(*tokens, *top_k, *d),
+        GroupedGemm { experts, rows, n, k, mode, quant } => {
+            fp8_tile(quant)?;
+            moe::grouped_gemm(*experts, *rows, *n, *k, *mode, *quant)
+        }
+        Combine { tokens, top_k, d } => moe::combine(*tokens, *top_k, *d),
+        CombineBwd { tokens, top_k, d } => moe::combine_bwd(*tokens, *top_k, *d),
+        CrossEntropy { batch, seq, vocab, shift, grad_scale } => {
+            loss::cross_entropy(*batch, *seq, *vocab, *shift, *grad_scale)
+        }
+        BalanceLoss(x) => loss::balance(x),
+        BalanceLossBwd { balance, grad_scale } => loss::balance_bwd(balance, *grad_scale),
+    };
+    let k = b.hashed(&format!("{op:?}")).finish();
+    check::limits(&k)?;
+    Ok(k)
+}
+
+/// Every kernel a Program needs, in the Program's kernel order, then the trainer's: one balancing-bias
+/// update per MoE layer shape and the optimizer. Checks every launch's footprint against its slices.
+pub fn emit_program(p: &Program) -> Result<Vec<CudaKernel>, EmitError> {
+    check::footprints(p)?;
+    let mut out = Vec::with_capacity(p.kernels.len() + 2);
+    for k in &p.kernels {
+        out.push(emit(&k.op)?);
+    }
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for k in &p.kernels {
+        if let Op::Router(r) = &k.op {
+            if !shapes.contains(&(r.tokens, r.experts, r.top_k)) {
+                shapes.push((r.tokens, r.experts, r.top_k));
+            }
+        }
+    }
+    for (tokens, experts, top_k) in shapes {
+        let k = moe::bias_update(tokens, experts, top_k).hashed(&format!("bias {tokens} {experts} {top_k}")).finish();
+        check::limits(&k)?;
+        out.push(k);
+    }
+    let k = optim::optimizer(p.param_len).hashed(&format!("optimizer {}", p.param_len)).finish();
+    check::limits(&k)?;
+    out.push(k);
+    Ok(out)
+}
+
+/// The launch table beside the kernels (`kernels/kernels.json`): for each of the Program's kernels, in
+/// order, its file and entries; then the trainer's kernels. Deterministic, pretty-printed JSON.
+pub fn manifest(p: &Program, kernels: &[CudaKernel]) -> String {
+    let ops = p.kernels.len();
+    let files: Vec<serde_json::Value> = kernels
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            serde_json::json!({
+                "program_kernel": if i < ops { serde_json::json!(i) } else { serde_json::Value::Null },
+                "file": format!("{}.cu", k.stem),
+                "args": k.args,
+                "entries": k.entries,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "name": p.name, "batch": p.batch, "seq": p.seq, "kernels": files });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}

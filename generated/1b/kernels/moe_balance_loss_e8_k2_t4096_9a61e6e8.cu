@@ -1,0 +1,140 @@
+// dsv3c generated kernel moe_balance_loss_e8_k2_t4096_9a61e6e8.cu — do not edit: `dsv3c compile` writes it.
+// op: BalanceLoss
+//   loss += mean over sequences of alpha * sum_e f_e P_e (DeepSeek-V3 sequence-wise balance loss)
+//   one block, fixed-order sums (deterministic)
+// specialized for: BATCH=1 SEQ=4096 EXPERTS=8 TOP_K=2 ALPHA=0.0001 SIGMOID=true ZCHUNK=1024
+// arguments (f32 arena slices unless noted): scores, idx, loss
+// launches, in order:
+//   balance_loss<<<(1, 1, 1), 256, 0>>>  static smem 4260 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int BATCH = 1;
+constexpr int SEQ = 4096;
+constexpr int EXPERTS = 8;
+constexpr int TOP_K = 2;
+constexpr float ALPHA = 0.0001f;
+constexpr bool SIGMOID = true;
+constexpr int ZCHUNK = 1024;
+
+// Sequence-wise balance loss: loss += mean over sequences of ALPHA * sum_e f_e * P_e, with
+// f_e = EXPERTS / (TOP_K * SEQ) * #(tokens choosing e) and P_e = mean_t s'_{t,e}, s' = s / sum_e s (sigmoid)
+// or s (softmax). One block: deterministic (integer counts, fixed-order sums).
+extern "C" __global__ void __launch_bounds__(256) balance_loss(const float* __restrict__ scores,
+                                                              const float* __restrict__ idx,
+                                                              float* __restrict__ loss) {
+  __shared__ u32 count[EXPERTS];
+  __shared__ float zt[ZCHUNK];
+  __shared__ float scratch[33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int EPT = (EXPERTS + 255) / 256;
+  double total = 0.0;
+  for (int sq = 0; sq < BATCH; ++sq) {
+    for (int e = threadIdx.x; e < EXPERTS; e += 256) count[e] = 0;
+    __syncthreads();
+    for (int k = threadIdx.x; k < SEQ * TOP_K; k += 256) {
+      const int e = as_index(idx[(i64)sq * SEQ * TOP_K + k]);
+      if (e >= 0 && e < EXPERTS) atomicAdd(&count[e], 1u);
+    }
+    float p[EPT];
+#pragma unroll
+    for (int j = 0; j < EPT; ++j) p[j] = 0.0f;
+    for (int t0 = 0; t0 < SEQ; t0 += ZCHUNK) {
+      for (int t = t0 + warp; t < SEQ && t < t0 + ZCHUNK; t += 8) {
+        float z = 1.0f;
+        if (SIGMOID) {
+          z = 0.0f;
+          for (int e = lane; e < EXPERTS; e += 32) z += scores[((i64)sq * SEQ + t) * EXPERTS + e];
+          z = warp_sum(z);
+        }
+        if (lane == 0) zt[t - t0] = z;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int j = 0; j < EPT; ++j) {
+        const int e = threadIdx.x + 256 * j;
+        if (e < EXPERTS)
+          for (int t = t0; t < SEQ && t < t0 + ZCHUNK; ++t)
+            p[j] += scores[((i64)sq * SEQ + t) * EXPERTS + e] / zt[t - t0] / (float)SEQ;
+      }
+      __syncthreads();
+    }
+    float part = 0.0f;
+#pragma unroll
+    for (int j = 0; j < EPT; ++j) {
+      const int e = threadIdx.x + 256 * j;
+      if (e < EXPERTS) part += (float)count[e] * ((float)EXPERTS / (float)(TOP_K * SEQ)) * p[j];
+    }
+    part = block_sum(part, scratch);
+    total += (double)(ALPHA * part);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) loss[0] += (float)(total / (double)BATCH);
+}

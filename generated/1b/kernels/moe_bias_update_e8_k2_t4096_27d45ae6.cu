@@ -1,0 +1,105 @@
+// dsv3c generated kernel moe_bias_update_e8_k2_t4096_27d45ae6.cu — do not edit: `dsv3c compile` writes it.
+// op: aux-loss-free bias update
+//   counts[e] += #(choices of e); bias[e] += gamma * sign(mean(counts) - counts[e]); counts = 0
+// specialized for: TOKENS=4096 EXPERTS=8 TOP_K=2
+// arguments (f32 arena slices unless noted): idx, counts (u32), bias (param), gamma (f32 scalar)
+// launches, in order:
+//   moe_bias_count<<<(32, 1, 1), 256, 0>>>  static smem 0 B
+//   moe_bias_update<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 4096;
+constexpr int EXPERTS = 8;
+constexpr int TOP_K = 2;
+
+// Aux-loss-free balancing. Integer counts: the atomics commute, so the result is deterministic.
+extern "C" __global__ void __launch_bounds__(256) moe_bias_count(const float* __restrict__ idx, u32* __restrict__ counts,
+                                                                float* __restrict__ bias, float gamma) {
+  const i64 k = (i64)blockIdx.x * 256 + threadIdx.x;
+  if (k >= (i64)TOKENS * TOP_K) return;
+  const int e = as_index(idx[k]);
+  if (e >= 0 && e < EXPERTS) atomicAdd(&counts[e], 1u);
+}
+
+extern "C" __global__ void __launch_bounds__(1024) moe_bias_update(const float* __restrict__ idx,
+                                                                  u32* __restrict__ counts, float* __restrict__ bias,
+                                                                  float gamma) {
+  __shared__ double scratch[33];
+  double total = 0.0;
+  for (int e = threadIdx.x; e < EXPERTS; e += 1024) total += (double)counts[e];
+  const double mean = block_sum_f64(total, scratch) / (double)EXPERTS;
+  __syncthreads();
+  for (int e = threadIdx.x; e < EXPERTS; e += 1024) {
+    const double diff = mean - (double)counts[e];
+    bias[e] += gamma * (diff > 0.0 ? 1.0f : (diff < 0.0 ? -1.0f : 0.0f));
+    counts[e] = 0;
+  }
+}

@@ -1,0 +1,123 @@
+// dsv3c generated kernel moe_router_bwd_e8_k2_t4096_8ba519fd.cu — do not edit: `dsv3c compile` writes it.
+// op: RouterBwd
+//   dscores (rw) += d weights / d scores; dlogits += through the score function
+//   one warp per token, 8 tokens per block
+// specialized for: TOKENS=4096 EXPERTS=8 GROUPS=1 PER_GROUP=8 TOP_GROUPS=1 TOP_K=2 SIGMOID=true
+//   NORMALIZE=true ROUTE_SCALE=2.5
+// arguments (f32 arena slices unless noted): scores, idx, dweights, dscores, dlogits
+// launches, in order:
+//   router_bwd<<<(512, 1, 1), 256, 0>>>  static smem 0 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 4096;
+constexpr int EXPERTS = 8;
+constexpr int GROUPS = 1;
+constexpr int PER_GROUP = 8;
+constexpr int TOP_GROUPS = 1;
+constexpr int TOP_K = 2;
+constexpr bool SIGMOID = true;
+constexpr bool NORMALIZE = true;
+constexpr float ROUTE_SCALE = 2.5f;
+
+// Router backward, one warp per token: the weight gradients go to the chosen scores (through the
+// normalization when NORMALIZE: dscore_c += ROUTE_SCALE / S * (g_c - sum_j g_j s_j / S)), added to the
+// balance loss's dscores in place; then through sigmoid (ds * s * (1 - s)) or softmax to dlogits.
+extern "C" __global__ void __launch_bounds__(256) router_bwd(const float* __restrict__ scores,
+                                                            const float* __restrict__ idx,
+                                                            const float* __restrict__ dweights,
+                                                            float* __restrict__ dscores, float* __restrict__ dlogits) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 t = (i64)blockIdx.x * 8 + warp;
+  if (t >= TOKENS) return;
+  const float* s = scores + t * EXPERTS;
+  float* ds = dscores + t * EXPERTS;
+  float sum = 0.0f, mean = 0.0f;
+  if (NORMALIZE) {
+    for (int k = 0; k < TOP_K; ++k) sum += s[as_index(idx[t * TOP_K + k])];
+    sum += 1e-20f;
+    for (int k = 0; k < TOP_K; ++k) mean += dweights[t * TOP_K + k] * (s[as_index(idx[t * TOP_K + k])] / sum);
+  }
+  // The chosen experts are distinct: one lane per slot updates its score's gradient.
+  for (int k = lane; k < TOP_K; k += 32) {
+    const int c = as_index(idx[t * TOP_K + k]);
+    const float g = dweights[t * TOP_K + k];
+    ds[c] += NORMALIZE ? ROUTE_SCALE / sum * (g - mean) : ROUTE_SCALE * g;
+  }
+  __syncwarp();
+  if (SIGMOID) {
+    for (int e = lane; e < EXPERTS; e += 32) dlogits[t * EXPERTS + e] += ds[e] * s[e] * (1.0f - s[e]);
+  } else {
+    float dot = 0.0f;
+    for (int e = lane; e < EXPERTS; e += 32) dot += ds[e] * s[e];
+    dot = warp_sum(dot);
+    for (int e = lane; e < EXPERTS; e += 32) dlogits[t * EXPERTS + e] += s[e] * (ds[e] - dot);
+  }
+}

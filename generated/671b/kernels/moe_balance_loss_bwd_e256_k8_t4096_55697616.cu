@@ -1,0 +1,119 @@
+// dsv3c generated kernel moe_balance_loss_bwd_e256_k8_t4096_55697616.cu — do not edit: `dsv3c compile` writes it.
+// op: BalanceLossBwd
+//   dscores += grad_scale * d(balance loss) / d(scores); a block per sequence, a warp per token
+// specialized for: BATCH=1 SEQ=4096 EXPERTS=256 TOP_K=8 ALPHA=0.0001 SIGMOID=true GRAD_SCALE=1.0
+// arguments (f32 arena slices unless noted): scores, idx, dscores
+// launches, in order:
+//   balance_loss_bwd<<<(1, 1, 1), 256, 0>>>  static smem 1024 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int BATCH = 1;
+constexpr int SEQ = 4096;
+constexpr int EXPERTS = 256;
+constexpr int TOP_K = 8;
+constexpr float ALPHA = 0.0001f;
+constexpr bool SIGMOID = true;
+constexpr float GRAD_SCALE = 1.0f;
+
+// dscores += GRAD_SCALE * d(balance loss)/d(scores): one block per sequence counts its f_e, then one warp
+// per token: sigmoid: c * (f_j / z - sum_e f_e s_e / z^2); softmax: c * f_j; c = GRAD_SCALE * ALPHA / (BATCH * SEQ).
+extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const float* __restrict__ scores,
+                                                                  const float* __restrict__ idx,
+                                                                  float* __restrict__ dscores) {
+  __shared__ u32 count[EXPERTS];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sq = blockIdx.x;
+  for (int e = threadIdx.x; e < EXPERTS; e += 256) count[e] = 0;
+  __syncthreads();
+  for (int k = threadIdx.x; k < SEQ * TOP_K; k += 256) {
+    const int e = as_index(idx[(i64)sq * SEQ * TOP_K + k]);
+    if (e >= 0 && e < EXPERTS) atomicAdd(&count[e], 1u);
+  }
+  __syncthreads();
+  const float fscale = (float)EXPERTS / (float)(TOP_K * SEQ);
+  const float c = GRAD_SCALE * ALPHA / (float)(BATCH * SEQ);
+  for (int t = warp; t < SEQ; t += 8) {
+    const i64 r = ((i64)sq * SEQ + t) * EXPERTS;
+    if (SIGMOID) {
+      float z = 0.0f, fs = 0.0f;
+      for (int e = lane; e < EXPERTS; e += 32) {
+        const float s = scores[r + e];
+        z += s;
+        fs += (float)count[e] * fscale * s;
+      }
+      z = warp_sum(z);
+      fs = warp_sum(fs);
+      for (int e = lane; e < EXPERTS; e += 32) dscores[r + e] += c * ((float)count[e] * fscale / z - fs / (z * z));
+    } else {
+      for (int e = lane; e < EXPERTS; e += 32) dscores[r + e] += c * ((float)count[e] * fscale);
+    }
+  }
+}

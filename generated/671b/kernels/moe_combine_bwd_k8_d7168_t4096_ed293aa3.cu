@@ -1,0 +1,115 @@
+// dsv3c generated kernel moe_combine_bwd_k8_d7168_t4096_ed293aa3.cu — do not edit: `dsv3c compile` writes it.
+// op: CombineBwd
+//   dyp[row] = weights[perm[row]] * dout[token]; dweights[pair] += dout[token] . yp[inv[pair]]
+// specialized for: TOKENS=4096 TOP_K=8 D=7168 N=32768
+// arguments (f32 arena slices unless noted): perm, inv, weights, yp, dout, dyp, dweights
+// launches, in order:
+//   combine_bwd_rows<<<(32768, 1, 1), 128, 0>>>  static smem 0 B
+//   combine_bwd_weights<<<(4096, 1, 1), 256, 0>>>  static smem 0 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 4096;
+constexpr int TOP_K = 8;
+constexpr int D = 7168;
+constexpr int N = 32768;
+
+// Combine backward. dyp[row] = weights[pair] * dout[token] with pair = perm[row] (one block per row);
+// dweights[pair] += dout[token] . yp[inv[pair]] (one warp per pair).
+extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const float* __restrict__ perm,
+                                                                  const float* __restrict__ inv,
+                                                                  const float* __restrict__ weights,
+                                                                  const float* __restrict__ yp,
+                                                                  const float* __restrict__ dout,
+                                                                  float* __restrict__ dyp,
+                                                                  float* __restrict__ dweights) {
+  const i64 row = blockIdx.x;
+  const i64 pair = as_index(perm[row]);
+  const i64 t = pair / TOP_K;
+  const float w = weights[pair];
+  for (int c = threadIdx.x; c < D; c += blockDim.x) dyp[row * D + c] = w * dout[t * D + c];
+}
+
+extern "C" __global__ void __launch_bounds__(256) combine_bwd_weights(const float* __restrict__ perm,
+                                                                     const float* __restrict__ inv,
+                                                                     const float* __restrict__ weights,
+                                                                     const float* __restrict__ yp,
+                                                                     const float* __restrict__ dout,
+                                                                     float* __restrict__ dyp,
+                                                                     float* __restrict__ dweights) {
+  const int lane = threadIdx.x & 31;
+  const i64 pair = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (pair >= N) return;
+  const i64 t = pair / TOP_K, row = as_index(inv[pair]);
+  float dot = 0.0f;
+  for (int c = lane; c < D; c += 32) dot += dout[t * D + c] * yp[row * D + c];
+  dot = warp_sum(dot);
+  if (lane == 0) dweights[pair] += dot;
+}

@@ -1,0 +1,198 @@
+// dsv3c generated kernel moe_router_topk_e256_g8_k8_t4096_90a3a446.cu — do not edit: `dsv3c compile` writes it.
+// op: Router
+//   scores = sigmoid(logits); top-8 of scores + bias within the best 4 of 8 groups; weights normalized, x 2.5
+//   one warp per token, 8 tokens per block
+// specialized for: TOKENS=4096 EXPERTS=256 GROUPS=8 PER_GROUP=32 TOP_GROUPS=4 TOP_K=8 SIGMOID=true
+//   NORMALIZE=true ROUTE_SCALE=2.5
+// arguments (f32 arena slices unless noted): logits, bias, scores, idx, weights
+// launches, in order:
+//   router<<<(512, 1, 1), 256, 0>>>  static smem 16640 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 4096;
+constexpr int EXPERTS = 256;
+constexpr int GROUPS = 8;
+constexpr int PER_GROUP = 32;
+constexpr int TOP_GROUPS = 4;
+constexpr int TOP_K = 8;
+constexpr bool SIGMOID = true;
+constexpr bool NORMALIZE = true;
+constexpr float ROUTE_SCALE = 2.5f;
+
+// DeepSeek router, one warp per token (8 per block). scores = sigmoid(logits) or softmax(logits);
+// sel = scores + bias (the bias steers selection only); with GROUPS > 1 each group is ranked by the sum of
+// its two best sel, the best TOP_GROUPS groups kept; then the TOP_K best sel (ties to the lower index).
+// weights = scores of the chosen, normalized to sum 1 when NORMALIZE, times ROUTE_SCALE.
+extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict__ logits,
+                                                        const float* __restrict__ bias,
+                                                        float* __restrict__ scores, float* __restrict__ idx,
+                                                        float* __restrict__ weights) {
+  __shared__ float sel_s[8][EXPERTS];
+  __shared__ float sc_s[8][EXPERTS];
+  __shared__ int chosen_s[8][TOP_K];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 t = (i64)blockIdx.x * 8 + warp;
+  if (t >= TOKENS) return;
+  float* sel = sel_s[warp];
+  float* sc = sc_s[warp];
+  const float* lg = logits + t * EXPERTS;
+  if (SIGMOID) {
+    for (int e = lane; e < EXPERTS; e += 32) sc[e] = 1.0f / (1.0f + expf(-lg[e]));
+  } else {
+    float mx = NEG_INF;
+    for (int e = lane; e < EXPERTS; e += 32) mx = fmaxf(mx, lg[e]);
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int e = lane; e < EXPERTS; e += 32) {
+      sc[e] = expf(lg[e] - mx);
+      sum += sc[e];
+    }
+    sum = warp_sum(sum);
+    for (int e = lane; e < EXPERTS; e += 32) sc[e] /= sum;
+  }
+  for (int e = lane; e < EXPERTS; e += 32) {
+    scores[t * EXPERTS + e] = sc[e];
+    sel[e] = sc[e] + bias[e];
+  }
+  __syncwarp();
+  if (GROUPS > 1) {
+    // Group score: the sum of the group's two largest sel, in expert order as the reference does.
+    float gs = NEG_INF;
+    if (lane < GROUPS) {
+      float t0 = NEG_INF, t1 = NEG_INF;
+      for (int e = lane * PER_GROUP; e < (lane + 1) * PER_GROUP; ++e) {
+        const float v = sel[e];
+        if (v > t0) {
+          t1 = t0;
+          t0 = v;
+        } else if (v > t1) {
+          t1 = v;
+        }
+      }
+      gs = t0 + t1;
+    }
+    bool keep = false;
+    for (int k = 0; k < TOP_GROUPS; ++k) {
+      float v = (lane < GROUPS && !keep && gs != NEG_INF) ? gs : NEG_INF;
+      int who = (v != NEG_INF) ? lane : 32;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int ow = __shfl_xor_sync(0xffffffffu, who, o);
+        if (ov > v || (ov == v && ow < who)) {
+          v = ov;
+          who = ow;
+        }
+      }
+      if (who == 32) break;
+      if (lane == who) keep = true;
+    }
+    const unsigned kept = __ballot_sync(0xffffffffu, keep);
+    for (int e = lane; e < EXPERTS; e += 32)
+      if (!((kept >> (e / PER_GROUP)) & 1u)) sel[e] = NEG_INF;
+    __syncwarp();
+  }
+  int found = 0;
+  for (int k = 0; k < TOP_K; ++k) {
+    float v = NEG_INF;
+    int who = EXPERTS;
+    for (int e = lane; e < EXPERTS; e += 32)
+      if (sel[e] != NEG_INF && (who == EXPERTS || sel[e] > v)) {
+        v = sel[e];
+        who = e;
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+      const int ow = __shfl_xor_sync(0xffffffffu, who, o);
+      if (ow != EXPERTS && (who == EXPERTS || ov > v || (ov == v && ow < who))) {
+        v = ov;
+        who = ow;
+      }
+    }
+    if (who == EXPERTS) break;
+    if (lane == 0) chosen_s[warp][k] = who;
+    __syncwarp();
+    if (lane == who % 32) sel[who] = NEG_INF;
+    __syncwarp();
+    found = k + 1;
+  }
+  if (lane == 0) {
+    float sum = 0.0f;
+    for (int k = 0; k < found; ++k) sum += sc[chosen_s[warp][k]];
+    const float norm = NORMALIZE ? 1.0f / (sum + 1e-20f) : 1.0f;
+    for (int k = 0; k < TOP_K; ++k) {
+      const int c = k < found ? chosen_s[warp][k] : 0;
+      idx[t * TOP_K + k] = (float)c;
+      weights[t * TOP_K + k] = sc[c] * norm * ROUTE_SCALE;
+    }
+  }
+}

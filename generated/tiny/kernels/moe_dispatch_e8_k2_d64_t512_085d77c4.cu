@@ -1,0 +1,162 @@
+// dsv3c generated kernel moe_dispatch_e8_k2_d64_t512_085d77c4.cu — do not edit: `dsv3c compile` writes it.
+// op: Dispatch
+//   rows sorted by expert, stable in (token, slot) order: perm[row] = pair, inv[pair] = row;
+//   offsets[e] = first row of expert e (written on the device); xp[row] = x[perm[row] / top_k]
+// specialized for: TOKENS=512 EXPERTS=8 TOP_K=2 D=64 N=1024
+// arguments (f32 arena slices unless noted): idx, x, perm, inv, offsets, xp
+// launches, in order:
+//   dispatch_count<<<(8, 1, 1), 256, 0>>>  static smem 132 B
+//   dispatch_scan<<<(1, 1, 1), 32, 0>>>  static smem 0 B
+//   dispatch_place<<<(8, 1, 1), 256, 0>>>  static smem 32 B
+//   dispatch_gather<<<(1024, 1, 1), 128, 0>>>  static smem 0 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 512;
+constexpr int EXPERTS = 8;
+constexpr int TOP_K = 2;
+constexpr int D = 64;
+constexpr int N = 1024;
+
+// Dispatch: sort the N = TOKENS * TOP_K (token, slot) pairs by expert, stably in pair order, and gather
+// their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
+// walks the pairs in order, ranks its matches with warp ballots: stable, no atomics), gather.
+// perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
+__device__ __forceinline__ int expert_of(const float* idx, i64 k) {
+  const int e = as_index(idx[k]);
+  return e < EXPERTS - 1 ? e : EXPERTS - 1;
+}
+
+extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __restrict__ idx,
+                                                                const float* __restrict__ x,
+                                                                float* __restrict__ perm, float* __restrict__ inv,
+                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+  __shared__ float scratch[33];
+  const int e = blockIdx.x;
+  float n = 0.0f;
+  for (i64 k = threadIdx.x; k < N; k += 256) n += expert_of(idx, k) == e ? 1.0f : 0.0f;
+  n = block_sum(n, scratch);  // exact: counts stay below 2^24
+  if (threadIdx.x == 0) {
+    offsets[e + 1] = n;
+    if (e == 0) offsets[0] = 0.0f;
+  }
+}
+
+extern "C" __global__ void dispatch_scan(const float* __restrict__ idx, const float* __restrict__ x,
+                                         float* __restrict__ perm, float* __restrict__ inv,
+                                         float* __restrict__ offsets, float* __restrict__ xp) {
+  if (threadIdx.x != 0) return;
+  float run = 0.0f;
+  for (int e = 0; e <= EXPERTS; ++e) {
+    run += offsets[e];
+    offsets[e] = run;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) dispatch_place(const float* __restrict__ idx,
+                                                                const float* __restrict__ x,
+                                                                float* __restrict__ perm, float* __restrict__ inv,
+                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+  __shared__ int warp_n[8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int e = blockIdx.x;
+  int next = as_index(offsets[e]);
+  for (i64 k0 = 0; k0 < N; k0 += 256) {
+    const i64 k = k0 + threadIdx.x;
+    const bool hit = k < N && expert_of(idx, k) == e;
+    const unsigned ballot = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_n[warp] = __popc(ballot);
+    __syncthreads();
+    int before = 0, total = 0;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      before += w < warp ? warp_n[w] : 0;
+      total += warp_n[w];
+    }
+    if (hit) {
+      const int row = next + before + __popc(ballot & ((1u << lane) - 1u));
+      perm[row] = (float)k;
+      inv[k] = (float)row;
+    }
+    next += total;
+    __syncthreads();
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const float* __restrict__ idx,
+                                                                 const float* __restrict__ x,
+                                                                 float* __restrict__ perm,
+                                                                 float* __restrict__ inv,
+                                                                 float* __restrict__ offsets,
+                                                                 float* __restrict__ xp) {
+  const i64 row = blockIdx.x;
+  const i64 t = (i64)as_index(perm[row]) / TOP_K;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) xp[row * D + c] = x[t * D + c];
+}

@@ -1,0 +1,122 @@
+// dsv3c generated kernel rmsnorm_bwd_r512_d64_c0c198b6.cu — do not edit: `dsv3c compile` writes it.
+// op: RmsNormBwd
+//   dx += rstd * (g - xhat * mean(g * xhat)), g = dy * w; dw += sum_rows dy * xhat (fixed order)
+// specialized for: ROWS=512 D=64 IN_STRIDE=64 THREADS=64
+// arguments (f32 arena slices unless noted): x, w, rstd, dy, dx, dw
+// launches, in order:
+//   rmsnorm_bwd_dx<<<(512, 1, 1), 64, 0>>>  static smem 132 B
+//   rmsnorm_bwd_dw<<<(2, 1, 1), 256, 0>>>  static smem 1056 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int ROWS = 512;
+constexpr int D = 64;
+constexpr int IN_STRIDE = 64;
+constexpr int THREADS = 64;
+
+// dx (row stride IN_STRIDE) += rstd * (g - xhat * mean(g * xhat)), g = dy * w, xhat = x * rstd: one block per row.
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const float* __restrict__ x,
+                                                                    const float* __restrict__ w,
+                                                                    const float* __restrict__ rstd,
+                                                                    const float* __restrict__ dy,
+                                                                    float* __restrict__ dx, float* __restrict__ dw) {
+  __shared__ float scratch[33];
+  const i64 r = blockIdx.x;
+  const float* xr = x + r * IN_STRIDE;
+  const float* dyr = dy + r * D;
+  const float rs = rstd[r];
+  float dot = 0.0f;
+  for (int c = threadIdx.x; c < D; c += THREADS) dot += dyr[c] * w[c] * xr[c] * rs;
+  dot = block_sum(dot, scratch) / (float)D;
+  for (int c = threadIdx.x; c < D; c += THREADS) dx[r * IN_STRIDE + c] += rs * (dyr[c] * w[c] - xr[c] * rs * dot);
+}
+
+// dw[c] += sum over rows of dy * x * rstd. A block owns 32 columns; its 8 warps take every 8th row and
+// their partial sums are added in warp order: deterministic.
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const float* __restrict__ x,
+                                                                const float* __restrict__ w,
+                                                                const float* __restrict__ rstd,
+                                                                const float* __restrict__ dy,
+                                                                float* __restrict__ dx, float* __restrict__ dw) {
+  __shared__ float part[8][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c = blockIdx.x * 32 + lane;
+  float acc = 0.0f;
+  if (c < D)
+    for (i64 r = warp; r < ROWS; r += 8) acc += dy[r * D + c] * x[r * IN_STRIDE + c] * rstd[r];
+  part[warp][lane] = acc;
+  __syncthreads();
+  if (warp == 0 && c < D) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) s += part[k][lane];
+    dw[c] += s;
+  }
+}

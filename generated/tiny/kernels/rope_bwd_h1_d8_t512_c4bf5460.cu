@@ -1,0 +1,121 @@
+// dsv3c generated kernel rope_bwd_h1_d8_t512_c4bf5460.cu — do not edit: `dsv3c compile` writes it.
+// op: Rope (inverse)
+//   in place: (x[2i], x[2i+1]) -> ([i], [dim/2 + i]) rotated by pos * inv_freq[i] (HF layout)
+//   theta = 10000, no scaling, attention factor 1
+// specialized for: TOKENS=512 SEQ=64 HEADS=1 ROW_STRIDE=40 HEAD_STRIDE=0 OFFSET=32 DIM=8 HALF=4 INVERSE=true
+//   ATTENTION_FACTOR=1.0
+// arguments (f32 arena slices unless noted): x
+// launches, in order:
+//   rope<<<(512, 1, 1), 128, 0>>>  static smem 32 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 512;
+constexpr int SEQ = 64;
+constexpr int HEADS = 1;
+constexpr int ROW_STRIDE = 40;
+constexpr int HEAD_STRIDE = 0;
+constexpr int OFFSET = 32;
+constexpr int DIM = 8;
+constexpr int HALF = 4;
+constexpr bool INVERSE = true;
+constexpr float ATTENTION_FACTOR = 1.0f;
+__constant__ float INV_FREQ[4] = {
+    1.0f, 0.1f, 0.01f, 0.001f,
+};
+
+// Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
+// OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
+// transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
+extern "C" __global__ void __launch_bounds__(128) rope(float* __restrict__ x) {
+  __shared__ float buf[HEADS * DIM];
+  const i64 t = blockIdx.x;
+  const float pos = (float)(t % SEQ);
+  float* row = x + t * ROW_STRIDE;
+  for (int e = threadIdx.x; e < HEADS * DIM; e += blockDim.x)
+    buf[e] = row[(e / DIM) * HEAD_STRIDE + OFFSET + e % DIM];
+  __syncthreads();
+  for (int e = threadIdx.x; e < HEADS * HALF; e += blockDim.x) {
+    const int h = e / HALF, i = e % HALF;
+    const float theta = pos * INV_FREQ[i];
+    const float c = cosf(theta) * ATTENTION_FACTOR, s = sinf(theta) * ATTENTION_FACTOR;
+    float* v = row + h * HEAD_STRIDE + OFFSET;
+    const float* src = buf + h * DIM;
+    if (INVERSE) {
+      const float a = src[i], b = src[HALF + i];
+      v[2 * i] = a * c + b * s;
+      v[2 * i + 1] = b * c - a * s;
+    } else {
+      const float ev = src[2 * i], od = src[2 * i + 1];
+      v[i] = ev * c - od * s;
+      v[HALF + i] = od * c + ev * s;
+    }
+  }
+}

@@ -1,0 +1,84 @@
+"""The NVRTC gate's checker: `dsv3c compile SPEC --ptx` for each spec, `ptxas -v` on every PTX, a table of
+registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error or spill."""
+
+import argparse
+import concurrent.futures as cf
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+FUNC = re.compile(r"Function properties for (\w+)")
+FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+USED = re.compile(r"Used (\d+) registers(?:, used \d+ barriers)?(?:, (\d+) bytes smem)?")
+
+
+def ptxas(ptxas_bin, arch, path):
+    p = subprocess.run([ptxas_bin, f"-arch={arch}", "-v", "--warn-on-spills", path, "-o", os.devnull],
+                       capture_output=True, text=True)
+    out = p.stdout + p.stderr
+    rows, fn, frame = [], None, (0, 0, 0)
+    for line in out.splitlines():
+        if m := FUNC.search(line):
+            fn = m.group(1)
+        elif m := FRAME.search(line):
+            frame = tuple(int(x) for x in m.groups())
+        elif (m := USED.search(line)) and fn:
+            rows.append((fn, int(m.group(1)), int(m.group(2) or 0), *frame))
+            fn, frame = None, (0, 0, 0)
+    errors = [l for l in out.splitlines() if "error" in l.lower() or "warning" in l.lower()]
+    return p.returncode, rows, errors
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsv3c", required=True)
+    ap.add_argument("--ptxas", required=True)
+    ap.add_argument("--arch", default="sm_90a")
+    ap.add_argument("specs", nargs="+")
+    a = ap.parse_args()
+    failures, table, seen = [], [], set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in a.specs:
+            name = os.path.splitext(os.path.basename(spec))[0]
+            out = os.path.join(tmp, name)
+            p = subprocess.run([a.dsv3c, "compile", spec, "--out", out, "--ptx", "--arch", a.arch],
+                               capture_output=True, text=True)
+            print(p.stdout.strip() or p.stderr.strip())
+            if p.returncode != 0:
+                failures.append(f"{spec}: dsv3c compile failed:\n{p.stderr}")
+                continue
+            kdir = os.path.join(out, "kernels")
+            ptx = sorted(f for f in os.listdir(kdir) if f.endswith(".ptx"))
+            cu = [f for f in os.listdir(kdir) if f.endswith(".cu")]
+            if len(ptx) != len(cu) or not ptx:
+                failures.append(f"{spec}: {len(cu)} kernels but {len(ptx)} PTX files")
+            with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                results = list(pool.map(lambda f: (f, ptxas(a.ptxas, a.arch, os.path.join(kdir, f))), ptx))
+            for f, (rc, rows, errors) in results:
+                if rc != 0 or errors:
+                    failures.append(f"{spec}: {f}: ptxas exit {rc}: " + "; ".join(errors[:5]))
+                if not rows:
+                    failures.append(f"{spec}: {f}: ptxas reported no entry points")
+                for fn, regs, smem, stack, st, ld in rows:
+                    if st or ld:
+                        failures.append(f"{spec}: {f}: {fn} spills ({st} B stores, {ld} B loads)")
+                    key = (f, fn)
+                    if key not in seen:
+                        seen.add(key)
+                        table.append((name, f[:-4], fn, regs, smem, stack, st + ld))
+    w = max(len(r[1]) for r in table) if table else 10
+    print(f"\n{'spec':<14} {'kernel':<{w}} {'entry':<22} {'regs':>5} {'smem B':>7} {'stack':>5} {'spill':>5}")
+    for r in table:
+        print(f"{r[0]:<14} {r[1]:<{w}} {r[2]:<22} {r[3]:>5} {r[4]:>7} {r[5]:>5} {r[6]:>5}")
+    regs = max((r[3] for r in table), default=0)
+    print(f"\nnvrtc gate ({a.arch}): {len(a.specs)} specs, {len({r[1] for r in table})} kernels, {len(table)} entries, "
+          f"max {regs} registers, {sum(r[6] for r in table)} spill bytes")
+    if failures:
+        print("\nFAILED:\n" + "\n".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
