@@ -48,9 +48,17 @@ pub(crate) fn quant_math(quant: Quant) -> &'static str {
     }
 }
 
-fn elementwise(stem: &str, op: &str, math: &str, n: usize, body: &'static str, args: &[&str]) -> Builder {
+/// A grid-stride elementwise kernel over `n` elements: file stem `{stem}_n{n}`, one entry `entry`.
+fn elementwise(
+    (stem, entry): (&str, &'static str),
+    op: &str,
+    math: &str,
+    n: usize,
+    body: &'static str,
+    args: &[&str],
+) -> Builder {
     Builder::new(format!("{stem}_n{n}"), op, args).math(math).int("N", n).body(body).entry(
-        stem_entry(stem),
+        entry,
         elementwise_grid(n),
         256,
         0,
@@ -58,36 +66,40 @@ fn elementwise(stem: &str, op: &str, math: &str, n: usize, body: &'static str, a
     )
 }
 
-fn stem_entry(stem: &str) -> &'static str {
-    match stem {
-        "zero" => "zero",
-        "add_scaled" => "add_scaled",
-        "add" => "add",
-        "swiglu_fwd" => "swiglu",
-        _ => "swiglu_bwd",
-    }
-}
-
 pub(crate) fn zero(n: usize) -> Builder {
-    elementwise("zero", "Zero", "x = 0", n, include_str!("kernels/zero.cuh"), &["x"])
+    elementwise(("zero", "zero"), "Zero", "x = 0", n, include_str!("kernels/zero.cuh"), &["x"])
 }
 
 pub(crate) fn add_scaled(n: usize, alpha: f32) -> Builder {
-    elementwise("add_scaled", "AddScaled", "y += alpha * x", n, include_str!("kernels/add_scaled.cuh"), &["x", "y"])
-        .float("ALPHA", alpha)
+    elementwise(
+        ("add_scaled", "add_scaled"),
+        "AddScaled",
+        "y += alpha * x",
+        n,
+        include_str!("kernels/add_scaled.cuh"),
+        &["x", "y"],
+    )
+    .float("ALPHA", alpha)
 }
 
 pub(crate) fn add(n: usize) -> Builder {
-    elementwise("add", "Add", "out = a + b", n, include_str!("kernels/add.cuh"), &["a", "b", "out"])
+    elementwise(("add", "add"), "Add", "out = a + b", n, include_str!("kernels/add.cuh"), &["a", "b", "out"])
 }
 
 pub(crate) fn swiglu(n: usize) -> Builder {
-    elementwise("swiglu_fwd", "SwiGlu", "h = silu(g) * u", n, include_str!("kernels/swiglu.cuh"), &["g", "u", "h"])
+    elementwise(
+        ("swiglu_fwd", "swiglu"),
+        "SwiGlu",
+        "h = silu(g) * u",
+        n,
+        include_str!("kernels/swiglu.cuh"),
+        &["g", "u", "h"],
+    )
 }
 
 pub(crate) fn swiglu_bwd(n: usize) -> Builder {
     elementwise(
-        "swiglu_bwd",
+        ("swiglu_bwd", "swiglu_bwd"),
         "SwiGluBwd",
         "dg += dh * u * silu'(g), du += dh * silu(g)",
         n,
