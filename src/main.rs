@@ -38,6 +38,9 @@ enum Command {
     /// Exports a spec as a Hugging Face DeepseekV3 config.json.
     #[command(name = "export-hf")]
     ExportHf(cmd::hf::ExportArgs),
+    /// The PTX emulator: runs compiled kernels on the CPU with a sanitizer and counters.
+    #[command(subcommand)]
+    Sim(cmd::sim::Sim),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::ImportHf(a) => cmd::hf::import(a),
         Command::ExportHf(a) => cmd::hf::export(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Sim(s) => cmd::sim::run(s),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod hf;
 pub mod inspect;
 pub mod select;
+pub mod sim;
 pub mod train;
 
 use std::path::Path;

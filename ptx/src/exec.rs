@@ -1,0 +1,1280 @@
+//! Running a kernel: a grid of blocks (in parallel on the host's cores), each block's warps scheduled in
+//! turn, each warp executing one instruction for all its active lanes at a time. Divergence: a warp is a
+//! set of lane groups, each at its own instruction; the group at the lowest instruction runs first
+//! and groups that reach the same instruction merge (min-PC reconvergence, a valid schedule under the
+//! independent thread scheduling of sm_70 and later, whose `.sync` collectives this module checks).
+
+use rayon::prelude::*;
+
+use crate::alu;
+use crate::counters::{self, Counters};
+use crate::decode::{Kernel, SPECIALS};
+use crate::error::PtxError;
+use crate::float::{self, mask};
+use crate::inst::*;
+use crate::memory::*;
+use crate::parse::Space;
+use crate::sanitizer::{merge, Check, Finding, Hazard, SharedShadow};
+
+/// A launch's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem: u32,
+}
+
+/// How a launch runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Shared-memory race and initialization tracking (bounds, alignment, registers and barriers are
+    /// always checked).
+    pub sanitize: bool,
+    /// Run only this many blocks, spread evenly over the grid, and scale the counters to the whole grid
+    /// (for estimates: outputs are then partial).
+    pub sample_blocks: Option<u64>,
+    /// Run exactly these blocks (linear indices), e.g. to compare a few tiles of a large GEMM.
+    pub only_blocks: Option<Vec<u64>>,
+    /// A warp that issues more instructions than this is stopped with an error (a kernel that never ends).
+    pub max_warp_instructions: u64,
+    /// Blocks run on rayon's thread pool when true.
+    pub parallel: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sanitize: true,
+            sample_blocks: None,
+            only_blocks: None,
+            max_warp_instructions: 1 << 32,
+            parallel: true,
+        }
+    }
+}
+
+/// What a launch did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub kernel: String,
+    pub counters: Counters,
+    pub findings: Vec<Finding>,
+    pub blocks_run: u64,
+    pub blocks_total: u64,
+    /// Distinct 32-byte global sectors touched by the blocks that ran (a lower bound on DRAM traffic).
+    pub dram_sectors: u64,
+}
+
+impl Report {
+    pub fn clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Memory a launch reads that is not global: the module's constant bank and the parameter buffer.
+pub struct Spaces<'a> {
+    pub consts: &'a [u8],
+    pub params: &'a [u8],
+}
+
+const MAX_FINDINGS_PER_BLOCK: usize = 64;
+
+pub fn launch(
+    k: &Kernel,
+    global: &Global,
+    sp: &Spaces,
+    cfg: &LaunchConfig,
+    opts: &Options,
+) -> Result<Report, PtxError> {
+    let threads = cfg.block[0] as u64 * cfg.block[1] as u64 * cfg.block[2] as u64;
+    let bad = |why: String| Err(PtxError::Launch { kernel: k.name.clone(), why });
+    if threads == 0 || threads > 1024 {
+        return bad(format!("{threads} threads per block (1 to 1024)"));
+    }
+    if cfg.block[2] > 64 {
+        return bad(format!("block z = {} (at most 64)", cfg.block[2]));
+    }
+    if let Some(m) = k.max_threads {
+        if threads > m[0] as u64 * m[1] as u64 * m[2] as u64 {
+            return bad(format!("{threads} threads per block, above the kernel's .maxntid {m:?}"));
+        }
+    }
+    if cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
+        return bad(format!("grid {:?}", cfg.grid));
+    }
+    let smem = k.dynamic_smem_base as u64 + cfg.dynamic_smem as u64;
+    if (k.static_smem as u64 + cfg.dynamic_smem as u64) > 227 * 1024 {
+        return bad(format!("{} bytes of shared memory (at most 227 KiB per block)", smem));
+    }
+    if sp.params.len() < k.param_bytes as usize {
+        return bad(format!("{} parameter bytes given, the kernel takes {}", sp.params.len(), k.param_bytes));
+    }
+    let total = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
+    let blocks: Vec<u64> = if let Some(only) = &opts.only_blocks {
+        if let Some(b) = only.iter().find(|&&b| b >= total) {
+            return bad(format!("block {b} requested of a grid of {total}"));
+        }
+        only.clone()
+    } else {
+        match opts.sample_blocks {
+            Some(n) if n < total => (0..n.max(1)).map(|i| i * total / n.max(1)).collect(),
+            _ => (0..total).collect(),
+        }
+    };
+    global.clear_sectors();
+    let run = |&b: &u64| -> Result<(Counters, Vec<Finding>), PtxError> {
+        let ctaid = [
+            (b % cfg.grid[0] as u64) as u32,
+            ((b / cfg.grid[0] as u64) % cfg.grid[1] as u64) as u32,
+            (b / (cfg.grid[0] as u64 * cfg.grid[1] as u64)) as u32,
+        ];
+        let mut blk = Block::new(k, global, sp, cfg, opts, ctaid, smem as usize);
+        blk.run()?;
+        Ok((blk.counters, blk.findings))
+    };
+    let results: Vec<Result<(Counters, Vec<Finding>), PtxError>> =
+        if opts.parallel { blocks.par_iter().map(run).collect() } else { blocks.iter().map(run).collect() };
+    let mut rep =
+        Report { kernel: k.name.clone(), blocks_total: total, blocks_run: blocks.len() as u64, ..Default::default() };
+    for r in results {
+        let (c, f) = r?;
+        rep.counters.add(&c);
+        merge(&mut rep.findings, f);
+    }
+    rep.dram_sectors = global.sectors_touched();
+    Ok(rep)
+}
+
+struct Wait {
+    pc: u32,
+    mask: u32,
+    id: u32,
+    count: Option<u32>,
+    aligned: bool,
+}
+
+struct Warp {
+    id: u32,
+    regs: Vec<u64>,
+    /// Per register, the lanes that have written it.
+    init: Vec<u32>,
+    /// `(pc, lanes)`, sorted by pc, pcs distinct.
+    groups: Vec<(u32, u32)>,
+    waits: Vec<Wait>,
+    exited: u32,
+    /// Lanes that exist (the last warp of a block may be partial).
+    present: u32,
+    issued: u64,
+}
+
+impl Warp {
+    fn insert(&mut self, pc: u32, lanes: u32) {
+        if lanes == 0 {
+            return;
+        }
+        match self.groups.binary_search_by_key(&pc, |g| g.0) {
+            Ok(i) => self.groups[i].1 |= lanes,
+            Err(i) => self.groups.insert(i, (pc, lanes)),
+        }
+    }
+    #[inline]
+    fn val(&self, s: Src, l: usize) -> u64 {
+        match s {
+            Src::Reg(r) => self.regs[r as usize * 32 + l],
+            Src::Imm(v) => v,
+            Src::NotReg(r) => (self.regs[r as usize * 32 + l] == 0) as u64,
+        }
+    }
+    #[inline]
+    fn set(&mut self, d: u32, l: usize, v: u64) {
+        if d != SINK {
+            self.regs[d as usize * 32 + l] = v;
+        }
+    }
+    fn mark(&mut self, d: u32, lanes: u32) {
+        if d != SINK {
+            self.init[d as usize] |= lanes;
+        }
+    }
+    fn pred_mask(&self, p: u32, lanes: u32) -> u32 {
+        let mut m = 0;
+        for l in Lanes(lanes) {
+            if self.regs[p as usize * 32 + l] != 0 {
+                m |= 1 << l;
+            }
+        }
+        m
+    }
+}
+
+/// Iterates the set bits of a lane mask.
+struct Lanes(u32);
+
+impl Iterator for Lanes {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let l = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(l as usize)
+    }
+}
+
+fn first_lane(m: u32) -> usize {
+    m.trailing_zeros() as usize
+}
+
+struct Block<'a> {
+    k: &'a Kernel,
+    global: &'a Global,
+    sp: &'a Spaces<'a>,
+    cfg: &'a LaunchConfig,
+    opts: &'a Options,
+    ctaid: [u32; 3],
+    nthreads: u32,
+    smem: Vec<u8>,
+    shadow: Option<SharedShadow>,
+    local: Vec<u8>,
+    epoch: u32,
+    counters: Counters,
+    findings: Vec<Finding>,
+    scratch: Vec<(u64, u32)>,
+    bank_scratch: Vec<(u32, u64, u32)>,
+}
+
+impl<'a> Block<'a> {
+    fn new(
+        k: &'a Kernel,
+        global: &'a Global,
+        sp: &'a Spaces<'a>,
+        cfg: &'a LaunchConfig,
+        opts: &'a Options,
+        ctaid: [u32; 3],
+        smem: usize,
+    ) -> Block<'a> {
+        let nthreads = cfg.block[0] * cfg.block[1] * cfg.block[2];
+        Block {
+            k,
+            global,
+            sp,
+            cfg,
+            opts,
+            ctaid,
+            nthreads,
+            smem: vec![0; smem],
+            shadow: opts.sanitize.then(|| SharedShadow::new(smem)),
+            local: vec![0; k.local_bytes as usize * nthreads as usize],
+            epoch: 1,
+            counters: Counters::default(),
+            findings: Vec::new(),
+            scratch: Vec::with_capacity(64),
+            bank_scratch: Vec::with_capacity(64),
+        }
+    }
+
+    fn thread_of(&self, warp: u32, lane: usize) -> [u32; 3] {
+        let lin = warp * 32 + lane as u32;
+        let [bx, by, _] = self.cfg.block;
+        [lin % bx, (lin / bx) % by, lin / (bx * by)]
+    }
+
+    fn finding(&mut self, check: Check, warp: u32, lane: usize, line: u32, message: String) {
+        if self.findings.len() >= MAX_FINDINGS_PER_BLOCK {
+            return;
+        }
+        let thread = self.thread_of(warp, lane);
+        let f = Finding { check, kernel: self.k.name.clone(), block: self.ctaid, thread, line, message, count: 1 };
+        merge(&mut self.findings, vec![f]);
+    }
+
+    fn exec_error(&self, warp: u32, lane: usize, line: u32, why: String) -> PtxError {
+        let t = self.thread_of(warp, lane);
+        PtxError::Exec {
+            kernel: self.k.name.clone(),
+            bx: self.ctaid[0],
+            by: self.ctaid[1],
+            bz: self.ctaid[2],
+            tx: t[0],
+            ty: t[1],
+            tz: t[2],
+            line,
+            why,
+        }
+    }
+
+    fn new_warp(&self, id: u32) -> Warp {
+        let n = self.k.nregs();
+        let mut w = Warp {
+            id,
+            regs: vec![0; n * 32],
+            init: vec![0; n],
+            groups: Vec::new(),
+            waits: Vec::new(),
+            exited: 0,
+            present: 0,
+            issued: 0,
+        };
+        let nwarps = self.nthreads.div_ceil(32);
+        for l in 0..32usize {
+            let lin = id * 32 + l as u32;
+            if lin >= self.nthreads {
+                continue;
+            }
+            w.present |= 1 << l;
+            let t = self.thread_of(id, l);
+            let specials: [u64; SPECIALS.len()] = [
+                t[0] as u64,
+                t[1] as u64,
+                t[2] as u64,
+                self.cfg.block[0] as u64,
+                self.cfg.block[1] as u64,
+                self.cfg.block[2] as u64,
+                self.ctaid[0] as u64,
+                self.ctaid[1] as u64,
+                self.ctaid[2] as u64,
+                self.cfg.grid[0] as u64,
+                self.cfg.grid[1] as u64,
+                self.cfg.grid[2] as u64,
+                l as u64,
+                id as u64,
+                nwarps as u64,
+                0,
+                132,
+                1 << l,
+                mask(l as u8 + 1),
+                mask(l as u8),
+                !mask(l as u8) & 0xffff_ffff,
+                !mask(l as u8 + 1) & 0xffff_ffff,
+                self.cfg.dynamic_smem as u64,
+                (self.k.static_smem + self.cfg.dynamic_smem) as u64,
+                1,
+            ];
+            for (i, v) in specials.iter().enumerate() {
+                w.regs[i * 32 + l] = *v;
+            }
+        }
+        for i in 0..SPECIALS.len() {
+            w.init[i] = w.present;
+        }
+        if w.present != 0 {
+            w.groups.push((0, w.present));
+        }
+        w
+    }
+
+    fn run(&mut self) -> Result<(), PtxError> {
+        let nwarps = self.nthreads.div_ceil(32);
+        let mut warps: Vec<Warp> = (0..nwarps).map(|i| self.new_warp(i)).collect();
+        let mut arrivals = [0u32; 16];
+        loop {
+            for w in warps.iter_mut() {
+                self.run_warp(w, &mut arrivals)?;
+            }
+            if warps.iter().all(|w| w.waits.is_empty()) {
+                return Ok(());
+            }
+            // Every warp is at a barrier or done: release what can be released.
+            let exited: u32 = warps.iter().map(|w| (w.exited & w.present).count_ones()).sum();
+            let live = self.nthreads - exited;
+            let mut released = false;
+            for id in 0..16u32 {
+                let waiting: u32 =
+                    warps.iter().flat_map(|w| w.waits.iter()).filter(|x| x.id == id).map(|x| x.mask.count_ones()).sum();
+                if waiting == 0 {
+                    continue;
+                }
+                let count = warps.iter().flat_map(|w| w.waits.iter()).find(|x| x.id == id).and_then(|x| x.count);
+                let need = count.unwrap_or(live);
+                if waiting + arrivals[id as usize] < need {
+                    continue;
+                }
+                arrivals[id as usize] = 0;
+                released = true;
+                self.epoch += 1;
+                for w in warps.iter_mut() {
+                    let mine: Vec<Wait> = {
+                        let (a, b): (Vec<Wait>, Vec<Wait>) = w.waits.drain(..).partition(|x| x.id == id);
+                        w.waits = b;
+                        a
+                    };
+                    if mine.len() > 1 && mine.iter().any(|x| x.aligned) {
+                        let lines: Vec<String> =
+                            mine.iter().map(|x| self.k.insts[x.pc as usize].line.to_string()).collect();
+                        let line = self.k.insts[mine[0].pc as usize].line;
+                        self.finding(
+                            Check::Divergence,
+                            w.id,
+                            first_lane(mine[0].mask),
+                            line,
+                            format!(
+                                "lanes of warp {} reached aligned barrier {id} apart (at PTX lines {})",
+                                w.id,
+                                lines.join(", ")
+                            ),
+                        );
+                    }
+                    for x in mine {
+                        w.insert(x.pc + 1, x.mask);
+                    }
+                }
+            }
+            if !released {
+                let mut waits = Vec::new();
+                for w in &warps {
+                    for x in &w.waits {
+                        waits.push(format!(
+                            "warp {} ({} threads) at barrier {} on PTX line {}",
+                            w.id,
+                            x.mask.count_ones(),
+                            x.id,
+                            self.k.insts[x.pc as usize].line
+                        ));
+                    }
+                }
+                let (wid, lane, line) = warps
+                    .iter()
+                    .find_map(|w| w.waits.first().map(|x| (w.id, first_lane(x.mask), self.k.insts[x.pc as usize].line)))
+                    .unwrap_or((0, 0, 0));
+                self.finding(
+                    Check::Deadlock,
+                    wid,
+                    lane,
+                    line,
+                    format!("barrier can never complete ({exited} threads exited; waiting: {})", waits.join("; ")),
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    fn run_warp(&mut self, w: &mut Warp, arrivals: &mut [u32; 16]) -> Result<(), PtxError> {
+        let k: &'a Kernel = self.k;
+        let insts = &k.insts;
+        while let Some(&(pc, gmask)) = w.groups.first() {
+            let Some(inst) = insts.get(pc as usize) else {
+                // Falling off the end of a kernel ends its threads.
+                w.exited |= gmask;
+                w.groups.remove(0);
+                continue;
+            };
+            w.issued += 1;
+            if w.issued > self.opts.max_warp_instructions {
+                return Err(self.exec_error(
+                    w.id,
+                    first_lane(gmask),
+                    inst.line,
+                    format!(
+                        "warp {} issued more than {} instructions (a loop that never ends?)",
+                        w.id, self.opts.max_warp_instructions
+                    ),
+                ));
+            }
+            let mut m = gmask;
+            if let Some((p, neg)) = inst.guard {
+                if gmask & !w.init[p as usize] != 0 {
+                    let l = first_lane(gmask & !w.init[p as usize]);
+                    let name = self.k.reg_names[p as usize].clone();
+                    self.finding(
+                        Check::Uninitialized,
+                        w.id,
+                        l,
+                        inst.line,
+                        format!("predicate {name} read before it was written"),
+                    );
+                }
+                let pm = w.pred_mask(p, gmask);
+                m = if neg { gmask & !pm } else { gmask & pm };
+            }
+            self.counters.count(inst.class, m.count_ones());
+            match inst.kind {
+                Kind::Bra { target, .. } => {
+                    w.groups.remove(0);
+                    w.insert(target, m);
+                    w.insert(pc + 1, gmask & !m);
+                    continue;
+                }
+                Kind::Ret | Kind::Exit => {
+                    w.exited |= m;
+                    w.groups.remove(0);
+                    w.insert(pc + 1, gmask & !m);
+                    continue;
+                }
+                Kind::Bar { aligned, arrive } if m != 0 => {
+                    self.check_sources(w, inst, m);
+                    let l = first_lane(m);
+                    let id = w.val(inst.src[0], l) as u32;
+                    if id >= 16 {
+                        return Err(self.exec_error(w.id, l, inst.line, format!("barrier {id} (0 to 15)")));
+                    }
+                    let count = inst.src.get(1).map(|&s| w.val(s, l) as u32);
+                    self.counters.barriers += 1;
+                    if arrive {
+                        arrivals[id as usize] += m.count_ones();
+                    } else {
+                        w.groups.remove(0);
+                        w.waits.push(Wait { pc, mask: m, id, count, aligned });
+                        w.insert(pc + 1, gmask & !m);
+                        continue;
+                    }
+                }
+                _ => {
+                    if m != 0 {
+                        self.exec(w, inst, m)?;
+                    }
+                }
+            }
+            let g = &mut w.groups[0];
+            g.0 += 1;
+            if w.groups.len() > 1 && w.groups[1].0 == w.groups[0].0 {
+                let lanes = w.groups[0].1;
+                w.groups.remove(0);
+                w.groups[0].1 |= lanes;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_sources(&mut self, w: &Warp, inst: &Inst, m: u32) {
+        for s in &inst.src {
+            if let Src::Reg(r) | Src::NotReg(r) = *s {
+                let missing = m & !w.init[r as usize];
+                if missing != 0 {
+                    let name = self.k.reg_names[r as usize].clone();
+                    self.finding(
+                        Check::Uninitialized,
+                        w.id,
+                        first_lane(missing),
+                        inst.line,
+                        format!("register {name} read before it was written (lanes {missing:#010x})"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Checks a warp collective's member mask; returns the lanes that take part.
+    fn collective(&mut self, w: &Warp, inst: &Inst, m: u32, member: Src) -> u32 {
+        let l = first_lane(m);
+        let mm = w.val(member, l) as u32;
+        if Lanes(m).any(|x| w.val(member, x) as u32 != mm) {
+            self.finding(Check::MemberMask, w.id, l, inst.line, "lanes give different member masks".into());
+        }
+        if mm & !w.present != 0 {
+            self.finding(
+                Check::MemberMask,
+                w.id,
+                l,
+                inst.line,
+                format!("member mask {mm:#010x} names lanes {:#010x} that do not exist", mm & !w.present),
+            );
+        }
+        if m & !mm != 0 {
+            self.finding(
+                Check::MemberMask,
+                w.id,
+                first_lane(m & !mm),
+                inst.line,
+                format!("lanes {:#010x} execute it but are not in the member mask {mm:#010x}", m & !mm),
+            );
+        }
+        let missing = mm & w.present & !w.exited & !m;
+        if missing != 0 {
+            let elsewhere: Vec<String> = w
+                .groups
+                .iter()
+                .filter(|g| g.1 & missing != 0 && g.0 as usize != w.groups[0].0 as usize)
+                .map(|g| self.k.insts.get(g.0 as usize).map(|i| i.line.to_string()).unwrap_or_default())
+                .collect();
+            self.finding(
+                Check::Divergence,
+                w.id,
+                l,
+                inst.line,
+                format!(
+                    "lanes {missing:#010x} of the member mask are not converged here{}",
+                    if elsewhere.is_empty() {
+                        " (predicated off or waiting at a barrier)".to_string()
+                    } else {
+                        format!(" (they are at PTX lines {})", elsewhere.join(", "))
+                    }
+                ),
+            );
+        }
+        m & mm
+    }
+
+    fn exec(&mut self, w: &mut Warp, inst: &Inst, m: u32) -> Result<(), PtxError> {
+        self.check_sources(w, inst, m);
+        let src = &inst.src;
+        let at = |i: usize| src.get(i).copied().unwrap_or(Src::Imm(0));
+        match inst.kind {
+            Kind::Mov { bits } => {
+                let mk = mask(bits);
+                for l in Lanes(m) {
+                    let v = w.val(src[0], l) & mk;
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Pack { bits } => {
+                let mk = mask(bits);
+                for l in Lanes(m) {
+                    let mut v = 0u64;
+                    for (i, s) in src.iter().enumerate() {
+                        v |= (w.val(*s, l) & mk) << (i as u32 * bits as u32);
+                    }
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Unpack { bits } => {
+                let mk = mask(bits);
+                for l in Lanes(m) {
+                    let v = w.val(src[0], l);
+                    for (i, &d) in inst.dst.iter().enumerate() {
+                        w.set(d, l, (v >> (i as u32 * bits as u32)) & mk);
+                    }
+                }
+                for &d in &inst.dst {
+                    w.mark(d, m);
+                }
+            }
+            Kind::Int { op, ty } => {
+                let (a, b, c, d) = (at(0), at(1), at(2), at(3));
+                for l in Lanes(m) {
+                    let r = alu::int_op(op, ty, w.val(a, l), w.val(b, l), w.val(c, l), w.val(d, l));
+                    w.set(inst.dst[0], l, r);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Float { op, ty, rnd, ftz, sat } => {
+                let (a, b, c) = (at(0), at(1), at(2));
+                for l in Lanes(m) {
+                    let r = alu::float_op(op, ty, rnd, ftz, sat, w.val(a, l), w.val(b, l), w.val(c, l));
+                    w.set(inst.dst[0], l, r);
+                }
+                w.mark(inst.dst[0], m);
+                let flops = if op == FOp::Fma { 2 } else { 1 } * m.count_ones() as u64;
+                match ty {
+                    FTy::F32 => self.counters.fp32_flops += flops,
+                    FTy::F64 => self.counters.fp64_flops += flops,
+                }
+            }
+            Kind::Setp { cmp, ty, bool_op } => {
+                let ftz = inst.offset != 0;
+                let (p, q) = (inst.dst[0], inst.dst[1]);
+                for l in Lanes(m) {
+                    let t = alu::compare(cmp, ty, ftz, w.val(src[0], l), w.val(src[1], l));
+                    let (mut x, mut y) = (t, !t);
+                    if let Some(op) = bool_op {
+                        let c = w.val(src[2], l) != 0;
+                        let f = |v: bool| match op {
+                            BoolOp::And => v && c,
+                            BoolOp::Or => v || c,
+                            BoolOp::Xor => v ^ c,
+                        };
+                        x = f(x);
+                        y = f(y);
+                    }
+                    w.set(p, l, x as u64);
+                    w.set(q, l, y as u64);
+                }
+                w.mark(p, m);
+                w.mark(q, m);
+            }
+            Kind::Selp { bits } => {
+                let mk = mask(bits);
+                for l in Lanes(m) {
+                    let v = if w.val(src[2], l) != 0 { w.val(src[0], l) } else { w.val(src[1], l) };
+                    w.set(inst.dst[0], l, v & mk);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::PredLogic { op } => {
+                for l in Lanes(m) {
+                    let a = w.val(src[0], l) != 0;
+                    let v = match op {
+                        None => !a,
+                        Some(BoolOp::And) => a && w.val(src[1], l) != 0,
+                        Some(BoolOp::Or) => a || w.val(src[1], l) != 0,
+                        Some(BoolOp::Xor) => a ^ (w.val(src[1], l) != 0),
+                    };
+                    w.set(inst.dst[0], l, v as u64);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Cvt { dst, src: from, rnd, int_rnd, sat, ftz, relu } => {
+                for l in Lanes(m) {
+                    let v = alu::convert(dst, from, rnd, int_rnd, sat, ftz, relu, w.val(src[0], l));
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::CvtPack { to, satfinite, relu } => {
+                for l in Lanes(m) {
+                    let v = alu::convert_pack(to, satfinite, relu, w.val(src[0], l), w.val(src[1], l));
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Cvta { to_generic, space } => {
+                let window = match space {
+                    Space::Shared => SHARED_WINDOW,
+                    Space::Local => LOCAL_WINDOW,
+                    Space::Const => CONST_WINDOW,
+                    Space::Param => PARAM_WINDOW,
+                    _ => 0,
+                };
+                for l in Lanes(m) {
+                    let a = w.val(src[0], l);
+                    let v = if to_generic { a.wrapping_add(window) } else { a.wrapping_sub(window) };
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Ld { space, bytes, vec, sext } => self.load(w, inst, m, space, bytes as u32, vec as u32, sext),
+            Kind::St { space, bytes, vec } => self.store(w, inst, m, space, bytes as u32, vec as u32),
+            Kind::Atom { space, op, ty, returns } => self.atomic(w, inst, m, space, op, ty, returns),
+            Kind::Fence => {}
+            Kind::BarWarp => {
+                self.collective(w, inst, m, src[0]);
+            }
+            Kind::Activemask => {
+                for l in Lanes(m) {
+                    w.set(inst.dst[0], l, m as u64);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Vote { mode } => {
+                let part = self.collective(w, inst, m, src[1]);
+                let mut ballot = 0u32;
+                for l in Lanes(part) {
+                    if w.val(src[0], l) != 0 {
+                        ballot |= 1 << l;
+                    }
+                }
+                let v = match mode {
+                    VoteMode::Ballot => ballot as u64,
+                    VoteMode::Any => (ballot != 0) as u64,
+                    VoteMode::All => (ballot == part) as u64,
+                    VoteMode::Uni => (ballot == 0 || ballot == part) as u64,
+                };
+                for l in Lanes(m) {
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
+            Kind::Shfl { mode } => self.shuffle(w, inst, m, mode),
+            Kind::Mma { shape } => self.mma(w, inst, m, shape),
+            Kind::Bra { .. } | Kind::Ret | Kind::Exit | Kind::Bar { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn shuffle(&mut self, w: &mut Warp, inst: &Inst, m: u32, mode: ShflMode) {
+        let src = &inst.src;
+        let part = self.collective(w, inst, m, src[3]);
+        let vals: Vec<u64> = (0..32).map(|l| w.val(src[0], l) & 0xffff_ffff).collect();
+        let (d, p) = (inst.dst[0], inst.dst[1]);
+        let mut undefined = 0u32;
+        for l in Lanes(m) {
+            let b = (w.val(src[1], l) & 31) as i64;
+            let c = w.val(src[2], l);
+            let clamp = (c & 31) as i64;
+            let seg = ((c >> 8) & 31) as i64;
+            let lane = l as i64;
+            let max_lane = (lane & seg) | (clamp & !seg);
+            let min_lane = lane & seg;
+            let (j, ok) = match mode {
+                ShflMode::Up => (lane - b, lane - b >= max_lane),
+                ShflMode::Down => (lane + b, lane + b <= max_lane),
+                ShflMode::Bfly => (lane ^ b, (lane ^ b) <= max_lane),
+                ShflMode::Idx => (min_lane | (b & !seg), (min_lane | (b & !seg)) <= max_lane),
+            };
+            let j = if ok { j as usize } else { l };
+            if part >> j & 1 == 0 {
+                // The source lane does not take part: the value is undefined.
+                undefined |= 1 << l;
+            }
+            w.set(d, l, vals[j]);
+            w.set(p, l, ok as u64);
+        }
+        w.mark(d, m & !undefined);
+        w.mark(p, m);
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    fn mma(&mut self, w: &mut Warp, inst: &Inst, m: u32, shape: MmaShape) {
+        if m != 0xffff_ffff {
+            self.finding(
+                Check::Divergence,
+                w.id,
+                first_lane(m),
+                inst.line,
+                format!("mma.sync.aligned needs all 32 lanes converged; active lanes {m:#010x}"),
+            );
+            return;
+        }
+        self.counters.tensor_ops += 1;
+        let flops = shape.flops();
+        match shape {
+            MmaShape::M16n8k16Bf16 | MmaShape::M16n8k16F16 => self.counters.tensor_flops_16 += flops,
+            _ => self.counters.tensor_flops_fp8 += flops,
+        }
+        let src = &inst.src;
+        let (kdim, per_reg): (usize, usize) = match shape {
+            MmaShape::M16n8k16Bf16 | MmaShape::M16n8k16F16 => (16, 2),
+            _ => (32, 4),
+        };
+        let elem = |bits: u64| -> f64 {
+            match shape {
+                MmaShape::M16n8k16Bf16 => float::bf16_to_f32(bits as u16) as f64,
+                MmaShape::M16n8k16F16 => float::f16_to_f64(bits as u16),
+                MmaShape::M16n8k32E4m3 => float::e4m3_to_f32(bits as u8) as f64,
+                MmaShape::M16n8k32E5m2 => float::e5m2_to_f32(bits as u8) as f64,
+            }
+        };
+        let ebits: u32 = if per_reg == 2 { 16 } else { 8 };
+        let mut a = vec![[0f64; 32]; 16];
+        let mut b = vec![[0f64; 8]; 32];
+        let mut c = [[0f64; 8]; 16];
+        for l in 0..32usize {
+            let (g, t) = (l / 4, l % 4);
+            for r in 0..4 {
+                let word = w.val(src[r], l);
+                for e in 0..per_reg {
+                    let v = elem((word >> (e as u32 * ebits)) & mask(ebits as u8));
+                    // A: registers 0,2 hold row g, registers 1,3 row g+8; registers 2,3 the upper half of K.
+                    let row = g + 8 * (r & 1);
+                    let col = t * per_reg + e + (kdim / 2) * (r >> 1);
+                    a[row][col] = v;
+                }
+            }
+            for r in 0..2 {
+                let word = w.val(src[4 + r], l);
+                for e in 0..per_reg {
+                    let v = elem((word >> (e as u32 * ebits)) & mask(ebits as u8));
+                    let row = t * per_reg + e + (kdim / 2) * r;
+                    b[row][g] = v;
+                }
+            }
+            for r in 0..4 {
+                let v = f32::from_bits(w.val(src[6 + r], l) as u32) as f64;
+                c[g + 8 * (r >> 1)][t * 2 + (r & 1)] = v;
+            }
+        }
+        for l in 0..32usize {
+            let (g, t) = (l / 4, l % 4);
+            for r in 0..4 {
+                let (row, col) = (g + 8 * (r >> 1), t * 2 + (r & 1));
+                let mut acc = c[row][col];
+                for (kk, brow) in b.iter().enumerate().take(kdim) {
+                    acc += a[row][kk] * brow[col];
+                }
+                w.set(inst.dst[r], l, (acc as f32).to_bits() as u64);
+            }
+        }
+        for &d in &inst.dst {
+            w.mark(d, m);
+        }
+    }
+
+    /// Resolves an address in `space` for a lane: the space it is really in and the offset there (the
+    /// absolute address for global).
+    fn resolve(&self, space: Space, addr: u64) -> (Space, u64) {
+        match space {
+            Space::Generic => {
+                let win = |base: u64| addr >= base && addr < base + WINDOW_BYTES;
+                if win(SHARED_WINDOW) {
+                    (Space::Shared, addr - SHARED_WINDOW)
+                } else if win(LOCAL_WINDOW) {
+                    (Space::Local, addr - LOCAL_WINDOW)
+                } else if win(CONST_WINDOW) {
+                    (Space::Const, addr - CONST_WINDOW)
+                } else if win(PARAM_WINDOW) {
+                    (Space::Param, addr - PARAM_WINDOW)
+                } else {
+                    (Space::Global, addr)
+                }
+            }
+            s => (s, addr),
+        }
+    }
+
+    /// Checks bounds and alignment of one lane's access; on success returns where it goes.
+    #[allow(clippy::too_many_arguments)]
+    fn check_access(
+        &mut self,
+        w: &Warp,
+        lane: usize,
+        line: u32,
+        space: Space,
+        addr: u64,
+        total: u32,
+        store: bool,
+    ) -> Option<(Space, u64)> {
+        let (sp, off) = self.resolve(space, addr);
+        if !addr.is_multiple_of(total as u64) {
+            self.finding(
+                Check::Misaligned,
+                w.id,
+                lane,
+                line,
+                format!(
+                    "{}-byte {} at address {addr:#x} is not {total}-byte aligned",
+                    total,
+                    if store { "store" } else { "load" }
+                ),
+            );
+            return None;
+        }
+        let limit = match sp {
+            Space::Shared => self.smem.len() as u64,
+            Space::Local => self.k.local_bytes as u64,
+            Space::Const => self.sp.consts.len() as u64,
+            Space::Param => self.sp.params.len() as u64,
+            _ => u64::MAX,
+        };
+        let what = if store { "store" } else { "load" };
+        if sp == Space::Global {
+            if self.global.find(off, total as u64).is_none() {
+                let near = self.global.nearest(off);
+                self.finding(
+                    Check::OutOfBounds,
+                    w.id,
+                    lane,
+                    line,
+                    format!("{total}-byte global {what} at {off:#x}: {near}"),
+                );
+                return None;
+            }
+        } else if off.checked_add(total as u64).is_none_or(|e| e > limit) {
+            let name = match sp {
+                Space::Shared => "shared",
+                Space::Local => "local",
+                Space::Const => "const",
+                _ => "param",
+            };
+            self.finding(
+                Check::OutOfBounds,
+                w.id,
+                lane,
+                line,
+                format!("{total}-byte {name} {what} at offset {off:#x}, beyond the {limit} bytes of {name} memory"),
+            );
+            return None;
+        }
+        if store && matches!(sp, Space::Const | Space::Param) {
+            self.finding(Check::OutOfBounds, w.id, lane, line, format!("store to read-only {sp:?} memory"));
+            return None;
+        }
+        Some((sp, off))
+    }
+
+    fn shared_hazard(&mut self, w: &Warp, lane: usize, line: u32, off: u64, bytes: u32, store: bool) {
+        let Some(sh) = self.shadow.as_mut() else {
+            return;
+        };
+        let mut uninit = false;
+        let mut race = None;
+        for i in off..off + bytes as u64 {
+            let h = if store { sh.write(i as usize, w.id, self.epoch) } else { sh.read(i as usize, w.id, self.epoch) };
+            match h {
+                Hazard::None => {}
+                Hazard::Uninit => uninit = true,
+                Hazard::Race { other_warp, with_write } => race = Some((other_warp, with_write)),
+            }
+        }
+        if uninit {
+            self.finding(
+                Check::Uninitialized,
+                w.id,
+                lane,
+                line,
+                format!("{bytes}-byte shared load at offset {off:#x} reads bytes nothing wrote"),
+            );
+        }
+        if let Some((other, with_write)) = race {
+            let who = other.map(|o| format!("warp {o}")).unwrap_or_else(|| "several warps".into());
+            let kind = match (store, with_write) {
+                (true, true) => "write after write",
+                (true, false) => "write after read",
+                _ => "read after write",
+            };
+            self.finding(
+                Check::Race,
+                w.id,
+                lane,
+                line,
+                format!(
+                    "shared {kind} at offset {off:#x} ({bytes} bytes): warp {} and {who} with no barrier between",
+                    w.id
+                ),
+            );
+        }
+    }
+
+    fn read_raw(&self, sp: Space, lane_thread: usize, off: u64, bytes: u32) -> u64 {
+        let rd = |buf: &[u8], o: usize| -> u64 {
+            let mut v = 0u64;
+            for i in 0..bytes as usize {
+                v |= (buf[o + i] as u64) << (8 * i);
+            }
+            v
+        };
+        match sp {
+            Space::Shared => rd(&self.smem, off as usize),
+            Space::Local => rd(&self.local, lane_thread * self.k.local_bytes as usize + off as usize),
+            Space::Const => rd(self.sp.consts, off as usize),
+            Space::Param => rd(self.sp.params, off as usize),
+            _ => match self.global.find(off, bytes as u64) {
+                Some((b, o)) => b.load(o, bytes),
+                None => 0,
+            },
+        }
+    }
+
+    fn write_raw(&mut self, sp: Space, lane_thread: usize, off: u64, bytes: u32, v: u64) {
+        let local_bytes = self.k.local_bytes as usize;
+        let wr = |buf: &mut [u8], o: usize| {
+            for i in 0..bytes as usize {
+                buf[o + i] = (v >> (8 * i)) as u8;
+            }
+        };
+        match sp {
+            Space::Shared => wr(&mut self.smem, off as usize),
+            Space::Local => wr(&mut self.local, lane_thread * local_bytes + off as usize),
+            Space::Global => {
+                if let Some((b, o)) = self.global.find(off, bytes as u64) {
+                    b.store(o, bytes, v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load(&mut self, w: &mut Warp, inst: &Inst, m: u32, space: Space, bytes: u32, vec: u32, sext: u8) {
+        let total = bytes * vec;
+        self.scratch.clear();
+        self.bank_scratch.clear();
+        let mut bad = 0u32;
+        let mut real = Space::Global;
+        for l in Lanes(m) {
+            let addr = w.val(inst.src[0], l).wrapping_add(inst.offset as u64);
+            let Some((sp, off)) = self.check_access(w, l, inst.line, space, addr, total, false) else {
+                bad |= 1 << l;
+                for &d in &inst.dst {
+                    w.set(d, l, 0);
+                }
+                continue;
+            };
+            real = sp;
+            let thread = (w.id * 32) as usize + l;
+            match sp {
+                Space::Global => {
+                    self.scratch.push((off, total));
+                    if let Some((b, o)) = self.global.find(off, total as u64) {
+                        b.touch(o, total as u64);
+                    }
+                }
+                Space::Shared => {
+                    self.bank_scratch.push((l as u32, off, total));
+                    self.shared_hazard(w, l, inst.line, off, total, false);
+                }
+                _ => {}
+            }
+            for (i, &d) in inst.dst.iter().enumerate() {
+                let mut v = self.read_raw(sp, thread, off + (i as u32 * bytes) as u64, bytes);
+                if sext > 0 {
+                    v = (alu::sx(v, bytes as u8 * 8) as u64) & mask(sext);
+                }
+                w.set(d, l, v);
+            }
+        }
+        for &d in &inst.dst {
+            w.mark(d, m & !bad);
+        }
+        self.count_memory(real, false);
+    }
+
+    fn store(&mut self, w: &mut Warp, inst: &Inst, m: u32, space: Space, bytes: u32, vec: u32) {
+        let total = bytes * vec;
+        self.scratch.clear();
+        self.bank_scratch.clear();
+        let mut real = Space::Global;
+        for l in Lanes(m) {
+            let addr = w.val(inst.src[0], l).wrapping_add(inst.offset as u64);
+            let Some((sp, off)) = self.check_access(w, l, inst.line, space, addr, total, true) else {
+                continue;
+            };
+            real = sp;
+            let thread = (w.id * 32) as usize + l;
+            match sp {
+                Space::Global => {
+                    self.scratch.push((off, total));
+                    if let Some((b, o)) = self.global.find(off, total as u64) {
+                        b.touch(o, total as u64);
+                    }
+                }
+                Space::Shared => {
+                    self.bank_scratch.push((l as u32, off, total));
+                    self.shared_hazard(w, l, inst.line, off, total, true);
+                }
+                _ => {}
+            }
+            for i in 0..vec as usize {
+                let v = w.val(inst.src[1 + i], l) & mask(bytes as u8 * 8);
+                self.write_raw(sp, thread, off + (i as u32 * bytes) as u64, bytes, v);
+            }
+        }
+        self.count_memory(real, true);
+    }
+
+    fn count_memory(&mut self, sp: Space, store: bool) {
+        match sp {
+            Space::Global if !self.scratch.is_empty() => {
+                let s = counters::sectors(&self.scratch);
+                if store {
+                    self.counters.global_store_requests += 1;
+                    self.counters.global_store_sectors += s;
+                } else {
+                    self.counters.global_load_requests += 1;
+                    self.counters.global_load_sectors += s;
+                }
+            }
+            Space::Shared if !self.bank_scratch.is_empty() => {
+                if store {
+                    self.counters.shared_store_requests += 1;
+                } else {
+                    self.counters.shared_load_requests += 1;
+                }
+                self.counters.shared_wavefronts += counters::wavefronts(&self.bank_scratch);
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn atomic(&mut self, w: &mut Warp, inst: &Inst, m: u32, space: Space, op: AtomOp, ty: AtomTy, returns: bool) {
+        let bytes = match ty {
+            AtomTy::Int(t) => t.bits as u32 / 8,
+            AtomTy::F32 => 4,
+            AtomTy::F64 => 8,
+        };
+        let mut bad = 0u32;
+        for l in Lanes(m) {
+            let addr = w.val(inst.src[0], l).wrapping_add(inst.offset as u64);
+            let b = w.val(inst.src[1], l);
+            let c = inst.src.get(2).map(|&s| w.val(s, l)).unwrap_or(0);
+            let Some((sp, off)) = self.check_access(w, l, inst.line, space, addr, bytes, true) else {
+                bad |= 1 << l;
+                continue;
+            };
+            self.counters.atomics += 1;
+            let global = sp == Space::Global;
+            let mut f = |old: u64| atom_apply(op, ty, old, b, c, global);
+            let old = match sp {
+                Space::Global => match self.global.find(off, bytes as u64) {
+                    Some((buf, o)) => {
+                        buf.touch(o, bytes as u64);
+                        buf.rmw(o, bytes, &mut f)
+                    }
+                    None => 0,
+                },
+                Space::Shared => {
+                    if let Some(sh) = self.shadow.as_mut() {
+                        for i in off..off + bytes as u64 {
+                            sh.atomic(i as usize, w.id, self.epoch);
+                        }
+                    }
+                    let old = self.read_raw(Space::Shared, 0, off, bytes);
+                    self.write_raw(Space::Shared, 0, off, bytes, f(old));
+                    old
+                }
+                _ => {
+                    self.finding(Check::OutOfBounds, w.id, l, inst.line, format!("atomic on {sp:?} memory"));
+                    bad |= 1 << l;
+                    continue;
+                }
+            };
+            if returns {
+                w.set(inst.dst[0], l, old);
+            }
+        }
+        if returns {
+            w.mark(inst.dst[0], m & !bad);
+        }
+    }
+}
+
+/// The new value of an atomic's word.
+fn atom_apply(op: AtomOp, ty: AtomTy, old: u64, b: u64, c: u64, global: bool) -> u64 {
+    match ty {
+        AtomTy::F32 => {
+            let (o, v) = (f32::from_bits(old as u32), f32::from_bits(b as u32));
+            let r = match op {
+                // atom.add.f32 rounds to nearest even; on global memory it flushes subnormal inputs and
+                // results to zero, on shared memory it keeps them.
+                AtomOp::Add if global => float::ftz32(float::ftz32(o) + float::ftz32(v)),
+                AtomOp::Add => o + v,
+                AtomOp::Min => o.min(v),
+                AtomOp::Max => o.max(v),
+                AtomOp::Exch => v,
+                _ => o,
+            };
+            match op {
+                AtomOp::Exch => b & 0xffff_ffff,
+                _ => r.to_bits() as u64,
+            }
+        }
+        AtomTy::F64 => {
+            let (o, v) = (f64::from_bits(old), f64::from_bits(b));
+            match op {
+                AtomOp::Add => (o + v).to_bits(),
+                AtomOp::Exch => b,
+                _ => old,
+            }
+        }
+        AtomTy::Int(t) => {
+            let mk = mask(t.bits);
+            let (o, v) = (old & mk, b & mk);
+            let r = match op {
+                AtomOp::Add => o.wrapping_add(v),
+                AtomOp::Min if t.signed => alu::sx(o, t.bits).min(alu::sx(v, t.bits)) as u64,
+                AtomOp::Max if t.signed => alu::sx(o, t.bits).max(alu::sx(v, t.bits)) as u64,
+                AtomOp::Min => o.min(v),
+                AtomOp::Max => o.max(v),
+                AtomOp::Inc => {
+                    if o >= v {
+                        0
+                    } else {
+                        o + 1
+                    }
+                }
+                AtomOp::Dec => {
+                    if o == 0 || o > v {
+                        v
+                    } else {
+                        o - 1
+                    }
+                }
+                AtomOp::Exch => v,
+                AtomOp::Cas => {
+                    if o == v {
+                        c & mk
+                    } else {
+                        o
+                    }
+                }
+                AtomOp::And => o & v,
+                AtomOp::Or => o | v,
+                AtomOp::Xor => o ^ v,
+            };
+            r & mk
+        }
+    }
+}
