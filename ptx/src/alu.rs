@@ -193,6 +193,10 @@ pub fn int_op(op: IntOp, ty: IntTy, a: u64, b: u64, c: u64, d: u64) -> u64 {
             }
             r
         }
+        IntOp::Sad => {
+            let diff = if s { (sx(a, n) - sx(b, n)).unsigned_abs() } else { a.abs_diff(b) };
+            diff.wrapping_add(c) & m
+        }
         IntOp::Shf { left, clamp } => {
             // Funnel shift of the 64-bit {b:a} by c.
             let k = if clamp { (c & 0xffff_ffff).min(32) } else { c & 31 };
@@ -520,6 +524,23 @@ pub fn convert_pack(to: Packed, satfinite: bool, relu: bool, a: u64, b: u64) -> 
         Packed::E4m3x2 => ((float::f32_to_e4m3(x, relu) as u64) << 8) | float::f32_to_e4m3(y, relu) as u64,
         Packed::E5m2x2 => ((float::f32_to_e5m2(x, relu) as u64) << 8) | float::f32_to_e5m2(y, relu) as u64,
     }
+}
+
+/// `cvt.rn.f16x2.{e4m3x2,e5m2x2} d, a`: each byte of `a` widened (exactly) to f16, the upper byte to the
+/// upper half.
+pub fn convert_unpack(from: Packed, a: u64) -> u64 {
+    let f = |b: u8| -> u64 {
+        let v = match from {
+            Packed::E5m2x2 => float::e5m2_to_f32(b),
+            _ => float::e4m3_to_f32(b),
+        };
+        if v.is_nan() {
+            0x7fff
+        } else {
+            float::f64_to_f16(v as f64, Rnd::Rn, false) as u64
+        }
+    };
+    (f((a >> 8) as u8) << 16) | f(a as u8)
 }
 
 #[cfg(test)]

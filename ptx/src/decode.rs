@@ -424,7 +424,7 @@ fn decode_inst(raw: &RawInst, ctx: &Ctx) -> Result<Inst, PtxError> {
         }
         "add" | "sub" | "mul" | "mad" | "fma" | "div" | "rem" | "min" | "max" | "abs" | "neg" | "and" | "or"
         | "xor" | "not" | "cnot" | "shl" | "shr" | "popc" | "clz" | "brev" | "bfind" | "bfe" | "bfi" | "prmt"
-        | "lop3" | "shf" | "copysign" | "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" => {
+        | "lop3" | "shf" | "sad" | "copysign" | "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" => {
             arith(&d, base)
         }
         "setp" => {
@@ -691,7 +691,9 @@ fn decode_inst(raw: &RawInst, ctx: &Ctx) -> Result<Inst, PtxError> {
             d.inst(Kind::Activemask, Class::Warp, vec![d.dst(&ops[0])?], vec![])
         }
         "mma" => {
-            let shape = match (d.mods.iter().find(|m| m.starts_with('m')).copied(), d.types().as_slice()) {
+            // The last four modifiers are the D, A, B and C types (`.f32.e4m3.e4m3.f32`).
+            let tys: Vec<&str> = d.mods.iter().rev().take(4).rev().copied().collect();
+            let shape = match (d.mods.iter().find(|m| m.starts_with('m')).copied(), tys.as_slice()) {
                 (Some("m16n8k16"), ["f32", "bf16", "bf16", "f32"]) => MmaShape::M16n8k16Bf16,
                 (Some("m16n8k16"), ["f32", "f16", "f16", "f32"]) => MmaShape::M16n8k16F16,
                 (Some("m16n8k32"), ["f32", "e4m3", "e4m3", "f32"]) => MmaShape::M16n8k32E4m3,
@@ -833,6 +835,7 @@ fn arith(d: &D, base: &str) -> Result<Inst, PtxError> {
         }
         "lop3" => (IntOp::Lop3, 4),
         "shf" => (IntOp::Shf { left: d.has("l"), clamp: d.has("clamp") }, 3),
+        "sad" => (IntOp::Sad, 3),
         _ => return d.unsupported(format!("{base} on .{t}")),
     };
     want(arity)?;
@@ -865,6 +868,18 @@ fn cvt(d: &D) -> Result<Inst, PtxError> {
         "e5m2x2" => Some(Packed::E5m2x2),
         _ => None,
     };
+    let fp8 = match *from {
+        "e4m3x2" => Some(Packed::E4m3x2),
+        "e5m2x2" => Some(Packed::E5m2x2),
+        _ => None,
+    };
+    if let (Some(to @ (Packed::F16x2 | Packed::Bf16x2)), Some(from)) = (packed, fp8) {
+        d.nops(2)?;
+        if to == Packed::Bf16x2 {
+            return d.unsupported("cvt from FP8 pairs to .bf16x2");
+        }
+        return d.inst(Kind::CvtUnpack { from, to }, Class::Convert, vec![d.dst(&ops[0])?], vec![d.src(&ops[1])?]);
+    }
     if let Some(to) = packed {
         if *from != "f32" {
             return d.unsupported(format!("cvt to .{to:?} from .{from}"));

@@ -720,6 +720,13 @@ impl<'a> Block<'a> {
                 }
                 w.mark(inst.dst[0], m);
             }
+            Kind::CvtUnpack { from, .. } => {
+                for l in Lanes(m) {
+                    let v = alu::convert_unpack(from, w.val(src[0], l));
+                    w.set(inst.dst[0], l, v);
+                }
+                w.mark(inst.dst[0], m);
+            }
             Kind::Cvta { to_generic, space } => {
                 let window = match space {
                     Space::Shared => SHARED_WINDOW,

@@ -40,8 +40,12 @@ pub struct IntTy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntOp {
-    Add { sat: bool },
-    Sub { sat: bool },
+    Add {
+        sat: bool,
+    },
+    Sub {
+        sat: bool,
+    },
     MulLo,
     MulHi,
     MulWide,
@@ -64,12 +68,19 @@ pub enum IntOp {
     Popc,
     Clz,
     Brev,
-    Bfind { shift_amount: bool },
+    Bfind {
+        shift_amount: bool,
+    },
     Bfe,
     Bfi,
     Prmt,
     Lop3,
-    Shf { left: bool, clamp: bool },
+    Shf {
+        left: bool,
+        clamp: bool,
+    },
+    /// `c + |a - b|`.
+    Sad,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +288,11 @@ pub enum Kind {
         to: Packed,
         satfinite: bool,
         relu: bool,
+    },
+    /// `cvt.rn.{f16x2,bf16x2}.{e4m3x2,e5m2x2} d, a`: the upper byte of `a` to the upper half of `d`.
+    CvtUnpack {
+        from: Packed,
+        to: Packed,
     },
     /// `cvta.space` (to generic) or `cvta.to.space` (from generic).
     Cvta {

@@ -18,3 +18,14 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
     num / den.max(1e-30)
 }
+
+/// Relative L2 error of a CUDA kernel's output (in the PTX emulator or on a GPU) vs the CPU reference on
+/// identical inputs: f32 math summed in another order.
+pub const KERNEL_REL_L2_F32: f64 = 1e-5;
+/// The same for bf16 GEMMs: operands rounded identically, f32 accumulation in another order, an
+/// overwritten output rounded to bf16 (a one-ulp flip at a rounding boundary costs up to 2^-8 there).
+/// Measured in the emulator: about 1e-7 (the roundings agree bit for bit).
+pub const KERNEL_REL_L2_BF16: f64 = 1e-3;
+/// The same for FP8 GEMMs (identical E4M3 quantization; outputs rounded to bf16). Measured in the
+/// emulator: about 1e-7; real tensor cores accumulate FP8 products in fewer bits.
+pub const KERNEL_REL_L2_FP8: f64 = 1e-3;

@@ -1,0 +1,424 @@
+//! The kernel property suite: every op family's CUDA kernel, as `cuda::emit` writes it for random sizes
+//! (tile multiples and not), compiled by NVRTC for sm_90a (the NVRTC gate's PyPI wheel) and run in the PTX
+//! emulator with every overwritten output poisoned (0xFF bytes, a NaN), against the CPU reference
+//! (`cpu::run_op`) on identical inputs, through the tolerance table, with a clean sanitizer. Accumulated
+//! and in-place outputs start from the same random values on both sides, so an op that overwrites
+//! instead of accumulating fails. Routing inputs have well-separated scores, so that a one-ulp difference
+//! cannot pick another expert.
+//!
+//! Needs libnvrtc (`DSV3C_NVRTC`, as `scripts/test.sh` sets it): without it the suite says so and
+//! passes only outside CI; with `CI` set it fails.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use dsv3c_codegen::cuda::{self, check};
+use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options};
+use dsv3c_runtime::cpu::run_op;
+use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Score};
+use dsv3c_runtime::tolerance::{self, rel_l2};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed};
+
+/// Is NVRTC here? Outside CI its absence skips the suite (loudly); in CI it is a failure.
+fn nvrtc() -> bool {
+    match dsv3c_runtime::nvrtc::ensure_loaded() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("the kernel suite needs NVRTC in CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: kernel property suite ({e})");
+            false
+        }
+    }
+}
+
+/// PTX of a kernel, compiled once per distinct source.
+fn ptx(k: &cuda::CudaKernel) -> String {
+    static CACHE: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = g.get_or_insert_with(HashMap::new);
+    if let Some(p) = cache.get(&k.source) {
+        return p.clone();
+    }
+    let p = dsv3c_runtime::nvrtc::compile(&k.stem, &k.source, "sm_90a").unwrap_or_else(|e| panic!("{e}"));
+    cache.insert(k.source.clone(), p.clone());
+    p
+}
+
+/// The arguments an op overwrites (the rest of its outputs accumulate or update in place).
+fn overwritten(op: &Op) -> Vec<usize> {
+    use Op::*;
+    match op {
+        Zero { .. } => vec![0],
+        Add { .. } | Embedding { .. } | SwiGlu { .. } => vec![2],
+        Gemm { accumulate: false, .. } => vec![2],
+        ShiftTokens { .. } => vec![1],
+        RmsNorm { .. } => vec![2, 3],
+        Dyt { .. } => vec![4],
+        Attention(_) => vec![3, 4],
+        Router(_) => vec![2, 3, 4],
+        Dispatch { .. } => vec![2, 3, 4, 5],
+        GroupedGemm { mode: GroupedMode::Forward, .. } => vec![3],
+        CombineBwd { .. } => vec![5],
+        CrossEntropy { .. } => vec![2],
+        _ => vec![],
+    }
+}
+
+/// A small deterministic generator (the case's seed comes from proptest).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f() * scale).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn perm(&mut self, n: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            p.swap(i, self.below(i + 1));
+        }
+        p
+    }
+}
+
+/// Runs `op` on the CPU and in the emulator from the same arguments and compares every output.
+fn check_op(op: &Op, args: Vec<Vec<f32>>, tol: f64) {
+    let fp = check::footprint(op);
+    assert_eq!(args.len(), fp.len(), "{}: argument count", op.family());
+    for (i, (a, n)) in args.iter().zip(&fp).enumerate() {
+        assert!(a.len() >= *n, "{}: argument {i} has {} elements, the kernel touches {n}", op.family(), a.len());
+    }
+    let over = overwritten(op);
+    let mut cpu = args.clone();
+    for &i in &over {
+        cpu[i].fill(f32::NAN);
+    }
+    run_op(op, &mut cpu);
+
+    let k = cuda::emit(op).unwrap_or_else(|e| panic!("{e}"));
+    let text = ptx(&k);
+    let mut global = Global::new();
+    let module = Module::load(&text, &mut global).unwrap_or_else(|e| panic!("{}: {e}", k.stem));
+    let addrs: Vec<u64> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let bytes: Vec<u8> = if over.contains(&i) {
+                vec![0xff; a.len() * 4]
+            } else {
+                a.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
+            global.alloc_with(&k.args[i], &bytes)
+        })
+        .collect();
+    let kargs: Vec<Arg> = addrs.iter().map(|&a| Arg::Ptr(a)).collect();
+    for e in &k.entries {
+        let cfg = LaunchConfig {
+            grid: [e.grid[0] as u32, e.grid[1] as u32, e.grid[2] as u32],
+            block: [e.block, 1, 1],
+            dynamic_smem: e.dynamic_smem,
+        };
+        let rep = module
+            .launch(e.name, &cfg, &kargs, &global, &Options::default())
+            .unwrap_or_else(|err| panic!("{}::{}: {err}", k.stem, e.name));
+        let findings: Vec<String> = rep.findings.iter().map(|f| f.to_string()).collect();
+        assert!(findings.is_empty(), "{}::{} sanitizer:\n{}", k.stem, e.name, findings.join("\n"));
+    }
+    for &o in &op.outputs() {
+        let bytes = global.read(addrs[o], args[o].len() as u64 * 4).unwrap();
+        let gpu: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let want = &cpu[o];
+        let mismatch = gpu.iter().zip(want).position(|(g, c)| g.is_nan() != c.is_nan());
+        if let Some(i) = mismatch {
+            panic!("{} output {o} ({}): element {i}: emulator {} vs CPU {}", k.stem, k.args[o], gpu[i], want[i]);
+        }
+        let (g, c): (Vec<f32>, Vec<f32>) =
+            gpu.iter().zip(want).filter(|(g, _)| !g.is_nan()).map(|(g, c)| (*g, *c)).unzip();
+        let err = rel_l2(&g, &c);
+        if err > tol {
+            let worst = g
+                .iter()
+                .zip(&c)
+                .enumerate()
+                .max_by(|a, b| (a.1 .0 - a.1 .1).abs().total_cmp(&(b.1 .0 - b.1 .1).abs()))
+                .map(|(i, (x, y))| format!("element {i}: emulator {x} vs CPU {y}"))
+                .unwrap_or_default();
+            panic!("{} output {o} ({}): relative L2 error {err:.3e} > {tol:.1e}; worst {worst}", k.stem, k.args[o]);
+        }
+    }
+}
+
+fn tol(q: Quant) -> f64 {
+    match q {
+        Quant::None => tolerance::KERNEL_REL_L2_F32,
+        Quant::Bf16 => tolerance::KERNEL_REL_L2_BF16,
+        Quant::Fp8 { .. } => tolerance::KERNEL_REL_L2_FP8,
+    }
+}
+
+fn config(cases: u32) -> Config {
+    Config { cases, rng_seed: RngSeed::Fixed(0x5eed), failure_persistence: None, ..Config::default() }
+}
+
+fn quant() -> impl Strategy<Value = Quant> {
+    prop_oneof![
+        Just(Quant::None),
+        Just(Quant::Bf16),
+        Just(Quant::Fp8 { tile: 128, b_blocks: true }),
+        Just(Quant::Fp8 { tile: 128, b_blocks: false })
+    ]
+}
+
+/// Router outputs for random, well-separated logits: scores, idx, weights.
+fn routed(r: &Route, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut logits = Vec::with_capacity(r.tokens * r.experts);
+    for _ in 0..r.tokens {
+        // Distinct values 0.2 apart plus a small jitter: no two selection scores (nor group sums) tie.
+        for p in rng.perm(r.experts) {
+            logits.push((p as f32 - r.experts as f32 / 2.0) * 0.2 + 0.01 * rng.f());
+        }
+    }
+    let bias: Vec<f32> = (0..r.experts).map(|e| 0.001 * e as f32).collect();
+    let mut a = vec![
+        logits.clone(),
+        bias,
+        vec![0.0; r.tokens * r.experts],
+        vec![0.0; r.tokens * r.top_k],
+        vec![0.0; r.tokens * r.top_k],
+    ];
+    run_op(&Op::Router(*r), &mut a);
+    (logits, a[2].clone(), a[3].clone(), a[4].clone())
+}
+
+/// Expert ids for `tokens × top_k` slots (distinct per token), some experts left empty.
+fn expert_ids(tokens: usize, experts: usize, top_k: usize, rng: &mut Rng) -> Vec<f32> {
+    let used = (experts / 2).max(top_k).min(experts);
+    let pool: Vec<usize> = rng.perm(experts).into_iter().take(used).collect();
+    let mut idx = Vec::with_capacity(tokens * top_k);
+    for _ in 0..tokens {
+        let p = rng.perm(used);
+        idx.extend(p.iter().take(top_k).map(|&i| pool[i] as f32));
+    }
+    idx
+}
+
+/// Dispatch outputs for `idx`: perm, inv, offsets.
+fn dispatched(tokens: usize, experts: usize, top_k: usize, idx: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = tokens * top_k;
+    let mut a = vec![idx.to_vec(), vec![0.0; tokens], vec![0.0; n], vec![0.0; n], vec![0.0; experts + 1], vec![0.0; n]];
+    run_op(&Op::Dispatch { tokens, experts, top_k, d: 1 }, &mut a);
+    (a[2].clone(), a[3].clone(), a[4].clone())
+}
+
+fn attn_strategy() -> impl Strategy<Value = Attn> {
+    (1..3usize, 1..80usize, 1..5usize, 1..4usize, 1..3usize, 1..4usize, any::<bool>(), 1..24usize, 0..3usize).prop_map(
+        |(batch, seq, heads, nope8, rope4, v8, windowed, window, sinks)| {
+            let (nope, rope, v) = (nope8 * 8, rope4 * 4, v8 * 8);
+            Attn {
+                batch,
+                seq,
+                heads,
+                nope,
+                rope,
+                v,
+                kpe_stride: 16 + rope,
+                kpe_offset: 16,
+                scale: 1.0 / ((nope + rope) as f32).sqrt(),
+                window: windowed.then_some((window, sinks)),
+            }
+        },
+    )
+}
+
+fn route_strategy() -> impl Strategy<Value = Route> {
+    (
+        1..70usize,
+        prop_oneof![Just((8, 1)), Just((8, 4)), Just((16, 8)), Just((64, 8)), Just((48, 1))],
+        1..4usize,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(tokens, (experts, groups), k, sigmoid, normalize)| {
+            let top_groups = if groups > 1 { (groups / 2).max(1) } else { 1 };
+            let per_group = experts / groups;
+            let top_k = k.min(per_group * top_groups);
+            Route {
+                tokens,
+                experts,
+                groups,
+                top_groups,
+                top_k,
+                score: if sigmoid { Score::Sigmoid } else { Score::Softmax },
+                normalize,
+                scale: 2.5,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(config(6))]
+
+    #[test]
+    fn elementwise(n in 1..5000usize, alpha in -2.0f32..2.0, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        check_op(&Op::Zero { n }, vec![r.vec(n, 1.0)], 0.0);
+        check_op(&Op::AddScaled { n, alpha }, vec![r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        check_op(&Op::Add { n }, vec![r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        check_op(&Op::SwiGlu { n }, vec![r.vec(n, 3.0), r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        check_op(&Op::SwiGluBwd { n }, (0..5).map(|_| r.vec(n, 2.0)).collect(), tolerance::KERNEL_REL_L2_F32);
+    }
+
+    #[test]
+    fn gemm(m in 1..150usize, n in 1..150usize, k in 1..300usize, ta in any::<bool>(), tb in any::<bool>(),
+            accumulate in any::<bool>(), q in quant(), pad in 0..5usize, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let lda = if ta { m } else { k } + pad;
+        let ldb = if tb { k } else { n } + pad;
+        let ldc = n + pad;
+        let op = Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant: q };
+        let fp = check::footprint(&op);
+        check_op(&op, vec![r.vec(fp[0], 1.0), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0)], tol(q));
+    }
+
+    #[test]
+    fn grouped_gemm(experts in 1..9usize, tokens in 1..60usize, top_k in 1..3usize, n in 1..140usize,
+                    k in 1..200usize, q in quant(), seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let top_k = top_k.min(experts);
+        let rows = tokens * top_k;
+        let idx = expert_ids(tokens, experts, top_k, &mut r);
+        let (_, _, offsets) = dispatched(tokens, experts, top_k, &idx);
+        for mode in [GroupedMode::Forward, GroupedMode::DataGrad, GroupedMode::WeightGrad] {
+            let op = Op::GroupedGemm { experts, rows, n, k, mode, quant: q };
+            let fp = check::footprint(&op);
+            let args = vec![offsets.clone(), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0), r.vec(fp[3], 1.0)];
+            check_op(&op, args, tol(q));
+        }
+    }
+
+    #[test]
+    fn norms(rows in 1..70usize, d in 1..300usize, pad in 0..4usize, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let in_stride = d + pad;
+        let t = tolerance::KERNEL_REL_L2_F32;
+        let x = r.vec((rows - 1) * in_stride + d, 2.0);
+        let w = r.vec(d, 1.0);
+        let fwd = Op::RmsNorm { rows, d, in_stride, eps: 1e-6 };
+        check_op(&fwd, vec![x.clone(), w.clone(), r.vec(rows * d, 1.0), r.vec(rows, 1.0)], t);
+        let mut a = vec![x.clone(), w.clone(), vec![0.0; rows * d], vec![0.0; rows]];
+        run_op(&fwd, &mut a);
+        let bwd = Op::RmsNormBwd { rows, d, in_stride };
+        check_op(&bwd, vec![x.clone(), w.clone(), a[3].clone(), r.vec(rows * d, 1.0), r.vec(x.len(), 1.0), r.vec(d, 1.0)], t);
+        let (b, alpha) = (r.vec(d, 0.5), vec![0.7]);
+        check_op(&Op::Dyt { rows, d, in_stride }, vec![x.clone(), w.clone(), b, alpha.clone(), r.vec(rows * d, 1.0)], t);
+        let dyt_bwd = Op::DytBwd { rows, d, in_stride };
+        check_op(&dyt_bwd, vec![x.clone(), w, alpha, r.vec(rows * d, 1.0), r.vec(x.len(), 1.0), r.vec(d, 1.0), r.vec(d, 1.0), vec![0.3]], t);
+    }
+
+    #[test]
+    fn rope(tokens in 1..80usize, seq in 1..40usize, heads in 1..4usize, half in 1..9usize, yarn in any::<bool>(),
+            inverse in any::<bool>(), seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let dim = 2 * half;
+        let head_stride = dim + 8;
+        let freqs = RopeFreqs { theta: 10000.0, yarn: yarn.then_some((40.0, 4096, 32.0, 1.0)), attention_factor: if yarn { 1.2 } else { 1.0 } };
+        let op = Op::Rope { tokens, seq, heads, row_stride: heads * head_stride + 4, head_stride, offset: 8, dim, freqs, inverse };
+        let fp = check::footprint(&op);
+        check_op(&op, vec![r.vec(fp[0], 1.0)], tolerance::KERNEL_REL_L2_F32);
+    }
+
+    #[test]
+    fn attention(a in attn_strategy(), seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let fwd = Op::Attention(a);
+        let fp = check::footprint(&fwd);
+        let (q, kvb, kva) = (r.vec(fp[0], 1.0), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0));
+        let t = tolerance::KERNEL_REL_L2_F32;
+        check_op(&fwd, vec![q.clone(), kvb.clone(), kva.clone(), r.vec(fp[3], 1.0), r.vec(fp[4], 1.0)], t);
+        let mut out = vec![q.clone(), kvb.clone(), kva.clone(), vec![0.0; fp[3]], vec![0.0; fp[4]]];
+        run_op(&fwd, &mut out);
+        let bwd = Op::AttentionBwd(a);
+        let args = vec![q, kvb, kva, out[3].clone(), out[4].clone(), r.vec(fp[3], 1.0), r.vec(fp[0], 1.0), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0)];
+        check_op(&bwd, args, t);
+    }
+
+    #[test]
+    fn router(rt in route_strategy(), seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let (logits, scores, idx, _) = routed(&rt, &mut r);
+        let (te, tk) = (rt.tokens * rt.experts, rt.tokens * rt.top_k);
+        let bias: Vec<f32> = (0..rt.experts).map(|e| 0.001 * e as f32).collect();
+        check_op(&Op::Router(rt), vec![logits, bias, r.vec(te, 1.0), r.vec(tk, 1.0), r.vec(tk, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        let args = vec![scores, idx, r.vec(tk, 1.0), r.vec(te, 1.0), r.vec(te, 1.0)];
+        check_op(&Op::RouterBwd(rt), args, tolerance::KERNEL_REL_L2_F32);
+    }
+
+    #[test]
+    fn dispatch_combine(tokens in 1..90usize, experts in 1..20usize, top_k in 1..4usize, d in 1..130usize, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let top_k = top_k.min(experts);
+        let n = tokens * top_k;
+        let idx = expert_ids(tokens, experts, top_k, &mut r);
+        let t = tolerance::KERNEL_REL_L2_F32;
+        let disp = Op::Dispatch { tokens, experts, top_k, d };
+        check_op(&disp, vec![idx.clone(), r.vec(tokens * d, 1.0), r.vec(n, 1.0), r.vec(n, 1.0), r.vec(experts + 1, 1.0), r.vec(n * d, 1.0)], t);
+        let (perm, inv, _) = dispatched(tokens, experts, top_k, &idx);
+        check_op(&Op::DispatchBwd { tokens, top_k, d }, vec![inv.clone(), r.vec(n * d, 1.0), r.vec(tokens * d, 1.0)], t);
+        let weights = r.vec(n, 1.0);
+        check_op(&Op::Combine { tokens, top_k, d }, vec![inv.clone(), weights.clone(), r.vec(n * d, 1.0), r.vec(tokens * d, 1.0)], t);
+        let args = vec![perm, inv, weights, r.vec(n * d, 1.0), r.vec(tokens * d, 1.0), r.vec(n * d, 1.0), r.vec(n, 1.0)];
+        check_op(&Op::CombineBwd { tokens, top_k, d }, args, t);
+    }
+
+    #[test]
+    fn embedding_and_tokens(n in 1..200usize, vocab in 1..300usize, d in 1..100usize, batch in 1..4usize, seq in 1..50usize,
+                            shift in 1..3usize, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let tokens: Vec<f32> = (0..n).map(|_| r.below(vocab) as f32).collect();
+        let t = tolerance::KERNEL_REL_L2_F32;
+        check_op(&Op::Embedding { n, vocab, d }, vec![tokens.clone(), r.vec(vocab * d, 1.0), r.vec(n * d, 1.0)], t);
+        check_op(&Op::EmbeddingBwd { n, vocab, d }, vec![tokens, r.vec(n * d, 1.0), r.vec(vocab * d, 1.0)], t);
+        let ids: Vec<f32> = (0..batch * seq).map(|_| r.below(vocab) as f32).collect();
+        check_op(&Op::ShiftTokens { batch, seq, shift }, vec![ids, r.vec(batch * seq, 1.0)], 0.0);
+    }
+
+    #[test]
+    fn losses(batch in 1..3usize, seq in 2..40usize, vocab in 2..700usize, shift in 1..3usize, experts in 2..20usize,
+              top_k in 1..4usize, sigmoid in any::<bool>(), seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng(seed | 1);
+        let rows = batch * seq;
+        let tokens: Vec<f32> = (0..rows).map(|_| r.below(vocab) as f32).collect();
+        let ce = Op::CrossEntropy { batch, seq, vocab, shift, grad_scale: 0.5 };
+        check_op(&ce, vec![r.vec(rows * vocab, 4.0), tokens, r.vec(1, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        let top_k = top_k.min(experts);
+        let b = Balance { batch, seq, experts, top_k, alpha: 1e-2, score: if sigmoid { Score::Sigmoid } else { Score::Softmax } };
+        let scores: Vec<f32> = (0..rows * experts).map(|_| r.f().abs()).collect();
+        let idx = expert_ids(rows, experts, top_k, &mut r);
+        check_op(&Op::BalanceLoss(b), vec![scores.clone(), idx.clone(), r.vec(1, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        let bwd = Op::BalanceLossBwd { balance: b, grad_scale: 0.5 };
+        check_op(&bwd, vec![scores, idx, r.vec(rows * experts, 1.0)], tolerance::KERNEL_REL_L2_F32);
+    }
+}
