@@ -78,6 +78,11 @@ pub struct Spaces<'a> {
 }
 
 const MAX_FINDINGS_PER_BLOCK: usize = 64;
+/// Instructions a warp runs before the next warp of its block gets a turn.
+const SLICE: u64 = 4096;
+/// Instructions a block may run while some of its threads wait at a barrier before it is reported as
+/// deadlocked (a warp spinning on a flag that a waiting warp would set).
+const SPIN_LIMIT: u64 = 1 << 23;
 
 pub fn launch(
     k: &Kernel,
@@ -161,6 +166,8 @@ struct Warp {
     /// `(pc, lanes)`, sorted by pc, pcs distinct.
     groups: Vec<(u32, u32)>,
     waits: Vec<Wait>,
+    /// Lanes waiting at `bar.warp.sync`: `(pc, lanes, member mask)`.
+    warp_waits: Vec<(u32, u32, u32)>,
     exited: u32,
     /// Lanes that exist (the last warp of a block may be partial).
     present: u32,
@@ -313,6 +320,7 @@ impl<'a> Block<'a> {
             init: vec![0; n],
             groups: Vec::new(),
             waits: Vec::new(),
+            warp_waits: Vec::new(),
             exited: 0,
             present: 0,
             issued: 0,
@@ -369,10 +377,52 @@ impl<'a> Block<'a> {
         let nwarps = self.nthreads.div_ceil(32);
         let mut warps: Vec<Warp> = (0..nwarps).map(|i| self.new_warp(i)).collect();
         let mut arrivals = [0u32; 16];
+        // Instructions run while some warp waits at a barrier: a warp that spins that long while the
+        // others wait is reported as a deadlock rather than left to hang.
+        let mut spin = 0u64;
         loop {
+            let mut ran = 0;
             for w in warps.iter_mut() {
-                self.run_warp(w, &mut arrivals)?;
+                ran += self.run_warp(w, &mut arrivals, SLICE)?;
             }
+            if warps.iter().any(|w| !w.groups.is_empty()) {
+                if warps.iter().any(|w| !w.waits.is_empty()) {
+                    spin += ran;
+                    if spin > SPIN_LIMIT {
+                        let (wid, spin_line) = warps
+                            .iter()
+                            .find_map(|w| {
+                                w.groups.first().map(|g| (w.id, self.k.insts.get(g.0 as usize).map_or(0, |i| i.line)))
+                            })
+                            .unwrap_or((0, 0));
+                        // The finding names the barrier that cannot complete; the message, where the spinning warp is.
+                        let (bwarp, lane, line) = warps
+                            .iter()
+                            .find_map(|w| {
+                                w.waits.first().map(|x| (w.id, first_lane(x.mask), self.k.insts[x.pc as usize].line))
+                            })
+                            .unwrap_or((0, 0, 0));
+                        let waiting: Vec<String> = warps
+                            .iter()
+                            .flat_map(|w| w.waits.iter().map(move |x| (w.id, x)))
+                            .map(|(id, x)| format!("warp {id} at PTX line {}", self.k.insts[x.pc as usize].line))
+                            .collect();
+                        self.finding(
+                            Check::Deadlock,
+                            bwarp,
+                            lane,
+                            line,
+                            format!(
+                                "barrier can never complete: warp {wid} ran {SPIN_LIMIT} instructions at PTX line {spin_line} (a spin loop?) while threads wait ({})",
+                                waiting.join("; ")
+                            ),
+                        );
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            spin = 0;
             if warps.iter().all(|w| w.waits.is_empty()) {
                 return Ok(());
             }
@@ -450,10 +500,40 @@ impl<'a> Block<'a> {
         }
     }
 
-    fn run_warp(&mut self, w: &mut Warp, arrivals: &mut [u32; 16]) -> Result<(), PtxError> {
+    /// Runs a warp until it blocks, exits or has issued `budget` instructions; returns how many it issued.
+    fn run_warp(&mut self, w: &mut Warp, arrivals: &mut [u32; 16], budget: u64) -> Result<u64, PtxError> {
         let k: &'a Kernel = self.k;
         let insts = &k.insts;
-        while let Some(&(pc, gmask)) = w.groups.first() {
+        let start = w.issued;
+        loop {
+            if w.groups.is_empty() {
+                if w.warp_waits.is_empty() || !w.waits.is_empty() {
+                    break;
+                }
+                // Lanes wait at bar.warp.sync for member lanes that can no longer arrive.
+                let arrived = w.warp_waits.iter().fold(0, |a, x| a | x.1);
+                let (pc, lanes, member) = w.warp_waits[0];
+                let missing = member & !arrived;
+                let line = insts[pc as usize].line;
+                self.finding(
+                    Check::MemberMask,
+                    w.id,
+                    first_lane(lanes),
+                    line,
+                    format!(
+                        "bar.warp.sync member mask {member:#010x} names lanes {missing:#010x} that {} without reaching a bar.warp.sync",
+                        if missing & !w.exited == 0 { "exited" } else { "stopped" }
+                    ),
+                );
+                for (pc, lanes, _) in std::mem::take(&mut w.warp_waits) {
+                    w.insert(pc + 1, lanes);
+                }
+                continue;
+            }
+            if w.issued - start >= budget {
+                break;
+            }
+            let (pc, gmask) = w.groups[0];
             let Some(inst) = insts.get(pc as usize) else {
                 // Falling off the end of a kernel ends its threads.
                 w.exited |= gmask;
@@ -502,6 +582,47 @@ impl<'a> Block<'a> {
                     w.insert(pc + 1, gmask & !m);
                     continue;
                 }
+                Kind::BarWarp if m != 0 => {
+                    self.check_sources(w, inst, m);
+                    let l = first_lane(m);
+                    let member = w.val(inst.src[0], l) as u32;
+                    if member & !w.present != 0 {
+                        self.finding(
+                            Check::MemberMask,
+                            w.id,
+                            l,
+                            inst.line,
+                            format!(
+                                "member mask {member:#010x} names lanes {:#010x} that do not exist",
+                                member & !w.present
+                            ),
+                        );
+                    }
+                    if m & !member != 0 {
+                        self.finding(
+                            Check::MemberMask,
+                            w.id,
+                            first_lane(m & !member),
+                            inst.line,
+                            format!(
+                                "lanes {:#010x} execute it but are not in the member mask {member:#010x}",
+                                m & !member
+                            ),
+                        );
+                    }
+                    // Since sm_70 the lanes of a warp may reach bar.warp.sync at different instructions:
+                    // each waits until every lane of the mask has arrived at one.
+                    w.groups.remove(0);
+                    w.warp_waits.push((pc, m, (member | m) & w.present));
+                    w.insert(pc + 1, gmask & !m);
+                    let arrived = w.warp_waits.iter().fold(0, |a, x| a | x.1);
+                    if w.warp_waits.iter().all(|x| x.2 & !arrived == 0) {
+                        for (pc, lanes, _) in std::mem::take(&mut w.warp_waits) {
+                            w.insert(pc + 1, lanes);
+                        }
+                    }
+                    continue;
+                }
                 Kind::Bar { aligned, arrive } if m != 0 => {
                     self.check_sources(w, inst, m);
                     let l = first_lane(m);
@@ -534,7 +655,7 @@ impl<'a> Block<'a> {
                 w.groups[0].1 |= lanes;
             }
         }
-        Ok(())
+        Ok(w.issued - start)
     }
 
     fn check_sources(&mut self, w: &Warp, inst: &Inst, m: u32) {
@@ -580,6 +701,7 @@ impl<'a> Block<'a> {
                 format!("lanes {:#010x} execute it but are not in the member mask {mm:#010x}", m & !mm),
             );
         }
+        // shfl.sync and vote.sync wait only for the non-exited lanes of the mask (PTX ISA).
         let missing = mm & w.present & !w.exited & !m;
         if missing != 0 {
             let elsewhere: Vec<String> = w
@@ -746,9 +868,7 @@ impl<'a> Block<'a> {
             Kind::St { space, bytes, vec } => self.store(w, inst, m, space, bytes as u32, vec as u32),
             Kind::Atom { space, op, ty, returns } => self.atomic(w, inst, m, space, op, ty, returns),
             Kind::Fence => {}
-            Kind::BarWarp => {
-                self.collective(w, inst, m, src[0]);
-            }
+            Kind::BarWarp => {}
             Kind::Activemask => {
                 for l in Lanes(m) {
                     w.set(inst.dst[0], l, m as u64);
