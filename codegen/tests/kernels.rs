@@ -16,6 +16,7 @@ use dsv3c_codegen::cuda::{self, check};
 use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options};
 use dsv3c_runtime::cpu::run_op;
 use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Score};
+use dsv3c_runtime::sample::{dispatched, expert_ids, routed, router_inputs, Rng};
 use dsv3c_runtime::tolerance::{self, rel_l2};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -62,35 +63,6 @@ fn overwritten(op: &Op) -> Vec<usize> {
         CombineBwd { .. } => vec![5],
         CrossEntropy { .. } => vec![2],
         _ => vec![],
-    }
-}
-
-/// A small deterministic generator (the case's seed comes from proptest).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f() * scale).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn perm(&mut self, n: usize) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            p.swap(i, self.below(i + 1));
-        }
-        p
     }
 }
 
@@ -182,47 +154,6 @@ fn quant() -> impl Strategy<Value = Quant> {
     ]
 }
 
-/// Router outputs for random, well-separated logits: scores, idx, weights.
-fn routed(r: &Route, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut logits = Vec::with_capacity(r.tokens * r.experts);
-    for _ in 0..r.tokens {
-        // Distinct values 0.2 apart plus a small jitter: no two selection scores (nor group sums) tie.
-        for p in rng.perm(r.experts) {
-            logits.push((p as f32 - r.experts as f32 / 2.0) * 0.2 + 0.01 * rng.f());
-        }
-    }
-    let bias: Vec<f32> = (0..r.experts).map(|e| 0.001 * e as f32).collect();
-    let mut a = vec![
-        logits.clone(),
-        bias,
-        vec![0.0; r.tokens * r.experts],
-        vec![0.0; r.tokens * r.top_k],
-        vec![0.0; r.tokens * r.top_k],
-    ];
-    run_op(&Op::Router(*r), &mut a);
-    (logits, a[2].clone(), a[3].clone(), a[4].clone())
-}
-
-/// Expert ids for `tokens × top_k` slots (distinct per token), some experts left empty.
-fn expert_ids(tokens: usize, experts: usize, top_k: usize, rng: &mut Rng) -> Vec<f32> {
-    let used = (experts / 2).max(top_k).min(experts);
-    let pool: Vec<usize> = rng.perm(experts).into_iter().take(used).collect();
-    let mut idx = Vec::with_capacity(tokens * top_k);
-    for _ in 0..tokens {
-        let p = rng.perm(used);
-        idx.extend(p.iter().take(top_k).map(|&i| pool[i] as f32));
-    }
-    idx
-}
-
-/// Dispatch outputs for `idx`: perm, inv, offsets.
-fn dispatched(tokens: usize, experts: usize, top_k: usize, idx: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let n = tokens * top_k;
-    let mut a = vec![idx.to_vec(), vec![0.0; tokens], vec![0.0; n], vec![0.0; n], vec![0.0; experts + 1], vec![0.0; n]];
-    run_op(&Op::Dispatch { tokens, experts, top_k, d: 1 }, &mut a);
-    (a[2].clone(), a[3].clone(), a[4].clone())
-}
-
 fn attn_strategy() -> impl Strategy<Value = Attn> {
     (1..3usize, 1..80usize, 1..5usize, 1..4usize, 1..3usize, 1..4usize, any::<bool>(), 1..24usize, 0..3usize).prop_map(
         |(batch, seq, heads, nope8, rope4, v8, windowed, window, sinks)| {
@@ -274,7 +205,7 @@ proptest! {
     #[test]
     fn elementwise(n in 1..5000usize, alpha in -2.0f32..2.0, seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         check_op(&Op::Zero { n }, vec![r.vec(n, 1.0)], 0.0);
         check_op(&Op::AddScaled { n, alpha }, vec![r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
         check_op(&Op::Add { n }, vec![r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
@@ -286,7 +217,7 @@ proptest! {
     fn gemm(m in 1..150usize, n in 1..150usize, k in 1..300usize, ta in any::<bool>(), tb in any::<bool>(),
             accumulate in any::<bool>(), q in quant(), pad in 0..5usize, seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let lda = if ta { m } else { k } + pad;
         let ldb = if tb { k } else { n } + pad;
         let ldc = n + pad;
@@ -299,7 +230,7 @@ proptest! {
     fn grouped_gemm(experts in 1..9usize, tokens in 1..60usize, top_k in 1..3usize, n in 1..140usize,
                     k in 1..200usize, q in quant(), seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let top_k = top_k.min(experts);
         let rows = tokens * top_k;
         let idx = expert_ids(tokens, experts, top_k, &mut r);
@@ -315,7 +246,7 @@ proptest! {
     #[test]
     fn norms(rows in 1..70usize, d in 1..300usize, pad in 0..4usize, seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let in_stride = d + pad;
         let t = tolerance::KERNEL_REL_L2_F32;
         let x = r.vec((rows - 1) * in_stride + d, 2.0);
@@ -336,7 +267,7 @@ proptest! {
     fn rope(tokens in 1..80usize, seq in 1..40usize, heads in 1..4usize, half in 1..9usize, yarn in any::<bool>(),
             inverse in any::<bool>(), seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let dim = 2 * half;
         let head_stride = dim + 8;
         let freqs = RopeFreqs { theta: 10000.0, yarn: yarn.then_some((40.0, 4096, 32.0, 1.0)), attention_factor: if yarn { 1.2 } else { 1.0 } };
@@ -348,7 +279,7 @@ proptest! {
     #[test]
     fn attention(a in attn_strategy(), seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let fwd = Op::Attention(a);
         let fp = check::footprint(&fwd);
         let (q, kvb, kva) = (r.vec(fp[0], 1.0), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0));
@@ -364,10 +295,10 @@ proptest! {
     #[test]
     fn router(rt in route_strategy(), seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
-        let (logits, scores, idx, _) = routed(&rt, &mut r);
+        let mut r = Rng::new(seed);
+        let (logits, bias) = router_inputs(&rt, &mut r);
+        let (scores, idx, _) = routed(&rt, &logits, &bias);
         let (te, tk) = (rt.tokens * rt.experts, rt.tokens * rt.top_k);
-        let bias: Vec<f32> = (0..rt.experts).map(|e| 0.001 * e as f32).collect();
         check_op(&Op::Router(rt), vec![logits, bias, r.vec(te, 1.0), r.vec(tk, 1.0), r.vec(tk, 1.0)], tolerance::KERNEL_REL_L2_F32);
         let args = vec![scores, idx, r.vec(tk, 1.0), r.vec(te, 1.0), r.vec(te, 1.0)];
         check_op(&Op::RouterBwd(rt), args, tolerance::KERNEL_REL_L2_F32);
@@ -376,7 +307,7 @@ proptest! {
     #[test]
     fn dispatch_combine(tokens in 1..90usize, experts in 1..20usize, top_k in 1..4usize, d in 1..130usize, seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let top_k = top_k.min(experts);
         let n = tokens * top_k;
         let idx = expert_ids(tokens, experts, top_k, &mut r);
@@ -395,7 +326,7 @@ proptest! {
     fn embedding_and_tokens(n in 1..200usize, vocab in 1..300usize, d in 1..100usize, batch in 1..4usize, seq in 1..50usize,
                             shift in 1..3usize, seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let tokens: Vec<f32> = (0..n).map(|_| r.below(vocab) as f32).collect();
         let t = tolerance::KERNEL_REL_L2_F32;
         check_op(&Op::Embedding { n, vocab, d }, vec![tokens.clone(), r.vec(vocab * d, 1.0), r.vec(n * d, 1.0)], t);
@@ -408,7 +339,7 @@ proptest! {
     fn losses(batch in 1..3usize, seq in 2..40usize, vocab in 2..700usize, shift in 1..3usize, experts in 2..20usize,
               top_k in 1..4usize, sigmoid in any::<bool>(), seed in any::<u64>()) {
         if !nvrtc() { return Ok(()); }
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed);
         let rows = batch * seq;
         let tokens: Vec<f32> = (0..rows).map(|_| r.below(vocab) as f32).collect();
         let ce = Op::CrossEntropy { batch, seq, vocab, shift, grad_scale: 0.5 };

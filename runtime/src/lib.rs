@@ -10,6 +10,7 @@ pub mod numerics;
 pub mod nvrtc;
 pub mod op;
 pub mod program;
+pub mod sample;
 pub mod tolerance;
 pub mod train;
 

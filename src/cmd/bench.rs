@@ -14,6 +14,8 @@ use miette::{miette, Result};
 pub enum Bench {
     /// Tokens/s of the training step of a recipe's model.
     Train(TrainArgs),
+    /// Every kernel of a spec's training step in the PTX emulator: its speed, and H100 estimates.
+    Sim(super::bench_sim::SimArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -31,7 +33,10 @@ pub struct TrainArgs {
 }
 
 pub fn run(b: Bench) -> Result<ExitCode> {
-    let Bench::Train(a) = b;
+    let a = match b {
+        Bench::Train(a) => a,
+        Bench::Sim(a) => return super::bench_sim::run(a),
+    };
     let path = super::train::resolve(&a.config);
     let mut recipe = dsv3c_spec::config::load_recipe(&path).map_err(miette::Report::new)?;
     if a.hf_comparable {

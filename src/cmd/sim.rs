@@ -12,6 +12,8 @@ use dsv3c_ptx::estimate::{self, Resources};
 use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 
+use super::bench_sim::fmt_time;
+
 #[derive(clap::Subcommand, Debug)]
 pub enum Sim {
     /// Runs one kernel of a PTX file on files (the emulated GPU).
@@ -236,14 +238,4 @@ fn run_kernel(a: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn fmt_time(s: f64) -> String {
-    if s >= 1e-3 {
-        format!("{:.3} ms", s * 1e3)
-    } else if s >= 1e-6 {
-        format!("{:.2} us", s * 1e6)
-    } else {
-        format!("{:.0} ns", s * 1e9)
-    }
 }
