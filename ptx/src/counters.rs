@@ -118,23 +118,48 @@ pub fn wavefronts(accesses: &[(u32, u64, u32)]) -> u64 {
         return 0;
     };
     let per_phase = (128 / bytes.clamp(4, 128)) as usize;
+    // Fast paths: every lane at the same address (a broadcast), or lanes at consecutive addresses of a
+    // 4-byte-aligned base: no bank conflicts either way.
+    if accesses.iter().all(|a| a.1 == accesses[0].1 && a.2 == bytes) {
+        let phases: std::collections::BTreeSet<usize> = accesses.iter().map(|a| a.0 as usize / per_phase).collect();
+        return phases.len() as u64;
+    }
+    if bytes >= 4
+        && accesses[0].1.is_multiple_of(4)
+        && accesses.windows(2).all(|p| p[1].2 == bytes && p[1].1 == p[0].1 + (p[1].0 - p[0].0) as u64 * bytes as u64)
+    {
+        let mut phases = [false; 32];
+        for a in accesses {
+            phases[a.0 as usize / per_phase] = true;
+        }
+        return phases.iter().filter(|p| **p).count() as u64;
+    }
     let mut total = 0;
     let mut phase_start = 0;
     while phase_start < 32 {
         let phase_end = phase_start + per_phase.min(32);
-        let mut words: Vec<u64> = Vec::new();
+        // At most 32 lanes x 32 words (128-byte accesses): a fixed buffer, no allocation.
+        let mut words = [0u64; 1024];
+        let mut len = 0;
         for &(lane, a, n) in accesses {
             if (lane as usize) >= phase_start && (lane as usize) < phase_end {
                 let (w0, w1) = (a / 4, (a + n.max(1) as u64 - 1) / 4);
-                words.extend(w0..=w1);
+                for w in w0..=w1.min(w0 + 31) {
+                    words[len] = w;
+                    len += 1;
+                }
             }
         }
-        if !words.is_empty() {
+        if len > 0 {
+            let words = &mut words[..len];
             words.sort_unstable();
-            words.dedup();
             let mut per_bank = [0u32; 32];
-            for w in words {
-                per_bank[(w % 32) as usize] += 1;
+            let mut last = u64::MAX;
+            for &w in words.iter() {
+                if w != last {
+                    per_bank[(w % 32) as usize] += 1;
+                    last = w;
+                }
             }
             total += *per_bank.iter().max().unwrap_or(&1) as u64;
         }

@@ -192,6 +192,44 @@ impl Warp {
             Src::NotReg(r) => (self.regs[r as usize * 32 + l] == 0) as u64,
         }
     }
+    /// A source's 32 lane values.
+    #[inline(always)]
+    fn lanes(&self, s: Src) -> [u64; 32] {
+        match s {
+            Src::Reg(r) => {
+                let mut out = [0u64; 32];
+                out.copy_from_slice(&self.regs[r as usize * 32..r as usize * 32 + 32]);
+                out
+            }
+            Src::Imm(v) => [v; 32],
+            Src::NotReg(r) => {
+                let mut out = [0u64; 32];
+                for (o, v) in out.iter_mut().zip(&self.regs[r as usize * 32..r as usize * 32 + 32]) {
+                    *o = (*v == 0) as u64;
+                }
+                out
+            }
+        }
+    }
+    /// `d = f(a, b, c)` on the lanes of `m` (the fast path of the common arithmetic).
+    #[inline(always)]
+    fn map3(&mut self, m: u32, d: u32, a: Src, b: Src, c: Src, f: impl Fn(u64, u64, u64) -> u64) {
+        if d == SINK {
+            return;
+        }
+        let (x, y, z) = (self.lanes(a), self.lanes(b), self.lanes(c));
+        let out = &mut self.regs[d as usize * 32..d as usize * 32 + 32];
+        if m == u32::MAX {
+            for l in 0..32 {
+                out[l] = f(x[l], y[l], z[l]);
+            }
+        } else {
+            for l in Lanes(m) {
+                out[l] = f(x[l], y[l], z[l]);
+            }
+        }
+        self.init[d as usize] |= m;
+    }
     #[inline]
     fn set(&mut self, d: u32, l: usize, v: u64) {
         if d != SINK {
@@ -250,6 +288,8 @@ struct Block<'a> {
     findings: Vec<Finding>,
     scratch: Vec<(u64, u32)>,
     bank_scratch: Vec<(u32, u64, u32)>,
+    /// The global buffer the last access hit.
+    hint: usize,
 }
 
 impl<'a> Block<'a> {
@@ -279,6 +319,7 @@ impl<'a> Block<'a> {
             findings: Vec::new(),
             scratch: Vec::with_capacity(64),
             bank_scratch: Vec::with_capacity(64),
+            hint: 0,
         }
     }
 
@@ -735,11 +776,7 @@ impl<'a> Block<'a> {
         match inst.kind {
             Kind::Mov { bits } => {
                 let mk = mask(bits);
-                for l in Lanes(m) {
-                    let v = w.val(src[0], l) & mk;
-                    w.set(inst.dst[0], l, v);
-                }
-                w.mark(inst.dst[0], m);
+                w.map3(m, inst.dst[0], src[0], Src::Imm(0), Src::Imm(0), |a, _, _| a & mk);
             }
             Kind::Pack { bits } => {
                 let mk = mask(bits);
@@ -764,6 +801,41 @@ impl<'a> Block<'a> {
                     w.mark(d, m);
                 }
             }
+            Kind::Int { op, ty } if fast_int(op, ty) => {
+                let (a, b, c, dst) = (at(0), at(1), at(2), inst.dst[0]);
+                let mk = mask(ty.bits);
+                let n = ty.bits as u64;
+                match (op, ty.signed) {
+                    (IntOp::Add { sat: false }, _) => w.map3(m, dst, a, b, c, |x, y, _| x.wrapping_add(y) & mk),
+                    (IntOp::Sub { sat: false }, _) => w.map3(m, dst, a, b, c, |x, y, _| x.wrapping_sub(y) & mk),
+                    (IntOp::MulLo, _) => w.map3(m, dst, a, b, c, |x, y, _| x.wrapping_mul(y) & mk),
+                    (IntOp::MadLo, _) => w.map3(m, dst, a, b, c, |x, y, z| x.wrapping_mul(y).wrapping_add(z) & mk),
+                    (IntOp::And, _) => w.map3(m, dst, a, b, c, |x, y, _| x & y & mk),
+                    (IntOp::Or, _) => w.map3(m, dst, a, b, c, |x, y, _| (x | y) & mk),
+                    (IntOp::Xor, _) => w.map3(m, dst, a, b, c, |x, y, _| (x ^ y) & mk),
+                    (IntOp::Shl, _) => w.map3(m, dst, a, b, c, |x, y, _| {
+                        let k = y & 0xffff_ffff;
+                        if k >= n {
+                            0
+                        } else {
+                            (x << k) & mk
+                        }
+                    }),
+                    (IntOp::Shr, false) => w.map3(m, dst, a, b, c, |x, y, _| {
+                        let k = y & 0xffff_ffff;
+                        if k >= n {
+                            0
+                        } else {
+                            (x & mk) >> k
+                        }
+                    }),
+                    (IntOp::MulWide, true) => {
+                        w.map3(m, dst, a, b, c, |x, y, _| (alu::sx(x, 32).wrapping_mul(alu::sx(y, 32))) as u64)
+                    }
+                    (IntOp::MulWide, false) => w.map3(m, dst, a, b, c, |x, y, _| (x & 0xffff_ffff) * (y & 0xffff_ffff)),
+                    _ => unreachable!("fast_int covers these"),
+                }
+            }
             Kind::Int { op, ty } => {
                 let (a, b, c, d) = (at(0), at(1), at(2), at(3));
                 for l in Lanes(m) {
@@ -771,6 +843,22 @@ impl<'a> Block<'a> {
                     w.set(inst.dst[0], l, r);
                 }
                 w.mark(inst.dst[0], m);
+            }
+            Kind::Float { op, ty: FTy::F32, rnd: Rnd::Rn, ftz: false, sat: false }
+                if matches!(op, FOp::Add | FOp::Sub | FOp::Mul | FOp::Fma) =>
+            {
+                let (a, b, c, dst) = (at(0), at(1), at(2), inst.dst[0]);
+                let f = |v: u64| f32::from_bits(v as u32);
+                // IEEE results; a NaN result is PTX's canonical NaN.
+                let bits = |r: f32| if r.is_nan() { 0x7fff_ffff } else { r.to_bits() as u64 };
+                match op {
+                    FOp::Add => w.map3(m, dst, a, b, c, |x, y, _| bits(f(x) + f(y))),
+                    FOp::Sub => w.map3(m, dst, a, b, c, |x, y, _| bits(f(x) - f(y))),
+                    FOp::Mul => w.map3(m, dst, a, b, c, |x, y, _| bits(f(x) * f(y))),
+                    _ => w.map3(m, dst, a, b, c, |x, y, z| bits(f(x).mul_add(f(y), f(z)))),
+                }
+                let flops = if op == FOp::Fma { 2 } else { 1 } * m.count_ones() as u64;
+                self.counters.fp32_flops += flops;
             }
             Kind::Float { op, ty, rnd, ftz, sat } => {
                 let (a, b, c) = (at(0), at(1), at(2));
@@ -1067,7 +1155,7 @@ impl<'a> Block<'a> {
         };
         let what = if store { "store" } else { "load" };
         if sp == Space::Global {
-            if self.global.find(off, total as u64).is_none() {
+            if self.global.find_hinted(&mut self.hint, off, total as u64).is_none() {
                 let near = self.global.nearest(off);
                 self.finding(
                     Check::OutOfBounds,
@@ -1105,6 +1193,11 @@ impl<'a> Block<'a> {
         let Some(sh) = self.shadow.as_mut() else {
             return;
         };
+        let (i, n) = (off as usize, bytes as usize);
+        if (store && sh.write_is_quiet(i, n, w.id, self.epoch)) || (!store && sh.read_is_quiet(i, n, w.id, self.epoch))
+        {
+            return;
+        }
         let mut uninit = false;
         let mut race = None;
         for i in off..off + bytes as u64 {
@@ -1146,11 +1239,17 @@ impl<'a> Block<'a> {
 
     fn read_raw(&self, sp: Space, lane_thread: usize, off: u64, bytes: u32) -> u64 {
         let rd = |buf: &[u8], o: usize| -> u64 {
-            let mut v = 0u64;
-            for i in 0..bytes as usize {
-                v |= (buf[o + i] as u64) << (8 * i);
+            match bytes {
+                4 => u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) as u64,
+                8 => u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or([0; 8])),
+                _ => {
+                    let mut v = 0u64;
+                    for i in 0..bytes as usize {
+                        v |= (buf[o + i] as u64) << (8 * i);
+                    }
+                    v
+                }
             }
-            v
         };
         match sp {
             Space::Shared => rd(&self.smem, off as usize),
@@ -1204,9 +1303,17 @@ impl<'a> Block<'a> {
             match sp {
                 Space::Global => {
                     self.scratch.push((off, total));
-                    if let Some((b, o)) = self.global.find(off, total as u64) {
-                        b.touch(o, total as u64);
+                    let b = &self.global.buffers()[self.hint];
+                    let o = off - b.base;
+                    b.touch(o, total as u64);
+                    for (i, &d) in inst.dst.iter().enumerate() {
+                        let mut v = b.load(o + (i as u32 * bytes) as u64, bytes);
+                        if sext > 0 {
+                            v = (alu::sx(v, bytes as u8 * 8) as u64) & mask(sext);
+                        }
+                        w.set(d, l, v);
                     }
+                    continue;
                 }
                 Space::Shared => {
                     self.bank_scratch.push((l as u32, off, total));
@@ -1243,9 +1350,14 @@ impl<'a> Block<'a> {
             match sp {
                 Space::Global => {
                     self.scratch.push((off, total));
-                    if let Some((b, o)) = self.global.find(off, total as u64) {
-                        b.touch(o, total as u64);
+                    let b = &self.global.buffers()[self.hint];
+                    let o = off - b.base;
+                    b.touch(o, total as u64);
+                    for i in 0..vec as usize {
+                        let v = w.val(inst.src[1 + i], l) & mask(bytes as u8 * 8);
+                        b.store(o + (i as u32 * bytes) as u64, bytes, v);
                     }
+                    continue;
                 }
                 Space::Shared => {
                     self.bank_scratch.push((l as u32, off, total));
@@ -1336,6 +1448,22 @@ impl<'a> Block<'a> {
             w.mark(inst.dst[0], m & !bad);
         }
     }
+}
+
+/// Integer operations [`Block::exec`] runs on its fast path.
+fn fast_int(op: IntOp, ty: IntTy) -> bool {
+    matches!(
+        op,
+        IntOp::Add { sat: false }
+            | IntOp::Sub { sat: false }
+            | IntOp::MulLo
+            | IntOp::MadLo
+            | IntOp::And
+            | IntOp::Or
+            | IntOp::Xor
+            | IntOp::Shl
+    ) || (op == IntOp::Shr && !ty.signed)
+        || (op == IntOp::MulWide && ty.bits == 32)
 }
 
 /// The new value of an atomic's word.

@@ -127,12 +127,47 @@ impl Global {
         a
     }
 
+    /// Copies `data` in, four bytes at a time where it can.
+    fn write_words(b: &Buffer, off: u64, data: &[u8]) {
+        let mut i = 0usize;
+        while i < data.len() {
+            let o = off + i as u64;
+            if o.is_multiple_of(4) && i + 4 <= data.len() {
+                b.store(o, 4, u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as u64);
+                i += 4;
+            } else {
+                b.store(o, 1, data[i] as u64);
+                i += 1;
+            }
+        }
+    }
+
     /// The buffer holding `[addr, addr + bytes)`, and the offset of `addr` in it.
     pub fn find(&self, addr: u64, bytes: u64) -> Option<(&Buffer, u64)> {
         let i = self.buffers.partition_point(|b| b.base <= addr);
         let b = self.buffers.get(i.checked_sub(1)?)?;
         let off = addr - b.base;
         (off.checked_add(bytes)? <= b.len).then_some((b, off))
+    }
+
+    /// Like [`Global::find`], trying buffer `*hint` first and remembering the hit (accesses of one
+    /// instruction mostly fall in one buffer). Returns the buffer's index and the offset.
+    #[inline]
+    pub fn find_hinted(&self, hint: &mut usize, addr: u64, bytes: u64) -> Option<(usize, u64)> {
+        if let Some(b) = self.buffers.get(*hint) {
+            if addr >= b.base && addr - b.base + bytes <= b.len {
+                return Some((*hint, addr - b.base));
+            }
+        }
+        let i = self.buffers.partition_point(|b| b.base <= addr).checked_sub(1)?;
+        let b = &self.buffers[i];
+        let off = addr - b.base;
+        if off.checked_add(bytes)? <= b.len {
+            *hint = i;
+            Some((i, off))
+        } else {
+            None
+        }
     }
 
     /// Describes the buffer nearest to `addr`: `` `x` [0x..+N): 4 bytes past its end``.
@@ -161,15 +196,24 @@ impl Global {
 
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), String> {
         let (b, off) = self.find(addr, data.len() as u64).ok_or_else(|| self.nearest(addr))?;
-        for (i, &byte) in data.iter().enumerate() {
-            b.store(off + i as u64, 1, byte as u64);
-        }
+        Self::write_words(b, off, data);
         Ok(())
     }
 
     pub fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, String> {
         let (b, off) = self.find(addr, len).ok_or_else(|| self.nearest(addr))?;
-        Ok((0..len).map(|i| b.load(off + i, 1) as u8).collect())
+        let mut out = Vec::with_capacity(len as usize);
+        let mut i = 0u64;
+        while i < len {
+            if (off + i).is_multiple_of(4) && i + 4 <= len {
+                out.extend_from_slice(&(b.load(off + i, 4) as u32).to_le_bytes());
+                i += 4;
+            } else {
+                out.push(b.load(off + i, 1) as u8);
+                i += 1;
+            }
+        }
+        Ok(out)
     }
 
     pub fn buffers(&self) -> &[Buffer] {

@@ -147,6 +147,24 @@ impl SharedShadow {
         Hazard::None
     }
 
+    /// A read of `n` bytes at `i` whose shadow states are all equal to the first byte's and already
+    /// this warp's in this epoch: nothing to check or record. The common case, checked in one pass.
+    #[inline]
+    pub fn read_is_quiet(&self, i: usize, n: usize, warp: u32, epoch: u32) -> bool {
+        let tag = Self::tag(epoch, warp);
+        let (w, r) = (&self.writes[i..i + n], &self.reads[i..i + n]);
+        r.iter().all(|&x| x == tag) && w.iter().all(|&x| x != 0 && (x >> WARP_BITS != epoch || x == tag))
+    }
+
+    /// A write of `n` bytes at `i` by the warp that already wrote them all in this epoch, with no
+    /// reads by others since.
+    #[inline]
+    pub fn write_is_quiet(&self, i: usize, n: usize, warp: u32, epoch: u32) -> bool {
+        let tag = Self::tag(epoch, warp);
+        let (w, r) = (&self.writes[i..i + n], &self.reads[i..i + n]);
+        w.iter().all(|&x| x == tag) && r.iter().all(|&x| x == 0 || x == tag || x >> WARP_BITS != epoch)
+    }
+
     /// An atomic access: initializes the byte, never races.
     pub fn atomic(&mut self, i: usize, warp: u32, epoch: u32) {
         self.writes[i] = Self::tag(epoch, warp);
