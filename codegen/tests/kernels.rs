@@ -452,3 +452,28 @@ fn gemms_at_1b_shapes_on_sampled_blocks() {
         }
     }
 }
+
+/// Every kernel of `tiny`'s and `swa-mla-small`'s programs (their exact ops at a short sequence, with the
+/// vocabulary cut to 1000 so that the LM head stays small for the emulator), on valid random arguments,
+/// against the CPU reference with a clean sanitizer.
+#[test]
+fn every_kernel_of_tiny_and_swa_mla_small() {
+    if !nvrtc() {
+        return;
+    }
+    for (name, batch, seq) in [("tiny", 2, 32), ("swa-mla-small", 1, 48)] {
+        let path = format!("{}/../spec/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let mut spec = dsv3c_spec::load(std::path::Path::new(&path)).unwrap();
+        spec.vocab_size = spec.vocab_size.min(1000);
+        let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap();
+        for (i, k) in program.kernels.iter().enumerate() {
+            let lens = check::footprint(&k.op);
+            let args = dsv3c_runtime::sample::args(&k.op, &lens, &mut Rng::new(i as u64 + 7));
+            let q = match k.op {
+                Op::Gemm { quant, .. } | Op::GroupedGemm { quant, .. } => quant,
+                _ => Quant::None,
+            };
+            check_op(&k.op, args, tol(q));
+        }
+    }
+}

@@ -210,29 +210,18 @@ pub fn int_op(op: IntOp, ty: IntTy, a: u64, b: u64, c: u64, d: u64) -> u64 {
     }
 }
 
+/// min/max of f32s: exact through f64 (the conversion keeps order, signs of zero and NaN-ness).
 fn min_max_32(a: f32, b: f32, is_max: bool, nan: bool) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        if nan || (a.is_nan() && b.is_nan()) {
-            return f32::from_bits(0x7fff_ffff);
-        }
-        return if a.is_nan() { b } else { a };
-    }
-    if a == 0.0 && b == 0.0 {
-        // -0 orders below +0.
-        let neg = if is_max {
-            a.is_sign_negative() && b.is_sign_negative()
-        } else {
-            a.is_sign_negative() || b.is_sign_negative()
-        };
-        return if neg { -0.0 } else { 0.0 };
-    }
-    if is_max {
-        a.max(b)
+    let r = min_max_64(a as f64, b as f64, is_max, nan);
+    if r.is_nan() {
+        f32::from_bits(0x7fff_ffff)
     } else {
-        a.min(b)
+        r as f32
     }
 }
 
+/// min/max per the PTX ISA: a NaN operand yields the other (both NaN, or `.NaN`: the canonical NaN);
+/// -0 orders below +0.
 fn min_max_64(a: f64, b: f64, is_max: bool, nan: bool) -> f64 {
     if a.is_nan() || b.is_nan() {
         if nan || (a.is_nan() && b.is_nan()) {
