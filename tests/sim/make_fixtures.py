@@ -65,12 +65,10 @@ expectation depends on the instructions NVRTC chose (fma contraction), the scrip
 """
 
 import argparse
-import ctypes
 import json
 import math
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from fractions import Fraction
@@ -87,74 +85,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 KERNELS = HERE / "kernels"
 SEED = 20250611
-NVRTC_OPTIONS = ["--gpu-architecture=sm_90a", "-std=c++17"]
+sys.path.insert(0, str(HERE))
+from nvrtc_tools import NVRTC_OPTIONS, Nvrtc, ptxas_check  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
 # NVRTC through ctypes
 # ----------------------------------------------------------------------------------------------
-
-
-def nvidia_dir():
-    for p in sorted((ROOT / "target" / "cuda-wheels").glob("lib/python3*/site-packages/nvidia")):
-        return p
-    try:
-        import nvidia  # noqa: F401
-
-        return Path(list(nvidia.__path__)[0])
-    except ImportError:
-        sys.exit("make_fixtures: no CUDA wheels (run scripts/nvrtc-gate.sh once to install them)")
-
-
-class Nvrtc:
-    def __init__(self):
-        lib = nvidia_dir() / "cuda_nvrtc" / "lib" / "libnvrtc.so.12"
-        self.lib = ctypes.CDLL(str(lib))
-        self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        self.lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
-        self.version = (major.value, minor.value)
-
-    def check(self, rc, what):
-        if rc != 0:
-            raise RuntimeError(f"{what}: {self.lib.nvrtcGetErrorString(rc).decode()}")
-
-    def compile(self, path: Path) -> str:
-        src = path.read_bytes()
-        prog = ctypes.c_void_p()
-        self.check(
-            self.lib.nvrtcCreateProgram(ctypes.byref(prog), src, path.name.encode(), 0, None, None), "create"
-        )
-        try:
-            opts = [o.encode() for o in NVRTC_OPTIONS]
-            arr = (ctypes.c_char_p * len(opts))(*opts)
-            rc = self.lib.nvrtcCompileProgram(prog, len(opts), arr)
-            size = ctypes.c_size_t()
-            self.lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-            log = ctypes.create_string_buffer(size.value)
-            self.lib.nvrtcGetProgramLog(prog, log)
-            if rc != 0:
-                raise RuntimeError(f"{path.name} does not compile:\n{log.value.decode()}")
-            self.lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
-            ptx = ctypes.create_string_buffer(size.value)
-            self.check(self.lib.nvrtcGetPTX(prog, ptx), "get ptx")
-            return ptx.value.decode()
-        finally:
-            self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
-
-
-def ptxas_check(ptx: str, name: str):
-    """Assemble with ptxas when the wheel has it: catches a bad inline-asm operand early."""
-    ptxas = nvidia_dir() / "cuda_nvcc" / "bin" / "ptxas"
-    if not ptxas.exists():
-        return
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / f"{name}.ptx"
-        src.write_text(ptx)
-        r = subprocess.run([str(ptxas), "-arch=sm_90a", str(src), "-o", str(Path(d) / "k.cubin")],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"ptxas rejects {name}:\n{r.stderr}")
 
 
 def entry_body(ptx: str, entry: str) -> str:
