@@ -3,7 +3,7 @@
 # forward and backward launches compiled by NVRTC (the gate's PyPI wheels) and run by `dsv3c bench sim`
 # on one host thread (a sample of each launch's blocks), registers from ptxas. Prints a Markdown report
 # (machine, versions, command, then the table) to stdout; commit it verbatim under bench/results/.
-#   bench/emulator.sh [SPEC] [extra `dsv3c bench sim` flags]   (default spec/tiny.yaml)
+#   bench/emulator.sh [SPEC] [extra `dsv3c bench sim` flags] > report.md   (default spec/tiny.yaml; progress on stderr)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPEC=${1:-spec/tiny.yaml}
@@ -27,4 +27,4 @@ echo "bytes at 3.35 TB/s, warp instructions at 4 per SM per clock, shared wavefr
 echo "H100 SXM at 1.98 GHz), not measurements. The optimizer and bias-update kernels are not Program ops and are"
 echo "not included."
 echo
-"${cmd[@]}" 2>/dev/null
+"${cmd[@]}"

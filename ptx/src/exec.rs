@@ -836,6 +836,10 @@ impl<'a> Block<'a> {
                     _ => unreachable!("fast_int covers these"),
                 }
             }
+            Kind::Int { op, ty } if src.len() <= 3 => {
+                let (a, b, c) = (at(0), at(1), at(2));
+                w.map3(m, inst.dst[0], a, b, c, |x, y, z| alu::int_op(op, ty, x, y, z, 0));
+            }
             Kind::Int { op, ty } => {
                 let (a, b, c, d) = (at(0), at(1), at(2), at(3));
                 for l in Lanes(m) {
@@ -862,11 +866,7 @@ impl<'a> Block<'a> {
             }
             Kind::Float { op, ty, rnd, ftz, sat } => {
                 let (a, b, c) = (at(0), at(1), at(2));
-                for l in Lanes(m) {
-                    let r = alu::float_op(op, ty, rnd, ftz, sat, w.val(a, l), w.val(b, l), w.val(c, l));
-                    w.set(inst.dst[0], l, r);
-                }
-                w.mark(inst.dst[0], m);
+                w.map3(m, inst.dst[0], a, b, c, |x, y, z| alu::float_op(op, ty, rnd, ftz, sat, x, y, z));
                 let flops = if op == FOp::Fma { 2 } else { 1 } * m.count_ones() as u64;
                 match ty {
                     FTy::F32 => self.counters.fp32_flops += flops,
@@ -897,11 +897,7 @@ impl<'a> Block<'a> {
             }
             Kind::Selp { bits } => {
                 let mk = mask(bits);
-                for l in Lanes(m) {
-                    let v = if w.val(src[2], l) != 0 { w.val(src[0], l) } else { w.val(src[1], l) };
-                    w.set(inst.dst[0], l, v & mk);
-                }
-                w.mark(inst.dst[0], m);
+                w.map3(m, inst.dst[0], src[0], src[1], src[2], |x, y, c| if c != 0 { x & mk } else { y & mk });
             }
             Kind::PredLogic { op } => {
                 for l in Lanes(m) {
@@ -917,11 +913,9 @@ impl<'a> Block<'a> {
                 w.mark(inst.dst[0], m);
             }
             Kind::Cvt { dst, src: from, rnd, int_rnd, sat, ftz, relu } => {
-                for l in Lanes(m) {
-                    let v = alu::convert(dst, from, rnd, int_rnd, sat, ftz, relu, w.val(src[0], l));
-                    w.set(inst.dst[0], l, v);
-                }
-                w.mark(inst.dst[0], m);
+                w.map3(m, inst.dst[0], src[0], Src::Imm(0), Src::Imm(0), |x, _, _| {
+                    alu::convert(dst, from, rnd, int_rnd, sat, ftz, relu, x)
+                });
             }
             Kind::CvtPack { to, satfinite, relu } => {
                 for l in Lanes(m) {
