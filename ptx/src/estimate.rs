@@ -108,7 +108,9 @@ pub fn estimate(rep: &Report, r: &Resources, hw: &Hardware) -> Estimate {
     // A grid smaller than the machine leaves SMs idle: per-SM throughputs apply to the SMs it can use.
     let usable = (rep.blocks_total as f64).min(hw.sms as f64).max(1.0);
     let sm_share = hw.sms as f64 / usable;
-    let dram_bytes = rep.dram_sectors as f64 * 32.0 * scale;
+    // Distinct bytes scale with the grid only up to the buffers themselves: blocks of a sample re-read
+    // what their neighbours share (a GEMM's operands), which the whole grid reads once.
+    let dram_bytes = (rep.dram_sectors as f64 * 32.0 * scale).min(rep.touched_bytes.max(rep.dram_sectors * 32) as f64);
     let terms = vec![
         ("tensor", (c.tensor_flops_16 as f64 / hw.tensor_16 + c.tensor_flops_fp8 as f64 / hw.tensor_fp8) * sm_share),
         ("fma", (c.fp32_flops as f64 / hw.fp32 + c.fp64_flops as f64 / hw.fp64) * sm_share),

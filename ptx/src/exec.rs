@@ -63,6 +63,8 @@ pub struct Report {
     pub blocks_total: u64,
     /// Distinct 32-byte global sectors touched by the blocks that ran (a lower bound on DRAM traffic).
     pub dram_sectors: u64,
+    /// Bytes of the global buffers the blocks that ran touched at all.
+    pub touched_bytes: u64,
 }
 
 impl Report {
@@ -147,6 +149,7 @@ pub fn launch(
         merge(&mut rep.findings, f);
     }
     rep.dram_sectors = global.sectors_touched();
+    rep.touched_bytes = global.touched_buffer_bytes();
     Ok(rep)
 }
 

@@ -227,6 +227,12 @@ impl Global {
         }
     }
 
+    /// Bytes of the buffers with any sector touched since the last [`Global::clear_sectors`]: what
+    /// reading each of them once would cost, an upper bound on a launch's least DRAM traffic.
+    pub fn touched_buffer_bytes(&self) -> u64 {
+        self.buffers.iter().filter(|b| b.sectors_touched() > 0).map(|b| b.len).sum()
+    }
+
     /// Distinct 32-byte sectors touched since the last [`Global::clear_sectors`].
     pub fn sectors_touched(&self) -> u64 {
         self.buffers.iter().map(Buffer::sectors_touched).sum()
