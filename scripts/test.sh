@@ -15,12 +15,13 @@ if [ "${DSV3C_SKIP_NVRTC_GATE:-0}" != 1 ]; then
   bash scripts/nvrtc-gate.sh
 fi
 # The kernel property suite (codegen/tests/kernels.rs) compiles kernels with the gate's NVRTC wheel and
-# runs them in the PTX emulator; it fails under CI without it.
+# runs them in the PTX emulator: required whenever the wheels are installed (always after the gate).
 VENV="${DSV3C_CUDA_VENV:-target/cuda-wheels}"
 if [ -x "$VENV/bin/python" ]; then
   NV="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.abspath(list(nvidia.__path__)[0]))')"
   export DSV3C_NVRTC="$NV/cuda_nvrtc/lib"
   export CUDA_INCLUDE_PATH="$NV/cuda_runtime/include"
+  export DSV3C_REQUIRE_NVRTC=1
 fi
 echo "== cargo test"
 # CI=true makes insta fail on a changed snapshot instead of writing it.

@@ -6,8 +6,9 @@
 //! instead of accumulating fails. Routing inputs have well-separated scores, so that a one-ulp difference
 //! cannot pick another expert.
 //!
-//! Needs libnvrtc (`DSV3C_NVRTC`, as `scripts/test.sh` sets it): without it the suite says so and
-//! passes only outside CI; with `CI` set it fails.
+//! Needs libnvrtc (`DSV3C_NVRTC`, as `scripts/test.sh` sets it after the NVRTC gate installed the
+//! wheels): without it the suite says SKIPPED, unless `DSV3C_REQUIRE_NVRTC` is set (test.sh sets it
+//! whenever the wheels are there, so CI, which always runs the gate, cannot skip it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,7 +26,9 @@ use proptest::test_runner::{Config, RngSeed};
 fn nvrtc() -> bool {
     match dsv3c_runtime::nvrtc::ensure_loaded() {
         Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("the kernel suite needs NVRTC in CI: {e}"),
+        Err(e) if std::env::var_os("DSV3C_REQUIRE_NVRTC").is_some() => {
+            panic!("the kernel suite needs NVRTC (DSV3C_REQUIRE_NVRTC is set): {e}")
+        }
         Err(e) => {
             eprintln!("SKIPPED: kernel property suite ({e})");
             false
