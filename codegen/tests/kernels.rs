@@ -480,3 +480,105 @@ fn every_kernel_of_tiny_and_swa_mla_small() {
         }
     }
 }
+
+/// The optimizer kernels (global grad norm, then AdamW with f32 or bf16 moments, or Lion) over a
+/// parameter arena, with clipping and accumulation scaling active, against the CPU optimizer
+/// (`train::optim`: `grad_norm`, `scale`, `step`) from the same state.
+#[test]
+fn optimizer_kernels() {
+    use dsv3c_runtime::train::optim;
+    if !nvrtc() {
+        return;
+    }
+    let path = format!("{}/../spec/tiny.yaml", env!("CARGO_MANIFEST_DIR"));
+    let mut spec = dsv3c_spec::load(std::path::Path::new(&path)).unwrap();
+    spec.vocab_size = 1000;
+    let program = dsv3c_codegen::compile(&spec, 1, 16).unwrap();
+    let kern = cuda::emit_program(&program).unwrap().pop().unwrap();
+    assert!(kern.stem.starts_with("adamw_lion"), "{}", kern.stem);
+    let n = program.param_len;
+    let mut global = Global::new();
+    let module = Module::load(&ptx(&kern), &mut global).unwrap();
+    let (grad_scale, clip, lr) = (0.5f64, 1.0f64, 1e-2f64);
+    for (i, yaml) in [
+        "kind: adamw\nlr: 0.01\nweight_decay: 0.1",
+        "kind: adamw\nlr: 0.01\nweight_decay: 0.1\nmoments: bf16",
+        "kind: lion\nlr: 0.01\nweight_decay: 0.1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s: dsv3c_spec::config::Optimizer = serde_yaml::from_str(yaml).unwrap();
+        let mut r = Rng::new(31 + i as u64);
+        let p0 = r.vec(n, 1.0);
+        let grads = r.vec(n, 1.0);
+        let m0 = r.vec(n, 0.1);
+        let v0: Vec<f32> = r.vec(n, 0.01).iter().map(|x| x.abs()).collect();
+        let mask: Vec<u8> = (0..n).map(|_| [0u8, 1, 3][r.below(3)]).collect();
+        // CPU: the trainer's sequence.
+        let norm = optim::grad_norm(&grads, &mask);
+        let scaled = norm * grad_scale;
+        let f = grad_scale * if scaled > clip { clip / scaled } else { 1.0 };
+        assert!(scaled > clip, "the test must exercise clipping");
+        let mut g = grads.clone();
+        optim::scale(&mut g, f as f32);
+        let mut state = optim::State { step: 0, m: m0.clone(), v: v0.clone() };
+        let mut p_cpu = p0.clone();
+        optim::step(&s, &mut state, &mut p_cpu, &g, &mask, lr);
+        // Emulator: the kernel's entries in order.
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (pp, pg, pm, pv) = (
+            global.alloc_with("param", &f32s(&p0)),
+            global.alloc_with("grad", &f32s(&grads)),
+            global.alloc_with("m", &f32s(&m0)),
+            global.alloc_with("v", &f32s(&v0)),
+        );
+        let pmask = global.alloc_with("mask", &mask);
+        let chunks = n.div_ceil(1 << 14);
+        let (ppart, pnorm) = (global.alloc("partials", chunks as u64 * 8), global.alloc("norm", 8));
+        let launch = |name: &str, args: &[Arg]| {
+            let e = kern.entries.iter().find(|e| e.name == name).unwrap();
+            let cfg = LaunchConfig { grid: [e.grid[0] as u32, 1, 1], block: [e.block, 1, 1], dynamic_smem: 0 };
+            let rep = module.launch(name, &cfg, args, &global, &Options::default()).unwrap();
+            assert!(rep.clean(), "{name}: {}", rep.findings[0]);
+        };
+        launch("grad_norm_partials", &[Arg::Ptr(pg), Arg::Ptr(pmask), Arg::Ptr(ppart)]);
+        launch("grad_norm_finish", &[Arg::Ptr(ppart), Arg::Ptr(pnorm)]);
+        let bf16 = Arg::S32((s.moments == dsv3c_spec::types::Dtype::Bf16) as i32);
+        let (b1, b2) = (s.beta1, s.beta2);
+        let adamw = s.kind == dsv3c_spec::config::OptimizerKind::Adamw;
+        if adamw {
+            let scalars = [lr, b1, b2, s.eps, s.weight_decay, 1.0 - b1, 1.0 - b2, grad_scale, clip].map(Arg::F64);
+            let mut args =
+                vec![Arg::Ptr(pp), Arg::Ptr(pg), Arg::Ptr(pm), Arg::Ptr(pv), Arg::Ptr(pmask), Arg::Ptr(pnorm)];
+            args.extend(scalars);
+            args.push(bf16);
+            launch("adamw_step", &args);
+        } else {
+            let scalars = [lr, b1, b2, s.weight_decay, grad_scale, clip].map(Arg::F64);
+            let mut args = vec![Arg::Ptr(pp), Arg::Ptr(pg), Arg::Ptr(pm), Arg::Ptr(pmask), Arg::Ptr(pnorm)];
+            args.extend(scalars);
+            args.push(bf16);
+            launch("lion_step", &args);
+        }
+        let read = |a: u64| -> Vec<f32> {
+            global
+                .read(a, n as u64 * 4)
+                .unwrap()
+                .chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let gnorm = f64::from_le_bytes(global.read(pnorm, 8).unwrap().try_into().unwrap());
+        assert!((gnorm - norm).abs() <= 1e-12 * norm, "{yaml}: grad norm {gnorm} vs CPU {norm}");
+        let delta = |p: &[f32]| p.iter().zip(&p0).map(|(a, b)| a - b).collect::<Vec<f32>>();
+        let err = rel_l2(&delta(&read(pp)), &delta(&p_cpu));
+        assert!(err <= 1e-4, "{yaml}: parameter update relative L2 {err:.3e}");
+        let err = rel_l2(&read(pm), &state.m);
+        assert!(err <= 1e-5, "{yaml}: first moment relative L2 {err:.3e}");
+        if adamw {
+            let err = rel_l2(&read(pv), &state.v);
+            assert!(err <= 1e-5, "{yaml}: second moment relative L2 {err:.3e}");
+        }
+    }
+}
