@@ -1253,10 +1253,11 @@ impl<'a> Block<'a> {
             Space::Local => rd(&self.local, lane_thread * self.k.local_bytes as usize + off as usize),
             Space::Const => rd(self.sp.consts, off as usize),
             Space::Param => rd(self.sp.params, off as usize),
-            _ => match self.global.find(off, bytes as u64) {
-                Some((b, o)) => b.load(o, bytes),
-                None => 0,
-            },
+            // check_access left `hint` at the buffer holding the whole access.
+            _ => {
+                let b = &self.global.buffers()[self.hint];
+                b.load(off - b.base, bytes)
+            }
         }
     }
 
@@ -1271,9 +1272,9 @@ impl<'a> Block<'a> {
             Space::Shared => wr(&mut self.smem, off as usize),
             Space::Local => wr(&mut self.local, lane_thread * local_bytes + off as usize),
             Space::Global => {
-                if let Some((b, o)) = self.global.find(off, bytes as u64) {
-                    b.store(o, bytes, v);
-                }
+                // check_access left `hint` at the buffer holding the whole access.
+                let b = &self.global.buffers()[self.hint];
+                b.store(off - b.base, bytes, v);
             }
             _ => {}
         }
@@ -1301,16 +1302,7 @@ impl<'a> Block<'a> {
                 Space::Global => {
                     self.scratch.push((off, total));
                     let b = &self.global.buffers()[self.hint];
-                    let o = off - b.base;
-                    b.touch(o, total as u64);
-                    for (i, &d) in inst.dst.iter().enumerate() {
-                        let mut v = b.load(o + (i as u32 * bytes) as u64, bytes);
-                        if sext > 0 {
-                            v = (alu::sx(v, bytes as u8 * 8) as u64) & mask(sext);
-                        }
-                        w.set(d, l, v);
-                    }
-                    continue;
+                    b.touch(off - b.base, total as u64);
                 }
                 Space::Shared => {
                     self.bank_scratch.push((l as u32, off, total));
@@ -1348,13 +1340,7 @@ impl<'a> Block<'a> {
                 Space::Global => {
                     self.scratch.push((off, total));
                     let b = &self.global.buffers()[self.hint];
-                    let o = off - b.base;
-                    b.touch(o, total as u64);
-                    for i in 0..vec as usize {
-                        let v = w.val(inst.src[1 + i], l) & mask(bytes as u8 * 8);
-                        b.store(o + (i as u32 * bytes) as u64, bytes, v);
-                    }
-                    continue;
+                    b.touch(off - b.base, total as u64);
                 }
                 Space::Shared => {
                     self.bank_scratch.push((l as u32, off, total));
