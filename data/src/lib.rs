@@ -61,6 +61,13 @@ pub enum PrepareError {
     Malformed { location: String, reason: String },
     #[error("no input files under {0}")]
     NoInput(String),
+    #[error("input {0} does not exist")]
+    MissingInput(PathBuf),
+    #[error(
+        "no document survived: {documents_in} read, {malformed} malformed, {empty} empty after cleaning, \
+         {duplicates} duplicates, {filtered} filtered (see {stats})"
+    )]
+    NothingKept { documents_in: u64, malformed: u64, empty: u64, duplicates: u64, filtered: u64, stats: PathBuf },
 }
 
 /// What happened to one document in the parallel phase.
@@ -129,6 +136,9 @@ pub fn prepare(
     progress: &dyn Fn(&Stats),
 ) -> Result<Stats, PrepareError> {
     let started = std::time::Instant::now();
+    if let Some(missing) = inputs.iter().find(|p| !p.exists()) {
+        return Err(PrepareError::MissingInput(missing.clone()));
+    }
     let files = input::files(inputs);
     if files.is_empty() {
         return Err(PrepareError::NoInput(
@@ -273,5 +283,15 @@ pub fn prepare(
     let stats_path = out.join("stats.json");
     std::fs::write(&stats_path, serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n")
         .map_err(io(&stats_path))?;
+    if stats.documents_out == 0 {
+        return Err(PrepareError::NothingKept {
+            documents_in: stats.documents_in,
+            malformed: stats.malformed,
+            empty: stats.empty_after_cleaning,
+            duplicates: stats.exact_duplicates + stats.near_duplicates,
+            filtered: stats.filtered.values().sum::<u64>() + stats.language_filtered,
+            stats: stats_path,
+        });
+    }
     Ok(stats)
 }

@@ -1,7 +1,8 @@
 //! A synthetic corpus for tests and benchmarks: distinct documents over a small shared
 //! vocabulary, exact copies, near copies (a share of words replaced), and junk (too short,
 //! symbol soup, one line repeated), shuffled. Deterministic from the seed. Ids say what each
-//! document is: `d7`, `x3-of-d7`, `n5-of-d7`, `j2-short`.
+//! document is: `d7`, `x3-of-d7`, `n5-of-d7`, `j2-short`. Junk documents are distinct from
+//! each other, so only the quality rules remove them.
 
 use dsv3c_runtime::init::SplitMix64;
 
@@ -83,14 +84,14 @@ pub fn corpus(mix: Mix, seed: u64) -> Vec<(String, String)> {
         let j = (r.next_u64() % mix.distinct as u64) as usize;
         docs.push((format!("n{k}-of-d{j}"), edit(&mut r, &distinct[j], mix.edit)));
     }
+    // Junk documents are distinct from each other (no dedup stage can remove them): only the
+    // quality rules catch them.
+    let symbols = ["#@!", "$%^", "&*()", "~~~", "<<>>", "|||", "#", "@@", "^^", "%%%"];
     for k in 0..mix.junk {
         let text = match k % 3 {
-            0 => "Click here to win.".to_string(),
-            1 => (0..80)
-                .map(|i| ["#@!", "$%^", "&*()", "~~~", "<<>>", "|||"][(i * 7 + k) % 6])
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => "Buy the best watches online at the lowest prices today.\n".repeat(30 + k % 7),
+            0 => format!("Click here to win prize number {k}."),
+            1 => (0..80).map(|_| symbols[(r.next_u64() % symbols.len() as u64) as usize]).collect::<Vec<_>>().join(" "),
+            _ => format!("Buy the best watches online at the lowest prices today, offer {k}.\n").repeat(30 + k % 7),
         };
         let kind = ["short", "symbols", "repeated"][k % 3];
         docs.push((format!("j{k}-{kind}"), text));
