@@ -178,3 +178,73 @@ fn mtp_swa_dyt_balance_and_softmax_match_the_own_reference() {
         }
     }
 }
+
+/// `dsv3c eval --hf DIR --tokens TOKENS --json`: the loss, or the failure's stderr.
+fn eval_loss(dir: &Path, tokens: &Path) -> Result<f64, String> {
+    let o = Command::new(env!("CARGO_BIN_EXE_dsv3c"))
+        .args(["eval", "--hf", dir.to_str().unwrap(), "--tokens", tokens.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    if !o.status.success() {
+        return Err(err);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    Ok(v["loss"].as_f64().unwrap())
+}
+
+/// Rewrites a safetensors file tensor by tensor (raw bytes kept): `edit` may drop a tensor or
+/// change its dtype.
+fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&str, safetensors::Dtype) -> Option<safetensors::Dtype>) {
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views = Vec::new();
+    for (name, v) in st.tensors() {
+        if let Some(dtype) = edit(&name, v.dtype()) {
+            views.push((name.clone(), TensorView::new(dtype, v.shape().to_vec(), v.data()).unwrap()));
+        }
+    }
+    safetensors::serialize_to_file(views, None, dst).unwrap();
+}
+
+/// Real checkpoint formats (tests/parity/make_fixtures.py --formats): one model stored as bf16,
+/// f16, FP8 E4M3 with 128×128 `weight_scale_inv` blocks (ragged edges), a sharded bf16 index and
+/// transformers 5's fused expert tensors; each loss equals transformers' float64 loss on the
+/// stored values.
+#[test]
+fn bf16_f16_fp8_sharded_and_fused_checkpoints_give_transformers_loss() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/formats");
+    let tokens = root.join("tokens.json");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap()).unwrap();
+    let shards = std::fs::read_dir(root.join("sharded"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".safetensors"));
+    assert!(shards.count() > 1 && root.join("sharded/model.safetensors.index.json").exists());
+    for fmt in ["bf16", "f16", "fp8", "sharded", "fused"] {
+        let want = expected[fmt].as_f64().unwrap();
+        let got = eval_loss(&root.join(fmt), &tokens).unwrap_or_else(|e| panic!("{fmt}: {e}"));
+        assert!(((got - want) / want).abs() < LOSS_REL_F32, "{fmt}: loss {got} vs transformers' {want}");
+    }
+    // The formats really differ: FP8's loss is far from bf16's (scales applied, not skipped).
+    let (fp8, bf16) = (expected["fp8"].as_f64().unwrap(), expected["bf16"].as_f64().unwrap());
+    assert!(((fp8 - bf16) / bf16).abs() > 100.0 * LOSS_REL_F32);
+
+    // A missing scale and an unsupported dtype are named errors.
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("formats-broken");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::copy(root.join("fp8/config.json"), scratch.join("config.json")).unwrap();
+    let weights = root.join("fp8/model.safetensors");
+    let victim = "model.layers.1.self_attn.kv_b_proj.weight";
+    rewrite(&weights, &scratch.join("model.safetensors"), |n, d| (n != format!("{victim}_scale_inv")).then_some(d));
+    let err = eval_loss(&scratch, &tokens).unwrap_err();
+    assert!(err.contains(victim) && err.contains("scale_inv"), "{err}");
+    rewrite(&weights, &scratch.join("model.safetensors"), |n, d| {
+        Some(if n == "model.embed_tokens.weight" { safetensors::Dtype::I16 } else { d })
+    });
+    let err = eval_loss(&scratch, &tokens).unwrap_err();
+    assert!(err.contains("model.embed_tokens.weight") && err.contains("I16"), "{err}");
+}

@@ -24,6 +24,8 @@ pub enum CheckpointError {
     Dtype { path: PathBuf, name: String, dtype: Dtype },
     #[error("{path}: FP8 tensor `{name}` has no `{name}_scale_inv` beside it")]
     MissingScale { path: PathBuf, name: String },
+    #[error("{path}: FP8 tensor `{name}`: {reason}")]
+    Scale { path: PathBuf, name: String, reason: String },
     #[error("no model.safetensors or model.safetensors.index.json in {0}")]
     NotFound(PathBuf),
     #[error("cannot write {path}: {reason}")]
@@ -45,10 +47,18 @@ fn to_f32(path: &Path, name: &str, t: &TensorView<'_>) -> Result<Vec<f32>, Check
 /// Reads every tensor of one safetensors file; FP8 weights are dequantized with their
 /// `_scale_inv` blocks and the scales themselves dropped.
 pub fn read_file(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
+    let mut out = BTreeMap::new();
+    let fp8 = read_raw(path, &mut out)?;
+    dequantize(&mut out, fp8.into_iter().map(|n| (n, path.to_path_buf())))?;
+    Ok(out)
+}
+
+/// Reads every tensor of one file into `out` as stored (FP8 values not yet scaled); returns the
+/// names of the FP8 tensors.
+fn read_raw(path: &Path, out: &mut BTreeMap<String, Tensor>) -> Result<Vec<String>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| CheckpointError::Format { path: path.into(), reason: e.to_string() })?;
-    let mut out = BTreeMap::new();
     let mut fp8 = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() == Dtype::F8_E4M3 {
@@ -56,31 +66,50 @@ pub fn read_file(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointErro
         }
         out.insert(name.clone(), Tensor { shape: view.shape().to_vec(), data: to_f32(path, &name, &view)? });
     }
-    for name in fp8 {
-        let scale_name = format!("{name}_scale_inv");
-        let scale = out
-            .remove(&scale_name)
-            .ok_or_else(|| CheckpointError::MissingScale { path: path.into(), name: name.clone() })?;
-        if let Some(w) = out.get_mut(&name) {
-            dequantize_blocks(w, &scale);
-        }
-    }
-    Ok(out)
+    Ok(fp8)
 }
 
-/// `w[r, c] *= scale[r/128, c/128]` (DeepSeek-V3's 128×128 weight blocks).
-fn dequantize_blocks(w: &mut Tensor, scale: &Tensor) {
-    let (rows, cols) = match w.shape[..] {
-        [r, c] => (r, c),
-        _ => return,
-    };
-    let scols = cols.div_ceil(128);
-    for r in 0..rows {
-        for c in 0..cols {
-            let s = scale.data.get((r / 128) * scols + c / 128).copied().unwrap_or(f32::NAN);
-            w.data[r * cols + c] *= s;
+/// Scales each FP8 tensor (named with the file it came from) by its `_scale_inv` blocks, which
+/// may sit in another shard, and drops the scales.
+fn dequantize(
+    tensors: &mut BTreeMap<String, Tensor>,
+    fp8: impl Iterator<Item = (String, PathBuf)>,
+) -> Result<(), CheckpointError> {
+    for (name, path) in fp8 {
+        let scale_name = format!("{name}_scale_inv");
+        let scale = tensors
+            .remove(&scale_name)
+            .ok_or_else(|| CheckpointError::MissingScale { path: path.clone(), name: name.clone() })?;
+        if let Some(w) = tensors.get_mut(&name) {
+            dequantize_blocks(w, &scale).map_err(|reason| CheckpointError::Scale {
+                path,
+                name: name.clone(),
+                reason,
+            })?;
         }
     }
+    Ok(())
+}
+
+/// `w[r, c] *= scale[r/128, c/128]` (DeepSeek-V3's 128×128 weight blocks; the last block of a
+/// row or column may be partial). The scale must have one entry per block.
+fn dequantize_blocks(w: &mut Tensor, scale: &Tensor) -> Result<(), String> {
+    let [rows, cols] = w.shape[..] else {
+        return Err(format!("an FP8 weight must be a matrix, this one has shape {:?}", w.shape));
+    };
+    let (srows, scols) = (rows.div_ceil(128), cols.div_ceil(128));
+    if scale.data.len() != srows * scols || scale.shape.iter().product::<usize>() != srows * scols {
+        return Err(format!(
+            "its scale has shape {:?}; 128x128 blocks of a {rows}x{cols} weight need [{srows}, {scols}]",
+            scale.shape
+        ));
+    }
+    for r in 0..rows {
+        for c in 0..cols {
+            w.data[r * cols + c] *= scale.data[(r / 128) * scols + c / 128];
+        }
+    }
+    Ok(())
 }
 
 /// Reads a checkpoint folder: `model.safetensors`, or the shards a `model.safetensors.index.json`
@@ -104,9 +133,12 @@ pub fn read_dir(dir: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError>
     shards.sort_unstable();
     shards.dedup();
     let mut out = BTreeMap::new();
+    let mut fp8 = Vec::new();
     for shard in shards {
-        out.extend(read_file(&dir.join(shard))?);
+        let path = dir.join(shard);
+        fp8.extend(read_raw(&path, &mut out)?.into_iter().map(|n| (n, path.clone())));
     }
+    dequantize(&mut out, fp8.into_iter())?;
     Ok(out)
 }
 

@@ -12,8 +12,10 @@ pub const FINITE_DIFF_REL_L2: f64 = 2e-2;
 /// Step of those central differences.
 pub const FINITE_DIFF_STEP: f32 = 1e-2;
 
-/// `‖a − b‖ / max(‖b‖, tiny)`, in f64.
+/// `‖a − b‖ / max(‖b‖, tiny)`, in f64. Panics if the lengths differ (a truncated comparison
+/// would hide a missing tail).
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "rel_l2 of slices of different lengths");
     let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
     num / den.max(1e-30)

@@ -321,9 +321,11 @@ pub fn import(text: &str, name: &str) -> Result<Spec, HfError> {
     let mtp_depth =
         r.u64("num_nextn_predict_layers")?.or(obj.get("num_mtp_layers").and_then(Value::as_u64)).unwrap_or(0);
     let param = match r.str("torch_dtype")?.or(obj.get("dtype").and_then(Value::as_str)) {
-        None | Some("bfloat16") => Dtype::Bf16,
+        // A float16 checkpoint is read exactly (f16 widens to f32); dsv3c keeps 16-bit weights
+        // as bf16, the format it trains in.
+        None | Some("bfloat16") | Some("float16") => Dtype::Bf16,
         Some("float32") => Dtype::F32,
-        Some(other) => return Err(r.unsupported("torch_dtype", &json!(other), "use bfloat16 or float32")),
+        Some(other) => return Err(r.unsupported("torch_dtype", &json!(other), "use bfloat16, float16 or float32")),
     };
     r.get("dtype");
     let fp8 = match r.get("quantization_config") {
