@@ -63,6 +63,16 @@ pub fn scale(grads: &mut [f32], factor: f32) {
     }
 }
 
+/// Global-norm clipping: scales the gradients by `max_norm / norm` when their norm (over trained
+/// parameters) exceeds `max_norm > 0`. Returns the norm before clipping.
+pub fn clip(grads: &mut [f32], mask: &[u8], max_norm: f64) -> f64 {
+    let norm = grad_norm(grads, mask);
+    if max_norm > 0.0 && norm > max_norm {
+        scale(grads, (max_norm / norm) as f32);
+    }
+    norm
+}
+
 /// One optimizer step at learning rate `lr`.
 pub fn step(s: &Settings, state: &mut State, params: &mut [f32], grads: &[f32], mask: &[u8], lr: f64) {
     state.step += 1;

@@ -141,11 +141,7 @@ impl<'a> Trainer<'a> {
         }
         let inv = 1.0 / acc as f64;
         optim::scale(&mut self.cpu.grads, inv as f32);
-        let grad_norm = optim::grad_norm(&self.cpu.grads, &self.mask);
-        let clip = self.config.optimizer.grad_clip;
-        if clip > 0.0 && grad_norm > clip {
-            optim::scale(&mut self.cpu.grads, (clip / grad_norm) as f32);
-        }
+        let grad_norm = optim::clip(&mut self.cpu.grads, &self.mask, self.config.optimizer.grad_clip);
         self.run.step += 1;
         let lr = schedule::lr(&self.config.schedule, self.config.optimizer.lr, self.run.step, self.config.steps);
         optim::step(&self.config.optimizer, &mut self.opt, &mut self.cpu.params, &self.cpu.grads, &self.mask, lr);
