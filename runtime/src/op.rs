@@ -51,6 +51,17 @@ pub enum GroupedMode {
     WeightGrad,
 }
 
+/// How an op writes one of its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// `(w)`: overwritten; what was there does not matter.
+    Write,
+    /// `(+)`: the op's result is added to what was there.
+    Accumulate,
+    /// `(rw)`: read, then updated in place.
+    InPlace,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Fill with zeros. `[x (w)]`
@@ -205,28 +216,39 @@ impl Op {
         }
     }
 
-    /// Indices of the arguments the op writes (overwritten, accumulated or in place).
-    pub fn outputs(&self) -> Vec<usize> {
+    /// How the op writes each argument it writes, by index: the `(w)`, `(+)` and `(rw)` marks
+    /// of the variants' docs, in one table.
+    pub fn writes(&self) -> Vec<(usize, Access)> {
+        use Access::{Accumulate as Acc, InPlace, Write as W};
         use Op::*;
         match self {
-            Zero { .. } | Rope { .. } => vec![0],
-            AddScaled { .. } | ShiftTokens { .. } => vec![1],
-            Add { .. } | Gemm { .. } | Embedding { .. } | EmbeddingBwd { .. } | SwiGlu { .. } => vec![2],
-            DispatchBwd { .. } | BalanceLoss(_) | BalanceLossBwd { .. } => vec![2],
-            CrossEntropy { .. } => vec![0, 2],
-            RmsNorm { .. } => vec![2, 3],
-            GroupedGemm { .. } | Combine { .. } => vec![3],
-            Dyt { .. } => vec![4],
-            RouterBwd(_) => vec![3, 4],
-            Attention(_) => vec![3, 4],
-            SwiGluBwd { .. } => vec![3, 4],
-            Router(_) => vec![2, 3, 4],
-            RmsNormBwd { .. } => vec![4, 5],
-            Dispatch { .. } => vec![2, 3, 4, 5],
-            CombineBwd { .. } => vec![5, 6],
-            DytBwd { .. } => vec![4, 5, 6, 7],
-            AttentionBwd(_) => vec![6, 7, 8],
+            Zero { .. } => vec![(0, W)],
+            Rope { .. } => vec![(0, InPlace)],
+            AddScaled { .. } => vec![(1, Acc)],
+            ShiftTokens { .. } => vec![(1, W)],
+            Add { .. } | Embedding { .. } | SwiGlu { .. } => vec![(2, W)],
+            Gemm { accumulate, .. } => vec![(2, if *accumulate { Acc } else { W })],
+            EmbeddingBwd { .. } | DispatchBwd { .. } | BalanceLoss(_) | BalanceLossBwd { .. } => vec![(2, Acc)],
+            CrossEntropy { .. } => vec![(0, InPlace), (2, W)],
+            RmsNorm { .. } => vec![(2, W), (3, W)],
+            GroupedGemm { mode, .. } => vec![(3, if *mode == GroupedMode::Forward { W } else { Acc })],
+            Combine { .. } => vec![(3, Acc)],
+            Dyt { .. } => vec![(4, W)],
+            RouterBwd(_) => vec![(3, InPlace), (4, Acc)],
+            Attention(_) => vec![(3, W), (4, W)],
+            SwiGluBwd { .. } => vec![(3, Acc), (4, Acc)],
+            Router(_) => vec![(2, W), (3, W), (4, W)],
+            RmsNormBwd { .. } => vec![(4, Acc), (5, Acc)],
+            Dispatch { .. } => vec![(2, W), (3, W), (4, W), (5, W)],
+            CombineBwd { .. } => vec![(5, W), (6, Acc)],
+            DytBwd { .. } => vec![(4, Acc), (5, Acc), (6, Acc), (7, Acc)],
+            AttentionBwd(_) => vec![(6, Acc), (7, Acc), (8, Acc)],
         }
+    }
+
+    /// Indices of the arguments the op writes (overwritten, accumulated or in place).
+    pub fn outputs(&self) -> Vec<usize> {
+        self.writes().into_iter().map(|(i, _)| i).collect()
     }
 
     /// Short name of the op family (`gemm`, `attention_bwd`, ...), for notes and file names.

@@ -73,19 +73,25 @@ proptest! {
     }
 
     #[test]
-    fn fp8_gemm_tracks_the_f32_product(seed: u64, m in 1usize..8, n in 1usize..8, kt in 1usize..4) {
-        let (tile, k) = (32, 32 * kt);
+    fn fp8_gemm_tracks_the_f32_product(seed: u64, m in 2usize..8, n in 2usize..8, k in 1usize..100, layout in 0usize..3) {
+        // K need not be a multiple of the tile (the last tile is partial); NN, NT and TN.
+        let tile = 32;
+        let (ta, tb) = [(false, false), (false, true), (true, false)][layout];
         let a = data(seed, m * k, 2.0);
         let b = data(seed ^ 1, n * k, 2.0);
         let gemm = |quant| {
+            let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
             let mut v = vec![a.clone(), b.clone(), vec![0.0; m * n]];
-            run_op(&Op::Gemm { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant }, &mut v);
+            run_op(&Op::Gemm { m, n, k, lda, ldb, ldc: n, ta, tb, accumulate: false, quant }, &mut v);
             v.pop().unwrap()
         };
+        let at = |x: &[f32], i: usize, p: usize, t: bool, rows: usize, cols: usize| if t { x[p * rows + i] } else { x[i * cols + p] };
+        let (opa, opb) = (|i: usize, p: usize| at(&a, i, p, ta, m, k), |p: usize, j: usize| at(&b, j, p, !tb, n, k));
         let exact = gemm(Quant::None);
         // Each operand element is off by at most 2^-4 relative (2^-10·scale absolute), and the
-        // bf16 output by 2^-8: |c' − c| ≤ ((1 + 2^-4)² − 1 + 2^-8)·Σ_p |a_ip||b_jp| (+ tiny).
-        let abs_dot = |i: usize, j: usize| (0..k).map(|p| (a[i * k + p] * b[j * k + p]).abs()).sum::<f32>();
+        // bf16 output by 2^-8: |c' − c| ≤ ((1 + 2^-4)² − 1 + 2^-8)·Σ_p |a_ip||b_pj| (+ tiny).
+        let abs_dot = |i: usize, j: usize| (0..k).map(|p| (opa(i, p) * opb(p, j)).abs()).sum::<f32>();
+        let mut errors = Vec::new();
         for (quant, rel) in [(Quant::Fp8 { tile, b_blocks: true }, 0.1329), (Quant::Fp8 { tile, b_blocks: false }, 0.1329), (Quant::Bf16, 0.012)] {
             let got = gemm(quant);
             for i in 0..m {
@@ -94,7 +100,14 @@ proptest! {
                     prop_assert!((g - e).abs() <= rel * abs_dot(i, j) + 1e-3 * e.abs() + 1e-6, "{quant:?}: {g} vs {e}");
                 }
             }
+            errors.push(rel_l2(&got, &exact));
         }
+        // FP8 really quantized (an FP8 GEMM that silently ran in f32 or bf16 fails): with eight
+        // or more products per output, E4M3's 3-bit mantissa costs more than bf16's 8 bits.
+        if k >= 8 {
+            prop_assert!(errors[0] > errors[2] && errors[1] > errors[2], "FP8 errors {errors:?} not above bf16's");
+        }
+        prop_assert!(errors[2] > 0.0, "bf16 rounding changed nothing");
     }
 }
 

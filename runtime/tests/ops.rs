@@ -272,3 +272,126 @@ proptest! {
         check("balance_loss", &[scores], 0, &g[2], f);
     }
 }
+
+/// `op(A)[i, p]` and `op(B)[p, j]` read the way `Op::Gemm` documents, for a naive product.
+fn naive_gemm(op: &Op, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, .. } = *op else { unreachable!() };
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                let av = if ta { a[p * lda + i] } else { a[i * lda + p] };
+                let bv = if tb { b[j * ldb + p] } else { b[p * ldb + j] };
+                s += av as f64 * bv as f64;
+            }
+            let prior = if accumulate { c[i * ldc + j] as f64 } else { 0.0 };
+            c[i * ldc + j] = (prior + s) as f32;
+        }
+    }
+}
+
+#[test]
+fn gemms_of_every_layout_match_a_naive_product_on_the_parallel_path() {
+    let mut r = SplitMix64::new(9);
+    // 2^15 multiply-adds and more take the multithreaded path; padded leading dimensions.
+    for (m, n, k) in [(3, 4, 5), (64, 80, 72), (130, 33, 257)] {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            for accumulate in [false, true] {
+                let (lda, ldb, ldc) = (if ta { m } else { k } + 2, if tb { k } else { n } + 1, n + 5);
+                let op = Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant: Quant::None };
+                let a = randn(&mut r, if ta { k * lda } else { m * lda }, 1.0);
+                let b = randn(&mut r, if tb { n * ldb } else { k * ldb }, 1.0);
+                let c0 = randn(&mut r, m * ldc, 1.0);
+                let mut want = c0.clone();
+                naive_gemm(&op, &a, &b, &mut want);
+                let mut v = vec![a, b, c0.clone()];
+                run_op(&op, &mut v);
+                for i in 0..m {
+                    // The gap between rows of C is never written.
+                    assert_eq!(v[2][i * ldc + n..(i + 1) * ldc], c0[i * ldc + n..(i + 1) * ldc], "{op:?}");
+                }
+                let err = rel_l2(&v[2], &want);
+                assert!(err < 1e-6, "{op:?}: relative L2 error {err:.2e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_add_add_scaled_and_shift_tokens() {
+    let mut r = SplitMix64::new(4);
+    let n = 10_000; // past the 4096-element chunks of the parallel loops
+    let (x, y) = (randn(&mut r, n, 1.0), randn(&mut r, n, 1.0));
+    let mut v = vec![x.clone()];
+    run_op(&Op::Zero { n }, &mut v);
+    assert!(v[0].iter().all(|&z| z == 0.0));
+    let mut v = vec![x.clone(), y.clone(), randn(&mut r, n, 1.0)];
+    run_op(&Op::Add { n }, &mut v);
+    assert!(v[2].iter().zip(x.iter().zip(&y)).all(|(o, (a, b))| *o == a + b));
+    let mut v = vec![x.clone(), y.clone()];
+    run_op(&Op::AddScaled { n, alpha: -0.25 }, &mut v);
+    assert!(v[1].iter().zip(x.iter().zip(&y)).all(|(o, (a, b))| *o == b + -0.25 * a));
+    // Each sequence moves `shift` left; its tail repeats its own last token.
+    let (batch, seq, shift) = (3, 5, 2);
+    let tokens: Vec<f32> = (0..batch * seq).map(|i| (100 + i) as f32).collect();
+    let mut v = vec![tokens, vec![-1.0; batch * seq]];
+    run_op(&Op::ShiftTokens { batch, seq, shift }, &mut v);
+    let want: Vec<f32> =
+        [102, 103, 104, 104, 104, 107, 108, 109, 109, 109, 112, 113, 114, 114, 114].iter().map(|&t| t as f32).collect();
+    assert_eq!(v[1], want);
+}
+
+#[test]
+fn quantized_grouped_gemms_equal_per_expert_gemms_in_the_same_format() {
+    let mut r = SplitMix64::new(12);
+    let (experts, n, k) = (4, 24, 70);
+    // Expert e owns rows offsets[e]..offsets[e+1]; expert 2 has none.
+    let offsets = [0.0f32, 5.0, 17.0, 17.0, 30.0];
+    let rows = 30;
+    for quant in [Quant::None, Quant::Bf16, Quant::Fp8 { tile: 32, b_blocks: true }] {
+        let (x, w, dy) =
+            (randn(&mut r, rows * k, 1.0), randn(&mut r, experts * n * k, 1.0), randn(&mut r, rows * n, 1.0));
+        // As the compiler builds them: B in weight blocks for the forward and data-gradient
+        // GEMMs; the weight gradient's B is an activation (1×tile tiles).
+        let wgrad_quant = match quant {
+            Quant::Fp8 { tile, .. } => Quant::Fp8 { tile, b_blocks: false },
+            q => q,
+        };
+        let gg = |mode| Op::GroupedGemm {
+            experts,
+            rows,
+            n,
+            k,
+            mode,
+            quant: if mode == GroupedMode::WeightGrad { wgrad_quant } else { quant },
+        };
+        let mut fwd = vec![offsets.to_vec(), x.clone(), w.clone(), vec![0.0; rows * n]];
+        run_op(&gg(GroupedMode::Forward), &mut fwd);
+        let mut dx = vec![offsets.to_vec(), dy.clone(), w.clone(), vec![0.0; rows * k]];
+        run_op(&gg(GroupedMode::DataGrad), &mut dx);
+        let mut dw = vec![offsets.to_vec(), x.clone(), dy.clone(), vec![0.0; experts * n * k]];
+        run_op(&gg(GroupedMode::WeightGrad), &mut dw);
+        for e in 0..experts {
+            let (a, b) = (offsets[e] as usize, offsets[e + 1] as usize);
+            let we = &w[e * n * k..(e + 1) * n * k];
+            // The same products as dense GEMMs: y = x Wᵀ, dx = dy W, dW = dyᵀ x.
+            let dense = |m, nn, kk, ta, tb, acc, quant, a: &[f32], b: &[f32]| {
+                let (lda, ldb) = (if ta { m } else { kk }, if tb { kk } else { nn });
+                let mut v = vec![a.to_vec(), b.to_vec(), vec![0.0; m * nn]];
+                run_op(&Op::Gemm { m, n: nn, k: kk, lda, ldb, ldc: nn, ta, tb, accumulate: acc, quant }, &mut v);
+                v.pop().unwrap()
+            };
+            let m = b - a;
+            if m > 0 {
+                let y = dense(m, n, k, false, true, false, quant, &x[a * k..b * k], we);
+                assert!(rel_l2(&fwd[3][a * n..b * n], &y) < 1e-6, "{quant:?} forward, expert {e}");
+                let g = dense(m, k, n, false, false, true, quant, &dy[a * n..b * n], we);
+                assert!(rel_l2(&dx[3][a * k..b * k], &g) < 1e-6, "{quant:?} data grad, expert {e}");
+                let gw = dense(n, k, m, true, false, true, wgrad_quant, &dy[a * n..b * n], &x[a * k..b * k]);
+                assert!(rel_l2(&dw[3][e * n * k..(e + 1) * n * k], &gw) < 1e-6, "{quant:?} weight grad, expert {e}");
+            } else {
+                assert!(dw[3][e * n * k..(e + 1) * n * k].iter().all(|&v| v == 0.0), "an empty expert's weight grad");
+            }
+        }
+    }
+}
