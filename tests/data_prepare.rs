@@ -4,6 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::flat_stderr;
 use dsv3c_data::synth::{corpus, jsonl, Mix};
 use dsv3c_runtime::init::SplitMix64;
 
@@ -35,15 +38,6 @@ fn prepare_with(inputs: &[&Path], out: &Path, config: Option<&str>) -> String {
 
 fn prepare(inputs: &[&Path], out: &Path) -> String {
     prepare_with(inputs, out, None)
-}
-
-/// stderr with miette's line wrapping and box drawing undone, for matching messages.
-fn flat_stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr)
-        .split_whitespace()
-        .filter(|w| !w.chars().all(|c| "│×╰─┬╭".contains(c)))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn stats(out: &Path) -> serde_json::Value {

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dsv3c, ok};
+use common::{dsv3c, flat_stderr, ok};
 
 const QUICK: &str = "tests/fixtures/configs/tiny-quick.yaml";
 
@@ -166,7 +166,124 @@ fn a_hugging_face_tokenizer_json_feeds_the_built_in_corpus() {
     .unwrap();
     let d = fresh("train-hf-tokenizer");
     let o = dsv3c(&["train", "--config", recipe.to_str().unwrap(), "--steps", "2", "--out", d.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("tokenizer.json"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
     assert_eq!(losses(&d).len(), 2);
+    // The corpus the run trained on is the tokenizer's ids (its 600-id vocabulary, not GPT-2's):
+    // the cache train wrote holds, file by file, `// path\n` + text encoded, then end-of-text.
+    // (The tokenizer's ids themselves are checked against Python's `tokenizers` in runtime.)
+    let tok = dsv3c_runtime::data::tokenizer::Tokenizer::by_name(tokenizer.to_str().unwrap(), Path::new("/")).unwrap();
+    let key = format!("hf-{:08x}", crc32fast::hash(&std::fs::read(&tokenizer).unwrap()));
+    let cache = root.join("runs/cache");
+    let (tokens, files) = dsv3c_runtime::data::corpus::load(root, &tok, &key, &cache).unwrap();
+    let printed = format!("{files} files, {} tokens (", tokens.len());
+    assert!(err.contains(&printed), "train read another corpus than {printed}: {err}");
+    assert!(tokens.iter().all(|&t| t < 600), "ids beyond the tokenizer's vocabulary");
+    let first = &dsv3c_runtime::data::corpus::files(root)[0];
+    let rel = first.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+    let mut want = tok.encode(&format!("// {rel}\n{}", std::fs::read_to_string(first).unwrap()));
+    want.extend(tok.eot());
+    assert_eq!(&tokens[..want.len()], &want[..], "the first document's ids");
+}
+
+/// A spec file: tiny with another vocabulary size.
+fn tiny_with_vocab(name: &str, vocab: u64) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/tiny.yaml")).unwrap();
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&p, text.replace("vocab_size: 50304", &format!("vocab_size: {vocab}"))).unwrap();
+    p
+}
+
+#[test]
+fn a_run_trains_from_prepared_shards_and_evaluates_on_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = fresh("train-shards");
+    std::fs::create_dir_all(&d).unwrap();
+    // Prepare shards with the tokenizer.json fixture (what every GPU recipe trains from).
+    let docs =
+        dsv3c_data::synth::corpus(dsv3c_data::synth::Mix { distinct: 60, exact: 0, near: 0, junk: 0, edit: 0.0 }, 21);
+    std::fs::write(d.join("docs.jsonl"), dsv3c_data::synth::jsonl(&docs)).unwrap();
+    let tokenizer = root.join("tests/fixtures/tokenizer/tokenizer.json");
+    std::fs::write(d.join("data.yaml"), format!("tokenizer: {}\nvalidation_fraction: 0.2\n", tokenizer.display()))
+        .unwrap();
+    let data = d.join("data");
+    ok(&[
+        "data",
+        "prepare",
+        "--input",
+        d.join("docs.jsonl").to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--config",
+        d.join("data.yaml").to_str().unwrap(),
+    ]);
+    let (train_shard, val_shard) = (data.join("train-000000.bin"), data.join("val-000000.bin"));
+    let train_ids = dsv3c_runtime::data::shard::read(&train_shard).unwrap();
+    assert!(train_ids.iter().all(|&t| t < 600) && train_ids.len() > 2000);
+    // The first kept document's ids, end-of-text after it.
+    let tok = dsv3c_runtime::data::tokenizer::Tokenizer::by_name(tokenizer.to_str().unwrap(), Path::new("/")).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(data.join("documents.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
+    let mut want = tok.encode(first["text"].as_str().unwrap());
+    want.extend(tok.eot());
+    let val_ids = dsv3c_runtime::data::shard::read(&val_shard).unwrap();
+    assert!(train_ids.starts_with(&want) || val_ids.starts_with(&want), "the shards hold the tokenizer's ids");
+
+    let recipe = d.join("recipe.yaml");
+    let write_recipe = |spec: &Path, shard: &Path| {
+        std::fs::write(
+            &recipe,
+            format!(
+                "spec: {}\nsteps: 3\nseed: 2\ndata: {{source: shards, shards: [{}], validation_fraction: 0.1}}\n\
+                 batch: {{micro_batch: 2, seq_len: 32}}\noptimizer: {{kind: adamw, lr: 1.0e-2}}\n\
+                 checkpoint: {{every: 3}}\n",
+                spec.display(),
+                shard.display()
+            ),
+        )
+        .unwrap()
+    };
+    // tiny with a vocabulary just above the tokenizer's 600 ids (fast: small logits).
+    let spec = tiny_with_vocab("tiny-vocab-640.yaml", 640);
+    write_recipe(&spec, &train_shard);
+    let out = d.join("run");
+    ok(&["train", "--config", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(losses(&out).len(), 3);
+    let ckpt = out.join("checkpoints/step-000003");
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data", val_shard.to_str().unwrap(), "--json"])
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["tokens"].as_u64().unwrap() as usize, val_ids.len() / 32 / 2 * 2 * 32, "{v}");
+    assert!(v["loss"].as_f64().unwrap() < (640f64).ln(), "{v}");
+
+    // Ids the spec's vocabulary cannot hold: refused by train and by eval.
+    let bad = d.join("bad.bin");
+    let mut ids = train_ids.clone();
+    ids[77] = 60_000;
+    dsv3c_runtime::data::shard::write(&bad, &ids).unwrap();
+    let o = dsv3c(&["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data", bad.to_str().unwrap()]);
+    let err = flat_stderr(&o);
+    assert!(!o.status.success() && err.contains("token id 60000") && err.contains("640"), "{err}");
+    write_recipe(&spec, &bad);
+    let o = dsv3c(&["train", "--config", recipe.to_str().unwrap(), "--out", fresh("train-bad-ids").to_str().unwrap()]);
+    let err = flat_stderr(&o);
+    assert!(!o.status.success() && err.contains("token id 60000"), "{err}");
+    // A tokenizer with more ids than the spec's vocabulary is refused before any work.
+    let small = tiny_with_vocab("tiny-vocab-512.yaml", 512);
+    let text = std::fs::read_to_string(root.join(QUICK)).unwrap();
+    std::fs::write(
+        &recipe,
+        text.replace("../../../spec/tiny.yaml", small.to_str().unwrap())
+            .replace("source: builtin", &format!("source: builtin\n  tokenizer: {}", tokenizer.display())),
+    )
+    .unwrap();
+    let o =
+        dsv3c(&["train", "--config", recipe.to_str().unwrap(), "--out", fresh("train-small-vocab").to_str().unwrap()]);
+    let err = flat_stderr(&o);
+    assert!(!o.status.success() && err.contains("600 ids") && err.contains("vocab_size is 512"), "{err}");
 }

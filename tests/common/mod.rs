@@ -13,3 +13,13 @@ pub fn ok(args: &[&str]) -> String {
     assert!(o.status.success(), "dsv3c {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// stderr with miette's line wrapping and box drawing undone, for matching messages.
+#[allow(dead_code)]
+pub fn flat_stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .split_whitespace()
+        .filter(|w| !w.chars().all(|c| "│×╰─┬╭".contains(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -84,4 +84,20 @@ mod tests {
         assert!(Tokenizer::by_name("nope", &fixtures).is_err());
         assert!(Tokenizer::by_name("missing.json", &fixtures).is_err());
     }
+
+    /// The ids match Hugging Face's Python `tokenizers` on the same tokenizer.json
+    /// (tests/fixtures/tokenizer/make_expected.py).
+    #[test]
+    fn tokenizer_json_ids_match_the_python_reference() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tokenizer");
+        let t = Tokenizer::by_name("tokenizer.json", &fixtures).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap()).unwrap();
+        assert_eq!(t.vocab_size() as u64, expected["vocab_size"].as_u64().unwrap());
+        for case in expected["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(t.encode(text), want, "{text:?}");
+        }
+    }
 }
