@@ -1,4 +1,6 @@
 //! Helpers shared by the end-to-end tests: running the `dsv3c` binary from the project root.
+//! (Each test binary uses some of them.)
+#![allow(dead_code)]
 
 use std::process::{Command, Output};
 
@@ -15,7 +17,6 @@ pub fn ok(args: &[&str]) -> String {
 }
 
 /// stderr with miette's line wrapping and box drawing undone, for matching messages.
-#[allow(dead_code)]
 pub fn flat_stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr)
         .split_whitespace()
