@@ -4,7 +4,6 @@
 //! the command line and, per output, the expected file, dtype and tolerance. The two `oob_*` cases
 //! are deliberately out of bounds and must fail with a message naming the PTX line.
 
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
