@@ -105,6 +105,17 @@ fn select_recommends_a_spec_that_fits() {
     assert!(cands[..idx].iter().all(|c| c["best"].is_null()));
     let text = ok(&["select", "--gpus", "8", "--gpu-memory", "80"]);
     assert!(text.contains("recommended: spec/"), "{text}");
+    // The chosen layout's bytes are inspect's (whose figures are checked by hand above), and the
+    // smallest of the layouts tried is no larger.
+    let best = &c["best"];
+    let l = &best["layout"];
+    let parallel = format!("tp={},pp={},ep={},dp={}", l["tp"], l["pp"], l["ep"], l["dp"]);
+    let spec = format!("spec/{choice}.yaml");
+    let i = json(&ok(&["inspect", &spec, "--json", "--gpus", "8", "--gpu-memory", "80", "--parallel", &parallel]));
+    for k in ["params", "weights", "master", "gradients", "optimizer", "activations", "total"] {
+        assert_eq!(i["memory"][k], best[k], "{choice} {parallel}: {k}");
+    }
+    assert!(c["min_total"].as_f64().unwrap() <= best["total"].as_f64().unwrap());
 }
 
 #[test]
@@ -164,4 +175,128 @@ fn every_gpu_recipe_is_compute_optimal_and_fits_and_inspect_agrees() {
     assert!(n >= 7);
     // The CPU default is a demonstration, not a compute-optimal run: strict mode says so.
     assert!(!dsv3c(&["chinchilla", "configs/tiny.yaml", "--strict"]).status.success());
+}
+
+/// A small spec whose memory is worked out by hand below: d 64, vocab 1000, 4 layers (1 dense,
+/// 3 MoE), MLA without q-LoRA (4 heads, kv rank 32, nope 16, rope 8, v 16), 8 routed experts of
+/// width 32 (top-2) and one shared; bf16 weights with an f32 master, bf16 compute.
+const HAND_SPEC: &str = "name: hand
+vocab_size: 1000
+d_model: 64
+n_layers: 4
+max_seq_len: 256
+norm: {type: rmsnorm, eps: 1.0e-6}
+dense: {n_layers: 1, intermediate_size: 128}
+attention:
+  mla: {n_heads: 4, q_lora_rank: 0, kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16, rope_theta: 10000}
+  pattern: [mla]
+moe: {n_routed_experts: 8, n_shared_experts: 1, top_k: 2, moe_intermediate_size: 32, score_func: sigmoid, n_group: 1, top_groups: 1, route_scale: 1.0, norm_topk_prob: true, bias_update_speed: 0.001, seq_aux_alpha: 0.0001}
+precision: {master: f32, param: bf16, compute: bf16}
+";
+
+// Parameters (HF shapes):
+//   attention: q_proj 4·24·64 = 6144, kv_a_proj_with_mqa (32+8)·64 = 2560, kv_a_layernorm 32,
+//     kv_b_proj 4·(16+16)·32 = 4096, o_proj 64·64 = 4096, two layer norms 2·64 = 128 -> 17056
+//   dense layer: 17056 + MLP 3·64·128 = 24576 -> 41632
+//   MoE layer: 17056 + router 8·64 = 512 + shared 3·64·32 = 6144 + routed 8·6144 = 49152 -> 72864
+//     (the 8-entry correction bias is a buffer), of which 72864 − 49152 = 23712 non-expert
+//   embedding 1000·64 = 64000, head 64000, final norm 64
+//   total: 64000 + 41632 + 3·72864 + 64 + 64000 = 388288
+// Activations kept per token and layer, bf16 (2 bytes) unless noted:
+//   attention: 2·64 (input, norm) + 4·24 (q) + 40 (kv_a) + 32 (kv norm) + 8 (k_pe) + 4·32 (kv_b)
+//     + 4·16 (o) = 496 elements = 992 B, + 4 heads·4 B softmax stats = 1008 B
+//   FFN input and norm 2·64·2 = 256 B -> 1264 B before the MLP
+//   dense MLP: gate, up, product 3·128·2 = 768 B -> 2032 B
+//   MoE: router scores 8·4 = 32 B, 2 slots·(64 + 3·32)·2 = 640 B, shared 3·32·2 = 192 B -> 2128 B
+#[test]
+fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
+    let spec = tmp("hand.yaml");
+    std::fs::write(&spec, HAND_SPEC).unwrap();
+    let s = spec.to_str().unwrap();
+    let v = json(&ok(&[
+        "inspect",
+        s,
+        "--json",
+        "--gpus",
+        "1",
+        "--gpu-memory",
+        "80",
+        "--micro-batch",
+        "1",
+        "--seq-len",
+        "128",
+    ]));
+    assert_eq!(v["params"]["total"], 388288);
+    // One GPU, 128 tokens, f32 moments:
+    //   weights 388288·2 = 776576; master 388288·4 = 1553152; gradients (f32) 1553152;
+    //   AdamW moments 2·4·388288 = 3106304;
+    //   activations 128·(2032 + 3·2128) = 128·8416 = 1077248, + f32 logits 128·1000·4 = 512000
+    //     -> 1589248; total 8578432.
+    let m = &v["memory"];
+    for (k, want) in [
+        ("params", 388288.0),
+        ("weights", 776576.0),
+        ("master", 1553152.0),
+        ("gradients", 1553152.0),
+        ("optimizer", 3106304.0),
+        ("activations", 1589248.0),
+        ("total", 8578432.0),
+    ] {
+        assert_eq!(m[k].as_f64().unwrap(), want, "1 GPU: {k}");
+    }
+    // Eight GPUs, tp=2, pp=2, ep=4, dp=2; micro-batch 2 of 64 tokens; bf16 moments; ZeRO-1.
+    //   Stages of 2 layers. First: the dense layer, one MoE layer, the embedding:
+    //     non-expert 41632 + 23712 + 64000 = 129344 (/tp 64672), experts 49152 (/ep 12288).
+    //   Last: two MoE layers, head and final norm: non-expert 2·23712 + 64000 + 64 = 111488
+    //     (/tp 55744), experts 98304 (/ep 24576) -> 80320 parameters.
+    //   Last stage: weights 80320·2 = 160640; master 55744·4/dp + 24576·4/(dp·tp/ep = 1)
+    //     = 111488 + 98304 = 209792; gradients 80320·4 = 321280; moments (2·2 B) the same
+    //     sharding as the master: 209792; activations one micro-batch of its two MoE layers,
+    //     128·2·2128/tp = 272384, + logits 128·1000·4/tp = 256000 -> 528384; total 1429888.
+    //   First stage: 64672+12288 = 76960 params: 153920 + (129344 + 49152 = 178496)
+    //     + 307840 + 178496 + activations pp·128·(2032 + 2128)/tp = 532480 -> 1351232, smaller:
+    //     the last stage is reported.
+    let v = json(&ok(&[
+        "inspect",
+        s,
+        "--json",
+        "--gpus",
+        "8",
+        "--gpu-memory",
+        "80",
+        "--parallel",
+        "tp=2,pp=2,ep=4,dp=2",
+        "--micro-batch",
+        "2",
+        "--seq-len",
+        "64",
+        "--moments",
+        "bf16",
+    ]));
+    let m = &v["memory"];
+    for (k, want) in [
+        ("params", 80320.0),
+        ("weights", 160640.0),
+        ("master", 209792.0),
+        ("gradients", 321280.0),
+        ("optimizer", 209792.0),
+        ("activations", 528384.0),
+        ("total", 1429888.0),
+    ] {
+        assert_eq!(m[k].as_f64().unwrap(), want, "8 GPUs: {k}");
+    }
+    // chinchilla --strict on a recipe with that layout reports the same bytes.
+    let recipe = tmp("hand-recipe.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "spec: {s}\nsteps: 2\ndata: {{source: builtin}}\nbatch: {{micro_batch: 2, seq_len: 64}}\n\
+             optimizer: {{kind: adamw, lr: 1.0e-3, moments: bf16}}\nparallel: {{tp: 2, pp: 2, ep: 4, dp: 2, gpu_memory_gb: 80}}\n"
+        ),
+    )
+    .unwrap();
+    let o = dsv3c(&["chinchilla", recipe.to_str().unwrap(), "--strict", "--json"]);
+    let c = json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(c["memory"]["total"].as_f64().unwrap(), 1429888.0, "{c}");
+    assert!(!o.status.success(), "2 steps are far below the Chinchilla band: --strict fails");
 }
