@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dsv3c, ok};
+use common::{dsv3c, flat_stderr, ok};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
@@ -299,4 +299,77 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     let c = json(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(c["memory"]["total"].as_f64().unwrap(), 1429888.0, "{c}");
     assert!(!o.status.success(), "2 steps are far below the Chinchilla band: --strict fails");
+}
+
+/// Runs `dsv3c ARGS`, which must fail without a panic; returns its flattened stderr.
+fn fails(args: &[&str]) -> String {
+    let o = dsv3c(args);
+    let err = flat_stderr(&o);
+    assert!(!o.status.success(), "dsv3c {args:?} succeeded");
+    assert!(!err.contains("panicked"), "dsv3c {args:?}: {err}");
+    err
+}
+
+#[test]
+fn compile_eval_export_train_and_bench_refuse_bad_input_with_reasons() {
+    // compile: a broken spec (file:line:column), a sequence above max_seq_len, batch 0, seq 0.
+    let broken = tmp("compile-broken.yaml");
+    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/tiny.yaml")).unwrap();
+    std::fs::write(&broken, tiny.replace("n_heads: 4", "n_heads: four")).unwrap();
+    let line = tiny.lines().position(|l| l.contains("n_heads: 4")).unwrap() + 1;
+    let err = fails(&["compile", broken.to_str().unwrap(), "--out", tmp("never").to_str().unwrap()]);
+    assert!(err.contains(&format!("compile-broken.yaml:{line}:")), "{err}");
+    let out = tmp("compile-never");
+    let o = out.to_str().unwrap();
+    let err = fails(&["compile", "spec/tiny.yaml", "--out", o, "--seq", "300"]);
+    assert!(err.contains("sequence length 300 exceeds the spec's max_seq_len 256"), "{err}");
+    let err = fails(&["compile", "spec/tiny.yaml", "--out", o, "--batch", "0", "--seq", "8"]);
+    assert!(err.contains("must be at least 1") && err.contains("batch 0"), "{err}");
+    let err = fails(&["compile", "spec/tiny.yaml", "--out", o, "--seq", "0"]);
+    assert!(err.contains("must be at least 1") && err.contains("seq 0"), "{err}");
+
+    // eval --checkpoint: a missing folder does not exist (nothing to delete); a run folder is
+    // not a checkpoint and the message points at one of its checkpoints.
+    let missing = tmp("no-such-checkpoint");
+    let _ = std::fs::remove_dir_all(&missing);
+    let err = fails(&["eval", "--checkpoint", missing.to_str().unwrap()]);
+    assert!(err.contains("does not exist") && !err.contains("corrupt") && !err.contains("delete"), "{err}");
+    let run = tmp("a-run-folder");
+    std::fs::create_dir_all(run.join("checkpoints/step-000004")).unwrap();
+    let err = fails(&["eval", "--checkpoint", run.to_str().unwrap()]);
+    assert!(err.contains("is not a checkpoint") && err.contains("step-000004"), "{err}");
+    assert!(!err.contains("corrupt") && !err.contains("delete"), "{err}");
+
+    // export-hf: what DeepseekV3 has no equivalent for is refused at the command line.
+    let err = fails(&["export-hf", "spec/swa-mla-small.yaml"]);
+    assert!(err.contains("attention.swa") && err.contains("sliding-window"), "{err}");
+    let dyt = tmp("dyt.yaml");
+    std::fs::write(&dyt, tiny.replace("type: rmsnorm\n  eps: 1.0e-6", "type: dyt\n  alpha_init: 0.5")).unwrap();
+    assert!(dsv3c_spec::load(&dyt).is_ok_and(|s| matches!(s.norm, dsv3c_spec::types::Norm::Dyt { .. })));
+    let err = fails(&["export-hf", dyt.to_str().unwrap()]);
+    assert!(err.contains("norm") && err.contains("DynamicTanh"), "{err}");
+
+    // --steps 0 is refused, not run as one step (train) or silently raised to one (bench).
+    let quick = "tests/fixtures/configs/tiny-quick.yaml";
+    let err = fails(&["train", "--config", quick, "--steps", "0", "--out", tmp("steps0").to_str().unwrap()]);
+    assert!(err.contains("--steps") && err.contains("0"), "{err}");
+    assert!(!tmp("steps0").join("metrics.jsonl").exists());
+    let err = fails(&["bench", "train", "--config", quick, "--steps", "0"]);
+    assert!(err.contains("--steps"), "{err}");
+}
+
+#[test]
+fn bench_train_times_steps_of_a_recipe() {
+    let quick = "tests/fixtures/configs/tiny-quick.yaml";
+    let v = json(
+        ok(&["bench", "train", "--config", quick, "--steps", "2", "--hf-comparable", "--json"]).lines().last().unwrap(),
+    );
+    assert_eq!(v["steps"], 2, "{v}");
+    assert_eq!(v["hf_comparable"], true);
+    // tiny-quick: micro-batch 2 x 32 tokens x accumulation 2.
+    assert_eq!(v["tokens_per_step"].as_f64().unwrap(), 128.0);
+    let (median, rate) = (v["median_step_s"].as_f64().unwrap(), v["tokens_per_sec"].as_f64().unwrap());
+    assert!(median > 0.0 && (rate * median - 128.0).abs() < 1e-6, "{v}");
+    let text = ok(&["bench", "train", "--config", quick, "--steps", "1"]);
+    assert!(text.contains("tiny: 128 tokens/step, median step") && text.contains("tok/s"), "{text}");
 }

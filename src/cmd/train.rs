@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value = "configs/tiny.yaml")]
     pub config: PathBuf,
     /// The step to stop at (a resumed run continues up to it) [default: the recipe's steps].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Output folder: metrics.jsonl and checkpoints/ [default: runs/<recipe name>].
     #[arg(long)]

@@ -36,6 +36,10 @@ pub enum RunCheckpointError {
     Tensors(#[from] CheckpointError),
     #[error("checkpoint {path} is corrupt: {reason}; delete it to resume from an earlier one")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("checkpoint {0} does not exist")]
+    NotFound(PathBuf),
+    #[error("{path} is not a checkpoint (it has no manifest.json){hint}")]
+    NotACheckpoint { path: PathBuf, hint: String },
 }
 
 const FILES: [&str; 5] = ["model.safetensors", "optimizer.safetensors", "state.json", "spec.yaml", "config.yaml"];
@@ -146,8 +150,20 @@ pub struct Loaded {
     pub run: RunState,
 }
 
-/// Loads and verifies the checkpoint in `path`.
+/// Loads and verifies the checkpoint in `path`. A folder that is missing, or holds no
+/// manifest (a run folder, say), is named as such: only a checkpoint whose files disagree with
+/// its manifest is called corrupt.
 pub fn load(path: &Path) -> Result<Loaded, RunCheckpointError> {
+    if !path.is_dir() {
+        return Err(RunCheckpointError::NotFound(path.into()));
+    }
+    if !path.join("manifest.json").exists() {
+        let hint = match list(path).pop() {
+            Some((_, newest)) => format!("; it holds a run: pass one of its checkpoints, e.g. {}", newest.display()),
+            None => String::new(),
+        };
+        return Err(RunCheckpointError::NotACheckpoint { path: path.into(), hint });
+    }
     let corrupt = |reason: String| RunCheckpointError::Corrupt { path: path.into(), reason };
     let mtext =
         std::fs::read_to_string(path.join("manifest.json")).map_err(|e| corrupt(format!("manifest.json: {e}")))?;

@@ -1,0 +1,5 @@
+mod missing {
+    dsv3c_macros::model!("no_such_spec.yaml");
+}
+
+fn main() {}
