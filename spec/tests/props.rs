@@ -1,5 +1,5 @@
-//! Property tests of the spec language: random valid specs round-trip through YAML and through
-//! Hugging Face config.json; random edits of valid YAML never panic and are always located.
+//! Property tests of the spec language: random valid specs (dtypes, FP8 recipes and FP8 KV caches
+//! included) round-trip through YAML and through Hugging Face config.json; random edits of valid YAML never panic and are always located.
 
 use dsv3c_spec::types::*;
 use dsv3c_spec::{hf, SpecError};
@@ -63,8 +63,51 @@ fn moe() -> impl Strategy<Value = Moe> {
         })
 }
 
+/// Random precision settings: dtypes (the master copy never narrower than the weights), an FP8
+/// recipe (tile 16–128) and an FP8 KV cache.
+fn precision() -> impl Strategy<Value = Precision> {
+    let dtype = || prop_oneof![Just(Dtype::F32), Just(Dtype::Bf16)];
+    (dtype(), dtype(), dtype(), proptest::option::of(prop::sample::select(vec![16u64, 32, 64, 128])), any::<bool>())
+        .prop_map(|(master, param, compute, tile, fp8_cache)| Precision {
+            master: if master.bytes() < param.bytes() { param } else { master },
+            param,
+            compute,
+            fp8: tile.map(|t| Fp8 { format: Fp8Format::E4m3, activation_tile: t, weight_block: t }),
+            kv_cache: if fp8_cache { KvCacheDtype::Fp8 } else { KvCacheDtype::Bf16 },
+        })
+}
+
+/// `s` with `p`, its dims rounded up where the precision needs it: every FP8 GEMM's K a multiple
+/// of the tile, and the latent a multiple of 128 for an FP8 KV cache.
+fn with_precision(mut s: Spec, p: Precision) -> Spec {
+    let up = |x: &mut u64, m: u64| *x = x.div_ceil(m) * m;
+    if let Some(f) = &p.fp8 {
+        let t = f.activation_tile;
+        up(&mut s.d_model, t);
+        up(&mut s.attention.mla.kv_lora_rank, t);
+        up(&mut s.attention.mla.q_lora_rank, t); // 0 (no q-LoRA) stays 0
+        up(&mut s.attention.mla.v_head_dim, t);
+        if let Some(d) = s.dense.as_mut() {
+            up(&mut d.intermediate_size, t);
+        }
+        if let Some(m) = s.moe.as_mut() {
+            up(&mut m.moe_intermediate_size, t);
+        }
+    }
+    if p.kv_cache == KvCacheDtype::Fp8 {
+        up(&mut s.attention.mla.kv_lora_rank, 128);
+    }
+    s.precision = p;
+    s
+}
+
 /// Random valid specs; `hf_only` keeps to what Hugging Face's DeepseekV3 can express.
 fn spec(hf_only: bool) -> impl Strategy<Value = Spec> {
+    (spec_f32(hf_only), precision()).prop_map(|(s, p)| with_precision(s, p))
+}
+
+/// Random valid specs in f32 throughout.
+fn spec_f32(hf_only: bool) -> impl Strategy<Value = Spec> {
     let head = (2u64..=4096, 1u64..=512, 1u64..=8, 64u64..=8192, any::<bool>(), real());
     (
         head,
