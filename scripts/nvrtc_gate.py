@@ -1,8 +1,11 @@
 """The NVRTC gate's checker: `dsv3c compile SPEC --ptx` for each spec, `ptxas -v` on every PTX, a table of
-registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error or spill."""
+registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error or spill.
+With --markdown the table is a Markdown report (machine, wheel versions, command, summary, every kernel
+entry) on stdout, progress on stderr: what bench/results/ keeps verbatim."""
 
 import argparse
 import concurrent.futures as cf
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -36,8 +39,10 @@ def main():
     ap.add_argument("--dsv3c", required=True)
     ap.add_argument("--ptxas", required=True)
     ap.add_argument("--arch", default="sm_90a")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown report (progress on stderr)")
     ap.add_argument("specs", nargs="+")
     a = ap.parse_args()
+    log = sys.stderr if a.markdown else sys.stdout
     failures, table, seen = [], [], set()
     with tempfile.TemporaryDirectory() as tmp:
         for spec in a.specs:
@@ -45,7 +50,7 @@ def main():
             out = os.path.join(tmp, name)
             p = subprocess.run([a.dsv3c, "compile", spec, "--out", out, "--ptx", "--arch", a.arch],
                                capture_output=True, text=True)
-            print(p.stdout.strip() or p.stderr.strip())
+            print(p.stdout.strip() or p.stderr.strip(), file=log)
             if p.returncode != 0:
                 failures.append(f"{spec}: dsv3c compile failed:\n{p.stderr}")
                 continue
@@ -68,13 +73,31 @@ def main():
                     if key not in seen:
                         seen.add(key)
                         table.append((name, f[:-4], fn, regs, smem, stack, st + ld))
-    w = max(len(r[1]) for r in table) if table else 10
-    print(f"\n{'spec':<14} {'kernel':<{w}} {'entry':<22} {'regs':>5} {'smem B':>7} {'stack':>5} {'spill':>5}")
-    for r in table:
-        print(f"{r[0]:<14} {r[1]:<{w}} {r[2]:<22} {r[3]:>5} {r[4]:>7} {r[5]:>5} {r[6]:>5}")
     regs = max((r[3] for r in table), default=0)
-    print(f"\nnvrtc gate ({a.arch}): {len(a.specs)} specs, {len({r[1] for r in table})} kernels, {len(table)} entries, "
-          f"max {regs} registers, {sum(r[6] for r in table)} spill bytes")
+    summary = (f"nvrtc gate ({a.arch}): {len(a.specs)} specs, {len({r[1] for r in table})} kernels, {len(table)} entries, "
+               f"max {regs} registers, {sum(r[6] for r in table)} spill bytes, {len(failures)} failures")
+    if a.markdown:
+        here = os.path.dirname(os.path.abspath(__file__))
+        machine = subprocess.run(["bash", os.path.join(here, "..", "bench", "machine.sh")], capture_output=True, text=True)
+        wheels = ", ".join(f"`{w}` {importlib.metadata.version(w)}" for w in
+                           ["nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvcc-cu12"])
+        print(f"# NVRTC gate: every generated kernel compiled for {a.arch} and assembled by ptxas\n")
+        print(machine.stdout.rstrip())
+        print(f"- wheels (PyPI): {wheels}")
+        print(f"- command: `bash scripts/nvrtc-gate.sh --markdown` (= `dsv3c compile SPEC --ptx --arch {a.arch}` for "
+              f"{' '.join(a.specs)}, then `ptxas -arch={a.arch} -v --warn-on-spills` on every PTX)\n")
+        print(f"**{summary}.** Compile-time facts, not speed; shared memory is ptxas's static figure (attention "
+              "kernels also take dynamic shared memory at launch).\n")
+        print("| spec | kernel | entry | registers | static smem B | stack B | spill B |")
+        print("|---|---|---|---:|---:|---:|---:|")
+        for r in table:
+            print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]} |")
+    else:
+        w = max(len(r[1]) for r in table) if table else 10
+        print(f"\n{'spec':<14} {'kernel':<{w}} {'entry':<22} {'regs':>5} {'smem B':>7} {'stack':>5} {'spill':>5}")
+        for r in table:
+            print(f"{r[0]:<14} {r[1]:<{w}} {r[2]:<22} {r[3]:>5} {r[4]:>7} {r[5]:>5} {r[6]:>5}")
+        print(f"\n{summary}")
     if failures:
         print("\nFAILED:\n" + "\n".join(failures), file=sys.stderr)
         sys.exit(1)
