@@ -16,9 +16,8 @@ cargo build --release -q --bin dsv3c
 cmd=(./target/release/dsv3c bench sim "$SPEC" --ptxas "$NV/cuda_nvcc/bin/ptxas" "$@")
 echo "# PTX emulator: speed and H100 estimates, $(basename "$SPEC" .yaml)"
 echo
-echo "- date: $(date -u +%Y-%m-%d)"
-echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (the emulator ran on one host thread)"
-echo "- rustc: $(rustc --version)"
+source bench/machine.sh
+echo "- the emulator ran on one host thread"
 echo "- NVRTC / ptxas: $("$NV/cuda_nvcc/bin/ptxas" --version | tail -1)"
 echo "- command: \`bench/emulator.sh $SPEC $*\` = \`${cmd[*]/$NV/\$NV}\`"
 echo
