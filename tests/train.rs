@@ -173,7 +173,7 @@ fn a_hugging_face_tokenizer_json_feeds_the_built_in_corpus() {
     // the cache train wrote holds, file by file, `// path\n` + text encoded, then end-of-text.
     // (The tokenizer's ids themselves are checked against Python's `tokenizers` in runtime.)
     let tok = dsv3c_runtime::data::tokenizer::Tokenizer::by_name(tokenizer.to_str().unwrap(), Path::new("/")).unwrap();
-    let key = format!("hf-{:08x}", crc32fast::hash(&std::fs::read(&tokenizer).unwrap()));
+    let key = dsv3c_runtime::data::corpus::tokenizer_key(tokenizer.to_str().unwrap(), Path::new("/"));
     let cache = root.join("runs/cache");
     let (tokens, files) = dsv3c_runtime::data::corpus::load(root, &tok, &key, &cache).unwrap();
     let printed = format!("{files} files, {} tokens (", tokens.len());

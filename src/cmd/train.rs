@@ -87,11 +87,7 @@ pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
             let base = r.path.parent().unwrap_or(Path::new("."));
             let tok = Tokenizer::by_name(&d.tokenizer, base)
                 .map_err(|e| miette!("{}: data.tokenizer: {e}", r.path.display()))?;
-            // The cache key names the tokenizer by its contents when it is a file.
-            let key = match std::fs::read(base.join(&d.tokenizer)) {
-                Ok(bytes) if d.tokenizer.ends_with(".json") => format!("hf-{:08x}", crc32fast::hash(&bytes)),
-                _ => d.tokenizer.clone(),
-            };
+            let key = corpus::tokenizer_key(&d.tokenizer, base);
             if (tok.vocab_size() as u64) > r.spec.vocab_size {
                 return Err(miette!(
                     "the {} tokenizer has {} ids but the spec's vocab_size is {}",

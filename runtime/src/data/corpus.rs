@@ -33,6 +33,15 @@ pub fn files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The name a tokenizer goes by in the cache key: a tokenizer.json by a CRC of its contents (an
+/// edited file is another tokenizer), a built-in one by its name.
+pub fn tokenizer_key(name: &str, base: &Path) -> String {
+    match std::fs::read(base.join(name)) {
+        Ok(bytes) if name.ends_with(".json") => format!("hf-{:08x}", crc32fast::hash(&bytes)),
+        _ => name.to_string(),
+    }
+}
+
 /// The tokens of the built-in corpus (documents separated by end-of-text), from the cache in
 /// `cache_dir` when it is current; `tokenizer_key` names the tokenizer in the cache key.
 /// Returns the tokens and the number of files.
