@@ -357,6 +357,158 @@ proptest! {
     }
 }
 
+/// What a diverging run can feed the router: NaN, ±inf, and finite values that saturate the score.
+const NON_FINITE: [f32; 5] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30];
+
+/// Expert ids the router never writes: negative, fractional, NaN, ±inf, at and past the last expert.
+fn invalid_ids(experts: usize) -> [f32; 9] {
+    [-1.0, -7.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, experts as f32, experts as f32 + 3.0, 1e9, 0.9]
+}
+
+/// Each token's slots name distinct experts, in range, from at most `top_groups` groups.
+fn assert_routing_valid(rt: &Route, idx: &[f32]) {
+    let per = rt.experts / rt.groups;
+    for (t, slots) in idx.chunks(rt.top_k).enumerate() {
+        let ids: Vec<usize> = slots.iter().map(|&i| i as usize).collect();
+        assert!(
+            slots.iter().all(|&i| i >= 0.0 && i.fract() == 0.0 && (i as usize) < rt.experts),
+            "token {t}: {slots:?}"
+        );
+        let mut seen = ids.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), rt.top_k, "token {t}: repeated expert in {ids:?}");
+        let mut groups: Vec<usize> = ids.iter().map(|i| i / per).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        assert!(groups.len() <= rt.top_groups, "token {t}: {ids:?} spans {} groups", groups.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// Regression (issue 12's known cases): non-finite logits and biases. Both backends rank NaN
+    /// lowest (as -inf), keep -inf a candidate, and fill every slot with a distinct expert of the kept
+    /// groups — before, unfilled slots became expert 0 with a non-zero weight and NaN made the
+    /// cross-lane ranking order-dependent. NaN scores give NaN weights on both.
+    #[test]
+    fn router_non_finite(rt in route_strategy(), density in 1..4usize, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng::new(seed);
+        let (mut logits, mut bias) = router_inputs(&rt, &mut r);
+        for l in logits.iter_mut() {
+            if r.below(4) < density { *l = NON_FINITE[r.below(5)]; }
+        }
+        for b in bias.iter_mut() {
+            if r.below(6) == 0 { *b = NON_FINITE[r.below(5)]; }
+        }
+        let (scores, idx, _) = routed(&rt, &logits, &bias);
+        assert_routing_valid(&rt, &idx);
+        let (te, tk) = (rt.tokens * rt.experts, rt.tokens * rt.top_k);
+        check_op(&Op::Router(rt), vec![logits, bias, r.vec(te, 1.0), r.vec(tk, 1.0), r.vec(tk, 1.0)], tolerance::KERNEL_REL_L2_F32);
+        let args = vec![scores, idx, r.vec(tk, 1.0), r.vec(te, 1.0), r.vec(te, 1.0)];
+        check_op(&Op::RouterBwd(rt), args, tolerance::KERNEL_REL_L2_F32);
+    }
+
+    /// Regression: `router_bwd` with an expert named in several slots of a token (never written by
+    /// the router, but a defined input): every slot's gradient adds, without the race the
+    /// one-lane-per-slot update had.
+    #[test]
+    fn router_bwd_repeated_experts(rt in route_strategy(), seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng::new(seed);
+        let (logits, bias) = router_inputs(&rt, &mut r);
+        let (scores, _, _) = routed(&rt, &logits, &bias);
+        let (te, tk) = (rt.tokens * rt.experts, rt.tokens * rt.top_k);
+        // Each token draws its slots from two experts, so any top_k > 1 repeats one.
+        let idx: Vec<f32> = (0..tk).map(|_| [1usize, rt.experts - 1][r.below(2)] as f32).collect();
+        check_op(&Op::RouterBwd(rt), vec![scores, idx, r.vec(tk, 1.0), r.vec(te, 1.0), r.vec(te, 1.0)], tolerance::KERNEL_REL_L2_F32);
+    }
+
+    /// Regression: expert ids the router never writes read as `expert_index` says on both backends —
+    /// truncated, clamped to [0, experts), NaN to 0. Dispatch clamped a negative id to -1 on the GPU
+    /// (its pair was never placed) and to 0 on the CPU; the counts behind the balance loss and the bias
+    /// update dropped such ids on one backend and clamped them on the other.
+    #[test]
+    fn invalid_expert_ids(tokens in 1..60usize, experts in 1..20usize, top_k in 1..4usize, d in 1..40usize, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng::new(seed);
+        let top_k = top_k.min(experts);
+        let n = tokens * top_k;
+        let bad = invalid_ids(experts);
+        let mut idx = expert_ids(tokens, experts, top_k, &mut r);
+        for i in idx.iter_mut() {
+            if r.below(3) == 0 { *i = bad[r.below(bad.len())]; }
+        }
+        let t = tolerance::KERNEL_REL_L2_F32;
+        let disp = Op::Dispatch { tokens, experts, top_k, d };
+        check_op(&disp, vec![idx.clone(), r.vec(tokens * d, 1.0), r.vec(n, 1.0), r.vec(n, 1.0), r.vec(experts + 1, 1.0), r.vec(n * d, 1.0)], t);
+        let b = Balance { batch: 1, seq: tokens, experts, top_k, alpha: 1e-2, score: Score::Sigmoid };
+        let scores: Vec<f32> = (0..tokens * experts).map(|_| r.f().abs()).collect();
+        check_op(&Op::BalanceLoss(b), vec![scores.clone(), idx.clone(), r.vec(1, 1.0)], t);
+        let bwd = Op::BalanceLossBwd { balance: b, grad_scale: 0.5 };
+        check_op(&bwd, vec![scores, idx.clone(), r.vec(tokens * experts, 1.0)], t);
+        let scores: Vec<f32> = (0..tokens * experts).map(|_| r.f().abs()).collect();
+        let rt = Route { tokens, experts, groups: 1, top_groups: 1, top_k, score: Score::Sigmoid, normalize: true, scale: 1.0 };
+        check_op(&Op::RouterBwd(rt), vec![scores, idx.clone(), r.vec(n, 1.0), r.vec(tokens * experts, 1.0), r.vec(tokens * experts, 1.0)], t);
+        bias_update_matches(tokens, experts, top_k, &[idx], 0.25);
+    }
+}
+
+/// The aux-loss-free bias update (`moe_bias_count` per micro-batch, then `moe_bias_update`) in the
+/// emulator against the trainer's CPU path (`cpu::expert_counts`, `cpu::balance_bias`): the bias bit
+/// for bit, the counts cleared for the next step.
+fn bias_update_matches(tokens: usize, experts: usize, top_k: usize, micro: &[Vec<f32>], gamma: f32) {
+    let k = cuda::emit_bias_update(tokens, experts, top_k).unwrap();
+    let mut global = Global::new();
+    let module = Module::load(&ptx(&k), &mut global).unwrap_or_else(|e| panic!("{}: {e}", k.stem));
+    let bias0: Vec<f32> = (0..experts).map(|e| 0.01 * e as f32 - 0.03).collect();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let pcounts = global.alloc_with("counts", &vec![0u8; experts * 4]);
+    let pbias = global.alloc_with("bias", &f32s(&bias0));
+    let pidx: Vec<u64> = micro.iter().map(|idx| global.alloc_with("idx", &f32s(idx))).collect();
+    let launch = |name: &str, pidx: u64| {
+        let e = k.entries.iter().find(|e| e.name == name).unwrap();
+        let cfg = LaunchConfig { grid: [e.grid[0] as u32, 1, 1], block: [e.block, 1, 1], dynamic_smem: e.dynamic_smem };
+        let args = [Arg::Ptr(pidx), Arg::Ptr(pcounts), Arg::Ptr(pbias), Arg::F32(gamma)];
+        let rep =
+            module.launch(name, &cfg, &args, &global, &Options::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(rep.clean(), "{name}: {}", rep.findings[0]);
+    };
+    let mut counts = vec![0u64; experts];
+    for (idx, &pidx) in micro.iter().zip(&pidx) {
+        dsv3c_runtime::cpu::expert_counts(idx, &mut counts);
+        launch("moe_bias_count", pidx);
+    }
+    let mut bias = bias0.clone();
+    dsv3c_runtime::cpu::balance_bias(&counts, gamma, &mut bias);
+    launch("moe_bias_update", pidx[0]);
+    let read = |a: u64, n: usize| global.read(a, n as u64 * 4).unwrap();
+    let got: Vec<f32> = read(pbias, experts).chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    assert_eq!(bits(&got), bits(&bias), "bias after the update (counts {counts:?})");
+    assert!(read(pcounts, experts).iter().all(|&b| b == 0), "counts not cleared");
+}
+
+/// The balancing-bias update over a step of several micro-batches, at sizes from one expert to
+/// DeepSeek-V3's 256 (some experts unused, some tied with the mean).
+#[test]
+fn bias_update_kernel() {
+    if !nvrtc() {
+        return;
+    }
+    let mut r = Rng::new(7);
+    for (tokens, experts, top_k, micro) in [(37, 8, 2, 3), (300, 64, 6, 2), (5, 256, 8, 1), (1, 3, 1, 4), (64, 1, 1, 2)]
+    {
+        let batches: Vec<Vec<f32>> = (0..micro).map(|_| expert_ids(tokens, experts, top_k, &mut r)).collect();
+        bias_update_matches(tokens, experts, top_k, &batches, 1e-3);
+    }
+    // Perfect balance: every bias stays where it was.
+    let even: Vec<f32> = (0..16).map(|i| (i % 4) as f32).collect();
+    bias_update_matches(16, 4, 1, &[even], 1e-3);
+}
+
 /// The FP8 and bf16 GEMMs of 1b's training step at their real shapes: two blocks of each (the first and
 /// the last, which holds the ragged edges) in the emulator, against the CPU reference on the tiles those
 /// blocks compute (a sub-GEMM over the same rows and columns: FP8's 1 x 128 tiles and 128 x 128 blocks

@@ -395,3 +395,65 @@ fn quantized_grouped_gemms_equal_per_expert_gemms_in_the_same_format() {
         }
     }
 }
+
+/// Router semantics on non-finite scores (a diverging run): NaN selection scores rank lowest, as
+/// -inf; -inf is still a candidate; every slot gets a distinct expert of the kept groups; NaN
+/// scores give NaN weights rather than a silently renormalized mix. The CUDA kernel is held to the
+/// same results by the kernel suite (`codegen/tests/kernels.rs`, `router_non_finite`).
+#[test]
+fn router_non_finite_scores() {
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let route = |groups, top_groups, top_k, score| Route {
+        tokens: 1,
+        experts: 8,
+        groups,
+        top_groups,
+        top_k,
+        score,
+        normalize: true,
+        scale: 1.0,
+    };
+    let run = |r: Route, logits: &[f32], bias: &[f32]| {
+        let mut v = vec![logits.to_vec(), bias.to_vec(), vec![0.0; 8], vec![0.0; r.top_k], vec![0.0; r.top_k]];
+        run_op(&Op::Router(r), &mut v);
+        (v[3].iter().map(|&i| i as usize).collect::<Vec<_>>(), v.swap_remove(4))
+    };
+    let zero = [0.0f32; 8];
+    // Sigmoid: -inf logits score 0 (tied, lowest index first); a NaN logit ranks below them.
+    let (idx, w) = run(route(1, 1, 4, Score::Sigmoid), &[nan, -inf, 3.0, -inf, -inf, 2.0, -inf, -inf], &zero);
+    assert_eq!(idx, [2, 5, 1, 3]);
+    assert!(w[2] == 0.0 && w[3] == 0.0 && w[0] > w[1], "{w:?}");
+    // A -inf bias ranks those experts last but they still fill slots; NaN selection (inf + -inf) too.
+    let bias = [-inf, -inf, -inf, -inf, -inf, -inf, 0.0, -inf];
+    let (idx, _) = run(route(1, 1, 3, Score::Sigmoid), &[inf, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], &bias);
+    assert_eq!(idx, [6, 0, 1]);
+    // Groups whose top-2 sums are -inf still rank (lowest index first), so top_k slots always fill.
+    let bias = [-inf, -inf, -inf, -inf, 0.0, 0.1, -inf, -inf];
+    let (idx, _) = run(route(4, 2, 4, Score::Sigmoid), &[0.0; 8], &bias);
+    assert_eq!(idx, [5, 4, 0, 1]);
+    // Softmax over a +inf logit is NaN everywhere: experts still distinct, every weight NaN.
+    let (idx, w) = run(route(1, 1, 3, Score::Softmax), &[0.0, inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], &zero);
+    assert_eq!(idx, [0, 1, 2]);
+    assert!(w.iter().all(|x| x.is_nan()), "{w:?}");
+}
+
+/// Expert ids the router never writes read the same way everywhere (`cpu::expert_index`):
+/// truncated toward zero and clamped into range, NaN to 0 — dispatch places every pair.
+#[test]
+fn out_of_range_expert_ids_are_clamped() {
+    use dsv3c_runtime::cpu::{expert_counts, expert_index};
+    let ids = [-1.0f32, -7.5, f32::NAN, f32::NEG_INFINITY, 0.9, 2.7, 4.0, 9.0, f32::INFINITY, 1e9];
+    let read: Vec<usize> = ids.iter().map(|&v| expert_index(v, 4)).collect();
+    assert_eq!(read, [0, 0, 0, 0, 0, 2, 3, 3, 3, 3]);
+    let mut counts = vec![0u64; 4];
+    expert_counts(&ids, &mut counts);
+    assert_eq!(counts, [5, 0, 1, 4]);
+    let (tokens, experts, top_k, d) = (5, 4, 2, 1);
+    let x: Vec<f32> = (0..tokens).map(|t| t as f32).collect();
+    let mut v = vec![ids.to_vec(), x, vec![-1.0; 10], vec![-1.0; 10], vec![-1.0; 5], vec![-1.0; 10]];
+    run_op(&Op::Dispatch { tokens, experts, top_k, d }, &mut v);
+    assert_eq!(v[4], [0.0, 5.0, 5.0, 6.0, 10.0], "offsets");
+    let mut perm = v[2].clone();
+    perm.sort_by(f32::total_cmp);
+    assert_eq!(perm, (0..10).map(|i| i as f32).collect::<Vec<_>>(), "every pair placed once");
+}

@@ -113,6 +113,14 @@ pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
     Ok(k)
 }
 
+/// The aux-loss-free balancing-bias update for routers of `tokens` tokens choosing `top_k` of `experts`:
+/// `moe_bias_count(idx, counts, bias, gamma)` once per micro-batch, then `moe_bias_update` once per step.
+pub fn emit_bias_update(tokens: usize, experts: usize, top_k: usize) -> Result<CudaKernel, EmitError> {
+    let k = moe::bias_update(tokens, experts, top_k).hashed(&format!("bias {tokens} {experts} {top_k}")).finish();
+    check::limits(&k)?;
+    Ok(k)
+}
+
 /// Every kernel a Program needs, in the Program's kernel order, then the trainer's: one balancing-bias
 /// update per MoE layer shape and the optimizer. Checks every launch's footprint against its slices.
 pub fn emit_program(p: &Program) -> Result<Vec<CudaKernel>, EmitError> {
@@ -130,9 +138,7 @@ pub fn emit_program(p: &Program) -> Result<Vec<CudaKernel>, EmitError> {
         }
     }
     for (tokens, experts, top_k) in shapes {
-        let k = moe::bias_update(tokens, experts, top_k).hashed(&format!("bias {tokens} {experts} {top_k}")).finish();
-        check::limits(&k)?;
-        out.push(k);
+        out.push(emit_bias_update(tokens, experts, top_k)?);
     }
     let k = optim::optimizer(p.param_len).hashed(&format!("optimizer {}", p.param_len)).finish();
     check::limits(&k)?;

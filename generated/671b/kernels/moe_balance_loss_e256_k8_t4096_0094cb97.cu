@@ -21,6 +21,12 @@ typedef unsigned long long u64;
 
 // Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
 __device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -100,8 +106,8 @@ extern "C" __global__ void __launch_bounds__(256) balance_loss(const float* __re
     for (int e = threadIdx.x; e < EXPERTS; e += 256) count[e] = 0;
     __syncthreads();
     for (int k = threadIdx.x; k < SEQ * TOP_K; k += 256) {
-      const int e = as_index(idx[(i64)sq * SEQ * TOP_K + k]);
-      if (e >= 0 && e < EXPERTS) atomicAdd(&count[e], 1u);
+      const int e = expert_index(idx[(i64)sq * SEQ * TOP_K + k], EXPERTS);
+      atomicAdd(&count[e], 1u);
     }
     float p[EPT];
 #pragma unroll

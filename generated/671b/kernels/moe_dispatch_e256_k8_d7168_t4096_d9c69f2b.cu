@@ -24,6 +24,12 @@ typedef unsigned long long u64;
 
 // Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
 __device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -89,10 +95,7 @@ constexpr int N = 32768;
 // their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
 // walks the pairs in order, ranks its matches with warp ballots: stable, no atomics), gather.
 // perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
-__device__ __forceinline__ int expert_of(const float* idx, i64 k) {
-  const int e = as_index(idx[k]);
-  return e < EXPERTS - 1 ? e : EXPERTS - 1;
-}
+__device__ __forceinline__ int expert_of(const float* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
 
 extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __restrict__ idx,
                                                                 const float* __restrict__ x,

@@ -22,6 +22,12 @@ typedef unsigned long long u64;
 
 // Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
 __device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -101,15 +107,20 @@ extern "C" __global__ void __launch_bounds__(256) router_bwd(const float* __rest
   float* ds = dscores + t * EXPERTS;
   float sum = 0.0f, mean = 0.0f;
   if (NORMALIZE) {
-    for (int k = 0; k < TOP_K; ++k) sum += s[as_index(idx[t * TOP_K + k])];
+    for (int k = 0; k < TOP_K; ++k) sum += s[expert_index(idx[t * TOP_K + k], EXPERTS)];
     sum += 1e-20f;
-    for (int k = 0; k < TOP_K; ++k) mean += dweights[t * TOP_K + k] * (s[as_index(idx[t * TOP_K + k])] / sum);
+    for (int k = 0; k < TOP_K; ++k) mean += dweights[t * TOP_K + k] * (s[expert_index(idx[t * TOP_K + k], EXPERTS)] / sum);
   }
-  // The chosen experts are distinct: one lane per slot updates its score's gradient.
-  for (int k = lane; k < TOP_K; k += 32) {
-    const int c = as_index(idx[t * TOP_K + k]);
-    const float g = dweights[t * TOP_K + k];
-    ds[c] += NORMALIZE ? ROUTE_SCALE / sum * (g - mean) : ROUTE_SCALE * g;
+  // Each lane owns experts lane, lane + 32, ... and adds the slots that name them in slot order: an
+  // expert named twice (never by `router`) gets both slots' gradients, without a race.
+  for (int e = lane; e < EXPERTS; e += 32) {
+    float acc = ds[e];
+    for (int k = 0; k < TOP_K; ++k) {
+      if (expert_index(idx[t * TOP_K + k], EXPERTS) != e) continue;
+      const float g = dweights[t * TOP_K + k];
+      acc += NORMALIZE ? ROUTE_SCALE / sum * (g - mean) : ROUTE_SCALE * g;
+    }
+    ds[e] = acc;
   }
   __syncwarp();
   if (SIGMOID) {

@@ -21,6 +21,12 @@ typedef unsigned long long u64;
 
 // Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
 __device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -85,8 +91,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_bias_count(const float* __
                                                                 float* __restrict__ bias, float gamma) {
   const i64 k = (i64)blockIdx.x * 256 + threadIdx.x;
   if (k >= (i64)TOKENS * TOP_K) return;
-  const int e = as_index(idx[k]);
-  if (e >= 0 && e < EXPERTS) atomicAdd(&counts[e], 1u);
+  atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
 }
 
 extern "C" __global__ void __launch_bounds__(1024) moe_bias_update(const float* __restrict__ idx,

@@ -21,6 +21,12 @@ typedef unsigned long long u64;
 
 // Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
 __device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::dense::token;
+use super::moe::expert_index;
 use crate::op::{Balance, Score};
 
 /// Mean cross-entropy over positions `i` with `i + shift < seq`; writes the loss and replaces
@@ -59,10 +60,7 @@ fn load_factors(b: &Balance, idx: &[f32], seq_b: usize) -> Vec<f32> {
     let mut f = vec![0.0f32; b.experts];
     for t in 0..b.seq {
         for s in 0..b.top_k {
-            let e = idx[(seq_b * b.seq + t) * b.top_k + s] as usize;
-            if e < b.experts {
-                f[e] += 1.0;
-            }
+            f[expert_index(idx[(seq_b * b.seq + t) * b.top_k + s], b.experts)] += 1.0;
         }
     }
     let c = b.experts as f32 / (b.top_k * b.seq) as f32;

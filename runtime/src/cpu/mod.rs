@@ -16,6 +16,8 @@ mod moe;
 mod norm;
 mod rope;
 
+pub use moe::{balance_bias, expert_counts, expert_index};
+
 use crate::op::Op;
 use crate::program::{Launch, Program, Slice, Space};
 

@@ -28,16 +28,27 @@ pub(crate) fn scores_of(score: Score, logits: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Indices of the `k` largest values (descending; ties to the lower index), skipping -inf.
-fn top_k_into(values: &[f32], k: usize, out: &mut Vec<usize>) {
+/// The key an expert (or group) is ranked by: its value, with NaN ranked lowest, as -inf.
+/// Keys are never NaN, so NaN is free to mark an expert as unavailable (masked group, chosen).
+fn rank_key(v: f32) -> f32 {
+    if v.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        v
+    }
+}
+
+/// Indices of the `k` largest keys (descending; ties to the lower index), skipping NaN (unavailable).
+/// -inf keys are candidates like any other, so `k` available entries always fill `k` slots.
+fn top_k_into(keys: &[f32], k: usize, out: &mut Vec<usize>) {
     out.clear();
     for _ in 0..k {
         let mut best: Option<usize> = None;
-        for (i, &v) in values.iter().enumerate() {
-            if out.contains(&i) || v == f32::NEG_INFINITY {
+        for (i, &v) in keys.iter().enumerate() {
+            if v.is_nan() || out.contains(&i) {
                 continue;
             }
-            if best.is_none_or(|b| v > values[b]) {
+            if best.is_none_or(|b| v > keys[b]) {
                 best = Some(i);
             }
         }
@@ -48,11 +59,14 @@ fn top_k_into(values: &[f32], k: usize, out: &mut Vec<usize>) {
     }
 }
 
-/// Chooses one token's experts: `sel = scores + bias`, groups ranked by the sum of their top-2
-/// `sel`, the best `top_groups` kept, then the top-k `sel` among their experts.
+/// Chooses one token's experts: `sel = scores + bias` (NaN ranked as -inf), groups ranked by the
+/// sum of their top-2 `sel`, the best `top_groups` kept, then the top-k `sel` among their experts.
+/// Ties go to the lower index. A validated route (`top_groups · experts/groups ≥ top_k`) always
+/// fills every slot with a distinct expert, whatever the scores — non-finite scores give
+/// non-finite weights, never a missing or repeated expert.
 pub fn choose(r: &Route, scores: &[f32], bias: &[f32], sel: &mut [f32], chosen: &mut Vec<usize>) {
     for ((s, x), b) in sel.iter_mut().zip(scores).zip(bias) {
-        *s = x + b;
+        *s = rank_key(x + b);
     }
     if r.groups > 1 {
         let per = r.experts / r.groups;
@@ -66,13 +80,13 @@ pub fn choose(r: &Route, scores: &[f32], bias: &[f32], sel: &mut [f32], chosen: 
                         top[1] = v;
                     }
                 }
-                top[0] + top[1]
+                rank_key(top[0] + top[1])
             })
             .collect();
         let mut keep = Vec::with_capacity(r.top_groups);
         top_k_into(&group_scores, r.top_groups, &mut keep);
         for g in (0..r.groups).filter(|g| !keep.contains(g)) {
-            sel[g * per..(g + 1) * per].fill(f32::NEG_INFINITY);
+            sel[g * per..(g + 1) * per].fill(f32::NAN);
         }
     }
     top_k_into(sel, r.top_k, chosen);
@@ -88,22 +102,67 @@ pub fn router(r: &Route, logits: &[f32], bias: &[f32], scores: &mut [f32], idx: 
             choose(r, s, bias, sel, chosen);
             let sum: f32 = chosen.iter().map(|&c| s[c]).sum();
             let norm = if r.normalize { 1.0 / (sum + 1e-20) } else { 1.0 };
+            // Every slot is filled for a validated route; a slot left empty by an invalid one
+            // (fewer experts in the kept groups than top_k) is expert 0 with weight 0.
             for slot in 0..k {
-                let c = chosen.get(slot).copied().unwrap_or(0);
-                idx[slot] = c as f32;
-                w[slot] = s[c] * norm * r.scale;
+                match chosen.get(slot) {
+                    Some(&c) => {
+                        idx[slot] = c as f32;
+                        w[slot] = s[c] * norm * r.scale;
+                    }
+                    None => {
+                        idx[slot] = 0.0;
+                        w[slot] = 0.0;
+                    }
+                }
             }
         },
     );
 }
 
+/// The expert an index stored in an f32 arena names: truncated toward zero and clamped to
+/// `[0, experts)`, NaN to 0 — the CUDA kernels' `expert_of`, so that an id the router could
+/// never write (negative, too large, NaN) reads the same expert on both backends.
+pub fn expert_index(v: f32, experts: usize) -> usize {
+    // `as` saturates: negative and NaN give 0, too large gives usize::MAX.
+    (v as usize).min(experts - 1)
+}
+
+/// Adds each chosen expert (read through [`expert_index`]) to its count — the trainer's
+/// per-step loads, and what the CUDA `moe_bias_count` kernel counts.
+pub fn expert_counts(idx: &[f32], counts: &mut [u64]) {
+    let experts = counts.len();
+    for &i in idx {
+        counts[expert_index(i, experts)] += 1;
+    }
+}
+
+/// Aux-loss-free balancing: each bias moves `gamma` toward balance,
+/// `bias[e] += gamma · sign(mean(counts) − counts[e])` (0 when equal), the mean in f64 — the
+/// CUDA `moe_bias_update` kernel's math.
+pub fn balance_bias(counts: &[u64], gamma: f32, bias: &mut [f32]) {
+    let mean = counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64;
+    for (b, &c) in bias.iter_mut().zip(counts) {
+        let diff = mean - c as f64;
+        *b += gamma
+            * if diff > 0.0 {
+                1.0
+            } else if diff < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+    }
+}
+
 /// Weight gradients back to the scores (adding to the balance loss's `dscores`), then through
-/// the score function to the logits.
+/// the score function to the logits. An expert named in several slots (never by `router`)
+/// receives every slot's gradient, added in slot order.
 pub fn router_bwd(r: &Route, scores: &[f32], idx: &[f32], dweights: &[f32], dscores: &mut [f32], dlogits: &mut [f32]) {
     let (e, k) = (r.experts, r.top_k);
     dscores.par_chunks_mut(e).zip(dlogits.par_chunks_mut(e)).enumerate().for_each(|(t, (ds, dl))| {
         let s = &scores[t * e..(t + 1) * e];
-        let ids = idx[t * k..(t + 1) * k].iter().map(|&i| i as usize);
+        let ids = idx[t * k..(t + 1) * k].iter().map(|&i| expert_index(i, e));
         let dw = &dweights[t * k..(t + 1) * k];
         if r.normalize {
             // w_j = scale · s_j / S, S = Σ_sel s + 1e-20, so ∂L/∂s_c = (scale/S)·(g_c − Σ_j g_j s_j/S).
@@ -135,11 +194,12 @@ pub fn router_bwd(r: &Route, scores: &[f32], idx: &[f32], dweights: &[f32], dsco
 }
 
 /// Sorts (token, slot) pairs by expert, stably, and gathers the inputs: `[perm, inv, offsets, xp]`.
+/// Ids are read through [`expert_index`].
 pub fn dispatch(tokens: usize, experts: usize, top_k: usize, d: usize, idx: &[f32], x: &[f32], out: [&mut [f32]; 4]) {
     let [perm, inv, offsets, xp] = out;
     let mut counts = vec![0usize; experts + 1];
     for &e in &idx[..tokens * top_k] {
-        counts[(e as usize).min(experts - 1) + 1] += 1;
+        counts[expert_index(e, experts) + 1] += 1;
     }
     for e in 0..experts {
         counts[e + 1] += counts[e];
@@ -149,7 +209,7 @@ pub fn dispatch(tokens: usize, experts: usize, top_k: usize, d: usize, idx: &[f3
     }
     let mut next = counts;
     for (src, &e) in idx[..tokens * top_k].iter().enumerate() {
-        let e = (e as usize).min(experts - 1);
+        let e = expert_index(e, experts);
         let row = next[e];
         next[e] += 1;
         perm[row] = src as f32;

@@ -29,11 +29,7 @@ impl Loads {
     /// Adds one micro-batch of one layer: chosen experts `[tokens, k]` and scores `[tokens, E]`.
     pub fn add(&mut self, layer: usize, idx: &[f32], scores: &[f32]) {
         let e = self.counts[layer].len();
-        for &i in idx {
-            if let Some(c) = self.counts[layer].get_mut(i as usize) {
-                *c += 1;
-            }
-        }
+        crate::cpu::expert_counts(idx, &mut self.counts[layer]);
         for row in scores.chunks_exact(e) {
             let z: f64 = row.iter().map(|&s| s as f64).sum();
             let h: f64 = row.iter().map(|&s| s as f64 / z).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum();

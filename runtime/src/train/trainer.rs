@@ -165,12 +165,8 @@ impl<'a> Trainer<'a> {
         if self.gamma == 0.0 {
             return;
         }
-        for (off, counts) in self.bias.iter().zip(&loads.counts) {
-            let mean = counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64;
-            for (i, &c) in counts.iter().enumerate() {
-                let dir = (mean - c as f64).signum() as f32 * ((mean - c as f64) != 0.0) as u8 as f32;
-                self.cpu.params[off + i] += self.gamma * dir;
-            }
+        for (&off, counts) in self.bias.iter().zip(&loads.counts) {
+            crate::cpu::balance_bias(counts, self.gamma, &mut self.cpu.params[off..off + counts.len()]);
         }
     }
 

@@ -9,8 +9,8 @@ extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const float* 
   for (int e = threadIdx.x; e < EXPERTS; e += 256) count[e] = 0;
   __syncthreads();
   for (int k = threadIdx.x; k < SEQ * TOP_K; k += 256) {
-    const int e = as_index(idx[(i64)sq * SEQ * TOP_K + k]);
-    if (e >= 0 && e < EXPERTS) atomicAdd(&count[e], 1u);
+    const int e = expert_index(idx[(i64)sq * SEQ * TOP_K + k], EXPERTS);
+    atomicAdd(&count[e], 1u);
   }
   __syncthreads();
   const float fscale = (float)EXPERTS / (float)(TOP_K * SEQ);

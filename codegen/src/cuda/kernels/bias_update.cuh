@@ -3,8 +3,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_bias_count(const float* __
                                                                 float* __restrict__ bias, float gamma) {
   const i64 k = (i64)blockIdx.x * 256 + threadIdx.x;
   if (k >= (i64)TOKENS * TOP_K) return;
-  const int e = as_index(idx[k]);
-  if (e >= 0 && e < EXPERTS) atomicAdd(&counts[e], 1u);
+  atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
 }
 
 extern "C" __global__ void __launch_bounds__(1024) moe_bias_update(const float* __restrict__ idx,

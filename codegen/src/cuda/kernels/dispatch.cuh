@@ -2,10 +2,7 @@
 // their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
 // walks the pairs in order, ranks its matches with warp ballots: stable, no atomics), gather.
 // perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
-__device__ __forceinline__ int expert_of(const float* idx, i64 k) {
-  const int e = as_index(idx[k]);
-  return e < EXPERTS - 1 ? e : EXPERTS - 1;
-}
+__device__ __forceinline__ int expert_of(const float* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
 
 extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __restrict__ idx,
                                                                 const float* __restrict__ x,

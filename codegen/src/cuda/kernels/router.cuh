@@ -1,7 +1,12 @@
 // DeepSeek router, one warp per token (8 per block). scores = sigmoid(logits) or softmax(logits);
-// sel = scores + bias (the bias steers selection only); with GROUPS > 1 each group is ranked by the sum of
-// its two best sel, the best TOP_GROUPS groups kept; then the TOP_K best sel (ties to the lower index).
-// weights = scores of the chosen, normalized to sum 1 when NORMALIZE, times ROUTE_SCALE.
+// sel = scores + bias (the bias steers selection only; NaN ranks lowest, as -inf); with GROUPS > 1 each
+// group is ranked by the sum of its two best sel, the best TOP_GROUPS groups kept; then the TOP_K best sel
+// (ties to the lower index; -inf is a candidate, so every slot gets a distinct expert whatever the scores).
+// weights = scores of the chosen, normalized to sum 1 when NORMALIZE, times ROUTE_SCALE. Ranked keys are
+// never NaN, so NaN in sel marks an expert unavailable (its group dropped, or already chosen).
+__device__ __forceinline__ float rank_key(float v) { return isnan(v) ? NEG_INF : v; }
+#define UNAVAILABLE (__int_as_float(0x7fc00000))
+
 extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict__ logits,
                                                         const float* __restrict__ bias,
                                                         float* __restrict__ scores, float* __restrict__ idx,
@@ -31,7 +36,7 @@ extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict
   }
   for (int e = lane; e < EXPERTS; e += 32) {
     scores[t * EXPERTS + e] = sc[e];
-    sel[e] = sc[e] + bias[e];
+    sel[e] = rank_key(sc[e] + bias[e]);
   }
   __syncwarp();
   if (GROUPS > 1) {
@@ -48,17 +53,17 @@ extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict
           t1 = v;
         }
       }
-      gs = t0 + t1;
+      gs = rank_key(t0 + t1);
     }
     bool keep = false;
     for (int k = 0; k < TOP_GROUPS; ++k) {
-      float v = (lane < GROUPS && !keep && gs != NEG_INF) ? gs : NEG_INF;
-      int who = (v != NEG_INF) ? lane : 32;
+      float v = gs;
+      int who = (lane < GROUPS && !keep) ? lane : 32;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, v, o);
         const int ow = __shfl_xor_sync(0xffffffffu, who, o);
-        if (ov > v || (ov == v && ow < who)) {
+        if (ow != 32 && (who == 32 || ov > v || (ov == v && ow < who))) {
           v = ov;
           who = ow;
         }
@@ -68,7 +73,7 @@ extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict
     }
     const unsigned kept = __ballot_sync(0xffffffffu, keep);
     for (int e = lane; e < EXPERTS; e += 32)
-      if (!((kept >> (e / PER_GROUP)) & 1u)) sel[e] = NEG_INF;
+      if (!((kept >> (e / PER_GROUP)) & 1u)) sel[e] = UNAVAILABLE;
     __syncwarp();
   }
   int found = 0;
@@ -76,7 +81,7 @@ extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict
     float v = NEG_INF;
     int who = EXPERTS;
     for (int e = lane; e < EXPERTS; e += 32)
-      if (sel[e] != NEG_INF && (who == EXPERTS || sel[e] > v)) {
+      if (!isnan(sel[e]) && (who == EXPERTS || sel[e] > v)) {
         v = sel[e];
         who = e;
       }
@@ -92,7 +97,7 @@ extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict
     if (who == EXPERTS) break;
     if (lane == 0) chosen_s[warp][k] = who;
     __syncwarp();
-    if (lane == who % 32) sel[who] = NEG_INF;
+    if (lane == who % 32) sel[who] = UNAVAILABLE;
     __syncwarp();
     found = k + 1;
   }
@@ -100,10 +105,10 @@ extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict
     float sum = 0.0f;
     for (int k = 0; k < found; ++k) sum += sc[chosen_s[warp][k]];
     const float norm = NORMALIZE ? 1.0f / (sum + 1e-20f) : 1.0f;
+    // A validated route fills every slot; one left empty (kept groups smaller than TOP_K) is expert 0, weight 0.
     for (int k = 0; k < TOP_K; ++k) {
-      const int c = k < found ? chosen_s[warp][k] : 0;
-      idx[t * TOP_K + k] = (float)c;
-      weights[t * TOP_K + k] = sc[c] * norm * ROUTE_SCALE;
+      idx[t * TOP_K + k] = k < found ? (float)chosen_s[warp][k] : 0.0f;
+      weights[t * TOP_K + k] = k < found ? sc[chosen_s[warp][k]] * norm * ROUTE_SCALE : 0.0f;
     }
   }
 }

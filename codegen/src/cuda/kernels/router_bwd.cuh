@@ -12,15 +12,20 @@ extern "C" __global__ void __launch_bounds__(256) router_bwd(const float* __rest
   float* ds = dscores + t * EXPERTS;
   float sum = 0.0f, mean = 0.0f;
   if (NORMALIZE) {
-    for (int k = 0; k < TOP_K; ++k) sum += s[as_index(idx[t * TOP_K + k])];
+    for (int k = 0; k < TOP_K; ++k) sum += s[expert_index(idx[t * TOP_K + k], EXPERTS)];
     sum += 1e-20f;
-    for (int k = 0; k < TOP_K; ++k) mean += dweights[t * TOP_K + k] * (s[as_index(idx[t * TOP_K + k])] / sum);
+    for (int k = 0; k < TOP_K; ++k) mean += dweights[t * TOP_K + k] * (s[expert_index(idx[t * TOP_K + k], EXPERTS)] / sum);
   }
-  // The chosen experts are distinct: one lane per slot updates its score's gradient.
-  for (int k = lane; k < TOP_K; k += 32) {
-    const int c = as_index(idx[t * TOP_K + k]);
-    const float g = dweights[t * TOP_K + k];
-    ds[c] += NORMALIZE ? ROUTE_SCALE / sum * (g - mean) : ROUTE_SCALE * g;
+  // Each lane owns experts lane, lane + 32, ... and adds the slots that name them in slot order: an
+  // expert named twice (never by `router`) gets both slots' gradients, without a race.
+  for (int e = lane; e < EXPERTS; e += 32) {
+    float acc = ds[e];
+    for (int k = 0; k < TOP_K; ++k) {
+      if (expert_index(idx[t * TOP_K + k], EXPERTS) != e) continue;
+      const float g = dweights[t * TOP_K + k];
+      acc += NORMALIZE ? ROUTE_SCALE / sum * (g - mean) : ROUTE_SCALE * g;
+    }
+    ds[e] = acc;
   }
   __syncwarp();
   if (SIGMOID) {
