@@ -97,73 +97,87 @@ impl Counters {
 
 /// Distinct 32-byte sectors among lane accesses `[addr, addr + bytes)`.
 pub fn sectors(accesses: &[(u64, u32)]) -> u64 {
-    let mut s: Vec<u64> = Vec::with_capacity(accesses.len() * 2);
+    // Aligned accesses of up to 32 bytes (all a warp can issue) touch one sector each: a fixed buffer.
+    let mut buf = [0u64; 64];
+    let mut heap = Vec::new();
+    let mut len = 0;
     for &(a, n) in accesses {
         let (first, last) = (a / 32, (a + n.max(1) as u64 - 1) / 32);
         for x in first..=last {
-            s.push(x);
+            if len < buf.len() {
+                buf[len] = x;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&buf);
+                }
+                heap.push(x);
+            }
+            len += 1;
         }
     }
-    s.sort_unstable();
-    s.dedup();
-    s.len() as u64
+    let s = if heap.is_empty() { &mut buf[..len] } else { &mut heap[..] };
+    // Lanes usually walk memory in order: count changes; otherwise sort first.
+    if !s.windows(2).all(|p| p[0] <= p[1]) {
+        s.sort_unstable();
+    }
+    distinct_in_sorted(s)
+}
+
+fn distinct_in_sorted(s: &[u64]) -> u64 {
+    if s.is_empty() {
+        return 0;
+    }
+    1 + s.windows(2).filter(|p| p[0] != p[1]).count() as u64
 }
 
 /// Shared-memory wavefronts of one warp request: lanes are served in phases of `128 / bytes-per-lane`
 /// lanes (all 32 for 4-byte accesses); in each phase, a bank (4-byte word index mod 32) serving `n`
 /// distinct words costs `n` wavefronts (the same word is broadcast).
 pub fn wavefronts(accesses: &[(u32, u64, u32)]) -> u64 {
-    // (lane, address, bytes)
+    // (lane, address, bytes), in lane order
     let Some(&(_, _, bytes)) = accesses.first() else {
         return 0;
     };
-    let per_phase = (128 / bytes.clamp(4, 128)) as usize;
-    // Fast paths: every lane at the same address (a broadcast), or lanes at consecutive addresses of a
-    // 4-byte-aligned base: no bank conflicts either way.
-    if accesses.iter().all(|a| a.1 == accesses[0].1 && a.2 == bytes) {
-        let phases: std::collections::BTreeSet<usize> = accesses.iter().map(|a| a.0 as usize / per_phase).collect();
-        return phases.len() as u64;
-    }
-    if bytes >= 4
-        && accesses[0].1.is_multiple_of(4)
-        && accesses.windows(2).all(|p| p[1].2 == bytes && p[1].1 == p[0].1 + (p[1].0 - p[0].0) as u64 * bytes as u64)
-    {
-        let mut phases = [false; 32];
-        for a in accesses {
-            phases[a.0 as usize / per_phase] = true;
-        }
-        return phases.iter().filter(|p| **p).count() as u64;
-    }
+    let per_phase = (128 / bytes.clamp(4, 128)).min(32);
+    let words_of = |&(_, a, n): &(u32, u64, u32)| {
+        let (w0, w1) = (a / 4, (a + n.max(1) as u64 - 1) / 4);
+        w0..=w1.min(w0 + 31)
+    };
     let mut total = 0;
-    let mut phase_start = 0;
-    while phase_start < 32 {
-        let phase_end = phase_start + per_phase.min(32);
-        // At most 32 lanes x 32 words (128-byte accesses): a fixed buffer, no allocation.
-        let mut words = [0u64; 1024];
-        let mut len = 0;
-        for &(lane, a, n) in accesses {
-            if (lane as usize) >= phase_start && (lane as usize) < phase_end {
-                let (w0, w1) = (a / 4, (a + n.max(1) as u64 - 1) / 4);
-                for w in w0..=w1.min(w0 + 31) {
-                    words[len] = w;
-                    len += 1;
+    let mut rest = accesses;
+    while let Some(first) = rest.first() {
+        // One phase: the accesses of lanes [p · per_phase, (p + 1) · per_phase).
+        let phase = first.0 / per_phase;
+        let end = rest.iter().position(|a| a.0 / per_phase != phase).unwrap_or(rest.len());
+        let (lanes, after) = rest.split_at(end);
+        rest = after;
+        // Conflict-free unless two distinct words share a bank: one pass with a word per bank.
+        let (mut used, mut word, mut conflict) = (0u32, [0u64; 32], false);
+        'scan: for a in lanes {
+            for w in words_of(a) {
+                let bank = (w % 32) as usize;
+                if used & (1 << bank) == 0 {
+                    used |= 1 << bank;
+                    word[bank] = w;
+                } else if word[bank] != w {
+                    conflict = true;
+                    break 'scan;
                 }
             }
         }
-        if len > 0 {
-            let words = &mut words[..len];
-            words.sort_unstable();
-            let mut per_bank = [0u32; 32];
-            let mut last = u64::MAX;
-            for &w in words.iter() {
-                if w != last {
-                    per_bank[(w % 32) as usize] += 1;
-                    last = w;
-                }
-            }
-            total += *per_bank.iter().max().unwrap_or(&1) as u64;
+        if !conflict {
+            total += 1;
+            continue;
         }
-        phase_start = phase_end;
+        // The worst bank's distinct words.
+        let mut words: Vec<u64> = lanes.iter().flat_map(words_of).collect();
+        words.sort_unstable();
+        words.dedup();
+        let mut per_bank = [0u32; 32];
+        for &w in &words {
+            per_bank[(w % 32) as usize] += 1;
+        }
+        total += *per_bank.iter().max().unwrap_or(&1) as u64;
     }
     total
 }

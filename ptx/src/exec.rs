@@ -856,13 +856,11 @@ impl<'a> Block<'a> {
             {
                 let (a, b, c, dst) = (at(0), at(1), at(2), inst.dst[0]);
                 let f = |v: u64| f32::from_bits(v as u32);
-                // IEEE results; a NaN result is PTX's canonical NaN.
-                let bits = |r: f32| if r.is_nan() { 0x7fff_ffff } else { r.to_bits() as u64 };
                 match op {
-                    FOp::Add => w.map3(m, dst, a, b, c, |x, y, _| bits(f(x) + f(y))),
-                    FOp::Sub => w.map3(m, dst, a, b, c, |x, y, _| bits(f(x) - f(y))),
-                    FOp::Mul => w.map3(m, dst, a, b, c, |x, y, _| bits(f(x) * f(y))),
-                    _ => w.map3(m, dst, a, b, c, |x, y, z| bits(f(x).mul_add(f(y), f(z)))),
+                    FOp::Add => w.map3(m, dst, a, b, c, |x, y, _| f32_bits(f(x) + f(y))),
+                    FOp::Sub => w.map3(m, dst, a, b, c, |x, y, _| f32_bits(f(x) - f(y))),
+                    FOp::Mul => w.map3(m, dst, a, b, c, |x, y, _| f32_bits(f(x) * f(y))),
+                    _ => fma_f32(w, m, dst, a, b, c),
                 }
                 let flops = if op == FOp::Fma { 2 } else { 1 } * m.count_ones() as u64;
                 self.counters.fp32_flops += flops;
@@ -1197,13 +1195,19 @@ impl<'a> Block<'a> {
         }
         let mut uninit = false;
         let mut race = None;
-        for i in off..off + bytes as u64 {
-            let h = if store { sh.write(i as usize, w.id, self.epoch) } else { sh.read(i as usize, w.id, self.epoch) };
+        // Bytes with equal shadow cells (an aligned word one warp wrote) get equal verdicts and equal
+        // new cells: decide the first, copy it to the rest.
+        let uniform = sh.uniform(i, n);
+        for b in if uniform { i..i + 1 } else { i..i + n } {
+            let h = if store { sh.write(b, w.id, self.epoch) } else { sh.read(b, w.id, self.epoch) };
             match h {
                 Hazard::None => {}
                 Hazard::Uninit => uninit = true,
                 Hazard::Race { other_warp, with_write } => race = Some((other_warp, with_write)),
             }
+        }
+        if uniform {
+            sh.copy_first(i, n);
         }
         if uninit {
             self.finding(
@@ -1280,11 +1284,109 @@ impl<'a> Block<'a> {
         }
     }
 
+    /// The fast path's test for a warp's memory instruction: every active lane's address is aligned and
+    /// the lanes' whole span lies in one region (one global buffer, or within shared, local, const or
+    /// param memory; stores not to const or param). Then no lane needs its own checks: `offs` holds each
+    /// lane's offset (global: its address, with `hint` at the buffer) and the space is returned. `None`
+    /// sends the instruction down the per-lane path, which reports whatever is wrong.
+    #[allow(clippy::too_many_arguments)]
+    fn uniform_target(
+        &mut self,
+        w: &Warp,
+        inst: &Inst,
+        m: u32,
+        space: Space,
+        total: u32,
+        store: bool,
+        offs: &mut [u64; 32],
+    ) -> Option<Space> {
+        if !total.is_power_of_two() {
+            return None;
+        }
+        let (mut any, mut lo, mut hi) = (0u64, u64::MAX, 0u64);
+        for l in Lanes(m) {
+            let a = w.val(inst.src[0], l).wrapping_add(inst.offset as u64);
+            offs[l] = a;
+            any |= a;
+            lo = lo.min(a);
+            hi = hi.max(a);
+        }
+        // Every address is a multiple of the power-of-two size iff their bitwise or is.
+        if !any.is_multiple_of(total as u64) {
+            return None;
+        }
+        let (sp, lo_off) = self.resolve(space, lo);
+        if self.resolve(space, hi).0 != sp {
+            return None;
+        }
+        let span = (hi - lo).checked_add(total as u64)?;
+        let limit = match sp {
+            // Buffers lie above every window: a span inside one holds only global addresses.
+            Space::Global => return self.global.find_hinted(&mut self.hint, lo, span).map(|_| Space::Global),
+            Space::Shared => self.smem.len() as u64,
+            Space::Local => self.k.local_bytes as u64,
+            Space::Const if !store => self.sp.consts.len() as u64,
+            Space::Param if !store => self.sp.params.len() as u64,
+            _ => return None,
+        };
+        if lo_off.checked_add(span)? > limit {
+            return None;
+        }
+        let window = lo - lo_off;
+        for l in Lanes(m) {
+            offs[l] -= window;
+        }
+        Some(sp)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn load(&mut self, w: &mut Warp, inst: &Inst, m: u32, space: Space, bytes: u32, vec: u32, sext: u8) {
         let total = bytes * vec;
         self.scratch.clear();
         self.bank_scratch.clear();
+        let mut offs = [0u64; 32];
+        if let Some(sp) = self.uniform_target(w, inst, m, space, total, false, &mut offs) {
+            match sp {
+                Space::Global => {
+                    let b = &self.global.buffers()[self.hint];
+                    for l in Lanes(m) {
+                        let off = offs[l] - b.base;
+                        self.scratch.push((offs[l], total));
+                        b.touch(off, total as u64);
+                        for (i, &d) in inst.dst.iter().enumerate() {
+                            w.set(d, l, b.load(off + (i as u32 * bytes) as u64, bytes));
+                        }
+                    }
+                }
+                _ => {
+                    for l in Lanes(m) {
+                        if sp == Space::Shared {
+                            self.bank_scratch.push((l as u32, offs[l], total));
+                            self.shared_hazard(w, l, inst.line, offs[l], total, false);
+                        }
+                        let thread = (w.id * 32) as usize + l;
+                        for (i, &d) in inst.dst.iter().enumerate() {
+                            w.set(d, l, self.read_raw(sp, thread, offs[l] + (i as u32 * bytes) as u64, bytes));
+                        }
+                    }
+                }
+            }
+            if sext > 0 {
+                for &d in &inst.dst {
+                    if d != SINK {
+                        for l in Lanes(m) {
+                            let r = &mut w.regs[d as usize * 32 + l];
+                            *r = (alu::sx(*r, bytes as u8 * 8) as u64) & mask(sext);
+                        }
+                    }
+                }
+            }
+            for &d in &inst.dst {
+                w.mark(d, m);
+            }
+            self.count_memory(sp, false);
+            return;
+        }
         let mut bad = 0u32;
         let mut real = Space::Global;
         for l in Lanes(m) {
@@ -1328,6 +1430,35 @@ impl<'a> Block<'a> {
         let total = bytes * vec;
         self.scratch.clear();
         self.bank_scratch.clear();
+        let mut offs = [0u64; 32];
+        let vmask = mask(bytes as u8 * 8);
+        if let Some(sp) = self.uniform_target(w, inst, m, space, total, true, &mut offs) {
+            if sp == Space::Global {
+                let b = &self.global.buffers()[self.hint];
+                for l in Lanes(m) {
+                    let off = offs[l] - b.base;
+                    self.scratch.push((offs[l], total));
+                    b.touch(off, total as u64);
+                    for i in 0..vec as usize {
+                        b.store(off + (i as u32 * bytes) as u64, bytes, w.val(inst.src[1 + i], l) & vmask);
+                    }
+                }
+            } else {
+                for l in Lanes(m) {
+                    if sp == Space::Shared {
+                        self.bank_scratch.push((l as u32, offs[l], total));
+                        self.shared_hazard(w, l, inst.line, offs[l], total, true);
+                    }
+                    let thread = (w.id * 32) as usize + l;
+                    for i in 0..vec as usize {
+                        let v = w.val(inst.src[1 + i], l) & vmask;
+                        self.write_raw(sp, thread, offs[l] + (i as u32 * bytes) as u64, bytes, v);
+                    }
+                }
+            }
+            self.count_memory(sp, true);
+            return;
+        }
         let mut real = Space::Global;
         for l in Lanes(m) {
             let addr = w.val(inst.src[0], l).wrapping_add(inst.offset as u64);
@@ -1349,7 +1480,7 @@ impl<'a> Block<'a> {
                 _ => {}
             }
             for i in 0..vec as usize {
-                let v = w.val(inst.src[1 + i], l) & mask(bytes as u8 * 8);
+                let v = w.val(inst.src[1 + i], l) & vmask;
                 self.write_raw(sp, thread, off + (i as u32 * bytes) as u64, bytes, v);
             }
         }
@@ -1434,6 +1565,36 @@ impl<'a> Block<'a> {
 }
 
 /// Integer operations [`Block::exec`] runs on its fast path.
+/// The bits of an f32 result: IEEE, with a NaN result as PTX's canonical NaN.
+#[inline(always)]
+fn f32_bits(r: f32) -> u64 {
+    if r.is_nan() {
+        0x7fff_ffff
+    } else {
+        r.to_bits() as u64
+    }
+}
+
+/// `fma.rn.f32` on the lanes of `m`: one rounding, through the CPU's FMA unit when it has one (else
+/// `mul_add` calls libm's exact software fma, a function call per lane).
+fn fma_f32(w: &mut Warp, m: u32, d: u32, a: Src, b: Src, c: Src) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        fn with_fma(w: &mut Warp, m: u32, d: u32, a: Src, b: Src, c: Src) {
+            let f = |v: u64| f32::from_bits(v as u32);
+            w.map3(m, d, a, b, c, |x, y, z| f32_bits(f(x).mul_add(f(y), f(z))));
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: `with_fma` only needs the FMA instructions, which the CPU was just found to have.
+            unsafe { with_fma(w, m, d, a, b, c) };
+            return;
+        }
+    }
+    let f = |v: u64| f32::from_bits(v as u32);
+    w.map3(m, d, a, b, c, |x, y, z| f32_bits(f(x).mul_add(f(y), f(z))));
+}
+
 fn fast_int(op: IntOp, ty: IntTy) -> bool {
     matches!(
         op,

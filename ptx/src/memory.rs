@@ -82,7 +82,11 @@ impl Buffer {
     pub fn touch(&self, off: u64, bytes: u64) {
         let (first, last) = (off / 32, (off + bytes.max(1) - 1) / 32);
         for s in first..=last {
-            self.sectors[(s / 64) as usize].fetch_or(1 << (s % 64), Relaxed);
+            let (word, bit) = (&self.sectors[(s / 64) as usize], 1u64 << (s % 64));
+            // Most touches find the bit set already: a plain load, no read-modify-write.
+            if word.load(Relaxed) & bit == 0 {
+                word.fetch_or(bit, Relaxed);
+            }
         }
     }
     pub fn sectors_touched(&self) -> u64 {

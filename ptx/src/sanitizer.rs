@@ -85,10 +85,11 @@ pub fn merge(into: &mut Vec<Finding>, more: Vec<Finding>) {
 }
 
 /// Per-byte shadow of a block's shared memory: who last wrote it and who read it since, by epoch (the
-/// number of barriers the block has passed). `0` means never.
+/// number of barriers the block has passed). A tag is `epoch << WARP_BITS | (warp + 1)`, or `MANY` in
+/// place of the warp when several warps read it in that epoch; `0` means never. One cell per byte
+/// holds both tags (write low, read high), so an access's shadow is one contiguous run.
 pub struct SharedShadow {
-    writes: Vec<u32>,
-    reads: Vec<u32>,
+    cells: Vec<u64>,
 }
 
 const WARP_BITS: u32 = 11;
@@ -106,9 +107,17 @@ pub enum Hazard {
     },
 }
 
+fn cell(write: u32, read: u32) -> u64 {
+    write as u64 | (read as u64) << 32
+}
+
+fn split(c: u64) -> (u32, u32) {
+    (c as u32, (c >> 32) as u32)
+}
+
 impl SharedShadow {
     pub fn new(bytes: usize) -> SharedShadow {
-        SharedShadow { writes: vec![0; bytes], reads: vec![0; bytes] }
+        SharedShadow { cells: vec![0; bytes] }
     }
 
     fn tag(epoch: u32, warp: u32) -> u32 {
@@ -117,13 +126,13 @@ impl SharedShadow {
 
     /// Records a read of byte `i` by `warp` in `epoch` (epochs start at 1).
     pub fn read(&mut self, i: usize, warp: u32, epoch: u32) -> Hazard {
-        let w = self.writes[i];
-        let r = self.reads[i];
-        self.reads[i] = if r >> WARP_BITS == epoch && (r & MANY) != warp + 1 {
+        let (w, r) = split(self.cells[i]);
+        let r_new = if r >> WARP_BITS == epoch && (r & MANY) != warp + 1 {
             (epoch << WARP_BITS) | MANY
         } else {
             Self::tag(epoch, warp)
         };
+        self.cells[i] = cell(w, r_new);
         if w == 0 {
             return Hazard::Uninit;
         }
@@ -134,9 +143,8 @@ impl SharedShadow {
     }
 
     pub fn write(&mut self, i: usize, warp: u32, epoch: u32) -> Hazard {
-        let w = self.writes[i];
-        let r = self.reads[i];
-        self.writes[i] = Self::tag(epoch, warp);
+        let (w, r) = split(self.cells[i]);
+        self.cells[i] = cell(Self::tag(epoch, warp), r);
         if w >> WARP_BITS == epoch && w != 0 && (w & MANY) != warp + 1 {
             return Hazard::Race { other_warp: Some((w & MANY) - 1), with_write: true };
         }
@@ -147,27 +155,45 @@ impl SharedShadow {
         Hazard::None
     }
 
-    /// A read of `n` bytes at `i` whose shadow states are all equal to the first byte's and already
-    /// this warp's in this epoch: nothing to check or record. The common case, checked in one pass.
+    /// A read of `n` bytes at `i` that [`read`](Self::read) would neither flag nor change: every cell
+    /// equal to the first, whose read tag is this warp's (or several warps') in this epoch and whose
+    /// write is from an earlier epoch or this warp. The common case, checked in one pass.
     #[inline]
     pub fn read_is_quiet(&self, i: usize, n: usize, warp: u32, epoch: u32) -> bool {
-        let tag = Self::tag(epoch, warp);
-        let (w, r) = (&self.writes[i..i + n], &self.reads[i..i + n]);
-        r.iter().all(|&x| x == tag) && w.iter().all(|&x| x != 0 && (x >> WARP_BITS != epoch || x == tag))
+        let run = &self.cells[i..i + n];
+        let (w, r) = split(run[0]);
+        (r == Self::tag(epoch, warp) || r == (epoch << WARP_BITS) | MANY)
+            && w != 0
+            && (w >> WARP_BITS != epoch || w == Self::tag(epoch, warp))
+            && run.iter().all(|&c| c == run[0])
     }
 
     /// A write of `n` bytes at `i` by the warp that already wrote them all in this epoch, with no
-    /// reads by others since.
+    /// reads by others since: nothing to flag or change.
     #[inline]
     pub fn write_is_quiet(&self, i: usize, n: usize, warp: u32, epoch: u32) -> bool {
         let tag = Self::tag(epoch, warp);
-        let (w, r) = (&self.writes[i..i + n], &self.reads[i..i + n]);
-        w.iter().all(|&x| x == tag) && r.iter().all(|&x| x == 0 || x == tag || x >> WARP_BITS != epoch)
+        let run = &self.cells[i..i + n];
+        let (w, r) = split(run[0]);
+        w == tag && (r == 0 || r == tag || r >> WARP_BITS != epoch) && run.iter().all(|&c| c == run[0])
+    }
+
+    /// Whether the `n` cells at `i` are all equal (then one byte's verdict is all of theirs).
+    #[inline]
+    pub fn uniform(&self, i: usize, n: usize) -> bool {
+        let run = &self.cells[i..i + n];
+        run.iter().all(|&c| c == run[0])
+    }
+
+    /// Copies cell `i` over the `n - 1` cells after it.
+    #[inline]
+    pub fn copy_first(&mut self, i: usize, n: usize) {
+        let c = self.cells[i];
+        self.cells[i + 1..i + n].fill(c);
     }
 
     /// An atomic access: initializes the byte, never races.
     pub fn atomic(&mut self, i: usize, warp: u32, epoch: u32) {
-        self.writes[i] = Self::tag(epoch, warp);
-        self.reads[i] = 0;
+        self.cells[i] = cell(Self::tag(epoch, warp), 0);
     }
 }
