@@ -138,7 +138,9 @@ pub fn wavefronts(accesses: &[(u32, u64, u32)]) -> u64 {
     let Some(&(_, _, bytes)) = accesses.first() else {
         return 0;
     };
+    // Lanes per phase: 128 / bytes for power-of-two sizes (every size a warp can access), as a shift.
     let per_phase = (128 / bytes.clamp(4, 128)).min(32);
+    let shift = per_phase.ilog2();
     let words_of = |&(_, a, n): &(u32, u64, u32)| {
         let (w0, w1) = (a / 4, (a + n.max(1) as u64 - 1) / 4);
         w0..=w1.min(w0 + 31)
@@ -147,8 +149,8 @@ pub fn wavefronts(accesses: &[(u32, u64, u32)]) -> u64 {
     let mut rest = accesses;
     while let Some(first) = rest.first() {
         // One phase: the accesses of lanes [p · per_phase, (p + 1) · per_phase).
-        let phase = first.0 / per_phase;
-        let end = rest.iter().position(|a| a.0 / per_phase != phase).unwrap_or(rest.len());
+        let phase = first.0 >> shift;
+        let end = rest.iter().position(|a| a.0 >> shift != phase).unwrap_or(rest.len());
         let (lanes, after) = rest.split_at(end);
         rest = after;
         // Conflict-free unless two distinct words share a bank: one pass with a word per bank.
@@ -169,13 +171,30 @@ pub fn wavefronts(accesses: &[(u32, u64, u32)]) -> u64 {
             total += 1;
             continue;
         }
-        // The worst bank's distinct words.
-        let mut words: Vec<u64> = lanes.iter().flat_map(words_of).collect();
+        // The worst bank's distinct words (aligned accesses put at most 32 words in a phase).
+        let mut buf = [0u64; 64];
+        let mut heap = Vec::new();
+        let mut len = 0;
+        for w in lanes.iter().flat_map(words_of) {
+            if len < buf.len() {
+                buf[len] = w;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&buf);
+                }
+                heap.push(w);
+            }
+            len += 1;
+        }
+        let words = if heap.is_empty() { &mut buf[..len] } else { &mut heap[..] };
         words.sort_unstable();
-        words.dedup();
         let mut per_bank = [0u32; 32];
-        for &w in &words {
-            per_bank[(w % 32) as usize] += 1;
+        let mut last = None;
+        for &w in words.iter() {
+            if last != Some(w) {
+                per_bank[(w % 32) as usize] += 1;
+                last = Some(w);
+            }
         }
         total += *per_bank.iter().max().unwrap_or(&1) as u64;
     }

@@ -14,7 +14,7 @@ use crate::float::{self, mask};
 use crate::inst::*;
 use crate::memory::*;
 use crate::parse::Space;
-use crate::sanitizer::{merge, Check, Finding, Hazard, SharedShadow};
+use crate::sanitizer::{merge, Check, Finding, SharedShadow, Verdict};
 
 /// A launch's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,40 +195,48 @@ impl Warp {
             Src::NotReg(r) => (self.regs[r as usize * 32 + l] == 0) as u64,
         }
     }
-    /// A source's 32 lane values.
+    /// A source's 32 lane values: the register's own row, or `tmp` filled with an immediate or a negated
+    /// predicate.
     #[inline(always)]
-    fn lanes(&self, s: Src) -> [u64; 32] {
+    fn row<'s>(&'s self, s: Src, tmp: &'s mut [u64; 32]) -> &'s [u64; 32] {
         match s {
             Src::Reg(r) => {
-                let mut out = [0u64; 32];
-                out.copy_from_slice(&self.regs[r as usize * 32..r as usize * 32 + 32]);
-                out
+                let r = r as usize * 32;
+                self.regs[r..r + 32].try_into().expect("a register row holds 32 lanes")
             }
-            Src::Imm(v) => [v; 32],
+            Src::Imm(v) => {
+                *tmp = [v; 32];
+                tmp
+            }
             Src::NotReg(r) => {
-                let mut out = [0u64; 32];
-                for (o, v) in out.iter_mut().zip(&self.regs[r as usize * 32..r as usize * 32 + 32]) {
+                for (o, v) in tmp.iter_mut().zip(&self.regs[r as usize * 32..r as usize * 32 + 32]) {
                     *o = (*v == 0) as u64;
                 }
-                out
+                tmp
             }
         }
     }
-    /// `d = f(a, b, c)` on the lanes of `m` (the fast path of the common arithmetic).
+    /// `d = f(a, b, c)` on the lanes of `m` (the fast path of the common arithmetic): sources read in
+    /// place, the result built in a row of its own (`d` may be a source) and stored once.
     #[inline(always)]
     fn map3(&mut self, m: u32, d: u32, a: Src, b: Src, c: Src, f: impl Fn(u64, u64, u64) -> u64) {
         if d == SINK {
             return;
         }
-        let (x, y, z) = (self.lanes(a), self.lanes(b), self.lanes(c));
-        let out = &mut self.regs[d as usize * 32..d as usize * 32 + 32];
-        if m == u32::MAX {
+        let (mut ta, mut tb, mut tc) = ([0u64; 32], [0u64; 32], [0u64; 32]);
+        let mut out = [0u64; 32];
+        {
+            let (x, y, z) = (self.row(a, &mut ta), self.row(b, &mut tb), self.row(c, &mut tc));
             for l in 0..32 {
                 out[l] = f(x[l], y[l], z[l]);
             }
+        }
+        let row = &mut self.regs[d as usize * 32..d as usize * 32 + 32];
+        if m == u32::MAX {
+            row.copy_from_slice(&out);
         } else {
             for l in Lanes(m) {
-                out[l] = f(x[l], y[l], z[l]);
+                row[l] = out[l];
             }
         }
         self.init[d as usize] |= m;
@@ -1188,27 +1196,7 @@ impl<'a> Block<'a> {
         let Some(sh) = self.shadow.as_mut() else {
             return;
         };
-        let (i, n) = (off as usize, bytes as usize);
-        if (store && sh.write_is_quiet(i, n, w.id, self.epoch)) || (!store && sh.read_is_quiet(i, n, w.id, self.epoch))
-        {
-            return;
-        }
-        let mut uninit = false;
-        let mut race = None;
-        // Bytes with equal shadow cells (an aligned word one warp wrote) get equal verdicts and equal
-        // new cells: decide the first, copy it to the rest.
-        let uniform = sh.uniform(i, n);
-        for b in if uniform { i..i + 1 } else { i..i + n } {
-            let h = if store { sh.write(b, w.id, self.epoch) } else { sh.read(b, w.id, self.epoch) };
-            match h {
-                Hazard::None => {}
-                Hazard::Uninit => uninit = true,
-                Hazard::Race { other_warp, with_write } => race = Some((other_warp, with_write)),
-            }
-        }
-        if uniform {
-            sh.copy_first(i, n);
-        }
+        let Verdict { uninit, race } = sh.access(off as usize, bytes as usize, w.id, self.epoch, store);
         if uninit {
             self.finding(
                 Check::Uninitialized,
@@ -1240,15 +1228,15 @@ impl<'a> Block<'a> {
 
     fn read_raw(&self, sp: Space, lane_thread: usize, off: u64, bytes: u32) -> u64 {
         let rd = |buf: &[u8], o: usize| -> u64 {
+            // One bounds check per access (a fixed-size slice), not one per byte.
             match bytes {
-                4 => u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) as u64,
+                4 => u32::from_le_bytes(buf[o..o + 4].try_into().unwrap_or([0; 4])) as u64,
                 8 => u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or([0; 8])),
+                2 => u16::from_le_bytes(buf[o..o + 2].try_into().unwrap_or([0; 2])) as u64,
                 _ => {
-                    let mut v = 0u64;
-                    for i in 0..bytes as usize {
-                        v |= (buf[o + i] as u64) << (8 * i);
-                    }
-                    v
+                    let mut v = [0u8; 8];
+                    v[..bytes as usize].copy_from_slice(&buf[o..o + bytes as usize]);
+                    u64::from_le_bytes(v)
                 }
             }
         };
@@ -1268,9 +1256,8 @@ impl<'a> Block<'a> {
     fn write_raw(&mut self, sp: Space, lane_thread: usize, off: u64, bytes: u32, v: u64) {
         let local_bytes = self.k.local_bytes as usize;
         let wr = |buf: &mut [u8], o: usize| {
-            for i in 0..bytes as usize {
-                buf[o + i] = (v >> (8 * i)) as u8;
-            }
+            let n = bytes as usize;
+            buf[o..o + n].copy_from_slice(&v.to_le_bytes()[..n]);
         };
         match sp {
             Space::Shared => wr(&mut self.smem, off as usize),

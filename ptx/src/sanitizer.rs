@@ -115,6 +115,16 @@ fn split(c: u64) -> (u32, u32) {
     (c as u32, (c >> 32) as u32)
 }
 
+/// The verdict on one access of several bytes.
+#[derive(Default)]
+pub struct Verdict {
+    /// Some byte was never written.
+    pub uninit: bool,
+    /// Some byte conflicts with another warp's access in this epoch: `(that warp, or None for
+    /// several; whether it wrote)`.
+    pub race: Option<(Option<u32>, bool)>,
+}
+
 impl SharedShadow {
     pub fn new(bytes: usize) -> SharedShadow {
         SharedShadow { cells: vec![0; bytes] }
@@ -124,72 +134,59 @@ impl SharedShadow {
         (epoch << WARP_BITS) | (warp + 1)
     }
 
-    /// Records a read of byte `i` by `warp` in `epoch` (epochs start at 1).
-    pub fn read(&mut self, i: usize, warp: u32, epoch: u32) -> Hazard {
-        let (w, r) = split(self.cells[i]);
-        let r_new = if r >> WARP_BITS == epoch && (r & MANY) != warp + 1 {
-            (epoch << WARP_BITS) | MANY
+    /// One byte's new cell and hazard when `warp` reads or writes it in `epoch` (epochs start at 1).
+    #[inline]
+    fn step(c: u64, warp: u32, epoch: u32, store: bool) -> (u64, Hazard) {
+        let (w, r) = split(c);
+        let mine = Self::tag(epoch, warp);
+        if store {
+            let h = if w >> WARP_BITS == epoch && w != 0 && w != mine {
+                Hazard::Race { other_warp: Some((w & MANY) - 1), with_write: true }
+            } else if r >> WARP_BITS == epoch && r != 0 && r != mine {
+                let other = if r & MANY == MANY { None } else { Some((r & MANY) - 1) };
+                Hazard::Race { other_warp: other, with_write: false }
+            } else {
+                Hazard::None
+            };
+            (cell(mine, r), h)
         } else {
-            Self::tag(epoch, warp)
+            // A second warp reading in the same epoch makes the read tag "several warps".
+            let r_new = if r >> WARP_BITS == epoch && r != mine { (epoch << WARP_BITS) | MANY } else { mine };
+            let h = if w == 0 {
+                Hazard::Uninit
+            } else if w >> WARP_BITS == epoch && w != mine {
+                Hazard::Race { other_warp: Some((w & MANY) - 1), with_write: true }
+            } else {
+                Hazard::None
+            };
+            (cell(w, r_new), h)
+        }
+    }
+
+    /// Records an access of `n` bytes at `i` by `warp` in `epoch` and judges it.
+    #[inline]
+    pub fn access(&mut self, i: usize, n: usize, warp: u32, epoch: u32, store: bool) -> Verdict {
+        let run = &mut self.cells[i..i + n];
+        let mut v = Verdict::default();
+        let mut judge = |h: Hazard| match h {
+            Hazard::None => {}
+            Hazard::Uninit => v.uninit = true,
+            Hazard::Race { other_warp, with_write } => v.race = Some((other_warp, with_write)),
         };
-        self.cells[i] = cell(w, r_new);
-        if w == 0 {
-            return Hazard::Uninit;
+        // Runs of equal cells (a word one warp wrote) get equal verdicts and equal new cells: each run
+        // is decided once.
+        let mut j = 0;
+        while j < run.len() {
+            let c = run[j];
+            let end = run[j..].iter().position(|&x| x != c).map_or(run.len(), |k| j + k);
+            let (new, h) = Self::step(c, warp, epoch, store);
+            if new != c {
+                run[j..end].fill(new);
+            }
+            judge(h);
+            j = end;
         }
-        if w >> WARP_BITS == epoch && (w & MANY) != warp + 1 {
-            return Hazard::Race { other_warp: Some((w & MANY) - 1), with_write: true };
-        }
-        Hazard::None
-    }
-
-    pub fn write(&mut self, i: usize, warp: u32, epoch: u32) -> Hazard {
-        let (w, r) = split(self.cells[i]);
-        self.cells[i] = cell(Self::tag(epoch, warp), r);
-        if w >> WARP_BITS == epoch && w != 0 && (w & MANY) != warp + 1 {
-            return Hazard::Race { other_warp: Some((w & MANY) - 1), with_write: true };
-        }
-        if r >> WARP_BITS == epoch && r != 0 && (r & MANY) != warp + 1 {
-            let other = if r & MANY == MANY { None } else { Some((r & MANY) - 1) };
-            return Hazard::Race { other_warp: other, with_write: false };
-        }
-        Hazard::None
-    }
-
-    /// A read of `n` bytes at `i` that [`read`](Self::read) would neither flag nor change: every cell
-    /// equal to the first, whose read tag is this warp's (or several warps') in this epoch and whose
-    /// write is from an earlier epoch or this warp. The common case, checked in one pass.
-    #[inline]
-    pub fn read_is_quiet(&self, i: usize, n: usize, warp: u32, epoch: u32) -> bool {
-        let run = &self.cells[i..i + n];
-        let (w, r) = split(run[0]);
-        (r == Self::tag(epoch, warp) || r == (epoch << WARP_BITS) | MANY)
-            && w != 0
-            && (w >> WARP_BITS != epoch || w == Self::tag(epoch, warp))
-            && run.iter().all(|&c| c == run[0])
-    }
-
-    /// A write of `n` bytes at `i` by the warp that already wrote them all in this epoch, with no
-    /// reads by others since: nothing to flag or change.
-    #[inline]
-    pub fn write_is_quiet(&self, i: usize, n: usize, warp: u32, epoch: u32) -> bool {
-        let tag = Self::tag(epoch, warp);
-        let run = &self.cells[i..i + n];
-        let (w, r) = split(run[0]);
-        w == tag && (r == 0 || r == tag || r >> WARP_BITS != epoch) && run.iter().all(|&c| c == run[0])
-    }
-
-    /// Whether the `n` cells at `i` are all equal (then one byte's verdict is all of theirs).
-    #[inline]
-    pub fn uniform(&self, i: usize, n: usize) -> bool {
-        let run = &self.cells[i..i + n];
-        run.iter().all(|&c| c == run[0])
-    }
-
-    /// Copies cell `i` over the `n - 1` cells after it.
-    #[inline]
-    pub fn copy_first(&mut self, i: usize, n: usize) {
-        let c = self.cells[i];
-        self.cells[i + 1..i + n].fill(c);
+        v
     }
 
     /// An atomic access: initializes the byte, never races.
