@@ -633,6 +633,99 @@ fn every_kernel_of_tiny_and_swa_mla_small() {
     }
 }
 
+/// A random small spec around `tiny`: sizes, MLA ranks (q LoRA or none) and head dims, the dense/MoE
+/// split, expert groups with sigmoid or softmax routers and shared experts, RMSNorm or DynamicTanh, a
+/// sliding window with sinks, MTP, and f32, bf16 or FP8 (128-wide tiles, dims to match) compute. `None` when the draw
+/// breaks a spec rule (the caller draws again).
+fn random_small_spec(base: &dsv3c_spec::Spec, r: &mut Rng, i: usize) -> Option<dsv3c_spec::Spec> {
+    use dsv3c_spec::types::*;
+    let pick = |r: &mut Rng, xs: &[u64]| xs[r.below(xs.len())];
+    let mut s = base.clone();
+    s.name = format!("random-{i}");
+    s.vocab_size = 64 + r.below(400) as u64;
+    s.d_model = pick(r, &[32, 48, 64]);
+    s.n_layers = 2 + r.below(2) as u64;
+    let m = &mut s.attention.mla;
+    m.n_heads = 1 + r.below(4) as u64;
+    m.q_lora_rank = pick(r, &[0, 16, 32]);
+    m.kv_lora_rank = pick(r, &[16, 32]);
+    m.qk_nope_head_dim = pick(r, &[8, 16]);
+    m.qk_rope_head_dim = pick(r, &[4, 8]);
+    m.v_head_dim = pick(r, &[16, 32]);
+    if r.below(2) == 0 {
+        s.attention.swa = Some(Swa { window: 3 + r.below(12) as u64, sink_tokens: r.below(3) as u64 });
+        s.attention.pattern = vec![LayerAttention::Swa, LayerAttention::Mla];
+    }
+    if r.below(3) == 0 {
+        s.norm = Norm::Dyt { alpha_init: 0.5 };
+    }
+    let dense_layers = r.below(s.n_layers as usize) as u64;
+    s.dense = Some(Dense { n_layers: dense_layers.max(1), intermediate_size: pick(r, &[32, 64, 96]) });
+    if let Some(moe) = s.moe.as_mut() {
+        let (groups, per_group) = (pick(r, &[1, 2, 4]), pick(r, &[2, 3, 4]));
+        moe.n_routed_experts = groups * per_group;
+        moe.n_group = groups;
+        moe.top_groups = 1 + r.below(groups as usize) as u64;
+        moe.top_k = 1 + r.below((moe.top_groups * per_group) as usize) as u64;
+        moe.n_shared_experts = r.below(3) as u64;
+        moe.moe_intermediate_size = pick(r, &[16, 32, 48]);
+        moe.score_func = if r.below(2) == 0 { ScoreFunc::Sigmoid } else { ScoreFunc::Softmax };
+        moe.norm_topk_prob = r.below(2) == 0;
+    }
+    s.mtp = (r.below(2) == 0).then_some(Mtp { depth: 1, loss_weight: 0.3 });
+    match r.below(3) {
+        0 => {}
+        1 => s.precision.compute = Dtype::Bf16,
+        _ => {
+            // FP8 as the CUDA kernels implement it: 128-wide tiles, so every GEMM's K a multiple of 128.
+            s.precision.compute = Dtype::Bf16;
+            s.precision.fp8 = Some(Fp8 { format: Fp8Format::E4m3, activation_tile: 128, weight_block: 128 });
+            s.d_model = 128;
+            let m = &mut s.attention.mla;
+            (m.n_heads, m.v_head_dim, m.kv_lora_rank) = (4, 32, 128);
+            m.q_lora_rank = if m.q_lora_rank == 0 { 0 } else { 128 };
+            if let Some(d) = s.dense.as_mut() {
+                d.intermediate_size = 128;
+            }
+            if let Some(moe) = s.moe.as_mut() {
+                moe.moe_intermediate_size = 128;
+            }
+        }
+    }
+    dsv3c_spec::validate::validate(&s).is_empty().then_some(s)
+}
+
+/// Every kernel of random small specs (`random_small_spec`), at a short random shape, on valid random
+/// arguments, against the CPU reference with a clean sanitizer.
+#[test]
+fn every_kernel_of_random_small_specs() {
+    if !nvrtc() {
+        return;
+    }
+    let path = format!("{}/../spec/tiny.yaml", env!("CARGO_MANIFEST_DIR"));
+    let base = dsv3c_spec::load(std::path::Path::new(&path)).unwrap();
+    let mut r = Rng::new(0x5eed_5bec);
+    let (mut specs, mut draws) = (0, 0);
+    while specs < 2 {
+        draws += 1;
+        assert!(draws < 1000, "no valid random spec in 1000 draws");
+        let Some(spec) = random_small_spec(&base, &mut r, specs) else { continue };
+        let (batch, seq) = (1 + r.below(2), 8 + r.below(17));
+        eprintln!("random spec {specs} ({batch} x {seq}):\n{}", spec.to_yaml());
+        let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap_or_else(|e| panic!("{}: {e}", spec.to_yaml()));
+        for (i, k) in program.kernels.iter().enumerate() {
+            let lens = check::footprint(&k.op);
+            let args = dsv3c_runtime::sample::args(&k.op, &lens, &mut Rng::new(i as u64 + 11));
+            let q = match k.op {
+                Op::Gemm { quant, .. } | Op::GroupedGemm { quant, .. } => quant,
+                _ => Quant::None,
+            };
+            check_op(&k.op, args, tol(q));
+        }
+        specs += 1;
+    }
+}
+
 /// The optimizer kernels (global grad norm, then AdamW with f32 or bf16 moments, or Lion) over a
 /// parameter arena, with clipping and accumulation scaling active, against the CPU optimizer
 /// (`train::optim`: `grad_norm`, `scale`, `step`) from the same state.
