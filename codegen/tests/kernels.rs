@@ -608,6 +608,20 @@ fn gemms_at_1b_shapes_on_sampled_blocks() {
     }
 }
 
+/// Every kernel of `program` on valid random arguments (kernel `i` seeded `seed + i`), against the CPU
+/// reference through the tolerance of its format, with a clean sanitizer.
+fn check_every_kernel(program: &dsv3c_runtime::program::Program, seed: u64) {
+    for (i, k) in program.kernels.iter().enumerate() {
+        let lens = check::footprint(&k.op);
+        let args = dsv3c_runtime::sample::args(&k.op, &lens, &mut Rng::new(i as u64 + seed));
+        let q = match k.op {
+            Op::Gemm { quant, .. } | Op::GroupedGemm { quant, .. } => quant,
+            _ => Quant::None,
+        };
+        check_op(&k.op, args, tol(q));
+    }
+}
+
 /// Every kernel of `tiny`'s and `swa-mla-small`'s programs (their exact ops at a short sequence, with the
 /// vocabulary cut to 1000 so that the LM head stays small for the emulator), on valid random arguments,
 /// against the CPU reference with a clean sanitizer.
@@ -620,16 +634,7 @@ fn every_kernel_of_tiny_and_swa_mla_small() {
         let path = format!("{}/../spec/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
         let mut spec = dsv3c_spec::load(std::path::Path::new(&path)).unwrap();
         spec.vocab_size = spec.vocab_size.min(1000);
-        let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap();
-        for (i, k) in program.kernels.iter().enumerate() {
-            let lens = check::footprint(&k.op);
-            let args = dsv3c_runtime::sample::args(&k.op, &lens, &mut Rng::new(i as u64 + 7));
-            let q = match k.op {
-                Op::Gemm { quant, .. } | Op::GroupedGemm { quant, .. } => quant,
-                _ => Quant::None,
-            };
-            check_op(&k.op, args, tol(q));
-        }
+        check_every_kernel(&dsv3c_codegen::compile(&spec, batch, seq).unwrap(), 7);
     }
 }
 
@@ -713,15 +718,7 @@ fn every_kernel_of_random_small_specs() {
         let (batch, seq) = (1 + r.below(2), 8 + r.below(17));
         eprintln!("random spec {specs} ({batch} x {seq}):\n{}", spec.to_yaml());
         let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap_or_else(|e| panic!("{}: {e}", spec.to_yaml()));
-        for (i, k) in program.kernels.iter().enumerate() {
-            let lens = check::footprint(&k.op);
-            let args = dsv3c_runtime::sample::args(&k.op, &lens, &mut Rng::new(i as u64 + 11));
-            let q = match k.op {
-                Op::Gemm { quant, .. } | Op::GroupedGemm { quant, .. } => quant,
-                _ => Quant::None,
-            };
-            check_op(&k.op, args, tol(q));
-        }
+        check_every_kernel(&program, 11);
         specs += 1;
     }
 }

@@ -97,30 +97,34 @@ impl Counters {
 
 /// Distinct 32-byte sectors among lane accesses `[addr, addr + bytes)`.
 pub fn sectors(accesses: &[(u64, u32)]) -> u64 {
-    // Aligned accesses of up to 32 bytes (all a warp can issue) touch one sector each: a fixed buffer.
+    let ids = accesses.iter().flat_map(|&(a, n)| a / 32..=(a + n.max(1) as u64 - 1) / 32);
+    with_gathered(ids, |s| {
+        // Lanes usually walk memory in order: count changes; otherwise sort first.
+        if !s.windows(2).all(|p| p[0] <= p[1]) {
+            s.sort_unstable();
+        }
+        distinct_in_sorted(s)
+    })
+}
+
+/// Calls `f` on the values of `it` gathered in a fixed buffer — aligned warp accesses give at most a
+/// sector per lane, or 32 words per shared phase — or on the heap when there are more.
+fn with_gathered<R>(it: impl Iterator<Item = u64>, f: impl FnOnce(&mut [u64]) -> R) -> R {
     let mut buf = [0u64; 64];
     let mut heap = Vec::new();
     let mut len = 0;
-    for &(a, n) in accesses {
-        let (first, last) = (a / 32, (a + n.max(1) as u64 - 1) / 32);
-        for x in first..=last {
-            if len < buf.len() {
-                buf[len] = x;
-            } else {
-                if heap.is_empty() {
-                    heap.extend_from_slice(&buf);
-                }
-                heap.push(x);
+    for x in it {
+        if len < buf.len() {
+            buf[len] = x;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&buf);
             }
-            len += 1;
+            heap.push(x);
         }
+        len += 1;
     }
-    let s = if heap.is_empty() { &mut buf[..len] } else { &mut heap[..] };
-    // Lanes usually walk memory in order: count changes; otherwise sort first.
-    if !s.windows(2).all(|p| p[0] <= p[1]) {
-        s.sort_unstable();
-    }
-    distinct_in_sorted(s)
+    f(if heap.is_empty() { &mut buf[..len] } else { &mut heap[..] })
 }
 
 fn distinct_in_sorted(s: &[u64]) -> u64 {
@@ -171,31 +175,19 @@ pub fn wavefronts(accesses: &[(u32, u64, u32)]) -> u64 {
             total += 1;
             continue;
         }
-        // The worst bank's distinct words (aligned accesses put at most 32 words in a phase).
-        let mut buf = [0u64; 64];
-        let mut heap = Vec::new();
-        let mut len = 0;
-        for w in lanes.iter().flat_map(words_of) {
-            if len < buf.len() {
-                buf[len] = w;
-            } else {
-                if heap.is_empty() {
-                    heap.extend_from_slice(&buf);
+        // The worst bank's distinct words.
+        let per_bank = with_gathered(lanes.iter().flat_map(words_of), |words| {
+            words.sort_unstable();
+            let mut per_bank = [0u32; 32];
+            let mut last = None;
+            for &w in words.iter() {
+                if last != Some(w) {
+                    per_bank[(w % 32) as usize] += 1;
+                    last = Some(w);
                 }
-                heap.push(w);
             }
-            len += 1;
-        }
-        let words = if heap.is_empty() { &mut buf[..len] } else { &mut heap[..] };
-        words.sort_unstable();
-        let mut per_bank = [0u32; 32];
-        let mut last = None;
-        for &w in words.iter() {
-            if last != Some(w) {
-                per_bank[(w % 32) as usize] += 1;
-                last = Some(w);
-            }
-        }
+            per_bank
+        });
         total += *per_bank.iter().max().unwrap_or(&1) as u64;
     }
     total

@@ -1569,8 +1569,7 @@ fn fma_f32(w: &mut Warp, m: u32, d: u32, a: Src, b: Src, c: Src) {
     {
         #[target_feature(enable = "fma")]
         fn with_fma(w: &mut Warp, m: u32, d: u32, a: Src, b: Src, c: Src) {
-            let f = |v: u64| f32::from_bits(v as u32);
-            w.map3(m, d, a, b, c, |x, y, z| f32_bits(f(x).mul_add(f(y), f(z))));
+            fma_lanes(w, m, d, a, b, c);
         }
         if std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: `with_fma` only needs the FMA instructions, which the CPU was just found to have.
@@ -1578,6 +1577,12 @@ fn fma_f32(w: &mut Warp, m: u32, d: u32, a: Src, b: Src, c: Src) {
             return;
         }
     }
+    fma_lanes(w, m, d, a, b, c);
+}
+
+/// The lane loop of [`fma_f32`], inlined into whichever target-feature context calls it.
+#[inline(always)]
+fn fma_lanes(w: &mut Warp, m: u32, d: u32, a: Src, b: Src, c: Src) {
     let f = |v: u64| f32::from_bits(v as u32);
     w.map3(m, d, a, b, c, |x, y, z| f32_bits(f(x).mul_add(f(y), f(z))));
 }
