@@ -38,10 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config_hash: String::new(),
         spec: "tiny".into(),
     };
-    let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let mut trainer = Trainer::new(&program, &model, &recipe.config, Arc::new(tokens), run, None, gamma)?;
+    let mut trainer = Trainer::on_cpu(&program, &model, &recipe.config, Arc::new(tokens), run, None)?;
     for _ in 0..steps {
-        let r = trainer.step();
+        let r = trainer.step()?;
         println!("step {} | loss {:.4} | lr {:.2e} | grad-norm {:.2}", r.step, r.loss, r.lr, r.grad_norm);
     }
     Ok(())

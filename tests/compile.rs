@@ -38,8 +38,10 @@ fn compile_writes_kernels_covering_every_op_family() {
         "rope",
         "swiglu_fwd",
         "cross_entropy_fused",
-        "adamw_lion",
-        "moe_bias_update",
+        "adamw",
+        "grad_norm",
+        "expert_stats",
+        "bias_update",
         "embedding_fwd",
         "embedding_bwd",
     ] {

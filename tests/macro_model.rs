@@ -25,7 +25,10 @@ fn macro_model_is_the_compiled_program() {
     assert_eq!(embedded.kernels, compiled.kernels);
     assert_eq!(embedded.buffers, compiled.buffers);
     assert_eq!(embedded.io, compiled.io);
-    assert_eq!((embedded.param_len, embedded.act_len), (compiled.param_len, compiled.act_len));
+    assert_eq!(
+        (embedded.param_len, embedded.act_len, embedded.optim_len),
+        (compiled.param_len, compiled.act_len, compiled.optim_len)
+    );
     assert_eq!(
         tiny::SPEC,
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/tiny.yaml")).unwrap()
@@ -50,15 +53,16 @@ fn macro_model_trains_with_the_interpreted_losses() {
     let interpreted = dsv3c_codegen::compile(&recipe.spec, 2, 32).unwrap();
     let embedded = tiny::program();
     let model = tiny::Model::new();
-    let mut a = Trainer::new(&interpreted, &interpreted, &recipe.config, tokens.clone(), run(), None, 0.001).unwrap();
-    let mut b = Trainer::new(&embedded, &model, &recipe.config, tokens, run(), None, 0.001).unwrap();
+    let mut a = Trainer::on_cpu(&interpreted, &interpreted, &recipe.config, tokens.clone(), run(), None).unwrap();
+    let mut b = Trainer::on_cpu(&embedded, &model, &recipe.config, tokens, run(), None).unwrap();
     for _ in 0..3 {
-        let (ra, rb) = (a.step(), b.step());
+        let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
         assert_eq!(ra.loss, rb.loss);
         assert_eq!(ra.total_loss, rb.total_loss);
         assert_eq!(ra.grad_norm, rb.grad_norm);
     }
-    assert_eq!(a.cpu.params, b.cpu.params);
+    assert_eq!(a.backend.params, b.backend.params);
+    assert_eq!(a.backend.optim, b.backend.optim);
 }
 
 #[test]

@@ -6,9 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dsv3c_runtime::program::ParamGroup;
-use dsv3c_runtime::train::optim;
-use dsv3c_spec::config::{Optimizer, OptimizerKind, RunConfig};
-use dsv3c_spec::types::Dtype;
+use dsv3c_spec::config::RunConfig;
 use serde_json::Value;
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -22,43 +20,44 @@ fn close(what: &str, got: &[f32], want: &[f32], rel: f64) {
 
 #[test]
 fn adamw_and_lion_steps_match_torch_and_the_lion_paper() {
+    use dsv3c_runtime::cpu::run_op;
+    use dsv3c_runtime::op::{scalars, Op, OptimizerKind as Kind, Update, GRAD_NORM_CHUNK};
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/optim.json");
     let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let order = ["w", "norm", "embed", "frozen"];
+    // The arena as dsv3c lays parameters out: decayed matrices, embedding, no-decay, frozen.
+    let order = ["w", "embed", "norm", "frozen"];
     let mut cases = 0;
     for (name, case) in all.as_object().unwrap().iter().filter(|(k, _)| !k.starts_with('_')) {
         cases += 1;
         let s = &case["settings"];
-        let settings = Optimizer {
-            kind: if s["kind"] == "lion" { OptimizerKind::Lion } else { OptimizerKind::Adamw },
-            lr: 0.0,
-            beta1: s["beta1"].as_f64().unwrap(),
-            beta2: s["beta2"].as_f64().unwrap(),
-            eps: s["eps"].as_f64().unwrap(),
-            weight_decay: s["weight_decay"].as_f64().unwrap(),
-            decay_embeddings: s["decay_embeddings"].as_bool().unwrap(),
-            moments: if s["moments"] == "bf16" { Dtype::Bf16 } else { Dtype::F32 },
-            grad_clip: s["grad_clip"].as_f64().unwrap(),
-        };
-        // The arena: the tensors end to end; masks as dsv3c gives each group (checked against a
-        // real model below).
+        let f = |k: &str| s[k].as_f64().unwrap();
+        let kind = if s["kind"] == "lion" { Kind::Lion } else { Kind::AdamW };
         let mut params = Vec::new();
-        let mut mask = Vec::new();
         let mut spans = Vec::new();
         for k in order {
             let v = floats(&case["initial"][k]);
-            let group = match k {
-                "w" => 3,
-                "norm" => 1,
-                "embed" => 1 | if settings.decay_embeddings { 2 } else { 0 },
-                _ => 0,
-            };
             spans.push((k, params.len(), v.len()));
-            mask.extend(std::iter::repeat_n(group, v.len()));
             params.extend(v);
         }
-        let frozen_before = params[spans[3].1..].to_vec();
-        let mut state = optim::State::new(params.len(), settings.kind);
+        let trained = spans[3].1;
+        let frozen_before = params[trained..].to_vec();
+        let u = Update {
+            kind,
+            n: trained,
+            decay_end: spans[1].1,
+            embedding_end: spans[2].1,
+            bf16_moments: s["moments"] == "bf16",
+        };
+        let mut sc = vec![0.0f32; scalars::LEN];
+        sc[scalars::GRAD_SCALE] = 1.0;
+        sc[scalars::BETA1] = f("beta1") as f32;
+        sc[scalars::BETA2] = f("beta2") as f32;
+        sc[scalars::EPS] = f("eps") as f32;
+        sc[scalars::WEIGHT_DECAY] = f("weight_decay") as f32;
+        sc[scalars::EMBEDDING_DECAY] =
+            if s["decay_embeddings"].as_bool().unwrap() { f("weight_decay") as f32 } else { 0.0 };
+        sc[scalars::CLIP] = f("grad_clip") as f32;
+        let (mut m, mut v) = (vec![0.0f32; params.len()], vec![0.0f32; params.len()]);
         for (step, (g, want)) in
             case["grads"].as_array().unwrap().iter().zip(case["steps"].as_array().unwrap()).enumerate()
         {
@@ -66,53 +65,85 @@ fn adamw_and_lion_steps_match_torch_and_the_lion_paper() {
             for &(k, off, n) in &spans[..3] {
                 grads[off..off + n].copy_from_slice(&floats(&g[k]));
             }
-            // The frozen tensor's gradient is garbage that must be ignored by norm and update.
-            grads[spans[3].1..].fill(1e3);
-            let norm = optim::clip(&mut grads, &mask, settings.grad_clip);
+            // The frozen tensor's gradient is garbage that norm and update must ignore.
+            grads[trained..].fill(1e3);
+            let mut norm_args =
+                vec![grads[..trained].to_vec(), vec![0.0; trained.div_ceil(GRAD_NORM_CHUNK)], vec![0.0]];
+            run_op(&Op::GradNorm { n: trained }, &mut norm_args);
+            let norm = norm_args[2][0] as f64;
             let want_norm = want["grad_norm"].as_f64().unwrap();
             assert!((norm - want_norm).abs() < 1e-5 * want_norm, "{name} step {step}: norm {norm} vs {want_norm}");
-            let lr = case["lrs"][step].as_f64().unwrap();
-            optim::step(&settings, &mut state, &mut params, &grads, &mask, lr);
+            sc[scalars::LR] = case["lrs"][step].as_f64().unwrap() as f32;
+            sc[scalars::STEP] = (step + 1) as f32;
+            let mut args = vec![sc.clone(), vec![norm as f32], grads.clone(), params.clone(), m.clone()];
+            if kind == Kind::AdamW {
+                args.push(v.clone());
+            }
+            run_op(&Op::Optimizer(u), &mut args);
+            if kind == Kind::AdamW {
+                v = args.pop().unwrap();
+            }
+            m = args.pop().unwrap();
+            params = args.pop().unwrap();
             for &(k, off, n) in &spans[..3] {
                 let at = format!("{name} step {} {k}", step + 1);
                 close(&format!("{at} params"), &params[off..off + n], &floats(&want["params"][k]), 1e-6);
-                close(&format!("{at} m"), &state.m[off..off + n], &floats(&want["m"][k]), 1e-5);
-                if settings.kind == OptimizerKind::Adamw {
-                    close(&format!("{at} v"), &state.v[off..off + n], &floats(&want["v"][k]), 1e-5);
+                close(&format!("{at} m"), &m[off..off + n], &floats(&want["m"][k]), 1e-5);
+                if kind == Kind::AdamW {
+                    close(&format!("{at} v"), &v[off..off + n], &floats(&want["v"][k]), 1e-5);
                 }
             }
         }
-        assert_eq!(params[spans[3].1..], frozen_before[..], "{name}: a frozen tensor moved");
+        assert_eq!(params[trained..], frozen_before[..], "{name}: a frozen tensor moved");
     }
     assert_eq!(cases, 4);
 }
 
+/// The optimizer step's regions of a real model follow the parameter kinds: every parameter lies in
+/// the region of its group, and the regions are decayed matrices, embedding and head, no-decay,
+/// frozen — in that order, end to end.
 #[test]
-fn decay_masks_of_a_real_model_follow_the_parameter_kinds() {
+fn the_optimizer_regions_of_a_real_model_follow_the_parameter_kinds() {
+    use dsv3c_runtime::op::Op;
     let spec = dsv3c_spec::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/tiny.yaml")).unwrap();
     let program = dsv3c_codegen::compile(&spec, 1, 8).unwrap();
-    for decay_embeddings in [false, true] {
-        let mask = optim::masks(&program, decay_embeddings);
-        for p in &program.params {
-            let want = if p.name.ends_with("e_score_correction_bias") {
-                0
-            } else if p.name.ends_with("embed_tokens.weight") || p.name == "lm_head.weight" {
-                1 | if decay_embeddings { 2 } else { 0 }
-            } else if p.name.contains("norm") {
-                1
-            } else if p.name.ends_with("_proj.weight")
-                || p.name.ends_with("_proj_with_mqa.weight")
-                || p.name.ends_with("gate.weight")
-                || p.name.ends_with("eh_proj.weight")
-            {
-                3
-            } else {
-                panic!("{}: no expectation for this parameter ({:?})", p.name, p.group)
-            };
-            assert!(mask[p.offset..p.offset + p.len()].iter().all(|&m| m == want), "{} ({:?}) mask", p.name, p.group);
-            assert_eq!(p.group == ParamGroup::Frozen, want == 0, "{}", p.name);
-        }
+    let u = program
+        .update
+        .iter()
+        .find_map(|l| match program.kernels[l.kernel].op {
+            Op::Optimizer(u) => Some(u),
+            _ => None,
+        })
+        .expect("an optimizer launch");
+    let regions = [(0, u.decay_end), (u.decay_end, u.embedding_end), (u.embedding_end, u.n), (u.n, program.param_len)];
+    for p in &program.params {
+        let want = if p.name.ends_with("e_score_correction_bias") {
+            3
+        } else if p.name.ends_with("embed_tokens.weight") || p.name == "lm_head.weight" {
+            1
+        } else if p.name.contains("norm") {
+            2
+        } else if p.name.ends_with("_proj.weight")
+            || p.name.ends_with("_proj_with_mqa.weight")
+            || p.name.ends_with("gate.weight")
+            || p.name.ends_with("eh_proj.weight")
+        {
+            0
+        } else {
+            panic!("{}: no expectation for this parameter ({:?})", p.name, p.group)
+        };
+        let (lo, hi) = regions[want];
+        assert!(
+            p.offset >= lo && p.offset + p.len() <= hi,
+            "{} ({:?}) at {} not in {lo}..{hi}",
+            p.name,
+            p.group,
+            p.offset
+        );
+        assert_eq!(p.group == ParamGroup::Frozen, want == 3, "{}", p.name);
     }
+    let total: usize = program.params.iter().map(|p| p.len()).sum();
+    assert_eq!(total, program.param_len, "the parameters tile the arena");
 }
 
 /// tiny with a 512-token vocabulary (fast), and a recipe around it.
@@ -151,11 +182,10 @@ fn two_micro_batches_of_two_equal_one_of_four() {
     use dsv3c_runtime::train::trainer::Trainer;
     let spec = small_tiny();
     let (p2, p4) = (dsv3c_codegen::compile(&spec, 2, 16).unwrap(), dsv3c_codegen::compile(&spec, 4, 16).unwrap());
-    let gamma = 0.0;
-    let mut a = Trainer::new(&p2, &p2, &recipe(2, 2), tokens(), run_state(), None, gamma).unwrap();
-    let mut b = Trainer::new(&p4, &p4, &recipe(4, 1), tokens(), run_state(), None, gamma).unwrap();
-    assert_eq!(a.cpu.params, b.cpu.params, "the same initialization");
-    let (ra, rb) = (a.step(), b.step());
+    let mut a = Trainer::on_cpu(&p2, &p2, &recipe(2, 2), tokens(), run_state(), None).unwrap();
+    let mut b = Trainer::on_cpu(&p4, &p4, &recipe(4, 1), tokens(), run_state(), None).unwrap();
+    assert_eq!(a.backend.params, b.backend.params, "the same initialization");
+    let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
     assert!((ra.loss - rb.loss).abs() < 1e-6 * rb.loss, "loss {} vs {}", ra.loss, rb.loss);
     assert!(
         (ra.grad_norm - rb.grad_norm).abs() < 1e-5 * rb.grad_norm,
@@ -165,8 +195,10 @@ fn two_micro_batches_of_two_equal_one_of_four() {
     );
     // The gradients are the real check (AdamW's first step is nearly g/|g|, blind to a missing
     // 1/accumulation); parameters agree to the rounding that sign-like step amplifies.
-    close("averaged gradients", &a.cpu.grads, &b.cpu.grads, 1e-5);
-    close("parameters after the step", &a.cpu.params, &b.cpu.params, 1e-5);
+    // (The gradient arena holds the accumulated sum: the update averages on the fly.)
+    let half: Vec<f32> = a.backend.grads.iter().map(|g| g * 0.5).collect();
+    close("averaged gradients", &half, &b.backend.grads, 1e-5);
+    close("parameters after the step", &a.backend.params, &b.backend.params, 1e-5);
     assert_eq!(ra.tokens, rb.tokens);
 }
 
@@ -177,21 +209,21 @@ fn the_aux_loss_free_bias_moves_gamma_toward_balance() {
     let program = dsv3c_codegen::compile(&spec, 4, 16).unwrap();
     let gamma = spec.moe.as_ref().unwrap().bias_update_speed as f32;
     assert!(gamma > 0.0);
-    let mut t = Trainer::new(&program, &program, &recipe(4, 1), tokens(), run_state(), None, gamma).unwrap();
-    let before = t.cpu.params.clone();
-    t.step();
+    let mut t = Trainer::on_cpu(&program, &program, &recipe(4, 1), tokens(), run_state(), None).unwrap();
+    let before = t.backend.params.clone();
+    t.step().unwrap();
     let biases: Vec<_> = program.params.iter().filter(|p| p.name.ends_with("e_score_correction_bias")).collect();
     assert_eq!(biases.len(), program.io.expert_choices.len());
     let (mut up, mut down) = (0, 0);
     for (bias, choices) in biases.iter().zip(&program.io.expert_choices) {
         // The step's only micro-batch: its routing is still in the buffers.
         let mut load = vec![0u32; bias.len()];
-        for &e in t.cpu.read(*choices) {
+        for &e in t.backend.read(*choices) {
             load[e as usize] += 1;
         }
         let mean = load.iter().sum::<u32>() as f64 / load.len() as f64;
         for (i, &l) in load.iter().enumerate() {
-            let moved = t.cpu.params[bias.offset + i] - before[bias.offset + i];
+            let moved = t.backend.params[bias.offset + i] - before[bias.offset + i];
             // Overloaded experts' bias falls by γ, underloaded ones' rises by γ (DeepSeek-V3 §2.1.2).
             let want = if (l as f64) > mean {
                 -gamma
@@ -206,4 +238,82 @@ fn the_aux_loss_free_bias_moves_gamma_toward_balance() {
         }
     }
     assert!(up > 0 && down > 0, "the batch is unbalanced both ways");
+}
+
+/// A backend that records every call and passes it on to the CPU reference.
+struct Recording {
+    cpu: dsv3c_runtime::cpu::Cpu,
+    /// (call, slice; the op's family for launches, whose slice is their first argument).
+    calls: Vec<(&'static str, dsv3c_runtime::Slice, Option<&'static str>)>,
+}
+
+impl dsv3c_runtime::program::Backend for Recording {
+    fn launch(
+        &mut self,
+        op: &dsv3c_runtime::Op,
+        args: &[dsv3c_runtime::Slice],
+    ) -> Result<(), dsv3c_runtime::program::BackendError> {
+        self.calls.push(("launch", args[0], Some(op.family())));
+        self.cpu.launch(op, args)
+    }
+    fn read(&mut self, s: dsv3c_runtime::Slice) -> Result<Vec<f32>, dsv3c_runtime::program::BackendError> {
+        self.calls.push(("read", s, None));
+        dsv3c_runtime::program::Backend::read(&mut self.cpu, s)
+    }
+    fn write(&mut self, s: dsv3c_runtime::Slice, data: &[f32]) -> Result<(), dsv3c_runtime::program::BackendError> {
+        self.calls.push(("write", s, None));
+        self.cpu.write(s, data)
+    }
+    fn zero(&mut self, s: dsv3c_runtime::Slice) -> Result<(), dsv3c_runtime::program::BackendError> {
+        self.calls.push(("zero", s, None));
+        self.cpu.zero(s)
+    }
+}
+
+/// A whole training step of `tiny` (two micro-batches) is launches only: between one step's
+/// first forward and the next step, the host writes nothing but the step's scalars and each
+/// micro-batch's tokens, and reads nothing but losses, the gradient norm and the routing
+/// statistics — the gradient zeroing, averaging, norm, clipping, optimizer and bias update are all
+/// launches. And it is the step it was: parameters, moments and biases move.
+#[test]
+fn a_training_step_of_tiny_is_launches_only() {
+    use dsv3c_runtime::program::Backend;
+    use dsv3c_runtime::train::trainer::Trainer;
+    let spec = small_tiny();
+    let p = dsv3c_codegen::compile(&spec, 2, 16).unwrap();
+    let backend = Recording { cpu: dsv3c_runtime::cpu::Cpu::new(&p), calls: Vec::new() };
+    let mut t = Trainer::new(&p, &p, backend, &recipe(2, 2), tokens(), run_state(), None).unwrap();
+    let before = t.backend.cpu.params.clone();
+    t.backend.calls.clear();
+    t.step().unwrap();
+    let io = &p.io;
+    let readable: Vec<_> = [io.loss, io.main_loss, io.grad_norm]
+        .into_iter()
+        .chain(io.mtp_losses.iter().copied())
+        .chain(io.expert_stats.iter().copied())
+        .collect();
+    let (mut launches, mut families) = (0, std::collections::BTreeSet::new());
+    for (what, s, family) in &t.backend.calls {
+        match *what {
+            "launch" => {
+                launches += 1;
+                families.insert(family.unwrap());
+            }
+            "write" => assert!(*s == io.scalars || *s == io.tokens, "the host wrote {s:?}"),
+            "read" => assert!(readable.contains(s), "the host read {s:?}"),
+            _ => panic!("the host called {what} on {s:?}"),
+        }
+    }
+    for f in ["zero", "grad_norm", "adamw", "expert_stats", "bias_update"] {
+        assert!(families.contains(f), "no {f} launch in the step");
+    }
+    assert!(launches > 0);
+    let writes = t.backend.calls.iter().filter(|c| c.0 == "write").count();
+    assert_eq!(writes, 1 + 2, "the scalars once, the tokens per micro-batch");
+    let after = t.backend.cpu.params.clone();
+    let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(moved > after.len() / 2, "only {moved} of {} parameters moved", after.len());
+    let bias = p.params.iter().find(|x| x.name.ends_with("e_score_correction_bias")).unwrap();
+    assert_ne!(before[bias.offset..bias.offset + bias.len()], after[bias.offset..bias.offset + bias.len()]);
+    assert!(t.backend.read(dsv3c_runtime::Slice::optim(0, p.optim_len)).unwrap().iter().any(|&m| m != 0.0));
 }

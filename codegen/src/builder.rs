@@ -3,12 +3,13 @@
 //! Forward code calls ops on virtual tensors; each differentiable op also pushes a closure onto
 //! the tape that emits its backward ops (hand-derived, op by op). `backward()` runs the tape in
 //! reverse. Gradient tensors are made on first use and zeroed right there, so every backward op
-//! can accumulate. The planner (`plan`) then gives every virtual tensor its arena offset.
+//! can accumulate. The training step's own launches (`step`) go into the start and update phases.
+//! The planner (`plan`) then gives every virtual tensor its arena offset.
 
 use std::collections::HashMap;
 
 use dsv3c_runtime::op::{Op, Quant};
-use dsv3c_runtime::program::{Init, Kernel, ParamGroup};
+use dsv3c_runtime::program::{Init, Kernel, ParamGroup, Slice};
 
 /// A virtual activation tensor.
 pub type Tid = usize;
@@ -22,6 +23,21 @@ pub enum Arg {
     P { param: usize, off: usize, len: usize },
     /// The same range of the parameter's gradient.
     G { param: usize, off: usize, len: usize },
+    /// A slice of an arena whose layout is already fixed (the parameter, gradient and optimizer
+    /// arenas, once `Builder::lay_out_params` has run).
+    Raw(Slice),
+}
+
+/// Which launch list of a training step a launch goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Once per step, before the first micro-batch.
+    Start,
+    #[default]
+    Forward,
+    Backward,
+    /// Once per step, after the last micro-batch.
+    Update,
 }
 
 #[derive(Debug, Clone)]
@@ -54,11 +70,16 @@ pub struct Builder {
     pub params: Vec<ParamInfo>,
     pub kernels: Vec<Kernel>,
     kernel_index: HashMap<String, usize>,
+    pub start: Vec<Step>,
     pub forward: Vec<Step>,
     pub backward: Vec<Step>,
+    pub update: Vec<Step>,
     tape: Vec<Emitter>,
     grads: HashMap<Tid, Tid>,
-    in_backward: bool,
+    /// The list launches go into.
+    pub phase: Phase,
+    /// Each parameter's offset in the parameter arena, once laid out.
+    pub param_offsets: Vec<usize>,
     /// Layer/op context prefixed to launch notes.
     pub context: String,
     /// The storage formats GEMMs emulate (from the spec's precision).
@@ -154,11 +175,32 @@ impl Builder {
         };
         let note = if self.context.is_empty() { what.to_string() } else { format!("{}: {what}", self.context) };
         let step = Step { kernel, args, note };
-        if self.in_backward {
-            self.backward.push(step);
-        } else {
-            self.forward.push(step);
+        match self.phase {
+            Phase::Start => self.start.push(step),
+            Phase::Forward => self.forward.push(step),
+            Phase::Backward => self.backward.push(step),
+            Phase::Update => self.update.push(step),
         }
+    }
+
+    /// Lays the parameters out by optimizer group — decayed matrices, then embedding and head,
+    /// then no-decay, then frozen; registration order within a group — so that each group is one
+    /// contiguous range the optimizer can treat alike. Returns each group's end offset, in that order.
+    pub fn lay_out_params(&mut self) -> [usize; 4] {
+        let order = [ParamGroup::Decay, ParamGroup::Embedding, ParamGroup::NoDecay, ParamGroup::Frozen];
+        self.param_offsets = vec![0; self.params.len()];
+        let mut ends = [0; 4];
+        let mut at = 0;
+        for (g, group) in order.iter().enumerate() {
+            for (i, p) in self.params.iter().enumerate() {
+                if p.group == *group {
+                    self.param_offsets[i] = at;
+                    at += p.shape.iter().product::<usize>();
+                }
+            }
+            ends[g] = at;
+        }
+        ends
     }
 
     /// Records how to differentiate the op just emitted.
@@ -197,7 +239,7 @@ impl Builder {
 
     /// Emits the backward pass: the tape in reverse.
     pub fn backward(&mut self) {
-        self.in_backward = true;
+        self.phase = Phase::Backward;
         let tape = std::mem::take(&mut self.tape);
         for f in tape.into_iter().rev() {
             f(self);

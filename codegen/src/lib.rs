@@ -1,8 +1,9 @@
 //! dsv3c-codegen: spec -> Program.
 //!
 //! [`compile`] builds the forward graph of fused ops from a spec ([`model`]), derives the
-//! backward op by op ([`ops`], recorded on the [`builder`]'s tape), and lays every tensor out in
-//! one arena with fixed offsets ([`plan`]). Two back ends write the result out: [`cuda`] (a
+//! backward op by op ([`ops`], recorded on the [`builder`]'s tape), adds the training step's own
+//! launches ([`step`]: gradient zeroing, norm, optimizer, balancing bias), and lays every tensor
+//! out in one arena with fixed offsets ([`plan`]). Two back ends write the result out: [`cuda`] (a
 //! specialized kernel per op) and [`rust`] (the training graph as Rust source).
 
 pub mod builder;
@@ -11,6 +12,9 @@ pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod rust;
+pub mod step;
+
+pub use step::Training;
 
 use dsv3c_runtime::Program;
 use dsv3c_spec::Spec;
@@ -25,11 +29,18 @@ pub enum CompileError {
     #[error("batch·seq = {0} tokens is more than 2^24, the largest count the plan indexes exactly")]
     TooManyTokens(usize),
     #[error("internal error: the plan broke an invariant: {0}")]
-    Plan(String),
+    Plan(#[from] dsv3c_runtime::program::ProgramError),
 }
 
-/// Compiles `spec` into a training Program for `batch` sequences of `seq` tokens.
+/// Compiles `spec` into a training Program for `batch` sequences of `seq` tokens, with AdamW and
+/// f32 moments (see [`compile_training`]).
 pub fn compile(spec: &Spec, batch: usize, seq: usize) -> Result<Program, CompileError> {
+    compile_training(spec, batch, seq, Training::default())
+}
+
+/// Compiles `spec` into a training Program for `batch` sequences of `seq` tokens whose update
+/// step runs `training`'s optimizer.
+pub fn compile_training(spec: &Spec, batch: usize, seq: usize, training: Training) -> Result<Program, CompileError> {
     if batch == 0 || seq == 0 {
         return Err(CompileError::Shape { batch, seq });
     }
@@ -43,5 +54,7 @@ pub fn compile(spec: &Spec, batch: usize, seq: usize) -> Result<Program, Compile
     let mut b = builder::Builder::default();
     let out = model::build(&mut b, spec, batch, seq);
     b.backward();
-    plan::plan(b, &out, &spec.name, batch, seq).map_err(CompileError::Plan)
+    let gamma = spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
+    let io = step::build(&mut b, &out, training, gamma);
+    plan::plan(b, &out, &io, &spec.name, batch, seq).map_err(CompileError::Plan)
 }

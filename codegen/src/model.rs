@@ -12,7 +12,7 @@ use dsv3c_runtime::program::{Init, ParamGroup};
 use dsv3c_spec::types::{LayerAttention, Norm, ScoreFunc, Spec};
 
 use crate::builder::{Arg, Builder, PrecisionPolicy, Tid, WeightKind};
-use crate::ops::{NormW, W};
+use crate::ops::{MoeOut, NormW, W};
 
 /// The tensors a run reads and writes.
 pub struct Outputs {
@@ -22,6 +22,8 @@ pub struct Outputs {
     pub mtp_losses: Vec<Tid>,
     pub expert_choices: Vec<Tid>,
     pub expert_scores: Vec<Tid>,
+    /// Each MoE layer's routing statistics and its correction-bias parameter.
+    pub expert_stats: Vec<(Tid, usize)>,
 }
 
 struct Ctx<'a> {
@@ -87,7 +89,7 @@ pub fn rope_freqs(s: &Spec) -> RopeFreqs {
 }
 
 /// One decoder layer on the residual stream `h`.
-/// Returns the new stream and, for MoE layers, the chosen experts and the router scores.
+/// Returns the new stream and, for MoE layers, what the router left and the bias parameter.
 fn decoder_layer(
     b: &mut Builder,
     c: &Ctx,
@@ -95,7 +97,7 @@ fn decoder_layer(
     h: Tid,
     kind: LayerAttention,
     moe: bool,
-) -> (Tid, Option<(Tid, Tid)>) {
+) -> (Tid, Option<(MoeOut, usize)>) {
     let s = c.s;
     let m = &s.attention.mla;
     let (n, d) = (c.n, c.d);
@@ -230,7 +232,7 @@ fn decoder_layer(
                 Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score },
                 c.loss,
             ));
-            chosen = Some(b.moe(x, route, d, im, gate, bias, first, out, balance));
+            chosen = Some((b.moe(x, route, d, im, gate, bias, first, out, balance), bias));
             out
         }
         _ => {
@@ -257,7 +259,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
 
     let embed =
         b.param("model.embed_tokens.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
-    let mut moe_outs: Vec<(Tid, Tid)> = Vec::new();
+    let mut moe_outs: Vec<(MoeOut, usize)> = Vec::new();
     let mut h = b.embedding(tokens, embed, n, v, d);
     for l in 0..s.n_layers {
         b.context = format!("layer {l}");
@@ -336,7 +338,8 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
         loss,
         main_loss,
         mtp_losses,
-        expert_choices: moe_outs.iter().map(|m| m.0).collect(),
-        expert_scores: moe_outs.iter().map(|m| m.1).collect(),
+        expert_choices: moe_outs.iter().map(|m| m.0.idx).collect(),
+        expert_scores: moe_outs.iter().map(|m| m.0.scores).collect(),
+        expert_stats: moe_outs.iter().map(|m| (m.0.stats, m.1)).collect(),
     }
 }

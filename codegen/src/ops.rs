@@ -41,6 +41,15 @@ pub enum NormW {
     Dyt { w: usize, b: usize, alpha: usize },
 }
 
+/// What a MoE layer leaves for the run: the chosen experts `[tokens, top_k]`, the router scores
+/// `[tokens, experts]`, and the step's routing statistics (`Op::ExpertStats`).
+#[derive(Debug, Clone, Copy)]
+pub struct MoeOut {
+    pub idx: Tid,
+    pub scores: Tid,
+    pub stats: Tid,
+}
+
 impl Builder {
     /// `y[rows, n_out] (+)= x[rows, n_in] · Wᵀ`.
     pub fn linear_into(&mut self, x: Tid, rows: usize, w: W, y: Tid, accumulate: bool, what: &str) {
@@ -213,6 +222,8 @@ impl Builder {
     /// and the balance loss (added to `loss`) when `balance` is given. Returns the chosen experts
     /// and the router scores.
     #[allow(clippy::too_many_arguments)]
+    /// DeepSeekMoE on `x`, written into `out`; returns the router's choices and scores and the
+    /// step's routing statistics.
     pub fn moe(
         &mut self,
         x: Tid,
@@ -224,7 +235,7 @@ impl Builder {
         experts: [usize; 3],
         out: Tid,
         balance: Option<(Balance, Tid)>,
-    ) -> (Tid, Tid) {
+    ) -> MoeOut {
         let (n, e, k) = (r.tokens, r.experts, r.top_k);
         let logits = self.linear(x, n, W::whole(gate, e, d).kind(WeightKind::Router), "router.logits");
         let scores = self.tensor("router.scores", n * e);
@@ -232,6 +243,13 @@ impl Builder {
         let weights = self.tensor("router.weights", n * k);
         let args = vec![Arg::T(logits), self.p(bias), Arg::T(scores), Arg::T(idx), Arg::T(weights)];
         self.launch(Op::Router(r), args, "router");
+        // The step's routing statistics, counted in the backward (training only; runs after the
+        // router's backward below, while the routing is still live).
+        let stats = self.tensor("router.stats", e + 2);
+        self.on_backward(move |b| {
+            let op = Op::ExpertStats { tokens: n, experts: e, top_k: k };
+            b.launch(op, [idx, scores, stats].map(Arg::T).to_vec(), "routing statistics");
+        });
         self.on_backward(move |b| {
             let (dw, ds, dl) = (b.grad(weights), b.grad(scores), b.grad(logits));
             b.launch(Op::RouterBwd(r), [scores, idx, dw, ds, dl].map(Arg::T).to_vec(), "router backward");
@@ -269,7 +287,7 @@ impl Builder {
             let args = [perm, inv, weights, yp, dout, dyp, dw].map(Arg::T).to_vec();
             b.launch(Op::CombineBwd { tokens: n, top_k: k, d }, args, "combine backward");
         });
-        (idx, scores)
+        MoeOut { idx, scores, stats }
     }
 
     /// Grouped expert GEMM `y_r = W_e x_r` over expert-sorted rows; `w` is the first of the `e`

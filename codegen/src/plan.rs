@@ -1,11 +1,15 @@
-//! The static memory plan: parameters laid out in registration order, every activation tensor
-//! given a fixed arena offset from its liveness over the schedule (forward then backward), so
-//! that tensors whose lifetimes do not overlap share space.
+//! The static memory plan: parameters at the offsets `Builder::lay_out_params` gave them (by
+//! optimizer group), every activation tensor given a fixed arena offset from its liveness over the
+//! step's schedule (start, forward, backward, update), so that tensors whose lifetimes do not
+//! overlap share space. Tensors the host reads or writes, and the step's statistics, live
+//! throughout. Forward and backward repeat per micro-batch between start and update; a tensor
+//! live across them is live across every repetition, so the linear schedule is exact.
 
-use dsv3c_runtime::program::{Buffer, Io, Launch, Param, Program, Slice, Space};
+use dsv3c_runtime::program::{Buffer, Io, Launch, Param, Program, ProgramError, Slice, Space};
 
 use crate::builder::{Arg, Builder, Tid};
 use crate::model::Outputs;
+use crate::step::StepIo;
 
 /// Arena offsets are rounded up to this many f32s (64 bytes), for vector loads.
 const ALIGN: usize = 16;
@@ -38,19 +42,30 @@ pub fn place(lives: &[(usize, usize, usize)]) -> (Vec<usize>, usize) {
 }
 
 /// Turns a built graph into a Program with a static memory plan.
-pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> Result<Program, String> {
-    // Parameters, consecutive.
-    let mut params = Vec::with_capacity(b.params.len());
-    let mut offset = 0;
-    for p in &b.params {
-        let len: usize = p.shape.iter().product();
-        params.push(Param { name: p.name.clone(), shape: p.shape.clone(), offset, init: p.init, group: p.group });
-        offset += len;
-    }
-    let param_len = offset;
+pub fn plan(
+    b: Builder,
+    out: &Outputs,
+    step: &StepIo,
+    name: &str,
+    batch: usize,
+    seq: usize,
+) -> Result<Program, ProgramError> {
+    let params: Vec<Param> = b
+        .params
+        .iter()
+        .zip(&b.param_offsets)
+        .map(|(p, &offset)| Param {
+            name: p.name.clone(),
+            shape: p.shape.clone(),
+            offset,
+            init: p.init,
+            group: p.group,
+        })
+        .collect();
+    let param_len = params.iter().map(|p| p.offset + p.len()).max().unwrap_or(0);
 
     // Liveness over the whole schedule.
-    let steps: Vec<_> = b.forward.iter().chain(&b.backward).collect();
+    let steps: Vec<_> = b.start.iter().chain(&b.forward).chain(&b.backward).chain(&b.update).collect();
     let end = steps.len().saturating_sub(1);
     let mut first = vec![usize::MAX; b.tensors.len()];
     let mut last = vec![0usize; b.tensors.len()];
@@ -68,6 +83,8 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
         .chain(out.mtp_losses.iter().copied())
         .chain(out.expert_choices.iter().copied())
         .chain(out.expert_scores.iter().copied())
+        .chain(out.expert_stats.iter().map(|s| s.0))
+        .chain([step.scalars, step.grad_norm])
         .collect();
     for &t in &io {
         first[t] = 0;
@@ -93,6 +110,7 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
             Arg::T(t) => Slice { space: Space::Act, offset: at[t], len: b.tensors[t].len },
             Arg::P { param, off, len } => Slice { space: Space::Param, offset: params[param].offset + off, len },
             Arg::G { param, off, len } => Slice { space: Space::Grad, offset: params[param].offset + off, len },
+            Arg::Raw(s) => s,
         }
     };
     let lower = |steps: &[crate::builder::Step]| -> Vec<Launch> {
@@ -108,8 +126,11 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
         seq,
         param_len,
         act_len,
+        optim_len: step.optim_len,
+        start: lower(&b.start),
         forward: lower(&b.forward),
         backward: lower(&b.backward),
+        update: lower(&b.update),
         io: Io {
             tokens: t(out.tokens),
             loss: t(out.loss),
@@ -117,6 +138,9 @@ pub fn plan(b: Builder, out: &Outputs, name: &str, batch: usize, seq: usize) -> 
             mtp_losses: out.mtp_losses.iter().map(|&x| t(x)).collect(),
             expert_choices: out.expert_choices.iter().map(|&x| t(x)).collect(),
             expert_scores: out.expert_scores.iter().map(|&x| t(x)).collect(),
+            scalars: t(step.scalars),
+            grad_norm: t(step.grad_norm),
+            expert_stats: out.expert_stats.iter().map(|s| t(s.0)).collect(),
         },
         params,
         buffers,
@@ -141,11 +165,14 @@ pub fn to_json(p: &Program) -> String {
     };
     let v = json!({
         "name": p.name, "batch": p.batch, "seq": p.seq,
-        "param_floats": p.param_len, "arena_floats": p.act_len, "arena_bytes": p.act_len * 4,
+        "param_floats": p.param_len, "optimizer_floats": p.optim_len,
+        "arena_floats": p.act_len, "arena_bytes": p.act_len * 4,
         "kernels": p.kernels.len(),
         "buffers": p.buffers.iter().map(|b| json!({ "name": b.name, "offset": b.offset, "len": b.len, "live": [b.live.0, b.live.1] })).collect::<Vec<_>>(),
+        "start": launches(&p.start),
         "forward": launches(&p.forward),
         "backward": launches(&p.backward),
+        "update": launches(&p.update),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }

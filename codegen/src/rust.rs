@@ -1,6 +1,7 @@
 //! The Rust back end: a Program as a Rust module (quote, formatted with prettyplease) — the spec,
-//! the shape, the parameter table, the arena plan's IO slices, the specialized kernels, and
-//! `forward` / `backward` as straight-line launches into the runtime. Consecutive layers that
+//! the shape, the parameter table, the arena plan's IO slices, the specialized kernels, and the
+//! step's four launch lists (`start`, `forward`, `backward`, `update`) as straight-line launches
+//! into a runtime backend. Consecutive layers that
 //! launch the same kernels become one loop over a table of their arguments, so a 61-layer model
 //! is not 61 copies. Each call is commented with the layer and op it runs. Deterministic: the
 //! same Program gives the same bytes.
@@ -22,6 +23,7 @@ fn value_tokens(v: &Value, ty: &str) -> TokenStream {
             "score" => "Score",
             "freqs" => "RopeFreqs",
             "balance" => "Balance",
+            "kind" => "OptimizerKind",
             _ => return None,
         })
     };
@@ -30,6 +32,7 @@ fn value_tokens(v: &Value, ty: &str) -> TokenStream {
             "Attention" | "AttentionBwd" => "Attn",
             "Router" | "RouterBwd" => "Route",
             "BalanceLoss" => "Balance",
+            "Optimizer" => "Update",
             _ => return None,
         })
     };
@@ -88,7 +91,7 @@ fn struct_fields(v: &Value, field_type: &dyn Fn(&str) -> Option<&'static str>) -
 }
 
 /// Fields of the op types that are `f32`: printed with f32's shortest representation.
-const F32_FIELDS: [&str; 5] = ["eps", "alpha", "scale", "grad_scale", "attention_factor"];
+const F32_FIELDS: [&str; 6] = ["eps", "alpha", "scale", "grad_scale", "attention_factor", "gamma"];
 
 fn number(n: &serde_json::Number) -> TokenStream {
     if let Some(u) = n.as_u64() {
@@ -112,6 +115,7 @@ fn slice_tokens(s: &Slice) -> TokenStream {
     match s.space {
         Space::Param => quote!(Slice::param(#o, #n)),
         Space::Grad => quote!(Slice::grad(#o, #n)),
+        Space::Optim => quote!(Slice::optim(#o, #n)),
         Space::Act => quote!(Slice::act(#o, #n)),
     }
 }
@@ -171,7 +175,7 @@ fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<Toke
                 let comment = format!(" {} ({})", what(l), p.kernels[l.kernel].op.family());
                 quote! {
                     #[doc = #comment]
-                    l.launch(&k[#k], args[#c]);
+                    b.launch(&k[#k], args[#c])?;
                 }
             });
             let span = if first <= last { format!("{first}..={last}") } else { format!("{first} down to {last}") };
@@ -189,7 +193,7 @@ fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<Toke
                 let comment = format!(" {} ({})", l.note, p.kernels[l.kernel].op.family());
                 body.push(quote! {
                     #[doc = #comment]
-                    l.launch(&k[#k], &[#(#args),*]);
+                    b.launch(&k[#k], &[#(#args),*])?;
                 });
             }
         }
@@ -252,7 +256,7 @@ fn group_tokens(g: ParamGroup) -> TokenStream {
 pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let lit = Literal::usize_unsuffixed;
     let (batch, seq) = (lit(p.batch), lit(p.seq));
-    let (param_len, act_len) = (lit(p.param_len), lit(p.act_len));
+    let (param_len, act_len, optim_len) = (lit(p.param_len), lit(p.act_len), lit(p.optim_len));
     let kernels = p.kernels.iter().enumerate().map(|(i, k)| {
         let t = op_tokens(&k.op);
         let doc = format!(" k{i}: {}", k.op.family());
@@ -267,8 +271,10 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         let (init, group) = (init_tokens(x.init), group_tokens(x.group));
         quote!(ParamBlock { name: #name, count: #count, shape: &[#(#shape),*], offset: #offset, init: #init, group: #group })
     });
+    let (start, start_tables) = phase(p, &p.start, "start");
     let (fwd, fwd_tables) = phase(p, &p.forward, "forward");
     let (bwd, bwd_tables) = phase(p, &p.backward, "backward");
+    let (update, update_tables) = phase(p, &p.update, "update");
     let io = &p.io;
     let tokens = slice_tokens(&io.tokens);
     let loss = slice_tokens(&io.loss);
@@ -276,6 +282,9 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let mtp = io.mtp_losses.iter().map(slice_tokens);
     let choices = io.expert_choices.iter().map(slice_tokens);
     let scores = io.expert_scores.iter().map(slice_tokens);
+    let stats = io.expert_stats.iter().map(slice_tokens);
+    let scalars = slice_tokens(&io.scalars);
+    let grad_norm = slice_tokens(&io.grad_norm);
     let buffers = p.buffers.iter().map(|b| {
         let (name, o, n, a, z) = (&b.name, lit(b.offset), lit(b.len), lit(b.live.0), lit(b.live.1));
         quote!(Buffer { name: String::from(#name), offset: #o, len: #n, live: (#a, #z) })
@@ -283,7 +292,9 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let name = &p.name;
     quote! {
         use dsv3c_runtime::op::*;
-        use dsv3c_runtime::program::{Buffer, Graph, Init, Io, Kernel, Launcher, Param, ParamGroup, Program, Slice};
+        use dsv3c_runtime::program::{
+            Backend, BackendError, Buffer, Graph, Init, Io, Kernel, Param, ParamGroup, Program, Slice,
+        };
 
         /// The spec this graph was compiled from.
         pub const SPEC: &str = #spec_text;
@@ -295,6 +306,8 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         pub const PARAM_LEN: usize = #param_len;
         /// f32 elements of the activation arena (the static memory plan).
         pub const ACT_LEN: usize = #act_len;
+        /// f32 elements of the optimizer-state arena (the moments).
+        pub const OPTIM_LEN: usize = #optim_len;
         /// Token ids `[BATCH, SEQ]` go here before `forward`.
         pub const TOKENS: Slice = #tokens;
         /// The training objective after `forward`.
@@ -306,6 +319,12 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         /// Each MoE layer's chosen experts and router scores.
         pub const EXPERT_CHOICES: &[Slice] = &[#(#choices),*];
         pub const EXPERT_SCORES: &[Slice] = &[#(#scores),*];
+        /// Each MoE layer's routing statistics over the step.
+        pub const EXPERT_STATS: &[Slice] = &[#(#stats),*];
+        /// The step's scalars (`op::scalars`), written before `start`.
+        pub const SCALARS: Slice = #scalars;
+        /// The global norm of the accumulated gradients, after `update`.
+        pub const GRAD_NORM: Slice = #grad_norm;
 
         /// `count` consecutive parameters of one shape (the routed experts of one projection;
         /// `{}` in the name is the expert index), or one parameter (`count` 1, no `{}`).
@@ -318,7 +337,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
             pub group: ParamGroup,
         }
 
-        /// Every parameter, in arena order.
+        /// Every parameter, in registration order (the arena lays them out by optimizer group).
         pub const PARAMS: &[ParamBlock] = &[#(#params),*];
 
         /// Every parameter with its Hugging Face name.
@@ -344,18 +363,36 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
             vec![#(#kernels),*]
         }
 
+        #(#start_tables)*
         #(#fwd_tables)*
         #(#bwd_tables)*
+        #(#update_tables)*
 
-        /// The forward pass: tokens in `TOKENS`, losses out in `LOSS`, `MAIN_LOSS`, `MTP_LOSSES`.
-        pub fn forward(l: &mut dyn Launcher, k: &[Op]) {
-            #fwd
+        /// Once per optimizer step, before the first micro-batch: zeroes the gradients and the
+        /// routing statistics.
+        pub fn start(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+            #start
+            Ok(())
         }
 
-        /// The backward pass: accumulates d`LOSS`/d parameter into the gradient arena (the
-        /// caller zeroes it once per optimizer step).
-        pub fn backward(l: &mut dyn Launcher, k: &[Op]) {
+        /// The forward pass: tokens in `TOKENS`, losses out in `LOSS`, `MAIN_LOSS`, `MTP_LOSSES`.
+        pub fn forward(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+            #fwd
+            Ok(())
+        }
+
+        /// The backward pass: accumulates d`LOSS`/d parameter into the gradient arena and the
+        /// routing statistics into `EXPERT_STATS`.
+        pub fn backward(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
             #bwd
+            Ok(())
+        }
+
+        /// Once per optimizer step, after the last micro-batch: the gradient norm, the optimizer
+        /// and the balancing bias, reading `SCALARS`.
+        pub fn update(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+            #update
+            Ok(())
         }
 
         /// The compiled model: its kernels, run by `forward` and `backward`.
@@ -376,17 +413,23 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         }
 
         impl Graph for Model {
-            fn forward(&self, l: &mut dyn Launcher) {
-                forward(l, &self.kernels)
+            fn start(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+                start(b, &self.kernels)
             }
-            fn backward(&self, l: &mut dyn Launcher) {
-                backward(l, &self.kernels)
+            fn forward(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+                forward(b, &self.kernels)
+            }
+            fn backward(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+                backward(b, &self.kernels)
+            }
+            fn update(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+                update(b, &self.kernels)
             }
         }
 
         /// The graph's metadata as the runtime's `Program` — parameters, memory plan, kernels,
         /// IO — for trainers and checkpoints. Its launch lists are empty: the launches are
-        /// `forward` and `backward` above.
+        /// `start`, `forward`, `backward` and `update` above.
         pub fn program() -> Program {
             Program {
                 name: String::from(#name),
@@ -396,9 +439,12 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
                 param_len: PARAM_LEN,
                 buffers: vec![#(#buffers),*],
                 act_len: ACT_LEN,
+                optim_len: OPTIM_LEN,
                 kernels: kernels().into_iter().map(|op| Kernel { op }).collect(),
+                start: Vec::new(),
                 forward: Vec::new(),
                 backward: Vec::new(),
+                update: Vec::new(),
                 io: Io {
                     tokens: TOKENS,
                     loss: LOSS,
@@ -406,6 +452,9 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
                     mtp_losses: MTP_LOSSES.to_vec(),
                     expert_choices: EXPERT_CHOICES.to_vec(),
                     expert_scores: EXPERT_SCORES.to_vec(),
+                    scalars: SCALARS,
+                    grad_norm: GRAD_NORM,
+                    expert_stats: EXPERT_STATS.to_vec(),
                 },
             }
         }
@@ -416,13 +465,15 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
 /// statements are plain `//` comments (quote carries them as doc attributes).
 pub fn source(p: &Program, spec_text: &str) -> Result<String, String> {
     let header = format!(
-        "//! dsv3c training graph of spec `{}` at batch {} x seq {}: {} kernels, {} forward and {} backward launches.\n//! Generated by `dsv3c compile`; do not edit.\n\n",
+        "//! dsv3c training graph of spec `{}` at batch {} x seq {}: {} kernels; {} start, {} forward, {} backward and {} update launches.\n//! Generated by `dsv3c compile`; do not edit.\n\n",
         p.name,
         p.batch,
         p.seq,
         p.kernels.len(),
+        p.start.len(),
         p.forward.len(),
-        p.backward.len()
+        p.backward.len(),
+        p.update.len()
     );
     Ok(header + &body(p, spec_text)?)
 }

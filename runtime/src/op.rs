@@ -5,6 +5,8 @@
 //! Each variant documents its arguments in launch order; `(w)` marks an output that is
 //! overwritten, `(+)` one that is accumulated into, `(rw)` one updated in place. Matrices are
 //! row-major. Integers (token ids, expert indices, row permutations) are stored as f32.
+//! Besides the model's forward and backward ops, the training step's own work is ops too: routing
+//! statistics, the balancing-bias update, the global gradient norm and the optimizer.
 
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +157,73 @@ pub enum Op {
     BalanceLoss(Balance),
     /// `[scores, idx, dscores (+)]`, scaled by `grad_scale`.
     BalanceLossBwd { balance: Balance, grad_scale: f32 },
+    /// One MoE layer's routing statistics over a micro-batch, added to the step's: `stats` is
+    /// `[count of each expert (E) | Σ per-token router entropy / ln E | tokens]`, the entropy of each
+    /// token's scores normalized to sum to 1. `[idx, scores, stats (+)]`
+    ExpertStats { tokens: usize, experts: usize, top_k: usize },
+    /// Aux-loss-free balancing from the step's statistics: `bias[e] += γ·sign(mean(counts) −
+    /// counts[e])` (0 when equal). `[stats, bias (rw)]`
+    BiasUpdate { experts: usize, gamma: f32 },
+    /// Global gradient norm over `n` elements: `partials[c] = Σ g²` over chunk `c` of
+    /// [`GRAD_NORM_CHUNK`] elements (f64 sums, stored f32), then `norm = sqrt(Σ_c partials[c])`
+    /// summed in chunk order — deterministic whatever the thread count. `[grad, partials (w), norm (w)]`
+    GradNorm { n: usize },
+    /// One optimizer step over the trained parameters, reading the step's [`scalars`]: the
+    /// gradient is scaled by `grad_scale` and clipped to the global norm `clip` on the fly (the
+    /// gradient arena is not modified), decoupled weight decay on `[0, decay_end)` (rate
+    /// `weight_decay`) and `[decay_end, embedding_end)` (rate `embedding_decay`).
+    /// AdamW: `[scalars, norm, grad, param (rw), m (rw), v (rw)]`;
+    /// Lion: `[scalars, norm, grad, param (rw), m (rw)]`.
+    Optimizer(Update),
+}
+
+/// Elements per partial sum of [`Op::GradNorm`].
+pub const GRAD_NORM_CHUNK: usize = 1 << 14;
+
+/// The per-step scalars the host writes before a step (f32 each), by index: what changes from step
+/// to step and the run's hyperparameters, so that one Program serves any recipe.
+pub mod scalars {
+    /// Learning rate of this step.
+    pub const LR: usize = 0;
+    /// The optimizer step being taken, from 1.
+    pub const STEP: usize = 1;
+    /// The factor turning accumulated gradients into their mean (1 / accumulation).
+    pub const GRAD_SCALE: usize = 2;
+    pub const BETA1: usize = 3;
+    pub const BETA2: usize = 4;
+    pub const EPS: usize = 5;
+    /// Decoupled weight decay of matrices.
+    pub const WEIGHT_DECAY: usize = 6;
+    /// Weight decay of the embedding and head matrices (0 unless the recipe decays them).
+    pub const EMBEDDING_DECAY: usize = 7;
+    /// Global gradient-norm clip (0: off).
+    pub const CLIP: usize = 8;
+    /// Elements of the scalar buffer.
+    pub const LEN: usize = 16;
+}
+
+/// Which optimizer an [`Op::Optimizer`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OptimizerKind {
+    /// Bias-corrected Adam with decoupled weight decay.
+    AdamW,
+    /// Lion (sign of the interpolated momentum).
+    Lion,
+}
+
+/// Optimizer-step constants: the parameter regions (the plan lays parameters out by group:
+/// decayed matrices, embedding and head, no-decay, frozen) and the moments' storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Update {
+    pub kind: OptimizerKind,
+    /// Trained elements: `[0, n)` of the parameter arena.
+    pub n: usize,
+    /// End of the matrices that decay at `weight_decay`.
+    pub decay_end: usize,
+    /// End of the embedding and head matrices (decay at `embedding_decay`).
+    pub embedding_end: usize,
+    /// Moments rounded to bf16 after each update (DeepSeek-V3's recipe), else f32.
+    pub bf16_moments: bool,
 }
 
 /// Attention constants.
@@ -213,6 +282,12 @@ impl Op {
             DytBwd { .. } => 8,
             AttentionBwd(_) => 9,
             Rope { .. } => 1,
+            BiasUpdate { .. } => 2,
+            ExpertStats { .. } | GradNorm { .. } => 3,
+            Optimizer(u) => match u.kind {
+                OptimizerKind::AdamW => 6,
+                OptimizerKind::Lion => 5,
+            },
         }
     }
 
@@ -243,6 +318,13 @@ impl Op {
             CombineBwd { .. } => vec![(5, W), (6, Acc)],
             DytBwd { .. } => vec![(4, Acc), (5, Acc), (6, Acc), (7, Acc)],
             AttentionBwd(_) => vec![(6, Acc), (7, Acc), (8, Acc)],
+            ExpertStats { .. } => vec![(2, Acc)],
+            BiasUpdate { .. } => vec![(1, InPlace)],
+            GradNorm { .. } => vec![(1, W), (2, W)],
+            Optimizer(u) => match u.kind {
+                OptimizerKind::AdamW => vec![(3, InPlace), (4, InPlace), (5, InPlace)],
+                OptimizerKind::Lion => vec![(3, InPlace), (4, InPlace)],
+            },
         }
     }
 
@@ -281,6 +363,13 @@ impl Op {
             CrossEntropy { .. } => "cross_entropy",
             BalanceLoss(_) => "balance_loss",
             BalanceLossBwd { .. } => "balance_loss_bwd",
+            ExpertStats { .. } => "expert_stats",
+            BiasUpdate { .. } => "bias_update",
+            GradNorm { .. } => "grad_norm",
+            Optimizer(u) => match u.kind {
+                OptimizerKind::AdamW => "adamw",
+                OptimizerKind::Lion => "lion",
+            },
         }
     }
 }

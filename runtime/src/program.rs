@@ -1,39 +1,96 @@
 //! The Program: the one contract between codegen (which writes it) and the backends (which run
 //! it). A Program is specialized to one spec at one batch shape: every size is a constant.
 //!
-//! Memory is three flat f32 arenas: parameters, their gradients (same layout), and activations
-//! (the static memory plan: every tensor at a fixed offset, sharing space by liveness). Integer
-//! data (token ids, expert indices, permutations) lives in the activation arena as f32 values,
-//! exact below 2^24 — the spec bounds vocabularies and token counts below that.
+//! Memory is four flat f32 arenas: parameters, their gradients (same layout), the optimizer's
+//! moments, and activations (the static memory plan: every tensor at a fixed offset, sharing space
+//! by liveness). Integer data (token ids, expert indices, permutations) lives in the activation
+//! arena as f32 values, exact below 2^24 — the spec bounds vocabularies and token counts below that.
+//!
+//! A training step is four launch lists: `start` once (zero the gradients and the routing
+//! statistics), then `forward` and `backward` per micro-batch, then `update` once (gradient norm,
+//! optimizer, balancing bias). The host only writes tokens and the step's scalars and reads losses
+//! and metrics: a backend runs the whole step.
 
 use serde::{Deserialize, Serialize};
 
 use crate::op::Op;
 
-/// Something that runs one op over arena slices: a backend, as generated graphs see it.
-pub trait Launcher {
-    fn launch(&mut self, op: &Op, args: &[Slice]);
+/// Why a backend could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{op}: {args} arguments, the op takes {arity}")]
+    Arity { op: &'static str, args: usize, arity: usize },
+    #[error("{op}: argument {arg} {slice:?} lies outside its arena ({arena} elements)")]
+    OutOfBounds { op: &'static str, arg: usize, slice: Slice, arena: usize },
+    #[error("{op}: argument {out} (written) overlaps argument {other}")]
+    Overlap { op: &'static str, out: usize, other: usize },
+    #[error("{slice:?} lies outside its arena ({arena} elements)")]
+    Slice { slice: Slice, arena: usize },
+    #[error("writing {slice:?} from {data} values")]
+    Length { slice: Slice, data: usize },
+    #[error("{0}")]
+    Device(String),
 }
 
-impl Launcher for crate::cpu::Cpu {
-    fn launch(&mut self, op: &Op, args: &[Slice]) {
-        crate::cpu::Cpu::launch(self, op, args)
+/// What runs a Program: memory for its arenas and one op at a time over slices of them. The CPU
+/// reference implements it (`cpu::Cpu`); a GPU backend implements it over a device. Every call is
+/// checked and fallible: a bad slice or an overlap of a launch's outputs is an error, not a crash.
+pub trait Backend {
+    /// Runs `op` over `args` (in the order the op documents).
+    fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError>;
+    /// The values of a slice.
+    fn read(&mut self, s: Slice) -> Result<Vec<f32>, BackendError>;
+    /// Overwrites a slice with `data` (as many values as the slice holds).
+    fn write(&mut self, s: Slice, data: &[f32]) -> Result<(), BackendError>;
+    /// Fills a slice with zeros.
+    fn zero(&mut self, s: Slice) -> Result<(), BackendError>;
+}
+
+/// Checks one launch's arguments against an op and the arenas' sizes (`arena(space)`): arity,
+/// bounds, and that no argument the op writes overlaps any other argument.
+pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> Result<(), BackendError> {
+    let name = op.family();
+    if args.len() != op.arity() {
+        return Err(BackendError::Arity { op: name, args: args.len(), arity: op.arity() });
     }
+    for (i, s) in args.iter().enumerate() {
+        if s.end() > arena(s.space) {
+            return Err(BackendError::OutOfBounds { op: name, arg: i, slice: *s, arena: arena(s.space) });
+        }
+    }
+    for (o, _) in op.writes() {
+        for (j, s) in args.iter().enumerate() {
+            if j != o && s.overlaps(&args[o]) {
+                return Err(BackendError::Overlap { op: name, out: o, other: j });
+            }
+        }
+    }
+    Ok(())
 }
 
-/// A training graph: the forward and backward launches of a model. A `Program` runs its launch
-/// lists; a generated module (`dsv3c compile`, `model!`) runs straight-line code.
+/// A training graph: the launch lists of a training step. A `Program` runs its lists; a generated
+/// module (`dsv3c compile`, `model!`) runs straight-line code.
 pub trait Graph {
-    fn forward(&self, l: &mut dyn Launcher);
-    fn backward(&self, l: &mut dyn Launcher);
+    /// Once per optimizer step, before the first micro-batch: zero the gradients and statistics.
+    fn start(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
+    fn forward(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
+    fn backward(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
+    /// Once per optimizer step, after the last micro-batch: norm, optimizer, balancing.
+    fn update(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
 }
 
 impl Graph for Program {
-    fn forward(&self, l: &mut dyn Launcher) {
-        self.run(&self.forward, l)
+    fn start(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+        self.run(&self.start, b)
     }
-    fn backward(&self, l: &mut dyn Launcher) {
-        self.run(&self.backward, l)
+    fn forward(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+        self.run(&self.forward, b)
+    }
+    fn backward(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+        self.run(&self.backward, b)
+    }
+    fn update(&self, b: &mut dyn Backend) -> Result<(), BackendError> {
+        self.run(&self.update, b)
     }
 }
 
@@ -44,7 +101,9 @@ pub enum Space {
     Param,
     /// Gradients of the parameters, laid out like the parameters.
     Grad,
-    /// Activations and their gradients.
+    /// The optimizer's moments: `m` at `[0, param_len)`, AdamW's `v` at `[param_len, 2·param_len)`.
+    Optim,
+    /// Activations and their gradients, and the step's scalars and statistics.
     Act,
 }
 
@@ -64,6 +123,10 @@ impl Slice {
     /// A slice of the gradient arena.
     pub const fn grad(offset: usize, len: usize) -> Slice {
         Slice { space: Space::Grad, offset, len }
+    }
+    /// A slice of the optimizer-state arena.
+    pub const fn optim(offset: usize, len: usize) -> Slice {
+        Slice { space: Space::Optim, offset, len }
     }
     /// A slice of the activation arena.
     pub const fn act(offset: usize, len: usize) -> Slice {
@@ -131,7 +194,7 @@ pub struct Buffer {
     pub name: String,
     pub offset: usize,
     pub len: usize,
-    /// Index of the first and last launch (over forward then backward) that touch it.
+    /// Index of the first and last launch (over start, forward, backward, update) that touch it.
     pub live: (usize, usize),
 }
 
@@ -165,6 +228,12 @@ pub struct Io {
     pub expert_choices: Vec<Slice>,
     /// Each MoE layer's router scores `[tokens, experts]` (for metrics).
     pub expert_scores: Vec<Slice>,
+    /// The step's scalars, written by the host before `start` (layout: `op::scalars`).
+    pub scalars: Slice,
+    /// The global norm of the accumulated (not yet averaged) gradients, after `update` (1 element).
+    pub grad_norm: Slice,
+    /// Each MoE layer's routing statistics over the step (`Op::ExpertStats`), after the last backward.
+    pub expert_stats: Vec<Slice>,
 }
 
 /// A compiled training program.
@@ -177,18 +246,42 @@ pub struct Program {
     pub param_len: usize,
     pub buffers: Vec<Buffer>,
     pub act_len: usize,
+    /// Elements of the optimizer-state arena.
+    pub optim_len: usize,
     pub kernels: Vec<Kernel>,
+    pub start: Vec<Launch>,
     pub forward: Vec<Launch>,
     pub backward: Vec<Launch>,
+    pub update: Vec<Launch>,
     pub io: Io,
 }
 
+/// A Program that breaks an invariant the backends rely on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("{phase}[{index}] ({note}): no kernel {kernel}")]
+    NoKernel { phase: &'static str, index: usize, note: String, kernel: usize },
+    #[error("{phase}[{index}] ({note}): {source}")]
+    Launch { phase: &'static str, index: usize, note: String, source: BackendError },
+}
+
 impl Program {
-    /// Runs `launches` (this program's forward or backward list) on a backend.
-    pub fn run(&self, launches: &[Launch], l: &mut dyn Launcher) {
+    /// Runs `launches` (one of this program's lists) on a backend.
+    pub fn run(&self, launches: &[Launch], b: &mut dyn Backend) -> Result<(), BackendError> {
         for x in launches {
-            l.launch(&self.kernels[x.kernel].op, &x.args);
+            b.launch(&self.kernels[x.kernel].op, &x.args)?;
         }
+        Ok(())
+    }
+
+    /// The four lists of a step, named, in schedule order.
+    pub fn phases(&self) -> [(&'static str, &[Launch]); 4] {
+        [("start", &self.start), ("forward", &self.forward), ("backward", &self.backward), ("update", &self.update)]
+    }
+
+    /// Every launch in schedule order (start, forward, backward, update).
+    pub fn launches(&self) -> impl Iterator<Item = &Launch> {
+        self.start.iter().chain(&self.forward).chain(&self.backward).chain(&self.update)
     }
 
     /// The parameter called `name`.
@@ -196,33 +289,33 @@ impl Program {
         self.params.iter().find(|p| p.name == name)
     }
 
-    /// Checks the invariants the backends rely on: every slice inside its arena, and no launch
-    /// writing a slice that overlaps another of its arguments unless the op says it is in place.
-    pub fn check(&self) -> Result<(), String> {
-        let limit = |s: &Slice| match s.space {
+    /// Elements of the arena of `space`.
+    pub fn arena_len(&self, space: Space) -> usize {
+        match space {
             Space::Param | Space::Grad => self.param_len,
+            Space::Optim => self.optim_len,
             Space::Act => self.act_len,
-        };
-        for (phase, launches) in [("forward", &self.forward), ("backward", &self.backward)] {
-            for (i, l) in launches.iter().enumerate() {
-                let k = self.kernels.get(l.kernel).ok_or_else(|| format!("{phase}[{i}]: no kernel {}", l.kernel))?;
-                let arity = k.op.arity();
-                if l.args.len() != arity {
-                    return Err(format!("{phase}[{i}] {}: {} args, op takes {arity}", l.note, l.args.len()));
-                }
-                for s in &l.args {
-                    if s.end() > limit(s) {
-                        return Err(format!("{phase}[{i}] {}: {s:?} outside its arena", l.note));
-                    }
-                }
-                let outs = k.op.outputs();
-                for &o in &outs {
-                    for (j, s) in l.args.iter().enumerate() {
-                        if j != o && s.overlaps(&l.args[o]) && !outs.contains(&j) {
-                            return Err(format!("{phase}[{i}] {}: output {o} overlaps input {j}", l.note));
-                        }
-                    }
-                }
+        }
+    }
+
+    /// Checks the invariants the backends rely on, for every launch: a kernel, the op's arity,
+    /// every slice inside its arena, and no written argument overlapping another argument.
+    pub fn check(&self) -> Result<(), ProgramError> {
+        for (phase, launches) in self.phases() {
+            for (index, l) in launches.iter().enumerate() {
+                let note = || l.note.clone();
+                let k = self.kernels.get(l.kernel).ok_or_else(|| ProgramError::NoKernel {
+                    phase,
+                    index,
+                    note: note(),
+                    kernel: l.kernel,
+                })?;
+                check_launch(&k.op, &l.args, |s| self.arena_len(s)).map_err(|source| ProgramError::Launch {
+                    phase,
+                    index,
+                    note: note(),
+                    source,
+                })?;
             }
         }
         Ok(())

@@ -148,6 +148,34 @@ pub fn args(op: &Op, lens: &[usize], rng: &mut Rng) -> Vec<Vec<f32>> {
             let idx = expert_ids(rows / top_k, experts, top_k, rng);
             a[0] = dispatched(rows / top_k, experts, top_k, &idx).2;
         }
+        ExpertStats { tokens, experts, top_k } => {
+            a[0] = expert_ids(tokens, experts, top_k, rng);
+            a[1] = a[1].iter().map(|v| v.abs() + 0.01).collect();
+        }
+        BiasUpdate { experts, .. } => {
+            // Counts of a micro-batch (some experts tied with the mean, some empty), entropy, tokens.
+            a[0] = (0..experts).map(|e| if e % 5 == 0 { 4.0 } else { rng.below(9) as f32 }).collect();
+            a[0].extend([0.5, 16.0]);
+        }
+        Optimizer(u) => {
+            use crate::op::scalars::*;
+            let mut s = vec![0.0; LEN];
+            s[LR] = 1e-2;
+            s[STEP] = 3.0;
+            s[GRAD_SCALE] = 0.5;
+            s[BETA1] = 0.9;
+            s[BETA2] = 0.95;
+            s[EPS] = 1e-8;
+            s[WEIGHT_DECAY] = 0.1;
+            s[EMBEDDING_DECAY] = 0.05;
+            // Clipping active: the mean gradient's norm is about 0.5·sqrt(n/3).
+            s[CLIP] = 0.1 * (u.n as f32 / 3.0).sqrt();
+            a[0] = s;
+            a[1] = vec![(a[2][..u.n].iter().map(|&g| g as f64 * g as f64).sum::<f64>()).sqrt() as f32];
+            if u.kind == crate::op::OptimizerKind::AdamW {
+                a[5] = a[5].iter().map(|v| v.abs() * 0.01).collect();
+            }
+        }
         BalanceLoss(b) | BalanceLossBwd { balance: b, .. } => {
             a[0] = a[0].iter().map(|v| v.abs()).collect();
             a[1] = expert_ids(b.batch * b.seq, b.experts, b.top_k, rng);

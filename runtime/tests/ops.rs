@@ -441,13 +441,15 @@ fn router_non_finite_scores() {
 /// truncated toward zero and clamped into range, NaN to 0 — dispatch places every pair.
 #[test]
 fn out_of_range_expert_ids_are_clamped() {
-    use dsv3c_runtime::cpu::{expert_counts, expert_index};
+    use dsv3c_runtime::cpu::expert_index;
     let ids = [-1.0f32, -7.5, f32::NAN, f32::NEG_INFINITY, 0.9, 2.7, 4.0, 9.0, f32::INFINITY, 1e9];
     let read: Vec<usize> = ids.iter().map(|&v| expert_index(v, 4)).collect();
     assert_eq!(read, [0, 0, 0, 0, 0, 2, 3, 3, 3, 3]);
-    let mut counts = vec![0u64; 4];
-    expert_counts(&ids, &mut counts);
-    assert_eq!(counts, [5, 0, 1, 4]);
+    // The routing statistics count them the same way (5 tokens of top-2; scores uniform).
+    let mut stats = vec![ids.to_vec(), vec![0.25; 20], vec![0.0; 6]];
+    run_op(&Op::ExpertStats { tokens: 5, experts: 4, top_k: 2 }, &mut stats);
+    assert_eq!(stats[2][..4], [5.0, 0.0, 1.0, 4.0], "counts");
+    assert!((stats[2][4] - 5.0).abs() < 1e-6 && stats[2][5] == 5.0, "uniform scores: entropy 1 per token");
     let (tokens, experts, top_k, d) = (5, 4, 2, 1);
     let x: Vec<f32> = (0..tokens).map(|t| t as f32).collect();
     let mut v = vec![ids.to_vec(), x, vec![-1.0; 10], vec![-1.0; 10], vec![-1.0; 5], vec![-1.0; 10]];

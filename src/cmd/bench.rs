@@ -46,8 +46,7 @@ pub fn run(b: Bench) -> Result<ExitCode> {
         }
     }
     let cfg = recipe.config.clone();
-    let program = dsv3c_codegen::compile(&recipe.spec, cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize)
-        .map_err(|e| miette!("{e}"))?;
+    let program = super::train::compile(&recipe)?;
     let tokens = Arc::new(super::train::corpus_tokens(&recipe)?);
     let run = RunState {
         step: 0,
@@ -57,18 +56,16 @@ pub fn run(b: Bench) -> Result<ExitCode> {
         config_hash: String::new(),
         spec: recipe.spec.name.clone(),
     };
-    let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let mut t = Trainer::new(&program, &program, &cfg, tokens, run, None, gamma).map_err(|e| miette!("{e}"))?;
+    let mut t = Trainer::on_cpu(&program, &program, &cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
     for _ in 0..2 {
-        t.step();
+        t.step().map_err(|e| miette!("{e}"))?;
     }
-    let mut times: Vec<f64> = (0..a.steps)
-        .map(|_| {
-            let s = std::time::Instant::now();
-            t.step();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
+    let mut times: Vec<f64> = Vec::new();
+    for _ in 0..a.steps {
+        let s = std::time::Instant::now();
+        t.step().map_err(|e| miette!("{e}"))?;
+        times.push(s.elapsed().as_secs_f64());
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tok = cfg.tokens_per_step() as f64;

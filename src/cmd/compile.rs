@@ -81,12 +81,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         pb.finish_and_clear();
     }
     println!(
-        "{}: {} kernels{}, {} + {} launches, arena {:.1} MiB, parameters {:.1} MiB -> {}",
+        "{}: {} kernels{}, {} + {} + {} + {} launches (start, forward, backward, update), arena {:.1} MiB, parameters {:.1} MiB -> {}",
         spec.name,
         kernels.len(),
         if a.ptx { format!(" (PTX for {})", a.arch) } else { String::new() },
+        program.start.len(),
         program.forward.len(),
         program.backward.len(),
+        program.update.len(),
         program.act_len as f64 * 4.0 / 1048576.0,
         program.param_len as f64 * 4.0 / 1048576.0,
         out.display()

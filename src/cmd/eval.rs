@@ -3,6 +3,7 @@
 //! `dsv3c eval --checkpoint DIR [--data SHARDS...] [--json]`: validation loss and perplexity of
 //! a training checkpoint.
 
+use dsv3c_runtime::program::Backend;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -115,8 +116,8 @@ fn eval_checkpoint(dir: &std::path::Path, data: &[PathBuf], json: bool) -> Resul
     for ws in &batches {
         let batch: Vec<f32> =
             ws.iter().flat_map(|&w| tokens[w * seq..(w + 1) * seq].iter().map(|&t| t as f32)).collect();
-        cpu.write(program.io.tokens, &batch);
-        cpu.run(&program, &program.forward);
+        cpu.write(program.io.tokens, &batch).map_err(|e| miette!("{e}"))?;
+        cpu.run(&program, &program.forward).map_err(|e| miette!("{e}"))?;
         sum += cpu.read(program.io.main_loss)[0] as f64;
     }
     let loss = sum / batches.len() as f64;
@@ -165,9 +166,7 @@ fn eval_hf(
     for name in unused {
         eprintln!("warning: checkpoint tensor `{name}` is not part of the model and was ignored");
     }
-    cpu.write(program.io.tokens, &tokens);
-    cpu.run(&program, &program.forward);
-    cpu.run(&program, &program.backward);
+    cpu.gradients(&program, &tokens).map_err(|e| miette!("{e}"))?;
     let loss = cpu.read(program.io.main_loss)[0] as f64;
     let mtp: Vec<f64> = program.io.mtp_losses.iter().map(|s| cpu.read(*s)[0] as f64).collect();
 

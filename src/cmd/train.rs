@@ -167,6 +167,14 @@ fn log_line(r: &StepReport, target: u64, tok_s: f64) -> String {
     )
 }
 
+/// The recipe's model compiled for its micro-batch and sequence length, with its optimizer.
+pub fn compile(recipe: &dsv3c_spec::config::Recipe) -> Result<dsv3c_runtime::Program> {
+    let cfg = &recipe.config;
+    let training = dsv3c_codegen::Training::from(&cfg.optimizer);
+    dsv3c_codegen::compile_training(&recipe.spec, cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize, training)
+        .map_err(|e| miette!("{e}"))
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
     let config_path = resolve(&a.config);
     let recipe = load_recipe(&config_path).map_err(miette::Report::new)?;
@@ -207,8 +215,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         None
     };
-    let program = dsv3c_codegen::compile(&recipe.spec, cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize)
-        .map_err(|e| miette!("{e}"))?;
+    let program = compile(&recipe)?;
     let tokens = Arc::new(corpus_tokens(&recipe)?);
     let run = RunState {
         step: 0,
@@ -218,8 +225,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         config_hash: hash,
         spec: recipe.spec.name.clone(),
     };
-    let gamma = recipe.spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let mut trainer = Trainer::new(&program, &program, cfg, tokens, run, resume, gamma).map_err(|e| miette!("{e}"))?;
+    let mut trainer = Trainer::on_cpu(&program, &program, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
     if trainer.run.step >= target {
         eprintln!("already at step {} (target {target}); nothing to do", trainer.run.step);
         return Ok(ExitCode::SUCCESS);
@@ -252,7 +258,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     while trainer.run.step < target {
         let t0 = std::time::Instant::now();
-        let r = trainer.step();
+        let r = trainer.step().map_err(|e| miette!("step {}: {e}", trainer.run.step + 1))?;
         let dt = t0.elapsed().as_secs_f64();
         let tok_s = cfg.tokens_per_step() as f64 / dt.max(1e-9);
         if r.step % cfg.logging.every.max(1) == 0 || r.step == target {
@@ -290,7 +296,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         pb.finish_and_clear();
     }
     metrics.flush().into_diagnostic()?;
-    if let Some(v) = trainer.validate(16) {
+    if let Some(v) = trainer.validate(16).map_err(|e| miette!("validation: {e}"))? {
         eprintln!("validation loss {v:.4} | perplexity {:.2} | {:.1}s", v.exp(), started.elapsed().as_secs_f64());
     }
     Ok(ExitCode::SUCCESS)

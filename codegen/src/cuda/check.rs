@@ -130,14 +130,24 @@ pub fn footprint(op: &Op) -> Vec<usize> {
         BalanceLossBwd { balance: b, .. } => {
             vec![b.batch * b.seq * b.experts, b.batch * b.seq * b.top_k, b.batch * b.seq * b.experts]
         }
+        ExpertStats { tokens, experts, top_k } => vec![tokens * top_k, tokens * experts, experts + 2],
+        BiasUpdate { experts, .. } => vec![experts, experts],
+        GradNorm { n } => vec![n, n.div_ceil(dsv3c_runtime::op::GRAD_NORM_CHUNK).max(1), 1],
+        Optimizer(u) => {
+            let mut v = vec![dsv3c_runtime::op::scalars::LEN, 1, u.n, u.n, u.n];
+            if u.kind == dsv3c_runtime::op::OptimizerKind::AdamW {
+                v.push(u.n);
+            }
+            v
+        }
     }
 }
 
 /// Every launch's arguments cover what its kernel touches (the slices themselves lie inside their arenas:
 /// `Program::check`).
 pub fn footprints(p: &Program) -> Result<(), EmitError> {
-    p.check().map_err(|why| EmitError::Limits { stem: p.name.clone(), why })?;
-    for l in p.forward.iter().chain(&p.backward) {
+    p.check().map_err(|e| EmitError::Limits { stem: p.name.clone(), why: e.to_string() })?;
+    for l in p.launches() {
         let op = &p.kernels[l.kernel].op;
         for (i, (need, s)) in footprint(op).into_iter().zip(&l.args).enumerate() {
             if need > s.len {

@@ -1,9 +1,9 @@
 //! The CUDA back end: one emitter per op family writes CUDA C++ for one [`Op`] with every size, stride and
 //! tile shape baked in as a compile-time constant. Each file opens with a comment naming the op, the sizes
 //! it was specialized for, its launches and the math; its entry points are `extern "C"` and run in order
-//! with the op's arguments (arena slices). [`emit_program`] writes every kernel of a Program plus the
-//! trainer's own (optimizer, balancing-bias update), and [`check`] proves the launch shapes and the
-//! buffers they touch without a GPU. NVRTC compiles the result (`dsv3c_runtime::nvrtc`).
+//! with the op's arguments (arena slices). [`emit_program`] writes every kernel of a Program — the
+//! model's and the training step's (gradient norm, optimizer, routing statistics, balancing bias) —
+//! and [`check`] proves the launch shapes and the buffers they touch without a GPU. NVRTC compiles the result (`dsv3c_runtime::nvrtc`).
 
 mod attention;
 pub mod check;
@@ -11,7 +11,7 @@ mod dense;
 mod loss;
 mod moe;
 mod norm;
-pub mod optim;
+mod optim;
 mod source;
 
 use dsv3c_runtime::op::{Op, Quant};
@@ -107,55 +107,32 @@ pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
         }
         BalanceLoss(x) => loss::balance(x),
         BalanceLossBwd { balance, grad_scale } => loss::balance_bwd(balance, *grad_scale),
+        ExpertStats { tokens, experts, top_k } => moe::expert_stats(*tokens, *experts, *top_k),
+        BiasUpdate { experts, gamma } => moe::bias_update(*experts, *gamma),
+        GradNorm { n } => optim::grad_norm(*n),
+        Optimizer(u) => optim::optimizer(u),
     };
     let k = b.hashed(&format!("{op:?}")).finish();
     check::limits(&k)?;
     Ok(k)
 }
 
-/// The aux-loss-free balancing-bias update for routers of `tokens` tokens choosing `top_k` of `experts`:
-/// `moe_bias_count(idx, counts, bias, gamma)` once per micro-batch, then `moe_bias_update` once per step.
-pub fn emit_bias_update(tokens: usize, experts: usize, top_k: usize) -> Result<CudaKernel, EmitError> {
-    let k = moe::bias_update(tokens, experts, top_k).hashed(&format!("bias {tokens} {experts} {top_k}")).finish();
-    check::limits(&k)?;
-    Ok(k)
-}
-
-/// Every kernel a Program needs, in the Program's kernel order, then the trainer's: one balancing-bias
-/// update per MoE layer shape and the optimizer. Checks every launch's footprint against its slices.
+/// Every kernel a Program needs, in the Program's kernel order. Checks every launch's footprint
+/// against its slices.
 pub fn emit_program(p: &Program) -> Result<Vec<CudaKernel>, EmitError> {
     check::footprints(p)?;
-    let mut out = Vec::with_capacity(p.kernels.len() + 2);
-    for k in &p.kernels {
-        out.push(emit(&k.op)?);
-    }
-    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
-    for k in &p.kernels {
-        if let Op::Router(r) = &k.op {
-            if !shapes.contains(&(r.tokens, r.experts, r.top_k)) {
-                shapes.push((r.tokens, r.experts, r.top_k));
-            }
-        }
-    }
-    for (tokens, experts, top_k) in shapes {
-        out.push(emit_bias_update(tokens, experts, top_k)?);
-    }
-    let k = optim::optimizer(p.param_len).hashed(&format!("optimizer {}", p.param_len)).finish();
-    check::limits(&k)?;
-    out.push(k);
-    Ok(out)
+    p.kernels.iter().map(|k| emit(&k.op)).collect()
 }
 
 /// The launch table beside the kernels (`kernels/kernels.json`): for each of the Program's kernels, in
-/// order, its file and entries; then the trainer's kernels. Deterministic, pretty-printed JSON.
+/// order, its file and entries. Deterministic, pretty-printed JSON.
 pub fn manifest(p: &Program, kernels: &[CudaKernel]) -> String {
-    let ops = p.kernels.len();
     let files: Vec<serde_json::Value> = kernels
         .iter()
         .enumerate()
         .map(|(i, k)| {
             serde_json::json!({
-                "program_kernel": if i < ops { serde_json::json!(i) } else { serde_json::Value::Null },
+                "program_kernel": i,
                 "file": format!("{}.cu", k.stem),
                 "args": k.args,
                 "entries": k.entries,

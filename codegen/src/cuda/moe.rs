@@ -190,20 +190,27 @@ pub(crate) fn grouped_gemm(
     b.body(body).entry(entry, grid, 256, 0, smem)
 }
 
-/// The aux-loss-free balancing-bias update of one MoE layer shape (not an `Op`: the trainer runs it after
-/// the optimizer step): `moe_bias_count` adds one micro-batch's expert choices to integer counts;
-/// `moe_bias_update` moves each bias by `gamma * sign(mean - count)` and clears the counts.
-pub(crate) fn bias_update(tokens: usize, experts: usize, top_k: usize) -> Builder {
+/// One MoE layer's routing statistics (counts, router entropy, tokens) added to the step's.
+pub(crate) fn expert_stats(tokens: usize, experts: usize, top_k: usize) -> Builder {
     Builder::new(
-        format!("moe_bias_update_e{experts}_k{top_k}_t{tokens}"),
-        "aux-loss-free bias update",
-        &["idx", "counts (u32)", "bias (param)", "gamma (f32 scalar)"],
+        format!("expert_stats_e{experts}_k{top_k}_t{tokens}"),
+        "routing statistics",
+        &["idx", "scores", "stats (+)"],
     )
-    .math("counts[e] += #(choices of e); bias[e] += gamma * sign(mean(counts) - counts[e]); counts = 0")
+    .math("stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens")
     .int("TOKENS", tokens)
     .int("EXPERTS", experts)
     .int("TOP_K", top_k)
-    .body(include_str!("kernels/bias_update.cuh"))
-    .entry("moe_bias_count", [((tokens * top_k) as u64).div_ceil(256), 1, 1], 256, 0, 0)
-    .entry("moe_bias_update", [1, 1, 1], 1024, 0, 33 * 8)
+    .body(include_str!("kernels/expert_stats.cuh"))
+    .entry("expert_stats", [1, 1, 1], 1024, 0, (experts * 4 + 33 * 8) as u32)
+}
+
+/// The aux-loss-free balancing-bias update from the step's counts.
+pub(crate) fn bias_update(experts: usize, gamma: f32) -> Builder {
+    Builder::new(format!("bias_update_e{experts}"), "aux-loss-free bias update", &["stats", "bias (rw)"])
+        .math("bias[e] += gamma * sign(mean(counts) - counts[e])")
+        .int("EXPERTS", experts)
+        .float("GAMMA", gamma)
+        .body(include_str!("kernels/bias_update.cuh"))
+        .entry("bias_update", [1, 1, 1], 1024, 0, 33 * 8)
 }

@@ -1,27 +1,66 @@
-//! Emitter for the optimizer over the whole parameter arena: the deterministic global gradient norm fused
-//! with AdamW and Lion steps (clipping and accumulation averaging applied on the fly). Not an `Op`: the
-//! trainer launches it after the backward; it is specialized to the arena's size.
+//! Emitters for the training step's ops: the deterministic global gradient norm, and the AdamW and
+//! Lion steps over the trained parameters (averaging and clipping applied on the fly, settings read
+//! from the step's scalar buffer, whose layout `op::scalars` fixes for both backends).
 
+use dsv3c_runtime::op::{scalars, OptimizerKind, Update, GRAD_NORM_CHUNK};
+
+use super::elementwise_grid;
 use super::source::Builder;
 
-/// Gradient elements per norm partial (the CPU optimizer's chunk).
-pub const CHUNK: usize = 1 << 14;
+pub(crate) fn grad_norm(n: usize) -> Builder {
+    let chunks = n.div_ceil(GRAD_NORM_CHUNK).max(1);
+    Builder::new(format!("grad_norm_n{n}"), "global gradient norm", &["grad", "partials (w)", "norm (w)"])
+        .math("partials[c] = sum over chunk c of g^2 (f64, stored f32); norm = sqrt(sum_c partials[c])")
+        .int("N", n)
+        .int("CHUNK", GRAD_NORM_CHUNK)
+        .int("CHUNKS", chunks)
+        .body(include_str!("kernels/grad_norm.cuh"))
+        .entry("grad_norm_partials", [chunks as u64, 1, 1], 256, 0, 33 * 8)
+        .entry("grad_norm_finish", [1, 1, 1], 1024, 0, 33 * 8)
+}
 
-pub(crate) fn optimizer(params: usize) -> Builder {
-    let chunks = params.div_ceil(CHUNK).max(1);
-    let blocks = (params as u64).div_ceil(256).clamp(1, 8192);
-    Builder::new(format!("adamw_lion_p{params}"), "optimizer (AdamW / Lion with the global grad norm)", &[
-        "see each entry",
-    ])
-    .math("grad_norm_partials(grad, mask u8, partials f64[CHUNKS]); grad_norm_finish(partials, norm f64[1]);")
-    .math("adamw_step(param, grad, m, v, mask, norm, lr, beta1, beta2, eps, wd, 1-beta1^t, 1-beta2^t, grad_scale, clip, bf16)")
-    .math("lion_step(param, grad, m, mask, norm, lr, beta1, beta2, wd, grad_scale, clip, bf16)")
-    .int("P", params)
-    .int("CHUNK", CHUNK)
-    .int("CHUNKS", chunks)
-    .body(include_str!("kernels/optimizer.cuh"))
-    .entry("grad_norm_partials", [chunks as u64, 1, 1], 256, 0, 33 * 8)
-    .entry("grad_norm_finish", [1, 1, 1], 1024, 0, 33 * 8)
-    .entry("adamw_step", [blocks, 1, 1], 256, 0, 0)
-    .entry("lion_step", [blocks, 1, 1], 256, 0, 0)
+/// The scalar-buffer indices, as the CPU reads them.
+fn scalar_indices(b: Builder) -> Builder {
+    b.int("S_LR", scalars::LR)
+        .int("S_STEP", scalars::STEP)
+        .int("S_GRAD_SCALE", scalars::GRAD_SCALE)
+        .int("S_BETA1", scalars::BETA1)
+        .int("S_BETA2", scalars::BETA2)
+        .int("S_EPS", scalars::EPS)
+        .int("S_WEIGHT_DECAY", scalars::WEIGHT_DECAY)
+        .int("S_EMBEDDING_DECAY", scalars::EMBEDDING_DECAY)
+        .int("S_CLIP", scalars::CLIP)
+}
+
+pub(crate) fn optimizer(u: &Update) -> Builder {
+    let (name, entry, args, math, body): (&str, &'static str, &[&str], &str, &'static str) = match u.kind {
+        OptimizerKind::AdamW => (
+            "adamw",
+            "adamw_step",
+            &["scalars", "norm", "grad", "param (rw)", "m (rw)", "v (rw)"],
+            "g = grad * f; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr ((m/c1) / (sqrt(v/c2) + eps) + wd p)",
+            include_str!("kernels/adamw.cuh"),
+        ),
+        OptimizerKind::Lion => (
+            "lion",
+            "lion_step",
+            &["scalars", "norm", "grad", "param (rw)", "m (rw)"],
+            "g = grad * f; p -= lr (sign(b1 m + (1-b1) g) + wd p); m = b2 m + (1-b2) g",
+            include_str!("kernels/lion.cuh"),
+        ),
+    };
+    let b = Builder::new(format!("{name}_n{}", u.n), format!("optimizer step ({name})"), args)
+        .math("f = grad_scale * min(1, clip / (norm * grad_scale)) when clip > 0, else grad_scale")
+        .math(math)
+        .int("N", u.n)
+        .int("DECAY_END", u.decay_end)
+        .int("EMBEDDING_END", u.embedding_end)
+        .flag("BF16_MOMENTS", u.bf16_moments);
+    scalar_indices(b).body(include_str!("kernels/optimizer.cuh")).body(body).entry(
+        entry,
+        elementwise_grid(u.n),
+        256,
+        0,
+        0,
+    )
 }

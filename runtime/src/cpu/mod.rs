@@ -1,6 +1,6 @@
 //! The CPU backend: the reference implementation of every [`Op`], the numerical ground truth.
 //!
-//! It computes in f32 over the three arenas of a [`Program`]; rows are spread over threads with
+//! It computes in f32 over the four arenas of a [`Program`]; rows are spread over threads with
 //! rayon and matrix products go through the `gemm` crate. Nothing allocates per launch except
 //! the few ops that need a per-row scratch row (attention, router), which take it from the stack
 //! or a per-thread buffer.
@@ -14,22 +14,26 @@ mod dense;
 mod loss;
 mod moe;
 mod norm;
+mod optim;
 mod rope;
 
-pub use moe::{balance_bias, expert_counts, expert_index};
+pub use moe::expert_index;
 
 use crate::op::Op;
-use crate::program::{Launch, Program, Slice, Space};
+use crate::program::{check_launch, Backend, BackendError, Launch, Program, Slice, Space};
 
 /// The arenas of one Program on the CPU.
 pub struct Cpu {
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
+    /// The optimizer's moments.
+    pub optim: Vec<f32>,
     pub act: Vec<f32>,
 }
 
 /// The slices of one launch: inputs read, outputs written. Built from raw pointers into the
-/// arenas; [`Program::check`] guarantees no output overlaps another argument of its launch.
+/// arenas by [`Backend::launch`] after `check_launch` proved every slice in bounds and no written
+/// argument overlapping another (or by [`run_op`], whose arguments are separate vectors).
 pub(crate) struct Args {
     ptrs: Vec<(*mut f32, usize)>,
 }
@@ -38,8 +42,8 @@ impl Args {
     /// Input `i`.
     pub fn r(&self, i: usize) -> &[f32] {
         let (p, n) = self.ptrs[i];
-        // SAFETY: the pointer and length come from a live arena slice checked in bounds; no
-        // output of this launch overlaps it (Program::check).
+        // SAFETY: the pointer and length come from a live arena slice checked in bounds (or a
+        // whole vector); no output of this launch overlaps it (check_launch).
         unsafe { std::slice::from_raw_parts(p, n) }
     }
 
@@ -56,55 +60,95 @@ impl Args {
 impl Cpu {
     /// Zeroed arenas for `p`.
     pub fn new(p: &Program) -> Cpu {
-        Cpu { params: vec![0.0; p.param_len], grads: vec![0.0; p.param_len], act: vec![0.0; p.act_len] }
+        Cpu {
+            params: vec![0.0; p.param_len],
+            grads: vec![0.0; p.param_len],
+            optim: vec![0.0; p.optim_len],
+            act: vec![0.0; p.act_len],
+        }
     }
 
-    fn args(&mut self, slices: &[Slice]) -> Args {
-        let ptrs = slices
-            .iter()
-            .map(|s| {
-                let arena = match s.space {
-                    Space::Param => &mut self.params,
-                    Space::Grad => &mut self.grads,
-                    Space::Act => &mut self.act,
-                };
-                assert!(s.end() <= arena.len(), "slice {s:?} outside its arena");
-                // SAFETY: in bounds by the assert above.
-                (unsafe { arena.as_mut_ptr().add(s.offset) }, s.len)
-            })
-            .collect();
-        Args { ptrs }
+    /// The arena of `space`.
+    pub fn arena(&self, space: Space) -> &[f32] {
+        match space {
+            Space::Param => &self.params,
+            Space::Grad => &self.grads,
+            Space::Optim => &self.optim,
+            Space::Act => &self.act,
+        }
     }
 
-    /// Runs one op over arena slices (what generated training graphs call).
-    pub fn launch(&mut self, op: &Op, args: &[Slice]) {
-        let a = self.args(args);
-        execute(op, &a);
+    fn arena_mut(&mut self, space: Space) -> &mut Vec<f32> {
+        match space {
+            Space::Param => &mut self.params,
+            Space::Grad => &mut self.grads,
+            Space::Optim => &mut self.optim,
+            Space::Act => &mut self.act,
+        }
+    }
+
+    fn checked(&self, s: Slice) -> Result<std::ops::Range<usize>, BackendError> {
+        let arena = self.arena(s.space).len();
+        if s.end() > arena {
+            return Err(BackendError::Slice { slice: s, arena });
+        }
+        Ok(s.offset..s.end())
     }
 
     /// Runs launches in order.
-    pub fn run(&mut self, p: &Program, launches: &[Launch]) {
-        p.run(launches, self);
+    pub fn run(&mut self, p: &Program, launches: &[Launch]) -> Result<(), BackendError> {
+        p.run(launches, self)
     }
 
-    /// Reads a slice.
+    /// One batch's losses and gradients from zero: `tokens` written, then the program's start
+    /// (zeroing the gradients), forward and backward lists.
+    pub fn gradients(&mut self, p: &Program, tokens: &[f32]) -> Result<(), BackendError> {
+        self.write(p.io.tokens, tokens)?;
+        for list in [&p.start, &p.forward, &p.backward] {
+            p.run(list, self)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a slice in place (panics outside the arena; [`Backend::read`] is the checked copy).
     pub fn read(&self, s: Slice) -> &[f32] {
-        let arena = match s.space {
-            Space::Param => &self.params,
-            Space::Grad => &self.grads,
-            Space::Act => &self.act,
-        };
-        &arena[s.offset..s.end()]
+        &self.arena(s.space)[s.offset..s.end()]
+    }
+}
+
+impl Backend for Cpu {
+    fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError> {
+        check_launch(op, args, |s| self.arena(s).len())?;
+        let ptrs = args
+            .iter()
+            .map(|s| {
+                // SAFETY: `check_launch` proved the slice inside its arena, so the offset pointer
+                // stays within the allocation.
+                (unsafe { self.arena_mut(s.space).as_mut_ptr().add(s.offset) }, s.len)
+            })
+            .collect();
+        execute(op, &Args { ptrs });
+        Ok(())
     }
 
-    /// Writes a slice.
-    pub fn write(&mut self, s: Slice, data: &[f32]) {
-        let arena = match s.space {
-            Space::Param => &mut self.params,
-            Space::Grad => &mut self.grads,
-            Space::Act => &mut self.act,
-        };
-        arena[s.offset..s.end()].copy_from_slice(data);
+    fn read(&mut self, s: Slice) -> Result<Vec<f32>, BackendError> {
+        let r = self.checked(s)?;
+        Ok(self.arena(s.space)[r].to_vec())
+    }
+
+    fn write(&mut self, s: Slice, data: &[f32]) -> Result<(), BackendError> {
+        let r = self.checked(s)?;
+        if data.len() != s.len {
+            return Err(BackendError::Length { slice: s, data: data.len() });
+        }
+        self.arena_mut(s.space)[r].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn zero(&mut self, s: Slice) -> Result<(), BackendError> {
+        let r = self.checked(s)?;
+        self.arena_mut(s.space)[r].fill(0.0);
+        Ok(())
     }
 }
 
@@ -161,5 +205,15 @@ pub(crate) fn execute(op: &Op, a: &Args) {
         }
         BalanceLoss(ref b) => loss::balance(b, a.r(0), a.r(1), a.w(2)),
         BalanceLossBwd { ref balance, grad_scale } => loss::balance_bwd(balance, grad_scale, a.r(0), a.r(1), a.w(2)),
+        ExpertStats { experts, .. } => moe::expert_stats(experts, a.r(0), a.r(1), a.w(2)),
+        BiasUpdate { experts, gamma } => moe::bias_update(experts, gamma, a.r(0), a.w(1)),
+        GradNorm { .. } => optim::grad_norm(a.r(0), a.w(1), a.w(2)),
+        Optimizer(ref u) => {
+            let v = match u.kind {
+                crate::op::OptimizerKind::AdamW => Some(a.w(5)),
+                crate::op::OptimizerKind::Lion => None,
+            };
+            optim::step(u, [a.r(0), a.r(1), a.r(2)], a.w(3), a.w(4), v)
+        }
     }
 }

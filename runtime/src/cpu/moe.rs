@@ -128,20 +128,32 @@ pub fn expert_index(v: f32, experts: usize) -> usize {
     (v as usize).min(experts - 1)
 }
 
-/// Adds each chosen expert (read through [`expert_index`]) to its count — the trainer's
-/// per-step loads, and what the CUDA `moe_bias_count` kernel counts.
-pub fn expert_counts(idx: &[f32], counts: &mut [u64]) {
-    let experts = counts.len();
+/// One micro-batch's routing statistics added to `stats` `[counts (E) | Σ entropy / ln E | tokens]`:
+/// each chosen expert (read through [`expert_index`]) counted, and each token's router entropy of
+/// its scores normalized to sum to 1, over ln E (f64 within the launch).
+pub fn expert_stats(experts: usize, idx: &[f32], scores: &[f32], stats: &mut [f32]) {
     for &i in idx {
-        counts[expert_index(i, experts)] += 1;
+        stats[expert_index(i, experts)] += 1.0;
     }
+    let ln_e = (experts as f64).ln().max(f64::MIN_POSITIVE);
+    let mut entropy = 0.0f64;
+    let mut tokens = 0usize;
+    for row in scores.chunks_exact(experts) {
+        let z: f64 = row.iter().map(|&s| s as f64).sum();
+        let h: f64 = row.iter().map(|&s| s as f64 / z).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum();
+        entropy += h / ln_e;
+        tokens += 1;
+    }
+    stats[experts] = (stats[experts] as f64 + entropy) as f32;
+    stats[experts + 1] += tokens as f32;
 }
 
 /// Aux-loss-free balancing: each bias moves `gamma` toward balance,
-/// `bias[e] += gamma · sign(mean(counts) − counts[e])` (0 when equal), the mean in f64 — the
-/// CUDA `moe_bias_update` kernel's math.
-pub fn balance_bias(counts: &[u64], gamma: f32, bias: &mut [f32]) {
-    let mean = counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64;
+/// `bias[e] += gamma · sign(mean(counts) − counts[e])` (0 when equal), the mean in f64, the
+/// counts the first `experts` values of [`expert_stats`]' statistics.
+pub fn bias_update(experts: usize, gamma: f32, stats: &[f32], bias: &mut [f32]) {
+    let counts = &stats[..experts];
+    let mean = counts.iter().map(|&c| c as f64).sum::<f64>() / experts.max(1) as f64;
     for (b, &c) in bias.iter_mut().zip(counts) {
         let diff = mean - c as f64;
         *b += gamma

@@ -1,6 +1,7 @@
-//! Per-step MoE balance statistics from the routers' choices and scores: router entropy (mean
-//! per-token entropy of the normalized scores, divided by ln E), expert utilization (share of
-//! experts that received a token), and max/mean load.
+//! Per-step MoE balance statistics from each MoE layer's routing statistics (`Op::ExpertStats`,
+//! accumulated on the backend over the step's micro-batches): router entropy (mean per-token
+//! entropy of the normalized scores, divided by ln E), expert utilization (share of experts that
+//! received a token), and max/mean load.
 
 use serde::Serialize;
 
@@ -12,47 +13,20 @@ pub struct MoeBalance {
     pub max_mean_load: f64,
 }
 
-/// Accumulates expert loads over a step's micro-batches.
-#[derive(Debug, Clone, Default)]
-pub struct Loads {
-    /// Per MoE layer: tokens routed to each expert.
-    pub counts: Vec<Vec<u64>>,
-    /// Per MoE layer: (sum of per-token normalized entropies, tokens).
-    entropy: Vec<(f64, u64)>,
-}
-
-impl Loads {
-    pub fn new(layers: usize, experts: usize) -> Loads {
-        Loads { counts: vec![vec![0; experts]; layers], entropy: vec![(0.0, 0); layers] }
-    }
-
-    /// Adds one micro-batch of one layer: chosen experts `[tokens, k]` and scores `[tokens, E]`.
-    pub fn add(&mut self, layer: usize, idx: &[f32], scores: &[f32]) {
-        let e = self.counts[layer].len();
-        crate::cpu::expert_counts(idx, &mut self.counts[layer]);
-        for row in scores.chunks_exact(e) {
-            let z: f64 = row.iter().map(|&s| s as f64).sum();
-            let h: f64 = row.iter().map(|&s| s as f64 / z).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum();
-            self.entropy[layer].0 += h / (e as f64).ln().max(f64::MIN_POSITIVE);
-            self.entropy[layer].1 += 1;
+impl MoeBalance {
+    /// The summary of one layer's statistics `[counts (E) | Σ entropy / ln E | tokens]`.
+    pub fn from_stats(layer: usize, stats: &[f32]) -> MoeBalance {
+        let e = stats.len().saturating_sub(2);
+        let counts = &stats[..e];
+        let (entropy, tokens) = (stats.get(e).copied().unwrap_or(0.0), stats.get(e + 1).copied().unwrap_or(0.0));
+        let total: f64 = counts.iter().map(|&c| c as f64).sum();
+        let mean = total / e.max(1) as f64;
+        let max = counts.iter().fold(0.0f64, |m, &c| m.max(c as f64));
+        MoeBalance {
+            layer,
+            router_entropy: entropy as f64 / (tokens as f64).max(1.0),
+            utilization: counts.iter().filter(|&&c| c > 0.0).count() as f64 / e.max(1) as f64,
+            max_mean_load: if mean > 0.0 { max / mean } else { 0.0 },
         }
-    }
-
-    pub fn summary(&self) -> Vec<MoeBalance> {
-        self.counts
-            .iter()
-            .zip(&self.entropy)
-            .enumerate()
-            .map(|(layer, (c, (h, n)))| {
-                let total: u64 = c.iter().sum();
-                let mean = total as f64 / c.len().max(1) as f64;
-                MoeBalance {
-                    layer,
-                    router_entropy: h / (*n).max(1) as f64,
-                    utilization: c.iter().filter(|&&x| x > 0).count() as f64 / c.len().max(1) as f64,
-                    max_mean_load: if mean > 0.0 { *c.iter().max().unwrap_or(&0) as f64 / mean } else { 0.0 },
-                }
-            })
-            .collect()
     }
 }

@@ -1,18 +1,22 @@
-//! The training step: micro-batches through forward and backward (gradients accumulate in the
-//! arena), averaging, global-norm clipping, the optimizer, and the aux-loss-free bias update
-//! (`b_i += γ·sign(mean load − load_i)` over the step's tokens) — on the CPU reference backend.
+//! The training step, generic over the backend: the host writes the step's scalars and each
+//! micro-batch's tokens, runs the Program's launch lists (start; forward and backward per
+//! micro-batch; update: gradient norm, clipping, the optimizer and the aux-loss-free bias update
+//! `b_i += γ·sign(mean load − load_i)`), and reads back the losses and metrics. No host math
+//! touches the arenas between one step's forward and the next.
 
 use std::sync::Arc;
 
 use dsv3c_spec::config::RunConfig;
+use dsv3c_spec::types::Dtype;
 use serde::Serialize;
 
 use crate::cpu::Cpu;
 use crate::data::loader::{Loader, LoaderError, Position};
-use crate::program::{Graph, Program};
+use crate::op::scalars;
+use crate::program::{Backend, BackendError, Graph, Program};
 use crate::train::checkpoint::{Loaded, RunState};
-use crate::train::metrics::{Loads, MoeBalance};
-use crate::train::optim::{self, State};
+use crate::train::metrics::MoeBalance;
+use crate::train::optim::State;
 use crate::train::schedule;
 
 /// What one optimizer step measured.
@@ -32,21 +36,18 @@ pub struct StepReport {
     pub moe: Vec<MoeBalance>,
 }
 
-pub struct Trainer<'a> {
+pub struct Trainer<'a, B: Backend = Cpu> {
     pub program: &'a Program,
-    /// What runs forward and backward: the Program itself, or a generated graph.
+    /// What runs the launch lists: the Program itself, or a generated graph.
     graph: &'a dyn Graph,
-    pub cpu: Cpu,
+    /// Where the arenas live and the ops run.
+    pub backend: B,
     config: RunConfig,
-    opt: State,
-    mask: Vec<u8>,
+    /// Optimizer steps taken (the optimizer's bias correction counts from it).
+    opt_step: u64,
     loader: Loader,
     val: Loader,
     pub run: RunState,
-    /// Offsets of each MoE layer's correction bias in the parameter arena, in layer order.
-    bias: Vec<usize>,
-    gamma: f32,
-    experts: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,24 +58,46 @@ pub enum TrainError {
     Load(#[from] crate::checkpoint::LoadError),
     #[error("checkpoint {path} was made by a different run (config hash {found}, this run {expected}); resume with the recipe that made it or start a new --out")]
     ConfigChanged { path: String, expected: String, found: String },
+    #[error("checkpoint {path}: {source}")]
+    OptimizerState { path: String, source: crate::train::optim::StateMismatch },
+    #[error("the program was compiled for {compiled} moments in a {arena}-element optimizer arena, the recipe asks for {recipe:?} ({kind:?})")]
+    Optimizer { compiled: &'static str, arena: usize, recipe: Dtype, kind: dsv3c_spec::config::OptimizerKind },
+    #[error("backend: {0}")]
+    Backend(#[from] BackendError),
 }
 
-impl<'a> Trainer<'a> {
-    /// A trainer over `tokens` (the packed corpus), fresh from `seed` or resumed from `resume`.
-    pub fn new(
+impl<'a> Trainer<'a, Cpu> {
+    /// A trainer on the CPU reference backend.
+    pub fn on_cpu(
         program: &'a Program,
         graph: &'a dyn Graph,
         config: &RunConfig,
         tokens: Arc<Vec<u32>>,
         run: RunState,
         resume: Option<Loaded>,
-        gamma: f32,
-    ) -> Result<Trainer<'a>, TrainError> {
+    ) -> Result<Trainer<'a, Cpu>, TrainError> {
+        Trainer::new(program, graph, Cpu::new(program), config, tokens, run, resume)
+    }
+}
+
+impl<'a, B: Backend> Trainer<'a, B> {
+    /// A trainer over `tokens` (the packed corpus) on `backend`, fresh from `seed` or resumed from
+    /// `resume`.
+    pub fn new(
+        program: &'a Program,
+        graph: &'a dyn Graph,
+        mut backend: B,
+        config: &RunConfig,
+        tokens: Arc<Vec<u32>>,
+        run: RunState,
+        resume: Option<Loaded>,
+    ) -> Result<Trainer<'a, B>, TrainError> {
+        check_optimizer(program, config)?;
         let seq = config.batch.seq_len as usize;
         let micro = config.batch.micro_batch as usize;
         let (train_w, val_w) = crate::data::loader::split(tokens.len(), seq, config.data.validation_fraction);
-        let mut cpu = Cpu::new(program);
         let mut run = run;
+        let mut params = vec![0.0f32; program.param_len];
         let opt = match resume {
             Some(l) => {
                 if l.run.config_hash != run.config_hash {
@@ -84,15 +107,20 @@ impl<'a> Trainer<'a> {
                         found: l.run.config_hash,
                     });
                 }
-                crate::checkpoint::load_params(program, &l.model, &mut cpu.params)?;
+                crate::checkpoint::load_params(program, &l.model, &mut params)?;
                 run = l.run;
-                l.optimizer
+                let path = l.path.display().to_string();
+                let arena = l.optimizer.arena(program).map_err(|source| TrainError::OptimizerState { path, source })?;
+                (l.optimizer.step, arena)
             }
             None => {
-                crate::init::init_params(program, run.seed, &mut cpu.params);
-                State::new(program.param_len, config.optimizer.kind)
+                crate::init::init_params(program, run.seed, &mut params);
+                (0, vec![0.0; program.optim_len])
             }
         };
+        let whole = |space| crate::program::Slice { space, offset: 0, len: program.arena_len(space) };
+        backend.write(whole(crate::program::Space::Param), &params)?;
+        backend.write(whole(crate::program::Space::Optim), &opt.1)?;
         let loader = Loader::new(tokens.clone(), train_w, seq, micro, 0, 1, run.seed, run.position)?;
         let val_windows = if val_w.len() >= micro { val_w } else { Vec::new() };
         let val = Loader::new(
@@ -105,50 +133,63 @@ impl<'a> Trainer<'a> {
             0,
             Position::default(),
         )?;
-        let bias: Vec<usize> = program
-            .params
-            .iter()
-            .filter(|p| p.name.ends_with("mlp.gate.e_score_correction_bias"))
-            .map(|p| p.offset)
-            .collect();
-        let experts =
-            program.params.iter().find(|p| p.name.ends_with("mlp.gate.e_score_correction_bias")).map_or(0, |p| p.len());
-        let mask = optim::masks(program, config.optimizer.decay_embeddings);
-        Ok(Trainer { program, graph, cpu, config: config.clone(), opt, mask, loader, val, run, bias, gamma, experts })
+        Ok(Trainer { program, graph, backend, config: config.clone(), opt_step: opt.0, loader, val, run })
+    }
+
+    /// The step's scalars (`op::scalars`) for optimizer step `step` at learning rate `lr`.
+    fn scalars(&self, step: u64, lr: f64) -> Vec<f32> {
+        let o = &self.config.optimizer;
+        let mut s = vec![0.0f32; scalars::LEN];
+        s[scalars::LR] = lr as f32;
+        s[scalars::STEP] = step as f32;
+        s[scalars::GRAD_SCALE] = 1.0 / self.config.batch.accumulation.max(1) as f32;
+        s[scalars::BETA1] = o.beta1 as f32;
+        s[scalars::BETA2] = o.beta2 as f32;
+        s[scalars::EPS] = o.eps as f32;
+        s[scalars::WEIGHT_DECAY] = o.weight_decay as f32;
+        s[scalars::EMBEDDING_DECAY] = if o.decay_embeddings { o.weight_decay as f32 } else { 0.0 };
+        s[scalars::CLIP] = o.grad_clip as f32;
+        s
+    }
+
+    fn scalar(&mut self, s: crate::program::Slice) -> Result<f64, TrainError> {
+        Ok(self.backend.read(s)?.first().copied().unwrap_or(f32::NAN) as f64)
     }
 
     /// One optimizer step over `accumulation` micro-batches.
-    pub fn step(&mut self) -> StepReport {
+    pub fn step(&mut self) -> Result<StepReport, TrainError> {
         let p = self.program;
-        let acc = self.config.batch.accumulation as usize;
-        self.cpu.grads.fill(0.0);
-        let mut loads = Loads::new(p.io.expert_choices.len(), self.experts);
+        let acc = self.config.batch.accumulation.max(1) as usize;
+        let step = self.run.step + 1;
+        let lr = schedule::lr(&self.config.schedule, self.config.optimizer.lr, step, self.config.steps);
+        let s = self.scalars(self.opt_step + 1, lr);
+        self.backend.write(p.io.scalars, &s)?;
+        self.graph.start(&mut self.backend)?;
         let (mut loss, mut total) = (0.0f64, 0.0f64);
         let mut mtp = vec![0.0f64; p.io.mtp_losses.len()];
         for _ in 0..acc {
             let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
-            self.cpu.write(p.io.tokens, &batch);
-            self.graph.forward(&mut self.cpu);
-            loss += self.cpu.read(p.io.main_loss)[0] as f64;
-            total += self.cpu.read(p.io.loss)[0] as f64;
+            self.backend.write(p.io.tokens, &batch)?;
+            self.graph.forward(&mut self.backend)?;
+            loss += self.scalar(p.io.main_loss)?;
+            total += self.scalar(p.io.loss)?;
             for (m, s) in mtp.iter_mut().zip(&p.io.mtp_losses) {
-                *m += self.cpu.read(*s)[0] as f64;
+                *m += self.scalar(*s)?;
             }
-            for (layer, (idx, scores)) in p.io.expert_choices.iter().zip(&p.io.expert_scores).enumerate() {
-                loads.add(layer, self.cpu.read(*idx), self.cpu.read(*scores));
-            }
-            self.graph.backward(&mut self.cpu);
+            self.graph.backward(&mut self.backend)?;
         }
-        let inv = 1.0 / acc as f64;
-        optim::scale(&mut self.cpu.grads, inv as f32);
-        let grad_norm = optim::clip(&mut self.cpu.grads, &self.mask, self.config.optimizer.grad_clip);
-        self.run.step += 1;
-        let lr = schedule::lr(&self.config.schedule, self.config.optimizer.lr, self.run.step, self.config.steps);
-        optim::step(&self.config.optimizer, &mut self.opt, &mut self.cpu.params, &self.cpu.grads, &self.mask, lr);
-        self.update_bias(&loads);
+        self.graph.update(&mut self.backend)?;
+        self.opt_step += 1;
+        self.run.step = step;
+        let grad_norm = self.scalar(p.io.grad_norm)? * s[scalars::GRAD_SCALE] as f64;
+        let mut moe = Vec::with_capacity(p.io.expert_stats.len());
+        for (layer, st) in p.io.expert_stats.iter().enumerate() {
+            moe.push(MoeBalance::from_stats(layer, &self.backend.read(*st)?));
+        }
         self.run.tokens += self.config.tokens_per_step();
         self.run.position = self.loader.position;
-        StepReport {
+        let inv = 1.0 / acc as f64;
+        Ok(StepReport {
             step: self.run.step,
             loss: loss * inv,
             total_loss: total * inv,
@@ -156,45 +197,80 @@ impl<'a> Trainer<'a> {
             lr,
             grad_norm,
             tokens: self.run.tokens,
-            moe: loads.summary(),
-        }
-    }
-
-    /// Aux-loss-free balancing: each MoE layer's bias moves γ toward balance.
-    fn update_bias(&mut self, loads: &Loads) {
-        if self.gamma == 0.0 {
-            return;
-        }
-        for (&off, counts) in self.bias.iter().zip(&loads.counts) {
-            crate::cpu::balance_bias(counts, self.gamma, &mut self.cpu.params[off..off + counts.len()]);
-        }
+            moe,
+        })
     }
 
     /// Mean next-token loss over up to `max_batches` validation micro-batches (no update).
-    pub fn validate(&mut self, max_batches: usize) -> Option<f64> {
+    pub fn validate(&mut self, max_batches: usize) -> Result<Option<f64>, TrainError> {
         let p = self.program;
         let batches = self.val.batches_in_order();
         if batches.is_empty() {
-            return None;
+            return Ok(None);
         }
         let n = batches.len().min(max_batches.max(1));
         let mut sum = 0.0;
         for b in batches.iter().take(n) {
             let batch: Vec<f32> = b.iter().map(|&t| t as f32).collect();
-            self.cpu.write(p.io.tokens, &batch);
-            self.graph.forward(&mut self.cpu);
-            sum += self.cpu.read(p.io.main_loss)[0] as f64;
+            self.backend.write(p.io.tokens, &batch)?;
+            self.graph.forward(&mut self.backend)?;
+            sum += self.scalar(p.io.main_loss)?;
         }
-        Some(sum / n as f64)
+        Ok(Some(sum / n as f64))
+    }
+
+    /// The parameter arena, read back from the backend.
+    pub fn params(&mut self) -> Result<Vec<f32>, TrainError> {
+        let whole = crate::program::Slice::param(0, self.program.param_len);
+        Ok(self.backend.read(whole)?)
+    }
+
+    /// The optimizer state, read back from the backend.
+    pub fn optimizer_state(&mut self) -> Result<State, TrainError> {
+        let arena = self.backend.read(crate::program::Slice::optim(0, self.program.optim_len))?;
+        Ok(State::from_arena(self.program, self.opt_step, &arena))
     }
 
     /// Writes a checkpoint of the current step.
     pub fn checkpoint(
-        &self,
+        &mut self,
         dir: &std::path::Path,
         texts: &crate::train::checkpoint::Texts<'_>,
         keep: u64,
-    ) -> Result<std::path::PathBuf, crate::train::checkpoint::RunCheckpointError> {
-        crate::train::checkpoint::save(dir, self.program, &self.cpu.params, &self.opt, &self.run, texts, keep)
+    ) -> Result<std::path::PathBuf, CheckpointError> {
+        let (params, opt) = (self.params()?, self.optimizer_state()?);
+        Ok(crate::train::checkpoint::save(dir, self.program, &params, &opt, &self.run, texts, keep)?)
     }
+}
+
+/// The Program's optimizer step runs the recipe's optimizer with its moment dtype.
+fn check_optimizer(p: &Program, config: &RunConfig) -> Result<(), TrainError> {
+    use crate::op::{Op, OptimizerKind};
+    let o = &config.optimizer;
+    for k in &p.kernels {
+        if let Op::Optimizer(u) = &k.op {
+            let kind = match o.kind {
+                dsv3c_spec::config::OptimizerKind::Adamw => OptimizerKind::AdamW,
+                dsv3c_spec::config::OptimizerKind::Lion => OptimizerKind::Lion,
+            };
+            if u.kind != kind || u.bf16_moments != (o.moments == Dtype::Bf16) {
+                return Err(TrainError::Optimizer {
+                    compiled: if u.bf16_moments { "bf16" } else { "f32" },
+                    arena: p.optim_len,
+                    recipe: o.moments,
+                    kind: o.kind,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a checkpoint could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Read(#[from] TrainError),
+    #[error(transparent)]
+    Write(#[from] crate::train::checkpoint::RunCheckpointError),
 }

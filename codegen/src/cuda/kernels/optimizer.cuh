@@ -1,79 +1,34 @@
-// The optimizer over the whole parameter arena (P elements), fused with the global gradient norm:
-//   grad_norm_partials: sum of g^2 (f64) over the trained elements (mask != 0) of each CHUNK-element chunk;
-//   grad_norm_finish:   one block sums the partials in a fixed order; norm[0] = sqrt of the total;
-//   adamw_step / lion_step: one pass that scales the gradient by `grad_scale` (accumulation averaging) and by
-//     min(1, clip / norm) when clip > 0, then updates the parameter and its moments in place. mask bit 0:
-//     trained; bit 1: decayed. Moments are f32, or rounded to bf16 when bf16_moments != 0.
-// Deterministic: every reduction runs in a fixed order.
-__device__ __forceinline__ float round_moment(float x, int bf16_moments) {
-  if (!bf16_moments) return x;
+// The optimizer step over the trained parameters [0, N), reading the step's scalars (S_* indices):
+//   the gradient is scaled by grad_scale (accumulation averaging) and by min(1, clip / |mean grad|)
+//   when clip > 0 (the norm from grad_norm), then the parameter and its moments are updated in place.
+//   Weight decay: [0, DECAY_END) at weight_decay, [DECAY_END, EMBEDDING_END) at embedding_decay, none
+//   after. Moments are f32, or rounded to bf16 when BF16_MOMENTS. Math in f64 per element.
+__device__ __forceinline__ float round_moment(float x) {
+  if (!BF16_MOMENTS) return x;
   u16 h;
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
   return __uint_as_float((u32)h << 16);
 }
 
-extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const float* __restrict__ grad,
-                                                                    const u8* __restrict__ mask,
-                                                                    double* __restrict__ partials) {
-  __shared__ double scratch[33];
-  const i64 base = (i64)blockIdx.x * CHUNK;
-  double s = 0.0;
-  for (i64 i = base + threadIdx.x; i < base + CHUNK && i < P; i += 256)
-    if (mask[i]) s += (double)grad[i] * (double)grad[i];
-  s = block_sum_f64(s, scratch);
-  if (threadIdx.x == 0) partials[blockIdx.x] = s;
-}
-
-extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const double* __restrict__ partials,
-                                                                   double* __restrict__ norm) {
-  __shared__ double scratch[33];
-  // Thread t sums a contiguous run of partials, then the block sums the runs in thread order.
-  constexpr i64 PER = (CHUNKS + 1023) / 1024;
-  double s = 0.0;
-  for (i64 c = threadIdx.x * PER; c < (threadIdx.x + 1) * PER && c < CHUNKS; ++c) s += partials[c];
-  s = block_sum_f64(s, scratch);
-  if (threadIdx.x == 0) norm[0] = sqrt(s);
-}
-
-__device__ __forceinline__ double grad_factor(const double* norm, double grad_scale, double clip) {
-  const double n = norm[0] * grad_scale;  // the norm of the averaged gradient
-  return grad_scale * (clip > 0.0 && n > clip ? clip / n : 1.0);
-}
-
-extern "C" __global__ void __launch_bounds__(256) adamw_step(float* __restrict__ param, const float* __restrict__ grad,
-                                                            float* __restrict__ m, float* __restrict__ v,
-                                                            const u8* __restrict__ mask,
-                                                            const double* __restrict__ norm, double lr, double beta1,
-                                                            double beta2, double eps, double weight_decay,
-                                                            double bias1, double bias2, double grad_scale, double clip,
-                                                            int bf16_moments) {
-  const double f = grad_factor(norm, grad_scale, clip);
-  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < P; i += (i64)gridDim.x * blockDim.x) {
-    const u8 mk = mask[i];
-    if (!mk) continue;
-    const double g = (double)(float)(grad[i] * f);
-    const double mi = beta1 * m[i] + (1.0 - beta1) * g;
-    const double vi = beta2 * v[i] + (1.0 - beta2) * g * g;
-    m[i] = round_moment((float)mi, bf16_moments);
-    v[i] = round_moment((float)vi, bf16_moments);
-    const double update = (mi / bias1) / (sqrt(vi / bias2) + eps) + ((mk & 2) ? weight_decay * param[i] : 0.0);
-    param[i] = (float)(param[i] - lr * update);
+// b^t for t >= 0 by binary exponentiation — the CPU's `powi` (compiler-rt's __powidf2) step for step.
+__device__ __forceinline__ double powi(double b, int t) {
+  double r = 1.0;
+  while (true) {
+    if (t & 1) r *= b;
+    t /= 2;
+    if (t == 0) break;
+    b *= b;
   }
+  return r;
 }
 
-extern "C" __global__ void __launch_bounds__(256) lion_step(float* __restrict__ param, const float* __restrict__ grad,
-                                                           float* __restrict__ m, const u8* __restrict__ mask,
-                                                           const double* __restrict__ norm, double lr, double beta1,
-                                                           double beta2, double weight_decay, double grad_scale,
-                                                           double clip, int bf16_moments) {
-  const double f = grad_factor(norm, grad_scale, clip);
-  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < P; i += (i64)gridDim.x * blockDim.x) {
-    const u8 mk = mask[i];
-    if (!mk) continue;
-    const double g = (double)(float)(grad[i] * f), mi = m[i];
-    const double c = beta1 * mi + (1.0 - beta1) * g;
-    const double sign = c > 0.0 ? 1.0 : (c < 0.0 ? -1.0 : 0.0);
-    param[i] = (float)(param[i] - lr * (sign + ((mk & 2) ? weight_decay * param[i] : 0.0)));
-    m[i] = round_moment((float)(beta2 * mi + (1.0 - beta2) * g), bf16_moments);
-  }
+__device__ __forceinline__ double grad_factor(const float* s, const float* norm) {
+  const double scale = (double)s[S_GRAD_SCALE], clip = (double)s[S_CLIP];
+  const double n = (double)norm[0] * scale;  // the norm of the averaged gradient
+  return scale * (clip > 0.0 && n > clip ? clip / n : 1.0);
 }
+
+__device__ __forceinline__ double decay_of(const float* s, i64 i) {
+  return i < DECAY_END ? (double)s[S_WEIGHT_DECAY] : (i < EMBEDDING_END ? (double)s[S_EMBEDDING_DECAY] : 0.0);
+}
+

@@ -1,11 +1,10 @@
-// dsv3c generated kernel moe_bias_update_e8_k2_t4096_27d45ae6.cu — do not edit: `dsv3c compile` writes it.
-// op: aux-loss-free bias update
-//   counts[e] += #(choices of e); bias[e] += gamma * sign(mean(counts) - counts[e]); counts = 0
-// specialized for: TOKENS=4096 EXPERTS=8 TOP_K=2
-// arguments (f32 arena slices unless noted): idx, counts (u32), bias (param), gamma (f32 scalar)
+// dsv3c generated kernel expert_stats_e256_k8_t4096_25d40e44.cu — do not edit: `dsv3c compile` writes it.
+// op: routing statistics
+//   stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens
+// specialized for: TOKENS=4096 EXPERTS=256 TOP_K=8
+// arguments (f32 arena slices unless noted): idx, scores, stats (+)
 // launches, in order:
-//   moe_bias_count<<<(32, 1, 1), 256, 0>>>  static smem 0 B
-//   moe_bias_update<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
+//   expert_stats<<<(1, 1, 1), 1024, 0>>>  static smem 1288 B
 
 // ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
 typedef signed char i8;
@@ -83,28 +82,42 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 
 // ---- specialization ----
 constexpr int TOKENS = 4096;
-constexpr int EXPERTS = 8;
-constexpr int TOP_K = 2;
+constexpr int EXPERTS = 256;
+constexpr int TOP_K = 8;
 
-// Aux-loss-free balancing. Integer counts: the atomics commute, so the result is deterministic.
-extern "C" __global__ void __launch_bounds__(256) moe_bias_count(const float* __restrict__ idx, u32* __restrict__ counts,
-                                                                float* __restrict__ bias, float gamma) {
-  const i64 k = (i64)blockIdx.x * 256 + threadIdx.x;
-  if (k >= (i64)TOKENS * TOP_K) return;
-  atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
-}
-
-extern "C" __global__ void __launch_bounds__(1024) moe_bias_update(const float* __restrict__ idx,
-                                                                  u32* __restrict__ counts, float* __restrict__ bias,
-                                                                  float gamma) {
+// One MoE layer's routing statistics over a micro-batch, added to stats = [counts (EXPERTS) | entropy | tokens]:
+// each chosen expert counted (integer counts in shared memory: the atomics commute, deterministic), and each
+// token's entropy of its scores normalized to sum to 1, over ln EXPERTS (a warp per token, f64, summed in a
+// fixed order). One block.
+extern "C" __global__ void __launch_bounds__(1024) expert_stats(const float* __restrict__ idx,
+                                                               const float* __restrict__ scores,
+                                                               float* __restrict__ stats) {
+  __shared__ u32 counts[EXPERTS];
   __shared__ double scratch[33];
-  double total = 0.0;
-  for (int e = threadIdx.x; e < EXPERTS; e += 1024) total += (double)counts[e];
-  const double mean = block_sum_f64(total, scratch) / (double)EXPERTS;
+  for (int e = threadIdx.x; e < EXPERTS; e += 1024) counts[e] = 0;
   __syncthreads();
-  for (int e = threadIdx.x; e < EXPERTS; e += 1024) {
-    const double diff = mean - (double)counts[e];
-    bias[e] += gamma * (diff > 0.0 ? 1.0f : (diff < 0.0 ? -1.0f : 0.0f));
-    counts[e] = 0;
+  for (i64 k = threadIdx.x; k < (i64)TOKENS * TOP_K; k += 1024) atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const double ln_e = EXPERTS > 1 ? log((double)EXPERTS) : 1.0;
+  double entropy = 0.0;  // lane 0's running sum over its warp's tokens
+  for (i64 t = warp; t < TOKENS; t += 32) {
+    const float* row = scores + t * EXPERTS;
+    double z = 0.0;
+    for (int e = lane; e < EXPERTS; e += 32) z += (double)row[e];
+    z = warp_sum_f64(z);
+    double h = 0.0;
+    for (int e = lane; e < EXPERTS; e += 32) {
+      const double p = (double)row[e] / z;
+      if (p > 0.0) h -= p * log(p);
+    }
+    h = warp_sum_f64(h);
+    if (lane == 0) entropy += h / ln_e;
+  }
+  entropy = block_sum_f64(entropy, scratch);
+  __syncthreads();
+  for (int e = threadIdx.x; e < EXPERTS; e += 1024) stats[e] += (float)counts[e];
+  if (threadIdx.x == 0) {
+    stats[EXPERTS] = (float)((double)stats[EXPERTS] + entropy);
+    stats[EXPERTS + 1] += (float)TOKENS;
   }
 }

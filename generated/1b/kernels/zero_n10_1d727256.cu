@@ -1,11 +1,10 @@
-// dsv3c generated kernel moe_bias_update_e8_k2_t512_495e907d.cu — do not edit: `dsv3c compile` writes it.
-// op: aux-loss-free bias update
-//   counts[e] += #(choices of e); bias[e] += gamma * sign(mean(counts) - counts[e]); counts = 0
-// specialized for: TOKENS=512 EXPERTS=8 TOP_K=2
-// arguments (f32 arena slices unless noted): idx, counts (u32), bias (param), gamma (f32 scalar)
+// dsv3c generated kernel zero_n10_1d727256.cu — do not edit: `dsv3c compile` writes it.
+// op: Zero
+//   x = 0
+// specialized for: N=10
+// arguments (f32 arena slices unless noted): x
 // launches, in order:
-//   moe_bias_count<<<(4, 1, 1), 256, 0>>>  static smem 0 B
-//   moe_bias_update<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
+//   zero<<<(1, 1, 1), 256, 0>>>  static smem 0 B
 
 // ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
 typedef signed char i8;
@@ -82,29 +81,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
-constexpr int TOKENS = 512;
-constexpr int EXPERTS = 8;
-constexpr int TOP_K = 2;
+constexpr int N = 10;
 
-// Aux-loss-free balancing. Integer counts: the atomics commute, so the result is deterministic.
-extern "C" __global__ void __launch_bounds__(256) moe_bias_count(const float* __restrict__ idx, u32* __restrict__ counts,
-                                                                float* __restrict__ bias, float gamma) {
-  const i64 k = (i64)blockIdx.x * 256 + threadIdx.x;
-  if (k >= (i64)TOKENS * TOP_K) return;
-  atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
-}
-
-extern "C" __global__ void __launch_bounds__(1024) moe_bias_update(const float* __restrict__ idx,
-                                                                  u32* __restrict__ counts, float* __restrict__ bias,
-                                                                  float gamma) {
-  __shared__ double scratch[33];
-  double total = 0.0;
-  for (int e = threadIdx.x; e < EXPERTS; e += 1024) total += (double)counts[e];
-  const double mean = block_sum_f64(total, scratch) / (double)EXPERTS;
-  __syncthreads();
-  for (int e = threadIdx.x; e < EXPERTS; e += 1024) {
-    const double diff = mean - (double)counts[e];
-    bias[e] += gamma * (diff > 0.0 ? 1.0f : (diff < 0.0 ? -1.0f : 0.0f));
-    counts[e] = 0;
-  }
+// x[i] = 0 for i < N.
+extern "C" __global__ void __launch_bounds__(256) zero(float* __restrict__ x) {
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += (i64)gridDim.x * blockDim.x) x[i] = 0.0f;
 }

@@ -1,0 +1,123 @@
+// dsv3c generated kernel expert_stats_e8_k2_t4096_163c75e8.cu — do not edit: `dsv3c compile` writes it.
+// op: routing statistics
+//   stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens
+// specialized for: TOKENS=4096 EXPERTS=8 TOP_K=2
+// arguments (f32 arena slices unless noted): idx, scores, stats (+)
+// launches, in order:
+//   expert_stats<<<(1, 1, 1), 1024, 0>>>  static smem 296 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr int TOKENS = 4096;
+constexpr int EXPERTS = 8;
+constexpr int TOP_K = 2;
+
+// One MoE layer's routing statistics over a micro-batch, added to stats = [counts (EXPERTS) | entropy | tokens]:
+// each chosen expert counted (integer counts in shared memory: the atomics commute, deterministic), and each
+// token's entropy of its scores normalized to sum to 1, over ln EXPERTS (a warp per token, f64, summed in a
+// fixed order). One block.
+extern "C" __global__ void __launch_bounds__(1024) expert_stats(const float* __restrict__ idx,
+                                                               const float* __restrict__ scores,
+                                                               float* __restrict__ stats) {
+  __shared__ u32 counts[EXPERTS];
+  __shared__ double scratch[33];
+  for (int e = threadIdx.x; e < EXPERTS; e += 1024) counts[e] = 0;
+  __syncthreads();
+  for (i64 k = threadIdx.x; k < (i64)TOKENS * TOP_K; k += 1024) atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const double ln_e = EXPERTS > 1 ? log((double)EXPERTS) : 1.0;
+  double entropy = 0.0;  // lane 0's running sum over its warp's tokens
+  for (i64 t = warp; t < TOKENS; t += 32) {
+    const float* row = scores + t * EXPERTS;
+    double z = 0.0;
+    for (int e = lane; e < EXPERTS; e += 32) z += (double)row[e];
+    z = warp_sum_f64(z);
+    double h = 0.0;
+    for (int e = lane; e < EXPERTS; e += 32) {
+      const double p = (double)row[e] / z;
+      if (p > 0.0) h -= p * log(p);
+    }
+    h = warp_sum_f64(h);
+    if (lane == 0) entropy += h / ln_e;
+  }
+  entropy = block_sum_f64(entropy, scratch);
+  __syncthreads();
+  for (int e = threadIdx.x; e < EXPERTS; e += 1024) stats[e] += (float)counts[e];
+  if (threadIdx.x == 0) {
+    stats[EXPERTS] = (float)((double)stats[EXPERTS] + entropy);
+    stats[EXPERTS + 1] += (float)TOKENS;
+  }
+}

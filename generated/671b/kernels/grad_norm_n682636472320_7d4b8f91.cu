@@ -1,0 +1,113 @@
+// dsv3c generated kernel grad_norm_n682636472320_7d4b8f91.cu — do not edit: `dsv3c compile` writes it.
+// op: global gradient norm
+//   partials[c] = sum over chunk c of g^2 (f64, stored f32); norm = sqrt(sum_c partials[c])
+// specialized for: N=682636472320 CHUNK=16384 CHUNKS=41664824
+// arguments (f32 arena slices unless noted): grad, partials (w), norm (w)
+// launches, in order:
+//   grad_norm_partials<<<(41664824, 1, 1), 256, 0>>>  static smem 264 B
+//   grad_norm_finish<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
+__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
+// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
+// `expert_index`, so an id the router never writes reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
+  const i32 e = (i32)v;
+  return e < 0 ? 0 : (e < experts ? e : experts - 1);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+constexpr i64 N = 682636472320LL;
+constexpr int CHUNK = 16384;
+constexpr int CHUNKS = 41664824;
+
+// The global gradient norm over N elements, deterministic:
+//   grad_norm_partials: block c sums g^2 (f64) over chunk c of CHUNK elements; partials[c] = the sum (f32);
+//   grad_norm_finish:   one block sums the partials (f64) in a fixed order; norm[0] = sqrt of the total.
+extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const float* __restrict__ grad,
+                                                                    float* __restrict__ partials,
+                                                                    float* __restrict__ norm) {
+  __shared__ double scratch[33];
+  const i64 base = (i64)blockIdx.x * CHUNK;
+  double s = 0.0;
+  for (i64 i = base + threadIdx.x; i < base + CHUNK && i < N; i += 256) s += (double)grad[i] * (double)grad[i];
+  s = block_sum_f64(s, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = (float)s;
+}
+
+extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const float* __restrict__ grad,
+                                                                   float* __restrict__ partials,
+                                                                   float* __restrict__ norm) {
+  __shared__ double scratch[33];
+  // Thread t sums a contiguous run of partials, then the block sums the runs in thread order.
+  constexpr i64 PER = (CHUNKS + 1023) / 1024;
+  double s = 0.0;
+  for (i64 c = threadIdx.x * PER; c < (threadIdx.x + 1) * PER && c < CHUNKS; ++c) s += (double)partials[c];
+  s = block_sum_f64(s, scratch);
+  if (threadIdx.x == 0) norm[0] = (float)sqrt(s);
+}
