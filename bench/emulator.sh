@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The PTX emulator's speed and its H100 estimates for a spec's training step: every kernel of the
-# forward and backward launches compiled by NVRTC (the gate's PyPI wheels) and run by `dsv3c bench sim`
+# launches (start, forward, backward, update) compiled by NVRTC (the gate's PyPI wheels) and run by `dsv3c bench sim`
 # on one host thread (a sample of each launch's blocks), registers from ptxas. Prints a Markdown report
 # (machine, versions, command, then the table) to stdout; commit it verbatim under bench/results/.
 #   bench/emulator.sh [SPEC] [extra `dsv3c bench sim` flags] > report.md   (default spec/tiny.yaml; progress on stderr)
@@ -23,7 +23,7 @@ echo "- command: \`bench/emulator.sh $SPEC $*\` = \`${cmd[*]/$NV/\$NV}\`"
 echo
 echo "Estimates are lower bounds from the emulator's counters (tensor and FMA FLOPs at peak, distinct global"
 echo "bytes at 3.35 TB/s, warp instructions at 4 per SM per clock, shared wavefronts at 1 per SM per clock, on an"
-echo "H100 SXM at 1.98 GHz), not measurements. The optimizer and bias-update kernels are not Program ops and are"
-echo "not included."
+echo "H100 SXM at 1.98 GHz), not measurements. The step is one micro-batch: start, forward, backward and update"
+echo "(gradient norm, optimizer, balancing bias)."
 echo
 "${cmd[@]}"

@@ -9,6 +9,7 @@
 pub mod builder;
 pub mod cuda;
 pub mod model;
+pub mod op_tokens;
 pub mod ops;
 pub mod plan;
 pub mod rust;

@@ -8,107 +8,10 @@
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
-use serde_json::Value;
 
 use dsv3c_runtime::program::{Init, Launch, ParamGroup, Program, Slice, Space};
 
-/// A Rust expression building the value `v` of Rust type path `ty` (an `Op` or one of its parts),
-/// from its serde form.
-fn value_tokens(v: &Value, ty: &str) -> TokenStream {
-    // Types of fields that are themselves structs or enums of the op module.
-    let field_type = |field: &str| -> Option<&'static str> {
-        Some(match field {
-            "quant" => "Quant",
-            "mode" => "GroupedMode",
-            "score" => "Score",
-            "freqs" => "RopeFreqs",
-            "balance" => "Balance",
-            "kind" => "OptimizerKind",
-            _ => return None,
-        })
-    };
-    let variant_payload = |variant: &str| -> Option<&'static str> {
-        Some(match variant {
-            "Attention" | "AttentionBwd" => "Attn",
-            "Router" | "RouterBwd" => "Route",
-            "BalanceLoss" => "Balance",
-            "Optimizer" => "Update",
-            _ => return None,
-        })
-    };
-    let ty_ident = || format_ident!("{}", ty);
-    match v {
-        Value::Null => quote!(None),
-        Value::Bool(b) => quote!(#b),
-        Value::Number(n) => number(n),
-        Value::String(variant) => {
-            let (t, var) = (ty_ident(), format_ident!("{}", variant));
-            quote!(#t::#var)
-        }
-        Value::Array(items) => {
-            let parts: Vec<TokenStream> = items.iter().map(|x| value_tokens(x, "")).collect();
-            quote!((#(#parts),*))
-        }
-        Value::Object(map) => {
-            let enums = ["Op", "Quant", "GroupedMode", "Score"];
-            if enums.contains(&ty) && map.len() == 1 {
-                let (variant, payload) = map.iter().next().expect("one entry");
-                let (t, var) = (ty_ident(), format_ident!("{}", variant));
-                if let Some(inner) = variant_payload(variant) {
-                    let p = value_tokens(payload, inner);
-                    return quote!(#t::#var(#p));
-                }
-                let fields = struct_fields(payload, &field_type);
-                return quote!(#t::#var { #fields });
-            }
-            let (t, fields) = (ty_ident(), struct_fields(v, &field_type));
-            quote!(#t { #fields })
-        }
-    }
-}
-
-fn struct_fields(v: &Value, field_type: &dyn Fn(&str) -> Option<&'static str>) -> TokenStream {
-    let Value::Object(map) = v else { return quote!() };
-    let fields = map.iter().map(|(k, x)| {
-        let name = format_ident!("{}", k);
-        let value = match (field_type(k), x) {
-            (Some(t), _) => value_tokens(x, t),
-            (None, Value::Number(n)) if F32_FIELDS.contains(&k.as_str()) => {
-                let l = Literal::f32_unsuffixed(n.as_f64().unwrap_or(0.0) as f32);
-                quote!(#l)
-            }
-            (None, Value::Null) => quote!(None),
-            // Options of tuples (yarn, window) serialize as arrays.
-            (None, Value::Array(_)) => {
-                let inner = value_tokens(x, "");
-                quote!(Some(#inner))
-            }
-            (None, _) => value_tokens(x, ""),
-        };
-        quote!(#name: #value)
-    });
-    quote!(#(#fields),*)
-}
-
-/// Fields of the op types that are `f32`: printed with f32's shortest representation.
-const F32_FIELDS: [&str; 6] = ["eps", "alpha", "scale", "grad_scale", "attention_factor", "gamma"];
-
-fn number(n: &serde_json::Number) -> TokenStream {
-    if let Some(u) = n.as_u64() {
-        let l = Literal::u64_unsuffixed(u);
-        return quote!(#l);
-    }
-    let f = n.as_f64().unwrap_or(0.0);
-    let l = Literal::f64_unsuffixed(f);
-    quote!(#l)
-}
-
-/// `Op` as a Rust expression. Floats (f32 fields hold values an f32 round-trips exactly) print
-/// with their shortest representation.
-pub fn op_tokens(op: &dsv3c_runtime::Op) -> TokenStream {
-    let v = serde_json::to_value(op).unwrap_or(Value::Null);
-    value_tokens(&v, "Op")
-}
+pub use crate::op_tokens::op_tokens;
 
 fn slice_tokens(s: &Slice) -> TokenStream {
     let (o, n) = (Literal::usize_unsuffixed(s.offset), Literal::usize_unsuffixed(s.len));

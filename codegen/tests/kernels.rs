@@ -51,23 +51,7 @@ fn ptx(k: &cuda::CudaKernel) -> String {
 
 /// The arguments an op overwrites (the rest of its outputs accumulate or update in place).
 fn overwritten(op: &Op) -> Vec<usize> {
-    use Op::*;
-    match op {
-        Zero { .. } => vec![0],
-        Add { .. } | Embedding { .. } | SwiGlu { .. } => vec![2],
-        Gemm { accumulate: false, .. } => vec![2],
-        ShiftTokens { .. } => vec![1],
-        RmsNorm { .. } => vec![2, 3],
-        Dyt { .. } => vec![4],
-        Attention(_) => vec![3, 4],
-        Router(_) => vec![2, 3, 4],
-        Dispatch { .. } => vec![2, 3, 4, 5],
-        GroupedGemm { mode: GroupedMode::Forward, .. } => vec![3],
-        CombineBwd { .. } => vec![5],
-        CrossEntropy { .. } => vec![2],
-        GradNorm { .. } => vec![1, 2],
-        _ => vec![],
-    }
+    op.writes().into_iter().filter(|w| w.1 == dsv3c_runtime::op::Access::Write).map(|w| w.0).collect()
 }
 
 /// Runs `op` on the CPU and in the emulator from the same arguments and compares every output.

@@ -2448,169 +2448,169 @@ pub fn params() -> Vec<Param> {
 pub fn kernels() -> Vec<Op> {
     vec![
         #[doc = " k0: zero"] Op::Zero { n : 1 }, #[doc = " k1: embedding"] Op::Embedding
-        { d : 1024, n : 4096, vocab : 129280 }, #[doc = " k2: rmsnorm"] Op::RmsNorm { d :
-        1024, eps : 0.000001, in_stride : 1024, rows : 4096 }, #[doc = " k3: gemm"]
-        Op::Gemm { accumulate : false, k : 1024, lda : 1024, ldb : 1024, ldc : 768, m :
-        4096, n : 768, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb
-        : true }, #[doc = " k4: rmsnorm"] Op::RmsNorm { d : 768, eps : 0.000001,
-        in_stride : 768, rows : 4096 }, #[doc = " k5: gemm"] Op::Gemm { accumulate :
-        false, k : 768, lda : 768, ldb : 768, ldc : 1536, m : 4096, n : 1536, quant :
-        Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : true }, #[doc =
-        " k6: rope"] Op::Rope { dim : 32, freqs : RopeFreqs { attention_factor : 1.0,
-        theta : 10000.0, yarn : None }, head_stride : 96, heads : 16, inverse : false,
-        offset : 64, row_stride : 1536, seq : 4096, tokens : 4096 }, #[doc = " k7: gemm"]
-        Op::Gemm { accumulate : false, k : 1024, lda : 1024, ldb : 1024, ldc : 288, m :
-        4096, n : 288, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb
-        : true }, #[doc = " k8: rmsnorm"] Op::RmsNorm { d : 256, eps : 0.000001,
-        in_stride : 288, rows : 4096 }, #[doc = " k9: rope"] Op::Rope { dim : 32, freqs :
-        RopeFreqs { attention_factor : 1.0, theta : 10000.0, yarn : None }, head_stride :
-        0, heads : 1, inverse : false, offset : 256, row_stride : 288, seq : 4096, tokens
-        : 4096 }, #[doc = " k10: gemm"] Op::Gemm { accumulate : false, k : 256, lda :
-        256, ldb : 256, ldc : 2048, m : 4096, n : 2048, quant : Quant::Fp8 { b_blocks :
-        true, tile : 128 }, ta : false, tb : true }, #[doc = " k11: attention"]
-        Op::Attention(Attn { batch : 1, heads : 16, kpe_offset : 256, kpe_stride : 288,
-        nope : 64, rope : 32, scale : 0.10206208, seq : 4096, v : 64, window : None }),
-        #[doc = " k12: gemm"] Op::Gemm { accumulate : false, k : 1024, lda : 1024, ldb :
-        1024, ldc : 1024, m : 4096, n : 1024, quant : Quant::Fp8 { b_blocks : true, tile
-        : 128 }, ta : false, tb : true }, #[doc = " k13: add"] Op::Add { n : 4194304 },
-        #[doc = " k14: gemm"] Op::Gemm { accumulate : false, k : 1024, lda : 1024, ldb :
-        1024, ldc : 2816, m : 4096, n : 2816, quant : Quant::Fp8 { b_blocks : true, tile
-        : 128 }, ta : false, tb : true }, #[doc = " k15: swiglu"] Op::SwiGlu { n :
-        11534336 }, #[doc = " k16: gemm"] Op::Gemm { accumulate : false, k : 2816, lda :
-        2816, ldb : 2816, ldc : 1024, m : 4096, n : 1024, quant : Quant::Fp8 { b_blocks :
-        true, tile : 128 }, ta : false, tb : true }, #[doc = " k17: gemm"] Op::Gemm {
-        accumulate : false, k : 1024, lda : 1024, ldb : 1024, ldc : 1536, m : 4096, n :
-        1536, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : true
-        }, #[doc = " k18: swiglu"] Op::SwiGlu { n : 6291456 }, #[doc = " k19: gemm"]
-        Op::Gemm { accumulate : false, k : 1536, lda : 1536, ldb : 1536, ldc : 1024, m :
-        4096, n : 1024, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : true }, #[doc = " k20: gemm"] Op::Gemm { accumulate : false, k : 1024, lda :
-        1024, ldb : 1024, ldc : 8, m : 4096, n : 8, quant : Quant::None, ta : false, tb :
-        true }, #[doc = " k21: router"] Op::Router(Route { experts : 8, groups : 1,
-        normalize : true, scale : 2.5, score : Score::Sigmoid, tokens : 4096, top_groups
-        : 1, top_k : 2 }), #[doc = " k22: balance_loss"] Op::BalanceLoss(Balance { alpha
-        : 0.0001, batch : 1, experts : 8, score : Score::Sigmoid, seq : 4096, top_k : 2
-        }), #[doc = " k23: dispatch"] Op::Dispatch { d : 1024, experts : 8, tokens :
-        4096, top_k : 2 }, #[doc = " k24: grouped_gemm"] Op::GroupedGemm { experts : 8, k
-        : 1024, mode : GroupedMode::Forward, n : 1536, quant : Quant::Fp8 { b_blocks :
-        true, tile : 128 }, rows : 8192 }, #[doc = " k25: swiglu"] Op::SwiGlu { n :
-        12582912 }, #[doc = " k26: grouped_gemm"] Op::GroupedGemm { experts : 8, k :
-        1536, mode : GroupedMode::Forward, n : 1024, quant : Quant::Fp8 { b_blocks :
-        true, tile : 128 }, rows : 8192 }, #[doc = " k27: combine"] Op::Combine { d :
-        1024, tokens : 4096, top_k : 2 }, #[doc = " k28: gemm"] Op::Gemm { accumulate :
-        false, k : 1024, lda : 1024, ldb : 1024, ldc : 129280, m : 4096, n : 129280,
-        quant : Quant::Bf16, ta : false, tb : true }, #[doc = " k29: cross_entropy"]
-        Op::CrossEntropy { batch : 1, grad_scale : 1.0, seq : 4096, shift : 1, vocab :
-        129280 }, #[doc = " k30: add_scaled"] Op::AddScaled { alpha : 1.0, n : 1 }, #[doc
-        = " k31: shift_tokens"] Op::ShiftTokens { batch : 1, seq : 4096, shift : 1 },
-        #[doc = " k32: gemm"] Op::Gemm { accumulate : false, k : 1024, lda : 1024, ldb :
-        2048, ldc : 1024, m : 4096, n : 1024, quant : Quant::Bf16, ta : false, tb : true
-        }, #[doc = " k33: gemm"] Op::Gemm { accumulate : true, k : 1024, lda : 1024, ldb
-        : 2048, ldc : 1024, m : 4096, n : 1024, quant : Quant::Bf16, ta : false, tb :
-        true }, #[doc = " k34: cross_entropy"] Op::CrossEntropy { batch : 1, grad_scale :
-        0.3, seq : 4096, shift : 2, vocab : 129280 }, #[doc = " k35: add_scaled"]
-        Op::AddScaled { alpha : 0.3, n : 1 }, #[doc = " k36: zero"] Op::Zero { n :
-        4194304 }, #[doc = " k37: gemm"] Op::Gemm { accumulate : true, k : 129280, lda :
-        129280, ldb : 1024, ldc : 1024, m : 4096, n : 1024, quant : Quant::Bf16, ta :
-        false, tb : false }, #[doc = " k38: gemm"] Op::Gemm { accumulate : true, k :
-        4096, lda : 129280, ldb : 1024, ldc : 1024, m : 129280, n : 1024, quant :
-        Quant::Bf16, ta : true, tb : false }, #[doc = " k39: rmsnorm_bwd"] Op::RmsNormBwd
-        { d : 1024, in_stride : 1024, rows : 4096 }, #[doc = " k40: add_scaled"]
-        Op::AddScaled { alpha : 1.0, n : 4194304 }, #[doc = " k41: zero"] Op::Zero { n :
-        8388608 }, #[doc = " k42: zero"] Op::Zero { n : 8192 }, #[doc =
-        " k43: combine_bwd"] Op::CombineBwd { d : 1024, tokens : 4096, top_k : 2 }, #[doc
-        = " k44: zero"] Op::Zero { n : 12582912 }, #[doc = " k45: grouped_gemm"]
-        Op::GroupedGemm { experts : 8, k : 1536, mode : GroupedMode::DataGrad, n : 1024,
-        quant : Quant::Fp8 { b_blocks : true, tile : 128 }, rows : 8192 }, #[doc =
-        " k46: grouped_gemm"] Op::GroupedGemm { experts : 8, k : 1536, mode :
-        GroupedMode::WeightGrad, n : 1024, quant : Quant::Fp8 { b_blocks : false, tile :
-        128 }, rows : 8192 }, #[doc = " k47: swiglu_bwd"] Op::SwiGluBwd { n : 12582912 },
-        #[doc = " k48: grouped_gemm"] Op::GroupedGemm { experts : 8, k : 1024, mode :
-        GroupedMode::DataGrad, n : 1536, quant : Quant::Fp8 { b_blocks : true, tile : 128
-        }, rows : 8192 }, #[doc = " k49: grouped_gemm"] Op::GroupedGemm { experts : 8, k
-        : 1024, mode : GroupedMode::WeightGrad, n : 1536, quant : Quant::Fp8 { b_blocks :
-        false, tile : 128 }, rows : 8192 }, #[doc = " k50: dispatch_bwd"] Op::DispatchBwd
-        { d : 1024, tokens : 4096, top_k : 2 }, #[doc = " k51: zero"] Op::Zero { n :
-        32768 }, #[doc = " k52: balance_loss_bwd"] Op::BalanceLossBwd { balance : Balance
-        { alpha : 0.0001, batch : 1, experts : 8, score : Score::Sigmoid, seq : 4096,
-        top_k : 2 }, grad_scale : 1.0 }, #[doc = " k53: router_bwd"] Op::RouterBwd(Route
-        { experts : 8, groups : 1, normalize : true, scale : 2.5, score : Score::Sigmoid,
-        tokens : 4096, top_groups : 1, top_k : 2 }), #[doc = " k54: expert_stats"]
-        Op::ExpertStats { experts : 8, tokens : 4096, top_k : 2 }, #[doc = " k55: gemm"]
-        Op::Gemm { accumulate : true, k : 8, lda : 8, ldb : 1024, ldc : 1024, m : 4096, n
-        : 1024, quant : Quant::None, ta : false, tb : false }, #[doc = " k56: gemm"]
-        Op::Gemm { accumulate : true, k : 4096, lda : 8, ldb : 1024, ldc : 1024, m : 8, n
-        : 1024, quant : Quant::None, ta : true, tb : false }, #[doc = " k57: zero"]
-        Op::Zero { n : 6291456 }, #[doc = " k58: gemm"] Op::Gemm { accumulate : true, k :
-        1024, lda : 1024, ldb : 1536, ldc : 1536, m : 4096, n : 1536, quant : Quant::Fp8
-        { b_blocks : true, tile : 128 }, ta : false, tb : false }, #[doc = " k59: gemm"]
-        Op::Gemm { accumulate : true, k : 4096, lda : 1024, ldb : 1536, ldc : 1536, m :
-        1024, n : 1536, quant : Quant::Fp8 { b_blocks : false, tile : 128 }, ta : true,
-        tb : false }, #[doc = " k60: swiglu_bwd"] Op::SwiGluBwd { n : 6291456 }, #[doc =
-        " k61: gemm"] Op::Gemm { accumulate : true, k : 1536, lda : 1536, ldb : 1024, ldc
-        : 1024, m : 4096, n : 1024, quant : Quant::Fp8 { b_blocks : true, tile : 128 },
-        ta : false, tb : false }, #[doc = " k62: gemm"] Op::Gemm { accumulate : true, k :
-        4096, lda : 1536, ldb : 1024, ldc : 1024, m : 1536, n : 1024, quant : Quant::Fp8
-        { b_blocks : false, tile : 128 }, ta : true, tb : false }, #[doc = " k63: gemm"]
-        Op::Gemm { accumulate : true, k : 1024, lda : 1024, ldb : 1024, ldc : 1024, m :
-        4096, n : 1024, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : false }, #[doc = " k64: gemm"] Op::Gemm { accumulate : true, k : 4096, lda :
-        1024, ldb : 1024, ldc : 1024, m : 1024, n : 1024, quant : Quant::Fp8 { b_blocks :
-        false, tile : 128 }, ta : true, tb : false }, #[doc = " k65: zero"] Op::Zero { n
-        : 1179648 }, #[doc = " k66: attention_bwd"] Op::AttentionBwd(Attn { batch : 1,
-        heads : 16, kpe_offset : 256, kpe_stride : 288, nope : 64, rope : 32, scale :
-        0.10206208, seq : 4096, v : 64, window : None }), #[doc = " k67: zero"] Op::Zero
-        { n : 1048576 }, #[doc = " k68: gemm"] Op::Gemm { accumulate : true, k : 2048,
-        lda : 2048, ldb : 256, ldc : 256, m : 4096, n : 256, quant : Quant::Fp8 {
-        b_blocks : true, tile : 128 }, ta : false, tb : false }, #[doc = " k69: gemm"]
-        Op::Gemm { accumulate : true, k : 4096, lda : 2048, ldb : 256, ldc : 256, m :
-        2048, n : 256, quant : Quant::Fp8 { b_blocks : false, tile : 128 }, ta : true, tb
-        : false }, #[doc = " k70: rope"] Op::Rope { dim : 32, freqs : RopeFreqs {
-        attention_factor : 1.0, theta : 10000.0, yarn : None }, head_stride : 0, heads :
-        1, inverse : true, offset : 256, row_stride : 288, seq : 4096, tokens : 4096 },
-        #[doc = " k71: rmsnorm_bwd"] Op::RmsNormBwd { d : 256, in_stride : 288, rows :
-        4096 }, #[doc = " k72: gemm"] Op::Gemm { accumulate : true, k : 288, lda : 288,
-        ldb : 1024, ldc : 1024, m : 4096, n : 1024, quant : Quant::Fp8 { b_blocks : true,
-        tile : 128 }, ta : false, tb : false }, #[doc = " k73: gemm"] Op::Gemm {
-        accumulate : true, k : 4096, lda : 288, ldb : 1024, ldc : 1024, m : 288, n :
-        1024, quant : Quant::Fp8 { b_blocks : false, tile : 128 }, ta : true, tb : false
-        }, #[doc = " k74: rope"] Op::Rope { dim : 32, freqs : RopeFreqs {
-        attention_factor : 1.0, theta : 10000.0, yarn : None }, head_stride : 96, heads :
-        16, inverse : true, offset : 64, row_stride : 1536, seq : 4096, tokens : 4096 },
-        #[doc = " k75: zero"] Op::Zero { n : 3145728 }, #[doc = " k76: gemm"] Op::Gemm {
-        accumulate : true, k : 1536, lda : 1536, ldb : 768, ldc : 768, m : 4096, n : 768,
-        quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : false },
-        #[doc = " k77: gemm"] Op::Gemm { accumulate : true, k : 4096, lda : 1536, ldb :
-        768, ldc : 768, m : 1536, n : 768, quant : Quant::Fp8 { b_blocks : false, tile :
-        128 }, ta : true, tb : false }, #[doc = " k78: rmsnorm_bwd"] Op::RmsNormBwd { d :
-        768, in_stride : 768, rows : 4096 }, #[doc = " k79: gemm"] Op::Gemm { accumulate
-        : true, k : 768, lda : 768, ldb : 1024, ldc : 1024, m : 4096, n : 1024, quant :
-        Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : false }, #[doc =
-        " k80: gemm"] Op::Gemm { accumulate : true, k : 4096, lda : 768, ldb : 1024, ldc
-        : 1024, m : 768, n : 1024, quant : Quant::Fp8 { b_blocks : false, tile : 128 },
-        ta : true, tb : false }, #[doc = " k81: gemm"] Op::Gemm { accumulate : true, k :
-        1024, lda : 1024, ldb : 2048, ldc : 1024, m : 4096, n : 1024, quant :
-        Quant::Bf16, ta : false, tb : false }, #[doc = " k82: gemm"] Op::Gemm {
-        accumulate : true, k : 4096, lda : 1024, ldb : 1024, ldc : 2048, m : 1024, n :
-        1024, quant : Quant::Bf16, ta : true, tb : false }, #[doc =
-        " k83: embedding_bwd"] Op::EmbeddingBwd { d : 1024, n : 4096, vocab : 129280 },
-        #[doc = " k84: zero"] Op::Zero { n : 11534336 }, #[doc = " k85: gemm"] Op::Gemm {
-        accumulate : true, k : 1024, lda : 1024, ldb : 2816, ldc : 2816, m : 4096, n :
-        2816, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : false
-        }, #[doc = " k86: gemm"] Op::Gemm { accumulate : true, k : 4096, lda : 1024, ldb
-        : 2816, ldc : 2816, m : 1024, n : 2816, quant : Quant::Fp8 { b_blocks : false,
-        tile : 128 }, ta : true, tb : false }, #[doc = " k87: swiglu_bwd"] Op::SwiGluBwd
-        { n : 11534336 }, #[doc = " k88: gemm"] Op::Gemm { accumulate : true, k : 2816,
-        lda : 2816, ldb : 1024, ldc : 1024, m : 4096, n : 1024, quant : Quant::Fp8 {
-        b_blocks : true, tile : 128 }, ta : false, tb : false }, #[doc = " k89: gemm"]
-        Op::Gemm { accumulate : true, k : 4096, lda : 2816, ldb : 1024, ldc : 1024, m :
-        2816, n : 1024, quant : Quant::Fp8 { b_blocks : false, tile : 128 }, ta : true,
-        tb : false }, #[doc = " k90: zero"] Op::Zero { n : 1020353664 }, #[doc =
-        " k91: zero"] Op::Zero { n : 10 }, #[doc = " k92: grad_norm"] Op::GradNorm { n :
-        1020353536 }, #[doc = " k93: adamw"] Op::Optimizer(Update { bf16_moments : false,
-        decay_end : 755531776, embedding_end : 1020297216, kind : OptimizerKind::AdamW, n
-        : 1020353536 }), #[doc = " k94: bias_update"] Op::BiasUpdate { experts : 8, gamma
-        : 0.001 }
+        { n : 4096, vocab : 129280, d : 1024 }, #[doc = " k2: rmsnorm"] Op::RmsNorm {
+        rows : 4096, d : 1024, in_stride : 1024, eps : 0.000001 }, #[doc = " k3: gemm"]
+        Op::Gemm { m : 4096, n : 768, k : 1024, lda : 1024, ldb : 1024, ldc : 768, ta :
+        false, tb : true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k4: rmsnorm"] Op::RmsNorm { rows : 4096, d : 768, in_stride :
+        768, eps : 0.000001 }, #[doc = " k5: gemm"] Op::Gemm { m : 4096, n : 1536, k :
+        768, lda : 768, ldb : 768, ldc : 1536, ta : false, tb : true, accumulate : false,
+        quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k6: rope"]
+        Op::Rope { tokens : 4096, seq : 4096, heads : 16, row_stride : 1536, head_stride
+        : 96, offset : 64, dim : 32, freqs : RopeFreqs { theta : 10000.0, yarn : None,
+        attention_factor : 1.0 }, inverse : false }, #[doc = " k7: gemm"] Op::Gemm { m :
+        4096, n : 288, k : 1024, lda : 1024, ldb : 1024, ldc : 288, ta : false, tb :
+        true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k8: rmsnorm"] Op::RmsNorm { rows : 4096, d : 256, in_stride : 288, eps
+        : 0.000001 }, #[doc = " k9: rope"] Op::Rope { tokens : 4096, seq : 4096, heads :
+        1, row_stride : 288, head_stride : 0, offset : 256, dim : 32, freqs : RopeFreqs {
+        theta : 10000.0, yarn : None, attention_factor : 1.0 }, inverse : false }, #[doc
+        = " k10: gemm"] Op::Gemm { m : 4096, n : 2048, k : 256, lda : 256, ldb : 256, ldc
+        : 2048, ta : false, tb : true, accumulate : false, quant : Quant::Fp8 { tile :
+        128, b_blocks : true } }, #[doc = " k11: attention"] Op::Attention(Attn { batch :
+        1, seq : 4096, heads : 16, nope : 64, rope : 32, v : 64, kpe_stride : 288,
+        kpe_offset : 256, scale : 0.10206208, window : None }), #[doc = " k12: gemm"]
+        Op::Gemm { m : 4096, n : 1024, k : 1024, lda : 1024, ldb : 1024, ldc : 1024, ta :
+        false, tb : true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k13: add"] Op::Add { n : 4194304 }, #[doc = " k14: gemm"]
+        Op::Gemm { m : 4096, n : 2816, k : 1024, lda : 1024, ldb : 1024, ldc : 2816, ta :
+        false, tb : true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k15: swiglu"] Op::SwiGlu { n : 11534336 }, #[doc =
+        " k16: gemm"] Op::Gemm { m : 4096, n : 1024, k : 2816, lda : 2816, ldb : 2816,
+        ldc : 1024, ta : false, tb : true, accumulate : false, quant : Quant::Fp8 { tile
+        : 128, b_blocks : true } }, #[doc = " k17: gemm"] Op::Gemm { m : 4096, n : 1536,
+        k : 1024, lda : 1024, ldb : 1024, ldc : 1536, ta : false, tb : true, accumulate :
+        false, quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc =
+        " k18: swiglu"] Op::SwiGlu { n : 6291456 }, #[doc = " k19: gemm"] Op::Gemm { m :
+        4096, n : 1024, k : 1536, lda : 1536, ldb : 1536, ldc : 1024, ta : false, tb :
+        true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k20: gemm"] Op::Gemm { m : 4096, n : 8, k : 1024, lda : 1024, ldb :
+        1024, ldc : 8, ta : false, tb : true, accumulate : false, quant : Quant::None },
+        #[doc = " k21: router"] Op::Router(Route { tokens : 4096, experts : 8, groups :
+        1, top_groups : 1, top_k : 2, score : Score::Sigmoid, normalize : true, scale :
+        2.5 }), #[doc = " k22: balance_loss"] Op::BalanceLoss(Balance { batch : 1, seq :
+        4096, experts : 8, top_k : 2, alpha : 0.0001, score : Score::Sigmoid }), #[doc =
+        " k23: dispatch"] Op::Dispatch { tokens : 4096, experts : 8, top_k : 2, d : 1024
+        }, #[doc = " k24: grouped_gemm"] Op::GroupedGemm { experts : 8, rows : 8192, n :
+        1536, k : 1024, mode : GroupedMode::Forward, quant : Quant::Fp8 { tile : 128,
+        b_blocks : true } }, #[doc = " k25: swiglu"] Op::SwiGlu { n : 12582912 }, #[doc =
+        " k26: grouped_gemm"] Op::GroupedGemm { experts : 8, rows : 8192, n : 1024, k :
+        1536, mode : GroupedMode::Forward, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k27: combine"] Op::Combine { tokens : 4096, top_k : 2, d :
+        1024 }, #[doc = " k28: gemm"] Op::Gemm { m : 4096, n : 129280, k : 1024, lda :
+        1024, ldb : 1024, ldc : 129280, ta : false, tb : true, accumulate : false, quant
+        : Quant::Bf16 }, #[doc = " k29: cross_entropy"] Op::CrossEntropy { batch : 1, seq
+        : 4096, vocab : 129280, shift : 1, grad_scale : 1.0 }, #[doc =
+        " k30: add_scaled"] Op::AddScaled { n : 1, alpha : 1.0 }, #[doc =
+        " k31: shift_tokens"] Op::ShiftTokens { batch : 1, seq : 4096, shift : 1 }, #[doc
+        = " k32: gemm"] Op::Gemm { m : 4096, n : 1024, k : 1024, lda : 1024, ldb : 2048,
+        ldc : 1024, ta : false, tb : true, accumulate : false, quant : Quant::Bf16 },
+        #[doc = " k33: gemm"] Op::Gemm { m : 4096, n : 1024, k : 1024, lda : 1024, ldb :
+        2048, ldc : 1024, ta : false, tb : true, accumulate : true, quant : Quant::Bf16
+        }, #[doc = " k34: cross_entropy"] Op::CrossEntropy { batch : 1, seq : 4096, vocab
+        : 129280, shift : 2, grad_scale : 0.3 }, #[doc = " k35: add_scaled"]
+        Op::AddScaled { n : 1, alpha : 0.3 }, #[doc = " k36: zero"] Op::Zero { n :
+        4194304 }, #[doc = " k37: gemm"] Op::Gemm { m : 4096, n : 1024, k : 129280, lda :
+        129280, ldb : 1024, ldc : 1024, ta : false, tb : false, accumulate : true, quant
+        : Quant::Bf16 }, #[doc = " k38: gemm"] Op::Gemm { m : 129280, n : 1024, k : 4096,
+        lda : 129280, ldb : 1024, ldc : 1024, ta : true, tb : false, accumulate : true,
+        quant : Quant::Bf16 }, #[doc = " k39: rmsnorm_bwd"] Op::RmsNormBwd { rows : 4096,
+        d : 1024, in_stride : 1024 }, #[doc = " k40: add_scaled"] Op::AddScaled { n :
+        4194304, alpha : 1.0 }, #[doc = " k41: zero"] Op::Zero { n : 8388608 }, #[doc =
+        " k42: zero"] Op::Zero { n : 8192 }, #[doc = " k43: combine_bwd"] Op::CombineBwd
+        { tokens : 4096, top_k : 2, d : 1024 }, #[doc = " k44: zero"] Op::Zero { n :
+        12582912 }, #[doc = " k45: grouped_gemm"] Op::GroupedGemm { experts : 8, rows :
+        8192, n : 1024, k : 1536, mode : GroupedMode::DataGrad, quant : Quant::Fp8 { tile
+        : 128, b_blocks : true } }, #[doc = " k46: grouped_gemm"] Op::GroupedGemm {
+        experts : 8, rows : 8192, n : 1024, k : 1536, mode : GroupedMode::WeightGrad,
+        quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k47: swiglu_bwd"] Op::SwiGluBwd { n : 12582912 }, #[doc = " k48: grouped_gemm"]
+        Op::GroupedGemm { experts : 8, rows : 8192, n : 1536, k : 1024, mode :
+        GroupedMode::DataGrad, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k49: grouped_gemm"] Op::GroupedGemm { experts : 8, rows : 8192, n :
+        1536, k : 1024, mode : GroupedMode::WeightGrad, quant : Quant::Fp8 { tile : 128,
+        b_blocks : false } }, #[doc = " k50: dispatch_bwd"] Op::DispatchBwd { tokens :
+        4096, top_k : 2, d : 1024 }, #[doc = " k51: zero"] Op::Zero { n : 32768 }, #[doc
+        = " k52: balance_loss_bwd"] Op::BalanceLossBwd { balance : Balance { batch : 1,
+        seq : 4096, experts : 8, top_k : 2, alpha : 0.0001, score : Score::Sigmoid },
+        grad_scale : 1.0 }, #[doc = " k53: router_bwd"] Op::RouterBwd(Route { tokens :
+        4096, experts : 8, groups : 1, top_groups : 1, top_k : 2, score : Score::Sigmoid,
+        normalize : true, scale : 2.5 }), #[doc = " k54: expert_stats"] Op::ExpertStats {
+        tokens : 4096, experts : 8, top_k : 2 }, #[doc = " k55: gemm"] Op::Gemm { m :
+        4096, n : 1024, k : 8, lda : 8, ldb : 1024, ldc : 1024, ta : false, tb : false,
+        accumulate : true, quant : Quant::None }, #[doc = " k56: gemm"] Op::Gemm { m : 8,
+        n : 1024, k : 4096, lda : 8, ldb : 1024, ldc : 1024, ta : true, tb : false,
+        accumulate : true, quant : Quant::None }, #[doc = " k57: zero"] Op::Zero { n :
+        6291456 }, #[doc = " k58: gemm"] Op::Gemm { m : 4096, n : 1536, k : 1024, lda :
+        1024, ldb : 1536, ldc : 1536, ta : false, tb : false, accumulate : true, quant :
+        Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k59: gemm"] Op::Gemm { m
+        : 1024, n : 1536, k : 4096, lda : 1024, ldb : 1536, ldc : 1536, ta : true, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } },
+        #[doc = " k60: swiglu_bwd"] Op::SwiGluBwd { n : 6291456 }, #[doc = " k61: gemm"]
+        Op::Gemm { m : 4096, n : 1024, k : 1536, lda : 1536, ldb : 1024, ldc : 1024, ta :
+        false, tb : false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k62: gemm"] Op::Gemm { m : 1536, n : 1024, k : 4096, lda :
+        1536, ldb : 1024, ldc : 1024, ta : true, tb : false, accumulate : true, quant :
+        Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc = " k63: gemm"] Op::Gemm { m
+        : 4096, n : 1024, k : 1024, lda : 1024, ldb : 1024, ldc : 1024, ta : false, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k64: gemm"] Op::Gemm { m : 1024, n : 1024, k : 4096, lda : 1024, ldb :
+        1024, ldc : 1024, ta : true, tb : false, accumulate : true, quant : Quant::Fp8 {
+        tile : 128, b_blocks : false } }, #[doc = " k65: zero"] Op::Zero { n : 1179648 },
+        #[doc = " k66: attention_bwd"] Op::AttentionBwd(Attn { batch : 1, seq : 4096,
+        heads : 16, nope : 64, rope : 32, v : 64, kpe_stride : 288, kpe_offset : 256,
+        scale : 0.10206208, window : None }), #[doc = " k67: zero"] Op::Zero { n :
+        1048576 }, #[doc = " k68: gemm"] Op::Gemm { m : 4096, n : 256, k : 2048, lda :
+        2048, ldb : 256, ldc : 256, ta : false, tb : false, accumulate : true, quant :
+        Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k69: gemm"] Op::Gemm { m
+        : 2048, n : 256, k : 4096, lda : 2048, ldb : 256, ldc : 256, ta : true, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } },
+        #[doc = " k70: rope"] Op::Rope { tokens : 4096, seq : 4096, heads : 1, row_stride
+        : 288, head_stride : 0, offset : 256, dim : 32, freqs : RopeFreqs { theta :
+        10000.0, yarn : None, attention_factor : 1.0 }, inverse : true }, #[doc =
+        " k71: rmsnorm_bwd"] Op::RmsNormBwd { rows : 4096, d : 256, in_stride : 288 },
+        #[doc = " k72: gemm"] Op::Gemm { m : 4096, n : 1024, k : 288, lda : 288, ldb :
+        1024, ldc : 1024, ta : false, tb : false, accumulate : true, quant : Quant::Fp8 {
+        tile : 128, b_blocks : true } }, #[doc = " k73: gemm"] Op::Gemm { m : 288, n :
+        1024, k : 4096, lda : 288, ldb : 1024, ldc : 1024, ta : true, tb : false,
+        accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k74: rope"] Op::Rope { tokens : 4096, seq : 4096, heads : 16, row_stride :
+        1536, head_stride : 96, offset : 64, dim : 32, freqs : RopeFreqs { theta :
+        10000.0, yarn : None, attention_factor : 1.0 }, inverse : true }, #[doc =
+        " k75: zero"] Op::Zero { n : 3145728 }, #[doc = " k76: gemm"] Op::Gemm { m :
+        4096, n : 768, k : 1536, lda : 1536, ldb : 768, ldc : 768, ta : false, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k77: gemm"] Op::Gemm { m : 1536, n : 768, k : 4096, lda : 1536, ldb :
+        768, ldc : 768, ta : true, tb : false, accumulate : true, quant : Quant::Fp8 {
+        tile : 128, b_blocks : false } }, #[doc = " k78: rmsnorm_bwd"] Op::RmsNormBwd {
+        rows : 4096, d : 768, in_stride : 768 }, #[doc = " k79: gemm"] Op::Gemm { m :
+        4096, n : 1024, k : 768, lda : 768, ldb : 1024, ldc : 1024, ta : false, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k80: gemm"] Op::Gemm { m : 768, n : 1024, k : 4096, lda : 768, ldb :
+        1024, ldc : 1024, ta : true, tb : false, accumulate : true, quant : Quant::Fp8 {
+        tile : 128, b_blocks : false } }, #[doc = " k81: gemm"] Op::Gemm { m : 4096, n :
+        1024, k : 1024, lda : 1024, ldb : 2048, ldc : 1024, ta : false, tb : false,
+        accumulate : true, quant : Quant::Bf16 }, #[doc = " k82: gemm"] Op::Gemm { m :
+        1024, n : 1024, k : 4096, lda : 1024, ldb : 1024, ldc : 2048, ta : true, tb :
+        false, accumulate : true, quant : Quant::Bf16 }, #[doc = " k83: embedding_bwd"]
+        Op::EmbeddingBwd { n : 4096, vocab : 129280, d : 1024 }, #[doc = " k84: zero"]
+        Op::Zero { n : 11534336 }, #[doc = " k85: gemm"] Op::Gemm { m : 4096, n : 2816, k
+        : 1024, lda : 1024, ldb : 2816, ldc : 2816, ta : false, tb : false, accumulate :
+        true, quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k86: gemm"]
+        Op::Gemm { m : 1024, n : 2816, k : 4096, lda : 1024, ldb : 2816, ldc : 2816, ta :
+        true, tb : false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks :
+        false } }, #[doc = " k87: swiglu_bwd"] Op::SwiGluBwd { n : 11534336 }, #[doc =
+        " k88: gemm"] Op::Gemm { m : 4096, n : 1024, k : 2816, lda : 2816, ldb : 1024,
+        ldc : 1024, ta : false, tb : false, accumulate : true, quant : Quant::Fp8 { tile
+        : 128, b_blocks : true } }, #[doc = " k89: gemm"] Op::Gemm { m : 2816, n : 1024,
+        k : 4096, lda : 2816, ldb : 1024, ldc : 1024, ta : true, tb : false, accumulate :
+        true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k90: zero"] Op::Zero { n : 1020353664 }, #[doc = " k91: zero"] Op::Zero { n :
+        10 }, #[doc = " k92: grad_norm"] Op::GradNorm { n : 1020353536 }, #[doc =
+        " k93: adamw"] Op::Optimizer(Update { kind : OptimizerKind::AdamW, n :
+        1020353536, decay_end : 755531776, embedding_end : 1020297216, bf16_moments :
+        false }), #[doc = " k94: bias_update"] Op::BiasUpdate { experts : 8, gamma :
+        0.001 }
     ]
 }
 /// Arguments of layers 1, ..., 15 in `forward`, one row per layer, in launch order.

@@ -8617,173 +8617,172 @@ pub fn params() -> Vec<Param> {
 pub fn kernels() -> Vec<Op> {
     vec![
         #[doc = " k0: zero"] Op::Zero { n : 1 }, #[doc = " k1: embedding"] Op::Embedding
-        { d : 7168, n : 4096, vocab : 129280 }, #[doc = " k2: rmsnorm"] Op::RmsNorm { d :
-        7168, eps : 0.000001, in_stride : 7168, rows : 4096 }, #[doc = " k3: gemm"]
-        Op::Gemm { accumulate : false, k : 7168, lda : 7168, ldb : 7168, ldc : 1536, m :
-        4096, n : 1536, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : true }, #[doc = " k4: rmsnorm"] Op::RmsNorm { d : 1536, eps : 0.000001,
-        in_stride : 1536, rows : 4096 }, #[doc = " k5: gemm"] Op::Gemm { accumulate :
-        false, k : 1536, lda : 1536, ldb : 1536, ldc : 24576, m : 4096, n : 24576, quant
-        : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : true }, #[doc =
-        " k6: rope"] Op::Rope { dim : 64, freqs : RopeFreqs { attention_factor : 1.0,
-        theta : 10000.0, yarn : Some((40.0, 4096, 32.0, 1.0)) }, head_stride : 192, heads
-        : 128, inverse : false, offset : 128, row_stride : 24576, seq : 4096, tokens :
-        4096 }, #[doc = " k7: gemm"] Op::Gemm { accumulate : false, k : 7168, lda : 7168,
-        ldb : 7168, ldc : 576, m : 4096, n : 576, quant : Quant::Fp8 { b_blocks : true,
-        tile : 128 }, ta : false, tb : true }, #[doc = " k8: rmsnorm"] Op::RmsNorm { d :
-        512, eps : 0.000001, in_stride : 576, rows : 4096 }, #[doc = " k9: rope"]
-        Op::Rope { dim : 64, freqs : RopeFreqs { attention_factor : 1.0, theta : 10000.0,
-        yarn : Some((40.0, 4096, 32.0, 1.0)) }, head_stride : 0, heads : 1, inverse :
-        false, offset : 512, row_stride : 576, seq : 4096, tokens : 4096 }, #[doc =
-        " k10: gemm"] Op::Gemm { accumulate : false, k : 512, lda : 512, ldb : 512, ldc :
-        32768, m : 4096, n : 32768, quant : Quant::Fp8 { b_blocks : true, tile : 128 },
-        ta : false, tb : true }, #[doc = " k11: attention"] Op::Attention(Attn { batch :
-        1, heads : 128, kpe_offset : 512, kpe_stride : 576, nope : 128, rope : 64, scale
-        : 0.13523377, seq : 4096, v : 128, window : None }), #[doc = " k12: gemm"]
-        Op::Gemm { accumulate : false, k : 16384, lda : 16384, ldb : 16384, ldc : 7168, m
-        : 4096, n : 7168, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : true }, #[doc = " k13: add"] Op::Add { n : 29360128 }, #[doc = " k14: gemm"]
-        Op::Gemm { accumulate : false, k : 7168, lda : 7168, ldb : 7168, ldc : 18432, m :
-        4096, n : 18432, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : true }, #[doc = " k15: swiglu"] Op::SwiGlu { n : 75497472 }, #[doc =
-        " k16: gemm"] Op::Gemm { accumulate : false, k : 18432, lda : 18432, ldb : 18432,
-        ldc : 7168, m : 4096, n : 7168, quant : Quant::Fp8 { b_blocks : true, tile : 128
-        }, ta : false, tb : true }, #[doc = " k17: gemm"] Op::Gemm { accumulate : false,
-        k : 7168, lda : 7168, ldb : 7168, ldc : 2048, m : 4096, n : 2048, quant :
-        Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : true }, #[doc =
-        " k18: swiglu"] Op::SwiGlu { n : 8388608 }, #[doc = " k19: gemm"] Op::Gemm {
-        accumulate : false, k : 2048, lda : 2048, ldb : 2048, ldc : 7168, m : 4096, n :
-        7168, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : true
-        }, #[doc = " k20: gemm"] Op::Gemm { accumulate : false, k : 7168, lda : 7168, ldb
-        : 7168, ldc : 256, m : 4096, n : 256, quant : Quant::None, ta : false, tb : true
-        }, #[doc = " k21: router"] Op::Router(Route { experts : 256, groups : 8,
-        normalize : true, scale : 2.5, score : Score::Sigmoid, tokens : 4096, top_groups
-        : 4, top_k : 8 }), #[doc = " k22: balance_loss"] Op::BalanceLoss(Balance { alpha
-        : 0.0001, batch : 1, experts : 256, score : Score::Sigmoid, seq : 4096, top_k : 8
-        }), #[doc = " k23: dispatch"] Op::Dispatch { d : 7168, experts : 256, tokens :
-        4096, top_k : 8 }, #[doc = " k24: grouped_gemm"] Op::GroupedGemm { experts : 256,
-        k : 7168, mode : GroupedMode::Forward, n : 2048, quant : Quant::Fp8 { b_blocks :
-        true, tile : 128 }, rows : 32768 }, #[doc = " k25: swiglu"] Op::SwiGlu { n :
-        67108864 }, #[doc = " k26: grouped_gemm"] Op::GroupedGemm { experts : 256, k :
-        2048, mode : GroupedMode::Forward, n : 7168, quant : Quant::Fp8 { b_blocks :
-        true, tile : 128 }, rows : 32768 }, #[doc = " k27: combine"] Op::Combine { d :
-        7168, tokens : 4096, top_k : 8 }, #[doc = " k28: gemm"] Op::Gemm { accumulate :
-        false, k : 7168, lda : 7168, ldb : 7168, ldc : 129280, m : 4096, n : 129280,
-        quant : Quant::Bf16, ta : false, tb : true }, #[doc = " k29: cross_entropy"]
-        Op::CrossEntropy { batch : 1, grad_scale : 1.0, seq : 4096, shift : 1, vocab :
-        129280 }, #[doc = " k30: add_scaled"] Op::AddScaled { alpha : 1.0, n : 1 }, #[doc
-        = " k31: shift_tokens"] Op::ShiftTokens { batch : 1, seq : 4096, shift : 1 },
-        #[doc = " k32: gemm"] Op::Gemm { accumulate : false, k : 7168, lda : 7168, ldb :
-        14336, ldc : 7168, m : 4096, n : 7168, quant : Quant::Bf16, ta : false, tb : true
-        }, #[doc = " k33: gemm"] Op::Gemm { accumulate : true, k : 7168, lda : 7168, ldb
-        : 14336, ldc : 7168, m : 4096, n : 7168, quant : Quant::Bf16, ta : false, tb :
-        true }, #[doc = " k34: cross_entropy"] Op::CrossEntropy { batch : 1, grad_scale :
-        0.3, seq : 4096, shift : 2, vocab : 129280 }, #[doc = " k35: add_scaled"]
-        Op::AddScaled { alpha : 0.3, n : 1 }, #[doc = " k36: zero"] Op::Zero { n :
-        29360128 }, #[doc = " k37: gemm"] Op::Gemm { accumulate : true, k : 129280, lda :
-        129280, ldb : 7168, ldc : 7168, m : 4096, n : 7168, quant : Quant::Bf16, ta :
-        false, tb : false }, #[doc = " k38: gemm"] Op::Gemm { accumulate : true, k :
-        4096, lda : 129280, ldb : 7168, ldc : 7168, m : 129280, n : 7168, quant :
-        Quant::Bf16, ta : true, tb : false }, #[doc = " k39: rmsnorm_bwd"] Op::RmsNormBwd
-        { d : 7168, in_stride : 7168, rows : 4096 }, #[doc = " k40: add_scaled"]
-        Op::AddScaled { alpha : 1.0, n : 29360128 }, #[doc = " k41: zero"] Op::Zero { n :
-        234881024 }, #[doc = " k42: zero"] Op::Zero { n : 32768 }, #[doc =
-        " k43: combine_bwd"] Op::CombineBwd { d : 7168, tokens : 4096, top_k : 8 }, #[doc
-        = " k44: zero"] Op::Zero { n : 67108864 }, #[doc = " k45: grouped_gemm"]
-        Op::GroupedGemm { experts : 256, k : 2048, mode : GroupedMode::DataGrad, n :
-        7168, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, rows : 32768 }, #[doc =
-        " k46: grouped_gemm"] Op::GroupedGemm { experts : 256, k : 2048, mode :
-        GroupedMode::WeightGrad, n : 7168, quant : Quant::Fp8 { b_blocks : false, tile :
-        128 }, rows : 32768 }, #[doc = " k47: swiglu_bwd"] Op::SwiGluBwd { n : 67108864
-        }, #[doc = " k48: grouped_gemm"] Op::GroupedGemm { experts : 256, k : 7168, mode
-        : GroupedMode::DataGrad, n : 2048, quant : Quant::Fp8 { b_blocks : true, tile :
-        128 }, rows : 32768 }, #[doc = " k49: grouped_gemm"] Op::GroupedGemm { experts :
-        256, k : 7168, mode : GroupedMode::WeightGrad, n : 2048, quant : Quant::Fp8 {
-        b_blocks : false, tile : 128 }, rows : 32768 }, #[doc = " k50: dispatch_bwd"]
-        Op::DispatchBwd { d : 7168, tokens : 4096, top_k : 8 }, #[doc = " k51: zero"]
-        Op::Zero { n : 1048576 }, #[doc = " k52: balance_loss_bwd"] Op::BalanceLossBwd {
-        balance : Balance { alpha : 0.0001, batch : 1, experts : 256, score :
-        Score::Sigmoid, seq : 4096, top_k : 8 }, grad_scale : 1.0 }, #[doc =
-        " k53: router_bwd"] Op::RouterBwd(Route { experts : 256, groups : 8, normalize :
-        true, scale : 2.5, score : Score::Sigmoid, tokens : 4096, top_groups : 4, top_k :
-        8 }), #[doc = " k54: expert_stats"] Op::ExpertStats { experts : 256, tokens :
-        4096, top_k : 8 }, #[doc = " k55: gemm"] Op::Gemm { accumulate : true, k : 256,
-        lda : 256, ldb : 7168, ldc : 7168, m : 4096, n : 7168, quant : Quant::None, ta :
-        false, tb : false }, #[doc = " k56: gemm"] Op::Gemm { accumulate : true, k :
-        4096, lda : 256, ldb : 7168, ldc : 7168, m : 256, n : 7168, quant : Quant::None,
-        ta : true, tb : false }, #[doc = " k57: zero"] Op::Zero { n : 8388608 }, #[doc =
-        " k58: gemm"] Op::Gemm { accumulate : true, k : 7168, lda : 7168, ldb : 2048, ldc
-        : 2048, m : 4096, n : 2048, quant : Quant::Fp8 { b_blocks : true, tile : 128 },
-        ta : false, tb : false }, #[doc = " k59: gemm"] Op::Gemm { accumulate : true, k :
-        4096, lda : 7168, ldb : 2048, ldc : 2048, m : 7168, n : 2048, quant : Quant::Fp8
-        { b_blocks : false, tile : 128 }, ta : true, tb : false }, #[doc =
-        " k60: swiglu_bwd"] Op::SwiGluBwd { n : 8388608 }, #[doc = " k61: gemm"] Op::Gemm
-        { accumulate : true, k : 2048, lda : 2048, ldb : 7168, ldc : 7168, m : 4096, n :
-        7168, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : false
-        }, #[doc = " k62: gemm"] Op::Gemm { accumulate : true, k : 4096, lda : 2048, ldb
-        : 7168, ldc : 7168, m : 2048, n : 7168, quant : Quant::Fp8 { b_blocks : false,
-        tile : 128 }, ta : true, tb : false }, #[doc = " k63: gemm"] Op::Gemm {
-        accumulate : true, k : 7168, lda : 7168, ldb : 16384, ldc : 16384, m : 4096, n :
-        16384, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : false
-        }, #[doc = " k64: gemm"] Op::Gemm { accumulate : true, k : 4096, lda : 7168, ldb
-        : 16384, ldc : 16384, m : 7168, n : 16384, quant : Quant::Fp8 { b_blocks : false,
-        tile : 128 }, ta : true, tb : false }, #[doc = " k65: zero"] Op::Zero { n :
-        100663296 }, #[doc = " k66: zero"] Op::Zero { n : 134217728 }, #[doc =
-        " k67: zero"] Op::Zero { n : 2359296 }, #[doc = " k68: attention_bwd"]
-        Op::AttentionBwd(Attn { batch : 1, heads : 128, kpe_offset : 512, kpe_stride :
-        576, nope : 128, rope : 64, scale : 0.13523377, seq : 4096, v : 128, window :
-        None }), #[doc = " k69: zero"] Op::Zero { n : 2097152 }, #[doc = " k70: gemm"]
-        Op::Gemm { accumulate : true, k : 32768, lda : 32768, ldb : 512, ldc : 512, m :
-        4096, n : 512, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb
-        : false }, #[doc = " k71: gemm"] Op::Gemm { accumulate : true, k : 4096, lda :
-        32768, ldb : 512, ldc : 512, m : 32768, n : 512, quant : Quant::Fp8 { b_blocks :
-        false, tile : 128 }, ta : true, tb : false }, #[doc = " k72: rope"] Op::Rope {
-        dim : 64, freqs : RopeFreqs { attention_factor : 1.0, theta : 10000.0, yarn :
-        Some((40.0, 4096, 32.0, 1.0)) }, head_stride : 0, heads : 1, inverse : true,
-        offset : 512, row_stride : 576, seq : 4096, tokens : 4096 }, #[doc =
-        " k73: rmsnorm_bwd"] Op::RmsNormBwd { d : 512, in_stride : 576, rows : 4096 },
-        #[doc = " k74: gemm"] Op::Gemm { accumulate : true, k : 576, lda : 576, ldb :
-        7168, ldc : 7168, m : 4096, n : 7168, quant : Quant::Fp8 { b_blocks : true, tile
-        : 128 }, ta : false, tb : false }, #[doc = " k75: gemm"] Op::Gemm { accumulate :
-        true, k : 4096, lda : 576, ldb : 7168, ldc : 7168, m : 576, n : 7168, quant :
-        Quant::Fp8 { b_blocks : false, tile : 128 }, ta : true, tb : false }, #[doc =
-        " k76: rope"] Op::Rope { dim : 64, freqs : RopeFreqs { attention_factor : 1.0,
-        theta : 10000.0, yarn : Some((40.0, 4096, 32.0, 1.0)) }, head_stride : 192, heads
-        : 128, inverse : true, offset : 128, row_stride : 24576, seq : 4096, tokens :
-        4096 }, #[doc = " k77: zero"] Op::Zero { n : 6291456 }, #[doc = " k78: gemm"]
-        Op::Gemm { accumulate : true, k : 24576, lda : 24576, ldb : 1536, ldc : 1536, m :
-        4096, n : 1536, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : false }, #[doc = " k79: gemm"] Op::Gemm { accumulate : true, k : 4096, lda :
-        24576, ldb : 1536, ldc : 1536, m : 24576, n : 1536, quant : Quant::Fp8 { b_blocks
-        : false, tile : 128 }, ta : true, tb : false }, #[doc = " k80: rmsnorm_bwd"]
-        Op::RmsNormBwd { d : 1536, in_stride : 1536, rows : 4096 }, #[doc = " k81: gemm"]
-        Op::Gemm { accumulate : true, k : 1536, lda : 1536, ldb : 7168, ldc : 7168, m :
-        4096, n : 7168, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false,
-        tb : false }, #[doc = " k82: gemm"] Op::Gemm { accumulate : true, k : 4096, lda :
-        1536, ldb : 7168, ldc : 7168, m : 1536, n : 7168, quant : Quant::Fp8 { b_blocks :
-        false, tile : 128 }, ta : true, tb : false }, #[doc = " k83: gemm"] Op::Gemm {
-        accumulate : true, k : 7168, lda : 7168, ldb : 14336, ldc : 7168, m : 4096, n :
-        7168, quant : Quant::Bf16, ta : false, tb : false }, #[doc = " k84: gemm"]
-        Op::Gemm { accumulate : true, k : 4096, lda : 7168, ldb : 7168, ldc : 14336, m :
-        7168, n : 7168, quant : Quant::Bf16, ta : true, tb : false }, #[doc =
-        " k85: embedding_bwd"] Op::EmbeddingBwd { d : 7168, n : 4096, vocab : 129280 },
-        #[doc = " k86: zero"] Op::Zero { n : 75497472 }, #[doc = " k87: gemm"] Op::Gemm {
-        accumulate : true, k : 7168, lda : 7168, ldb : 18432, ldc : 18432, m : 4096, n :
-        18432, quant : Quant::Fp8 { b_blocks : true, tile : 128 }, ta : false, tb : false
-        }, #[doc = " k88: gemm"] Op::Gemm { accumulate : true, k : 4096, lda : 7168, ldb
-        : 18432, ldc : 18432, m : 7168, n : 18432, quant : Quant::Fp8 { b_blocks : false,
-        tile : 128 }, ta : true, tb : false }, #[doc = " k89: swiglu_bwd"] Op::SwiGluBwd
-        { n : 75497472 }, #[doc = " k90: gemm"] Op::Gemm { accumulate : true, k : 18432,
-        lda : 18432, ldb : 7168, ldc : 7168, m : 4096, n : 7168, quant : Quant::Fp8 {
-        b_blocks : true, tile : 128 }, ta : false, tb : false }, #[doc = " k91: gemm"]
-        Op::Gemm { accumulate : true, k : 4096, lda : 18432, ldb : 7168, ldc : 7168, m :
-        18432, n : 7168, quant : Quant::Fp8 { b_blocks : false, tile : 128 }, ta : true,
-        tb : false }, #[doc = " k92: zero"] Op::Zero { n : 682636487424 }, #[doc =
-        " k93: zero"] Op::Zero { n : 258 }, #[doc = " k94: grad_norm"] Op::GradNorm { n :
-        682636472320 }, #[doc = " k95: adamw"] Op::Optimizer(Update { bf16_moments :
-        false, decay_end : 680782069760, embedding_end : 682635427840, kind :
-        OptimizerKind::AdamW, n : 682636472320 }), #[doc = " k96: bias_update"]
-        Op::BiasUpdate { experts : 256, gamma : 0.001 }
+        { n : 4096, vocab : 129280, d : 7168 }, #[doc = " k2: rmsnorm"] Op::RmsNorm {
+        rows : 4096, d : 7168, in_stride : 7168, eps : 0.000001 }, #[doc = " k3: gemm"]
+        Op::Gemm { m : 4096, n : 1536, k : 7168, lda : 7168, ldb : 7168, ldc : 1536, ta :
+        false, tb : true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k4: rmsnorm"] Op::RmsNorm { rows : 4096, d : 1536, in_stride
+        : 1536, eps : 0.000001 }, #[doc = " k5: gemm"] Op::Gemm { m : 4096, n : 24576, k
+        : 1536, lda : 1536, ldb : 1536, ldc : 24576, ta : false, tb : true, accumulate :
+        false, quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k6: rope"]
+        Op::Rope { tokens : 4096, seq : 4096, heads : 128, row_stride : 24576,
+        head_stride : 192, offset : 128, dim : 64, freqs : RopeFreqs { theta : 10000.0,
+        yarn : Some((40.0, 4096, 32.0, 1.0)), attention_factor : 1.0 }, inverse : false
+        }, #[doc = " k7: gemm"] Op::Gemm { m : 4096, n : 576, k : 7168, lda : 7168, ldb :
+        7168, ldc : 576, ta : false, tb : true, accumulate : false, quant : Quant::Fp8 {
+        tile : 128, b_blocks : true } }, #[doc = " k8: rmsnorm"] Op::RmsNorm { rows :
+        4096, d : 512, in_stride : 576, eps : 0.000001 }, #[doc = " k9: rope"] Op::Rope {
+        tokens : 4096, seq : 4096, heads : 1, row_stride : 576, head_stride : 0, offset :
+        512, dim : 64, freqs : RopeFreqs { theta : 10000.0, yarn : Some((40.0, 4096,
+        32.0, 1.0)), attention_factor : 1.0 }, inverse : false }, #[doc = " k10: gemm"]
+        Op::Gemm { m : 4096, n : 32768, k : 512, lda : 512, ldb : 512, ldc : 32768, ta :
+        false, tb : true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k11: attention"] Op::Attention(Attn { batch : 1, seq : 4096,
+        heads : 128, nope : 128, rope : 64, v : 128, kpe_stride : 576, kpe_offset : 512,
+        scale : 0.13523377, window : None }), #[doc = " k12: gemm"] Op::Gemm { m : 4096,
+        n : 7168, k : 16384, lda : 16384, ldb : 16384, ldc : 7168, ta : false, tb : true,
+        accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc =
+        " k13: add"] Op::Add { n : 29360128 }, #[doc = " k14: gemm"] Op::Gemm { m : 4096,
+        n : 18432, k : 7168, lda : 7168, ldb : 7168, ldc : 18432, ta : false, tb : true,
+        accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc =
+        " k15: swiglu"] Op::SwiGlu { n : 75497472 }, #[doc = " k16: gemm"] Op::Gemm { m :
+        4096, n : 7168, k : 18432, lda : 18432, ldb : 18432, ldc : 7168, ta : false, tb :
+        true, accumulate : false, quant : Quant::Fp8 { tile : 128, b_blocks : true } },
+        #[doc = " k17: gemm"] Op::Gemm { m : 4096, n : 2048, k : 7168, lda : 7168, ldb :
+        7168, ldc : 2048, ta : false, tb : true, accumulate : false, quant : Quant::Fp8 {
+        tile : 128, b_blocks : true } }, #[doc = " k18: swiglu"] Op::SwiGlu { n : 8388608
+        }, #[doc = " k19: gemm"] Op::Gemm { m : 4096, n : 7168, k : 2048, lda : 2048, ldb
+        : 2048, ldc : 7168, ta : false, tb : true, accumulate : false, quant : Quant::Fp8
+        { tile : 128, b_blocks : true } }, #[doc = " k20: gemm"] Op::Gemm { m : 4096, n :
+        256, k : 7168, lda : 7168, ldb : 7168, ldc : 256, ta : false, tb : true,
+        accumulate : false, quant : Quant::None }, #[doc = " k21: router"]
+        Op::Router(Route { tokens : 4096, experts : 256, groups : 8, top_groups : 4,
+        top_k : 8, score : Score::Sigmoid, normalize : true, scale : 2.5 }), #[doc =
+        " k22: balance_loss"] Op::BalanceLoss(Balance { batch : 1, seq : 4096, experts :
+        256, top_k : 8, alpha : 0.0001, score : Score::Sigmoid }), #[doc =
+        " k23: dispatch"] Op::Dispatch { tokens : 4096, experts : 256, top_k : 8, d :
+        7168 }, #[doc = " k24: grouped_gemm"] Op::GroupedGemm { experts : 256, rows :
+        32768, n : 2048, k : 7168, mode : GroupedMode::Forward, quant : Quant::Fp8 { tile
+        : 128, b_blocks : true } }, #[doc = " k25: swiglu"] Op::SwiGlu { n : 67108864 },
+        #[doc = " k26: grouped_gemm"] Op::GroupedGemm { experts : 256, rows : 32768, n :
+        7168, k : 2048, mode : GroupedMode::Forward, quant : Quant::Fp8 { tile : 128,
+        b_blocks : true } }, #[doc = " k27: combine"] Op::Combine { tokens : 4096, top_k
+        : 8, d : 7168 }, #[doc = " k28: gemm"] Op::Gemm { m : 4096, n : 129280, k : 7168,
+        lda : 7168, ldb : 7168, ldc : 129280, ta : false, tb : true, accumulate : false,
+        quant : Quant::Bf16 }, #[doc = " k29: cross_entropy"] Op::CrossEntropy { batch :
+        1, seq : 4096, vocab : 129280, shift : 1, grad_scale : 1.0 }, #[doc =
+        " k30: add_scaled"] Op::AddScaled { n : 1, alpha : 1.0 }, #[doc =
+        " k31: shift_tokens"] Op::ShiftTokens { batch : 1, seq : 4096, shift : 1 }, #[doc
+        = " k32: gemm"] Op::Gemm { m : 4096, n : 7168, k : 7168, lda : 7168, ldb : 14336,
+        ldc : 7168, ta : false, tb : true, accumulate : false, quant : Quant::Bf16 },
+        #[doc = " k33: gemm"] Op::Gemm { m : 4096, n : 7168, k : 7168, lda : 7168, ldb :
+        14336, ldc : 7168, ta : false, tb : true, accumulate : true, quant : Quant::Bf16
+        }, #[doc = " k34: cross_entropy"] Op::CrossEntropy { batch : 1, seq : 4096, vocab
+        : 129280, shift : 2, grad_scale : 0.3 }, #[doc = " k35: add_scaled"]
+        Op::AddScaled { n : 1, alpha : 0.3 }, #[doc = " k36: zero"] Op::Zero { n :
+        29360128 }, #[doc = " k37: gemm"] Op::Gemm { m : 4096, n : 7168, k : 129280, lda
+        : 129280, ldb : 7168, ldc : 7168, ta : false, tb : false, accumulate : true,
+        quant : Quant::Bf16 }, #[doc = " k38: gemm"] Op::Gemm { m : 129280, n : 7168, k :
+        4096, lda : 129280, ldb : 7168, ldc : 7168, ta : true, tb : false, accumulate :
+        true, quant : Quant::Bf16 }, #[doc = " k39: rmsnorm_bwd"] Op::RmsNormBwd { rows :
+        4096, d : 7168, in_stride : 7168 }, #[doc = " k40: add_scaled"] Op::AddScaled { n
+        : 29360128, alpha : 1.0 }, #[doc = " k41: zero"] Op::Zero { n : 234881024 },
+        #[doc = " k42: zero"] Op::Zero { n : 32768 }, #[doc = " k43: combine_bwd"]
+        Op::CombineBwd { tokens : 4096, top_k : 8, d : 7168 }, #[doc = " k44: zero"]
+        Op::Zero { n : 67108864 }, #[doc = " k45: grouped_gemm"] Op::GroupedGemm {
+        experts : 256, rows : 32768, n : 7168, k : 2048, mode : GroupedMode::DataGrad,
+        quant : Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc =
+        " k46: grouped_gemm"] Op::GroupedGemm { experts : 256, rows : 32768, n : 7168, k
+        : 2048, mode : GroupedMode::WeightGrad, quant : Quant::Fp8 { tile : 128, b_blocks
+        : false } }, #[doc = " k47: swiglu_bwd"] Op::SwiGluBwd { n : 67108864 }, #[doc =
+        " k48: grouped_gemm"] Op::GroupedGemm { experts : 256, rows : 32768, n : 2048, k
+        : 7168, mode : GroupedMode::DataGrad, quant : Quant::Fp8 { tile : 128, b_blocks :
+        true } }, #[doc = " k49: grouped_gemm"] Op::GroupedGemm { experts : 256, rows :
+        32768, n : 2048, k : 7168, mode : GroupedMode::WeightGrad, quant : Quant::Fp8 {
+        tile : 128, b_blocks : false } }, #[doc = " k50: dispatch_bwd"] Op::DispatchBwd {
+        tokens : 4096, top_k : 8, d : 7168 }, #[doc = " k51: zero"] Op::Zero { n :
+        1048576 }, #[doc = " k52: balance_loss_bwd"] Op::BalanceLossBwd { balance :
+        Balance { batch : 1, seq : 4096, experts : 256, top_k : 8, alpha : 0.0001, score
+        : Score::Sigmoid }, grad_scale : 1.0 }, #[doc = " k53: router_bwd"]
+        Op::RouterBwd(Route { tokens : 4096, experts : 256, groups : 8, top_groups : 4,
+        top_k : 8, score : Score::Sigmoid, normalize : true, scale : 2.5 }), #[doc =
+        " k54: expert_stats"] Op::ExpertStats { tokens : 4096, experts : 256, top_k : 8
+        }, #[doc = " k55: gemm"] Op::Gemm { m : 4096, n : 7168, k : 256, lda : 256, ldb :
+        7168, ldc : 7168, ta : false, tb : false, accumulate : true, quant : Quant::None
+        }, #[doc = " k56: gemm"] Op::Gemm { m : 256, n : 7168, k : 4096, lda : 256, ldb :
+        7168, ldc : 7168, ta : true, tb : false, accumulate : true, quant : Quant::None
+        }, #[doc = " k57: zero"] Op::Zero { n : 8388608 }, #[doc = " k58: gemm"] Op::Gemm
+        { m : 4096, n : 2048, k : 7168, lda : 7168, ldb : 2048, ldc : 2048, ta : false,
+        tb : false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : true }
+        }, #[doc = " k59: gemm"] Op::Gemm { m : 7168, n : 2048, k : 4096, lda : 7168, ldb
+        : 2048, ldc : 2048, ta : true, tb : false, accumulate : true, quant : Quant::Fp8
+        { tile : 128, b_blocks : false } }, #[doc = " k60: swiglu_bwd"] Op::SwiGluBwd { n
+        : 8388608 }, #[doc = " k61: gemm"] Op::Gemm { m : 4096, n : 7168, k : 2048, lda :
+        2048, ldb : 7168, ldc : 7168, ta : false, tb : false, accumulate : true, quant :
+        Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k62: gemm"] Op::Gemm { m
+        : 2048, n : 7168, k : 4096, lda : 2048, ldb : 7168, ldc : 7168, ta : true, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } },
+        #[doc = " k63: gemm"] Op::Gemm { m : 4096, n : 16384, k : 7168, lda : 7168, ldb :
+        16384, ldc : 16384, ta : false, tb : false, accumulate : true, quant : Quant::Fp8
+        { tile : 128, b_blocks : true } }, #[doc = " k64: gemm"] Op::Gemm { m : 7168, n :
+        16384, k : 4096, lda : 7168, ldb : 16384, ldc : 16384, ta : true, tb : false,
+        accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k65: zero"] Op::Zero { n : 100663296 }, #[doc = " k66: zero"] Op::Zero { n :
+        134217728 }, #[doc = " k67: zero"] Op::Zero { n : 2359296 }, #[doc =
+        " k68: attention_bwd"] Op::AttentionBwd(Attn { batch : 1, seq : 4096, heads :
+        128, nope : 128, rope : 64, v : 128, kpe_stride : 576, kpe_offset : 512, scale :
+        0.13523377, window : None }), #[doc = " k69: zero"] Op::Zero { n : 2097152 },
+        #[doc = " k70: gemm"] Op::Gemm { m : 4096, n : 512, k : 32768, lda : 32768, ldb :
+        512, ldc : 512, ta : false, tb : false, accumulate : true, quant : Quant::Fp8 {
+        tile : 128, b_blocks : true } }, #[doc = " k71: gemm"] Op::Gemm { m : 32768, n :
+        512, k : 4096, lda : 32768, ldb : 512, ldc : 512, ta : true, tb : false,
+        accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k72: rope"] Op::Rope { tokens : 4096, seq : 4096, heads : 1, row_stride : 576,
+        head_stride : 0, offset : 512, dim : 64, freqs : RopeFreqs { theta : 10000.0,
+        yarn : Some((40.0, 4096, 32.0, 1.0)), attention_factor : 1.0 }, inverse : true },
+        #[doc = " k73: rmsnorm_bwd"] Op::RmsNormBwd { rows : 4096, d : 512, in_stride :
+        576 }, #[doc = " k74: gemm"] Op::Gemm { m : 4096, n : 7168, k : 576, lda : 576,
+        ldb : 7168, ldc : 7168, ta : false, tb : false, accumulate : true, quant :
+        Quant::Fp8 { tile : 128, b_blocks : true } }, #[doc = " k75: gemm"] Op::Gemm { m
+        : 576, n : 7168, k : 4096, lda : 576, ldb : 7168, ldc : 7168, ta : true, tb :
+        false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } },
+        #[doc = " k76: rope"] Op::Rope { tokens : 4096, seq : 4096, heads : 128,
+        row_stride : 24576, head_stride : 192, offset : 128, dim : 64, freqs : RopeFreqs
+        { theta : 10000.0, yarn : Some((40.0, 4096, 32.0, 1.0)), attention_factor : 1.0
+        }, inverse : true }, #[doc = " k77: zero"] Op::Zero { n : 6291456 }, #[doc =
+        " k78: gemm"] Op::Gemm { m : 4096, n : 1536, k : 24576, lda : 24576, ldb : 1536,
+        ldc : 1536, ta : false, tb : false, accumulate : true, quant : Quant::Fp8 { tile
+        : 128, b_blocks : true } }, #[doc = " k79: gemm"] Op::Gemm { m : 24576, n : 1536,
+        k : 4096, lda : 24576, ldb : 1536, ldc : 1536, ta : true, tb : false, accumulate
+        : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k80: rmsnorm_bwd"] Op::RmsNormBwd { rows : 4096, d : 1536, in_stride : 1536 },
+        #[doc = " k81: gemm"] Op::Gemm { m : 4096, n : 7168, k : 1536, lda : 1536, ldb :
+        7168, ldc : 7168, ta : false, tb : false, accumulate : true, quant : Quant::Fp8 {
+        tile : 128, b_blocks : true } }, #[doc = " k82: gemm"] Op::Gemm { m : 1536, n :
+        7168, k : 4096, lda : 1536, ldb : 7168, ldc : 7168, ta : true, tb : false,
+        accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k83: gemm"] Op::Gemm { m : 4096, n : 7168, k : 7168, lda : 7168, ldb : 14336,
+        ldc : 7168, ta : false, tb : false, accumulate : true, quant : Quant::Bf16 },
+        #[doc = " k84: gemm"] Op::Gemm { m : 7168, n : 7168, k : 4096, lda : 7168, ldb :
+        7168, ldc : 14336, ta : true, tb : false, accumulate : true, quant : Quant::Bf16
+        }, #[doc = " k85: embedding_bwd"] Op::EmbeddingBwd { n : 4096, vocab : 129280, d
+        : 7168 }, #[doc = " k86: zero"] Op::Zero { n : 75497472 }, #[doc = " k87: gemm"]
+        Op::Gemm { m : 4096, n : 18432, k : 7168, lda : 7168, ldb : 18432, ldc : 18432,
+        ta : false, tb : false, accumulate : true, quant : Quant::Fp8 { tile : 128,
+        b_blocks : true } }, #[doc = " k88: gemm"] Op::Gemm { m : 7168, n : 18432, k :
+        4096, lda : 7168, ldb : 18432, ldc : 18432, ta : true, tb : false, accumulate :
+        true, quant : Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc =
+        " k89: swiglu_bwd"] Op::SwiGluBwd { n : 75497472 }, #[doc = " k90: gemm"]
+        Op::Gemm { m : 4096, n : 7168, k : 18432, lda : 18432, ldb : 7168, ldc : 7168, ta
+        : false, tb : false, accumulate : true, quant : Quant::Fp8 { tile : 128, b_blocks
+        : true } }, #[doc = " k91: gemm"] Op::Gemm { m : 18432, n : 7168, k : 4096, lda :
+        18432, ldb : 7168, ldc : 7168, ta : true, tb : false, accumulate : true, quant :
+        Quant::Fp8 { tile : 128, b_blocks : false } }, #[doc = " k92: zero"] Op::Zero { n
+        : 682636487424 }, #[doc = " k93: zero"] Op::Zero { n : 258 }, #[doc =
+        " k94: grad_norm"] Op::GradNorm { n : 682636472320 }, #[doc = " k95: adamw"]
+        Op::Optimizer(Update { kind : OptimizerKind::AdamW, n : 682636472320, decay_end :
+        680782069760, embedding_end : 682635427840, bf16_moments : false }), #[doc =
+        " k96: bias_update"] Op::BiasUpdate { experts : 256, gamma : 0.001 }
     ]
 }
 /// Arguments of layers 0, ..., 2 in `forward`, one row per layer, in launch order.

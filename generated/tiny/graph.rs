@@ -641,142 +641,142 @@ pub fn params() -> Vec<Param> {
 pub fn kernels() -> Vec<Op> {
     vec![
         #[doc = " k0: zero"] Op::Zero { n : 1 }, #[doc = " k1: embedding"] Op::Embedding
-        { d : 64, n : 512, vocab : 50304 }, #[doc = " k2: rmsnorm"] Op::RmsNorm { d : 64,
-        eps : 0.000001, in_stride : 64, rows : 512 }, #[doc = " k3: gemm"] Op::Gemm {
-        accumulate : false, k : 64, lda : 64, ldb : 64, ldc : 32, m : 512, n : 32, quant
-        : Quant::None, ta : false, tb : true }, #[doc = " k4: rmsnorm"] Op::RmsNorm { d :
-        32, eps : 0.000001, in_stride : 32, rows : 512 }, #[doc = " k5: gemm"] Op::Gemm {
-        accumulate : false, k : 32, lda : 32, ldb : 32, ldc : 96, m : 512, n : 96, quant
-        : Quant::None, ta : false, tb : true }, #[doc = " k6: rope"] Op::Rope { dim : 8,
-        freqs : RopeFreqs { attention_factor : 1.0, theta : 10000.0, yarn : None },
-        head_stride : 24, heads : 4, inverse : false, offset : 16, row_stride : 96, seq :
-        64, tokens : 512 }, #[doc = " k7: gemm"] Op::Gemm { accumulate : false, k : 64,
-        lda : 64, ldb : 64, ldc : 40, m : 512, n : 40, quant : Quant::None, ta : false,
-        tb : true }, #[doc = " k8: rmsnorm"] Op::RmsNorm { d : 32, eps : 0.000001,
-        in_stride : 40, rows : 512 }, #[doc = " k9: rope"] Op::Rope { dim : 8, freqs :
-        RopeFreqs { attention_factor : 1.0, theta : 10000.0, yarn : None }, head_stride :
-        0, heads : 1, inverse : false, offset : 32, row_stride : 40, seq : 64, tokens :
-        512 }, #[doc = " k10: gemm"] Op::Gemm { accumulate : false, k : 32, lda : 32, ldb
-        : 32, ldc : 128, m : 512, n : 128, quant : Quant::None, ta : false, tb : true },
-        #[doc = " k11: attention"] Op::Attention(Attn { batch : 8, heads : 4, kpe_offset
-        : 32, kpe_stride : 40, nope : 16, rope : 8, scale : 0.20412415, seq : 64, v : 16,
-        window : None }), #[doc = " k12: gemm"] Op::Gemm { accumulate : false, k : 64,
-        lda : 64, ldb : 64, ldc : 64, m : 512, n : 64, quant : Quant::None, ta : false,
-        tb : true }, #[doc = " k13: add"] Op::Add { n : 32768 }, #[doc = " k14: gemm"]
-        Op::Gemm { accumulate : false, k : 64, lda : 64, ldb : 64, ldc : 192, m : 512, n
-        : 192, quant : Quant::None, ta : false, tb : true }, #[doc = " k15: swiglu"]
-        Op::SwiGlu { n : 98304 }, #[doc = " k16: gemm"] Op::Gemm { accumulate : false, k
-        : 192, lda : 192, ldb : 192, ldc : 64, m : 512, n : 64, quant : Quant::None, ta :
-        false, tb : true }, #[doc = " k17: swiglu"] Op::SwiGlu { n : 16384 }, #[doc =
-        " k18: gemm"] Op::Gemm { accumulate : false, k : 32, lda : 32, ldb : 32, ldc :
-        64, m : 512, n : 64, quant : Quant::None, ta : false, tb : true }, #[doc =
-        " k19: gemm"] Op::Gemm { accumulate : false, k : 64, lda : 64, ldb : 64, ldc : 8,
-        m : 512, n : 8, quant : Quant::None, ta : false, tb : true }, #[doc =
-        " k20: router"] Op::Router(Route { experts : 8, groups : 4, normalize : true,
-        scale : 2.5, score : Score::Sigmoid, tokens : 512, top_groups : 2, top_k : 2 }),
-        #[doc = " k21: balance_loss"] Op::BalanceLoss(Balance { alpha : 0.0001, batch :
-        8, experts : 8, score : Score::Sigmoid, seq : 64, top_k : 2 }), #[doc =
-        " k22: dispatch"] Op::Dispatch { d : 64, experts : 8, tokens : 512, top_k : 2 },
-        #[doc = " k23: grouped_gemm"] Op::GroupedGemm { experts : 8, k : 64, mode :
-        GroupedMode::Forward, n : 32, quant : Quant::None, rows : 1024 }, #[doc =
+        { n : 512, vocab : 50304, d : 64 }, #[doc = " k2: rmsnorm"] Op::RmsNorm { rows :
+        512, d : 64, in_stride : 64, eps : 0.000001 }, #[doc = " k3: gemm"] Op::Gemm { m
+        : 512, n : 32, k : 64, lda : 64, ldb : 64, ldc : 32, ta : false, tb : true,
+        accumulate : false, quant : Quant::None }, #[doc = " k4: rmsnorm"] Op::RmsNorm {
+        rows : 512, d : 32, in_stride : 32, eps : 0.000001 }, #[doc = " k5: gemm"]
+        Op::Gemm { m : 512, n : 96, k : 32, lda : 32, ldb : 32, ldc : 96, ta : false, tb
+        : true, accumulate : false, quant : Quant::None }, #[doc = " k6: rope"] Op::Rope
+        { tokens : 512, seq : 64, heads : 4, row_stride : 96, head_stride : 24, offset :
+        16, dim : 8, freqs : RopeFreqs { theta : 10000.0, yarn : None, attention_factor :
+        1.0 }, inverse : false }, #[doc = " k7: gemm"] Op::Gemm { m : 512, n : 40, k :
+        64, lda : 64, ldb : 64, ldc : 40, ta : false, tb : true, accumulate : false,
+        quant : Quant::None }, #[doc = " k8: rmsnorm"] Op::RmsNorm { rows : 512, d : 32,
+        in_stride : 40, eps : 0.000001 }, #[doc = " k9: rope"] Op::Rope { tokens : 512,
+        seq : 64, heads : 1, row_stride : 40, head_stride : 0, offset : 32, dim : 8,
+        freqs : RopeFreqs { theta : 10000.0, yarn : None, attention_factor : 1.0 },
+        inverse : false }, #[doc = " k10: gemm"] Op::Gemm { m : 512, n : 128, k : 32, lda
+        : 32, ldb : 32, ldc : 128, ta : false, tb : true, accumulate : false, quant :
+        Quant::None }, #[doc = " k11: attention"] Op::Attention(Attn { batch : 8, seq :
+        64, heads : 4, nope : 16, rope : 8, v : 16, kpe_stride : 40, kpe_offset : 32,
+        scale : 0.20412415, window : None }), #[doc = " k12: gemm"] Op::Gemm { m : 512, n
+        : 64, k : 64, lda : 64, ldb : 64, ldc : 64, ta : false, tb : true, accumulate :
+        false, quant : Quant::None }, #[doc = " k13: add"] Op::Add { n : 32768 }, #[doc =
+        " k14: gemm"] Op::Gemm { m : 512, n : 192, k : 64, lda : 64, ldb : 64, ldc : 192,
+        ta : false, tb : true, accumulate : false, quant : Quant::None }, #[doc =
+        " k15: swiglu"] Op::SwiGlu { n : 98304 }, #[doc = " k16: gemm"] Op::Gemm { m :
+        512, n : 64, k : 192, lda : 192, ldb : 192, ldc : 64, ta : false, tb : true,
+        accumulate : false, quant : Quant::None }, #[doc = " k17: swiglu"] Op::SwiGlu { n
+        : 16384 }, #[doc = " k18: gemm"] Op::Gemm { m : 512, n : 64, k : 32, lda : 32,
+        ldb : 32, ldc : 64, ta : false, tb : true, accumulate : false, quant :
+        Quant::None }, #[doc = " k19: gemm"] Op::Gemm { m : 512, n : 8, k : 64, lda : 64,
+        ldb : 64, ldc : 8, ta : false, tb : true, accumulate : false, quant : Quant::None
+        }, #[doc = " k20: router"] Op::Router(Route { tokens : 512, experts : 8, groups :
+        4, top_groups : 2, top_k : 2, score : Score::Sigmoid, normalize : true, scale :
+        2.5 }), #[doc = " k21: balance_loss"] Op::BalanceLoss(Balance { batch : 8, seq :
+        64, experts : 8, top_k : 2, alpha : 0.0001, score : Score::Sigmoid }), #[doc =
+        " k22: dispatch"] Op::Dispatch { tokens : 512, experts : 8, top_k : 2, d : 64 },
+        #[doc = " k23: grouped_gemm"] Op::GroupedGemm { experts : 8, rows : 1024, n : 32,
+        k : 64, mode : GroupedMode::Forward, quant : Quant::None }, #[doc =
         " k24: swiglu"] Op::SwiGlu { n : 32768 }, #[doc = " k25: grouped_gemm"]
-        Op::GroupedGemm { experts : 8, k : 32, mode : GroupedMode::Forward, n : 64, quant
-        : Quant::None, rows : 1024 }, #[doc = " k26: combine"] Op::Combine { d : 64,
-        tokens : 512, top_k : 2 }, #[doc = " k27: gemm"] Op::Gemm { accumulate : false, k
-        : 64, lda : 64, ldb : 64, ldc : 50304, m : 512, n : 50304, quant : Quant::None,
-        ta : false, tb : true }, #[doc = " k28: cross_entropy"] Op::CrossEntropy { batch
-        : 8, grad_scale : 1.0, seq : 64, shift : 1, vocab : 50304 }, #[doc =
-        " k29: add_scaled"] Op::AddScaled { alpha : 1.0, n : 1 }, #[doc =
+        Op::GroupedGemm { experts : 8, rows : 1024, n : 64, k : 32, mode :
+        GroupedMode::Forward, quant : Quant::None }, #[doc = " k26: combine"] Op::Combine
+        { tokens : 512, top_k : 2, d : 64 }, #[doc = " k27: gemm"] Op::Gemm { m : 512, n
+        : 50304, k : 64, lda : 64, ldb : 64, ldc : 50304, ta : false, tb : true,
+        accumulate : false, quant : Quant::None }, #[doc = " k28: cross_entropy"]
+        Op::CrossEntropy { batch : 8, seq : 64, vocab : 50304, shift : 1, grad_scale :
+        1.0 }, #[doc = " k29: add_scaled"] Op::AddScaled { n : 1, alpha : 1.0 }, #[doc =
         " k30: shift_tokens"] Op::ShiftTokens { batch : 8, seq : 64, shift : 1 }, #[doc =
-        " k31: gemm"] Op::Gemm { accumulate : false, k : 64, lda : 64, ldb : 128, ldc :
-        64, m : 512, n : 64, quant : Quant::None, ta : false, tb : true }, #[doc =
-        " k32: gemm"] Op::Gemm { accumulate : true, k : 64, lda : 64, ldb : 128, ldc :
-        64, m : 512, n : 64, quant : Quant::None, ta : false, tb : true }, #[doc =
-        " k33: cross_entropy"] Op::CrossEntropy { batch : 8, grad_scale : 0.3, seq : 64,
-        shift : 2, vocab : 50304 }, #[doc = " k34: add_scaled"] Op::AddScaled { alpha :
-        0.3, n : 1 }, #[doc = " k35: zero"] Op::Zero { n : 32768 }, #[doc = " k36: gemm"]
-        Op::Gemm { accumulate : true, k : 50304, lda : 50304, ldb : 64, ldc : 64, m :
-        512, n : 64, quant : Quant::None, ta : false, tb : false }, #[doc = " k37: gemm"]
-        Op::Gemm { accumulate : true, k : 512, lda : 50304, ldb : 64, ldc : 64, m :
-        50304, n : 64, quant : Quant::None, ta : true, tb : false }, #[doc =
-        " k38: rmsnorm_bwd"] Op::RmsNormBwd { d : 64, in_stride : 64, rows : 512 }, #[doc
-        = " k39: add_scaled"] Op::AddScaled { alpha : 1.0, n : 32768 }, #[doc =
+        " k31: gemm"] Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 128, ldc : 64,
+        ta : false, tb : true, accumulate : false, quant : Quant::None }, #[doc =
+        " k32: gemm"] Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 128, ldc : 64,
+        ta : false, tb : true, accumulate : true, quant : Quant::None }, #[doc =
+        " k33: cross_entropy"] Op::CrossEntropy { batch : 8, seq : 64, vocab : 50304,
+        shift : 2, grad_scale : 0.3 }, #[doc = " k34: add_scaled"] Op::AddScaled { n : 1,
+        alpha : 0.3 }, #[doc = " k35: zero"] Op::Zero { n : 32768 }, #[doc =
+        " k36: gemm"] Op::Gemm { m : 512, n : 64, k : 50304, lda : 50304, ldb : 64, ldc :
+        64, ta : false, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k37: gemm"] Op::Gemm { m : 50304, n : 64, k : 512, lda : 50304, ldb : 64, ldc :
+        64, ta : true, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k38: rmsnorm_bwd"] Op::RmsNormBwd { rows : 512, d : 64, in_stride : 64 }, #[doc
+        = " k39: add_scaled"] Op::AddScaled { n : 32768, alpha : 1.0 }, #[doc =
         " k40: zero"] Op::Zero { n : 65536 }, #[doc = " k41: zero"] Op::Zero { n : 1024
-        }, #[doc = " k42: combine_bwd"] Op::CombineBwd { d : 64, tokens : 512, top_k : 2
-        }, #[doc = " k43: grouped_gemm"] Op::GroupedGemm { experts : 8, k : 32, mode :
-        GroupedMode::DataGrad, n : 64, quant : Quant::None, rows : 1024 }, #[doc =
-        " k44: grouped_gemm"] Op::GroupedGemm { experts : 8, k : 32, mode :
-        GroupedMode::WeightGrad, n : 64, quant : Quant::None, rows : 1024 }, #[doc =
+        }, #[doc = " k42: combine_bwd"] Op::CombineBwd { tokens : 512, top_k : 2, d : 64
+        }, #[doc = " k43: grouped_gemm"] Op::GroupedGemm { experts : 8, rows : 1024, n :
+        64, k : 32, mode : GroupedMode::DataGrad, quant : Quant::None }, #[doc =
+        " k44: grouped_gemm"] Op::GroupedGemm { experts : 8, rows : 1024, n : 64, k : 32,
+        mode : GroupedMode::WeightGrad, quant : Quant::None }, #[doc =
         " k45: swiglu_bwd"] Op::SwiGluBwd { n : 32768 }, #[doc = " k46: grouped_gemm"]
-        Op::GroupedGemm { experts : 8, k : 64, mode : GroupedMode::DataGrad, n : 32,
-        quant : Quant::None, rows : 1024 }, #[doc = " k47: grouped_gemm"] Op::GroupedGemm
-        { experts : 8, k : 64, mode : GroupedMode::WeightGrad, n : 32, quant :
-        Quant::None, rows : 1024 }, #[doc = " k48: dispatch_bwd"] Op::DispatchBwd { d :
-        64, tokens : 512, top_k : 2 }, #[doc = " k49: zero"] Op::Zero { n : 4096 }, #[doc
-        = " k50: balance_loss_bwd"] Op::BalanceLossBwd { balance : Balance { alpha :
-        0.0001, batch : 8, experts : 8, score : Score::Sigmoid, seq : 64, top_k : 2 },
-        grad_scale : 1.0 }, #[doc = " k51: router_bwd"] Op::RouterBwd(Route { experts :
-        8, groups : 4, normalize : true, scale : 2.5, score : Score::Sigmoid, tokens :
-        512, top_groups : 2, top_k : 2 }), #[doc = " k52: expert_stats"] Op::ExpertStats
-        { experts : 8, tokens : 512, top_k : 2 }, #[doc = " k53: gemm"] Op::Gemm {
-        accumulate : true, k : 8, lda : 8, ldb : 64, ldc : 64, m : 512, n : 64, quant :
-        Quant::None, ta : false, tb : false }, #[doc = " k54: gemm"] Op::Gemm {
-        accumulate : true, k : 512, lda : 8, ldb : 64, ldc : 64, m : 8, n : 64, quant :
-        Quant::None, ta : true, tb : false }, #[doc = " k55: zero"] Op::Zero { n : 16384
-        }, #[doc = " k56: gemm"] Op::Gemm { accumulate : true, k : 64, lda : 64, ldb :
-        32, ldc : 32, m : 512, n : 32, quant : Quant::None, ta : false, tb : false },
-        #[doc = " k57: gemm"] Op::Gemm { accumulate : true, k : 512, lda : 64, ldb : 32,
-        ldc : 32, m : 64, n : 32, quant : Quant::None, ta : true, tb : false }, #[doc =
-        " k58: swiglu_bwd"] Op::SwiGluBwd { n : 16384 }, #[doc = " k59: gemm"] Op::Gemm {
-        accumulate : true, k : 32, lda : 32, ldb : 64, ldc : 64, m : 512, n : 64, quant :
-        Quant::None, ta : false, tb : false }, #[doc = " k60: gemm"] Op::Gemm {
-        accumulate : true, k : 512, lda : 32, ldb : 64, ldc : 64, m : 32, n : 64, quant :
-        Quant::None, ta : true, tb : false }, #[doc = " k61: gemm"] Op::Gemm { accumulate
-        : true, k : 64, lda : 64, ldb : 64, ldc : 64, m : 512, n : 64, quant :
-        Quant::None, ta : false, tb : false }, #[doc = " k62: gemm"] Op::Gemm {
-        accumulate : true, k : 512, lda : 64, ldb : 64, ldc : 64, m : 64, n : 64, quant :
-        Quant::None, ta : true, tb : false }, #[doc = " k63: zero"] Op::Zero { n : 49152
-        }, #[doc = " k64: zero"] Op::Zero { n : 20480 }, #[doc = " k65: attention_bwd"]
-        Op::AttentionBwd(Attn { batch : 8, heads : 4, kpe_offset : 32, kpe_stride : 40,
-        nope : 16, rope : 8, scale : 0.20412415, seq : 64, v : 16, window : None }),
-        #[doc = " k66: gemm"] Op::Gemm { accumulate : true, k : 128, lda : 128, ldb : 32,
-        ldc : 32, m : 512, n : 32, quant : Quant::None, ta : false, tb : false }, #[doc =
-        " k67: gemm"] Op::Gemm { accumulate : true, k : 512, lda : 128, ldb : 32, ldc :
-        32, m : 128, n : 32, quant : Quant::None, ta : true, tb : false }, #[doc =
-        " k68: rope"] Op::Rope { dim : 8, freqs : RopeFreqs { attention_factor : 1.0,
-        theta : 10000.0, yarn : None }, head_stride : 0, heads : 1, inverse : true,
-        offset : 32, row_stride : 40, seq : 64, tokens : 512 }, #[doc =
-        " k69: rmsnorm_bwd"] Op::RmsNormBwd { d : 32, in_stride : 40, rows : 512 }, #[doc
-        = " k70: gemm"] Op::Gemm { accumulate : true, k : 40, lda : 40, ldb : 64, ldc :
-        64, m : 512, n : 64, quant : Quant::None, ta : false, tb : false }, #[doc =
-        " k71: gemm"] Op::Gemm { accumulate : true, k : 512, lda : 40, ldb : 64, ldc :
-        64, m : 40, n : 64, quant : Quant::None, ta : true, tb : false }, #[doc =
-        " k72: rope"] Op::Rope { dim : 8, freqs : RopeFreqs { attention_factor : 1.0,
-        theta : 10000.0, yarn : None }, head_stride : 24, heads : 4, inverse : true,
-        offset : 16, row_stride : 96, seq : 64, tokens : 512 }, #[doc = " k73: gemm"]
-        Op::Gemm { accumulate : true, k : 96, lda : 96, ldb : 32, ldc : 32, m : 512, n :
-        32, quant : Quant::None, ta : false, tb : false }, #[doc = " k74: gemm"] Op::Gemm
-        { accumulate : true, k : 512, lda : 96, ldb : 32, ldc : 32, m : 96, n : 32, quant
-        : Quant::None, ta : true, tb : false }, #[doc = " k75: rmsnorm_bwd"]
-        Op::RmsNormBwd { d : 32, in_stride : 32, rows : 512 }, #[doc = " k76: gemm"]
-        Op::Gemm { accumulate : true, k : 64, lda : 64, ldb : 128, ldc : 64, m : 512, n :
-        64, quant : Quant::None, ta : false, tb : false }, #[doc = " k77: gemm"] Op::Gemm
-        { accumulate : true, k : 512, lda : 64, ldb : 64, ldc : 128, m : 64, n : 64,
-        quant : Quant::None, ta : true, tb : false }, #[doc = " k78: embedding_bwd"]
-        Op::EmbeddingBwd { d : 64, n : 512, vocab : 50304 }, #[doc = " k79: zero"]
-        Op::Zero { n : 98304 }, #[doc = " k80: gemm"] Op::Gemm { accumulate : true, k :
-        64, lda : 64, ldb : 192, ldc : 192, m : 512, n : 192, quant : Quant::None, ta :
-        false, tb : false }, #[doc = " k81: gemm"] Op::Gemm { accumulate : true, k : 512,
-        lda : 64, ldb : 192, ldc : 192, m : 64, n : 192, quant : Quant::None, ta : true,
-        tb : false }, #[doc = " k82: swiglu_bwd"] Op::SwiGluBwd { n : 98304 }, #[doc =
-        " k83: gemm"] Op::Gemm { accumulate : true, k : 192, lda : 192, ldb : 64, ldc :
-        64, m : 512, n : 64, quant : Quant::None, ta : false, tb : false }, #[doc =
-        " k84: gemm"] Op::Gemm { accumulate : true, k : 512, lda : 192, ldb : 64, ldc :
-        64, m : 192, n : 64, quant : Quant::None, ta : true, tb : false }, #[doc =
+        Op::GroupedGemm { experts : 8, rows : 1024, n : 32, k : 64, mode :
+        GroupedMode::DataGrad, quant : Quant::None }, #[doc = " k47: grouped_gemm"]
+        Op::GroupedGemm { experts : 8, rows : 1024, n : 32, k : 64, mode :
+        GroupedMode::WeightGrad, quant : Quant::None }, #[doc = " k48: dispatch_bwd"]
+        Op::DispatchBwd { tokens : 512, top_k : 2, d : 64 }, #[doc = " k49: zero"]
+        Op::Zero { n : 4096 }, #[doc = " k50: balance_loss_bwd"] Op::BalanceLossBwd {
+        balance : Balance { batch : 8, seq : 64, experts : 8, top_k : 2, alpha : 0.0001,
+        score : Score::Sigmoid }, grad_scale : 1.0 }, #[doc = " k51: router_bwd"]
+        Op::RouterBwd(Route { tokens : 512, experts : 8, groups : 4, top_groups : 2,
+        top_k : 2, score : Score::Sigmoid, normalize : true, scale : 2.5 }), #[doc =
+        " k52: expert_stats"] Op::ExpertStats { tokens : 512, experts : 8, top_k : 2 },
+        #[doc = " k53: gemm"] Op::Gemm { m : 512, n : 64, k : 8, lda : 8, ldb : 64, ldc :
+        64, ta : false, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k54: gemm"] Op::Gemm { m : 8, n : 64, k : 512, lda : 8, ldb : 64, ldc : 64, ta
+        : true, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k55: zero"] Op::Zero { n : 16384 }, #[doc = " k56: gemm"] Op::Gemm { m : 512, n
+        : 32, k : 64, lda : 64, ldb : 32, ldc : 32, ta : false, tb : false, accumulate :
+        true, quant : Quant::None }, #[doc = " k57: gemm"] Op::Gemm { m : 64, n : 32, k :
+        512, lda : 64, ldb : 32, ldc : 32, ta : true, tb : false, accumulate : true,
+        quant : Quant::None }, #[doc = " k58: swiglu_bwd"] Op::SwiGluBwd { n : 16384 },
+        #[doc = " k59: gemm"] Op::Gemm { m : 512, n : 64, k : 32, lda : 32, ldb : 64, ldc
+        : 64, ta : false, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k60: gemm"] Op::Gemm { m : 32, n : 64, k : 512, lda : 32, ldb : 64, ldc : 64,
+        ta : true, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k61: gemm"] Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 64, ldc : 64,
+        ta : false, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k62: gemm"] Op::Gemm { m : 64, n : 64, k : 512, lda : 64, ldb : 64, ldc : 64,
+        ta : true, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k63: zero"] Op::Zero { n : 49152 }, #[doc = " k64: zero"] Op::Zero { n : 20480
+        }, #[doc = " k65: attention_bwd"] Op::AttentionBwd(Attn { batch : 8, seq : 64,
+        heads : 4, nope : 16, rope : 8, v : 16, kpe_stride : 40, kpe_offset : 32, scale :
+        0.20412415, window : None }), #[doc = " k66: gemm"] Op::Gemm { m : 512, n : 32, k
+        : 128, lda : 128, ldb : 32, ldc : 32, ta : false, tb : false, accumulate : true,
+        quant : Quant::None }, #[doc = " k67: gemm"] Op::Gemm { m : 128, n : 32, k : 512,
+        lda : 128, ldb : 32, ldc : 32, ta : true, tb : false, accumulate : true, quant :
+        Quant::None }, #[doc = " k68: rope"] Op::Rope { tokens : 512, seq : 64, heads :
+        1, row_stride : 40, head_stride : 0, offset : 32, dim : 8, freqs : RopeFreqs {
+        theta : 10000.0, yarn : None, attention_factor : 1.0 }, inverse : true }, #[doc =
+        " k69: rmsnorm_bwd"] Op::RmsNormBwd { rows : 512, d : 32, in_stride : 40 }, #[doc
+        = " k70: gemm"] Op::Gemm { m : 512, n : 64, k : 40, lda : 40, ldb : 64, ldc : 64,
+        ta : false, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k71: gemm"] Op::Gemm { m : 40, n : 64, k : 512, lda : 40, ldb : 64, ldc : 64,
+        ta : true, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k72: rope"] Op::Rope { tokens : 512, seq : 64, heads : 4, row_stride : 96,
+        head_stride : 24, offset : 16, dim : 8, freqs : RopeFreqs { theta : 10000.0, yarn
+        : None, attention_factor : 1.0 }, inverse : true }, #[doc = " k73: gemm"]
+        Op::Gemm { m : 512, n : 32, k : 96, lda : 96, ldb : 32, ldc : 32, ta : false, tb
+        : false, accumulate : true, quant : Quant::None }, #[doc = " k74: gemm"] Op::Gemm
+        { m : 96, n : 32, k : 512, lda : 96, ldb : 32, ldc : 32, ta : true, tb : false,
+        accumulate : true, quant : Quant::None }, #[doc = " k75: rmsnorm_bwd"]
+        Op::RmsNormBwd { rows : 512, d : 32, in_stride : 32 }, #[doc = " k76: gemm"]
+        Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 128, ldc : 64, ta : false, tb
+        : false, accumulate : true, quant : Quant::None }, #[doc = " k77: gemm"] Op::Gemm
+        { m : 64, n : 64, k : 512, lda : 64, ldb : 64, ldc : 128, ta : true, tb : false,
+        accumulate : true, quant : Quant::None }, #[doc = " k78: embedding_bwd"]
+        Op::EmbeddingBwd { n : 512, vocab : 50304, d : 64 }, #[doc = " k79: zero"]
+        Op::Zero { n : 98304 }, #[doc = " k80: gemm"] Op::Gemm { m : 512, n : 192, k :
+        64, lda : 64, ldb : 192, ldc : 192, ta : false, tb : false, accumulate : true,
+        quant : Quant::None }, #[doc = " k81: gemm"] Op::Gemm { m : 64, n : 192, k : 512,
+        lda : 64, ldb : 192, ldc : 192, ta : true, tb : false, accumulate : true, quant :
+        Quant::None }, #[doc = " k82: swiglu_bwd"] Op::SwiGluBwd { n : 98304 }, #[doc =
+        " k83: gemm"] Op::Gemm { m : 512, n : 64, k : 192, lda : 192, ldb : 64, ldc : 64,
+        ta : false, tb : false, accumulate : true, quant : Quant::None }, #[doc =
+        " k84: gemm"] Op::Gemm { m : 192, n : 64, k : 512, lda : 192, ldb : 64, ldc : 64,
+        ta : true, tb : false, accumulate : true, quant : Quant::None }, #[doc =
         " k85: zero"] Op::Zero { n : 6715928 }, #[doc = " k86: zero"] Op::Zero { n : 10
         }, #[doc = " k87: grad_norm"] Op::GradNorm { n : 6715904 }, #[doc =
-        " k88: adamw"] Op::Optimizer(Update { bf16_moments : false, decay_end : 275968,
-        embedding_end : 6714880, kind : OptimizerKind::AdamW, n : 6715904 }), #[doc =
+        " k88: adamw"] Op::Optimizer(Update { kind : OptimizerKind::AdamW, n : 6715904,
+        decay_end : 275968, embedding_end : 6714880, bf16_moments : false }), #[doc =
         " k89: bias_update"] Op::BiasUpdate { experts : 8, gamma : 0.001 }
     ]
 }

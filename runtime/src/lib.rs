@@ -11,6 +11,7 @@ pub mod nvrtc;
 pub mod op;
 pub mod program;
 pub mod sample;
+pub mod signature;
 pub mod tolerance;
 pub mod train;
 

@@ -267,65 +267,22 @@ pub struct Balance {
 }
 
 impl Op {
-    /// Number of arguments a launch passes.
+    /// Number of arguments a launch passes ([`Op::signature`]).
     pub fn arity(&self) -> usize {
-        use Op::*;
-        match self {
-            Zero { .. } => 1,
-            AddScaled { .. } | ShiftTokens { .. } => 2,
-            Add { .. } | Gemm { .. } | Embedding { .. } | EmbeddingBwd { .. } | SwiGlu { .. } => 3,
-            DispatchBwd { .. } | CrossEntropy { .. } | BalanceLoss(_) | BalanceLossBwd { .. } => 3,
-            RmsNorm { .. } | GroupedGemm { .. } | Combine { .. } => 4,
-            Dyt { .. } | Attention(_) | SwiGluBwd { .. } | Router(_) | RouterBwd(_) => 5,
-            RmsNormBwd { .. } | Dispatch { .. } => 6,
-            CombineBwd { .. } => 7,
-            DytBwd { .. } => 8,
-            AttentionBwd(_) => 9,
-            Rope { .. } => 1,
-            BiasUpdate { .. } => 2,
-            ExpertStats { .. } | GradNorm { .. } => 3,
-            Optimizer(u) => match u.kind {
-                OptimizerKind::AdamW => 6,
-                OptimizerKind::Lion => 5,
-            },
-        }
+        self.signature().len()
     }
 
     /// How the op writes each argument it writes, by index: the `(w)`, `(+)` and `(rw)` marks
-    /// of the variants' docs, in one table.
+    /// of the variants' docs, from [`Op::signature`].
     pub fn writes(&self) -> Vec<(usize, Access)> {
-        use Access::{Accumulate as Acc, InPlace, Write as W};
-        use Op::*;
-        match self {
-            Zero { .. } => vec![(0, W)],
-            Rope { .. } => vec![(0, InPlace)],
-            AddScaled { .. } => vec![(1, Acc)],
-            ShiftTokens { .. } => vec![(1, W)],
-            Add { .. } | Embedding { .. } | SwiGlu { .. } => vec![(2, W)],
-            Gemm { accumulate, .. } => vec![(2, if *accumulate { Acc } else { W })],
-            EmbeddingBwd { .. } | DispatchBwd { .. } | BalanceLoss(_) | BalanceLossBwd { .. } => vec![(2, Acc)],
-            CrossEntropy { .. } => vec![(0, InPlace), (2, W)],
-            RmsNorm { .. } => vec![(2, W), (3, W)],
-            GroupedGemm { mode, .. } => vec![(3, if *mode == GroupedMode::Forward { W } else { Acc })],
-            Combine { .. } => vec![(3, Acc)],
-            Dyt { .. } => vec![(4, W)],
-            RouterBwd(_) => vec![(3, InPlace), (4, Acc)],
-            Attention(_) => vec![(3, W), (4, W)],
-            SwiGluBwd { .. } => vec![(3, Acc), (4, Acc)],
-            Router(_) => vec![(2, W), (3, W), (4, W)],
-            RmsNormBwd { .. } => vec![(4, Acc), (5, Acc)],
-            Dispatch { .. } => vec![(2, W), (3, W), (4, W), (5, W)],
-            CombineBwd { .. } => vec![(5, W), (6, Acc)],
-            DytBwd { .. } => vec![(4, Acc), (5, Acc), (6, Acc), (7, Acc)],
-            AttentionBwd(_) => vec![(6, Acc), (7, Acc), (8, Acc)],
-            ExpertStats { .. } => vec![(2, Acc)],
-            BiasUpdate { .. } => vec![(1, InPlace)],
-            GradNorm { .. } => vec![(1, W), (2, W)],
-            Optimizer(u) => match u.kind {
-                OptimizerKind::AdamW => vec![(3, InPlace), (4, InPlace), (5, InPlace)],
-                OptimizerKind::Lion => vec![(3, InPlace), (4, InPlace)],
-            },
-        }
+        self.signature()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| match x.role {
+                crate::signature::Role::Out(w) => Some((i, w)),
+                crate::signature::Role::In => None,
+            })
+            .collect()
     }
 
     /// Indices of the arguments the op writes (overwritten, accumulated or in place).

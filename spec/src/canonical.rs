@@ -6,8 +6,9 @@ use crate::parse::parse;
 use crate::types::Spec;
 
 /// (name, file text) of every canonical spec, smallest first.
-pub const CANONICAL: [(&str, &str); 8] = [
+pub const CANONICAL: [(&str, &str); 9] = [
     ("tiny", include_str!("../tiny.yaml")),
+    ("small-fp8", include_str!("../small-fp8.yaml")),
     ("swa-mla-small", include_str!("../swa-mla-small.yaml")),
     ("1b", include_str!("../1b.yaml")),
     ("5b", include_str!("../5b.yaml")),

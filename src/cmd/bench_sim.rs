@@ -1,6 +1,6 @@
 //! `dsv3c bench sim SPEC [--batch B] [--seq S] [--sample-blocks N] [--ptxas PATH] [--json]`: every
-//! kernel of a spec's training step (forward and backward; the optimizer and bias update are not Program
-//! ops and are left out) compiled by NVRTC and run in the PTX emulator on valid random arguments, a
+//! kernel of a spec's training step (start, one micro-batch's forward and backward, update: the optimizer
+//! and the balancing bias included) compiled by NVRTC and run in the PTX emulator on valid random arguments, a
 //! sample of each launch's blocks on one host thread. Prints, per kernel: the emulator's speed (lane
 //! instructions per host second) and an H100 estimate (occupancy from ptxas's registers, and a lower
 //! bound on the time from the counters, extrapolated to the whole grid), then the step's sum.
@@ -88,7 +88,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     let program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
     dsv3c_runtime::nvrtc::ensure_loaded().map_err(|e| miette!("{e}"))?;
     let mut uses = vec![0usize; program.kernels.len()];
-    for l in program.forward.iter().chain(&program.backward) {
+    for l in program.launches() {
         uses[l.kernel] += 1;
     }
     let kernels: Vec<(usize, cuda::CudaKernel)> = program

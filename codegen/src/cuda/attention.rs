@@ -9,9 +9,9 @@ use super::source::Builder;
 const COMMON: &str = include_str!("kernels/attention_common.cuh");
 const BQ: usize = 32;
 
-fn base(a: &Attn, stem: String, op: &str, args: &[&str]) -> Builder {
+fn base(a: &Attn, stem: String, op: &str) -> Builder {
     let (window, sinks) = a.window.unwrap_or((0, 0));
-    Builder::new(stem, op, args)
+    Builder::new(stem, op)
         .int("BATCH", a.batch)
         .int("SEQ", a.seq)
         .int("HEADS", a.heads)
@@ -53,7 +53,7 @@ pub(crate) fn smem(a: &Attn) -> [u32; 3] {
 
 pub(crate) fn forward(a: &Attn) -> Builder {
     let tiles = a.seq.div_ceil(BQ) as u64;
-    base(a, name(a, "fwd"), "Attention", &["q", "kvb", "kva", "o", "lse"])
+    base(a, name(a, "fwd"), "Attention")
         .math("o_i = sum_j softmax_j(scale * q_i . k_j) v_j, k_j = [k_nope_j ; k_pe_j]; lse_i saved for the backward")
         .math(mask(a))
         .math("a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory")
@@ -63,7 +63,7 @@ pub(crate) fn forward(a: &Attn) -> Builder {
 
 pub(crate) fn backward(a: &Attn) -> Builder {
     let tiles = a.seq.div_ceil(BQ) as u64;
-    base(a, name(a, "bwd"), "AttentionBwd", &["q", "kvb", "kva", "o", "lse", "do", "dq", "dkvb", "dkva"])
+    base(a, name(a, "bwd"), "AttentionBwd")
         .math("dS_ij = p_ij (do_i . v_j - do_i . o_i); dq += scale dS k; dk += scale dS^T q; dv += p^T do")
         .math(mask(a))
         .math("dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads")

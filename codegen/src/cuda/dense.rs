@@ -49,15 +49,8 @@ pub(crate) fn quant_math(quant: Quant) -> &'static str {
 }
 
 /// A grid-stride elementwise kernel over `n` elements: file stem `{stem}_n{n}`, one entry `entry`.
-fn elementwise(
-    (stem, entry): (&str, &'static str),
-    op: &str,
-    math: &str,
-    n: usize,
-    body: &'static str,
-    args: &[&str],
-) -> Builder {
-    Builder::new(format!("{stem}_n{n}"), op, args).math(math).int("N", n).body(body).entry(
+fn elementwise((stem, entry): (&str, &'static str), op: &str, math: &str, n: usize, body: &'static str) -> Builder {
+    Builder::new(format!("{stem}_n{n}"), op).math(math).int("N", n).body(body).entry(
         entry,
         elementwise_grid(n),
         256,
@@ -67,34 +60,20 @@ fn elementwise(
 }
 
 pub(crate) fn zero(n: usize) -> Builder {
-    elementwise(("zero", "zero"), "Zero", "x = 0", n, include_str!("kernels/zero.cuh"), &["x"])
+    elementwise(("zero", "zero"), "Zero", "x = 0", n, include_str!("kernels/zero.cuh"))
 }
 
 pub(crate) fn add_scaled(n: usize, alpha: f32) -> Builder {
-    elementwise(
-        ("add_scaled", "add_scaled"),
-        "AddScaled",
-        "y += alpha * x",
-        n,
-        include_str!("kernels/add_scaled.cuh"),
-        &["x", "y"],
-    )
-    .float("ALPHA", alpha)
+    elementwise(("add_scaled", "add_scaled"), "AddScaled", "y += alpha * x", n, include_str!("kernels/add_scaled.cuh"))
+        .float("ALPHA", alpha)
 }
 
 pub(crate) fn add(n: usize) -> Builder {
-    elementwise(("add", "add"), "Add", "out = a + b", n, include_str!("kernels/add.cuh"), &["a", "b", "out"])
+    elementwise(("add", "add"), "Add", "out = a + b", n, include_str!("kernels/add.cuh"))
 }
 
 pub(crate) fn swiglu(n: usize) -> Builder {
-    elementwise(
-        ("swiglu_fwd", "swiglu"),
-        "SwiGlu",
-        "h = silu(g) * u",
-        n,
-        include_str!("kernels/swiglu.cuh"),
-        &["g", "u", "h"],
-    )
+    elementwise(("swiglu_fwd", "swiglu"), "SwiGlu", "h = silu(g) * u", n, include_str!("kernels/swiglu.cuh"))
 }
 
 pub(crate) fn swiglu_bwd(n: usize) -> Builder {
@@ -104,7 +83,6 @@ pub(crate) fn swiglu_bwd(n: usize) -> Builder {
         "dg += dh * u * silu'(g), du += dh * silu(g)",
         n,
         include_str!("kernels/swiglu_bwd.cuh"),
-        &["g", "u", "dh", "dg", "du"],
     )
 }
 
@@ -121,25 +99,24 @@ pub(crate) fn gemm(
 ) -> Builder {
     let (core, bm, bn, smem, prefix) = gemm_core(quant);
     let layout = format!("{}{}", if ta { "t" } else { "n" }, if tb { "t" } else { "n" });
-    let b =
-        Builder::new(format!("{prefix}_m{m}_n{n}_k{k}_{layout}{}", tag(accumulate, "_acc")), "Gemm", &["a", "b", "c"])
-            .math(format!(
-                "C[m,n] {} op(A)[m,k] . op(B)[k,n]; op(A) = {}, op(B) = {}",
-                if accumulate { "+=" } else { "=" },
-                if ta { "A^T (A stored [k, m])" } else { "A (stored [m, k])" },
-                if tb { "B^T (B stored [n, k])" } else { "B (stored [k, n])" }
-            ))
-            .math(quant_math(quant))
-            .math(format!("grid: one block per {bm} x {bn} tile of C, 256 threads"))
-            .int("M", m)
-            .int("N", n)
-            .int("K", k)
-            .int("LDA", lda)
-            .int("LDB", ldb)
-            .int("LDC", ldc)
-            .flag("TA", ta)
-            .flag("TB", tb)
-            .flag("ACCUMULATE", accumulate);
+    let b = Builder::new(format!("{prefix}_m{m}_n{n}_k{k}_{layout}{}", tag(accumulate, "_acc")), "Gemm")
+        .math(format!(
+            "C[m,n] {} op(A)[m,k] . op(B)[k,n]; op(A) = {}, op(B) = {}",
+            if accumulate { "+=" } else { "=" },
+            if ta { "A^T (A stored [k, m])" } else { "A (stored [m, k])" },
+            if tb { "B^T (B stored [n, k])" } else { "B (stored [k, n])" }
+        ))
+        .math(quant_math(quant))
+        .math(format!("grid: one block per {bm} x {bn} tile of C, 256 threads"))
+        .int("M", m)
+        .int("N", n)
+        .int("K", k)
+        .int("LDA", lda)
+        .int("LDB", ldb)
+        .int("LDC", ldc)
+        .flag("TA", ta)
+        .flag("TB", tb)
+        .flag("ACCUMULATE", accumulate);
     quant_consts(b, quant).body(core).body(GEMM_ENTRY).entry(
         "gemm",
         [(m as u64).div_ceil(bm).max(1), (n as u64).div_ceil(bn).max(1), 1],
@@ -150,7 +127,7 @@ pub(crate) fn gemm(
 }
 
 pub(crate) fn embedding(n: usize, vocab: usize, d: usize) -> Builder {
-    Builder::new(format!("embedding_fwd_v{vocab}_d{d}"), "Embedding", &["tokens", "table", "out"])
+    Builder::new(format!("embedding_fwd_v{vocab}_d{d}"), "Embedding")
         .math("out[i, :] = table[tokens[i], :], one block per position")
         .int("N", n)
         .int("VOCAB", vocab)
@@ -160,7 +137,7 @@ pub(crate) fn embedding(n: usize, vocab: usize, d: usize) -> Builder {
 }
 
 pub(crate) fn embedding_bwd(n: usize, vocab: usize, d: usize) -> Builder {
-    Builder::new(format!("embedding_bwd_v{vocab}_d{d}"), "EmbeddingBwd", &["tokens", "dout", "dtable"])
+    Builder::new(format!("embedding_bwd_v{vocab}_d{d}"), "EmbeddingBwd")
         .math("dtable[tokens[i], :] += dout[i, :], a thread per column walking positions in order (deterministic)")
         .int("N", n)
         .int("VOCAB", vocab)
@@ -170,7 +147,7 @@ pub(crate) fn embedding_bwd(n: usize, vocab: usize, d: usize) -> Builder {
 }
 
 pub(crate) fn shift_tokens(batch: usize, seq: usize, shift: usize) -> Builder {
-    Builder::new(format!("shift_tokens_b{batch}_t{seq}_s{shift}"), "ShiftTokens", &["tokens", "out"])
+    Builder::new(format!("shift_tokens_b{batch}_t{seq}_s{shift}"), "ShiftTokens")
         .math("out[b, i] = tokens[b, min(i + shift, seq - 1)]")
         .int("BATCH", batch)
         .int("SEQ", seq)

@@ -7,7 +7,7 @@ use super::source::Builder;
 
 pub(crate) fn cross_entropy(batch: usize, seq: usize, vocab: usize, shift: usize, grad_scale: f32) -> Builder {
     let valid = batch * seq.saturating_sub(shift);
-    Builder::new(format!("cross_entropy_fused_v{vocab}_t{seq}_s{shift}"), "CrossEntropy", &["logits", "tokens", "loss"])
+    Builder::new(format!("cross_entropy_fused_v{vocab}_t{seq}_s{shift}"), "CrossEntropy")
         .math("loss = mean over labelled positions of lse(row) - row[label]; row := grad_scale (softmax - onehot) / n")
         .math("one block per row: max, sum of exp in f64, then the gradient in place")
         .int("BATCH", batch)
@@ -34,13 +34,9 @@ fn balance_consts(b: Builder, x: &Balance) -> Builder {
 const ZCHUNK: usize = 1024;
 
 pub(crate) fn balance(x: &Balance) -> Builder {
-    let b = Builder::new(
-        format!("moe_balance_loss_e{}_k{}_t{}", x.experts, x.top_k, x.seq),
-        "BalanceLoss",
-        &["scores", "idx", "loss"],
-    )
-    .math("loss += mean over sequences of alpha * sum_e f_e P_e (DeepSeek-V3 sequence-wise balance loss)")
-    .math("one block, fixed-order sums (deterministic)");
+    let b = Builder::new(format!("moe_balance_loss_e{}_k{}_t{}", x.experts, x.top_k, x.seq), "BalanceLoss")
+        .math("loss += mean over sequences of alpha * sum_e f_e P_e (DeepSeek-V3 sequence-wise balance loss)")
+        .math("one block, fixed-order sums (deterministic)");
     balance_consts(b, x).int("ZCHUNK", ZCHUNK).body(include_str!("kernels/balance_loss.cuh")).entry(
         "balance_loss",
         [1, 1, 1],
@@ -51,12 +47,8 @@ pub(crate) fn balance(x: &Balance) -> Builder {
 }
 
 pub(crate) fn balance_bwd(x: &Balance, grad_scale: f32) -> Builder {
-    let b = Builder::new(
-        format!("moe_balance_loss_bwd_e{}_k{}_t{}", x.experts, x.top_k, x.seq),
-        "BalanceLossBwd",
-        &["scores", "idx", "dscores"],
-    )
-    .math("dscores += grad_scale * d(balance loss) / d(scores); a block per sequence, a warp per token");
+    let b = Builder::new(format!("moe_balance_loss_bwd_e{}_k{}_t{}", x.experts, x.top_k, x.seq), "BalanceLossBwd")
+        .math("dscores += grad_scale * d(balance loss) / d(scores); a block per sequence, a warp per token");
     balance_consts(b, x).float("GRAD_SCALE", grad_scale).body(include_str!("kernels/balance_loss_bwd.cuh")).entry(
         "balance_loss_bwd",
         [x.batch as u64, 1, 1],

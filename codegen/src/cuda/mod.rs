@@ -112,7 +112,7 @@ pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
         GradNorm { n } => optim::grad_norm(*n),
         Optimizer(u) => optim::optimizer(u),
     };
-    let k = b.hashed(&format!("{op:?}")).finish();
+    let k = b.hashed(&format!("{op:?}")).finish(&op.signature());
     check::limits(&k)?;
     Ok(k)
 }

@@ -28,21 +28,17 @@ fn score_name(s: Score) -> &'static str {
 }
 
 pub(crate) fn router(r: &Route) -> Builder {
-    let b = Builder::new(
-        format!("moe_router_topk_e{}_g{}_k{}_t{}", r.experts, r.groups, r.top_k, r.tokens),
-        "Router",
-        &["logits", "bias", "scores", "idx", "weights"],
-    )
-    .math(format!(
-        "scores = {}(logits); top-{} of scores + bias within the best {} of {} groups; weights {}x {}",
-        score_name(r.score),
-        r.top_k,
-        r.top_groups,
-        r.groups,
-        if r.normalize { "normalized, " } else { "" },
-        r.scale
-    ))
-    .math("one warp per token, 8 tokens per block");
+    let b = Builder::new(format!("moe_router_topk_e{}_g{}_k{}_t{}", r.experts, r.groups, r.top_k, r.tokens), "Router")
+        .math(format!(
+            "scores = {}(logits); top-{} of scores + bias within the best {} of {} groups; weights {}x {}",
+            score_name(r.score),
+            r.top_k,
+            r.top_groups,
+            r.groups,
+            if r.normalize { "normalized, " } else { "" },
+            r.scale
+        ))
+        .math("one warp per token, 8 tokens per block");
     route_consts(b, r).body(include_str!("kernels/router.cuh")).entry(
         "router",
         [(r.tokens as u64).div_ceil(8), 1, 1],
@@ -53,13 +49,9 @@ pub(crate) fn router(r: &Route) -> Builder {
 }
 
 pub(crate) fn router_bwd(r: &Route) -> Builder {
-    let b = Builder::new(
-        format!("moe_router_bwd_e{}_k{}_t{}", r.experts, r.top_k, r.tokens),
-        "RouterBwd",
-        &["scores", "idx", "dweights", "dscores", "dlogits"],
-    )
-    .math("dscores (rw) += d weights / d scores; dlogits += through the score function")
-    .math("one warp per token, 8 tokens per block");
+    let b = Builder::new(format!("moe_router_bwd_e{}_k{}_t{}", r.experts, r.top_k, r.tokens), "RouterBwd")
+        .math("dscores (rw) += d weights / d scores; dlogits += through the score function")
+        .math("one warp per token, 8 tokens per block");
     route_consts(b, r).body(include_str!("kernels/router_bwd.cuh")).entry(
         "router_bwd",
         [(r.tokens as u64).div_ceil(8), 1, 1],
@@ -71,27 +63,23 @@ pub(crate) fn router_bwd(r: &Route) -> Builder {
 
 pub(crate) fn dispatch(tokens: usize, experts: usize, top_k: usize, d: usize) -> Builder {
     let n = tokens * top_k;
-    Builder::new(
-        format!("moe_dispatch_e{experts}_k{top_k}_d{d}_t{tokens}"),
-        "Dispatch",
-        &["idx", "x", "perm", "inv", "offsets", "xp"],
-    )
-    .math("rows sorted by expert, stable in (token, slot) order: perm[row] = pair, inv[pair] = row;")
-    .math("offsets[e] = first row of expert e (written on the device); xp[row] = x[perm[row] / top_k]")
-    .int("TOKENS", tokens)
-    .int("EXPERTS", experts)
-    .int("TOP_K", top_k)
-    .int("D", d)
-    .int("N", n)
-    .body(include_str!("kernels/dispatch.cuh"))
-    .entry("dispatch_count", [experts as u64, 1, 1], 256, 0, 33 * 4)
-    .entry("dispatch_scan", [1, 1, 1], 32, 0, 0)
-    .entry("dispatch_place", [experts as u64, 1, 1], 256, 0, 8 * 4)
-    .entry("dispatch_gather", [n as u64, 1, 1], 128, 0, 0)
+    Builder::new(format!("moe_dispatch_e{experts}_k{top_k}_d{d}_t{tokens}"), "Dispatch")
+        .math("rows sorted by expert, stable in (token, slot) order: perm[row] = pair, inv[pair] = row;")
+        .math("offsets[e] = first row of expert e (written on the device); xp[row] = x[perm[row] / top_k]")
+        .int("TOKENS", tokens)
+        .int("EXPERTS", experts)
+        .int("TOP_K", top_k)
+        .int("D", d)
+        .int("N", n)
+        .body(include_str!("kernels/dispatch.cuh"))
+        .entry("dispatch_count", [experts as u64, 1, 1], 256, 0, 33 * 4)
+        .entry("dispatch_scan", [1, 1, 1], 32, 0, 0)
+        .entry("dispatch_place", [experts as u64, 1, 1], 256, 0, 8 * 4)
+        .entry("dispatch_gather", [n as u64, 1, 1], 128, 0, 0)
 }
 
 pub(crate) fn dispatch_bwd(tokens: usize, top_k: usize, d: usize) -> Builder {
-    Builder::new(format!("moe_dispatch_bwd_k{top_k}_d{d}_t{tokens}"), "DispatchBwd", &["inv", "dxp", "dx"])
+    Builder::new(format!("moe_dispatch_bwd_k{top_k}_d{d}_t{tokens}"), "DispatchBwd")
         .math("dx[t] += sum_slot dxp[inv[t * top_k + slot]], one block per token, slots in order")
         .int("TOKENS", tokens)
         .int("TOP_K", top_k)
@@ -101,7 +89,7 @@ pub(crate) fn dispatch_bwd(tokens: usize, top_k: usize, d: usize) -> Builder {
 }
 
 pub(crate) fn combine(tokens: usize, top_k: usize, d: usize) -> Builder {
-    Builder::new(format!("moe_combine_k{top_k}_d{d}_t{tokens}"), "Combine", &["inv", "weights", "yp", "out"])
+    Builder::new(format!("moe_combine_k{top_k}_d{d}_t{tokens}"), "Combine")
         .math("out[t] += sum_slot weights[t, slot] * yp[inv[t * top_k + slot]] (shared experts already in out)")
         .int("TOKENS", tokens)
         .int("TOP_K", top_k)
@@ -112,19 +100,15 @@ pub(crate) fn combine(tokens: usize, top_k: usize, d: usize) -> Builder {
 
 pub(crate) fn combine_bwd(tokens: usize, top_k: usize, d: usize) -> Builder {
     let n = tokens * top_k;
-    Builder::new(
-        format!("moe_combine_bwd_k{top_k}_d{d}_t{tokens}"),
-        "CombineBwd",
-        &["perm", "inv", "weights", "yp", "dout", "dyp", "dweights"],
-    )
-    .math("dyp[row] = weights[perm[row]] * dout[token]; dweights[pair] += dout[token] . yp[inv[pair]]")
-    .int("TOKENS", tokens)
-    .int("TOP_K", top_k)
-    .int("D", d)
-    .int("N", n)
-    .body(include_str!("kernels/combine_bwd.cuh"))
-    .entry("combine_bwd_rows", [n as u64, 1, 1], 128, 0, 0)
-    .entry("combine_bwd_weights", [(n as u64).div_ceil(8), 1, 1], 256, 0, 0)
+    Builder::new(format!("moe_combine_bwd_k{top_k}_d{d}_t{tokens}"), "CombineBwd")
+        .math("dyp[row] = weights[perm[row]] * dout[token]; dweights[pair] += dout[token] . yp[inv[pair]]")
+        .int("TOKENS", tokens)
+        .int("TOP_K", top_k)
+        .int("D", d)
+        .int("N", n)
+        .body(include_str!("kernels/combine_bwd.cuh"))
+        .entry("combine_bwd_rows", [n as u64, 1, 1], 128, 0, 0)
+        .entry("combine_bwd_weights", [(n as u64).div_ceil(8), 1, 1], 256, 0, 0)
 }
 
 pub(crate) fn grouped_gemm(
@@ -137,24 +121,21 @@ pub(crate) fn grouped_gemm(
 ) -> Builder {
     let (core, bm, bn, smem, prefix) = gemm_core(quant);
     let prefix = prefix.replace("gemm", "grouped_gemm");
-    let (dir, args, body, math, entry): (_, &[&str], _, _, _) = match mode {
+    let (dir, body, math, entry) = match mode {
         GroupedMode::Forward => (
             "fwd",
-            &["offsets", "x", "w", "y"],
             include_str!("kernels/grouped_forward.cuh"),
             "y[rows_e, n] = x[rows_e, k] . W_e[n, k]^T for each expert e",
             "grouped_forward",
         ),
         GroupedMode::DataGrad => (
             "dgrad",
-            &["offsets", "dy", "w", "dx"],
             include_str!("kernels/grouped_data_grad.cuh"),
             "dx[rows_e, k] += dy[rows_e, n] . W_e[n, k] for each expert e",
             "grouped_data_grad",
         ),
         GroupedMode::WeightGrad => (
             "wgrad",
-            &["offsets", "x", "dy", "dw"],
             include_str!("kernels/grouped_weight_grad.cuh"),
             "dW_e[n, k] += dy[rows_e, n]^T . x[rows_e, k] for each expert e",
             "grouped_weight_grad",
@@ -171,7 +152,7 @@ pub(crate) fn grouped_gemm(
         GroupedMode::DataGrad => [(rows as u64).div_ceil(bm) + experts as u64, (k as u64).div_ceil(bn), 1],
         GroupedMode::WeightGrad => [(n as u64).div_ceil(bm), (k as u64).div_ceil(bn), experts as u64],
     };
-    let b = Builder::new(format!("{prefix}_{dir}_e{experts}_n{n}_k{k}_r{rows}"), "GroupedGemm", args)
+    let b = Builder::new(format!("{prefix}_{dir}_e{experts}_n{n}_k{k}_r{rows}"), "GroupedGemm")
         .math(math)
         .math(quant_math(quant))
         .math("rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch")
@@ -192,22 +173,18 @@ pub(crate) fn grouped_gemm(
 
 /// One MoE layer's routing statistics (counts, router entropy, tokens) added to the step's.
 pub(crate) fn expert_stats(tokens: usize, experts: usize, top_k: usize) -> Builder {
-    Builder::new(
-        format!("expert_stats_e{experts}_k{top_k}_t{tokens}"),
-        "routing statistics",
-        &["idx", "scores", "stats (+)"],
-    )
-    .math("stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens")
-    .int("TOKENS", tokens)
-    .int("EXPERTS", experts)
-    .int("TOP_K", top_k)
-    .body(include_str!("kernels/expert_stats.cuh"))
-    .entry("expert_stats", [1, 1, 1], 1024, 0, (experts * 4 + 33 * 8) as u32)
+    Builder::new(format!("expert_stats_e{experts}_k{top_k}_t{tokens}"), "routing statistics")
+        .math("stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens")
+        .int("TOKENS", tokens)
+        .int("EXPERTS", experts)
+        .int("TOP_K", top_k)
+        .body(include_str!("kernels/expert_stats.cuh"))
+        .entry("expert_stats", [1, 1, 1], 256, 0, (experts * 4 + 33 * 8) as u32)
 }
 
 /// The aux-loss-free balancing-bias update from the step's counts.
 pub(crate) fn bias_update(experts: usize, gamma: f32) -> Builder {
-    Builder::new(format!("bias_update_e{experts}"), "aux-loss-free bias update", &["stats", "bias (rw)"])
+    Builder::new(format!("bias_update_e{experts}"), "aux-loss-free bias update")
         .math("bias[e] += gamma * sign(mean(counts) - counts[e])")
         .int("EXPERTS", experts)
         .float("GAMMA", gamma)

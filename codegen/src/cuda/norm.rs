@@ -17,7 +17,7 @@ fn row_threads(d: usize) -> u32 {
 
 pub(crate) fn rmsnorm(rows: usize, d: usize, in_stride: usize, eps: f32) -> Builder {
     let t = row_threads(d);
-    Builder::new(format!("rmsnorm_fwd_r{rows}_d{d}"), "RmsNorm", &["x", "w", "y", "rstd"])
+    Builder::new(format!("rmsnorm_fwd_r{rows}_d{d}"), "RmsNorm")
         .math("y = w * x * rstd, rstd = 1 / sqrt(mean(x^2) + eps); one block per row")
         .int("ROWS", rows)
         .int("D", d)
@@ -30,7 +30,7 @@ pub(crate) fn rmsnorm(rows: usize, d: usize, in_stride: usize, eps: f32) -> Buil
 
 pub(crate) fn rmsnorm_bwd(rows: usize, d: usize, in_stride: usize) -> Builder {
     let t = row_threads(d);
-    Builder::new(format!("rmsnorm_bwd_r{rows}_d{d}"), "RmsNormBwd", &["x", "w", "rstd", "dy", "dx", "dw"])
+    Builder::new(format!("rmsnorm_bwd_r{rows}_d{d}"), "RmsNormBwd")
         .math("dx += rstd * (g - xhat * mean(g * xhat)), g = dy * w; dw += sum_rows dy * xhat (fixed order)")
         .int("ROWS", rows)
         .int("D", d)
@@ -43,7 +43,7 @@ pub(crate) fn rmsnorm_bwd(rows: usize, d: usize, in_stride: usize) -> Builder {
 
 pub(crate) fn dyt(rows: usize, d: usize, in_stride: usize) -> Builder {
     let t = row_threads(d);
-    Builder::new(format!("dyt_fwd_r{rows}_d{d}"), "Dyt", &["x", "w", "b", "alpha", "y"])
+    Builder::new(format!("dyt_fwd_r{rows}_d{d}"), "Dyt")
         .math("DynamicTanh: y = w * tanh(alpha * x) + b; one block per row")
         .int("ROWS", rows)
         .int("D", d)
@@ -57,9 +57,7 @@ pub(crate) fn dyt_bwd(rows: usize, d: usize, in_stride: usize) -> Builder {
     let t = row_threads(d);
     Builder::new(
         format!("dyt_bwd_r{rows}_d{d}"),
-        "DytBwd",
-        &["x", "w", "alpha", "dy", "dx", "dw", "db", "dalpha"],
-    )
+        "DytBwd")
     .math("dx += dy * w * alpha * (1 - t^2), t = tanh(alpha x); dw += sum dy t; db += sum dy; dalpha += sum dy w x (1 - t^2)")
     .int("ROWS", rows)
     .int("D", d)
@@ -90,24 +88,20 @@ pub(crate) fn rope(
         }
         None => "no scaling".into(),
     };
-    Builder::new(
-        format!("{kind}_{dir}_h{heads}_d{dim}_t{tokens}"),
-        if inverse { "Rope (inverse)" } else { "Rope" },
-        &["x"],
-    )
-    .math("in place: (x[2i], x[2i+1]) -> ([i], [dim/2 + i]) rotated by pos * inv_freq[i] (HF layout)")
-    .math(format!("theta = {}, {scaling}, attention factor {}", freqs.theta, freqs.attention_factor))
-    .int("TOKENS", tokens)
-    .int("SEQ", seq)
-    .int("HEADS", heads)
-    .int("ROW_STRIDE", row_stride)
-    .int("HEAD_STRIDE", head_stride)
-    .int("OFFSET", offset)
-    .int("DIM", dim)
-    .int("HALF", dim / 2)
-    .flag("INVERSE", inverse)
-    .float("ATTENTION_FACTOR", freqs.attention_factor)
-    .floats("INV_FREQ", freqs.inv_freq(dim))
-    .body(include_str!("kernels/rope.cuh"))
-    .entry("rope", [tokens as u64, 1, 1], 128, 0, (heads * dim * 4) as u32)
+    Builder::new(format!("{kind}_{dir}_h{heads}_d{dim}_t{tokens}"), if inverse { "Rope (inverse)" } else { "Rope" })
+        .math("in place: (x[2i], x[2i+1]) -> ([i], [dim/2 + i]) rotated by pos * inv_freq[i] (HF layout)")
+        .math(format!("theta = {}, {scaling}, attention factor {}", freqs.theta, freqs.attention_factor))
+        .int("TOKENS", tokens)
+        .int("SEQ", seq)
+        .int("HEADS", heads)
+        .int("ROW_STRIDE", row_stride)
+        .int("HEAD_STRIDE", head_stride)
+        .int("OFFSET", offset)
+        .int("DIM", dim)
+        .int("HALF", dim / 2)
+        .flag("INVERSE", inverse)
+        .float("ATTENTION_FACTOR", freqs.attention_factor)
+        .floats("INV_FREQ", freqs.inv_freq(dim))
+        .body(include_str!("kernels/rope.cuh"))
+        .entry("rope", [tokens as u64, 1, 1], 128, 0, (heads * dim * 4) as u32)
 }

@@ -9,7 +9,7 @@ use super::source::Builder;
 
 pub(crate) fn grad_norm(n: usize) -> Builder {
     let chunks = n.div_ceil(GRAD_NORM_CHUNK).max(1);
-    Builder::new(format!("grad_norm_n{n}"), "global gradient norm", &["grad", "partials (w)", "norm (w)"])
+    Builder::new(format!("grad_norm_n{n}"), "global gradient norm")
         .math("partials[c] = sum over chunk c of g^2 (f64, stored f32); norm = sqrt(sum_c partials[c])")
         .int("N", n)
         .int("CHUNK", GRAD_NORM_CHUNK)
@@ -33,23 +33,21 @@ fn scalar_indices(b: Builder) -> Builder {
 }
 
 pub(crate) fn optimizer(u: &Update) -> Builder {
-    let (name, entry, args, math, body): (&str, &'static str, &[&str], &str, &'static str) = match u.kind {
+    let (name, entry, math, body): (&str, &'static str, &str, &'static str) = match u.kind {
         OptimizerKind::AdamW => (
             "adamw",
             "adamw_step",
-            &["scalars", "norm", "grad", "param (rw)", "m (rw)", "v (rw)"],
             "g = grad * f; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr ((m/c1) / (sqrt(v/c2) + eps) + wd p)",
             include_str!("kernels/adamw.cuh"),
         ),
         OptimizerKind::Lion => (
             "lion",
             "lion_step",
-            &["scalars", "norm", "grad", "param (rw)", "m (rw)"],
             "g = grad * f; p -= lr (sign(b1 m + (1-b1) g) + wd p); m = b2 m + (1-b2) g",
             include_str!("kernels/lion.cuh"),
         ),
     };
-    let b = Builder::new(format!("{name}_n{}", u.n), format!("optimizer step ({name})"), args)
+    let b = Builder::new(format!("{name}_n{}", u.n), format!("optimizer step ({name})"))
         .math("f = grad_scale * min(1, clip / (norm * grad_scale)) when clip > 0, else grad_scale")
         .math(math)
         .int("N", u.n)

@@ -4,6 +4,9 @@
 
 use std::fmt::Write;
 
+use dsv3c_runtime::op::Access;
+use dsv3c_runtime::signature::{ArgSig, Role};
+
 /// One `extern "C" __global__` entry point and how it is launched. An op's entries run in order, each
 /// with the op's arguments.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -22,7 +25,7 @@ pub struct Entry {
 pub struct CudaKernel {
     /// File stem: the op and its key sizes (`mla_attention_fwd_h128_d192_v128_t4096_3f0c1a2b`).
     pub stem: String,
-    /// The argument names, in launch order.
+    /// The parameter names, in launch order (the op's signature).
     pub args: Vec<String>,
     pub entries: Vec<Entry>,
     #[serde(skip)]
@@ -90,13 +93,12 @@ pub(crate) struct Builder {
     consts: Vec<(&'static str, Const)>,
     bodies: Vec<&'static str>,
     entries: Vec<Entry>,
-    args: Vec<String>,
 }
 
 pub(crate) const PRELUDE: &str = include_str!("kernels/prelude.cuh");
 
 impl Builder {
-    pub fn new(stem: impl Into<String>, op: impl Into<String>, args: &[&str]) -> Builder {
+    pub fn new(stem: impl Into<String>, op: impl Into<String>) -> Builder {
         Builder {
             stem: stem.into(),
             op: op.into(),
@@ -104,7 +106,6 @@ impl Builder {
             consts: Vec::new(),
             bodies: Vec::new(),
             entries: Vec::new(),
-            args: args.iter().map(|s| s.to_string()).collect(),
         }
     }
     pub fn math(mut self, line: impl Into<String>) -> Self {
@@ -150,7 +151,8 @@ impl Builder {
         self
     }
 
-    pub fn finish(self) -> CudaKernel {
+    /// The file, for a kernel whose parameters are `args` (the op's signature), in launch order.
+    pub fn finish(self, args: &[ArgSig]) -> CudaKernel {
         let mut s = String::new();
         let _ = writeln!(s, "// dsv3c generated kernel {}.cu — do not edit: `dsv3c compile` writes it.", self.stem);
         let _ = writeln!(s, "// op: {}", self.op);
@@ -169,7 +171,20 @@ impl Builder {
             line.push_str(&item);
         }
         let _ = writeln!(s, "{line}");
-        let _ = writeln!(s, "// arguments (f32 arena slices unless noted): {}", self.args.join(", "));
+        let marked: Vec<String> = args
+            .iter()
+            .map(|a| match a.role {
+                Role::In => a.name.to_string(),
+                Role::Out(Access::Write) => format!("{} (w)", a.name),
+                Role::Out(Access::Accumulate) => format!("{} (+)", a.name),
+                Role::Out(Access::InPlace) => format!("{} (rw)", a.name),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): {}",
+            marked.join(", ")
+        );
         let _ = writeln!(s, "// launches, in order:");
         for e in &self.entries {
             let _ = writeln!(
@@ -188,7 +203,8 @@ impl Builder {
             s.push('\n');
             s.push_str(b);
         }
-        CudaKernel { stem: self.stem, args: self.args, entries: self.entries, source: s }
+        let args = args.iter().map(|a| a.name.to_string()).collect();
+        CudaKernel { stem: self.stem, args, entries: self.entries, source: s }
     }
 }
 

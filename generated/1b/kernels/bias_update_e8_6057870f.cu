@@ -2,7 +2,7 @@
 // op: aux-loss-free bias update
 //   bias[e] += gamma * sign(mean(counts) - counts[e])
 // specialized for: EXPERTS=8 GAMMA=0.001
-// arguments (f32 arena slices unless noted): stats, bias (rw)
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): stats, bias (rw)
 // launches, in order:
 //   bias_update<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
 

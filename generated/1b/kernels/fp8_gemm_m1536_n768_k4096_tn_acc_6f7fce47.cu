@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=1536 N=768 K=4096 LDA=1536 LDB=768 LDC=768 TA=true TB=false ACCUMULATE=true FP8=true
 //   B_BLOCKS=false
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(24, 6, 1), 256, 0>>>  static smem 29440 B
 

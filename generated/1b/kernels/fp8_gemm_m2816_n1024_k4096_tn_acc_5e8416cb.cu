@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=2816 N=1024 K=4096 LDA=2816 LDB=1024 LDC=1024 TA=true TB=false ACCUMULATE=true FP8=true
 //   B_BLOCKS=false
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(44, 8, 1), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=2816 K=1024 LDA=1024 LDB=2816 LDC=2816 TA=false TB=false ACCUMULATE=true FP8=true
 //   B_BLOCKS=true
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(64, 22, 1), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1024 EK=1536 LDA=1024 LDB=1536 LDC=1536 TA=false TB=false
 //   ACCUMULATE=true FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): offsets, dy, w, dx
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, dy, w, dx (+)
 // launches, in order:
 //   grouped_data_grad<<<(136, 12, 1), 256, 0>>>  static smem 29440 B
 

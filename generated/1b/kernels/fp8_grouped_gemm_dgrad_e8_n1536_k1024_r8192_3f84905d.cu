@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1536 EK=1024 LDA=1536 LDB=1024 LDC=1024 TA=false TB=false
 //   ACCUMULATE=true FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): offsets, dy, w, dx
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, dy, w, dx (+)
 // launches, in order:
 //   grouped_data_grad<<<(136, 8, 1), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1024 EK=1536 LDA=1536 LDB=1536 LDC=1024 TA=false TB=true
 //   ACCUMULATE=false FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): offsets, x, w, y
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, w, y (w)
 // launches, in order:
 //   grouped_forward<<<(136, 8, 1), 256, 0>>>  static smem 29440 B
 

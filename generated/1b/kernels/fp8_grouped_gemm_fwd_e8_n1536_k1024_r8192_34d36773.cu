@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1536 EK=1024 LDA=1024 LDB=1024 LDC=1536 TA=false TB=true
 //   ACCUMULATE=false FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): offsets, x, w, y
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, w, y (w)
 // launches, in order:
 //   grouped_forward<<<(136, 12, 1), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1024 EK=1536 LDA=1024 LDB=1536 LDC=1536 TA=true TB=false
 //   ACCUMULATE=true FP8=true B_BLOCKS=false
-// arguments (f32 arena slices unless noted): offsets, x, dy, dw
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, dy, dw (+)
 // launches, in order:
 //   grouped_weight_grad<<<(16, 12, 8), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1536 EK=1024 LDA=1536 LDB=1024 LDC=1024 TA=true TB=false
 //   ACCUMULATE=true FP8=true B_BLOCKS=false
-// arguments (f32 arena slices unless noted): offsets, x, dy, dw
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, dy, dw (+)
 // launches, in order:
 //   grouped_weight_grad<<<(24, 8, 8), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=129280 K=1024 LDA=1024 LDB=1024 LDC=129280 TA=false TB=true ACCUMULATE=false
 //   FP8=false B_BLOCKS=false
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (w)
 // launches, in order:
 //   gemm<<<(64, 1010, 1), 256, 0>>>  static smem 29440 B
 

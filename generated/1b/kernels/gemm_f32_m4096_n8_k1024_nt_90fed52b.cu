@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   grid: one block per 64 x 64 tile of C, 256 threads
 // specialized for: M=4096 N=8 K=1024 LDA=1024 LDB=1024 LDC=8 TA=false TB=true ACCUMULATE=false
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (w)
 // launches, in order:
 //   gemm<<<(64, 1, 1), 256, 0>>>  static smem 8704 B
 

@@ -5,7 +5,7 @@
 //   dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads
 // specialized for: BATCH=1 SEQ=4096 HEADS=16 NOPE=64 ROPE=32 DQK=96 DV=64 KPE_STRIDE=288 KPE_OFFSET=256
 //   SCALE=0.10206208 WINDOW=0 SINKS=0
-// arguments (f32 arena slices unless noted): q, kvb, kva, o, lse, do, dq, dkvb, dkva
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o, lse, do, dq (+), dkvb (+), dkva (+)
 // launches, in order:
 //   attention_bwd_dq<<<(128, 16, 1), 128, 45696>>>  static smem 0 B
 //   attention_bwd_dkv<<<(128, 1, 1), 128, 50176>>>  static smem 0 B

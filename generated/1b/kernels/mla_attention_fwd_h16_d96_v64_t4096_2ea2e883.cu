@@ -5,7 +5,7 @@
 //   a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory
 // specialized for: BATCH=1 SEQ=4096 HEADS=16 NOPE=64 ROPE=32 DQK=96 DV=64 KPE_STRIDE=288 KPE_OFFSET=256
 //   SCALE=0.10206208 WINDOW=0 SINKS=0
-// arguments (f32 arena slices unless noted): q, kvb, kva, o, lse
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o (w), lse (w)
 // launches, in order:
 //   attention_fwd<<<(128, 16, 1), 128, 37248>>>  static smem 0 B
 

@@ -3,7 +3,7 @@
 //   rows sorted by expert, stable in (token, slot) order: perm[row] = pair, inv[pair] = row;
 //   offsets[e] = first row of expert e (written on the device); xp[row] = x[perm[row] / top_k]
 // specialized for: TOKENS=4096 EXPERTS=8 TOP_K=2 D=1024 N=8192
-// arguments (f32 arena slices unless noted): idx, x, perm, inv, offsets, xp
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): idx, x, perm (w), inv (w), offsets (w), xp (w)
 // launches, in order:
 //   dispatch_count<<<(8, 1, 1), 256, 0>>>  static smem 132 B
 //   dispatch_scan<<<(1, 1, 1), 32, 0>>>  static smem 0 B

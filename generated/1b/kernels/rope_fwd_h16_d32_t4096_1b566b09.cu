@@ -4,7 +4,7 @@
 //   theta = 10000, no scaling, attention factor 1
 // specialized for: TOKENS=4096 SEQ=4096 HEADS=16 ROW_STRIDE=1536 HEAD_STRIDE=96 OFFSET=64 DIM=32 HALF=16
 //   INVERSE=false ATTENTION_FACTOR=1.0
-// arguments (f32 arena slices unless noted): x
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x (rw)
 // launches, in order:
 //   rope<<<(4096, 1, 1), 128, 0>>>  static smem 2048 B
 

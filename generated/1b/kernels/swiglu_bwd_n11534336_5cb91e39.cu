@@ -2,7 +2,7 @@
 // op: SwiGluBwd
 //   dg += dh * u * silu'(g), du += dh * silu(g)
 // specialized for: N=11534336
-// arguments (f32 arena slices unless noted): g, u, dh, dg, du
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): g, u, dh, dg (+), du (+)
 // launches, in order:
 //   swiglu_bwd<<<(4096, 1, 1), 256, 0>>>  static smem 0 B
 

@@ -2,7 +2,7 @@
 // op: Zero
 //   x = 0
 // specialized for: N=1048576
-// arguments (f32 arena slices unless noted): x
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x (w)
 // launches, in order:
 //   zero<<<(4096, 1, 1), 256, 0>>>  static smem 0 B
 

@@ -2,7 +2,7 @@
 // op: Add
 //   out = a + b
 // specialized for: N=29360128
-// arguments (f32 arena slices unless noted): a, b, out
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, out (w)
 // launches, in order:
 //   add<<<(4096, 1, 1), 256, 0>>>  static smem 0 B
 

@@ -2,7 +2,7 @@
 // op: EmbeddingBwd
 //   dtable[tokens[i], :] += dout[i, :], a thread per column walking positions in order (deterministic)
 // specialized for: N=4096 VOCAB=129280 D=7168
-// arguments (f32 arena slices unless noted): tokens, dout, dtable
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): tokens, dout, dtable (+)
 // launches, in order:
 //   embedding_bwd<<<(56, 1, 1), 128, 0>>>  static smem 0 B
 

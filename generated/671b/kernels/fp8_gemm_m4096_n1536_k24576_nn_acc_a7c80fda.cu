@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=1536 K=24576 LDA=24576 LDB=1536 LDC=1536 TA=false TB=false ACCUMULATE=true
 //   FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(64, 12, 1), 256, 0>>>  static smem 29440 B
 

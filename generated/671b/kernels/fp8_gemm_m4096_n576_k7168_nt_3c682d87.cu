@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=576 K=7168 LDA=7168 LDB=7168 LDC=576 TA=false TB=true ACCUMULATE=false FP8=true
 //   B_BLOCKS=true
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (w)
 // launches, in order:
 //   gemm<<<(64, 5, 1), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=256 ROWS=32768 EN=7168 EK=2048 LDA=7168 LDB=2048 LDC=2048 TA=false TB=false
 //   ACCUMULATE=true FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): offsets, dy, w, dx
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, dy, w, dx (+)
 // launches, in order:
 //   grouped_data_grad<<<(768, 16, 1), 256, 0>>>  static smem 29440 B
 

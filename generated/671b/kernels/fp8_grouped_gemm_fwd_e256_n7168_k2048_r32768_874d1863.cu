@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=256 ROWS=32768 EN=7168 EK=2048 LDA=2048 LDB=2048 LDC=7168 TA=false TB=true
 //   ACCUMULATE=false FP8=true B_BLOCKS=true
-// arguments (f32 arena slices unless noted): offsets, x, w, y
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, w, y (w)
 // launches, in order:
 //   grouped_forward<<<(768, 56, 1), 256, 0>>>  static smem 29440 B
 

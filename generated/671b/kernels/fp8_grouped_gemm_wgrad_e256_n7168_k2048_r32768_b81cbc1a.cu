@@ -5,7 +5,7 @@
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=256 ROWS=32768 EN=7168 EK=2048 LDA=7168 LDB=2048 LDC=2048 TA=true TB=false
 //   ACCUMULATE=true FP8=true B_BLOCKS=false
-// arguments (f32 arena slices unless noted): offsets, x, dy, dw
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, dy, dw (+)
 // launches, in order:
 //   grouped_weight_grad<<<(112, 16, 256), 256, 0>>>  static smem 29440 B
 

@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=7168 K=129280 LDA=129280 LDB=7168 LDC=7168 TA=false TB=false ACCUMULATE=true
 //   FP8=false B_BLOCKS=false
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(64, 56, 1), 256, 0>>>  static smem 29440 B
 

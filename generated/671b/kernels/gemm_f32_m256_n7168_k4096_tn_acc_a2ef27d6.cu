@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   grid: one block per 64 x 64 tile of C, 256 threads
 // specialized for: M=256 N=7168 K=4096 LDA=256 LDB=7168 LDC=7168 TA=true TB=false ACCUMULATE=true
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(4, 112, 1), 256, 0>>>  static smem 8704 B
 

@@ -5,7 +5,7 @@
 //   dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads
 // specialized for: BATCH=1 SEQ=4096 HEADS=128 NOPE=128 ROPE=64 DQK=192 DV=128 KPE_STRIDE=576 KPE_OFFSET=512
 //   SCALE=0.13523377 WINDOW=0 SINKS=0
-// arguments (f32 arena slices unless noted): q, kvb, kva, o, lse, do, dq, dkvb, dkva
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o, lse, do, dq (+), dkvb (+), dkva (+)
 // launches, in order:
 //   attention_bwd_dq<<<(128, 128, 1), 128, 86656>>>  static smem 0 B
 //   attention_bwd_dkv<<<(128, 1, 1), 128, 91136>>>  static smem 0 B

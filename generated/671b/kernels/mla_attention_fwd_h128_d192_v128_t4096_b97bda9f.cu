@@ -5,7 +5,7 @@
 //   a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory
 // specialized for: BATCH=1 SEQ=4096 HEADS=128 NOPE=128 ROPE=64 DQK=192 DV=128 KPE_STRIDE=576 KPE_OFFSET=512
 //   SCALE=0.13523377 WINDOW=0 SINKS=0
-// arguments (f32 arena slices unless noted): q, kvb, kva, o, lse
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o (w), lse (w)
 // launches, in order:
 //   attention_fwd<<<(128, 128, 1), 128, 70016>>>  static smem 0 B
 

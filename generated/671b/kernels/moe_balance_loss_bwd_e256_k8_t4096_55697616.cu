@@ -2,7 +2,7 @@
 // op: BalanceLossBwd
 //   dscores += grad_scale * d(balance loss) / d(scores); a block per sequence, a warp per token
 // specialized for: BATCH=1 SEQ=4096 EXPERTS=256 TOP_K=8 ALPHA=0.0001 SIGMOID=true GRAD_SCALE=1.0
-// arguments (f32 arena slices unless noted): scores, idx, dscores
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scores, idx, dscores (+)
 // launches, in order:
 //   balance_loss_bwd<<<(1, 1, 1), 256, 0>>>  static smem 1024 B
 

@@ -3,7 +3,7 @@
 //   loss += mean over sequences of alpha * sum_e f_e P_e (DeepSeek-V3 sequence-wise balance loss)
 //   one block, fixed-order sums (deterministic)
 // specialized for: BATCH=1 SEQ=4096 EXPERTS=256 TOP_K=8 ALPHA=0.0001 SIGMOID=true ZCHUNK=1024
-// arguments (f32 arena slices unless noted): scores, idx, loss
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scores, idx, loss (+)
 // launches, in order:
 //   balance_loss<<<(1, 1, 1), 256, 0>>>  static smem 5252 B
 

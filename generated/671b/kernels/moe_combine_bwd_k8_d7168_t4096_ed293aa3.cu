@@ -2,7 +2,7 @@
 // op: CombineBwd
 //   dyp[row] = weights[perm[row]] * dout[token]; dweights[pair] += dout[token] . yp[inv[pair]]
 // specialized for: TOKENS=4096 TOP_K=8 D=7168 N=32768
-// arguments (f32 arena slices unless noted): perm, inv, weights, yp, dout, dyp, dweights
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): perm, inv, weights, yp, dout, dyp (w), dweights (+)
 // launches, in order:
 //   combine_bwd_rows<<<(32768, 1, 1), 128, 0>>>  static smem 0 B
 //   combine_bwd_weights<<<(4096, 1, 1), 256, 0>>>  static smem 0 B

@@ -2,7 +2,7 @@
 // op: Combine
 //   out[t] += sum_slot weights[t, slot] * yp[inv[t * top_k + slot]] (shared experts already in out)
 // specialized for: TOKENS=4096 TOP_K=8 D=7168
-// arguments (f32 arena slices unless noted): inv, weights, yp, out
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): inv, weights, yp, out (+)
 // launches, in order:
 //   combine<<<(4096, 1, 1), 128, 0>>>  static smem 0 B
 

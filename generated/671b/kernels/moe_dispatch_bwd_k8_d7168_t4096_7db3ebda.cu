@@ -2,7 +2,7 @@
 // op: DispatchBwd
 //   dx[t] += sum_slot dxp[inv[t * top_k + slot]], one block per token, slots in order
 // specialized for: TOKENS=4096 TOP_K=8 D=7168
-// arguments (f32 arena slices unless noted): inv, dxp, dx
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): inv, dxp, dx (+)
 // launches, in order:
 //   dispatch_bwd<<<(4096, 1, 1), 128, 0>>>  static smem 0 B
 

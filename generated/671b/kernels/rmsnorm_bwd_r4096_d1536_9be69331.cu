@@ -2,7 +2,7 @@
 // op: RmsNormBwd
 //   dx += rstd * (g - xhat * mean(g * xhat)), g = dy * w; dw += sum_rows dy * xhat (fixed order)
 // specialized for: ROWS=4096 D=1536 IN_STRIDE=1536 THREADS=256
-// arguments (f32 arena slices unless noted): x, w, rstd, dy, dx, dw
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x, w, rstd, dy, dx (+), dw (+)
 // launches, in order:
 //   rmsnorm_bwd_dx<<<(4096, 1, 1), 256, 0>>>  static smem 132 B
 //   rmsnorm_bwd_dw<<<(48, 1, 1), 256, 0>>>  static smem 1056 B

@@ -2,7 +2,7 @@
 // op: RmsNorm
 //   y = w * x * rstd, rstd = 1 / sqrt(mean(x^2) + eps); one block per row
 // specialized for: ROWS=4096 D=1536 IN_STRIDE=1536 EPS=1e-6 THREADS=256
-// arguments (f32 arena slices unless noted): x, w, y, rstd
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x, w, y (w), rstd (w)
 // launches, in order:
 //   rmsnorm<<<(4096, 1, 1), 256, 0>>>  static smem 132 B
 

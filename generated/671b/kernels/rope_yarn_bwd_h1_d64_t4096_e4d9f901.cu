@@ -4,7 +4,7 @@
 //   theta = 10000, YaRN factor 40, original context 4096, beta_fast 32, beta_slow 1, attention factor 1
 // specialized for: TOKENS=4096 SEQ=4096 HEADS=1 ROW_STRIDE=576 HEAD_STRIDE=0 OFFSET=512 DIM=64 HALF=32
 //   INVERSE=true ATTENTION_FACTOR=1.0
-// arguments (f32 arena slices unless noted): x
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x (rw)
 // launches, in order:
 //   rope<<<(4096, 1, 1), 128, 0>>>  static smem 256 B
 

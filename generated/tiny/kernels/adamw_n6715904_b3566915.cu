@@ -4,7 +4,7 @@
 //   g = grad * f; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr ((m/c1) / (sqrt(v/c2) + eps) + wd p)
 // specialized for: N=6715904 DECAY_END=275968 EMBEDDING_END=6714880 BF16_MOMENTS=false S_LR=0 S_STEP=1
 //   S_GRAD_SCALE=2 S_BETA1=3 S_BETA2=4 S_EPS=5 S_WEIGHT_DECAY=6 S_EMBEDDING_DECAY=7 S_CLIP=8
-// arguments (f32 arena slices unless noted): scalars, norm, grad, param (rw), m (rw), v (rw)
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scalars, norm, grad, param (rw), m (rw), v (rw)
 // launches, in order:
 //   adamw_step<<<(4096, 1, 1), 256, 0>>>  static smem 0 B
 

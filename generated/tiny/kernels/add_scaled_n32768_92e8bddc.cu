@@ -2,7 +2,7 @@
 // op: AddScaled
 //   y += alpha * x
 // specialized for: N=32768 ALPHA=1.0
-// arguments (f32 arena slices unless noted): x, y
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x, y (+)
 // launches, in order:
 //   add_scaled<<<(128, 1, 1), 256, 0>>>  static smem 0 B
 

@@ -3,7 +3,7 @@
 //   loss = mean over labelled positions of lse(row) - row[label]; row := grad_scale (softmax - onehot) / n
 //   one block per row: max, sum of exp in f64, then the gradient in place
 // specialized for: BATCH=8 SEQ=64 VOCAB=50304 SHIFT=1 VALID=504 GRAD_SCALE=1.0 THREADS=512
-// arguments (f32 arena slices unless noted): logits, tokens, loss
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): logits (rw), tokens, loss (w)
 // launches, in order:
 //   ce_clear<<<(1, 1, 1), 32, 0>>>  static smem 0 B
 //   ce_rows<<<(512, 1, 1), 512, 0>>>  static smem 396 B

@@ -2,7 +2,7 @@
 // op: Embedding
 //   out[i, :] = table[tokens[i], :], one block per position
 // specialized for: N=512 VOCAB=50304 D=64
-// arguments (f32 arena slices unless noted): tokens, table, out
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): tokens, table, out (w)
 // launches, in order:
 //   embedding<<<(512, 1, 1), 128, 0>>>  static smem 0 B
 

@@ -2,9 +2,9 @@
 // op: routing statistics
 //   stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens
 // specialized for: TOKENS=512 EXPERTS=8 TOP_K=2
-// arguments (f32 arena slices unless noted): idx, scores, stats (+)
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): idx, scores, stats (+)
 // launches, in order:
-//   expert_stats<<<(1, 1, 1), 1024, 0>>>  static smem 296 B
+//   expert_stats<<<(1, 1, 1), 256, 0>>>  static smem 296 B
 
 // ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
 typedef signed char i8;
@@ -88,19 +88,19 @@ constexpr int TOP_K = 2;
 // One MoE layer's routing statistics over a micro-batch, added to stats = [counts (EXPERTS) | entropy | tokens]:
 // each chosen expert counted (integer counts in shared memory: the atomics commute, deterministic), and each
 // token's entropy of its scores normalized to sum to 1, over ln EXPERTS (a warp per token, f64, summed in a
-// fixed order). One block.
-extern "C" __global__ void __launch_bounds__(1024) expert_stats(const float* __restrict__ idx,
+// fixed order). One block of 256 threads (eight warps).
+extern "C" __global__ void __launch_bounds__(256) expert_stats(const float* __restrict__ idx,
                                                                const float* __restrict__ scores,
                                                                float* __restrict__ stats) {
   __shared__ u32 counts[EXPERTS];
   __shared__ double scratch[33];
-  for (int e = threadIdx.x; e < EXPERTS; e += 1024) counts[e] = 0;
+  for (int e = threadIdx.x; e < EXPERTS; e += 256) counts[e] = 0;
   __syncthreads();
-  for (i64 k = threadIdx.x; k < (i64)TOKENS * TOP_K; k += 1024) atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
+  for (i64 k = threadIdx.x; k < (i64)TOKENS * TOP_K; k += 256) atomicAdd(&counts[expert_index(idx[k], EXPERTS)], 1u);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const double ln_e = EXPERTS > 1 ? log((double)EXPERTS) : 1.0;
   double entropy = 0.0;  // lane 0's running sum over its warp's tokens
-  for (i64 t = warp; t < TOKENS; t += 32) {
+  for (i64 t = warp; t < TOKENS; t += 8) {
     const float* row = scores + t * EXPERTS;
     double z = 0.0;
     for (int e = lane; e < EXPERTS; e += 32) z += (double)row[e];
@@ -115,7 +115,7 @@ extern "C" __global__ void __launch_bounds__(1024) expert_stats(const float* __r
   }
   entropy = block_sum_f64(entropy, scratch);
   __syncthreads();
-  for (int e = threadIdx.x; e < EXPERTS; e += 1024) stats[e] += (float)counts[e];
+  for (int e = threadIdx.x; e < EXPERTS; e += 256) stats[e] += (float)counts[e];
   if (threadIdx.x == 0) {
     stats[EXPERTS] = (float)((double)stats[EXPERTS] + entropy);
     stats[EXPERTS + 1] += (float)TOKENS;

@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   grid: one block per 64 x 64 tile of C, 256 threads
 // specialized for: M=512 N=64 K=64 LDA=64 LDB=64 LDC=64 TA=false TB=true ACCUMULATE=false
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (w)
 // launches, in order:
 //   gemm<<<(8, 1, 1), 256, 0>>>  static smem 8704 B
 

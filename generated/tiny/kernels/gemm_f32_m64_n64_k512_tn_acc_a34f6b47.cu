@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   grid: one block per 64 x 64 tile of C, 256 threads
 // specialized for: M=64 N=64 K=512 LDA=64 LDB=64 LDC=64 TA=true TB=false ACCUMULATE=true
-// arguments (f32 arena slices unless noted): a, b, c
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
 // launches, in order:
 //   gemm<<<(1, 1, 1), 256, 0>>>  static smem 8704 B
 

@@ -2,7 +2,7 @@
 // op: global gradient norm
 //   partials[c] = sum over chunk c of g^2 (f64, stored f32); norm = sqrt(sum_c partials[c])
 // specialized for: N=6715904 CHUNK=16384 CHUNKS=410
-// arguments (f32 arena slices unless noted): grad, partials (w), norm (w)
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): grad, partials (w), norm (w)
 // launches, in order:
 //   grad_norm_partials<<<(410, 1, 1), 256, 0>>>  static smem 264 B
 //   grad_norm_finish<<<(1, 1, 1), 1024, 0>>>  static smem 264 B

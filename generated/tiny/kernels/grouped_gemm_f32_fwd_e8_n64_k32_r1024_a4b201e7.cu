@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=1024 EN=64 EK=32 LDA=32 LDB=32 LDC=64 TA=false TB=true ACCUMULATE=false
-// arguments (f32 arena slices unless noted): offsets, x, w, y
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, w, y (w)
 // launches, in order:
 //   grouped_forward<<<(24, 1, 1), 256, 0>>>  static smem 8704 B
 

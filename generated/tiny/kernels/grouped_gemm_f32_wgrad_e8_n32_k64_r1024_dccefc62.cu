@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=1024 EN=32 EK=64 LDA=32 LDB=64 LDC=64 TA=true TB=false ACCUMULATE=true
-// arguments (f32 arena slices unless noted): offsets, x, dy, dw
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, dy, dw (+)
 // launches, in order:
 //   grouped_weight_grad<<<(1, 1, 8), 256, 0>>>  static smem 8704 B
 

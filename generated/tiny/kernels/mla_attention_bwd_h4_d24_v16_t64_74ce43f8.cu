@@ -5,7 +5,7 @@
 //   dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads
 // specialized for: BATCH=8 SEQ=64 HEADS=4 NOPE=16 ROPE=8 DQK=24 DV=16 KPE_STRIDE=40 KPE_OFFSET=32
 //   SCALE=0.20412415 WINDOW=0 SINKS=0
-// arguments (f32 arena slices unless noted): q, kvb, kva, o, lse, do, dq, dkvb, dkva
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o, lse, do, dq (+), dkvb (+), dkva (+)
 // launches, in order:
 //   attention_bwd_dq<<<(2, 4, 8), 128, 14976>>>  static smem 0 B
 //   attention_bwd_dkv<<<(2, 8, 1), 128, 19456>>>  static smem 0 B

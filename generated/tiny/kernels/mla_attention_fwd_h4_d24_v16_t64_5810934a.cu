@@ -5,7 +5,7 @@
 //   a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory
 // specialized for: BATCH=8 SEQ=64 HEADS=4 NOPE=16 ROPE=8 DQK=24 DV=16 KPE_STRIDE=40 KPE_OFFSET=32
 //   SCALE=0.20412415 WINDOW=0 SINKS=0
-// arguments (f32 arena slices unless noted): q, kvb, kva, o, lse
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o (w), lse (w)
 // launches, in order:
 //   attention_fwd<<<(2, 4, 8), 128, 12672>>>  static smem 0 B
 

@@ -2,7 +2,7 @@
 // op: Combine
 //   out[t] += sum_slot weights[t, slot] * yp[inv[t * top_k + slot]] (shared experts already in out)
 // specialized for: TOKENS=512 TOP_K=2 D=64
-// arguments (f32 arena slices unless noted): inv, weights, yp, out
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): inv, weights, yp, out (+)
 // launches, in order:
 //   combine<<<(512, 1, 1), 128, 0>>>  static smem 0 B
 

@@ -2,7 +2,7 @@
 // op: DispatchBwd
 //   dx[t] += sum_slot dxp[inv[t * top_k + slot]], one block per token, slots in order
 // specialized for: TOKENS=512 TOP_K=2 D=64
-// arguments (f32 arena slices unless noted): inv, dxp, dx
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): inv, dxp, dx (+)
 // launches, in order:
 //   dispatch_bwd<<<(512, 1, 1), 128, 0>>>  static smem 0 B
 

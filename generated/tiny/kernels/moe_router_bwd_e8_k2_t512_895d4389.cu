@@ -4,7 +4,7 @@
 //   one warp per token, 8 tokens per block
 // specialized for: TOKENS=512 EXPERTS=8 GROUPS=4 PER_GROUP=2 TOP_GROUPS=2 TOP_K=2 SIGMOID=true NORMALIZE=true
 //   ROUTE_SCALE=2.5
-// arguments (f32 arena slices unless noted): scores, idx, dweights, dscores, dlogits
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scores, idx, dweights, dscores (rw), dlogits (+)
 // launches, in order:
 //   router_bwd<<<(64, 1, 1), 256, 0>>>  static smem 0 B
 

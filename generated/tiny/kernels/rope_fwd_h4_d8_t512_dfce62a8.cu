@@ -4,7 +4,7 @@
 //   theta = 10000, no scaling, attention factor 1
 // specialized for: TOKENS=512 SEQ=64 HEADS=4 ROW_STRIDE=96 HEAD_STRIDE=24 OFFSET=16 DIM=8 HALF=4
 //   INVERSE=false ATTENTION_FACTOR=1.0
-// arguments (f32 arena slices unless noted): x
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x (rw)
 // launches, in order:
 //   rope<<<(512, 1, 1), 128, 0>>>  static smem 128 B
 

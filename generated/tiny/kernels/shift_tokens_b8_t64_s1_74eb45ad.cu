@@ -2,7 +2,7 @@
 // op: ShiftTokens
 //   out[b, i] = tokens[b, min(i + shift, seq - 1)]
 // specialized for: BATCH=8 SEQ=64 SHIFT=1
-// arguments (f32 arena slices unless noted): tokens, out
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): tokens, out (w)
 // launches, in order:
 //   shift_tokens<<<(2, 1, 1), 256, 0>>>  static smem 0 B
 

@@ -2,7 +2,7 @@
 // op: SwiGlu
 //   h = silu(g) * u
 // specialized for: N=98304
-// arguments (f32 arena slices unless noted): g, u, h
+// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): g, u, h (w)
 // launches, in order:
 //   swiglu<<<(384, 1, 1), 256, 0>>>  static smem 0 B
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# DeepSeek-V3's FP8 recipe against f32 on the CPU: configs/small-fp8.yaml (spec/small-fp8.yaml: bf16
+# weights, f32 masters, E4M3 GEMMs in 1x128 / 128x128 tiles) trained for its 60 steps, then the same
+# model, data, seed and recipe with the spec's precision set to f32. Prints a Markdown report (machine,
+# versions, command, then the loss table) to stdout; commit it verbatim under bench/results/.
+#   bench/fp8-recipe.sh > report.md   (progress on stderr)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q --bin dsv3c
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The f32 twin: the same spec text but its precision block, and the same recipe pointing at it.
+python3 - "$work" <<'PY'
+import re, sys
+work = sys.argv[1]
+spec = open("spec/small-fp8.yaml").read()
+head, _, _ = spec.partition("precision:")
+open(f"{work}/small-f32.yaml", "w").write(head.replace("name: small-fp8", "name: small-f32") + "precision:\n  master: f32\n  param: f32\n  compute: f32\n")
+cfg = open("configs/small-fp8.yaml").read().replace("spec: ../spec/small-fp8.yaml", "spec: small-f32.yaml")
+open(f"{work}/small-f32-recipe.yaml", "w").write(cfg)
+PY
+cmd_fp8=(./target/release/dsv3c train --config configs/small-fp8.yaml --out "$work/fp8")
+cmd_f32=(./target/release/dsv3c train --config "$work/small-f32-recipe.yaml" --out "$work/f32")
+echo "# FP8 recipe vs f32 on the CPU reference: small-fp8, 60 steps"
+echo
+source bench/machine.sh
+echo "- command: \`bench/fp8-recipe.sh\` = \`${cmd_fp8[*]/$work/\$TMP}\`, then \`${cmd_f32[*]/$work/\$TMP}\`"
+echo "  (the f32 twin: spec/small-fp8.yaml with precision master/param/compute f32 and no fp8 block)"
+echo
+"${cmd_fp8[@]}" >&2
+"${cmd_f32[@]}" >&2
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+load = lambda d: {r["step"]: r for r in map(json.loads, open(f"{work}/{d}/metrics.jsonl"))}
+fp8, f32 = load("fp8"), load("f32")
+print("| step | loss FP8 | loss f32 | FP8 / f32 − 1 |")
+print("|---:|---:|---:|---:|")
+for s in sorted(fp8):
+    a, b = fp8[s]["loss"], f32[s]["loss"]
+    print(f"| {s} | {a:.4f} | {b:.4f} | {a / b - 1:+.2%} |")
+last = max(fp8)
+a, b = fp8[last]["loss"], f32[last]["loss"]
+print()
+print(f"After {last} steps the FP8 recipe's loss is within {abs(a / b - 1):.2%} of f32 "
+      f"(loss fell from {fp8[min(fp8)]['loss']:.4f} to {a:.4f}).")
+PY

@@ -1,0 +1,229 @@
+//! Each op's arguments, described once: name, role (read, or written — overwritten, accumulated
+//! into, or updated in place) and the elements the op touches. Everything else that depends on an
+//! op's arguments comes from here: its arity, which arguments it writes and how, the footprint a
+//! launch's slices must cover, and the CUDA kernels' parameter names.
+
+use crate::op::{scalars, Access, GroupedMode, Op, OptimizerKind, GRAD_NORM_CHUNK};
+
+/// How an op uses one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Read only.
+    In,
+    /// Written, as [`Access`] says.
+    Out(Access),
+}
+
+/// One argument of an op, in launch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArgSig {
+    pub name: &'static str,
+    pub role: Role,
+    /// Elements the op may touch: the furthest index plus one.
+    pub len: usize,
+}
+
+const fn a(name: &'static str, role: Role, len: usize) -> ArgSig {
+    ArgSig { name, role, len }
+}
+
+use Access::{Accumulate as Acc, InPlace as Rw, Write as W};
+use Role::{In as R, Out};
+
+/// `(rows − 1)·stride + width`: the span of `rows` rows of `width` at `stride` (0 for no rows).
+fn span(rows: usize, stride: usize, width: usize) -> usize {
+    if rows == 0 {
+        0
+    } else {
+        (rows - 1) * stride + width
+    }
+}
+
+impl Op {
+    /// The op's arguments, in launch order.
+    pub fn signature(&self) -> Vec<ArgSig> {
+        use Op::*;
+        match *self {
+            Zero { n } => vec![a("x", Out(W), n)],
+            AddScaled { n, .. } => vec![a("x", R, n), a("y", Out(Acc), n)],
+            Add { n } => vec![a("a", R, n), a("b", R, n), a("out", Out(W), n)],
+            Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, .. } => {
+                let live = m > 0 && n > 0;
+                let (sa, sb) = if !live || k == 0 {
+                    (0, 0)
+                } else {
+                    (
+                        if ta { span(k, lda, m) } else { span(m, lda, k) },
+                        if tb { span(n, ldb, k) } else { span(k, ldb, n) },
+                    )
+                };
+                let c = if live { span(m, ldc, n) } else { 0 };
+                vec![a("a", R, sa), a("b", R, sb), a("c", Out(if accumulate { Acc } else { W }), c)]
+            }
+            Embedding { n, vocab, d } => vec![a("tokens", R, n), a("table", R, vocab * d), a("out", Out(W), n * d)],
+            EmbeddingBwd { n, vocab, d } => {
+                vec![a("tokens", R, n), a("dout", R, n * d), a("dtable", Out(Acc), vocab * d)]
+            }
+            ShiftTokens { batch, seq, .. } => vec![a("tokens", R, batch * seq), a("out", Out(W), batch * seq)],
+            RmsNorm { rows, d, in_stride, .. } => vec![
+                a("x", R, span(rows, in_stride, d)),
+                a("w", R, d),
+                a("y", Out(W), rows * d),
+                a("rstd", Out(W), rows),
+            ],
+            RmsNormBwd { rows, d, in_stride } => vec![
+                a("x", R, span(rows, in_stride, d)),
+                a("w", R, d),
+                a("rstd", R, rows),
+                a("dy", R, rows * d),
+                a("dx", Out(Acc), span(rows, in_stride, d)),
+                a("dw", Out(Acc), d),
+            ],
+            Dyt { rows, d, in_stride } => vec![
+                a("x", R, span(rows, in_stride, d)),
+                a("w", R, d),
+                a("b", R, d),
+                a("alpha", R, 1),
+                a("y", Out(W), rows * d),
+            ],
+            DytBwd { rows, d, in_stride } => vec![
+                a("x", R, span(rows, in_stride, d)),
+                a("w", R, d),
+                a("alpha", R, 1),
+                a("dy", R, rows * d),
+                a("dx", Out(Acc), span(rows, in_stride, d)),
+                a("dw", Out(Acc), d),
+                a("db", Out(Acc), d),
+                a("dalpha", Out(Acc), 1),
+            ],
+            Rope { tokens, heads, row_stride, head_stride, offset, dim, .. } => {
+                let len = if tokens == 0 || heads == 0 {
+                    0
+                } else {
+                    (tokens - 1) * row_stride + (heads - 1) * head_stride + offset + dim
+                };
+                vec![a("x", Out(Rw), len)]
+            }
+            Attention(at) | AttentionBwd(at) => {
+                let rows = at.batch * at.seq;
+                let q = rows * at.heads * (at.nope + at.rope);
+                let kvb = rows * at.heads * (at.nope + at.v);
+                let kva = span(rows, at.kpe_stride, at.kpe_offset + at.rope);
+                let (o, lse) = (rows * at.heads * at.v, rows * at.heads);
+                if matches!(self, Attention(_)) {
+                    vec![a("q", R, q), a("kvb", R, kvb), a("kva", R, kva), a("o", Out(W), o), a("lse", Out(W), lse)]
+                } else {
+                    vec![
+                        a("q", R, q),
+                        a("kvb", R, kvb),
+                        a("kva", R, kva),
+                        a("o", R, o),
+                        a("lse", R, lse),
+                        a("do", R, o),
+                        a("dq", Out(Acc), q),
+                        a("dkvb", Out(Acc), kvb),
+                        a("dkva", Out(Acc), kva),
+                    ]
+                }
+            }
+            SwiGlu { n } => vec![a("g", R, n), a("u", R, n), a("h", Out(W), n)],
+            SwiGluBwd { n } => {
+                vec![a("g", R, n), a("u", R, n), a("dh", R, n), a("dg", Out(Acc), n), a("du", Out(Acc), n)]
+            }
+            Router(r) => {
+                let (te, tk) = (r.tokens * r.experts, r.tokens * r.top_k);
+                vec![
+                    a("logits", R, te),
+                    a("bias", R, r.experts),
+                    a("scores", Out(W), te),
+                    a("idx", Out(W), tk),
+                    a("weights", Out(W), tk),
+                ]
+            }
+            RouterBwd(r) => {
+                let (te, tk) = (r.tokens * r.experts, r.tokens * r.top_k);
+                vec![
+                    a("scores", R, te),
+                    a("idx", R, tk),
+                    a("dweights", R, tk),
+                    a("dscores", Out(Rw), te),
+                    a("dlogits", Out(Acc), te),
+                ]
+            }
+            Dispatch { tokens, experts, top_k, d } => {
+                let n = tokens * top_k;
+                vec![
+                    a("idx", R, n),
+                    a("x", R, tokens * d),
+                    a("perm", Out(W), n),
+                    a("inv", Out(W), n),
+                    a("offsets", Out(W), experts + 1),
+                    a("xp", Out(W), n * d),
+                ]
+            }
+            DispatchBwd { tokens, top_k, d } => {
+                vec![a("inv", R, tokens * top_k), a("dxp", R, tokens * top_k * d), a("dx", Out(Acc), tokens * d)]
+            }
+            GroupedGemm { experts, rows, n, k, mode, .. } => {
+                let w = experts * n * k;
+                let offsets = a("offsets", R, experts + 1);
+                match mode {
+                    GroupedMode::Forward => vec![offsets, a("x", R, rows * k), a("w", R, w), a("y", Out(W), rows * n)],
+                    GroupedMode::DataGrad => {
+                        vec![offsets, a("dy", R, rows * n), a("w", R, w), a("dx", Out(Acc), rows * k)]
+                    }
+                    GroupedMode::WeightGrad => {
+                        vec![offsets, a("x", R, rows * k), a("dy", R, rows * n), a("dw", Out(Acc), w)]
+                    }
+                }
+            }
+            Combine { tokens, top_k, d } => {
+                let n = tokens * top_k;
+                vec![a("inv", R, n), a("weights", R, n), a("yp", R, n * d), a("out", Out(Acc), tokens * d)]
+            }
+            CombineBwd { tokens, top_k, d } => {
+                let n = tokens * top_k;
+                vec![
+                    a("perm", R, n),
+                    a("inv", R, n),
+                    a("weights", R, n),
+                    a("yp", R, n * d),
+                    a("dout", R, tokens * d),
+                    a("dyp", Out(W), n * d),
+                    a("dweights", Out(Acc), n),
+                ]
+            }
+            CrossEntropy { batch, seq, vocab, .. } => {
+                vec![a("logits", Out(Rw), batch * seq * vocab), a("tokens", R, batch * seq), a("loss", Out(W), 1)]
+            }
+            BalanceLoss(b) => {
+                let t = b.batch * b.seq;
+                vec![a("scores", R, t * b.experts), a("idx", R, t * b.top_k), a("loss", Out(Acc), 1)]
+            }
+            BalanceLossBwd { balance: b, .. } => {
+                let t = b.batch * b.seq;
+                vec![a("scores", R, t * b.experts), a("idx", R, t * b.top_k), a("dscores", Out(Acc), t * b.experts)]
+            }
+            ExpertStats { tokens, experts, top_k } => {
+                vec![a("idx", R, tokens * top_k), a("scores", R, tokens * experts), a("stats", Out(Acc), experts + 2)]
+            }
+            BiasUpdate { experts, .. } => vec![a("stats", R, experts), a("bias", Out(Rw), experts)],
+            GradNorm { n } => {
+                vec![a("grad", R, n), a("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1)), a("norm", Out(W), 1)]
+            }
+            Optimizer(u) => {
+                let mut v = vec![
+                    a("scalars", R, scalars::LEN),
+                    a("norm", R, 1),
+                    a("grad", R, u.n),
+                    a("param", Out(Rw), u.n),
+                    a("m", Out(Rw), u.n),
+                ];
+                if u.kind == OptimizerKind::AdamW {
+                    v.push(a("v", Out(Rw), u.n));
+                }
+                v
+            }
+        }
+    }
+}
