@@ -27,8 +27,18 @@ source bench/machine.sh
 echo "- command: \`bench/fp8-recipe.sh\` = \`${cmd_fp8[*]/$work/\$TMP}\`, then \`${cmd_f32[*]/$work/\$TMP}\`"
 echo "  (the f32 twin: spec/small-fp8.yaml with precision master/param/compute f32 and no fp8 block)"
 echo
-"${cmd_fp8[@]}" >&2
-"${cmd_f32[@]}" >&2
+# Both at once: the built-in corpus is the project's own files, read when a run starts — started together,
+# an edit to the tree cannot give the two runs different data (checked below).
+"${cmd_fp8[@]}" > "$work/fp8.log" 2>&1 &
+"${cmd_f32[@]}" > "$work/f32.log" 2>&1 &
+wait %1 && wait %2 || { cat "$work"/*.log >&2; exit 1; }
+cat "$work/fp8.log" "$work/f32.log" >&2
+if [ "$(grep '^corpus:' "$work/fp8.log")" != "$(grep '^corpus:' "$work/f32.log")" ]; then
+  echo "the two runs read different corpora (the tree changed between their starts): run again" >&2
+  exit 1
+fi
+echo "- data: $(grep '^corpus:' "$work/fp8.log" | sed 's/^corpus: //'), the same batches in both runs"
+echo
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
@@ -41,7 +51,11 @@ for s in sorted(fp8):
     print(f"| {s} | {a:.4f} | {b:.4f} | {a / b - 1:+.2%} |")
 last = max(fp8)
 a, b = fp8[last]["loss"], f32[last]["loss"]
+val = lambda d: float(open(f"{work}/{d}.log").read().split("validation loss ")[1].split()[0])
+va, vb = val("fp8"), val("f32")
 print()
-print(f"After {last} steps the FP8 recipe's loss is within {abs(a / b - 1):.2%} of f32 "
-      f"(loss fell from {fp8[min(fp8)]['loss']:.4f} to {a:.4f}).")
+print(f"| validation (16 batches) after {last} | {va:.4f} | {vb:.4f} | {va / vb - 1:+.2%} |")
+print()
+print(f"After {last} steps the FP8 recipe's training loss is within {abs(a / b - 1):.2%} of f32 and its validation "
+      f"loss within {abs(va / vb - 1):.2%} (training loss fell from {fp8[min(fp8)]['loss']:.4f} at step {min(fp8)}).")
 PY

@@ -2,6 +2,7 @@
 //! reference implementation of every [`Op`] (the numerical ground truth), and compiles generated
 //! CUDA through NVRTC ([`nvrtc`]). The GPU launcher comes with its own issue.
 
+pub mod backend_suite;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -1,13 +1,14 @@
 //! `dsv3c train [--config configs/tiny.yaml] [--steps N] [--out DIR] [--resume]
 //! [--checkpoint-every N] [--device auto|cpu|cuda] [--seed S]`
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use dsv3c_runtime::data::{corpus, shard, tokenizer::Tokenizer};
 use dsv3c_runtime::train::checkpoint::{self, RunState};
+use dsv3c_runtime::train::run;
 use dsv3c_runtime::train::trainer::{StepReport, Trainer};
 use dsv3c_spec::config::{load_recipe, DataSource, Recipe};
 use dsv3c_spec::inspect::human_count;
@@ -121,27 +122,6 @@ pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
     Ok(tokens)
 }
 
-/// Drops metric lines of steps after `step`: a run killed after its last checkpoint logged
-/// steps that the resumed run computes again.
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let keep: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .collect();
-    if keep.len() != text.lines().count() {
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, keep.iter().map(|l| format!("{l}\n")).collect::<String>()).into_diagnostic()?;
-        std::fs::rename(&tmp, path).into_diagnostic()?;
-    }
-    Ok(())
-}
-
 /// `12345.6` -> `12.3k`.
 fn rate(x: f64) -> String {
     if x >= 1e6 {
@@ -242,10 +222,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
         out.display()
     );
 
-    if a.resume {
-        truncate_metrics(&metrics_path, trainer.run.step)?;
-    }
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).into_diagnostic()?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let pb = indicatif::ProgressBar::new(target);
         pb.set_style(
@@ -255,49 +231,41 @@ pub fn run(a: Args) -> Result<ExitCode> {
         pb.set_position(trainer.run.step);
         pb
     });
-    let started = std::time::Instant::now();
-    while trainer.run.step < target {
-        let t0 = std::time::Instant::now();
-        let r = trainer.step().map_err(|e| miette!("step {}: {e}", trainer.run.step + 1))?;
-        let dt = t0.elapsed().as_secs_f64();
-        let tok_s = cfg.tokens_per_step() as f64 / dt.max(1e-9);
-        if r.step % cfg.logging.every.max(1) == 0 || r.step == target {
-            let line = log_line(&r, target, tok_s);
-            match &bar {
-                Some(pb) => pb.println(&line),
-                None => println!("{line}"),
+    let say = |line: String, stdout: bool| match &bar {
+        Some(pb) => pb.println(line),
+        None if stdout => println!("{line}"),
+        None => eprintln!("{line}"),
+    };
+    let options = run::RunOptions {
+        target,
+        checkpoint_every: every,
+        keep: cfg.checkpoint.keep,
+        log_every: cfg.logging.every,
+        out: &out,
+        texts: checkpoint::Texts { spec: &recipe.spec_text, config: &recipe.text },
+        validation_batches: 16,
+    };
+    run::run(&mut trainer, &options, &mut |e| match e {
+        run::Event::Step { report, tokens_per_sec, logged, .. } => {
+            if logged {
+                say(log_line(report, target, tokens_per_sec), true);
             }
-            let mtp_loss = if r.mtp_losses.is_empty() {
-                None
-            } else {
-                Some(r.mtp_losses.iter().sum::<f64>() / r.mtp_losses.len() as f64)
-            };
-            let rec = serde_json::json!({
-                "step": r.step, "loss": r.loss, "total_loss": r.total_loss, "mtp_loss": mtp_loss, "mtp_losses": r.mtp_losses,
-                "lr": r.lr, "tokens": r.tokens, "tokens_per_sec": tok_s, "grad_norm": r.grad_norm, "step_time_s": dt, "moe": r.moe,
-            });
-            writeln!(metrics, "{rec}").into_diagnostic()?;
-        }
-        if let Some(pb) = &bar {
-            pb.set_position(r.step);
-            pb.set_message(format!("loss {:.4}", r.loss));
-        }
-        if (every > 0 && r.step % every == 0) || r.step == target {
-            let texts = checkpoint::Texts { spec: &recipe.spec_text, config: &recipe.text };
-            let path = trainer.checkpoint(&out, &texts, cfg.checkpoint.keep).map_err(|e| miette!("{e}"))?;
-            let note = format!("checkpoint {}", path.display());
-            match &bar {
-                Some(pb) => pb.println(&note),
-                None => eprintln!("{note}"),
+            if let Some(pb) = &bar {
+                pb.set_position(report.step);
+                pb.set_message(format!("loss {:.4}", report.loss));
             }
         }
-    }
-    if let Some(pb) = bar {
+        run::Event::Checkpoint(path) => say(format!("checkpoint {}", path.display()), false),
+        run::Event::Validation { loss, seconds } => {
+            if let Some(pb) = &bar {
+                pb.finish_and_clear();
+            }
+            eprintln!("validation loss {loss:.4} | perplexity {:.2} | {seconds:.1}s", loss.exp());
+        }
+    })
+    .map_err(|e| miette!("{e}"))?;
+    if let Some(pb) = &bar {
         pb.finish_and_clear();
-    }
-    metrics.flush().into_diagnostic()?;
-    if let Some(v) = trainer.validate(16).map_err(|e| miette!("validation: {e}"))? {
-        eprintln!("validation loss {v:.4} | perplexity {:.2} | {:.1}s", v.exp(), started.elapsed().as_secs_f64());
     }
     Ok(ExitCode::SUCCESS)
 }

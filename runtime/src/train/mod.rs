@@ -3,5 +3,6 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod trainer;

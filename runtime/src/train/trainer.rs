@@ -219,6 +219,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(Some(sum / n as f64))
     }
 
+    /// Tokens one step trains on.
+    pub fn tokens_per_step(&self) -> u64 {
+        self.config.tokens_per_step()
+    }
+
     /// The parameter arena, read back from the backend.
     pub fn params(&mut self) -> Result<Vec<f32>, TrainError> {
         let whole = crate::program::Slice::param(0, self.program.param_len);

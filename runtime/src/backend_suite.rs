@@ -1,0 +1,198 @@
+//! The backend test suite, written once: `backend_suite!(name, make)` expands to the tests every
+//! backend must pass, for a backend built by `make(&Program)` — slices round-trip and are checked,
+//! launches are checked (arity, bounds, a written argument overlapping another), and every op of a
+//! representative set, launched over the backend's arenas, matches the CPU reference (`cpu::run_op`)
+//! within the kernel tolerances. The CPU backend runs it (`runtime/tests/backend.rs`); the next
+//! backend inherits it with one line.
+
+use crate::op::{Attn, Balance, Op, OptimizerKind, Quant, Route, Score, Update};
+use crate::program::{Io, Program, Slice};
+
+/// A Program with no launches and arenas of the given sizes: what a backend is built for when a
+/// test launches ops by hand.
+pub fn arenas(param_len: usize, optim_len: usize, act_len: usize) -> Program {
+    let none = Slice::act(0, 0);
+    Program {
+        name: "suite".into(),
+        batch: 1,
+        seq: 1,
+        params: Vec::new(),
+        param_len,
+        buffers: Vec::new(),
+        act_len,
+        optim_len,
+        kernels: Vec::new(),
+        start: Vec::new(),
+        forward: Vec::new(),
+        backward: Vec::new(),
+        update: Vec::new(),
+        io: Io {
+            tokens: none,
+            loss: none,
+            main_loss: none,
+            mtp_losses: Vec::new(),
+            expert_choices: Vec::new(),
+            expert_scores: Vec::new(),
+            scalars: none,
+            grad_norm: none,
+            expert_stats: Vec::new(),
+        },
+    }
+}
+
+/// A representative op of every family, at small sizes, with the tolerance its outputs are held to.
+pub fn ops() -> Vec<(Op, f64)> {
+    use crate::tolerance::{KERNEL_REL_L2_BF16 as BF16, KERNEL_REL_L2_F32 as F32};
+    let attn = Attn {
+        batch: 2,
+        seq: 9,
+        heads: 2,
+        nope: 4,
+        rope: 2,
+        v: 4,
+        kpe_stride: 6,
+        kpe_offset: 4,
+        scale: 0.4,
+        window: None,
+    };
+    let route = Route {
+        tokens: 30,
+        experts: 8,
+        groups: 4,
+        top_groups: 2,
+        top_k: 2,
+        score: Score::Sigmoid,
+        normalize: true,
+        scale: 2.5,
+    };
+    let balance = Balance { batch: 2, seq: 15, experts: 8, top_k: 2, alpha: 0.01, score: Score::Sigmoid };
+    let gemm = |quant| Op::Gemm {
+        m: 20,
+        n: 24,
+        k: 40,
+        lda: 40,
+        ldb: 40,
+        ldc: 24,
+        ta: false,
+        tb: true,
+        accumulate: false,
+        quant,
+    };
+    let update = |kind| Update { kind, n: 3000, decay_end: 1000, embedding_end: 1500, bf16_moments: false };
+    vec![
+        (Op::Zero { n: 300 }, F32),
+        (Op::AddScaled { n: 300, alpha: -0.5 }, F32),
+        (Op::Add { n: 300 }, F32),
+        (gemm(Quant::None), F32),
+        (gemm(Quant::Bf16), BF16),
+        (Op::Embedding { n: 12, vocab: 30, d: 8 }, F32),
+        (Op::EmbeddingBwd { n: 12, vocab: 30, d: 8 }, F32),
+        (Op::ShiftTokens { batch: 2, seq: 7, shift: 1 }, F32),
+        (Op::RmsNorm { rows: 10, d: 16, in_stride: 20, eps: 1e-6 }, F32),
+        (Op::RmsNormBwd { rows: 10, d: 16, in_stride: 20 }, F32),
+        (Op::Dyt { rows: 10, d: 16, in_stride: 16 }, F32),
+        (Op::DytBwd { rows: 10, d: 16, in_stride: 16 }, F32),
+        (Op::Attention(attn), F32),
+        (Op::AttentionBwd(attn), F32),
+        (Op::Attention(Attn { window: Some((3, 1)), ..attn }), F32),
+        (Op::SwiGlu { n: 300 }, F32),
+        (Op::SwiGluBwd { n: 300 }, F32),
+        (Op::Router(route), F32),
+        (Op::RouterBwd(route), F32),
+        (Op::Dispatch { tokens: 30, experts: 8, top_k: 2, d: 8 }, F32),
+        (Op::DispatchBwd { tokens: 30, top_k: 2, d: 8 }, F32),
+        (Op::Combine { tokens: 30, top_k: 2, d: 8 }, F32),
+        (Op::CombineBwd { tokens: 30, top_k: 2, d: 8 }, F32),
+        (Op::CrossEntropy { batch: 2, seq: 6, vocab: 20, shift: 1, grad_scale: 0.5 }, F32),
+        (Op::BalanceLoss(balance), F32),
+        (Op::BalanceLossBwd { balance, grad_scale: 0.5 }, F32),
+        (Op::ExpertStats { tokens: 30, experts: 8, top_k: 2 }, F32),
+        (Op::BiasUpdate { experts: 8, gamma: 1e-3 }, F32),
+        (Op::GradNorm { n: 3000 }, F32),
+        (Op::Optimizer(update(OptimizerKind::AdamW)), F32),
+        (Op::Optimizer(update(OptimizerKind::Lion)), F32),
+    ]
+}
+
+/// The backend suite for the backend `make(&Program)` builds, as a test module `name`.
+#[macro_export]
+macro_rules! backend_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use $crate::backend_suite::{arenas, ops};
+            use $crate::op::Op;
+            use $crate::program::{Backend, BackendError, Slice};
+
+            fn make(p: &$crate::Program) -> impl Backend {
+                ($make)(p)
+            }
+
+            #[test]
+            fn slices_round_trip_and_are_checked() {
+                let p = arenas(8, 4, 32);
+                let mut b = make(&p);
+                let data: Vec<f32> = (0..10).map(|i| i as f32 - 3.5).collect();
+                b.write(Slice::act(5, 10), &data).unwrap();
+                assert_eq!(b.read(Slice::act(5, 10)).unwrap(), data);
+                b.write(Slice::param(0, 8), &[2.0; 8]).unwrap();
+                b.write(Slice::optim(1, 3), &[1.0; 3]).unwrap();
+                b.zero(Slice::act(7, 2)).unwrap();
+                assert_eq!(b.read(Slice::act(6, 4)).unwrap(), [-2.5, 0.0, 0.0, 0.5]);
+                assert_eq!(b.read(Slice::param(0, 8)).unwrap(), [2.0; 8]);
+                assert_eq!(b.read(Slice::optim(0, 4)).unwrap(), [0.0, 1.0, 1.0, 1.0]);
+                let outside = Slice::act(30, 3);
+                assert!(matches!(b.read(outside), Err(BackendError::Slice { .. })));
+                assert!(matches!(b.write(outside, &[0.0; 3]), Err(BackendError::Slice { .. })));
+                assert!(matches!(b.zero(Slice::grad(7, 2)), Err(BackendError::Slice { .. })));
+                assert!(matches!(b.write(Slice::act(0, 4), &[0.0; 3]), Err(BackendError::Length { .. })));
+            }
+
+            #[test]
+            fn launches_are_checked() {
+                let p = arenas(0, 0, 64);
+                let mut b = make(&p);
+                let add = Op::Add { n: 8 };
+                let (x, y, z) = (Slice::act(0, 8), Slice::act(8, 8), Slice::act(16, 8));
+                b.launch(&add, &[x, y, z]).unwrap();
+                assert!(matches!(b.launch(&add, &[x, y]), Err(BackendError::Arity { .. })));
+                assert!(matches!(b.launch(&add, &[x, y, Slice::act(60, 8)]), Err(BackendError::OutOfBounds { .. })));
+                assert!(matches!(b.launch(&add, &[x, y, Slice::act(4, 8)]), Err(BackendError::Overlap { .. })));
+                // Two outputs may not overlap either (RMSNorm's y and 1/rms).
+                let norm = Op::RmsNorm { rows: 2, d: 4, in_stride: 4, eps: 1e-6 };
+                let args = [x, Slice::act(8, 4), Slice::act(16, 8), Slice::act(20, 2)];
+                assert!(matches!(b.launch(&norm, &args), Err(BackendError::Overlap { .. })));
+            }
+
+            #[test]
+            fn every_op_matches_the_reference() {
+                for (i, (op, tol)) in ops().into_iter().enumerate() {
+                    let lens = op.signature().iter().map(|a| a.len).collect::<Vec<_>>();
+                    let args = $crate::sample::args(&op, &lens, &mut $crate::sample::Rng::new(40 + i as u64));
+                    // Every argument end to end in the activation arena, 16 apart.
+                    let mut at = 0;
+                    let slices: Vec<Slice> = args
+                        .iter()
+                        .map(|a| {
+                            let s = Slice::act(at, a.len());
+                            at += a.len().div_ceil(16) * 16;
+                            s
+                        })
+                        .collect();
+                    let p = arenas(0, 0, at);
+                    let mut b = make(&p);
+                    for (s, a) in slices.iter().zip(&args) {
+                        b.write(*s, a).unwrap();
+                    }
+                    b.launch(&op, &slices).unwrap_or_else(|e| panic!("{}: {e}", op.family()));
+                    let mut want = args.clone();
+                    $crate::cpu::run_op(&op, &mut want);
+                    for (o, _) in op.writes() {
+                        let got = b.read(slices[o]).unwrap();
+                        let err = $crate::tolerance::rel_l2(&got, &want[o]);
+                        assert!(err <= tol, "{} output {o}: relative L2 {err:.2e} > {tol:.0e}", op.family());
+                    }
+                }
+            }
+        }
+    };
+}
