@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DeepSeek-V3's FP8 recipe against f32 on the CPU: configs/small-fp8.yaml (spec/small-fp8.yaml: bf16
-# weights, f32 masters, E4M3 GEMMs in 1x128 / 128x128 tiles) trained for its 60 steps, then the same
-# model, data, seed and recipe with the spec's precision set to f32. Prints a Markdown report (machine,
+# weights, f32 masters, E4M3 GEMMs in 1x128 / 128x128 tiles) trained for its 60 steps beside the same
+# model, data, seed and recipe with the spec's precision set to f32 (both at once). Prints a Markdown report (machine,
 # versions, command, then the loss table) to stdout; commit it verbatim under bench/results/.
 #   bench/fp8-recipe.sh > report.md   (progress on stderr)
 set -euo pipefail
@@ -24,7 +24,7 @@ cmd_f32=(./target/release/dsv3c train --config "$work/small-f32-recipe.yaml" --o
 echo "# FP8 recipe vs f32 on the CPU reference: small-fp8, 60 steps"
 echo
 source bench/machine.sh
-echo "- command: \`bench/fp8-recipe.sh\` = \`${cmd_fp8[*]/$work/\$TMP}\`, then \`${cmd_f32[*]/$work/\$TMP}\`"
+echo "- command: \`bench/fp8-recipe.sh\` = \`${cmd_fp8[*]/$work/\$TMP}\` and, at the same time, \`${cmd_f32[*]/$work/\$TMP}\`"
 echo "  (the f32 twin: spec/small-fp8.yaml with precision master/param/compute f32 and no fp8 block)"
 echo
 # Both at once: the built-in corpus is the project's own files, read when a run starts — started together,

@@ -66,7 +66,7 @@ fn expand(input: Input) -> Result<proc_macro2::TokenStream, syn::Error> {
     let spec = dsv3c_spec::parse(&shown, &text).map_err(|e| err(e.to_string()))?;
     let seq = input.seq.unwrap_or(spec.max_seq_len.min(4096) as usize);
     let program = dsv3c_codegen::compile(&spec, input.batch.unwrap_or(1), seq).map_err(|e| err(e.to_string()))?;
-    let source = dsv3c_codegen::rust::body(&program, &text).map_err(err)?;
+    let source = dsv3c_codegen::rust::body(&program, &text).map_err(|e| err(e.to_string()))?;
     let items: proc_macro2::TokenStream =
         source.parse().map_err(|e| err(format!("generated Rust does not lex: {e}")))?;
     let abs = path.canonicalize().unwrap_or(path).display().to_string();
