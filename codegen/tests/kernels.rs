@@ -574,6 +574,11 @@ fn gemms_at_1b_shapes_on_sampled_blocks() {
 /// reference through the tolerance of its format, with a clean sanitizer.
 fn check_every_kernel(program: &dsv3c_runtime::program::Program, seed: u64) {
     for (i, k) in program.kernels.iter().enumerate() {
+        // The step's elementwise passes over the whole parameter arena (millions of elements) are the
+        // kernels `training_step_kernels` runs at 5000 elements, but for the constant N: skipped here.
+        if matches!(k.op, Op::GradNorm { n } | Op::Optimizer(dsv3c_runtime::op::Update { n, .. }) if n > 100_000) {
+            continue;
+        }
         let lens = check::footprint(&k.op);
         let args = dsv3c_runtime::sample::args(&k.op, &lens, &mut Rng::new(i as u64 + seed));
         let q = match k.op {

@@ -82,11 +82,17 @@ pub fn save(
         .map(|x| (x.name.clone(), x.shape.clone(), params[x.offset..x.offset + x.len()].to_vec()))
         .collect();
     write_file(&tmp.join(FILES[0]), &model)?;
-    let moments = vec![
-        ("m".to_string(), vec![opt.m.len()], opt.m.clone()),
-        ("v".to_string(), vec![opt.v.len()], opt.v.clone()),
-        ("step".to_string(), vec![1], vec![opt.step as f32]),
-    ];
+    // The moments per parameter, by name (the arena's layout is the compiler's business: a checkpoint
+    // must resume under another layout, or be refused, never read at the wrong offsets).
+    let mut moments: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(2 * p.params.len() + 1);
+    for x in &p.params {
+        let r = x.offset..x.offset + x.len();
+        moments.push((format!("exp_avg.{}", x.name), x.shape.clone(), opt.m[r.clone()].to_vec()));
+        if !opt.v.is_empty() {
+            moments.push((format!("exp_avg_sq.{}", x.name), x.shape.clone(), opt.v[r].to_vec()));
+        }
+    }
+    moments.push(("step".to_string(), vec![1], vec![opt.step as f32]));
     write_file(&tmp.join(FILES[1]), &moments)?;
     let state = serde_json::to_string_pretty(run)
         .map_err(|e| RunCheckpointError::Corrupt { path: tmp.clone(), reason: e.to_string() })?;
@@ -146,8 +152,52 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 pub struct Loaded {
     pub path: PathBuf,
     pub model: BTreeMap<String, crate::checkpoint::Tensor>,
-    pub optimizer: State,
+    pub optimizer: SavedMoments,
     pub run: RunState,
+}
+
+/// The optimizer state of a checkpoint: the step count and each parameter's moments by name
+/// (`exp_avg.<name>`, and AdamW's `exp_avg_sq.<name>`).
+#[derive(Debug, Clone)]
+pub struct SavedMoments {
+    pub step: u64,
+    pub tensors: BTreeMap<String, crate::checkpoint::Tensor>,
+}
+
+impl SavedMoments {
+    /// The moments laid out as `p`'s optimizer arena (`m`, then `v`), every parameter's found by
+    /// name with its shape; or why they do not fit.
+    pub fn arena(&self, p: &Program) -> Result<Vec<f32>, StateMismatch> {
+        if self.tensors.contains_key("m") {
+            return Err(StateMismatch::LayoutDependent);
+        }
+        let n = p.param_len;
+        let mut arena = vec![0.0f32; p.optim_len];
+        let moments: &[(&str, usize)] =
+            if p.optim_len >= 2 * n { &[("exp_avg", 0), ("exp_avg_sq", n)] } else { &[("exp_avg", 0)] };
+        for &(kind, base) in moments {
+            for x in &p.params {
+                let name = format!("{kind}.{}", x.name);
+                let t = self.tensors.get(&name).ok_or_else(|| StateMismatch::Missing(name.clone()))?;
+                if t.shape != x.shape {
+                    return Err(StateMismatch::Shape { name, found: t.shape.clone(), expected: x.shape.clone() });
+                }
+                arena[base + x.offset..base + x.offset + x.len()].copy_from_slice(&t.data);
+            }
+        }
+        Ok(arena)
+    }
+}
+
+/// Optimizer state that does not fit a Program.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateMismatch {
+    #[error("the optimizer state has no `{0}` (a different model or optimizer)")]
+    Missing(String),
+    #[error("`{name}` has shape {found:?}, the model's parameter {expected:?}")]
+    Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("the optimizer state is one blob in an older parameter layout (before moments were saved by name); it cannot be resumed safely — start a new run")]
+    LayoutDependent,
 }
 
 /// Loads and verifies the checkpoint in `path`. A folder that is missing, or holds no
@@ -180,14 +230,70 @@ pub fn load(path: &Path) -> Result<Loaded, RunCheckpointError> {
     }
     let model = read_file(&path.join(FILES[0]))?;
     let mut opt = read_file(&path.join(FILES[1]))?;
-    let take = |opt: &mut BTreeMap<String, crate::checkpoint::Tensor>, k: &str| {
-        opt.remove(k).map(|t| t.data).ok_or_else(|| corrupt(format!("optimizer state has no `{k}`")))
-    };
-    let m = take(&mut opt, "m")?;
-    let v = take(&mut opt, "v")?;
-    let step = take(&mut opt, "step")?.first().copied().unwrap_or(0.0) as u64;
+    let step = opt
+        .remove("step")
+        .and_then(|t| t.data.first().copied())
+        .ok_or_else(|| corrupt("optimizer state has no `step`".into()))? as u64;
     let run: RunState =
         serde_json::from_str(&std::fs::read_to_string(path.join(FILES[2])).map_err(|e| corrupt(e.to_string()))?)
             .map_err(|e| corrupt(format!("state.json: {e}")))?;
-    Ok(Loaded { path: path.into(), model, optimizer: State { step, m, v }, run })
+    Ok(Loaded { path: path.into(), model, optimizer: SavedMoments { step, tensors: opt }, run })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::{Init, Param, ParamGroup};
+
+    fn program() -> Program {
+        let mut p = crate::backend_suite::arenas(10, 20, 0);
+        let param = |name: &str, shape: Vec<usize>, offset| Param {
+            name: name.into(),
+            shape,
+            offset,
+            init: Init::Zeros,
+            group: ParamGroup::Decay,
+        };
+        p.params = vec![param("a.weight", vec![2, 3], 4), param("b.weight", vec![4], 0)];
+        p
+    }
+
+    /// Moments are saved by parameter name and land at each parameter's offset of whatever layout
+    /// resumes them; a state in the old layout-dependent blob, or missing a parameter, is refused.
+    #[test]
+    fn moments_resume_by_name_and_old_blobs_are_refused() {
+        let p = program();
+        let dir = std::env::temp_dir().join(format!("dsv3c-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let arena: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        let opt = State::from_arena(&p, 7, &arena);
+        let run = RunState {
+            step: 7,
+            tokens: 0,
+            position: Default::default(),
+            seed: 1,
+            config_hash: String::new(),
+            spec: String::new(),
+        };
+        let texts = Texts { spec: "", config: "" };
+        let path = save(&dir, &p, &[0.0; 10], &opt, &run, &texts, 1).unwrap();
+        let l = load(&path).unwrap();
+        assert_eq!(l.optimizer.step, 7);
+        assert_eq!(l.optimizer.arena(&p).unwrap(), arena);
+        // Another layout: b after a. Each parameter's moments follow it.
+        let mut q = program();
+        q.params[0].offset = 0;
+        q.params[1].offset = 6;
+        let moved = l.optimizer.arena(&q).unwrap();
+        assert_eq!(moved[..6], arena[4..10]);
+        assert_eq!(moved[6..10], arena[..4]);
+        assert_eq!(moved[16..20], arena[10..14]);
+        let mut missing = l.optimizer.clone();
+        missing.tensors.remove("exp_avg_sq.b.weight");
+        assert_eq!(missing.arena(&p), Err(StateMismatch::Missing("exp_avg_sq.b.weight".into())));
+        let mut blob = l.optimizer.clone();
+        blob.tensors.insert("m".into(), crate::checkpoint::Tensor { shape: vec![10], data: vec![0.0; 10] });
+        assert_eq!(blob.arena(&p), Err(StateMismatch::LayoutDependent));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

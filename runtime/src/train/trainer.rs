@@ -59,7 +59,7 @@ pub enum TrainError {
     #[error("checkpoint {path} was made by a different run (config hash {found}, this run {expected}); resume with the recipe that made it or start a new --out")]
     ConfigChanged { path: String, expected: String, found: String },
     #[error("checkpoint {path}: {source}")]
-    OptimizerState { path: String, source: crate::train::optim::StateMismatch },
+    OptimizerState { path: String, source: crate::train::checkpoint::StateMismatch },
     #[error("the program was compiled for {compiled} moments in a {arena}-element optimizer arena, the recipe asks for {recipe:?} ({kind:?})")]
     Optimizer { compiled: &'static str, arena: usize, recipe: Dtype, kind: dsv3c_spec::config::OptimizerKind },
     #[error("backend: {0}")]
