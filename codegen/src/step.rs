@@ -27,13 +27,7 @@ impl Default for Training {
 
 impl From<&dsv3c_spec::config::Optimizer> for Training {
     fn from(o: &dsv3c_spec::config::Optimizer) -> Training {
-        Training {
-            optimizer: match o.kind {
-                dsv3c_spec::config::OptimizerKind::Adamw => OptimizerKind::AdamW,
-                dsv3c_spec::config::OptimizerKind::Lion => OptimizerKind::Lion,
-            },
-            bf16_moments: o.moments == dsv3c_spec::types::Dtype::Bf16,
-        }
+        Training { optimizer: o.kind.into(), bf16_moments: o.moments == dsv3c_spec::types::Dtype::Bf16 }
     }
 }
 

@@ -211,6 +211,16 @@ pub enum OptimizerKind {
     Lion,
 }
 
+impl From<dsv3c_spec::config::OptimizerKind> for OptimizerKind {
+    /// The recipe's optimizer (`optimizer.kind`) as the op runs it.
+    fn from(k: dsv3c_spec::config::OptimizerKind) -> OptimizerKind {
+        match k {
+            dsv3c_spec::config::OptimizerKind::Adamw => OptimizerKind::AdamW,
+            dsv3c_spec::config::OptimizerKind::Lion => OptimizerKind::Lion,
+        }
+    }
+}
+
 /// Optimizer-step constants: the parameter regions (the plan lays parameters out by group:
 /// decayed matrices, embedding and head, no-decay, frozen) and the moments' storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

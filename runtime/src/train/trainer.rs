@@ -254,11 +254,7 @@ fn check_optimizer(p: &Program, config: &RunConfig) -> Result<(), TrainError> {
     let o = &config.optimizer;
     for k in &p.kernels {
         if let Op::Optimizer(u) = &k.op {
-            let kind = match o.kind {
-                dsv3c_spec::config::OptimizerKind::Adamw => OptimizerKind::AdamW,
-                dsv3c_spec::config::OptimizerKind::Lion => OptimizerKind::Lion,
-            };
-            if u.kind != kind || u.bf16_moments != (o.moments == Dtype::Bf16) {
+            if u.kind != OptimizerKind::from(o.kind) || u.bf16_moments != (o.moments == Dtype::Bf16) {
                 return Err(TrainError::Optimizer {
                     compiled: if u.bf16_moments { "bf16" } else { "f32" },
                     arena: p.optim_len,
