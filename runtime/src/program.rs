@@ -298,6 +298,11 @@ impl Program {
         }
     }
 
+    /// The whole arena of `space`, as one slice.
+    pub fn whole(&self, space: Space) -> Slice {
+        Slice { space, offset: 0, len: self.arena_len(space) }
+    }
+
     /// Checks the invariants the backends rely on, for every launch: a kernel, the op's arity,
     /// every slice inside its arena, and no written argument overlapping another argument.
     pub fn check(&self) -> Result<(), ProgramError> {

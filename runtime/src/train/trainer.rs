@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::cpu::Cpu;
 use crate::data::loader::{Loader, LoaderError, Position};
 use crate::op::scalars;
-use crate::program::{Backend, BackendError, Graph, Program};
+use crate::program::{Backend, BackendError, Graph, Program, Space};
 use crate::train::checkpoint::{Loaded, RunState};
 use crate::train::metrics::MoeBalance;
 use crate::train::optim::State;
@@ -118,9 +118,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 (0, vec![0.0; program.optim_len])
             }
         };
-        let whole = |space| crate::program::Slice { space, offset: 0, len: program.arena_len(space) };
-        backend.write(whole(crate::program::Space::Param), &params)?;
-        backend.write(whole(crate::program::Space::Optim), &opt.1)?;
+        backend.write(program.whole(Space::Param), &params)?;
+        backend.write(program.whole(Space::Optim), &opt.1)?;
         let loader = Loader::new(tokens.clone(), train_w, seq, micro, 0, 1, run.seed, run.position)?;
         let val_windows = if val_w.len() >= micro { val_w } else { Vec::new() };
         let val = Loader::new(
@@ -226,13 +225,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// The parameter arena, read back from the backend.
     pub fn params(&mut self) -> Result<Vec<f32>, TrainError> {
-        let whole = crate::program::Slice::param(0, self.program.param_len);
-        Ok(self.backend.read(whole)?)
+        Ok(self.backend.read(self.program.whole(Space::Param))?)
     }
 
     /// The optimizer state, read back from the backend.
     pub fn optimizer_state(&mut self) -> Result<State, TrainError> {
-        let arena = self.backend.read(crate::program::Slice::optim(0, self.program.optim_len))?;
+        let arena = self.backend.read(self.program.whole(Space::Optim))?;
         Ok(State::from_arena(self.program, self.opt_step, &arena))
     }
 
