@@ -26,8 +26,8 @@ fn macro_model_is_the_compiled_program() {
     assert_eq!(embedded.buffers, compiled.buffers);
     assert_eq!(embedded.io, compiled.io);
     assert_eq!(
-        (embedded.param_len, embedded.act_len, embedded.optim_len),
-        (compiled.param_len, compiled.act_len, compiled.optim_len)
+        (embedded.param_len, embedded.act_bytes, embedded.optim_len),
+        (compiled.param_len, compiled.act_bytes, compiled.optim_len)
     );
     assert_eq!(
         tiny::SPEC,

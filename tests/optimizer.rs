@@ -218,7 +218,7 @@ fn the_aux_loss_free_bias_moves_gamma_toward_balance() {
     for (bias, choices) in biases.iter().zip(&program.io.expert_choices) {
         // The step's only micro-batch: its routing is still in the buffers.
         let mut load = vec![0u32; bias.len()];
-        for &e in t.backend.read(*choices) {
+        for e in t.backend.read(*choices) {
             load[e as usize] += 1;
         }
         let mean = load.iter().sum::<u32>() as f64 / load.len() as f64;

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use dsv3c_runtime::op::{Op, Quant};
-use dsv3c_runtime::program::{Init, Kernel, ParamGroup, Slice};
+use dsv3c_runtime::program::{Init, ParamGroup, Slice};
+use dsv3c_runtime::DType;
 
 /// A virtual activation tensor.
 pub type Tid = usize;
@@ -56,6 +57,7 @@ pub struct ParamInfo {
 
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// Index into `Builder::ops` (the planner pairs it with its arguments' dtypes into a kernel).
     pub kernel: usize,
     pub args: Vec<Arg>,
     pub note: String,
@@ -68,7 +70,8 @@ pub type Emitter = Box<dyn FnOnce(&mut Builder)>;
 pub struct Builder {
     pub tensors: Vec<TensorInfo>,
     pub params: Vec<ParamInfo>,
-    pub kernels: Vec<Kernel>,
+    /// The distinct ops launched, in order of first emission.
+    pub ops: Vec<Op>,
     kernel_index: HashMap<String, usize>,
     pub start: Vec<Step>,
     pub forward: Vec<Step>,
@@ -105,13 +108,25 @@ pub enum GemmRole {
     Wgrad,
 }
 
-/// The spec's precision as the GEMMs see it.
+/// The spec's precision as the GEMMs and the memory plan see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PrecisionPolicy {
     /// Compute dtype is bf16.
     pub bf16: bool,
     /// FP8 recipe tile, when on.
     pub fp8_tile: Option<usize>,
+}
+
+impl PrecisionPolicy {
+    /// The storage of activations and activation gradients that are neither accumulated into
+    /// nor kept in f32 by their ops (statistics, router, losses): the compute dtype.
+    pub fn activations(&self) -> DType {
+        if self.bf16 {
+            DType::Bf16
+        } else {
+            DType::F32
+        }
+    }
 }
 
 impl PrecisionPolicy {
@@ -168,9 +183,9 @@ impl Builder {
         let kernel = match self.kernel_index.get(&key) {
             Some(&k) => k,
             None => {
-                self.kernels.push(Kernel { op });
-                self.kernel_index.insert(key, self.kernels.len() - 1);
-                self.kernels.len() - 1
+                self.ops.push(op);
+                self.kernel_index.insert(key, self.ops.len() - 1);
+                self.ops.len() - 1
             }
         };
         let note = if self.context.is_empty() { what.to_string() } else { format!("{}: {what}", self.context) };

@@ -1,18 +1,57 @@
 //! The static memory plan: parameters at the offsets `Builder::lay_out_params` gave them (by
-//! optimizer group), every activation tensor given a fixed arena offset from its liveness over the
-//! step's schedule (start, forward, backward, update), so that tensors whose lifetimes do not
-//! overlap share space. Tensors the host reads or writes, and the step's statistics, live
+//! optimizer group), every activation tensor given a storage dtype from how its launches use it
+//! (`storage`) and a fixed byte offset from its liveness over the step's schedule (start,
+//! forward, backward, update), so that tensors whose lifetimes do not overlap share space. Tensors the host reads or writes, and the step's statistics, live
 //! throughout. Forward and backward repeat per micro-batch between start and update; a tensor
 //! live across them is live across every repetition, so the linear schedule is exact.
 
-use dsv3c_runtime::program::{Buffer, Io, Launch, Param, Program, ProgramError, Slice, Space};
+use std::collections::HashMap;
 
-use crate::builder::{Arg, Builder, Tid};
+use dsv3c_runtime::op::Access;
+use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice};
+use dsv3c_runtime::signature::{Kind, Role};
+use dsv3c_runtime::DType;
+
+use crate::builder::{Arg, Builder, Step, Tid};
 use crate::model::Outputs;
 use crate::step::StepIo;
 
-/// Arena offsets are rounded up to this many f32s (64 bytes), for vector loads.
-const ALIGN: usize = 16;
+/// Arena offsets are rounded up to this many bytes, for vector loads.
+const ALIGN: usize = 64;
+
+/// The storage dtype of every tensor, from the kinds of the arguments it is passed as: an
+/// integer argument makes it i32; an argument kept in f32 (statistics, router, losses) or one
+/// accumulated into (gradients, residual sums: f32 accumulation) makes it f32; otherwise it
+/// takes the precision's activation dtype. A tensor passed both as an integer and as a real
+/// value is a compiler bug that `Program::check` reports.
+pub fn storage(b: &Builder, steps: &[&Step]) -> Vec<DType> {
+    let n = b.tensors.len();
+    let (mut index, mut f32_only) = (vec![false; n], vec![false; n]);
+    for s in steps {
+        let sig = b.ops[s.kernel].signature();
+        for (a, arg) in sig.iter().zip(&s.args) {
+            if let Arg::T(t) = *arg {
+                match (a.kind, a.role) {
+                    (Kind::Index, _) => index[t] = true,
+                    (Kind::F32, _) | (Kind::Float, Role::Out(Access::Accumulate)) => f32_only[t] = true,
+                    (Kind::Float, _) => {}
+                }
+            }
+        }
+    }
+    let act = b.precision.activations();
+    (0..n)
+        .map(|t| {
+            if index[t] {
+                DType::I32
+            } else if f32_only[t] {
+                DType::F32
+            } else {
+                act
+            }
+        })
+        .collect()
+}
 
 /// First-fit placement of intervals `(first, last, len)`; returns offsets and the arena size.
 pub fn place(lives: &[(usize, usize, usize)]) -> (Vec<usize>, usize) {
@@ -90,9 +129,11 @@ pub fn plan(
         first[t] = 0;
         last[t] = end;
     }
+    let dtypes = storage(&b, &steps);
+    let bytes = |t: Tid| b.tensors[t].len * dtypes[t].size();
     let used: Vec<Tid> = (0..b.tensors.len()).filter(|&t| first[t] != usize::MAX).collect();
-    let lives: Vec<(usize, usize, usize)> = used.iter().map(|&t| (first[t], last[t], b.tensors[t].len)).collect();
-    let (offsets, act_len) = place(&lives);
+    let lives: Vec<(usize, usize, usize)> = used.iter().map(|&t| (first[t], last[t], bytes(t))).collect();
+    let (offsets, act_bytes) = place(&lives);
     let mut at = vec![usize::MAX; b.tensors.len()];
     let mut buffers = Vec::with_capacity(used.len());
     for (j, &t) in used.iter().enumerate() {
@@ -101,36 +142,66 @@ pub fn plan(
             name: b.tensors[t].name.clone(),
             offset: offsets[j],
             len: b.tensors[t].len,
+            dtype: dtypes[t],
             live: (first[t], last[t]),
         });
     }
 
+    let t = |t: Tid| Slice::act(at[t], b.tensors[t].len, dtypes[t]);
     let slice = |a: &Arg| -> Slice {
         match *a {
-            Arg::T(t) => Slice { space: Space::Act, offset: at[t], len: b.tensors[t].len },
-            Arg::P { param, off, len } => Slice { space: Space::Param, offset: params[param].offset + off, len },
-            Arg::G { param, off, len } => Slice { space: Space::Grad, offset: params[param].offset + off, len },
+            Arg::T(x) => t(x),
+            Arg::P { param, off, len } => Slice::param(params[param].offset + off, len),
+            Arg::G { param, off, len } => Slice::grad(params[param].offset + off, len),
             Arg::Raw(s) => s,
         }
     };
-    let lower = |steps: &[crate::builder::Step]| -> Vec<Launch> {
-        steps
-            .iter()
-            .map(|s| Launch { kernel: s.kernel, args: s.args.iter().map(slice).collect(), note: s.note.clone() })
-            .collect()
-    };
-    let t = |t: Tid| Slice { space: Space::Act, offset: at[t], len: b.tensors[t].len };
+    // One kernel per op and argument dtypes: each op's variants in schedule order, the ops in
+    // the order they were first emitted (an f32 program numbers its kernels as its ops).
+    let lowered: Vec<Vec<(usize, Vec<Slice>, String)>> = [&b.start, &b.forward, &b.backward, &b.update]
+        .iter()
+        .map(|list| list.iter().map(|s| (s.kernel, s.args.iter().map(slice).collect(), s.note.clone())).collect())
+        .collect();
+    let mut variants: Vec<Vec<Vec<DType>>> = vec![Vec::new(); b.ops.len()];
+    for (op, args, _) in lowered.iter().flatten() {
+        let d: Vec<DType> = args.iter().map(|s| s.dtype).collect();
+        if !variants[*op].contains(&d) {
+            variants[*op].push(d);
+        }
+    }
+    let mut kernels = Vec::new();
+    let mut index: HashMap<(usize, Vec<DType>), usize> = HashMap::new();
+    for (op, vs) in variants.into_iter().enumerate() {
+        for d in vs {
+            index.insert((op, d.clone()), kernels.len());
+            kernels.push(Kernel { op: b.ops[op].clone(), dtypes: d });
+        }
+    }
+    let mut lists = lowered.into_iter().map(|list| {
+        list.into_iter()
+            .map(|(op, args, note)| {
+                let kernel = index[&(op, args.iter().map(|s| s.dtype).collect::<Vec<_>>())];
+                Launch { kernel, args, note }
+            })
+            .collect::<Vec<_>>()
+    });
+    let (start, forward, backward, update) = (
+        lists.next().unwrap_or_default(),
+        lists.next().unwrap_or_default(),
+        lists.next().unwrap_or_default(),
+        lists.next().unwrap_or_default(),
+    );
     let program = Program {
         name: name.to_string(),
         batch,
         seq,
         param_len,
-        act_len,
+        act_bytes,
         optim_len: step.optim_len,
-        start: lower(&b.start),
-        forward: lower(&b.forward),
-        backward: lower(&b.backward),
-        update: lower(&b.update),
+        start,
+        forward,
+        backward,
+        update,
         io: Io {
             tokens: t(out.tokens),
             loss: t(out.loss),
@@ -144,7 +215,7 @@ pub fn plan(
         },
         params,
         buffers,
-        kernels: b.kernels,
+        kernels,
     };
     program.check()?;
     Ok(program)
@@ -157,8 +228,11 @@ pub fn to_json(p: &Program) -> String {
     let launches = |ls: &[Launch]| -> Vec<serde_json::Value> {
         ls.iter()
             .map(|l| {
-                let args: Vec<serde_json::Value> =
-                    l.args.iter().map(|s| json!([format!("{:?}", s.space).to_lowercase(), s.offset, s.len])).collect();
+                let args: Vec<serde_json::Value> = l
+                    .args
+                    .iter()
+                    .map(|s| json!([format!("{:?}", s.space).to_lowercase(), s.offset, s.len, s.dtype.name()]))
+                    .collect();
                 json!({ "kernel": l.kernel, "op": p.kernels[l.kernel].op.family(), "note": l.note, "args": args })
             })
             .collect()
@@ -166,15 +240,28 @@ pub fn to_json(p: &Program) -> String {
     let v = json!({
         "name": p.name, "batch": p.batch, "seq": p.seq,
         "param_floats": p.param_len, "optimizer_floats": p.optim_len,
-        "arena_floats": p.act_len, "arena_bytes": p.act_len * 4,
+        "arena_bytes": p.act_bytes,
+        "arena_bytes_by_dtype": by_dtype(p),
         "kernels": p.kernels.len(),
-        "buffers": p.buffers.iter().map(|b| json!({ "name": b.name, "offset": b.offset, "len": b.len, "live": [b.live.0, b.live.1] })).collect::<Vec<_>>(),
+        "buffers": p.buffers.iter().map(|b| json!({ "name": b.name, "dtype": b.dtype.name(), "offset": b.offset, "len": b.len, "live": [b.live.0, b.live.1] })).collect::<Vec<_>>(),
         "start": launches(&p.start),
         "forward": launches(&p.forward),
         "backward": launches(&p.backward),
         "update": launches(&p.update),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// Bytes of the activation buffers of each dtype (before sharing by liveness), by dtype name.
+fn by_dtype(p: &Program) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for d in [DType::F32, DType::Bf16, DType::I32] {
+        let n: usize = p.buffers.iter().filter(|b| b.dtype == d).map(|b| b.len * d.size()).sum();
+        if n > 0 {
+            m.insert(d.name().into(), n.into());
+        }
+    }
+    m
 }
 
 #[cfg(test)]

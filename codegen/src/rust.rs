@@ -10,16 +10,36 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use dsv3c_runtime::program::{Init, Launch, ParamGroup, Program, Slice, Space};
+use dsv3c_runtime::DType;
 
 pub use crate::op_tokens::op_tokens;
 
+fn dtype_tokens(d: DType) -> TokenStream {
+    match d {
+        DType::F32 => quote!(DType::F32),
+        DType::Bf16 => quote!(DType::Bf16),
+        DType::I32 => quote!(DType::I32),
+    }
+}
+
 fn slice_tokens(s: &Slice) -> TokenStream {
-    let (o, n) = (Literal::usize_unsuffixed(s.offset), Literal::usize_unsuffixed(s.len));
-    match s.space {
-        Space::Param => quote!(Slice::param(#o, #n)),
-        Space::Grad => quote!(Slice::grad(#o, #n)),
-        Space::Optim => quote!(Slice::optim(#o, #n)),
-        Space::Act => quote!(Slice::act(#o, #n)),
+    let n = Literal::usize_unsuffixed(s.len);
+    // The f32 arenas by element, the activation arena by byte.
+    let e = Literal::usize_unsuffixed(s.offset / 4);
+    match (s.space, s.dtype) {
+        (Space::Param, DType::F32) if s.offset.is_multiple_of(4) => quote!(Slice::param(#e, #n)),
+        (Space::Grad, DType::F32) if s.offset.is_multiple_of(4) => quote!(Slice::grad(#e, #n)),
+        (Space::Optim, DType::F32) if s.offset.is_multiple_of(4) => quote!(Slice::optim(#e, #n)),
+        (space, dtype) => {
+            let o = Literal::usize_unsuffixed(s.offset);
+            let d = dtype_tokens(dtype);
+            match space {
+                Space::Act => quote!(Slice::act(#o, #n, #d)),
+                Space::Param => quote!(Slice { space: Space::Param, offset: #o, len: #n, dtype: #d }),
+                Space::Grad => quote!(Slice { space: Space::Grad, offset: #o, len: #n, dtype: #d }),
+                Space::Optim => quote!(Slice { space: Space::Optim, offset: #o, len: #n, dtype: #d }),
+            }
+        }
     }
 }
 
@@ -78,7 +98,7 @@ fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<Toke
                 let comment = format!(" {} ({})", what(l), p.kernels[l.kernel].op.family());
                 quote! {
                     #[doc = #comment]
-                    b.launch(&k[#k], args[#c])?;
+                    b.launch(&k[#k].op, args[#c])?;
                 }
             });
             let span = if first <= last { format!("{first}..={last}") } else { format!("{first} down to {last}") };
@@ -96,7 +116,7 @@ fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<Toke
                 let comment = format!(" {} ({})", l.note, p.kernels[l.kernel].op.family());
                 body.push(quote! {
                     #[doc = #comment]
-                    b.launch(&k[#k], &[#(#args),*])?;
+                    b.launch(&k[#k].op, &[#(#args),*])?;
                 });
             }
         }
@@ -159,13 +179,14 @@ fn group_tokens(g: ParamGroup) -> TokenStream {
 pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let lit = Literal::usize_unsuffixed;
     let (batch, seq) = (lit(p.batch), lit(p.seq));
-    let (param_len, act_len, optim_len) = (lit(p.param_len), lit(p.act_len), lit(p.optim_len));
+    let (param_len, act_bytes, optim_len) = (lit(p.param_len), lit(p.act_bytes), lit(p.optim_len));
     let kernels = p.kernels.iter().enumerate().map(|(i, k)| {
         let t = op_tokens(&k.op);
+        let dtypes = k.dtypes.iter().map(|d| dtype_tokens(*d));
         let doc = format!(" k{i}: {}", k.op.family());
         quote! {
             #[doc = #doc]
-            #t
+            Kernel { op: #t, dtypes: vec![#(#dtypes),*] }
         }
     });
     let params = param_blocks(p).into_iter().map(|(name, count, x)| {
@@ -190,11 +211,13 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let grad_norm = slice_tokens(&io.grad_norm);
     let buffers = p.buffers.iter().map(|b| {
         let (name, o, n, a, z) = (&b.name, lit(b.offset), lit(b.len), lit(b.live.0), lit(b.live.1));
-        quote!(Buffer { name: String::from(#name), offset: #o, len: #n, live: (#a, #z) })
+        let d = dtype_tokens(b.dtype);
+        quote!(Buffer { name: String::from(#name), offset: #o, len: #n, dtype: #d, live: (#a, #z) })
     });
     let name = &p.name;
     quote! {
         use dsv3c_runtime::op::*;
+        use dsv3c_runtime::DType;
         use dsv3c_runtime::program::{
             Backend, BackendError, Buffer, Graph, Init, Io, Kernel, Param, ParamGroup, Program, Slice,
         };
@@ -207,8 +230,8 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         pub const SEQ: usize = #seq;
         /// f32 elements of the parameter arena (and of the gradient arena, laid out alike).
         pub const PARAM_LEN: usize = #param_len;
-        /// f32 elements of the activation arena (the static memory plan).
-        pub const ACT_LEN: usize = #act_len;
+        /// Bytes of the activation arena (the static memory plan).
+        pub const ACT_BYTES: usize = #act_bytes;
         /// f32 elements of the optimizer-state arena (the moments).
         pub const OPTIM_LEN: usize = #optim_len;
         /// Token ids `[BATCH, SEQ]` go here before `forward`.
@@ -261,8 +284,8 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
             out
         }
 
-        /// The specialized kernels: one per distinct op, every size a constant.
-        pub fn kernels() -> Vec<Op> {
+        /// The specialized kernels: one per distinct op and argument dtypes, every size a constant.
+        pub fn kernels() -> Vec<Kernel> {
             vec![#(#kernels),*]
         }
 
@@ -273,34 +296,34 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
 
         /// Once per optimizer step, before the first micro-batch: zeroes the gradients and the
         /// routing statistics.
-        pub fn start(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+        pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
             #start
             Ok(())
         }
 
         /// The forward pass: tokens in `TOKENS`, losses out in `LOSS`, `MAIN_LOSS`, `MTP_LOSSES`.
-        pub fn forward(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+        pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
             #fwd
             Ok(())
         }
 
         /// The backward pass: accumulates d`LOSS`/d parameter into the gradient arena and the
         /// routing statistics into `EXPERT_STATS`.
-        pub fn backward(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+        pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
             #bwd
             Ok(())
         }
 
         /// Once per optimizer step, after the last micro-batch: the gradient norm, the optimizer
         /// and the balancing bias, reading `SCALARS`.
-        pub fn update(b: &mut dyn Backend, k: &[Op]) -> Result<(), BackendError> {
+        pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
             #update
             Ok(())
         }
 
         /// The compiled model: its kernels, run by `forward` and `backward`.
         pub struct Model {
-            pub kernels: Vec<Op>,
+            pub kernels: Vec<Kernel>,
         }
 
         impl Model {
@@ -341,9 +364,9 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
                 params: params(),
                 param_len: PARAM_LEN,
                 buffers: vec![#(#buffers),*],
-                act_len: ACT_LEN,
+                act_bytes: ACT_BYTES,
                 optim_len: OPTIM_LEN,
-                kernels: kernels().into_iter().map(|op| Kernel { op }).collect(),
+                kernels: kernels(),
                 start: Vec::new(),
                 forward: Vec::new(),
                 backward: Vec::new(),

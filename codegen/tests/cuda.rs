@@ -101,6 +101,24 @@ fn every_emitter_matches_its_snapshot() {
     insta::assert_snapshot!("prelude", prelude);
 }
 
+/// A kernel over bf16 storage: the same body, its parameters typedef'd to the prelude's `bf16`, another
+/// file name than the f32 kernel of the same op; a dtype its argument does not admit is a typed error.
+#[test]
+fn storage_dtypes_specialize_the_parameters() {
+    use dsv3c_runtime::program::Kernel;
+    use dsv3c_runtime::DType::{Bf16, F32, I32};
+    let op = Op::SwiGluBwd { n: 1000 };
+    let k = cuda::emit_kernel(&Kernel { op: op.clone(), dtypes: vec![Bf16, Bf16, Bf16, F32, F32] }).unwrap();
+    let header: String = k.source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");
+    insta::assert_snapshot!("swiglu_bwd_bf16", format!("{header}\n...\n{}", specialized(&k.source)));
+    assert_ne!(k.stem, cuda::emit(&op).unwrap().stem, "a bf16 kernel has its own file");
+    let rstd_bf16 =
+        Kernel { op: Op::RmsNorm { rows: 2, d: 8, in_stride: 8, eps: 1e-6 }, dtypes: vec![F32, F32, F32, Bf16] };
+    assert!(matches!(cuda::emit_kernel(&rstd_bf16), Err(EmitError::Unsupported { .. })));
+    let float_ids = Kernel { op: Op::ShiftTokens { batch: 1, seq: 4, shift: 1 }, dtypes: vec![F32, I32] };
+    assert!(matches!(cuda::emit_kernel(&float_ids), Err(EmitError::Unsupported { .. })));
+}
+
 #[test]
 fn canonical_specs_emit_unique_deterministic_checked_kernels() {
     for spec in dsv3c_spec::canonical::all() {

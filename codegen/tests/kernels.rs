@@ -1,7 +1,9 @@
 //! The kernel property suite: every op family's CUDA kernel, as `cuda::emit` writes it for random sizes
 //! (tile multiples and not), compiled by NVRTC for sm_90a (the NVRTC gate's PyPI wheel) and run in the PTX
 //! emulator with every overwritten output poisoned (0xFF bytes, a NaN), against the CPU reference
-//! (`cpu::run_op`) on identical inputs, through the tolerance table, with a clean sanitizer. Accumulated
+//! (`cpu::run_op`) on identical inputs, through the tolerance table, with a clean sanitizer. Arguments go
+//! in as their storage dtype holds them (i32 integers; bf16 where a program or the bf16 family test
+//! stores them so), and outputs are compared as stored. Accumulated
 //! and in-place outputs start from the same random values on both sides, so an op that overwrites
 //! instead of accumulating fails. Routing inputs have well-separated scores, so that a one-ulp difference
 //! cannot pick another expert.
@@ -15,8 +17,11 @@ use std::sync::Mutex;
 
 use dsv3c_codegen::cuda::{self, check};
 use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options};
+use dsv3c_runtime::backend_suite::{storage, stored};
 use dsv3c_runtime::cpu::run_op;
+use dsv3c_runtime::dtype;
 use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Score};
+use dsv3c_runtime::program::Kernel;
 use dsv3c_runtime::sample::{dispatched, expert_ids, routed, router_inputs, Rng};
 use dsv3c_runtime::tolerance::{self, rel_l2};
 use proptest::prelude::*;
@@ -54,8 +59,19 @@ fn overwritten(op: &Op) -> Vec<usize> {
     op.writes().into_iter().filter(|w| w.1 == dsv3c_runtime::op::Access::Write).map(|w| w.0).collect()
 }
 
-/// Runs `op` on the CPU and in the emulator from the same arguments and compares every output.
+/// Runs `op` on the CPU and in the emulator from the same arguments (in the reference storage: f32,
+/// i32 for integers) and compares every output.
 fn check_op(op: &Op, args: Vec<Vec<f32>>, tol: f64) {
+    check_kernel(&Kernel::reference(op.clone()), args, tol)
+}
+
+/// Runs a kernel (an op over its arguments' storage dtypes) on the CPU and in the emulator from the
+/// same stored bytes and compares every output as stored.
+fn check_kernel(kernel: &Kernel, args: Vec<Vec<f32>>, tol: f64) {
+    let op = &kernel.op;
+    let dt = &kernel.dtypes;
+    // What each side reads: the arguments as their storage holds them.
+    let args: Vec<Vec<f32>> = args.iter().zip(dt).map(|(a, &d)| stored(d, a)).collect();
     let fp = check::footprint(op);
     assert_eq!(args.len(), fp.len(), "{}: argument count", op.family());
     for (i, (a, n)) in args.iter().zip(&fp).enumerate() {
@@ -68,7 +84,7 @@ fn check_op(op: &Op, args: Vec<Vec<f32>>, tol: f64) {
     }
     run_op(op, &mut cpu);
 
-    let k = cuda::emit(op).unwrap_or_else(|e| panic!("{e}"));
+    let k = cuda::emit_kernel(kernel).unwrap_or_else(|e| panic!("{e}"));
     let text = ptx(&k);
     let mut global = Global::new();
     let module = Module::load(&text, &mut global).unwrap_or_else(|e| panic!("{}: {e}", k.stem));
@@ -76,11 +92,10 @@ fn check_op(op: &Op, args: Vec<Vec<f32>>, tol: f64) {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let bytes: Vec<u8> = if over.contains(&i) {
-                vec![0xff; a.len() * 4]
-            } else {
-                a.iter().flat_map(|v| v.to_le_bytes()).collect()
-            };
+            let mut bytes = vec![0xff; a.len() * dt[i].size()];
+            if !over.contains(&i) {
+                dtype::encode(dt[i], a, &mut bytes);
+            }
             global.alloc_with(&k.args[i], &bytes)
         })
         .collect();
@@ -98,9 +113,10 @@ fn check_op(op: &Op, args: Vec<Vec<f32>>, tol: f64) {
         assert!(findings.is_empty(), "{}::{} sanitizer:\n{}", k.stem, e.name, findings.join("\n"));
     }
     for &o in &op.outputs() {
-        let bytes = global.read(addrs[o], args[o].len() as u64 * 4).unwrap();
-        let gpu: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let want = &cpu[o];
+        let bytes = global.read(addrs[o], (args[o].len() * dt[o].size()) as u64).unwrap();
+        let mut gpu = vec![0.0f32; args[o].len()];
+        dtype::decode(dt[o], &bytes, &mut gpu);
+        let want = &stored(dt[o], &cpu[o]);
         let mismatch = gpu.iter().zip(want).position(|(g, c)| g.is_nan() != c.is_nan());
         if let Some(i) = mismatch {
             panic!("{} output {o} ({}): element {i}: emulator {} vs CPU {}", k.stem, k.args[o], gpu[i], want[i]);
@@ -108,6 +124,8 @@ fn check_op(op: &Op, args: Vec<Vec<f32>>, tol: f64) {
         let (g, c): (Vec<f32>, Vec<f32>) =
             gpu.iter().zip(want).filter(|(g, _)| !g.is_nan()).map(|(g, c)| (*g, *c)).unzip();
         let err = rel_l2(&g, &c);
+        // A bf16-stored output rounds values that differ in their last f32 bits: one bf16 ulp apart.
+        let tol = if dt[o] == dsv3c_runtime::DType::Bf16 { tol.max(tolerance::KERNEL_REL_L2_BF16) } else { tol };
         if err > tol {
             let worst = g
                 .iter()
@@ -585,7 +603,7 @@ fn check_every_kernel(program: &dsv3c_runtime::program::Program, seed: u64) {
             Op::Gemm { quant, .. } | Op::GroupedGemm { quant, .. } => quant,
             _ => Quant::None,
         };
-        check_op(&k.op, args, tol(q));
+        check_kernel(k, args, tol(q));
     }
 }
 
@@ -687,5 +705,21 @@ fn every_kernel_of_random_small_specs() {
         let program = dsv3c_codegen::compile(&spec, batch, seq).unwrap_or_else(|e| panic!("{}: {e}", spec.to_yaml()));
         check_every_kernel(&program, 11);
         specs += 1;
+    }
+}
+
+/// Every op family's kernel with its real-valued arguments stored as bf16 (accumulated ones and those
+/// kept in f32 stay f32; integers i32: `backend_suite::storage`), from the same stored bytes as the CPU
+/// reference: the kernels convert on load and round on store as the CPU backend does.
+#[test]
+fn every_family_in_bf16_storage() {
+    if !nvrtc() {
+        return;
+    }
+    for (i, (op, tol)) in dsv3c_runtime::backend_suite::ops().into_iter().enumerate() {
+        let lens = check::footprint(&op);
+        let args = dsv3c_runtime::sample::args(&op, &lens, &mut Rng::new(90 + i as u64));
+        let dtypes = storage(&op, true);
+        check_kernel(&Kernel { op, dtypes }, args, tol);
     }
 }

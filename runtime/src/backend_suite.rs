@@ -1,17 +1,21 @@
 //! The backend test suite, written once: `backend_suite!(name, make)` expands to the tests every
-//! backend must pass, for a backend built by `make(&Program)` — slices round-trip and are checked,
-//! launches are checked (arity, bounds, a written argument overlapping another), and every op of a
-//! representative set, launched over the backend's arenas, matches the CPU reference (`cpu::run_op`)
-//! within the kernel tolerances. The CPU backend runs it (`runtime/tests/backend.rs`); the next
+//! backend must pass, for a backend built by `make(&Program)` — slices of every dtype round-trip
+//! and are checked, launches are checked (arity, bounds, alignment, dtypes, a written argument
+//! overlapping another), and every op of a representative set, launched over the backend's arenas
+//! in the reference storage and again with its real-valued arguments in bf16, matches the CPU
+//! reference (`cpu::run_op` on the stored values) within the kernel tolerances. The CPU backend runs it (`runtime/tests/backend.rs`); the next
 //! backend inherits it with one line.
 
-use crate::op::{Attn, Balance, Op, OptimizerKind, Quant, Route, Score, Update};
+use crate::dtype::{self, DType};
+use crate::op::{Access, Attn, Balance, Op, OptimizerKind, Quant, Route, Score, Update};
 use crate::program::{Io, Program, Slice};
+use crate::signature::{Kind, Role};
 
-/// A Program with no launches and arenas of the given sizes: what a backend is built for when a
-/// test launches ops by hand.
-pub fn arenas(param_len: usize, optim_len: usize, act_len: usize) -> Program {
-    let none = Slice::act(0, 0);
+/// A Program with no launches and arenas of the given sizes (f32 elements of the parameter and
+/// optimizer arenas, bytes of the activation arena): what a backend is built for when a test
+/// launches ops by hand.
+pub fn arenas(param_len: usize, optim_len: usize, act_bytes: usize) -> Program {
+    let none = Slice::act(0, 0, DType::F32);
     Program {
         name: "suite".into(),
         batch: 1,
@@ -19,7 +23,7 @@ pub fn arenas(param_len: usize, optim_len: usize, act_len: usize) -> Program {
         params: Vec::new(),
         param_len,
         buffers: Vec::new(),
-        act_len,
+        act_bytes,
         optim_len,
         kernels: Vec::new(),
         start: Vec::new(),
@@ -114,12 +118,53 @@ pub fn ops() -> Vec<(Op, f64)> {
     ]
 }
 
+/// `len` f32s of the activation arena from element `at`.
+pub fn act(at: usize, len: usize) -> Slice {
+    Slice::f32(crate::Space::Act, at, len)
+}
+
+/// The storage of each argument of `op` when its real values go in bf16 (`bf16`) or in the
+/// reference storage: f32-kind arguments stay f32, integers i32, and an accumulated argument
+/// stays f32 in both (the plan keeps accumulators in f32).
+pub fn storage(op: &Op, bf16: bool) -> Vec<DType> {
+    op.signature()
+        .iter()
+        .map(|a| match (a.kind, a.role) {
+            (Kind::Float, Role::Out(Access::Accumulate)) => DType::F32,
+            (Kind::Float, _) if bf16 => DType::Bf16,
+            (k, _) => k.reference(),
+        })
+        .collect()
+}
+
+/// Lays `args` out end to end in the activation arena (64-byte aligned) in the given dtypes;
+/// returns the slices and the arena's bytes.
+pub fn lay_out(args: &[Vec<f32>], dtypes: &[DType]) -> (Vec<Slice>, usize) {
+    let mut at = 0;
+    let slices = args
+        .iter()
+        .zip(dtypes)
+        .map(|(a, &d)| {
+            let s = Slice::act(at, a.len(), d);
+            at += s.bytes().div_ceil(64) * 64;
+            s
+        })
+        .collect();
+    (slices, at)
+}
+
+/// The values a reader sees after `v` is stored as `d`.
+pub fn stored(d: DType, v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| dtype::stored(d, x)).collect()
+}
+
 /// The backend suite for the backend `make(&Program)` builds, as a test module `name`.
 #[macro_export]
 macro_rules! backend_suite {
     ($name:ident, $make:expr) => {
         mod $name {
-            use $crate::backend_suite::{arenas, ops};
+            use $crate::backend_suite::{act, arenas, lay_out, ops, storage, stored};
+            use $crate::dtype::DType;
             use $crate::op::Op;
             use $crate::program::{Backend, BackendError, Slice};
 
@@ -129,69 +174,102 @@ macro_rules! backend_suite {
 
             #[test]
             fn slices_round_trip_and_are_checked() {
-                let p = arenas(8, 4, 32);
+                let p = arenas(8, 4, 32 * 4);
                 let mut b = make(&p);
                 let data: Vec<f32> = (0..10).map(|i| i as f32 - 3.5).collect();
-                b.write(Slice::act(5, 10), &data).unwrap();
-                assert_eq!(b.read(Slice::act(5, 10)).unwrap(), data);
+                b.write(act(5, 10), &data).unwrap();
+                assert_eq!(b.read(act(5, 10)).unwrap(), data);
                 b.write(Slice::param(0, 8), &[2.0; 8]).unwrap();
                 b.write(Slice::optim(1, 3), &[1.0; 3]).unwrap();
-                b.zero(Slice::act(7, 2)).unwrap();
-                assert_eq!(b.read(Slice::act(6, 4)).unwrap(), [-2.5, 0.0, 0.0, 0.5]);
+                b.zero(act(7, 2)).unwrap();
+                assert_eq!(b.read(act(6, 4)).unwrap(), [-2.5, 0.0, 0.0, 0.5]);
                 assert_eq!(b.read(Slice::param(0, 8)).unwrap(), [2.0; 8]);
                 assert_eq!(b.read(Slice::optim(0, 4)).unwrap(), [0.0, 1.0, 1.0, 1.0]);
-                let outside = Slice::act(30, 3);
+                let outside = act(30, 3);
                 assert!(matches!(b.read(outside), Err(BackendError::Slice { .. })));
                 assert!(matches!(b.write(outside, &[0.0; 3]), Err(BackendError::Slice { .. })));
                 assert!(matches!(b.zero(Slice::grad(7, 2)), Err(BackendError::Slice { .. })));
-                assert!(matches!(b.write(Slice::act(0, 4), &[0.0; 3]), Err(BackendError::Length { .. })));
+                assert!(matches!(b.write(act(0, 4), &[0.0; 3]), Err(BackendError::Length { .. })));
+
+                // bf16 rounds to nearest-even on store; i32 holds integers; neither disturbs its
+                // neighbours (a bf16 slice at an odd element shares a word with one).
+                let halves = Slice::act(64 + 2, 3, DType::Bf16);
+                b.write(act(16, 2), &[7.0, 7.0]).unwrap();
+                b.write(halves, &[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -2.0]).unwrap();
+                assert_eq!(b.read(halves).unwrap(), [1.0, 1.0 + 4.0 / 256.0, -2.0]);
+                assert_eq!(b.read(Slice::act(64, 1, DType::Bf16)).unwrap(), [0.0]);
+                let ids = Slice::act(80, 3, DType::I32);
+                b.write(ids, &[3.0, 0.0, 70000.0]).unwrap();
+                assert_eq!(b.read(ids).unwrap(), [3.0, 0.0, 70000.0]);
+                assert_eq!(b.read(act(21, 1)).unwrap(), [0.0]);
+                let odd = Slice::act(2, 1, DType::F32);
+                assert!(matches!(b.read(odd), Err(BackendError::Misaligned { .. })));
+                assert!(matches!(b.write(Slice::act(1, 1, DType::Bf16), &[0.0]), Err(BackendError::Misaligned { .. })));
             }
 
             #[test]
             fn launches_are_checked() {
-                let p = arenas(0, 0, 64);
+                let p = arenas(0, 0, 64 * 4);
                 let mut b = make(&p);
                 let add = Op::Add { n: 8 };
-                let (x, y, z) = (Slice::act(0, 8), Slice::act(8, 8), Slice::act(16, 8));
+                let (x, y, z) = (act(0, 8), act(8, 8), act(16, 8));
                 b.launch(&add, &[x, y, z]).unwrap();
                 assert!(matches!(b.launch(&add, &[x, y]), Err(BackendError::Arity { .. })));
-                assert!(matches!(b.launch(&add, &[x, y, Slice::act(60, 8)]), Err(BackendError::OutOfBounds { .. })));
-                assert!(matches!(b.launch(&add, &[x, y, Slice::act(4, 8)]), Err(BackendError::Overlap { .. })));
+                assert!(matches!(b.launch(&add, &[x, y, act(60, 8)]), Err(BackendError::OutOfBounds { .. })));
+                assert!(matches!(b.launch(&add, &[x, y, act(4, 8)]), Err(BackendError::Overlap { .. })));
+                assert!(matches!(
+                    b.launch(&add, &[x, y, Slice::act(66, 8, DType::F32)]),
+                    Err(BackendError::Misaligned { .. })
+                ));
+                // Real values are not integers, and integers not real values.
+                let ids = Slice::act(96, 8, DType::I32);
+                assert!(matches!(b.launch(&add, &[x, ids, z]), Err(BackendError::DType { arg: 1, .. })));
+                let shift = Op::ShiftTokens { batch: 1, seq: 8, shift: 1 };
+                assert!(matches!(b.launch(&shift, &[x, ids]), Err(BackendError::DType { arg: 0, .. })));
+                b.launch(&shift, &[Slice::act(128, 8, DType::I32), ids]).unwrap();
                 // Two outputs may not overlap either (RMSNorm's y and 1/rms).
                 let norm = Op::RmsNorm { rows: 2, d: 4, in_stride: 4, eps: 1e-6 };
-                let args = [x, Slice::act(8, 4), Slice::act(16, 8), Slice::act(20, 2)];
+                let args = [x, act(8, 4), act(16, 8), act(20, 2)];
                 assert!(matches!(b.launch(&norm, &args), Err(BackendError::Overlap { .. })));
+                // Statistics stay f32: 1/rms in bf16 is refused.
+                let args = [x, act(8, 4), act(16, 8), Slice::act(24 * 4, 2, DType::Bf16)];
+                assert!(matches!(b.launch(&norm, &args), Err(BackendError::DType { arg: 3, .. })));
             }
 
-            #[test]
-            fn every_op_matches_the_reference() {
+            /// Every op over the backend's arenas against `run_op` on the values the slices hold.
+            fn every_op(bf16: bool) {
                 for (i, (op, tol)) in ops().into_iter().enumerate() {
                     let lens = op.signature().iter().map(|a| a.len).collect::<Vec<_>>();
                     let args = $crate::sample::args(&op, &lens, &mut $crate::sample::Rng::new(40 + i as u64));
-                    // Every argument end to end in the activation arena, 16 apart.
-                    let mut at = 0;
-                    let slices: Vec<Slice> = args
-                        .iter()
-                        .map(|a| {
-                            let s = Slice::act(at, a.len());
-                            at += a.len().div_ceil(16) * 16;
-                            s
-                        })
-                        .collect();
-                    let p = arenas(0, 0, at);
+                    let dtypes = storage(&op, bf16);
+                    let (slices, bytes) = lay_out(&args, &dtypes);
+                    let p = arenas(0, 0, bytes);
                     let mut b = make(&p);
                     for (s, a) in slices.iter().zip(&args) {
                         b.write(*s, a).unwrap();
                     }
                     b.launch(&op, &slices).unwrap_or_else(|e| panic!("{}: {e}", op.family()));
-                    let mut want = args.clone();
+                    let mut want: Vec<Vec<f32>> = args.iter().zip(&dtypes).map(|(a, &d)| stored(d, a)).collect();
                     $crate::cpu::run_op(&op, &mut want);
                     for (o, _) in op.writes() {
                         let got = b.read(slices[o]).unwrap();
-                        let err = $crate::tolerance::rel_l2(&got, &want[o]);
+                        let err = $crate::tolerance::rel_l2(&got, &stored(dtypes[o], &want[o]));
+                        // Values rounded to bf16 on store may land one bf16 ulp apart.
+                        let tol =
+                            if dtypes[o] == DType::Bf16 { tol.max($crate::tolerance::KERNEL_REL_L2_BF16) } else { tol };
                         assert!(err <= tol, "{} output {o}: relative L2 {err:.2e} > {tol:.0e}", op.family());
                     }
                 }
+            }
+
+            #[test]
+            fn every_op_matches_the_reference() {
+                every_op(false);
+            }
+
+            #[test]
+            fn every_op_matches_the_reference_in_bf16_storage() {
+                every_op(true);
             }
         }
     };

@@ -6,6 +6,7 @@ pub mod backend_suite;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod dtype;
 pub mod init;
 pub mod numerics;
 pub mod nvrtc;
@@ -16,5 +17,6 @@ pub mod signature;
 pub mod tolerance;
 pub mod train;
 
+pub use dtype::DType;
 pub use op::Op;
 pub use program::{Launch, Program, Slice, Space};

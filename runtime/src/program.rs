@@ -1,10 +1,12 @@
 //! The Program: the one contract between codegen (which writes it) and the backends (which run
 //! it). A Program is specialized to one spec at one batch shape: every size is a constant.
 //!
-//! Memory is four flat f32 arenas: parameters, their gradients (same layout), the optimizer's
-//! moments, and activations (the static memory plan: every tensor at a fixed offset, sharing space
-//! by liveness). Integer data (token ids, expert indices, permutations) lives in the activation
-//! arena as f32 values, exact below 2^24 — the spec bounds vocabularies and token counts below that.
+//! Memory is four flat byte arenas: parameters, their gradients (same layout), the optimizer's
+//! moments — these three f32 — and activations (the static memory plan: every tensor at a fixed
+//! byte offset, sharing space by liveness). Every slice carries its storage dtype
+//! ([`DType`]): f32, bf16, or i32 for integers (token ids, expert indices, permutations,
+//! offsets). Kernels compute in f32 and convert on load and store, so every backend sees the
+//! same bytes. Each op's [`signature`](crate::signature) says which dtypes each argument admits.
 //!
 //! A training step is four launch lists: `start` once (zero the gradients and the routing
 //! statistics), then `forward` and `backward` per micro-batch, then `update` once (gradient norm,
@@ -13,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dtype::DType;
 use crate::op::Op;
 
 /// Why a backend could not do what it was asked.
@@ -20,12 +23,16 @@ use crate::op::Op;
 pub enum BackendError {
     #[error("{op}: {args} arguments, the op takes {arity}")]
     Arity { op: &'static str, args: usize, arity: usize },
-    #[error("{op}: argument {arg} {slice:?} lies outside its arena ({arena} elements)")]
+    #[error("{op}: argument {arg} {slice:?} lies outside its arena ({arena} bytes)")]
     OutOfBounds { op: &'static str, arg: usize, slice: Slice, arena: usize },
+    #[error("{op}: argument {arg} ({name}) is {dtype}, which a {kind:?} argument cannot be")]
+    DType { op: &'static str, arg: usize, name: &'static str, dtype: DType, kind: crate::signature::Kind },
     #[error("{op}: argument {out} (written) overlaps argument {other}")]
     Overlap { op: &'static str, out: usize, other: usize },
-    #[error("{slice:?} lies outside its arena ({arena} elements)")]
+    #[error("{slice:?} lies outside its arena ({arena} bytes)")]
     Slice { slice: Slice, arena: usize },
+    #[error("{slice:?} is not aligned to its {} bytes", slice.dtype.size())]
+    Misaligned { slice: Slice },
     #[error("writing {slice:?} from {data} values")]
     Length { slice: Slice, data: usize },
     #[error("{0}")]
@@ -38,24 +45,44 @@ pub enum BackendError {
 pub trait Backend {
     /// Runs `op` over `args` (in the order the op documents).
     fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError>;
-    /// The values of a slice.
+    /// The values of a slice, decoded from its dtype.
     fn read(&mut self, s: Slice) -> Result<Vec<f32>, BackendError>;
-    /// Overwrites a slice with `data` (as many values as the slice holds).
+    /// Overwrites a slice with `data` (as many values as the slice holds), stored in its dtype.
     fn write(&mut self, s: Slice, data: &[f32]) -> Result<(), BackendError>;
     /// Fills a slice with zeros.
     fn zero(&mut self, s: Slice) -> Result<(), BackendError>;
 }
 
-/// Checks one launch's arguments against an op and the arenas' sizes (`arena(space)`): arity,
-/// bounds, and that no argument the op writes overlaps any other argument.
+/// Checks one slice against the size of its arena (`arena` bytes): inside it, and aligned to its
+/// element size.
+pub fn check_slice(s: Slice, arena: usize) -> Result<(), BackendError> {
+    if s.end() > arena {
+        return Err(BackendError::Slice { slice: s, arena });
+    }
+    if !s.offset.is_multiple_of(s.dtype.size()) {
+        return Err(BackendError::Misaligned { slice: s });
+    }
+    Ok(())
+}
+
+/// Checks one launch's arguments against an op and the arenas' sizes in bytes (`arena(space)`):
+/// arity, bounds and alignment, each slice's dtype admitted by its argument's kind, and that no
+/// argument the op writes overlaps any other argument.
 pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> Result<(), BackendError> {
     let name = op.family();
-    if args.len() != op.arity() {
-        return Err(BackendError::Arity { op: name, args: args.len(), arity: op.arity() });
+    let sig = op.signature();
+    if args.len() != sig.len() {
+        return Err(BackendError::Arity { op: name, args: args.len(), arity: sig.len() });
     }
-    for (i, s) in args.iter().enumerate() {
-        if s.end() > arena(s.space) {
-            return Err(BackendError::OutOfBounds { op: name, arg: i, slice: *s, arena: arena(s.space) });
+    for (i, (s, a)) in args.iter().zip(&sig).enumerate() {
+        match check_slice(*s, arena(s.space)) {
+            Err(BackendError::Slice { .. }) => {
+                return Err(BackendError::OutOfBounds { op: name, arg: i, slice: *s, arena: arena(s.space) })
+            }
+            r => r?,
+        }
+        if !a.kind.admits(s.dtype) {
+            return Err(BackendError::DType { op: name, arg: i, name: a.name, dtype: s.dtype, kind: a.kind });
         }
     }
     for (o, _) in op.writes() {
@@ -107,37 +134,50 @@ pub enum Space {
     Act,
 }
 
-/// A contiguous range of one arena, in f32 elements.
+/// A contiguous range of one arena: `len` elements of `dtype` from byte `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Slice {
     pub space: Space,
+    /// Byte offset into the arena.
     pub offset: usize,
+    /// Elements.
     pub len: usize,
+    pub dtype: DType,
 }
 
 impl Slice {
-    /// A slice of the parameter arena.
-    pub const fn param(offset: usize, len: usize) -> Slice {
-        Slice { space: Space::Param, offset, len }
+    /// `len` f32 elements of an f32 arena from element `at` (parameters, gradients, moments).
+    pub const fn f32(space: Space, at: usize, len: usize) -> Slice {
+        Slice { space, offset: at * 4, len, dtype: DType::F32 }
     }
-    /// A slice of the gradient arena.
-    pub const fn grad(offset: usize, len: usize) -> Slice {
-        Slice { space: Space::Grad, offset, len }
+    /// `len` f32s of the parameter arena from element `at`.
+    pub const fn param(at: usize, len: usize) -> Slice {
+        Slice::f32(Space::Param, at, len)
     }
-    /// A slice of the optimizer-state arena.
-    pub const fn optim(offset: usize, len: usize) -> Slice {
-        Slice { space: Space::Optim, offset, len }
+    /// `len` f32s of the gradient arena from element `at`.
+    pub const fn grad(at: usize, len: usize) -> Slice {
+        Slice::f32(Space::Grad, at, len)
     }
-    /// A slice of the activation arena.
-    pub const fn act(offset: usize, len: usize) -> Slice {
-        Slice { space: Space::Act, offset, len }
+    /// `len` f32s of the optimizer-state arena from element `at`.
+    pub const fn optim(at: usize, len: usize) -> Slice {
+        Slice::f32(Space::Optim, at, len)
+    }
+    /// `len` elements of `dtype` of the activation arena from byte `offset`.
+    pub const fn act(offset: usize, len: usize, dtype: DType) -> Slice {
+        Slice { space: Space::Act, offset, len, dtype }
     }
 
-    pub fn end(&self) -> usize {
-        self.offset + self.len
+    /// Bytes the slice covers.
+    pub const fn bytes(&self) -> usize {
+        self.len * self.dtype.size()
     }
 
-    /// Do two slices share any element?
+    /// The byte offset one past the slice.
+    pub const fn end(&self) -> usize {
+        self.offset + self.bytes()
+    }
+
+    /// Do two slices share any byte?
     pub fn overlaps(&self, other: &Slice) -> bool {
         self.space == other.space && self.offset < other.end() && other.offset < self.end()
     }
@@ -165,12 +205,13 @@ pub enum ParamGroup {
     Frozen,
 }
 
-/// One parameter tensor.
+/// One parameter tensor (f32 master weights).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Param {
     /// Hugging Face checkpoint name (`model.layers.3.mlp.experts.7.gate_proj.weight`).
     pub name: String,
     pub shape: Vec<usize>,
+    /// Element offset into the f32 parameter arena.
     pub offset: usize,
     pub init: Init,
     pub group: ParamGroup,
@@ -183,8 +224,9 @@ impl Param {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The parameter's range of an f32 arena laid out like the parameters (its values or gradient).
     pub fn slice(&self, space: Space) -> Slice {
-        Slice { space, offset: self.offset, len: self.len() }
+        Slice::f32(space, self.offset, self.len())
     }
 }
 
@@ -192,16 +234,34 @@ impl Param {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Buffer {
     pub name: String,
+    /// Byte offset into the activation arena.
     pub offset: usize,
+    /// Elements.
     pub len: usize,
+    pub dtype: DType,
     /// Index of the first and last launch (over start, forward, backward, update) that touch it.
     pub live: (usize, usize),
 }
 
-/// A unique specialized kernel: its op with every constant baked in.
+/// A unique specialized kernel: its op with every constant baked in, and the storage dtype of
+/// each argument (in launch order) that its launches pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Kernel {
     pub op: Op,
+    pub dtypes: Vec<DType>,
+}
+
+impl Kernel {
+    /// The kernel of `op` over the reference storage: f32, and i32 for integer arguments.
+    pub fn reference(op: Op) -> Kernel {
+        let dtypes = op.signature().iter().map(|a| a.kind.reference()).collect();
+        Kernel { op, dtypes }
+    }
+
+    /// Does it use the reference storage (so its file and name are those of the op alone)?
+    pub fn is_reference(&self) -> bool {
+        self.op.signature().iter().map(|a| a.kind.reference()).eq(self.dtypes.iter().copied())
+    }
 }
 
 /// One kernel launch: which kernel, over which slices (in the order the op documents).
@@ -243,10 +303,12 @@ pub struct Program {
     pub batch: usize,
     pub seq: usize,
     pub params: Vec<Param>,
+    /// f32 elements of the parameter arena (and of the gradient arena).
     pub param_len: usize,
     pub buffers: Vec<Buffer>,
-    pub act_len: usize,
-    /// Elements of the optimizer-state arena.
+    /// Bytes of the activation arena.
+    pub act_bytes: usize,
+    /// f32 elements of the optimizer-state arena.
     pub optim_len: usize,
     pub kernels: Vec<Kernel>,
     pub start: Vec<Launch>,
@@ -263,6 +325,8 @@ pub enum ProgramError {
     NoKernel { phase: &'static str, index: usize, note: String, kernel: usize },
     #[error("{phase}[{index}] ({note}): {source}")]
     Launch { phase: &'static str, index: usize, note: String, source: BackendError },
+    #[error("{phase}[{index}] ({note}): argument {arg} is {got}, the kernel was built for {want}")]
+    KernelDType { phase: &'static str, index: usize, note: String, arg: usize, got: DType, want: DType },
 }
 
 impl Program {
@@ -289,22 +353,23 @@ impl Program {
         self.params.iter().find(|p| p.name == name)
     }
 
-    /// Elements of the arena of `space`.
-    pub fn arena_len(&self, space: Space) -> usize {
+    /// Bytes of the arena of `space`.
+    pub fn arena_bytes(&self, space: Space) -> usize {
         match space {
-            Space::Param | Space::Grad => self.param_len,
-            Space::Optim => self.optim_len,
-            Space::Act => self.act_len,
+            Space::Param | Space::Grad => self.param_len * 4,
+            Space::Optim => self.optim_len * 4,
+            Space::Act => self.act_bytes,
         }
     }
 
-    /// The whole arena of `space`, as one slice.
+    /// The whole of an f32 arena (parameters, gradients, moments), as one slice.
     pub fn whole(&self, space: Space) -> Slice {
-        Slice { space, offset: 0, len: self.arena_len(space) }
+        Slice::f32(space, 0, self.arena_bytes(space) / 4)
     }
 
     /// Checks the invariants the backends rely on, for every launch: a kernel, the op's arity,
-    /// every slice inside its arena, and no written argument overlapping another argument.
+    /// every slice inside its arena, aligned, of a dtype its argument admits and the kernel was
+    /// built for, and no written argument overlapping another argument.
     pub fn check(&self) -> Result<(), ProgramError> {
         for (phase, launches) in self.phases() {
             for (index, l) in launches.iter().enumerate() {
@@ -315,12 +380,18 @@ impl Program {
                     note: note(),
                     kernel: l.kernel,
                 })?;
-                check_launch(&k.op, &l.args, |s| self.arena_len(s)).map_err(|source| ProgramError::Launch {
+                check_launch(&k.op, &l.args, |s| self.arena_bytes(s)).map_err(|source| ProgramError::Launch {
                     phase,
                     index,
                     note: note(),
                     source,
                 })?;
+                for (arg, (s, &want)) in l.args.iter().zip(&k.dtypes).enumerate() {
+                    if s.dtype != want {
+                        let note = note();
+                        return Err(ProgramError::KernelDType { phase, index, note, arg, got: s.dtype, want });
+                    }
+                }
             }
         }
         Ok(())

@@ -1,8 +1,10 @@
 //! Each op's arguments, described once: name, role (read, or written — overwritten, accumulated
-//! into, or updated in place) and the elements the op touches. Everything else that depends on an
-//! op's arguments comes from here: its arity, which arguments it writes and how, the footprint a
-//! launch's slices must cover, and the CUDA kernels' parameter names.
+//! into, or updated in place), kind (which storage dtypes it may have) and the elements the op
+//! touches. Everything else that depends on an op's arguments comes from here: its arity, which
+//! arguments it writes and how, the dtypes a launch's slices may carry, the footprint they must
+//! cover, and the CUDA kernels' parameter names.
 
+use crate::dtype::DType;
 use crate::op::{scalars, Access, GroupedMode, Op, OptimizerKind, GRAD_NORM_CHUNK};
 
 /// How an op uses one argument.
@@ -14,17 +16,61 @@ pub enum Role {
     Out(Access),
 }
 
+/// What an argument holds, which decides the storage dtypes it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Real values in any float storage dtype (f32 or bf16): the kernel converts on load and
+    /// rounds on store, computing in f32.
+    Float,
+    /// Real values kept in f32 whatever the precision: statistics, losses, the router's scores
+    /// and weights, the step's scalars, optimizer state (where DeepSeek-V3 keeps f32).
+    F32,
+    /// Integers (token ids, expert indices, permutations, offsets): i32.
+    Index,
+}
+
+impl Kind {
+    /// May a slice of `dtype` be passed for an argument of this kind?
+    pub fn admits(self, dtype: DType) -> bool {
+        match self {
+            Kind::Float => matches!(dtype, DType::F32 | DType::Bf16),
+            Kind::F32 => dtype == DType::F32,
+            Kind::Index => dtype == DType::I32,
+        }
+    }
+
+    /// The dtype of this kind in an f32 program (the reference storage).
+    pub fn reference(self) -> DType {
+        match self {
+            Kind::Float | Kind::F32 => DType::F32,
+            Kind::Index => DType::I32,
+        }
+    }
+}
+
 /// One argument of an op, in launch order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArgSig {
     pub name: &'static str,
     pub role: Role,
+    pub kind: Kind,
     /// Elements the op may touch: the furthest index plus one.
     pub len: usize,
 }
 
+/// A real-valued argument (any float storage).
 const fn a(name: &'static str, role: Role, len: usize) -> ArgSig {
-    ArgSig { name, role, len }
+    ArgSig { name, role, kind: Kind::Float, len }
+}
+
+/// A real-valued argument kept in f32.
+const fn f(name: &'static str, role: Role, len: usize) -> ArgSig {
+    ArgSig { name, role, kind: Kind::F32, len }
+}
+
+/// An integer argument.
+const fn ix(name: &'static str, role: Role, len: usize) -> ArgSig {
+    ArgSig { name, role, kind: Kind::Index, len }
 }
 
 use Access::{Accumulate as Acc, InPlace as Rw, Write as W};
@@ -60,21 +106,21 @@ impl Op {
                 let c = if live { span(m, ldc, n) } else { 0 };
                 vec![a("a", R, sa), a("b", R, sb), a("c", Out(if accumulate { Acc } else { W }), c)]
             }
-            Embedding { n, vocab, d } => vec![a("tokens", R, n), a("table", R, vocab * d), a("out", Out(W), n * d)],
+            Embedding { n, vocab, d } => vec![ix("tokens", R, n), a("table", R, vocab * d), a("out", Out(W), n * d)],
             EmbeddingBwd { n, vocab, d } => {
-                vec![a("tokens", R, n), a("dout", R, n * d), a("dtable", Out(Acc), vocab * d)]
+                vec![ix("tokens", R, n), a("dout", R, n * d), a("dtable", Out(Acc), vocab * d)]
             }
-            ShiftTokens { batch, seq, .. } => vec![a("tokens", R, batch * seq), a("out", Out(W), batch * seq)],
+            ShiftTokens { batch, seq, .. } => vec![ix("tokens", R, batch * seq), ix("out", Out(W), batch * seq)],
             RmsNorm { rows, d, in_stride, .. } => vec![
                 a("x", R, span(rows, in_stride, d)),
                 a("w", R, d),
                 a("y", Out(W), rows * d),
-                a("rstd", Out(W), rows),
+                f("rstd", Out(W), rows),
             ],
             RmsNormBwd { rows, d, in_stride } => vec![
                 a("x", R, span(rows, in_stride, d)),
                 a("w", R, d),
-                a("rstd", R, rows),
+                f("rstd", R, rows),
                 a("dy", R, rows * d),
                 a("dx", Out(Acc), span(rows, in_stride, d)),
                 a("dw", Out(Acc), d),
@@ -111,14 +157,14 @@ impl Op {
                 let kva = span(rows, at.kpe_stride, at.kpe_offset + at.rope);
                 let (o, lse) = (rows * at.heads * at.v, rows * at.heads);
                 if matches!(self, Attention(_)) {
-                    vec![a("q", R, q), a("kvb", R, kvb), a("kva", R, kva), a("o", Out(W), o), a("lse", Out(W), lse)]
+                    vec![a("q", R, q), a("kvb", R, kvb), a("kva", R, kva), a("o", Out(W), o), f("lse", Out(W), lse)]
                 } else {
                     vec![
                         a("q", R, q),
                         a("kvb", R, kvb),
                         a("kva", R, kva),
                         a("o", R, o),
-                        a("lse", R, lse),
+                        f("lse", R, lse),
                         a("do", R, o),
                         a("dq", Out(Acc), q),
                         a("dkvb", Out(Acc), kvb),
@@ -133,40 +179,40 @@ impl Op {
             Router(r) => {
                 let (te, tk) = (r.tokens * r.experts, r.tokens * r.top_k);
                 vec![
-                    a("logits", R, te),
-                    a("bias", R, r.experts),
-                    a("scores", Out(W), te),
-                    a("idx", Out(W), tk),
-                    a("weights", Out(W), tk),
+                    f("logits", R, te),
+                    f("bias", R, r.experts),
+                    f("scores", Out(W), te),
+                    ix("idx", Out(W), tk),
+                    f("weights", Out(W), tk),
                 ]
             }
             RouterBwd(r) => {
                 let (te, tk) = (r.tokens * r.experts, r.tokens * r.top_k);
                 vec![
-                    a("scores", R, te),
-                    a("idx", R, tk),
-                    a("dweights", R, tk),
-                    a("dscores", Out(Rw), te),
-                    a("dlogits", Out(Acc), te),
+                    f("scores", R, te),
+                    ix("idx", R, tk),
+                    f("dweights", R, tk),
+                    f("dscores", Out(Rw), te),
+                    f("dlogits", Out(Acc), te),
                 ]
             }
             Dispatch { tokens, experts, top_k, d } => {
                 let n = tokens * top_k;
                 vec![
-                    a("idx", R, n),
+                    ix("idx", R, n),
                     a("x", R, tokens * d),
-                    a("perm", Out(W), n),
-                    a("inv", Out(W), n),
-                    a("offsets", Out(W), experts + 1),
+                    ix("perm", Out(W), n),
+                    ix("inv", Out(W), n),
+                    ix("offsets", Out(W), experts + 1),
                     a("xp", Out(W), n * d),
                 ]
             }
             DispatchBwd { tokens, top_k, d } => {
-                vec![a("inv", R, tokens * top_k), a("dxp", R, tokens * top_k * d), a("dx", Out(Acc), tokens * d)]
+                vec![ix("inv", R, tokens * top_k), a("dxp", R, tokens * top_k * d), a("dx", Out(Acc), tokens * d)]
             }
             GroupedGemm { experts, rows, n, k, mode, .. } => {
                 let w = experts * n * k;
-                let offsets = a("offsets", R, experts + 1);
+                let offsets = ix("offsets", R, experts + 1);
                 match mode {
                     GroupedMode::Forward => vec![offsets, a("x", R, rows * k), a("w", R, w), a("y", Out(W), rows * n)],
                     GroupedMode::DataGrad => {
@@ -179,48 +225,48 @@ impl Op {
             }
             Combine { tokens, top_k, d } => {
                 let n = tokens * top_k;
-                vec![a("inv", R, n), a("weights", R, n), a("yp", R, n * d), a("out", Out(Acc), tokens * d)]
+                vec![ix("inv", R, n), f("weights", R, n), a("yp", R, n * d), a("out", Out(Acc), tokens * d)]
             }
             CombineBwd { tokens, top_k, d } => {
                 let n = tokens * top_k;
                 vec![
-                    a("perm", R, n),
-                    a("inv", R, n),
-                    a("weights", R, n),
+                    ix("perm", R, n),
+                    ix("inv", R, n),
+                    f("weights", R, n),
                     a("yp", R, n * d),
                     a("dout", R, tokens * d),
                     a("dyp", Out(W), n * d),
-                    a("dweights", Out(Acc), n),
+                    f("dweights", Out(Acc), n),
                 ]
             }
             CrossEntropy { batch, seq, vocab, .. } => {
-                vec![a("logits", Out(Rw), batch * seq * vocab), a("tokens", R, batch * seq), a("loss", Out(W), 1)]
+                vec![a("logits", Out(Rw), batch * seq * vocab), ix("tokens", R, batch * seq), f("loss", Out(W), 1)]
             }
             BalanceLoss(b) => {
                 let t = b.batch * b.seq;
-                vec![a("scores", R, t * b.experts), a("idx", R, t * b.top_k), a("loss", Out(Acc), 1)]
+                vec![f("scores", R, t * b.experts), ix("idx", R, t * b.top_k), f("loss", Out(Acc), 1)]
             }
             BalanceLossBwd { balance: b, .. } => {
                 let t = b.batch * b.seq;
-                vec![a("scores", R, t * b.experts), a("idx", R, t * b.top_k), a("dscores", Out(Acc), t * b.experts)]
+                vec![f("scores", R, t * b.experts), ix("idx", R, t * b.top_k), f("dscores", Out(Acc), t * b.experts)]
             }
             ExpertStats { tokens, experts, top_k } => {
-                vec![a("idx", R, tokens * top_k), a("scores", R, tokens * experts), a("stats", Out(Acc), experts + 2)]
+                vec![ix("idx", R, tokens * top_k), f("scores", R, tokens * experts), f("stats", Out(Acc), experts + 2)]
             }
-            BiasUpdate { experts, .. } => vec![a("stats", R, experts), a("bias", Out(Rw), experts)],
+            BiasUpdate { experts, .. } => vec![f("stats", R, experts), f("bias", Out(Rw), experts)],
             GradNorm { n } => {
-                vec![a("grad", R, n), a("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1)), a("norm", Out(W), 1)]
+                vec![f("grad", R, n), f("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1)), f("norm", Out(W), 1)]
             }
             Optimizer(u) => {
                 let mut v = vec![
-                    a("scalars", R, scalars::LEN),
-                    a("norm", R, 1),
-                    a("grad", R, u.n),
-                    a("param", Out(Rw), u.n),
-                    a("m", Out(Rw), u.n),
+                    f("scalars", R, scalars::LEN),
+                    f("norm", R, 1),
+                    f("grad", R, u.n),
+                    f("param", Out(Rw), u.n),
+                    f("m", Out(Rw), u.n),
                 ];
                 if u.kind == OptimizerKind::AdamW {
-                    v.push(a("v", Out(Rw), u.n));
+                    v.push(f("v", Out(Rw), u.n));
                 }
                 v
             }

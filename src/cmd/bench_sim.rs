@@ -95,7 +95,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         .kernels
         .iter()
         .enumerate()
-        .map(|(i, k)| cuda::emit(&k.op).map(|c| (i, c)).map_err(|e| miette!("{e}")))
+        .map(|(i, k)| cuda::emit_kernel(k).map(|c| (i, c)).map_err(|e| miette!("{e}")))
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .filter(|(_, k)| a.only.as_ref().is_none_or(|o| k.stem.contains(o.as_str())))

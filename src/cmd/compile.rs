@@ -89,7 +89,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         program.forward.len(),
         program.backward.len(),
         program.update.len(),
-        program.act_len as f64 * 4.0 / 1048576.0,
+        program.act_bytes as f64 / 1048576.0,
         program.param_len as f64 * 4.0 / 1048576.0,
         out.display()
     );

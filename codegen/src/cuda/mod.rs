@@ -15,6 +15,7 @@ mod optim;
 mod source;
 
 use dsv3c_runtime::op::{Op, Quant};
+use dsv3c_runtime::program::Kernel;
 use dsv3c_runtime::Program;
 
 pub use source::{CudaKernel, Entry};
@@ -47,9 +48,24 @@ fn unsupported(op: &Op, why: impl Into<String>) -> EmitError {
     EmitError::Unsupported { op: op.family(), why: why.into() }
 }
 
-/// Writes the kernel for one op.
+/// Writes the kernel for one op over the reference storage (f32, and i32 for integers).
 pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
+    emit_kernel(&Kernel::reference(op.clone()))
+}
+
+/// Writes one of a Program's kernels: its op, for its arguments' storage dtypes. A kernel over
+/// other dtypes than the reference gets another file name (its dtypes join the hash).
+pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
     use Op::*;
+    let op = &kernel.op;
+    if kernel.dtypes.len() != op.arity() {
+        return Err(unsupported(op, format!("{} argument dtypes for {} arguments", kernel.dtypes.len(), op.arity())));
+    }
+    if let Some((i, (a, d))) =
+        op.signature().iter().zip(&kernel.dtypes).enumerate().find(|(_, (a, d))| !a.kind.admits(**d))
+    {
+        return Err(unsupported(op, format!("argument {i} ({}) as {d}", a.name)));
+    }
     let fp8_tile = |q: &Quant| match q {
         Quant::Fp8 { tile, .. } if *tile != 128 => {
             Err(unsupported(op, format!("FP8 tile {tile} (the kernels use 128)")))
@@ -112,7 +128,8 @@ pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
         GradNorm { n } => optim::grad_norm(*n),
         Optimizer(u) => optim::optimizer(u),
     };
-    let k = b.hashed(&format!("{op:?}")).finish(&op.signature());
+    let key = if kernel.is_reference() { format!("{op:?}") } else { format!("{op:?}{:?}", kernel.dtypes) };
+    let k = b.hashed(&key).finish(&op.signature(), &kernel.dtypes);
     check::limits(&k)?;
     Ok(k)
 }
@@ -121,7 +138,7 @@ pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
 /// against its slices.
 pub fn emit_program(p: &Program) -> Result<Vec<CudaKernel>, EmitError> {
     check::footprints(p)?;
-    p.kernels.iter().map(|k| emit(&k.op)).collect()
+    p.kernels.iter().map(emit_kernel).collect()
 }
 
 /// The launch table beside the kernels (`kernels/kernels.json`): for each of the Program's kernels, in
@@ -135,6 +152,7 @@ pub fn manifest(p: &Program, kernels: &[CudaKernel]) -> String {
                 "program_kernel": i,
                 "file": format!("{}.cu", k.stem),
                 "args": k.args,
+                "dtypes": k.dtypes,
                 "entries": k.entries,
             })
         })

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use dsv3c_runtime::op::Access;
 use dsv3c_runtime::signature::{ArgSig, Role};
+use dsv3c_runtime::DType;
 
 /// One `extern "C" __global__` entry point and how it is launched. An op's entries run in order, each
 /// with the op's arguments.
@@ -27,6 +28,8 @@ pub struct CudaKernel {
     pub stem: String,
     /// The parameter names, in launch order (the op's signature).
     pub args: Vec<String>,
+    /// Each parameter's storage dtype, in launch order.
+    pub dtypes: Vec<DType>,
     pub entries: Vec<Entry>,
     #[serde(skip)]
     pub source: String,
@@ -151,8 +154,10 @@ impl Builder {
         self
     }
 
-    /// The file, for a kernel whose parameters are `args` (the op's signature), in launch order.
-    pub fn finish(self, args: &[ArgSig]) -> CudaKernel {
+    /// The file, for a kernel whose parameters are `args` (the op's signature) stored as `dtypes`,
+    /// in launch order. Parameter `i` of every entry point has type `Ti*`, typedef'd here to its
+    /// storage type.
+    pub fn finish(self, args: &[ArgSig], dtypes: &[DType]) -> CudaKernel {
         let mut s = String::new();
         let _ = writeln!(s, "// dsv3c generated kernel {}.cu — do not edit: `dsv3c compile` writes it.", self.stem);
         let _ = writeln!(s, "// op: {}", self.op);
@@ -173,18 +178,26 @@ impl Builder {
         let _ = writeln!(s, "{line}");
         let marked: Vec<String> = args
             .iter()
-            .map(|a| match a.role {
-                Role::In => a.name.to_string(),
-                Role::Out(Access::Write) => format!("{} (w)", a.name),
-                Role::Out(Access::Accumulate) => format!("{} (+)", a.name),
-                Role::Out(Access::InPlace) => format!("{} (rw)", a.name),
+            .zip(dtypes)
+            .map(|(a, d)| match a.role {
+                Role::In => format!("{} {d}", a.name),
+                Role::Out(Access::Write) => format!("{} {d} (w)", a.name),
+                Role::Out(Access::Accumulate) => format!("{} {d} (+)", a.name),
+                Role::Out(Access::InPlace) => format!("{} {d} (rw)", a.name),
             })
             .collect();
-        let _ = writeln!(
-            s,
-            "// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): {}",
-            marked.join(", ")
-        );
+        let mut line = String::from("// arguments ((w) overwritten, (+) accumulated, (rw) in place):");
+        for item in marked {
+            if line.len() + item.len() + 2 > 110 {
+                let _ = writeln!(s, "{line}");
+                line = String::from("//  ");
+            }
+            line.push(' ');
+            line.push_str(&item);
+            line.push(',');
+        }
+        line.pop();
+        let _ = writeln!(s, "{line}");
         let _ = writeln!(s, "// launches, in order:");
         for e in &self.entries {
             let _ = writeln!(
@@ -196,6 +209,9 @@ impl Builder {
         s.push('\n');
         s.push_str(PRELUDE);
         s.push_str("\n// ---- specialization ----\n");
+        for (i, (a, d)) in args.iter().zip(dtypes).enumerate() {
+            let _ = writeln!(s, "typedef {} T{i};  // {}", d.cuda(), a.name);
+        }
         for (n, c) in &self.consts {
             let _ = writeln!(s, "{}", c.declaration(n));
         }
@@ -204,7 +220,7 @@ impl Builder {
             s.push_str(b);
         }
         let args = args.iter().map(|a| a.name.to_string()).collect();
-        CudaKernel { stem: self.stem, args, entries: self.entries, source: s }
+        CudaKernel { stem: self.stem, args, dtypes: dtypes.to_vec(), entries: self.entries, source: s }
     }
 }
 

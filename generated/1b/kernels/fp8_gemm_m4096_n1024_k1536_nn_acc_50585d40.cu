@@ -5,7 +5,7 @@
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=1024 K=1536 LDA=1536 LDB=1024 LDC=1024 TA=false TB=false ACCUMULATE=true FP8=true
 //   B_BLOCKS=true
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): a f32, b f32, c f32 (+)
 // launches, in order:
 //   gemm<<<(64, 8, 1), 256, 0>>>  static smem 29440 B
 
@@ -21,14 +21,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -84,6 +98,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // a
+typedef float T1;  // b
+typedef float T2;  // c
 constexpr int M = 4096;
 constexpr int N = 1024;
 constexpr int K = 1536;
@@ -97,8 +114,8 @@ constexpr bool FP8 = true;
 constexpr bool B_BLOCKS = true;
 
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
-// 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. Operands are f32 in the arena and are rounded on
-// the way into shared memory — quantize-on-load — to the format the spec asks for:
+// 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. Operands arrive in their storage dtype (f32 or
+// bf16) and are rounded on the way into shared memory — quantize-on-load — to the format the spec asks for:
 //   FP8:  E4M3 with one f32 scale per 1 x 128 tile of op(A) along K, and per 128 x 128 block of a weight
 //         op(B) (B_BLOCKS) or 1 x 128 tile of an activation op(B); scale = max(amax, 1e-4) / 448, values
 //         x / scale rounded to nearest-even and saturated (DeepSeek-V3's recipe). m16n8k32 e4m3 MMAs sum one
@@ -152,8 +169,8 @@ __device__ __forceinline__ void mma(float* d, const u32* a, const u32* b) {
 // Loads ROWS x KT elements of a K-major operand view X(r, p) into shared memory as bytes, rounding them.
 // KMAJOR: element (r, p) at X[r * LD + p] (else X[p * LD + r]). Each thread owns PER consecutive p of one
 // row. Scales: per row (TILES) or one per block (BLOCK) into `scale`.
-template <int ROWS, int LD, bool KMAJOR, bool BLOCK>
-__device__ __forceinline__ void load_operand(const float* __restrict__ X, int rows, int k, int r0, int k0,
+template <int ROWS, int LD, bool KMAJOR, bool BLOCK, typename TX>
+__device__ __forceinline__ void load_operand(const TX* __restrict__ X, int rows, int k, int r0, int k0,
                                              u8* __restrict__ dst, float* __restrict__ scale,
                                              float* __restrict__ red) {
   constexpr int CHUNKS = THREADS / ROWS;  // threads per row
@@ -167,7 +184,7 @@ __device__ __forceinline__ void load_operand(const float* __restrict__ X, int ro
   for (int j = 0; j < PER; ++j) {
     const int gp = k0 + q * PER + j;
     v[j] = 0.0f;
-    if (gr < rows && gp < k) v[j] = KMAJOR ? X[(i64)gr * LD + gp] : X[(i64)gp * LD + gr];
+    if (gr < rows && gp < k) v[j] = KMAJOR ? (float)X[(i64)gr * LD + gp] : (float)X[(i64)gp * LD + gr];
   }
   float s = 1.0f;
   if (FP8) {
@@ -201,8 +218,9 @@ __device__ __forceinline__ void load_operand(const float* __restrict__ X, int ro
   }
 }
 
-__device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int m, int n, int k, int m0, int n0) {
+template <typename XA, typename XB, typename XC>
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
+                                          int m, int n, int k, int m0, int n0) {
   __shared__ __align__(16) u8 As[BM * ROW_BYTES];
   __shared__ __align__(16) u8 Bs[BN * ROW_BYTES];
   __shared__ float sa[BM], sb[BN], red[THREADS];
@@ -273,14 +291,14 @@ __device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const flo
         const int gi = m0 + wm * 32 + i * 16 + g + (c >= 2 ? 8 : 0);
         const int gj = n0 + wn * 32 + j * 8 + tq * 2 + (c & 1);
         if (gi < m && gj < n) {
-          float* out = C + (i64)gi * LDC + gj;
+          XC* out = C + (i64)gi * LDC + gj;
           *out = ACCUMULATE ? *out + acc[i][j][c] : round_bf16(acc[i][j][c]);
         }
       }
 }
 
 // C[M, N] (+)= op(A) . op(B): one block per BM x BN tile of C, grid (ceil(M / BM), ceil(N / BN)).
-extern "C" __global__ void __launch_bounds__(256) gemm(const float* __restrict__ a, const float* __restrict__ b,
-                                                      float* __restrict__ c) {
+extern "C" __global__ void __launch_bounds__(256) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
+                                                      T2* __restrict__ c) {
   gemm_tile(a, b, c, M, N, K, blockIdx.x * BM, blockIdx.y * BN);
 }

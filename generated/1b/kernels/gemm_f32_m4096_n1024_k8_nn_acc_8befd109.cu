@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   grid: one block per 64 x 64 tile of C, 256 threads
 // specialized for: M=4096 N=1024 K=8 LDA=8 LDB=1024 LDC=1024 TA=false TB=false ACCUMULATE=true
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): a, b, c (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): a f32, b f32, c f32 (+)
 // launches, in order:
 //   gemm<<<(64, 16, 1), 256, 0>>>  static smem 8704 B
 
@@ -20,14 +20,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -83,6 +97,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // a
+typedef float T1;  // b
+typedef float T2;  // c
 constexpr int M = 4096;
 constexpr int N = 1024;
 constexpr int K = 8;
@@ -98,8 +115,9 @@ constexpr bool ACCUMULATE = true;
 // loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
 constexpr int BM = 64, BN = 64, BK = 16;
 
-__device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int m, int n, int k, int m0, int n0) {
+template <typename XA, typename XB, typename XC>
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
+                                          int m, int n, int k, int m0, int n0) {
   __shared__ __align__(16) float As[BK][BM + 4];
   __shared__ __align__(16) float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -144,14 +162,14 @@ __device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const flo
     for (int c = 0; c < 4; ++c) {
       const int gi = m0 + ty * 4 + r, gj = n0 + tx * 4 + c;
       if (gi < m && gj < n) {
-        float* out = C + (i64)gi * LDC + gj;
+        XC* out = C + (i64)gi * LDC + gj;
         *out = ACCUMULATE ? *out + acc[r][c] : acc[r][c];
       }
     }
 }
 
 // C[M, N] (+)= op(A) . op(B): one block per BM x BN tile of C, grid (ceil(M / BM), ceil(N / BN)).
-extern "C" __global__ void __launch_bounds__(256) gemm(const float* __restrict__ a, const float* __restrict__ b,
-                                                      float* __restrict__ c) {
+extern "C" __global__ void __launch_bounds__(256) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
+                                                      T2* __restrict__ c) {
   gemm_tile(a, b, c, M, N, K, blockIdx.x * BM, blockIdx.y * BN);
 }

@@ -2,7 +2,7 @@
 // op: BalanceLossBwd
 //   dscores += grad_scale * d(balance loss) / d(scores); a block per sequence, a warp per token
 // specialized for: BATCH=1 SEQ=4096 EXPERTS=8 TOP_K=2 ALPHA=0.0001 SIGMOID=true GRAD_SCALE=1.0
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scores, idx, dscores (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): scores f32, idx i32, dscores f32 (+)
 // launches, in order:
 //   balance_loss_bwd<<<(1, 1, 1), 256, 0>>>  static smem 32 B
 
@@ -18,14 +18,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -81,6 +95,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // scores
+typedef i32 T1;  // idx
+typedef float T2;  // dscores
 constexpr int BATCH = 1;
 constexpr int SEQ = 4096;
 constexpr int EXPERTS = 8;
@@ -91,9 +108,9 @@ constexpr float GRAD_SCALE = 1.0f;
 
 // dscores += GRAD_SCALE * d(balance loss)/d(scores): one block per sequence counts its f_e, then one warp
 // per token: sigmoid: c * (f_j / z - sum_e f_e s_e / z^2); softmax: c * f_j; c = GRAD_SCALE * ALPHA / (BATCH * SEQ).
-extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const float* __restrict__ scores,
-                                                                  const float* __restrict__ idx,
-                                                                  float* __restrict__ dscores) {
+extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const T0* __restrict__ scores,
+                                                                  const T1* __restrict__ idx,
+                                                                  T2* __restrict__ dscores) {
   __shared__ u32 count[EXPERTS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sq = blockIdx.x;

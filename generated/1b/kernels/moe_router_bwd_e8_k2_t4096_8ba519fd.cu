@@ -4,7 +4,8 @@
 //   one warp per token, 8 tokens per block
 // specialized for: TOKENS=4096 EXPERTS=8 GROUPS=1 PER_GROUP=8 TOP_GROUPS=1 TOP_K=2 SIGMOID=true
 //   NORMALIZE=true ROUTE_SCALE=2.5
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scores, idx, dweights, dscores (rw), dlogits (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): scores f32, idx i32, dweights f32,
+//   dscores f32 (rw), dlogits f32 (+)
 // launches, in order:
 //   router_bwd<<<(512, 1, 1), 256, 0>>>  static smem 0 B
 
@@ -20,14 +21,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -83,6 +98,11 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // scores
+typedef i32 T1;  // idx
+typedef float T2;  // dweights
+typedef float T3;  // dscores
+typedef float T4;  // dlogits
 constexpr int TOKENS = 4096;
 constexpr int EXPERTS = 8;
 constexpr int GROUPS = 1;
@@ -96,10 +116,10 @@ constexpr float ROUTE_SCALE = 2.5f;
 // Router backward, one warp per token: the weight gradients go to the chosen scores (through the
 // normalization when NORMALIZE: dscore_c += ROUTE_SCALE / S * (g_c - sum_j g_j s_j / S)), added to the
 // balance loss's dscores in place; then through sigmoid (ds * s * (1 - s)) or softmax to dlogits.
-extern "C" __global__ void __launch_bounds__(256) router_bwd(const float* __restrict__ scores,
-                                                            const float* __restrict__ idx,
-                                                            const float* __restrict__ dweights,
-                                                            float* __restrict__ dscores, float* __restrict__ dlogits) {
+extern "C" __global__ void __launch_bounds__(256) router_bwd(const T0* __restrict__ scores,
+                                                            const T1* __restrict__ idx,
+                                                            const T2* __restrict__ dweights,
+                                                            T3* __restrict__ dscores, T4* __restrict__ dlogits) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 t = (i64)blockIdx.x * 8 + warp;
   if (t >= TOKENS) return;

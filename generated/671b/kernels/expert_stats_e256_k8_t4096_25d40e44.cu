@@ -2,7 +2,7 @@
 // op: routing statistics
 //   stats[e] += #(choices of e); stats[E] += sum_t H(scores_t / sum scores_t) / ln E; stats[E+1] += tokens
 // specialized for: TOKENS=4096 EXPERTS=256 TOP_K=8
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): idx, scores, stats (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): idx i32, scores f32, stats f32 (+)
 // launches, in order:
 //   expert_stats<<<(1, 1, 1), 256, 0>>>  static smem 1288 B
 
@@ -18,14 +18,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -81,6 +95,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef i32 T0;  // idx
+typedef float T1;  // scores
+typedef float T2;  // stats
 constexpr int TOKENS = 4096;
 constexpr int EXPERTS = 256;
 constexpr int TOP_K = 8;
@@ -89,9 +106,9 @@ constexpr int TOP_K = 8;
 // each chosen expert counted (integer counts in shared memory: the atomics commute, deterministic), and each
 // token's entropy of its scores normalized to sum to 1, over ln EXPERTS (a warp per token, f64, summed in a
 // fixed order). One block of 256 threads (eight warps).
-extern "C" __global__ void __launch_bounds__(256) expert_stats(const float* __restrict__ idx,
-                                                               const float* __restrict__ scores,
-                                                               float* __restrict__ stats) {
+extern "C" __global__ void __launch_bounds__(256) expert_stats(const T0* __restrict__ idx,
+                                                               const T1* __restrict__ scores,
+                                                               T2* __restrict__ stats) {
   __shared__ u32 counts[EXPERTS];
   __shared__ double scratch[33];
   for (int e = threadIdx.x; e < EXPERTS; e += 256) counts[e] = 0;

@@ -2,7 +2,7 @@
 // op: global gradient norm
 //   partials[c] = sum over chunk c of g^2 (f64, stored f32); norm = sqrt(sum_c partials[c])
 // specialized for: N=682636472320 CHUNK=16384 CHUNKS=41664824
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): grad, partials (w), norm (w)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): grad f32, partials f32 (w), norm f32 (w)
 // launches, in order:
 //   grad_norm_partials<<<(41664824, 1, 1), 256, 0>>>  static smem 264 B
 //   grad_norm_finish<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
@@ -19,14 +19,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -82,6 +96,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // grad
+typedef float T1;  // partials
+typedef float T2;  // norm
 constexpr i64 N = 682636472320LL;
 constexpr int CHUNK = 16384;
 constexpr int CHUNKS = 41664824;
@@ -89,9 +106,9 @@ constexpr int CHUNKS = 41664824;
 // The global gradient norm over N elements, deterministic:
 //   grad_norm_partials: block c sums g^2 (f64) over chunk c of CHUNK elements; partials[c] = the sum (f32);
 //   grad_norm_finish:   one block sums the partials (f64) in a fixed order; norm[0] = sqrt of the total.
-extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const float* __restrict__ grad,
-                                                                    float* __restrict__ partials,
-                                                                    float* __restrict__ norm) {
+extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const T0* __restrict__ grad,
+                                                                    T1* __restrict__ partials,
+                                                                    T2* __restrict__ norm) {
   __shared__ double scratch[33];
   const i64 base = (i64)blockIdx.x * CHUNK;
   double s = 0.0;
@@ -100,9 +117,9 @@ extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const float
   if (threadIdx.x == 0) partials[blockIdx.x] = (float)s;
 }
 
-extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const float* __restrict__ grad,
-                                                                   float* __restrict__ partials,
-                                                                   float* __restrict__ norm) {
+extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const T0* __restrict__ grad,
+                                                                   T1* __restrict__ partials,
+                                                                   T2* __restrict__ norm) {
   __shared__ double scratch[33];
   // Thread t sums a contiguous run of partials, then the block sums the runs in thread order.
   constexpr i64 PER = (CHUNKS + 1023) / 1024;

@@ -4,7 +4,8 @@
 //   g = grad * f; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr ((m/c1) / (sqrt(v/c2) + eps) + wd p)
 // specialized for: N=6715904 DECAY_END=275968 EMBEDDING_END=6714880 BF16_MOMENTS=false S_LR=0 S_STEP=1
 //   S_GRAD_SCALE=2 S_BETA1=3 S_BETA2=4 S_EPS=5 S_WEIGHT_DECAY=6 S_EMBEDDING_DECAY=7 S_CLIP=8
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): scalars, norm, grad, param (rw), m (rw), v (rw)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): scalars f32, norm f32, grad f32,
+//   param f32 (rw), m f32 (rw), v f32 (rw)
 // launches, in order:
 //   adamw_step<<<(4096, 1, 1), 256, 0>>>  static smem 0 B
 
@@ -20,14 +21,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -83,6 +98,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // scalars
+typedef float T1;  // norm
+typedef float T2;  // grad
+typedef float T3;  // param
+typedef float T4;  // m
+typedef float T5;  // v
 constexpr int N = 6715904;
 constexpr int DECAY_END = 275968;
 constexpr int EMBEDDING_END = 6714880;
@@ -133,9 +154,9 @@ __device__ __forceinline__ double decay_of(const float* s, i64 i) {
 
 
 // AdamW: bias-corrected moments, decoupled weight decay (helpers in optimizer.cuh).
-extern "C" __global__ void __launch_bounds__(256) adamw_step(const float* __restrict__ s, const float* __restrict__ norm,
-                                                            const float* __restrict__ grad, float* __restrict__ param,
-                                                            float* __restrict__ m, float* __restrict__ v) {
+extern "C" __global__ void __launch_bounds__(256) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
+                                                            const T2* __restrict__ grad, T3* __restrict__ param,
+                                                            T4* __restrict__ m, T5* __restrict__ v) {
   const double f = grad_factor(s, norm);
   const double lr = s[S_LR], b1 = s[S_BETA1], b2 = s[S_BETA2], eps = s[S_EPS];
   const int t = (int)s[S_STEP];

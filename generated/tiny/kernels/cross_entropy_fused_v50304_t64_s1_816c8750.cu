@@ -3,7 +3,7 @@
 //   loss = mean over labelled positions of lse(row) - row[label]; row := grad_scale (softmax - onehot) / n
 //   one block per row: max, sum of exp in f64, then the gradient in place
 // specialized for: BATCH=8 SEQ=64 VOCAB=50304 SHIFT=1 VALID=504 GRAD_SCALE=1.0 THREADS=512
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): logits (rw), tokens, loss (w)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): logits f32 (rw), tokens i32, loss f32 (w)
 // launches, in order:
 //   ce_clear<<<(1, 1, 1), 32, 0>>>  static smem 0 B
 //   ce_rows<<<(512, 1, 1), 512, 0>>>  static smem 396 B
@@ -20,14 +20,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -83,6 +97,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // logits
+typedef i32 T1;  // tokens
+typedef float T2;  // loss
 constexpr int BATCH = 8;
 constexpr int SEQ = 64;
 constexpr int VOCAB = 50304;
@@ -96,19 +113,19 @@ constexpr int THREADS = 512;
 // GRAD_SCALE * (softmax - onehot) / VALID (zeros on rows without a label): no second copy of the logits.
 // The mean loss is summed into loss[0] by one atomicAdd per row, after ce_clear zeroed it (the order of
 // those adds is the one nondeterministic step: the last bits of the loss, never of a gradient).
-extern "C" __global__ void ce_clear(float* __restrict__ logits, const float* __restrict__ tokens,
-                                    float* __restrict__ loss) {
+extern "C" __global__ void ce_clear(T0* __restrict__ logits, const T1* __restrict__ tokens,
+                                    T2* __restrict__ loss) {
   if (threadIdx.x == 0 && blockIdx.x == 0) loss[0] = 0.0f;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) ce_rows(float* __restrict__ logits,
-                                                             const float* __restrict__ tokens,
-                                                             float* __restrict__ loss) {
+extern "C" __global__ void __launch_bounds__(THREADS) ce_rows(T0* __restrict__ logits,
+                                                             const T1* __restrict__ tokens,
+                                                             T2* __restrict__ loss) {
   __shared__ float scratch[33];
   __shared__ double scratch64[33];
   const i64 r = blockIdx.x;
   const i64 b = r / SEQ, i = r % SEQ;
-  float* row = logits + r * VOCAB;
+  T0* row = logits + r * VOCAB;
   const float inv_n = 1.0f / (float)(VALID > 0 ? VALID : 1);
   if (i + SHIFT >= SEQ) {
     for (int c = threadIdx.x; c < VOCAB; c += THREADS) row[c] = 0.0f;

@@ -4,7 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=1024 EN=32 EK=64 LDA=64 LDB=64 LDC=32 TA=false TB=true ACCUMULATE=false
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): offsets, x, w, y (w)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): offsets i32, x f32, w f32, y f32 (w)
 // launches, in order:
 //   grouped_forward<<<(24, 1, 1), 256, 0>>>  static smem 8704 B
 
@@ -20,14 +20,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -83,6 +97,10 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef i32 T0;  // offsets
+typedef float T1;  // x
+typedef float T2;  // w
+typedef float T3;  // y
 constexpr int EXPERTS = 8;
 constexpr int ROWS = 1024;
 constexpr int EN = 32;
@@ -99,8 +117,9 @@ constexpr bool ACCUMULATE = false;
 // loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
 constexpr int BM = 64, BN = 64, BK = 16;
 
-__device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int m, int n, int k, int m0, int n0) {
+template <typename XA, typename XB, typename XC>
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
+                                          int m, int n, int k, int m0, int n0) {
   __shared__ __align__(16) float As[BK][BM + 4];
   __shared__ __align__(16) float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -145,7 +164,7 @@ __device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const flo
     for (int c = 0; c < 4; ++c) {
       const int gi = m0 + ty * 4 + r, gj = n0 + tx * 4 + c;
       if (gi < m && gj < n) {
-        float* out = C + (i64)gi * LDC + gj;
+        XC* out = C + (i64)gi * LDC + gj;
         *out = ACCUMULATE ? *out + acc[r][c] : acc[r][c];
       }
     }
@@ -154,7 +173,7 @@ __device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const flo
 // Routed experts over the expert-sorted rows: offsets[e] .. offsets[e + 1] (written on the device by
 // dispatch) are expert e's rows. Tile t of the grid's first dimension is found by walking the experts'
 // row-tile counts (at most ROWS / BM + EXPERTS tiles in all); surplus blocks exit at once.
-__device__ __forceinline__ bool expert_tile(const float* __restrict__ offsets, int tile, int& e, int& r0, int& rows,
+__device__ __forceinline__ bool expert_tile(const i32* __restrict__ offsets, int tile, int& e, int& r0, int& rows,
                                             int& m0) {
   for (e = 0; e < EXPERTS; ++e) {
     r0 = as_index(offsets[e]);
@@ -170,10 +189,10 @@ __device__ __forceinline__ bool expert_tile(const float* __restrict__ offsets, i
 }
 
 // y[r, :] = W_e x[r, :] for the rows r of expert e: y[rows_e, EN] = x[rows_e, EK] . W_e[EN, EK]^T.
-extern "C" __global__ void __launch_bounds__(256) grouped_forward(const float* __restrict__ offsets,
-                                                                 const float* __restrict__ x,
-                                                                 const float* __restrict__ w,
-                                                                 float* __restrict__ y) {
+extern "C" __global__ void __launch_bounds__(256) grouped_forward(const T0* __restrict__ offsets,
+                                                                 const T1* __restrict__ x,
+                                                                 const T2* __restrict__ w,
+                                                                 T3* __restrict__ y) {
   int e, r0, rows, m0;
   if (!expert_tile(offsets, blockIdx.x, e, r0, rows, m0)) return;
   gemm_tile(x + (i64)r0 * EK, w + (i64)e * EN * EK, y + (i64)r0 * EN, rows, EN, EK, m0, blockIdx.y * BN);

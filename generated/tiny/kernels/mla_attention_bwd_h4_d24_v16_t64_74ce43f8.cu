@@ -5,7 +5,8 @@
 //   dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads
 // specialized for: BATCH=8 SEQ=64 HEADS=4 NOPE=16 ROPE=8 DQK=24 DV=16 KPE_STRIDE=40 KPE_OFFSET=32
 //   SCALE=0.20412415 WINDOW=0 SINKS=0
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o, lse, do, dq (+), dkvb (+), dkva (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): q f32, kvb f32, kva f32, o f32, lse f32,
+//   do f32, dq f32 (+), dkvb f32 (+), dkva f32 (+)
 // launches, in order:
 //   attention_bwd_dq<<<(2, 4, 8), 128, 14976>>>  static smem 0 B
 //   attention_bwd_dkv<<<(2, 8, 1), 128, 19456>>>  static smem 0 B
@@ -22,14 +23,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -85,6 +100,15 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // q
+typedef float T1;  // kvb
+typedef float T2;  // kva
+typedef float T3;  // o
+typedef float T4;  // lse
+typedef float T5;  // do
+typedef float T6;  // dq
+typedef float T7;  // dkvb
+typedef float T8;  // dkva
 constexpr int BATCH = 8;
 constexpr int SEQ = 64;
 constexpr int HEADS = 4;
@@ -115,19 +139,21 @@ __device__ __forceinline__ bool tile_visible(int q0, int k0) {
 }
 
 // Key j of head h, dimension d < DQK: k_nope from kvb, then the decoupled rope key (shared by all heads) from kva.
-__device__ __forceinline__ float key(const float* __restrict__ kvb, const float* __restrict__ kva, int b, int j, int h,
-                                     int d) {
+template <typename TB, typename TA>
+__device__ __forceinline__ float key(const TB* __restrict__ kvb, const TA* __restrict__ kva, int b, int j, int h, int d) {
   const i64 row = (i64)b * SEQ + j;
-  return d < NOPE ? kvb[(row * HEADS + h) * (NOPE + DV) + d] : kva[row * KPE_STRIDE + KPE_OFFSET + (d - NOPE)];
+  return d < NOPE ? (float)kvb[(row * HEADS + h) * (NOPE + DV) + d] : (float)kva[row * KPE_STRIDE + KPE_OFFSET + (d - NOPE)];
 }
 
-__device__ __forceinline__ float value(const float* __restrict__ kvb, int b, int j, int h, int d) {
+template <typename TB>
+__device__ __forceinline__ float value(const TB* __restrict__ kvb, int b, int j, int h, int d) {
   return kvb[(((i64)b * SEQ + j) * HEADS + h) * (NOPE + DV) + NOPE + d];
 }
 
 // Stages keys [k0, k0 + BKV) of head h into Ks[BKV][QS] and values into Vs[BKV][vs] (zeros past SEQ).
-__device__ __forceinline__ void load_kv(const float* __restrict__ kvb, const float* __restrict__ kva, int b, int h,
-                                        int k0, float* Ks, float* Vs, int vs) {
+template <typename TB, typename TA>
+__device__ __forceinline__ void load_kv(const TB* __restrict__ kvb, const TA* __restrict__ kva, int b, int h, int k0,
+                                        float* Ks, float* Vs, int vs) {
   for (int e = threadIdx.x; e < BKV * DQK; e += THREADS) {
     const int c = e / DQK, d = e % DQK, j = k0 + c;
     Ks[c * QS + d] = j < SEQ ? key(kvb, kva, b, j, h, d) : 0.0f;
@@ -139,11 +165,11 @@ __device__ __forceinline__ void load_kv(const float* __restrict__ kvb, const flo
 }
 
 // Stages rows [q0, q0 + BQ) of a [BATCH, SEQ, HEADS, W] tensor's head h into S[BQ][stride].
-template <int W>
-__device__ __forceinline__ void load_rows(const float* __restrict__ x, int b, int h, int q0, float* S, int stride) {
+template <int W, typename TX>
+__device__ __forceinline__ void load_rows(const TX* __restrict__ x, int b, int h, int q0, float* S, int stride) {
   for (int e = threadIdx.x; e < BQ * W; e += THREADS) {
     const int r = e / W, d = e % W, i = q0 + r;
-    S[r * stride + d] = i < SEQ ? x[(((i64)b * SEQ + i) * HEADS + h) * W + d] : 0.0f;
+    S[r * stride + d] = i < SEQ ? (float)x[(((i64)b * SEQ + i) * HEADS + h) * W + d] : 0.0f;
   }
 }
 
@@ -153,9 +179,9 @@ __device__ __forceinline__ void load_rows(const float* __restrict__ x, int b, in
 //        its gradient in registers; dk_j += SCALE sum_i dS_ij q_i, dv_j += sum_i p_ij do_i.
 // dS_ij = p_ij (do_i . v_j - D_i), D_i = do_i . o_i (recomputed per tile: no scratch buffer).
 extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
-    const float* __restrict__ q, const float* __restrict__ kvb, const float* __restrict__ kva,
-    const float* __restrict__ o, const float* __restrict__ lse, const float* __restrict__ dout, float* __restrict__ dq,
-    float* __restrict__ dkvb, float* __restrict__ dkva) {
+    const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
+    const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
+    T7* __restrict__ dkvb, T8* __restrict__ dkva) {
   extern __shared__ float smem[];
   float* Qs = smem;
   float* dOs = Qs + BQ * QS;
@@ -221,9 +247,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dkv(
-    const float* __restrict__ q, const float* __restrict__ kvb, const float* __restrict__ kva,
-    const float* __restrict__ o, const float* __restrict__ lse, const float* __restrict__ dout, float* __restrict__ dq,
-    float* __restrict__ dkvb, float* __restrict__ dkva) {
+    const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
+    const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
+    T7* __restrict__ dkvb, T8* __restrict__ dkva) {
   extern __shared__ float smem[];
   float* Ks = smem;
   float* Vs = Ks + BKV * QS;

@@ -5,7 +5,8 @@
 //   a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory
 // specialized for: BATCH=8 SEQ=64 HEADS=4 NOPE=16 ROPE=8 DQK=24 DV=16 KPE_STRIDE=40 KPE_OFFSET=32
 //   SCALE=0.20412415 WINDOW=0 SINKS=0
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): q, kvb, kva, o (w), lse (w)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): q f32, kvb f32, kva f32, o f32 (w),
+//   lse f32 (w)
 // launches, in order:
 //   attention_fwd<<<(2, 4, 8), 128, 12672>>>  static smem 0 B
 
@@ -21,14 +22,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -84,6 +99,11 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // q
+typedef float T1;  // kvb
+typedef float T2;  // kva
+typedef float T3;  // o
+typedef float T4;  // lse
 constexpr int BATCH = 8;
 constexpr int SEQ = 64;
 constexpr int HEADS = 4;
@@ -114,19 +134,21 @@ __device__ __forceinline__ bool tile_visible(int q0, int k0) {
 }
 
 // Key j of head h, dimension d < DQK: k_nope from kvb, then the decoupled rope key (shared by all heads) from kva.
-__device__ __forceinline__ float key(const float* __restrict__ kvb, const float* __restrict__ kva, int b, int j, int h,
-                                     int d) {
+template <typename TB, typename TA>
+__device__ __forceinline__ float key(const TB* __restrict__ kvb, const TA* __restrict__ kva, int b, int j, int h, int d) {
   const i64 row = (i64)b * SEQ + j;
-  return d < NOPE ? kvb[(row * HEADS + h) * (NOPE + DV) + d] : kva[row * KPE_STRIDE + KPE_OFFSET + (d - NOPE)];
+  return d < NOPE ? (float)kvb[(row * HEADS + h) * (NOPE + DV) + d] : (float)kva[row * KPE_STRIDE + KPE_OFFSET + (d - NOPE)];
 }
 
-__device__ __forceinline__ float value(const float* __restrict__ kvb, int b, int j, int h, int d) {
+template <typename TB>
+__device__ __forceinline__ float value(const TB* __restrict__ kvb, int b, int j, int h, int d) {
   return kvb[(((i64)b * SEQ + j) * HEADS + h) * (NOPE + DV) + NOPE + d];
 }
 
 // Stages keys [k0, k0 + BKV) of head h into Ks[BKV][QS] and values into Vs[BKV][vs] (zeros past SEQ).
-__device__ __forceinline__ void load_kv(const float* __restrict__ kvb, const float* __restrict__ kva, int b, int h,
-                                        int k0, float* Ks, float* Vs, int vs) {
+template <typename TB, typename TA>
+__device__ __forceinline__ void load_kv(const TB* __restrict__ kvb, const TA* __restrict__ kva, int b, int h, int k0,
+                                        float* Ks, float* Vs, int vs) {
   for (int e = threadIdx.x; e < BKV * DQK; e += THREADS) {
     const int c = e / DQK, d = e % DQK, j = k0 + c;
     Ks[c * QS + d] = j < SEQ ? key(kvb, kva, b, j, h, d) : 0.0f;
@@ -138,21 +160,21 @@ __device__ __forceinline__ void load_kv(const float* __restrict__ kvb, const flo
 }
 
 // Stages rows [q0, q0 + BQ) of a [BATCH, SEQ, HEADS, W] tensor's head h into S[BQ][stride].
-template <int W>
-__device__ __forceinline__ void load_rows(const float* __restrict__ x, int b, int h, int q0, float* S, int stride) {
+template <int W, typename TX>
+__device__ __forceinline__ void load_rows(const TX* __restrict__ x, int b, int h, int q0, float* S, int stride) {
   for (int e = threadIdx.x; e < BQ * W; e += THREADS) {
     const int r = e / W, d = e % W, i = q0 + r;
-    S[r * stride + d] = i < SEQ ? x[(((i64)b * SEQ + i) * HEADS + h) * W + d] : 0.0f;
+    S[r * stride + d] = i < SEQ ? (float)x[(((i64)b * SEQ + i) * HEADS + h) * W + d] : 0.0f;
   }
 }
 
 // Flash-style forward: a block per (query tile, head, sequence); keys stream through shared memory with an
 // online softmax (running max m and sum l per query row), so scores never reach global memory.
 // o[b, i, h, :] = sum_j softmax_j(SCALE * q_i . k_j) v_j over visible keys; lse[b, i, h] = m + log(l).
-extern "C" __global__ void __launch_bounds__(THREADS) attention_fwd(const float* __restrict__ q,
-                                                                   const float* __restrict__ kvb,
-                                                                   const float* __restrict__ kva,
-                                                                   float* __restrict__ o, float* __restrict__ lse) {
+extern "C" __global__ void __launch_bounds__(THREADS) attention_fwd(const T0* __restrict__ q,
+                                                                   const T1* __restrict__ kvb,
+                                                                   const T2* __restrict__ kva,
+                                                                   T3* __restrict__ o, T4* __restrict__ lse) {
   extern __shared__ float smem[];
   float* Qs = smem;
   float* Ks = Qs + BQ * QS;

@@ -2,7 +2,8 @@
 // op: CombineBwd
 //   dyp[row] = weights[perm[row]] * dout[token]; dweights[pair] += dout[token] . yp[inv[pair]]
 // specialized for: TOKENS=512 TOP_K=2 D=64 N=1024
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): perm, inv, weights, yp, dout, dyp (w), dweights (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): perm i32, inv i32, weights f32, yp f32,
+//   dout f32, dyp f32 (w), dweights f32 (+)
 // launches, in order:
 //   combine_bwd_rows<<<(1024, 1, 1), 128, 0>>>  static smem 0 B
 //   combine_bwd_weights<<<(128, 1, 1), 256, 0>>>  static smem 0 B
@@ -19,14 +20,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -82,6 +97,13 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef i32 T0;  // perm
+typedef i32 T1;  // inv
+typedef float T2;  // weights
+typedef float T3;  // yp
+typedef float T4;  // dout
+typedef float T5;  // dyp
+typedef float T6;  // dweights
 constexpr int TOKENS = 512;
 constexpr int TOP_K = 2;
 constexpr int D = 64;
@@ -89,13 +111,13 @@ constexpr int N = 1024;
 
 // Combine backward. dyp[row] = weights[pair] * dout[token] with pair = perm[row] (one block per row);
 // dweights[pair] += dout[token] . yp[inv[pair]] (one warp per pair).
-extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const float* __restrict__ perm,
-                                                                  const float* __restrict__ inv,
-                                                                  const float* __restrict__ weights,
-                                                                  const float* __restrict__ yp,
-                                                                  const float* __restrict__ dout,
-                                                                  float* __restrict__ dyp,
-                                                                  float* __restrict__ dweights) {
+extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const T0* __restrict__ perm,
+                                                                  const T1* __restrict__ inv,
+                                                                  const T2* __restrict__ weights,
+                                                                  const T3* __restrict__ yp,
+                                                                  const T4* __restrict__ dout,
+                                                                  T5* __restrict__ dyp,
+                                                                  T6* __restrict__ dweights) {
   const i64 row = blockIdx.x;
   const i64 pair = as_index(perm[row]);
   const i64 t = pair / TOP_K;
@@ -103,13 +125,13 @@ extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const float* 
   for (int c = threadIdx.x; c < D; c += blockDim.x) dyp[row * D + c] = w * dout[t * D + c];
 }
 
-extern "C" __global__ void __launch_bounds__(256) combine_bwd_weights(const float* __restrict__ perm,
-                                                                     const float* __restrict__ inv,
-                                                                     const float* __restrict__ weights,
-                                                                     const float* __restrict__ yp,
-                                                                     const float* __restrict__ dout,
-                                                                     float* __restrict__ dyp,
-                                                                     float* __restrict__ dweights) {
+extern "C" __global__ void __launch_bounds__(256) combine_bwd_weights(const T0* __restrict__ perm,
+                                                                     const T1* __restrict__ inv,
+                                                                     const T2* __restrict__ weights,
+                                                                     const T3* __restrict__ yp,
+                                                                     const T4* __restrict__ dout,
+                                                                     T5* __restrict__ dyp,
+                                                                     T6* __restrict__ dweights) {
   const int lane = threadIdx.x & 31;
   const i64 pair = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
   if (pair >= N) return;

@@ -3,7 +3,8 @@
 //   rows sorted by expert, stable in (token, slot) order: perm[row] = pair, inv[pair] = row;
 //   offsets[e] = first row of expert e (written on the device); xp[row] = x[perm[row] / top_k]
 // specialized for: TOKENS=512 EXPERTS=8 TOP_K=2 D=64 N=1024
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): idx, x, perm (w), inv (w), offsets (w), xp (w)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): idx i32, x f32, perm i32 (w), inv i32 (w),
+//   offsets i32 (w), xp f32 (w)
 // launches, in order:
 //   dispatch_count<<<(8, 1, 1), 256, 0>>>  static smem 132 B
 //   dispatch_scan<<<(1, 1, 1), 32, 0>>>  static smem 0 B
@@ -22,14 +23,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -85,6 +100,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef i32 T0;  // idx
+typedef float T1;  // x
+typedef i32 T2;  // perm
+typedef i32 T3;  // inv
+typedef i32 T4;  // offsets
+typedef float T5;  // xp
 constexpr int TOKENS = 512;
 constexpr int EXPERTS = 8;
 constexpr int TOP_K = 2;
@@ -95,12 +116,12 @@ constexpr int N = 1024;
 // their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
 // walks the pairs in order, ranks its matches with warp ballots: stable, no atomics), gather.
 // perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
-__device__ __forceinline__ int expert_of(const float* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
+__device__ __forceinline__ int expert_of(const i32* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __restrict__ idx,
-                                                                const float* __restrict__ x,
-                                                                float* __restrict__ perm, float* __restrict__ inv,
-                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+extern "C" __global__ void __launch_bounds__(256) dispatch_count(const T0* __restrict__ idx,
+                                                                const T1* __restrict__ x,
+                                                                T2* __restrict__ perm, T3* __restrict__ inv,
+                                                                T4* __restrict__ offsets, T5* __restrict__ xp) {
   __shared__ float scratch[33];
   const int e = blockIdx.x;
   float n = 0.0f;
@@ -112,9 +133,9 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __
   }
 }
 
-extern "C" __global__ void dispatch_scan(const float* __restrict__ idx, const float* __restrict__ x,
-                                         float* __restrict__ perm, float* __restrict__ inv,
-                                         float* __restrict__ offsets, float* __restrict__ xp) {
+extern "C" __global__ void dispatch_scan(const T0* __restrict__ idx, const T1* __restrict__ x,
+                                         T2* __restrict__ perm, T3* __restrict__ inv,
+                                         T4* __restrict__ offsets, T5* __restrict__ xp) {
   if (threadIdx.x != 0) return;
   float run = 0.0f;
   for (int e = 0; e <= EXPERTS; ++e) {
@@ -123,10 +144,10 @@ extern "C" __global__ void dispatch_scan(const float* __restrict__ idx, const fl
   }
 }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_place(const float* __restrict__ idx,
-                                                                const float* __restrict__ x,
-                                                                float* __restrict__ perm, float* __restrict__ inv,
-                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+extern "C" __global__ void __launch_bounds__(256) dispatch_place(const T0* __restrict__ idx,
+                                                                const T1* __restrict__ x,
+                                                                T2* __restrict__ perm, T3* __restrict__ inv,
+                                                                T4* __restrict__ offsets, T5* __restrict__ xp) {
   __shared__ int warp_n[8];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int e = blockIdx.x;
@@ -153,12 +174,12 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_place(const float* __
   }
 }
 
-extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const float* __restrict__ idx,
-                                                                 const float* __restrict__ x,
-                                                                 float* __restrict__ perm,
-                                                                 float* __restrict__ inv,
-                                                                 float* __restrict__ offsets,
-                                                                 float* __restrict__ xp) {
+extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const T0* __restrict__ idx,
+                                                                 const T1* __restrict__ x,
+                                                                 T2* __restrict__ perm,
+                                                                 T3* __restrict__ inv,
+                                                                 T4* __restrict__ offsets,
+                                                                 T5* __restrict__ xp) {
   const i64 row = blockIdx.x;
   const i64 t = (i64)as_index(perm[row]) / TOP_K;
   for (int c = threadIdx.x; c < D; c += blockDim.x) xp[row * D + c] = x[t * D + c];

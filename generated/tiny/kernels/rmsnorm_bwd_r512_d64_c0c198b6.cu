@@ -2,7 +2,8 @@
 // op: RmsNormBwd
 //   dx += rstd * (g - xhat * mean(g * xhat)), g = dy * w; dw += sum_rows dy * xhat (fixed order)
 // specialized for: ROWS=512 D=64 IN_STRIDE=64 THREADS=64
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x, w, rstd, dy, dx (+), dw (+)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): x f32, w f32, rstd f32, dy f32, dx f32 (+),
+//   dw f32 (+)
 // launches, in order:
 //   rmsnorm_bwd_dx<<<(512, 1, 1), 64, 0>>>  static smem 132 B
 //   rmsnorm_bwd_dw<<<(2, 1, 1), 256, 0>>>  static smem 1056 B
@@ -19,14 +20,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -82,21 +97,27 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // x
+typedef float T1;  // w
+typedef float T2;  // rstd
+typedef float T3;  // dy
+typedef float T4;  // dx
+typedef float T5;  // dw
 constexpr int ROWS = 512;
 constexpr int D = 64;
 constexpr int IN_STRIDE = 64;
 constexpr int THREADS = 64;
 
 // dx (row stride IN_STRIDE) += rstd * (g - xhat * mean(g * xhat)), g = dy * w, xhat = x * rstd: one block per row.
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const float* __restrict__ x,
-                                                                    const float* __restrict__ w,
-                                                                    const float* __restrict__ rstd,
-                                                                    const float* __restrict__ dy,
-                                                                    float* __restrict__ dx, float* __restrict__ dw) {
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const T0* __restrict__ x,
+                                                                    const T1* __restrict__ w,
+                                                                    const T2* __restrict__ rstd,
+                                                                    const T3* __restrict__ dy,
+                                                                    T4* __restrict__ dx, T5* __restrict__ dw) {
   __shared__ float scratch[33];
   const i64 r = blockIdx.x;
-  const float* xr = x + r * IN_STRIDE;
-  const float* dyr = dy + r * D;
+  const T0* xr = x + r * IN_STRIDE;
+  const T3* dyr = dy + r * D;
   const float rs = rstd[r];
   float dot = 0.0f;
   for (int c = threadIdx.x; c < D; c += THREADS) dot += dyr[c] * w[c] * xr[c] * rs;
@@ -106,11 +127,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const float
 
 // dw[c] += sum over rows of dy * x * rstd. A block owns 32 columns; its 8 warps take every 8th row and
 // their partial sums are added in warp order: deterministic.
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const float* __restrict__ x,
-                                                                const float* __restrict__ w,
-                                                                const float* __restrict__ rstd,
-                                                                const float* __restrict__ dy,
-                                                                float* __restrict__ dx, float* __restrict__ dw) {
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const T0* __restrict__ x,
+                                                                const T1* __restrict__ w,
+                                                                const T2* __restrict__ rstd,
+                                                                const T3* __restrict__ dy,
+                                                                T4* __restrict__ dx, T5* __restrict__ dw) {
   __shared__ float part[8][33];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int c = blockIdx.x * 32 + lane;

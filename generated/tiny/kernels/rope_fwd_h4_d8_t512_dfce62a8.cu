@@ -4,7 +4,7 @@
 //   theta = 10000, no scaling, attention factor 1
 // specialized for: TOKENS=512 SEQ=64 HEADS=4 ROW_STRIDE=96 HEAD_STRIDE=24 OFFSET=16 DIM=8 HALF=4
 //   INVERSE=false ATTENTION_FACTOR=1.0
-// arguments (f32 arena slices; (w) overwritten, (+) accumulated, (rw) in place): x (rw)
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): x f32 (rw)
 // launches, in order:
 //   rope<<<(512, 1, 1), 128, 0>>>  static smem 128 B
 
@@ -20,14 +20,28 @@ typedef unsigned long long u64;
 
 #define NEG_INF (__int_as_float(0xff800000))
 
-// Integers (token ids, expert indices, row numbers) are stored in the f32 arenas.
-__device__ __forceinline__ i32 as_index(float v) { return (i32)v; }
-// An expert id: truncated toward zero and clamped to [0, experts), NaN to 0 (cvt.rzi's rule) — the CPU's
-// `expert_index`, so an id the router never writes reads the same expert on both backends.
-__device__ __forceinline__ i32 expert_index(float v, i32 experts) {
-  const i32 e = (i32)v;
-  return e < 0 ? 0 : (e < experts ? e : experts - 1);
-}
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -83,6 +97,7 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
+typedef float T0;  // x
 constexpr int TOKENS = 512;
 constexpr int SEQ = 64;
 constexpr int HEADS = 4;
@@ -100,11 +115,11 @@ __constant__ float INV_FREQ[4] = {
 // Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
 // OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
 // transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
-extern "C" __global__ void __launch_bounds__(128) rope(float* __restrict__ x) {
+extern "C" __global__ void __launch_bounds__(128) rope(T0* __restrict__ x) {
   __shared__ float buf[HEADS * DIM];
   const i64 t = blockIdx.x;
   const float pos = (float)(t % SEQ);
-  float* row = x + t * ROW_STRIDE;
+  T0* row = x + t * ROW_STRIDE;
   for (int e = threadIdx.x; e < HEADS * DIM; e += blockDim.x)
     buf[e] = row[(e / DIM) * HEAD_STRIDE + OFFSET + e % DIM];
   __syncthreads();
@@ -112,7 +127,7 @@ extern "C" __global__ void __launch_bounds__(128) rope(float* __restrict__ x) {
     const int h = e / HALF, i = e % HALF;
     const float theta = pos * INV_FREQ[i];
     const float c = cosf(theta) * ATTENTION_FACTOR, s = sinf(theta) * ATTENTION_FACTOR;
-    float* v = row + h * HEAD_STRIDE + OFFSET;
+    T0* v = row + h * HEAD_STRIDE + OFFSET;
     const float* src = buf + h * DIM;
     if (INVERSE) {
       const float a = src[i], b = src[HALF + i];

@@ -1,9 +1,11 @@
 //! The CPU backend: the reference implementation of every [`Op`], the numerical ground truth.
 //!
 //! It computes in f32 over the four arenas of a [`Program`]; rows are spread over threads with
-//! rayon and matrix products go through the `gemm` crate. Nothing allocates per launch except
-//! the few ops that need a per-row scratch row (attention, router), which take it from the stack
-//! or a per-thread buffer.
+//! rayon and matrix products go through the `gemm` crate. An f32 argument is used in place; an
+//! argument stored in another dtype (bf16, i32) is decoded into an f32 buffer for the launch and,
+//! if the op writes it, encoded back (rounded to nearest-even) afterwards — exactly the bytes a
+//! GPU kernel that converts on load and store leaves. Nothing else allocates per launch except
+//! the few ops that need a per-row scratch row (attention, router).
 
 // Kernels index several arrays with one loop variable; iterator chains would hide the math.
 #![allow(clippy::needless_range_loop)]
@@ -19,21 +21,25 @@ mod rope;
 
 pub use moe::expert_index;
 
+use crate::dtype::{self, DType};
 use crate::op::Op;
-use crate::program::{check_launch, Backend, BackendError, Launch, Program, Slice, Space};
+use crate::program::{check_launch, check_slice, Backend, BackendError, Launch, Program, Slice, Space};
+use crate::signature::Role;
 
-/// The arenas of one Program on the CPU.
+/// The arenas of one Program on the CPU, as f32 words (byte arenas, 4-byte aligned).
 pub struct Cpu {
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     /// The optimizer's moments.
     pub optim: Vec<f32>,
+    /// The activation arena: `act_bytes` rounded up to whole words.
     pub act: Vec<f32>,
 }
 
 /// The slices of one launch: inputs read, outputs written. Built from raw pointers into the
-/// arenas by [`Backend::launch`] after `check_launch` proved every slice in bounds and no written
-/// argument overlapping another (or by [`run_op`], whose arguments are separate vectors).
+/// arenas (or into decoded copies) by [`Backend::launch`] after `check_launch` proved every
+/// slice in bounds and no written argument overlapping another (or by [`run_op`], whose
+/// arguments are separate vectors).
 pub(crate) struct Args {
     ptrs: Vec<(*mut f32, usize)>,
 }
@@ -42,8 +48,8 @@ impl Args {
     /// Input `i`.
     pub fn r(&self, i: usize) -> &[f32] {
         let (p, n) = self.ptrs[i];
-        // SAFETY: the pointer and length come from a live arena slice checked in bounds (or a
-        // whole vector); no output of this launch overlaps it (check_launch).
+        // SAFETY: the pointer and length come from a live arena slice checked in bounds and
+        // aligned, or from a whole vector; no output of this launch overlaps it (check_launch).
         unsafe { std::slice::from_raw_parts(p, n) }
     }
 
@@ -64,12 +70,12 @@ impl Cpu {
             params: vec![0.0; p.param_len],
             grads: vec![0.0; p.param_len],
             optim: vec![0.0; p.optim_len],
-            act: vec![0.0; p.act_len],
+            act: vec![0.0; p.act_bytes.div_ceil(4)],
         }
     }
 
-    /// The arena of `space`.
-    pub fn arena(&self, space: Space) -> &[f32] {
+    /// The words of the arena of `space`.
+    fn words(&self, space: Space) -> &Vec<f32> {
         match space {
             Space::Param => &self.params,
             Space::Grad => &self.grads,
@@ -78,7 +84,7 @@ impl Cpu {
         }
     }
 
-    fn arena_mut(&mut self, space: Space) -> &mut Vec<f32> {
+    fn words_mut(&mut self, space: Space) -> &mut Vec<f32> {
         match space {
             Space::Param => &mut self.params,
             Space::Grad => &mut self.grads,
@@ -87,12 +93,24 @@ impl Cpu {
         }
     }
 
-    fn checked(&self, s: Slice) -> Result<std::ops::Range<usize>, BackendError> {
-        let arena = self.arena(s.space).len();
-        if s.end() > arena {
-            return Err(BackendError::Slice { slice: s, arena });
-        }
-        Ok(s.offset..s.end())
+    /// Bytes of the arena of `space`.
+    pub fn arena_bytes(&self, space: Space) -> usize {
+        self.words(space).len() * 4
+    }
+
+    /// The bytes of a checked slice.
+    fn bytes(&self, s: Slice) -> &[u8] {
+        &bytemuck::cast_slice(self.words(s.space))[s.offset..s.end()]
+    }
+
+    fn bytes_mut(&mut self, s: Slice) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(self.words_mut(s.space))[s.offset..s.end()]
+    }
+
+    /// An f32 slice in place (checked: in bounds, aligned, f32).
+    fn f32_range(&self, s: Slice) -> std::ops::Range<usize> {
+        debug_assert_eq!(s.dtype, DType::F32);
+        s.offset / 4..s.offset / 4 + s.len
     }
 
     /// Runs launches in order.
@@ -110,44 +128,70 @@ impl Cpu {
         Ok(())
     }
 
-    /// Reads a slice in place (panics outside the arena; [`Backend::read`] is the checked copy).
-    pub fn read(&self, s: Slice) -> &[f32] {
-        &self.arena(s.space)[s.offset..s.end()]
+    /// The values of a slice, decoded (panics outside the arena; [`Backend::read`] is the
+    /// checked form).
+    pub fn read(&self, s: Slice) -> Vec<f32> {
+        let mut out = vec![0.0; s.len];
+        dtype::decode(s.dtype, self.bytes(s), &mut out);
+        out
     }
 }
 
 impl Backend for Cpu {
     fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError> {
-        check_launch(op, args, |s| self.arena(s).len())?;
-        let ptrs = args
-            .iter()
-            .map(|s| {
-                // SAFETY: `check_launch` proved the slice inside its arena, so the offset pointer
-                // stays within the allocation.
-                (unsafe { self.arena_mut(s.space).as_mut_ptr().add(s.offset) }, s.len)
-            })
-            .collect();
+        check_launch(op, args, |s| self.arena_bytes(s))?;
+        let sig = op.signature();
+        // Arguments stored in another dtype than f32, decoded for the launch.
+        let mut decoded: Vec<(usize, Vec<f32>)> = Vec::new();
+        for (i, s) in args.iter().enumerate() {
+            if s.dtype != DType::F32 {
+                decoded.push((i, Cpu::read(self, *s)));
+            }
+        }
+        let mut ptrs = Vec::with_capacity(args.len());
+        for (i, s) in args.iter().enumerate() {
+            ptrs.push(match decoded.iter_mut().find(|d| d.0 == i) {
+                Some((_, v)) => (v.as_mut_ptr(), v.len()),
+                None => {
+                    let r = self.f32_range(*s);
+                    // SAFETY: `check_launch` proved the slice inside its arena and aligned, so the
+                    // offset pointer stays within the allocation.
+                    (unsafe { self.words_mut(s.space).as_mut_ptr().add(r.start) }, s.len)
+                }
+            });
+        }
         execute(op, &Args { ptrs });
+        for (i, v) in &decoded {
+            if matches!(sig[*i].role, Role::Out(_)) {
+                let s = args[*i];
+                dtype::encode(s.dtype, v, self.bytes_mut(s));
+            }
+        }
         Ok(())
     }
 
     fn read(&mut self, s: Slice) -> Result<Vec<f32>, BackendError> {
-        let r = self.checked(s)?;
-        Ok(self.arena(s.space)[r].to_vec())
+        check_slice(s, self.arena_bytes(s.space))?;
+        Ok(Cpu::read(self, s))
     }
 
     fn write(&mut self, s: Slice, data: &[f32]) -> Result<(), BackendError> {
-        let r = self.checked(s)?;
+        check_slice(s, self.arena_bytes(s.space))?;
         if data.len() != s.len {
             return Err(BackendError::Length { slice: s, data: data.len() });
         }
-        self.arena_mut(s.space)[r].copy_from_slice(data);
+        if s.dtype == DType::F32 {
+            let r = self.f32_range(s);
+            self.words_mut(s.space)[r].copy_from_slice(data);
+        } else {
+            dtype::encode(s.dtype, data, self.bytes_mut(s));
+        }
         Ok(())
     }
 
     fn zero(&mut self, s: Slice) -> Result<(), BackendError> {
-        let r = self.checked(s)?;
-        self.arena_mut(s.space)[r].fill(0.0);
+        check_slice(s, self.arena_bytes(s.space))?;
+        self.bytes_mut(s).fill(0);
         Ok(())
     }
 }

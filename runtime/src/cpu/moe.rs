@@ -120,9 +120,9 @@ pub fn router(r: &Route, logits: &[f32], bias: &[f32], scores: &mut [f32], idx: 
     );
 }
 
-/// The expert an index stored in an f32 arena names: truncated toward zero and clamped to
-/// `[0, experts)`, NaN to 0 — the CUDA kernels' `expert_of`, so that an id the router could
-/// never write (negative, too large, NaN) reads the same expert on both backends.
+/// The expert a stored index names (an i32 slice, read as f32 by the CPU ops): clamped to
+/// `[0, experts)` — the CUDA kernels' `expert_index`, so that an id the router could never write
+/// (negative, too large) reads the same expert on both backends.
 pub fn expert_index(v: f32, experts: usize) -> usize {
     // `as` saturates: negative and NaN give 0, too large gives usize::MAX.
     (v as usize).min(experts - 1)

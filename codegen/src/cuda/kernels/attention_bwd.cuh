@@ -4,9 +4,9 @@
 //        its gradient in registers; dk_j += SCALE sum_i dS_ij q_i, dv_j += sum_i p_ij do_i.
 // dS_ij = p_ij (do_i . v_j - D_i), D_i = do_i . o_i (recomputed per tile: no scratch buffer).
 extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
-    const float* __restrict__ q, const float* __restrict__ kvb, const float* __restrict__ kva,
-    const float* __restrict__ o, const float* __restrict__ lse, const float* __restrict__ dout, float* __restrict__ dq,
-    float* __restrict__ dkvb, float* __restrict__ dkva) {
+    const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
+    const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
+    T7* __restrict__ dkvb, T8* __restrict__ dkva) {
   extern __shared__ float smem[];
   float* Qs = smem;
   float* dOs = Qs + BQ * QS;
@@ -72,9 +72,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dkv(
-    const float* __restrict__ q, const float* __restrict__ kvb, const float* __restrict__ kva,
-    const float* __restrict__ o, const float* __restrict__ lse, const float* __restrict__ dout, float* __restrict__ dq,
-    float* __restrict__ dkvb, float* __restrict__ dkva) {
+    const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
+    const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
+    T7* __restrict__ dkvb, T8* __restrict__ dkva) {
   extern __shared__ float smem[];
   float* Ks = smem;
   float* Vs = Ks + BKV * QS;

@@ -15,19 +15,21 @@ __device__ __forceinline__ bool tile_visible(int q0, int k0) {
 }
 
 // Key j of head h, dimension d < DQK: k_nope from kvb, then the decoupled rope key (shared by all heads) from kva.
-__device__ __forceinline__ float key(const float* __restrict__ kvb, const float* __restrict__ kva, int b, int j, int h,
-                                     int d) {
+template <typename TB, typename TA>
+__device__ __forceinline__ float key(const TB* __restrict__ kvb, const TA* __restrict__ kva, int b, int j, int h, int d) {
   const i64 row = (i64)b * SEQ + j;
-  return d < NOPE ? kvb[(row * HEADS + h) * (NOPE + DV) + d] : kva[row * KPE_STRIDE + KPE_OFFSET + (d - NOPE)];
+  return d < NOPE ? (float)kvb[(row * HEADS + h) * (NOPE + DV) + d] : (float)kva[row * KPE_STRIDE + KPE_OFFSET + (d - NOPE)];
 }
 
-__device__ __forceinline__ float value(const float* __restrict__ kvb, int b, int j, int h, int d) {
+template <typename TB>
+__device__ __forceinline__ float value(const TB* __restrict__ kvb, int b, int j, int h, int d) {
   return kvb[(((i64)b * SEQ + j) * HEADS + h) * (NOPE + DV) + NOPE + d];
 }
 
 // Stages keys [k0, k0 + BKV) of head h into Ks[BKV][QS] and values into Vs[BKV][vs] (zeros past SEQ).
-__device__ __forceinline__ void load_kv(const float* __restrict__ kvb, const float* __restrict__ kva, int b, int h,
-                                        int k0, float* Ks, float* Vs, int vs) {
+template <typename TB, typename TA>
+__device__ __forceinline__ void load_kv(const TB* __restrict__ kvb, const TA* __restrict__ kva, int b, int h, int k0,
+                                        float* Ks, float* Vs, int vs) {
   for (int e = threadIdx.x; e < BKV * DQK; e += THREADS) {
     const int c = e / DQK, d = e % DQK, j = k0 + c;
     Ks[c * QS + d] = j < SEQ ? key(kvb, kva, b, j, h, d) : 0.0f;
@@ -39,10 +41,10 @@ __device__ __forceinline__ void load_kv(const float* __restrict__ kvb, const flo
 }
 
 // Stages rows [q0, q0 + BQ) of a [BATCH, SEQ, HEADS, W] tensor's head h into S[BQ][stride].
-template <int W>
-__device__ __forceinline__ void load_rows(const float* __restrict__ x, int b, int h, int q0, float* S, int stride) {
+template <int W, typename TX>
+__device__ __forceinline__ void load_rows(const TX* __restrict__ x, int b, int h, int q0, float* S, int stride) {
   for (int e = threadIdx.x; e < BQ * W; e += THREADS) {
     const int r = e / W, d = e % W, i = q0 + r;
-    S[r * stride + d] = i < SEQ ? x[(((i64)b * SEQ + i) * HEADS + h) * W + d] : 0.0f;
+    S[r * stride + d] = i < SEQ ? (float)x[(((i64)b * SEQ + i) * HEADS + h) * W + d] : 0.0f;
   }
 }

@@ -1,8 +1,8 @@
 // dscores += GRAD_SCALE * d(balance loss)/d(scores): one block per sequence counts its f_e, then one warp
 // per token: sigmoid: c * (f_j / z - sum_e f_e s_e / z^2); softmax: c * f_j; c = GRAD_SCALE * ALPHA / (BATCH * SEQ).
-extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const float* __restrict__ scores,
-                                                                  const float* __restrict__ idx,
-                                                                  float* __restrict__ dscores) {
+extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const T0* __restrict__ scores,
+                                                                  const T1* __restrict__ idx,
+                                                                  T2* __restrict__ dscores) {
   __shared__ u32 count[EXPERTS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sq = blockIdx.x;

@@ -3,19 +3,19 @@
 // GRAD_SCALE * (softmax - onehot) / VALID (zeros on rows without a label): no second copy of the logits.
 // The mean loss is summed into loss[0] by one atomicAdd per row, after ce_clear zeroed it (the order of
 // those adds is the one nondeterministic step: the last bits of the loss, never of a gradient).
-extern "C" __global__ void ce_clear(float* __restrict__ logits, const float* __restrict__ tokens,
-                                    float* __restrict__ loss) {
+extern "C" __global__ void ce_clear(T0* __restrict__ logits, const T1* __restrict__ tokens,
+                                    T2* __restrict__ loss) {
   if (threadIdx.x == 0 && blockIdx.x == 0) loss[0] = 0.0f;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) ce_rows(float* __restrict__ logits,
-                                                             const float* __restrict__ tokens,
-                                                             float* __restrict__ loss) {
+extern "C" __global__ void __launch_bounds__(THREADS) ce_rows(T0* __restrict__ logits,
+                                                             const T1* __restrict__ tokens,
+                                                             T2* __restrict__ loss) {
   __shared__ float scratch[33];
   __shared__ double scratch64[33];
   const i64 r = blockIdx.x;
   const i64 b = r / SEQ, i = r % SEQ;
-  float* row = logits + r * VOCAB;
+  T0* row = logits + r * VOCAB;
   const float inv_n = 1.0f / (float)(VALID > 0 ? VALID : 1);
   if (i + SHIFT >= SEQ) {
     for (int c = threadIdx.x; c < VOCAB; c += THREADS) row[c] = 0.0f;

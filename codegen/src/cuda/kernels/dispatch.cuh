@@ -2,12 +2,12 @@
 // their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
 // walks the pairs in order, ranks its matches with warp ballots: stable, no atomics), gather.
 // perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
-__device__ __forceinline__ int expert_of(const float* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
+__device__ __forceinline__ int expert_of(const i32* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __restrict__ idx,
-                                                                const float* __restrict__ x,
-                                                                float* __restrict__ perm, float* __restrict__ inv,
-                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+extern "C" __global__ void __launch_bounds__(256) dispatch_count(const T0* __restrict__ idx,
+                                                                const T1* __restrict__ x,
+                                                                T2* __restrict__ perm, T3* __restrict__ inv,
+                                                                T4* __restrict__ offsets, T5* __restrict__ xp) {
   __shared__ float scratch[33];
   const int e = blockIdx.x;
   float n = 0.0f;
@@ -19,9 +19,9 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_count(const float* __
   }
 }
 
-extern "C" __global__ void dispatch_scan(const float* __restrict__ idx, const float* __restrict__ x,
-                                         float* __restrict__ perm, float* __restrict__ inv,
-                                         float* __restrict__ offsets, float* __restrict__ xp) {
+extern "C" __global__ void dispatch_scan(const T0* __restrict__ idx, const T1* __restrict__ x,
+                                         T2* __restrict__ perm, T3* __restrict__ inv,
+                                         T4* __restrict__ offsets, T5* __restrict__ xp) {
   if (threadIdx.x != 0) return;
   float run = 0.0f;
   for (int e = 0; e <= EXPERTS; ++e) {
@@ -30,10 +30,10 @@ extern "C" __global__ void dispatch_scan(const float* __restrict__ idx, const fl
   }
 }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_place(const float* __restrict__ idx,
-                                                                const float* __restrict__ x,
-                                                                float* __restrict__ perm, float* __restrict__ inv,
-                                                                float* __restrict__ offsets, float* __restrict__ xp) {
+extern "C" __global__ void __launch_bounds__(256) dispatch_place(const T0* __restrict__ idx,
+                                                                const T1* __restrict__ x,
+                                                                T2* __restrict__ perm, T3* __restrict__ inv,
+                                                                T4* __restrict__ offsets, T5* __restrict__ xp) {
   __shared__ int warp_n[8];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int e = blockIdx.x;
@@ -60,12 +60,12 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_place(const float* __
   }
 }
 
-extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const float* __restrict__ idx,
-                                                                 const float* __restrict__ x,
-                                                                 float* __restrict__ perm,
-                                                                 float* __restrict__ inv,
-                                                                 float* __restrict__ offsets,
-                                                                 float* __restrict__ xp) {
+extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const T0* __restrict__ idx,
+                                                                 const T1* __restrict__ x,
+                                                                 T2* __restrict__ perm,
+                                                                 T3* __restrict__ inv,
+                                                                 T4* __restrict__ offsets,
+                                                                 T5* __restrict__ xp) {
   const i64 row = blockIdx.x;
   const i64 t = (i64)as_index(perm[row]) / TOP_K;
   for (int c = threadIdx.x; c < D; c += blockDim.x) xp[row * D + c] = x[t * D + c];

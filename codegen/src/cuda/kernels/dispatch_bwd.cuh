@@ -1,7 +1,7 @@
 // dx[t] += sum over slots (in slot order) of dxp[inv[t * TOP_K + slot]]: one block per token.
-extern "C" __global__ void __launch_bounds__(128) dispatch_bwd(const float* __restrict__ inv,
-                                                              const float* __restrict__ dxp,
-                                                              float* __restrict__ dx) {
+extern "C" __global__ void __launch_bounds__(128) dispatch_bwd(const T0* __restrict__ inv,
+                                                              const T1* __restrict__ dxp,
+                                                              T2* __restrict__ dx) {
   const i64 t = blockIdx.x;
   for (int c = threadIdx.x; c < D; c += blockDim.x) {
     float acc = dx[t * D + c];

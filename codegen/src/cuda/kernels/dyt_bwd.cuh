@@ -1,9 +1,9 @@
 // dx += dy * w * alpha * (1 - tanh(alpha x)^2), one block per row.
-extern "C" __global__ void __launch_bounds__(THREADS) dyt_bwd_dx(const float* __restrict__ x, const float* __restrict__ w,
-                                                                const float* __restrict__ alpha,
-                                                                const float* __restrict__ dy, float* __restrict__ dx,
-                                                                float* __restrict__ dw, float* __restrict__ db,
-                                                                float* __restrict__ dalpha) {
+extern "C" __global__ void __launch_bounds__(THREADS) dyt_bwd_dx(const T0* __restrict__ x, const T1* __restrict__ w,
+                                                                const T2* __restrict__ alpha,
+                                                                const T3* __restrict__ dy, T4* __restrict__ dx,
+                                                                T5* __restrict__ dw, T6* __restrict__ db,
+                                                                T7* __restrict__ dalpha) {
   const i64 r = blockIdx.x;
   const float a = alpha[0];
   for (int c = threadIdx.x; c < D; c += THREADS) {
@@ -14,12 +14,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) dyt_bwd_dx(const float* __
 
 // dw += sum dy * tanh(alpha x), db += sum dy, dalpha += sum dy * w * x * (1 - tanh^2): one block of 1024
 // threads; each thread owns columns c = tid, tid + 1024, ... over all rows, then a fixed-order block sum.
-extern "C" __global__ void __launch_bounds__(1024) dyt_bwd_params(const float* __restrict__ x,
-                                                                 const float* __restrict__ w,
-                                                                 const float* __restrict__ alpha,
-                                                                 const float* __restrict__ dy, float* __restrict__ dx,
-                                                                 float* __restrict__ dw, float* __restrict__ db,
-                                                                 float* __restrict__ dalpha) {
+extern "C" __global__ void __launch_bounds__(1024) dyt_bwd_params(const T0* __restrict__ x,
+                                                                 const T1* __restrict__ w,
+                                                                 const T2* __restrict__ alpha,
+                                                                 const T3* __restrict__ dy, T4* __restrict__ dx,
+                                                                 T5* __restrict__ dw, T6* __restrict__ db,
+                                                                 T7* __restrict__ dalpha) {
   __shared__ float scratch[33];
   const float a = alpha[0];
   float da = 0.0f;

@@ -2,9 +2,9 @@
 // each chosen expert counted (integer counts in shared memory: the atomics commute, deterministic), and each
 // token's entropy of its scores normalized to sum to 1, over ln EXPERTS (a warp per token, f64, summed in a
 // fixed order). One block of 256 threads (eight warps).
-extern "C" __global__ void __launch_bounds__(256) expert_stats(const float* __restrict__ idx,
-                                                               const float* __restrict__ scores,
-                                                               float* __restrict__ stats) {
+extern "C" __global__ void __launch_bounds__(256) expert_stats(const T0* __restrict__ idx,
+                                                               const T1* __restrict__ scores,
+                                                               T2* __restrict__ stats) {
   __shared__ u32 counts[EXPERTS];
   __shared__ double scratch[33];
   for (int e = threadIdx.x; e < EXPERTS; e += 256) counts[e] = 0;

@@ -3,8 +3,9 @@
 // loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
 constexpr int BM = 64, BN = 64, BK = 16;
 
-__device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int m, int n, int k, int m0, int n0) {
+template <typename XA, typename XB, typename XC>
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
+                                          int m, int n, int k, int m0, int n0) {
   __shared__ __align__(16) float As[BK][BM + 4];
   __shared__ __align__(16) float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -49,7 +50,7 @@ __device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const flo
     for (int c = 0; c < 4; ++c) {
       const int gi = m0 + ty * 4 + r, gj = n0 + tx * 4 + c;
       if (gi < m && gj < n) {
-        float* out = C + (i64)gi * LDC + gj;
+        XC* out = C + (i64)gi * LDC + gj;
         *out = ACCUMULATE ? *out + acc[r][c] : acc[r][c];
       }
     }

@@ -1,6 +1,6 @@
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
-// 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. Operands are f32 in the arena and are rounded on
-// the way into shared memory — quantize-on-load — to the format the spec asks for:
+// 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. Operands arrive in their storage dtype (f32 or
+// bf16) and are rounded on the way into shared memory — quantize-on-load — to the format the spec asks for:
 //   FP8:  E4M3 with one f32 scale per 1 x 128 tile of op(A) along K, and per 128 x 128 block of a weight
 //         op(B) (B_BLOCKS) or 1 x 128 tile of an activation op(B); scale = max(amax, 1e-4) / 448, values
 //         x / scale rounded to nearest-even and saturated (DeepSeek-V3's recipe). m16n8k32 e4m3 MMAs sum one
@@ -54,8 +54,8 @@ __device__ __forceinline__ void mma(float* d, const u32* a, const u32* b) {
 // Loads ROWS x KT elements of a K-major operand view X(r, p) into shared memory as bytes, rounding them.
 // KMAJOR: element (r, p) at X[r * LD + p] (else X[p * LD + r]). Each thread owns PER consecutive p of one
 // row. Scales: per row (TILES) or one per block (BLOCK) into `scale`.
-template <int ROWS, int LD, bool KMAJOR, bool BLOCK>
-__device__ __forceinline__ void load_operand(const float* __restrict__ X, int rows, int k, int r0, int k0,
+template <int ROWS, int LD, bool KMAJOR, bool BLOCK, typename TX>
+__device__ __forceinline__ void load_operand(const TX* __restrict__ X, int rows, int k, int r0, int k0,
                                              u8* __restrict__ dst, float* __restrict__ scale,
                                              float* __restrict__ red) {
   constexpr int CHUNKS = THREADS / ROWS;  // threads per row
@@ -69,7 +69,7 @@ __device__ __forceinline__ void load_operand(const float* __restrict__ X, int ro
   for (int j = 0; j < PER; ++j) {
     const int gp = k0 + q * PER + j;
     v[j] = 0.0f;
-    if (gr < rows && gp < k) v[j] = KMAJOR ? X[(i64)gr * LD + gp] : X[(i64)gp * LD + gr];
+    if (gr < rows && gp < k) v[j] = KMAJOR ? (float)X[(i64)gr * LD + gp] : (float)X[(i64)gp * LD + gr];
   }
   float s = 1.0f;
   if (FP8) {
@@ -103,8 +103,9 @@ __device__ __forceinline__ void load_operand(const float* __restrict__ X, int ro
   }
 }
 
-__device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const float* __restrict__ B,
-                                          float* __restrict__ C, int m, int n, int k, int m0, int n0) {
+template <typename XA, typename XB, typename XC>
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
+                                          int m, int n, int k, int m0, int n0) {
   __shared__ __align__(16) u8 As[BM * ROW_BYTES];
   __shared__ __align__(16) u8 Bs[BN * ROW_BYTES];
   __shared__ float sa[BM], sb[BN], red[THREADS];
@@ -175,7 +176,7 @@ __device__ __forceinline__ void gemm_tile(const float* __restrict__ A, const flo
         const int gi = m0 + wm * 32 + i * 16 + g + (c >= 2 ? 8 : 0);
         const int gj = n0 + wn * 32 + j * 8 + tq * 2 + (c & 1);
         if (gi < m && gj < n) {
-          float* out = C + (i64)gi * LDC + gj;
+          XC* out = C + (i64)gi * LDC + gj;
           *out = ACCUMULATE ? *out + acc[i][j][c] : round_bf16(acc[i][j][c]);
         }
       }

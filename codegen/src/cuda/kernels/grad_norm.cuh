@@ -1,9 +1,9 @@
 // The global gradient norm over N elements, deterministic:
 //   grad_norm_partials: block c sums g^2 (f64) over chunk c of CHUNK elements; partials[c] = the sum (f32);
 //   grad_norm_finish:   one block sums the partials (f64) in a fixed order; norm[0] = sqrt of the total.
-extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const float* __restrict__ grad,
-                                                                    float* __restrict__ partials,
-                                                                    float* __restrict__ norm) {
+extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const T0* __restrict__ grad,
+                                                                    T1* __restrict__ partials,
+                                                                    T2* __restrict__ norm) {
   __shared__ double scratch[33];
   const i64 base = (i64)blockIdx.x * CHUNK;
   double s = 0.0;
@@ -12,9 +12,9 @@ extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const float
   if (threadIdx.x == 0) partials[blockIdx.x] = (float)s;
 }
 
-extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const float* __restrict__ grad,
-                                                                   float* __restrict__ partials,
-                                                                   float* __restrict__ norm) {
+extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const T0* __restrict__ grad,
+                                                                   T1* __restrict__ partials,
+                                                                   T2* __restrict__ norm) {
   __shared__ double scratch[33];
   // Thread t sums a contiguous run of partials, then the block sums the runs in thread order.
   constexpr i64 PER = (CHUNKS + 1023) / 1024;

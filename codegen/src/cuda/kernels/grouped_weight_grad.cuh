@@ -1,8 +1,8 @@
 // dW_e[EN, EK] += dy[rows_e, EN]^T . x[rows_e, EK]: K runs over expert e's rows; grid (EN / BM, EK / BN, EXPERTS).
-extern "C" __global__ void __launch_bounds__(256) grouped_weight_grad(const float* __restrict__ offsets,
-                                                                     const float* __restrict__ x,
-                                                                     const float* __restrict__ dy,
-                                                                     float* __restrict__ dw) {
+extern "C" __global__ void __launch_bounds__(256) grouped_weight_grad(const T0* __restrict__ offsets,
+                                                                     const T1* __restrict__ x,
+                                                                     const T2* __restrict__ dy,
+                                                                     T3* __restrict__ dw) {
   const int e = blockIdx.z;
   const int r0 = as_index(offsets[e]), rows = as_index(offsets[e + 1]) - r0;
   if (rows <= 0) return;

@@ -1,9 +1,9 @@
 // One block per row: rstd = 1 / sqrt(mean(x^2) + EPS); y = w * (x * rstd).
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
-                                                             float* __restrict__ y, float* __restrict__ rstd) {
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm(const T0* __restrict__ x, const T1* __restrict__ w,
+                                                             T2* __restrict__ y, T3* __restrict__ rstd) {
   __shared__ float scratch[33];
   const i64 r = blockIdx.x;
-  const float* xr = x + r * IN_STRIDE;
+  const T0* xr = x + r * IN_STRIDE;
   float ss = 0.0f;
   for (int c = threadIdx.x; c < D; c += THREADS) ss += xr[c] * xr[c];
   ss = block_sum(ss, scratch);

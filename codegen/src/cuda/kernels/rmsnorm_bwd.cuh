@@ -1,13 +1,13 @@
 // dx (row stride IN_STRIDE) += rstd * (g - xhat * mean(g * xhat)), g = dy * w, xhat = x * rstd: one block per row.
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const float* __restrict__ x,
-                                                                    const float* __restrict__ w,
-                                                                    const float* __restrict__ rstd,
-                                                                    const float* __restrict__ dy,
-                                                                    float* __restrict__ dx, float* __restrict__ dw) {
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const T0* __restrict__ x,
+                                                                    const T1* __restrict__ w,
+                                                                    const T2* __restrict__ rstd,
+                                                                    const T3* __restrict__ dy,
+                                                                    T4* __restrict__ dx, T5* __restrict__ dw) {
   __shared__ float scratch[33];
   const i64 r = blockIdx.x;
-  const float* xr = x + r * IN_STRIDE;
-  const float* dyr = dy + r * D;
+  const T0* xr = x + r * IN_STRIDE;
+  const T3* dyr = dy + r * D;
   const float rs = rstd[r];
   float dot = 0.0f;
   for (int c = threadIdx.x; c < D; c += THREADS) dot += dyr[c] * w[c] * xr[c] * rs;
@@ -17,11 +17,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const float
 
 // dw[c] += sum over rows of dy * x * rstd. A block owns 32 columns; its 8 warps take every 8th row and
 // their partial sums are added in warp order: deterministic.
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const float* __restrict__ x,
-                                                                const float* __restrict__ w,
-                                                                const float* __restrict__ rstd,
-                                                                const float* __restrict__ dy,
-                                                                float* __restrict__ dx, float* __restrict__ dw) {
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const T0* __restrict__ x,
+                                                                const T1* __restrict__ w,
+                                                                const T2* __restrict__ rstd,
+                                                                const T3* __restrict__ dy,
+                                                                T4* __restrict__ dx, T5* __restrict__ dw) {
   __shared__ float part[8][33];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int c = blockIdx.x * 32 + lane;

@@ -1,11 +1,11 @@
 // Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
 // OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
 // transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
-extern "C" __global__ void __launch_bounds__(128) rope(float* __restrict__ x) {
+extern "C" __global__ void __launch_bounds__(128) rope(T0* __restrict__ x) {
   __shared__ float buf[HEADS * DIM];
   const i64 t = blockIdx.x;
   const float pos = (float)(t % SEQ);
-  float* row = x + t * ROW_STRIDE;
+  T0* row = x + t * ROW_STRIDE;
   for (int e = threadIdx.x; e < HEADS * DIM; e += blockDim.x)
     buf[e] = row[(e / DIM) * HEAD_STRIDE + OFFSET + e % DIM];
   __syncthreads();
@@ -13,7 +13,7 @@ extern "C" __global__ void __launch_bounds__(128) rope(float* __restrict__ x) {
     const int h = e / HALF, i = e % HALF;
     const float theta = pos * INV_FREQ[i];
     const float c = cosf(theta) * ATTENTION_FACTOR, s = sinf(theta) * ATTENTION_FACTOR;
-    float* v = row + h * HEAD_STRIDE + OFFSET;
+    T0* v = row + h * HEAD_STRIDE + OFFSET;
     const float* src = buf + h * DIM;
     if (INVERSE) {
       const float a = src[i], b = src[HALF + i];

@@ -7,10 +7,10 @@
 __device__ __forceinline__ float rank_key(float v) { return isnan(v) ? NEG_INF : v; }
 #define UNAVAILABLE (__int_as_float(0x7fc00000))
 
-extern "C" __global__ void __launch_bounds__(256) router(const float* __restrict__ logits,
-                                                        const float* __restrict__ bias,
-                                                        float* __restrict__ scores, float* __restrict__ idx,
-                                                        float* __restrict__ weights) {
+extern "C" __global__ void __launch_bounds__(256) router(const T0* __restrict__ logits,
+                                                        const T1* __restrict__ bias,
+                                                        T2* __restrict__ scores, T3* __restrict__ idx,
+                                                        T4* __restrict__ weights) {
   __shared__ float sel_s[8][EXPERTS];
   __shared__ float sc_s[8][EXPERTS];
   __shared__ int chosen_s[8][TOP_K];

@@ -1,10 +1,10 @@
 // Router backward, one warp per token: the weight gradients go to the chosen scores (through the
 // normalization when NORMALIZE: dscore_c += ROUTE_SCALE / S * (g_c - sum_j g_j s_j / S)), added to the
 // balance loss's dscores in place; then through sigmoid (ds * s * (1 - s)) or softmax to dlogits.
-extern "C" __global__ void __launch_bounds__(256) router_bwd(const float* __restrict__ scores,
-                                                            const float* __restrict__ idx,
-                                                            const float* __restrict__ dweights,
-                                                            float* __restrict__ dscores, float* __restrict__ dlogits) {
+extern "C" __global__ void __launch_bounds__(256) router_bwd(const T0* __restrict__ scores,
+                                                            const T1* __restrict__ idx,
+                                                            const T2* __restrict__ dweights,
+                                                            T3* __restrict__ dscores, T4* __restrict__ dlogits) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 t = (i64)blockIdx.x * 8 + warp;
   if (t >= TOKENS) return;

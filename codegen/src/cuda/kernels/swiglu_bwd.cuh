@@ -1,7 +1,7 @@
 // dg += dh * u * s * (1 + g * (1 - s)), du += dh * g * s, with s = sigmoid(g).
-extern "C" __global__ void __launch_bounds__(256) swiglu_bwd(const float* __restrict__ g, const float* __restrict__ u,
-                                                             const float* __restrict__ dh, float* __restrict__ dg,
-                                                             float* __restrict__ du) {
+extern "C" __global__ void __launch_bounds__(256) swiglu_bwd(const T0* __restrict__ g, const T1* __restrict__ u,
+                                                             const T2* __restrict__ dh, T3* __restrict__ dg,
+                                                             T4* __restrict__ du) {
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += (i64)gridDim.x * blockDim.x) {
     const float x = g[i], s = 1.0f / (1.0f + expf(-x));
     dg[i] += dh[i] * u[i] * s * (1.0f + x * (1.0f - s));

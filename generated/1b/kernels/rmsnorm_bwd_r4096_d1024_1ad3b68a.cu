@@ -1,0 +1,149 @@
+// dsv3c generated kernel rmsnorm_bwd_r4096_d1024_1ad3b68a.cu — do not edit: `dsv3c compile` writes it.
+// op: RmsNormBwd
+//   dx += rstd * (g - xhat * mean(g * xhat)), g = dy * w; dw += sum_rows dy * xhat (fixed order)
+// specialized for: ROWS=4096 D=1024 IN_STRIDE=1024 THREADS=128
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): x bf16, w f32, rstd f32, dy f32, dx f32 (+),
+//   dw f32 (+)
+// launches, in order:
+//   rmsnorm_bwd_dx<<<(4096, 1, 1), 128, 0>>>  static smem 132 B
+//   rmsnorm_bwd_dw<<<(32, 1, 1), 256, 0>>>  static smem 1056 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+typedef bf16 T0;  // x
+typedef float T1;  // w
+typedef float T2;  // rstd
+typedef float T3;  // dy
+typedef float T4;  // dx
+typedef float T5;  // dw
+constexpr int ROWS = 4096;
+constexpr int D = 1024;
+constexpr int IN_STRIDE = 1024;
+constexpr int THREADS = 128;
+
+// dx (row stride IN_STRIDE) += rstd * (g - xhat * mean(g * xhat)), g = dy * w, xhat = x * rstd: one block per row.
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const T0* __restrict__ x,
+                                                                    const T1* __restrict__ w,
+                                                                    const T2* __restrict__ rstd,
+                                                                    const T3* __restrict__ dy,
+                                                                    T4* __restrict__ dx, T5* __restrict__ dw) {
+  __shared__ float scratch[33];
+  const i64 r = blockIdx.x;
+  const T0* xr = x + r * IN_STRIDE;
+  const T3* dyr = dy + r * D;
+  const float rs = rstd[r];
+  float dot = 0.0f;
+  for (int c = threadIdx.x; c < D; c += THREADS) dot += dyr[c] * w[c] * xr[c] * rs;
+  dot = block_sum(dot, scratch) / (float)D;
+  for (int c = threadIdx.x; c < D; c += THREADS) dx[r * IN_STRIDE + c] += rs * (dyr[c] * w[c] - xr[c] * rs * dot);
+}
+
+// dw[c] += sum over rows of dy * x * rstd. A block owns 32 columns; its 8 warps take every 8th row and
+// their partial sums are added in warp order: deterministic.
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const T0* __restrict__ x,
+                                                                const T1* __restrict__ w,
+                                                                const T2* __restrict__ rstd,
+                                                                const T3* __restrict__ dy,
+                                                                T4* __restrict__ dx, T5* __restrict__ dw) {
+  __shared__ float part[8][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c = blockIdx.x * 32 + lane;
+  float acc = 0.0f;
+  if (c < D)
+    for (i64 r = warp; r < ROWS; r += 8) acc += dy[r * D + c] * x[r * IN_STRIDE + c] * rstd[r];
+  part[warp][lane] = acc;
+  __syncthreads();
+  if (warp == 0 && c < D) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) s += part[k][lane];
+    dw[c] += s;
+  }
+}

@@ -1,0 +1,144 @@
+// dsv3c generated kernel rope_fwd_h16_d32_t4096_7c844409.cu — do not edit: `dsv3c compile` writes it.
+// op: Rope
+//   in place: (x[2i], x[2i+1]) -> ([i], [dim/2 + i]) rotated by pos * inv_freq[i] (HF layout)
+//   theta = 10000, no scaling, attention factor 1
+// specialized for: TOKENS=4096 SEQ=4096 HEADS=16 ROW_STRIDE=1536 HEAD_STRIDE=96 OFFSET=64 DIM=32 HALF=16
+//   INVERSE=false ATTENTION_FACTOR=1.0
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): x bf16 (rw)
+// launches, in order:
+//   rope<<<(4096, 1, 1), 128, 0>>>  static smem 2048 B
+
+// ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// bfloat16 storage: reads widen exactly to f32, writes round to nearest-even (NaN stays a quiet NaN).
+// Kernels compute in f32; an argument stored as bf16 (its parameter type `Tn` is `bf16`) converts on
+// every load and store, so one kernel body serves every storage dtype.
+struct bf16 {
+  u16 bits;
+  __device__ __forceinline__ operator float() const { return __uint_as_float((u32)bits << 16); }
+  __device__ __forceinline__ bf16& operator=(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    bits = h;
+    return *this;
+  }
+  __device__ __forceinline__ bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ bf16& operator-=(float v) { return *this = (float)*this - v; }
+  __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
+};
+
+// Integers (token ids, expert indices, permutations, offsets) are stored as i32.
+__device__ __forceinline__ i32 as_index(i32 v) { return v; }
+// An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
+// reads the same expert on both backends.
+__device__ __forceinline__ i32 expert_index(i32 e, i32 experts) { return e < 0 ? 0 : (e < experts ? e : experts - 1); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), the same value in
+// every thread. Fixed reduction order: deterministic.
+__device__ __forceinline__ float block_sum(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum_f64(t);
+  return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : NEG_INF;
+  t = warp_max(t);
+  return t;
+}
+
+// ---- specialization ----
+typedef bf16 T0;  // x
+constexpr int TOKENS = 4096;
+constexpr int SEQ = 4096;
+constexpr int HEADS = 16;
+constexpr int ROW_STRIDE = 1536;
+constexpr int HEAD_STRIDE = 96;
+constexpr int OFFSET = 64;
+constexpr int DIM = 32;
+constexpr int HALF = 16;
+constexpr bool INVERSE = false;
+constexpr float ATTENTION_FACTOR = 1.0f;
+__constant__ float INV_FREQ[16] = {
+    1.0f, 0.56234133f, 0.31622776f, 0.17782794f, 0.1f, 0.05623413f,
+    0.03162278f, 0.017782794f, 0.01f, 0.0056234132f, 0.0031622779f, 0.0017782794f,
+    0.001f, 0.0005623413f, 0.0003162278f, 0.00017782794f,
+};
+
+// Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
+// OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
+// transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
+extern "C" __global__ void __launch_bounds__(128) rope(T0* __restrict__ x) {
+  __shared__ float buf[HEADS * DIM];
+  const i64 t = blockIdx.x;
+  const float pos = (float)(t % SEQ);
+  T0* row = x + t * ROW_STRIDE;
+  for (int e = threadIdx.x; e < HEADS * DIM; e += blockDim.x)
+    buf[e] = row[(e / DIM) * HEAD_STRIDE + OFFSET + e % DIM];
+  __syncthreads();
+  for (int e = threadIdx.x; e < HEADS * HALF; e += blockDim.x) {
+    const int h = e / HALF, i = e % HALF;
+    const float theta = pos * INV_FREQ[i];
+    const float c = cosf(theta) * ATTENTION_FACTOR, s = sinf(theta) * ATTENTION_FACTOR;
+    T0* v = row + h * HEAD_STRIDE + OFFSET;
+    const float* src = buf + h * DIM;
+    if (INVERSE) {
+      const float a = src[i], b = src[HALF + i];
+      v[2 * i] = a * c + b * s;
+      v[2 * i + 1] = b * c - a * s;
+    } else {
+      const float ev = src[2 * i], od = src[2 * i + 1];
+      v[i] = ev * c - od * s;
+      v[HALF + i] = od * c + ev * s;
+    }
+  }
+}

@@ -1,0 +1,165 @@
+//! Storage dtypes: how the elements of an arena slice are laid out in bytes. Math is f32 on every
+//! backend; a slice's dtype says how values are stored between launches. Converting into a
+//! storage dtype rounds to nearest-even (bf16) or is exact (i32 holds the integers the f32
+//! arenas held before: token ids, expert indices, permutations, offsets — all below 2^24).
+
+use serde::{Deserialize, Serialize};
+
+/// The storage format of one slice's elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// IEEE binary32.
+    #[default]
+    F32,
+    /// bfloat16: the top 16 bits of an f32, rounded to nearest-even.
+    Bf16,
+    /// Two's-complement 32-bit integers (ids, indices, offsets).
+    I32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::Bf16 => 2,
+        }
+    }
+
+    /// The lower-case name used in plans, headers and generated code (`f32`, `bf16`, `i32`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+            DType::I32 => "i32",
+        }
+    }
+
+    /// The CUDA storage type of an element (`bf16` is the prelude's struct).
+    pub const fn cuda(self) -> &'static str {
+        match self {
+            DType::F32 => "float",
+            DType::Bf16 => "bf16",
+            DType::I32 => "i32",
+        }
+    }
+
+    /// Is every f32 value representable (no rounding on store)?
+    pub const fn is_f32(self) -> bool {
+        matches!(self, DType::F32)
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), as bits; NaN stays a quiet NaN.
+pub fn bf16_bits(x: f32) -> u16 {
+    half::bf16::from_f32(x).to_bits()
+}
+
+/// The f32 value of bf16 bits (exact).
+pub fn bf16_value(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// `x` rounded to the nearest bf16, as an f32.
+pub fn round_bf16(x: f32) -> f32 {
+    bf16_value(bf16_bits(x))
+}
+
+/// An f32 value stored as i32: truncated toward zero and saturated, NaN to 0 (the rule of CUDA's
+/// `cvt.rzi.s32.f32` and of Rust's `as`), so both backends store the same integer.
+pub fn i32_value(x: f32) -> i32 {
+    x as i32
+}
+
+/// Decodes `bytes` (little-endian elements of `dtype`) into `out` (one f32 per element).
+pub fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(bytes.len(), out.len() * dtype.size());
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::Bf16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16_value(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        DType::I32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32;
+            }
+        }
+    }
+}
+
+/// Encodes `values` into `bytes` as `dtype` (rounding to nearest-even for bf16, truncating for i32).
+pub fn encode(dtype: DType, values: &[f32], bytes: &mut [u8]) {
+    debug_assert_eq!(bytes.len(), values.len() * dtype.size());
+    match dtype {
+        DType::F32 => {
+            for (v, c) in values.iter().zip(bytes.chunks_exact_mut(4)) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::Bf16 => {
+            for (v, c) in values.iter().zip(bytes.chunks_exact_mut(2)) {
+                c.copy_from_slice(&bf16_bits(*v).to_le_bytes());
+            }
+        }
+        DType::I32 => {
+            for (v, c) in values.iter().zip(bytes.chunks_exact_mut(4)) {
+                c.copy_from_slice(&i32_value(*v).to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The values a round trip through `dtype` leaves (what a reader of a stored slice sees).
+pub fn stored(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::F32 => x,
+        DType::Bf16 => round_bf16(x),
+        DType::I32 => i32_value(x) as f32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even mantissa (1).
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (1 + 2^-6).
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_bf16(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn storage_round_trips() {
+        let v = [0.0, 1.5, -3.25, 1e-3, 65504.0, 7.0];
+        for d in [DType::F32, DType::Bf16, DType::I32] {
+            let mut bytes = vec![0u8; v.len() * d.size()];
+            encode(d, &v, &mut bytes);
+            let mut back = vec![0.0; v.len()];
+            decode(d, &bytes, &mut back);
+            for (x, y) in v.iter().zip(&back) {
+                assert_eq!(stored(d, *x), *y, "{d}: {x}");
+            }
+        }
+        assert_eq!(stored(DType::I32, -2.7), -2.0);
+        assert_eq!(stored(DType::I32, f32::NAN), 0.0);
+    }
+}
