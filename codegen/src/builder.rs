@@ -85,6 +85,9 @@ pub struct Builder {
     pub param_offsets: Vec<usize>,
     /// Layer/op context prefixed to launch notes.
     pub context: String,
+    /// Parameter elements `[0, weights_end)` (the decayed and embedding groups: the weight
+    /// matrices) have a compute copy in the weights arena that real-valued reads go to (0: none).
+    pub weights_end: usize,
     /// The storage formats GEMMs emulate (from the spec's precision).
     pub precision: PrecisionPolicy,
 }
@@ -115,6 +118,9 @@ pub struct PrecisionPolicy {
     pub bf16: bool,
     /// FP8 recipe tile, when on.
     pub fp8_tile: Option<usize>,
+    /// The weights the forward pass reads are bf16 (the spec's `param` dtype): the weight
+    /// matrices get a bf16 compute copy, cast from the f32 masters once per step.
+    pub bf16_weights: bool,
 }
 
 impl PrecisionPolicy {

@@ -250,6 +250,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     b.precision = PrecisionPolicy {
         bf16: s.precision.compute == dsv3c_spec::types::Dtype::Bf16,
         fp8_tile: s.precision.fp8.as_ref().map(|f| f.activation_tile as usize),
+        bf16_weights: s.precision.param == dsv3c_spec::types::Dtype::Bf16,
     };
     let tokens = b.tensor("tokens", n);
     let loss = b.tensor("loss", 1);

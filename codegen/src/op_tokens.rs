@@ -109,6 +109,10 @@ pub fn op_tokens(op: &Op) -> TokenStream {
             let n = u(*n);
             quote!(Op::Zero { n: #n })
         }
+        Op::Cast { n } => {
+            let n = u(*n);
+            quote!(Op::Cast { n: #n })
+        }
         Op::AddScaled { n, alpha } => {
             let (n, alpha) = (u(*n), f(*alpha));
             quote!(Op::AddScaled { n: #n, alpha: #alpha })

@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use dsv3c_runtime::op::Access;
+use dsv3c_runtime::program::Space;
 use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice};
-use dsv3c_runtime::signature::{Kind, Role};
+use dsv3c_runtime::signature::{ArgSig, Kind, Role};
 use dsv3c_runtime::DType;
 
 use crate::builder::{Arg, Builder, Step, Tid};
@@ -148,19 +149,30 @@ pub fn plan(
     }
 
     let t = |t: Tid| Slice::act(at[t], b.tensors[t].len, dtypes[t]);
-    let slice = |a: &Arg| -> Slice {
+    // A real-valued read of a weight matrix goes to its compute copy, when there is one.
+    let slice = |a: &Arg, sig: &ArgSig| -> Slice {
         match *a {
             Arg::T(x) => t(x),
-            Arg::P { param, off, len } => Slice::param(params[param].offset + off, len),
+            Arg::P { param, off, len } => {
+                let at = params[param].offset + off;
+                if at + len <= b.weights_end && sig.kind == Kind::Float && sig.role == Role::In {
+                    Slice { space: Space::Weights, offset: at * 2, len, dtype: DType::Bf16 }
+                } else {
+                    Slice::param(at, len)
+                }
+            }
             Arg::G { param, off, len } => Slice::grad(params[param].offset + off, len),
             Arg::Raw(s) => s,
         }
+    };
+    let lower = |s: &Step| -> Vec<Slice> {
+        s.args.iter().zip(b.ops[s.kernel].signature().iter()).map(|(a, sig)| slice(a, sig)).collect()
     };
     // One kernel per op and argument dtypes: each op's variants in schedule order, the ops in
     // the order they were first emitted (an f32 program numbers its kernels as its ops).
     let lowered: Vec<Vec<(usize, Vec<Slice>, String)>> = [&b.start, &b.forward, &b.backward, &b.update]
         .iter()
-        .map(|list| list.iter().map(|s| (s.kernel, s.args.iter().map(slice).collect(), s.note.clone())).collect())
+        .map(|list| list.iter().map(|s| (s.kernel, lower(s), s.note.clone())).collect())
         .collect();
     let mut variants: Vec<Vec<Vec<DType>>> = vec![Vec::new(); b.ops.len()];
     for (op, args, _) in lowered.iter().flatten() {
@@ -198,6 +210,7 @@ pub fn plan(
         param_len,
         act_bytes,
         optim_len: step.optim_len,
+        weight_bytes: step.weight_bytes,
         start,
         forward,
         backward,
@@ -241,6 +254,7 @@ pub fn to_json(p: &Program) -> String {
         "name": p.name, "batch": p.batch, "seq": p.seq,
         "param_floats": p.param_len, "optimizer_floats": p.optim_len,
         "arena_bytes": p.act_bytes,
+        "weight_bytes": p.weight_bytes,
         "arena_bytes_by_dtype": by_dtype(p),
         "kernels": p.kernels.len(),
         "buffers": p.buffers.iter().map(|b| json!({ "name": b.name, "dtype": b.dtype.name(), "offset": b.offset, "len": b.len, "live": [b.live.0, b.live.1] })).collect::<Vec<_>>(),

@@ -35,9 +35,18 @@ fn slice_tokens(s: &Slice) -> TokenStream {
             let d = dtype_tokens(dtype);
             match space {
                 Space::Act => quote!(Slice::act(#o, #n, #d)),
-                Space::Param => quote!(Slice { space: Space::Param, offset: #o, len: #n, dtype: #d }),
-                Space::Grad => quote!(Slice { space: Space::Grad, offset: #o, len: #n, dtype: #d }),
-                Space::Optim => quote!(Slice { space: Space::Optim, offset: #o, len: #n, dtype: #d }),
+                Space::Param => {
+                    quote!(Slice { space: dsv3c_runtime::program::Space::Param, offset: #o, len: #n, dtype: #d })
+                }
+                Space::Grad => {
+                    quote!(Slice { space: dsv3c_runtime::program::Space::Grad, offset: #o, len: #n, dtype: #d })
+                }
+                Space::Optim => {
+                    quote!(Slice { space: dsv3c_runtime::program::Space::Optim, offset: #o, len: #n, dtype: #d })
+                }
+                Space::Weights => {
+                    quote!(Slice { space: dsv3c_runtime::program::Space::Weights, offset: #o, len: #n, dtype: #d })
+                }
             }
         }
     }
@@ -180,6 +189,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let lit = Literal::usize_unsuffixed;
     let (batch, seq) = (lit(p.batch), lit(p.seq));
     let (param_len, act_bytes, optim_len) = (lit(p.param_len), lit(p.act_bytes), lit(p.optim_len));
+    let weight_bytes = lit(p.weight_bytes);
     let kernels = p.kernels.iter().enumerate().map(|(i, k)| {
         let t = op_tokens(&k.op);
         let dtypes = k.dtypes.iter().map(|d| dtype_tokens(*d));
@@ -234,6 +244,8 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         pub const ACT_BYTES: usize = #act_bytes;
         /// f32 elements of the optimizer-state arena (the moments).
         pub const OPTIM_LEN: usize = #optim_len;
+        /// Bytes of the weights' compute copy (0: none, the GEMMs read the f32 parameters).
+        pub const WEIGHT_BYTES: usize = #weight_bytes;
         /// Token ids `[BATCH, SEQ]` go here before `forward`.
         pub const TOKENS: Slice = #tokens;
         /// The training objective after `forward`.
@@ -366,6 +378,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
                 buffers: vec![#(#buffers),*],
                 act_bytes: ACT_BYTES,
                 optim_len: OPTIM_LEN,
+                weight_bytes: WEIGHT_BYTES,
                 kernels: kernels(),
                 start: Vec::new(),
                 forward: Vec::new(),

@@ -1,11 +1,13 @@
-//! The training step's own launches, around the model's forward and backward: `start` zeroes the
-//! gradient arena and each MoE layer's routing statistics; `update` takes the global gradient norm,
+//! The training step's own launches, around the model's forward and backward: `start` casts the
+//! weight matrices' compute copy (bf16 weights) and zeroes the gradient arena and each MoE layer's
+//! routing statistics; `update` takes the global gradient norm,
 //! runs the optimizer over the trained parameters (laid out by group, so that one launch covers
 //! them) and moves each MoE layer's correction bias toward balance. Everything a step computes is
 //! a launch: the host writes the step's scalars and reads losses and metrics.
 
 use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Update, GRAD_NORM_CHUNK};
-use dsv3c_runtime::program::Slice;
+use dsv3c_runtime::program::{Slice, Space};
+use dsv3c_runtime::DType;
 
 use crate::builder::{Arg, Builder, Phase, Tid};
 use crate::model::Outputs;
@@ -37,6 +39,8 @@ pub struct StepIo {
     pub grad_norm: Tid,
     /// Elements of the optimizer arena.
     pub optim_len: usize,
+    /// Bytes of the weights' compute copy.
+    pub weight_bytes: usize,
 }
 
 /// Lays the parameters out and emits the start and update launches; `gamma` is the balancing
@@ -46,6 +50,18 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
     let scalars = b.tensor("step.scalars", scalars::LEN);
 
     b.phase = Phase::Start;
+    // The weight matrices (decayed and embedding groups) the forward and backward read, in bf16:
+    // cast at the start of a step (after the host wrote parameters) and after each update.
+    let copy = (b.precision.bf16_weights && embedding_end > 0).then(|| {
+        let copy = Slice { space: Space::Weights, offset: 0, len: embedding_end, dtype: DType::Bf16 };
+        (Op::Cast { n: embedding_end }, vec![Arg::Raw(Slice::param(0, embedding_end)), Arg::Raw(copy)], copy.bytes())
+    });
+    let mut weight_bytes = 0;
+    if let Some((op, args, bytes)) = copy.clone() {
+        b.launch(op, args, "weights' compute copy");
+        b.weights_end = embedding_end;
+        weight_bytes = bytes;
+    }
     b.launch(Op::Zero { n: param_len }, vec![Arg::Raw(Slice::grad(0, param_len))], "zero gradients");
     for &(stats, _) in &out.expert_stats {
         let n = b.len(stats);
@@ -73,6 +89,9 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         OptimizerKind::Lion => param_len,
     };
     b.launch(Op::Optimizer(u), args, "optimizer step");
+    if let Some((op, args, _)) = copy {
+        b.launch(op, args, "weights' compute copy");
+    }
     if gamma != 0.0 {
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {
             let experts = b.param_len(bias);
@@ -81,5 +100,5 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         }
         b.context.clear();
     }
-    StepIo { scalars, grad_norm, optim_len }
+    StepIo { scalars, grad_norm, optim_len, weight_bytes }
 }

@@ -39,6 +39,7 @@ fn small_ops() -> Vec<(&'static str, Op)> {
     let grouped = |mode| Op::GroupedGemm { experts: 8, rows: 256, n: 128, k: 256, mode, quant: FP8_W };
     vec![
         ("zero", Op::Zero { n: 1000 }),
+        ("cast", Op::Cast { n: 1000 }),
         ("add_scaled", Op::AddScaled { n: 1000, alpha: 0.5 }),
         ("add", Op::Add { n: 1000 }),
         ("gemm_f32_nt", gemm(false, true, false, Quant::None)),
@@ -89,7 +90,7 @@ fn specialized(source: &str) -> &str {
 fn every_emitter_matches_its_snapshot() {
     let ops = small_ops();
     let families: std::collections::BTreeSet<&str> = ops.iter().map(|(_, op)| op.family()).collect();
-    assert_eq!(families.len(), 26, "one small op per Op family");
+    assert_eq!(families.len(), 27, "one small op per Op family");
     for (name, op) in ops {
         let k = cuda::emit(&op).unwrap_or_else(|e| panic!("{name}: {e}"));
         let header: String = k.source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");

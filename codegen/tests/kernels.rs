@@ -213,6 +213,10 @@ proptest! {
         if !nvrtc() { return Ok(()); }
         let mut r = Rng::new(seed);
         check_op(&Op::Zero { n }, vec![r.vec(n, 1.0)], 0.0);
+        // The weights' compute copy: exact into f32, rounded to nearest-even into bf16.
+        check_op(&Op::Cast { n }, vec![r.vec(n, 1.0), r.vec(n, 1.0)], 0.0);
+        check_kernel(&Kernel { op: Op::Cast { n }, dtypes: vec![dsv3c_runtime::DType::F32, dsv3c_runtime::DType::Bf16] },
+            vec![r.vec(n, 1.0), r.vec(n, 1.0)], 0.0);
         check_op(&Op::AddScaled { n, alpha }, vec![r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
         check_op(&Op::Add { n }, vec![r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
         check_op(&Op::SwiGlu { n }, vec![r.vec(n, 3.0), r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);

@@ -13,6 +13,7 @@ use dsv3c_runtime::tolerance::rel_l2;
 fn ops() -> Vec<Op> {
     let mut v = vec![
         Op::Zero { n: 9000 },
+        Op::Cast { n: 9000 },
         Op::AddScaled { n: 9000, alpha: -0.75 },
         Op::Add { n: 9000 },
         Op::Embedding { n: 40, vocab: 30, d: 16 },

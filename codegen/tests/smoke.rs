@@ -98,3 +98,31 @@ fn plans_store_activations_in_the_compute_dtype() {
     assert!(tiny.buffers.iter().all(|b| b.dtype != DType::Bf16));
     assert!(tiny.buffers.iter().any(|b| b.dtype == DType::I32));
 }
+
+/// A bf16-weight spec reads its weight matrices from a bf16 copy of the f32 masters that `start`
+/// casts and `update` refreshes after the optimizer moved the masters.
+#[test]
+fn the_weights_copy_follows_the_masters() {
+    use dsv3c_runtime::op::scalars;
+    use dsv3c_runtime::program::{Backend, Slice, Space};
+    use dsv3c_runtime::DType;
+    let spec = dsv3c_spec::canonical::get("small-fp8").unwrap();
+    let p = dsv3c_codegen::compile(&spec, 1, 128).unwrap();
+    let n = p.weight_bytes / 2;
+    assert!(n > 0 && n < p.param_len, "the matrices are copied, the norms and the bias are not");
+    let copy = Slice { space: Space::Weights, offset: 0, len: n, dtype: DType::Bf16 };
+    let mut cpu = Cpu::new(&p);
+    dsv3c_runtime::init::init_params(&p, 5, &mut cpu.params);
+    let rounded = |c: &Cpu| c.params[..n].iter().map(|&x| dsv3c_runtime::dtype::round_bf16(x)).collect::<Vec<_>>();
+    let toks: Vec<f32> = (0..128).map(|i| ((i * 7919) % 50_000) as f32).collect();
+    let mut sc = vec![0.0f32; scalars::LEN];
+    (sc[scalars::LR], sc[scalars::STEP], sc[scalars::GRAD_SCALE]) = (1e-2, 1.0, 1.0);
+    (sc[scalars::BETA1], sc[scalars::BETA2], sc[scalars::EPS]) = (0.9, 0.95, 1e-8);
+    cpu.write(p.io.scalars, &sc).unwrap();
+    cpu.gradients(&p, &toks).unwrap();
+    assert_eq!(cpu.read(copy), rounded(&cpu), "start casts the masters");
+    let before = cpu.params.clone();
+    cpu.run(&p, &p.update).unwrap();
+    assert_ne!(cpu.params, before, "the optimizer moved the masters");
+    assert_eq!(cpu.read(copy), rounded(&cpu), "update refreshes the copy");
+}

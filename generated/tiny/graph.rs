@@ -19,6 +19,8 @@ pub const PARAM_LEN: usize = 6715928;
 pub const ACT_BYTES: usize = 217371136;
 /// f32 elements of the optimizer-state arena (the moments).
 pub const OPTIM_LEN: usize = 13431856;
+/// Bytes of the weights' compute copy (0: none, the GEMMs read the f32 parameters).
+pub const WEIGHT_BYTES: usize = 0;
 /// Token ids `[BATCH, SEQ]` go here before `forward`.
 pub const TOKENS: Slice = Slice::act(61440, 512, DType::I32);
 /// The training objective after `forward`.
@@ -3824,6 +3826,7 @@ pub fn program() -> Program {
         ],
         act_bytes: ACT_BYTES,
         optim_len: OPTIM_LEN,
+        weight_bytes: WEIGHT_BYTES,
         kernels: kernels(),
         start: Vec::new(),
         forward: Vec::new(),

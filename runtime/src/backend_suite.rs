@@ -25,6 +25,7 @@ pub fn arenas(param_len: usize, optim_len: usize, act_bytes: usize) -> Program {
         buffers: Vec::new(),
         act_bytes,
         optim_len,
+        weight_bytes: 0,
         kernels: Vec::new(),
         start: Vec::new(),
         forward: Vec::new(),
@@ -85,6 +86,7 @@ pub fn ops() -> Vec<(Op, f64)> {
     let update = |kind| Update { kind, n: 3000, decay_end: 1000, embedding_end: 1500, bf16_moments: false };
     vec![
         (Op::Zero { n: 300 }, F32),
+        (Op::Cast { n: 300 }, F32),
         (Op::AddScaled { n: 300, alpha: -0.5 }, F32),
         (Op::Add { n: 300 }, F32),
         (gemm(Quant::None), F32),

@@ -68,6 +68,9 @@ pub enum Access {
 pub enum Op {
     /// Fill with zeros. `[x (w)]`
     Zero { n: usize },
+    /// `y = x`, stored in `y`'s dtype (rounded to nearest-even into bf16): the step's compute copy
+    /// of the f32 master weights. `[x, y (w)]`
+    Cast { n: usize },
     /// `y += alpha · x`. `[x, y (+)]`
     AddScaled { n: usize, alpha: f32 },
     /// `out = a + b`. `[a, b, out (w)]`
@@ -305,6 +308,7 @@ impl Op {
         use Op::*;
         match self {
             Zero { .. } => "zero",
+            Cast { .. } => "cast",
             AddScaled { .. } => "add_scaled",
             Add { .. } => "add",
             Gemm { .. } => "gemm",

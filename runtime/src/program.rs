@@ -1,16 +1,20 @@
 //! The Program: the one contract between codegen (which writes it) and the backends (which run
 //! it). A Program is specialized to one spec at one batch shape: every size is a constant.
 //!
-//! Memory is four flat byte arenas: parameters, their gradients (same layout), the optimizer's
-//! moments — these three f32 — and activations (the static memory plan: every tensor at a fixed
-//! byte offset, sharing space by liveness). Every slice carries its storage dtype
+//! Memory is five flat byte arenas: parameters (the f32 master weights), their gradients (same
+//! layout), the optimizer's moments — these three f32 — the compute copy of the weight matrices
+//! (bf16 when the spec's `param` dtype is, element `i` the copy of parameter element `i`; empty
+//! otherwise) and activations (the static memory plan: every tensor at a fixed byte offset,
+//! sharing space by liveness). Every slice carries its storage dtype
 //! ([`DType`]): f32, bf16, or i32 for integers (token ids, expert indices, permutations,
 //! offsets). Kernels compute in f32 and convert on load and store, so every backend sees the
 //! same bytes. Each op's [`signature`](crate::signature) says which dtypes each argument admits.
 //!
-//! A training step is four launch lists: `start` once (zero the gradients and the routing
-//! statistics), then `forward` and `backward` per micro-batch, then `update` once (gradient norm,
-//! optimizer, balancing bias). The host only writes tokens and the step's scalars and reads losses
+//! A training step is four launch lists: `start` once (cast the weights' compute copy, zero the
+//! gradients and the routing statistics), then `forward` and `backward` per micro-batch, then
+//! `update` once (gradient norm, optimizer, balancing bias, and the weights' copy again). A
+//! forward pass reads the copy: after the host writes parameters (an init, a load), run `start`
+//! before `forward`. The host only writes tokens and the step's scalars and reads losses
 //! and metrics: a backend runs the whole step.
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +134,9 @@ pub enum Space {
     Grad,
     /// The optimizer's moments: `m` at `[0, param_len)`, AdamW's `v` at `[param_len, 2·param_len)`.
     Optim,
+    /// The compute copy of the weight matrices (decayed and embedding groups), in the spec's
+    /// `param` dtype, laid out element for element like the start of the parameter arena.
+    Weights,
     /// Activations and their gradients, and the step's scalars and statistics.
     Act,
 }
@@ -310,12 +317,33 @@ pub struct Program {
     pub act_bytes: usize,
     /// f32 elements of the optimizer-state arena.
     pub optim_len: usize,
+    /// Bytes of the weights' compute copy (0: the GEMMs read the f32 parameters).
+    pub weight_bytes: usize,
     pub kernels: Vec<Kernel>,
     pub start: Vec<Launch>,
     pub forward: Vec<Launch>,
     pub backward: Vec<Launch>,
     pub update: Vec<Launch>,
     pub io: Io,
+}
+
+/// The bytes a Program's arenas take on one device, by what they hold (`Program::memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryBytes {
+    /// The f32 parameters (master weights).
+    pub master: usize,
+    /// The weights' compute copy (bf16; 0 when the GEMMs read the masters).
+    pub weights: usize,
+    pub gradients: usize,
+    pub optimizer: usize,
+    /// The activation arena (the static plan's peak).
+    pub activations: usize,
+}
+
+impl MemoryBytes {
+    pub fn total(&self) -> usize {
+        self.master + self.weights + self.gradients + self.optimizer + self.activations
+    }
 }
 
 /// A Program that breaks an invariant the backends rely on.
@@ -358,7 +386,19 @@ impl Program {
         match space {
             Space::Param | Space::Grad => self.param_len * 4,
             Space::Optim => self.optim_len * 4,
+            Space::Weights => self.weight_bytes,
             Space::Act => self.act_bytes,
+        }
+    }
+
+    /// The bytes of each arena: what one device holds to run this program.
+    pub fn memory(&self) -> MemoryBytes {
+        MemoryBytes {
+            master: self.arena_bytes(Space::Param),
+            weights: self.arena_bytes(Space::Weights),
+            gradients: self.arena_bytes(Space::Grad),
+            optimizer: self.arena_bytes(Space::Optim),
+            activations: self.arena_bytes(Space::Act),
         }
     }
 

@@ -91,6 +91,7 @@ impl Op {
         use Op::*;
         match *self {
             Zero { n } => vec![a("x", Out(W), n)],
+            Cast { n } => vec![f("x", R, n), a("y", Out(W), n)],
             AddScaled { n, .. } => vec![a("x", R, n), a("y", Out(Acc), n)],
             Add { n } => vec![a("a", R, n), a("b", R, n), a("out", Out(W), n)],
             Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, .. } => {

@@ -170,8 +170,10 @@ fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool) -> f64 {
     match (&s.moe, moe) {
         (Some(x), true) => {
             let i = x.moe_intermediate_size as f64;
-            bytes += x.n_routed_experts as f64 * 4.0; // router scores
-            bytes += x.top_k as f64 * (d + 3.0 * i) * a; // per routed slot: dispatched input, gate, up, product
+            bytes += x.n_routed_experts as f64 * 4.0; // router scores (f32)
+                                                      // Per routed slot: its expert, weight, place in the sorted rows and back (i32 and f32),
+                                                      // then the dispatched input, gate, up, product and the expert's output (combine's input).
+            bytes += x.top_k as f64 * (4.0 * 4.0 + (2.0 * d + 3.0 * i) * a);
             bytes += x.n_shared_experts as f64 * 3.0 * i * a;
         }
         _ => bytes += 3.0 * (lp.dense_ffn as f64 / (3.0 * d).max(1.0)) * a,
@@ -241,7 +243,9 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     let first_act = pp * tokens * per_tok(nd, nm) / tp;
     let mtp_act =
         depth * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some()) + 4.0 * d * s.precision.compute.bytes() as f64);
-    let logits = (1.0 + depth) * tokens * s.vocab_size as f64 * 4.0 / tp;
+    // The main and MTP logits, live together at the MTP head (stored in the compute dtype; the
+    // fused cross-entropy overwrites them with their gradient).
+    let logits = (1.0 + depth) * tokens * s.vocab_size as f64 * s.precision.compute.bytes() as f64 / tp;
     let last_act = tokens * (per_tok(last_nd, last_nm) + mtp_act) / tp + logits;
     let first_act = if layout.pp == 1 { first_act + logits + tokens * mtp_act / tp } else { first_act };
 

@@ -80,8 +80,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         })?;
         pb.finish_and_clear();
     }
+    let mib = |b: usize| b as f64 / 1048576.0;
+    let m = program.memory();
+    let weights = if m.weights > 0 { format!(" (+ {:.1} MiB bf16 weights)", mib(m.weights)) } else { String::new() };
     println!(
-        "{}: {} kernels{}, {} + {} + {} + {} launches (start, forward, backward, update), arena {:.1} MiB, parameters {:.1} MiB -> {}",
+        "{}: {} kernels{}, {} + {} + {} + {} launches (start, forward, backward, update), arena {:.1} MiB, parameters {:.1} MiB{weights}, {:.1} MiB in all -> {}",
         spec.name,
         kernels.len(),
         if a.ptx { format!(" (PTX for {})", a.arch) } else { String::new() },
@@ -89,8 +92,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         program.forward.len(),
         program.backward.len(),
         program.update.len(),
-        program.act_bytes as f64 / 1048576.0,
-        program.param_len as f64 * 4.0 / 1048576.0,
+        mib(m.activations),
+        mib(m.master),
+        mib(m.total()),
         out.display()
     );
     Ok(ExitCode::SUCCESS)

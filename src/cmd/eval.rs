@@ -112,6 +112,8 @@ fn eval_checkpoint(dir: &std::path::Path, data: &[PathBuf], json: bool) -> Resul
     let mut cpu = dsv3c_runtime::cpu::Cpu::new(&program);
     dsv3c_runtime::checkpoint::load_params(&program, &loaded.model, &mut cpu.params)
         .map_err(|e| miette!("{}: {e}", dir.display()))?;
+    // The weights' compute copy (bf16 specs) from the loaded parameters.
+    cpu.run(&program, &program.start).map_err(|e| miette!("{e}"))?;
     let mut sum = 0.0;
     for ws in &batches {
         let batch: Vec<f32> =

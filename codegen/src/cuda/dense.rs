@@ -63,6 +63,10 @@ pub(crate) fn zero(n: usize) -> Builder {
     elementwise(("zero", "zero"), "Zero", "x = 0", n, include_str!("kernels/zero.cuh"))
 }
 
+pub(crate) fn cast(n: usize) -> Builder {
+    elementwise(("cast", "cast"), "Cast", "y = x (rounded to y's storage dtype)", n, include_str!("kernels/cast.cuh"))
+}
+
 pub(crate) fn add_scaled(n: usize, alpha: f32) -> Builder {
     elementwise(("add_scaled", "add_scaled"), "AddScaled", "y += alpha * x", n, include_str!("kernels/add_scaled.cuh"))
         .float("ALPHA", alpha)

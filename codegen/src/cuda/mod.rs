@@ -74,6 +74,7 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
     };
     let b = match op {
         Zero { n } => dense::zero(*n),
+        Cast { n } => dense::cast(*n),
         AddScaled { n, alpha } => dense::add_scaled(*n, *alpha),
         Add { n } => dense::add(*n),
         Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {

@@ -32,6 +32,8 @@ pub struct Cpu {
     pub grads: Vec<f32>,
     /// The optimizer's moments.
     pub optim: Vec<f32>,
+    /// The weights' compute copy: `weight_bytes` rounded up to whole words.
+    pub weights: Vec<f32>,
     /// The activation arena: `act_bytes` rounded up to whole words.
     pub act: Vec<f32>,
 }
@@ -70,6 +72,7 @@ impl Cpu {
             params: vec![0.0; p.param_len],
             grads: vec![0.0; p.param_len],
             optim: vec![0.0; p.optim_len],
+            weights: vec![0.0; p.weight_bytes.div_ceil(4)],
             act: vec![0.0; p.act_bytes.div_ceil(4)],
         }
     }
@@ -80,6 +83,7 @@ impl Cpu {
             Space::Param => &self.params,
             Space::Grad => &self.grads,
             Space::Optim => &self.optim,
+            Space::Weights => &self.weights,
             Space::Act => &self.act,
         }
     }
@@ -89,6 +93,7 @@ impl Cpu {
             Space::Param => &mut self.params,
             Space::Grad => &mut self.grads,
             Space::Optim => &mut self.optim,
+            Space::Weights => &mut self.weights,
             Space::Act => &mut self.act,
         }
     }
@@ -208,6 +213,7 @@ pub(crate) fn execute(op: &Op, a: &Args) {
     use Op::*;
     match *op {
         Zero { .. } => a.w(0).fill(0.0),
+        Cast { .. } => a.w(1).copy_from_slice(a.r(0)),
         AddScaled { alpha, .. } => dense::add_scaled(a.r(0), a.w(1), alpha),
         Add { .. } => dense::add(a.r(0), a.r(1), a.w(2)),
         Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
