@@ -1,17 +1,21 @@
 """The NVRTC gate's checker: `dsv3c compile SPEC --ptx` for each spec, `ptxas -v` on every PTX, a table of
-registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error or spill.
+registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error, any spill, or
+any entry whose static shared memory (ptxas's figure) differs from the launch table's (`kernels.json`,
+computed in Rust), or which with its dynamic shared memory exceeds sm_90's 227 KB a block.
 With --markdown the table is a Markdown report (machine, wheel versions, command, summary, every kernel
 entry) on stdout, progress on stderr: what bench/results/ keeps verbatim."""
 
 import argparse
 import concurrent.futures as cf
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 
+MAX_SMEM_PER_BLOCK = 227 * 1024
 FUNC = re.compile(r"Function properties for (\w+)")
 FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 USED = re.compile(r"Used (\d+) registers(?:, used \d+ barriers)?(?:, (\d+) bytes smem)?")
@@ -59,6 +63,9 @@ def main():
             cu = [f for f in os.listdir(kdir) if f.endswith(".cu")]
             if len(ptx) != len(cu) or not ptx:
                 failures.append(f"{spec}: {len(cu)} kernels but {len(ptx)} PTX files")
+            # The launch table: each file's entries with the shared memory the launcher will use.
+            with open(os.path.join(kdir, "kernels.json")) as fh:
+                launch = {k["file"][:-3]: {e["name"]: e for e in k["entries"]} for k in json.load(fh)["kernels"]}
             with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 results = list(pool.map(lambda f: (f, ptxas(a.ptxas, a.arch, os.path.join(kdir, f))), ptx))
             for f, (rc, rows, errors) in results:
@@ -66,9 +73,20 @@ def main():
                     failures.append(f"{spec}: {f}: ptxas exit {rc}: " + "; ".join(errors[:5]))
                 if not rows:
                     failures.append(f"{spec}: {f}: ptxas reported no entry points")
+                entries = launch.get(f[:-4], {})
+                if rows and set(entries) != {r[0] for r in rows}:
+                    failures.append(f"{spec}: {f}: entries {sorted(r[0] for r in rows)} but the launch table has "
+                                    f"{sorted(entries)}")
                 for fn, regs, smem, stack, st, ld in rows:
                     if st or ld:
                         failures.append(f"{spec}: {f}: {fn} spills ({st} B stores, {ld} B loads)")
+                    if e := entries.get(fn):
+                        if smem != e["static_smem"]:
+                            failures.append(f"{spec}: {f}: {fn} declares {smem} B of static shared memory, the launch "
+                                            f"table says {e['static_smem']}")
+                        if smem + e["dynamic_smem"] > MAX_SMEM_PER_BLOCK:
+                            failures.append(f"{spec}: {f}: {fn} needs {smem} + {e['dynamic_smem']} B of shared memory "
+                                            f"(sm_90: {MAX_SMEM_PER_BLOCK} a block)")
                     key = (f, fn)
                     if key not in seen:
                         seen.add(key)

@@ -426,6 +426,10 @@ impl Program {
                     note: note(),
                     source,
                 })?;
+                if k.dtypes.len() != l.args.len() {
+                    let source = BackendError::Arity { op: k.op.family(), args: k.dtypes.len(), arity: l.args.len() };
+                    return Err(ProgramError::Launch { phase, index, note: note(), source });
+                }
                 for (arg, (s, &want)) in l.args.iter().zip(&k.dtypes).enumerate() {
                     if s.dtype != want {
                         let note = note();

@@ -10,15 +10,19 @@ const GEMM_F32: &str = include_str!("kernels/gemm_f32.cuh");
 const GEMM_MMA: &str = include_str!("kernels/gemm_mma.cuh");
 const GEMM_ENTRY: &str = include_str!("kernels/gemm_entry.cuh");
 
-/// Static shared memory of the two GEMM cores.
+/// Static shared memory of the GEMM cores (the NVRTC gate checks them against ptxas).
 pub(crate) const F32_SMEM: u32 = 2 * 16 * 68 * 4;
+/// The FP8 core's: operand tiles, per-row and per-column scales, and the amax scratch.
 pub(crate) const MMA_SMEM: u32 = (64 + 128) * 144 + (64 + 128 + 256) * 4;
+/// The bf16 core's: the operand tiles alone (the scales and the amax scratch are FP8's; ptxas drops
+/// them when FP8 is false).
+pub(crate) const MMA_BF16_SMEM: u32 = (64 + 128) * 144;
 
 /// The GEMM core for a storage format: (source, BM, BN, static smem, file prefix).
 pub(crate) fn gemm_core(quant: Quant) -> (&'static str, u64, u64, u32, &'static str) {
     match quant {
         Quant::None => (GEMM_F32, 64, 64, F32_SMEM, "gemm_f32"),
-        Quant::Bf16 => (GEMM_MMA, 64, 128, MMA_SMEM, "gemm_bf16"),
+        Quant::Bf16 => (GEMM_MMA, 64, 128, MMA_BF16_SMEM, "gemm_bf16"),
         Quant::Fp8 { .. } => (GEMM_MMA, 64, 128, MMA_SMEM, "fp8_gemm"),
     }
 }

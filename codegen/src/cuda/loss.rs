@@ -19,7 +19,8 @@ pub(crate) fn cross_entropy(batch: usize, seq: usize, vocab: usize, shift: usize
         .int("THREADS", 512)
         .body(include_str!("kernels/cross_entropy.cuh"))
         .entry("ce_clear", [1, 1, 1], 32, 0, 0)
-        .entry("ce_rows", [(batch * seq) as u64, 1, 1], 512, 0, 33 * 4 + 33 * 8)
+        // float scratch[33], then double scratch64[33] at the next 8-byte boundary.
+        .entry("ce_rows", [(batch * seq) as u64, 1, 1], 512, 0, (33 * 4u32).next_multiple_of(8) + 33 * 8)
 }
 
 fn balance_consts(b: Builder, x: &Balance) -> Builder {

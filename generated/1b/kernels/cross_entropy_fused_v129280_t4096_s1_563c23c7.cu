@@ -6,7 +6,7 @@
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): logits bf16 (rw), tokens i32, loss f32 (w)
 // launches, in order:
 //   ce_clear<<<(1, 1, 1), 32, 0>>>  static smem 0 B
-//   ce_rows<<<(4096, 1, 1), 512, 0>>>  static smem 396 B
+//   ce_rows<<<(4096, 1, 1), 512, 0>>>  static smem 400 B
 
 // ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
 typedef signed char i8;

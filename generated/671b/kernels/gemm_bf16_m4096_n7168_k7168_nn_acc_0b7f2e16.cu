@@ -7,7 +7,7 @@
 //   FP8=false B_BLOCKS=false
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): a f32, b bf16, c f32 (+)
 // launches, in order:
-//   gemm<<<(64, 56, 1), 256, 0>>>  static smem 29440 B
+//   gemm<<<(64, 56, 1), 256, 0>>>  static smem 27648 B
 
 // ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
 typedef signed char i8;
