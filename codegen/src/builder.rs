@@ -85,9 +85,10 @@ pub struct Builder {
     pub param_offsets: Vec<usize>,
     /// Layer/op context prefixed to launch notes.
     pub context: String,
-    /// Parameter elements `[0, weights_end)` (the decayed and embedding groups: the weight
-    /// matrices) have a compute copy in the weights arena that real-valued reads go to (0: none).
-    pub weights_end: usize,
+    /// The compute copy of parameter elements `[0, copy.len)` (the decayed and embedding groups:
+    /// the weight matrices), element for element, that real-valued reads go to (none: they read
+    /// the f32 parameters).
+    pub weights_copy: Option<Slice>,
     /// The storage formats GEMMs emulate (from the spec's precision).
     pub precision: PrecisionPolicy,
 }

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use dsv3c_runtime::op::Access;
-use dsv3c_runtime::program::Space;
 use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice};
 use dsv3c_runtime::signature::{ArgSig, Kind, Role};
 use dsv3c_runtime::DType;
@@ -155,10 +154,11 @@ pub fn plan(
             Arg::T(x) => t(x),
             Arg::P { param, off, len } => {
                 let at = params[param].offset + off;
-                if at + len <= b.weights_end && sig.kind == Kind::Float && sig.role == Role::In {
-                    Slice { space: Space::Weights, offset: at * 2, len, dtype: DType::Bf16 }
-                } else {
-                    Slice::param(at, len)
+                match b.weights_copy {
+                    Some(c) if at + len <= c.len && sig.kind == Kind::Float && sig.role == Role::In => {
+                        Slice { space: c.space, offset: c.offset + at * c.dtype.size(), len, dtype: c.dtype }
+                    }
+                    _ => Slice::param(at, len),
                 }
             }
             Arg::G { param, off, len } => Slice::grad(params[param].offset + off, len),

@@ -52,16 +52,15 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
     b.phase = Phase::Start;
     // The weight matrices (decayed and embedding groups) the forward and backward read, in bf16:
     // cast at the start of a step (after the host wrote parameters) and after each update.
-    let copy = (b.precision.bf16_weights && embedding_end > 0).then(|| {
+    let cast = (b.precision.bf16_weights && embedding_end > 0).then(|| {
         let copy = Slice { space: Space::Weights, offset: 0, len: embedding_end, dtype: DType::Bf16 };
-        (Op::Cast { n: embedding_end }, vec![Arg::Raw(Slice::param(0, embedding_end)), Arg::Raw(copy)], copy.bytes())
+        (copy, Op::Cast { n: embedding_end }, vec![Arg::Raw(Slice::param(0, embedding_end)), Arg::Raw(copy)])
     });
-    let mut weight_bytes = 0;
-    if let Some((op, args, bytes)) = copy.clone() {
+    if let Some((copy, op, args)) = cast.clone() {
         b.launch(op, args, "weights' compute copy");
-        b.weights_end = embedding_end;
-        weight_bytes = bytes;
+        b.weights_copy = Some(copy);
     }
+    let weight_bytes = b.weights_copy.map_or(0, |c| c.bytes());
     b.launch(Op::Zero { n: param_len }, vec![Arg::Raw(Slice::grad(0, param_len))], "zero gradients");
     for &(stats, _) in &out.expert_stats {
         let n = b.len(stats);
@@ -89,7 +88,7 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         OptimizerKind::Lion => param_len,
     };
     b.launch(Op::Optimizer(u), args, "optimizer step");
-    if let Some((op, args, _)) = copy {
+    if let Some((_, op, args)) = cast {
         b.launch(op, args, "weights' compute copy");
     }
     if gamma != 0.0 {
