@@ -209,7 +209,9 @@ precision: {master: f32, param: bf16, compute: bf16}
 //     + 4·16 (o) = 496 elements = 992 B, + 4 heads·4 B softmax stats = 1008 B
 //   FFN input and norm 2·64·2 = 256 B -> 1264 B before the MLP
 //   dense MLP: gate, up, product 3·128·2 = 768 B -> 2032 B
-//   MoE: router scores 8·4 = 32 B, 2 slots·(64 + 3·32)·2 = 640 B, shared 3·32·2 = 192 B -> 2128 B
+//   MoE: router scores 8·4 = 32 B; per slot its expert, weight and two places in the sorted rows
+//     4·4 = 16 B and the dispatched input, gate, up, product and expert output (2·64 + 3·32)·2 = 448 B,
+//     2 slots = 928 B; shared 3·32·2 = 192 B -> 1264 + 1152 = 2416 B
 #[test]
 fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     let spec = tmp("hand.yaml");
@@ -232,8 +234,8 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     // One GPU, 128 tokens, f32 moments:
     //   weights 388288·2 = 776576; master 388288·4 = 1553152; gradients (f32) 1553152;
     //   AdamW moments 2·4·388288 = 3106304;
-    //   activations 128·(2032 + 3·2128) = 128·8416 = 1077248, + f32 logits 128·1000·4 = 512000
-    //     -> 1589248; total 8578432.
+    //   activations 128·(2032 + 3·2416) = 128·9280 = 1187840, + bf16 logits 128·1000·2 = 256000
+    //     -> 1443840; total 8433024.
     let m = &v["memory"];
     for (k, want) in [
         ("params", 388288.0),
@@ -241,8 +243,8 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
         ("master", 1553152.0),
         ("gradients", 1553152.0),
         ("optimizer", 3106304.0),
-        ("activations", 1589248.0),
-        ("total", 8578432.0),
+        ("activations", 1443840.0),
+        ("total", 8433024.0),
     ] {
         assert_eq!(m[k].as_f64().unwrap(), want, "1 GPU: {k}");
     }
@@ -254,10 +256,10 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     //   Last stage: weights 80320·2 = 160640; master 55744·4/dp + 24576·4/(dp·tp/ep = 1)
     //     = 111488 + 98304 = 209792; gradients 80320·4 = 321280; moments (2·2 B) the same
     //     sharding as the master: 209792; activations one micro-batch of its two MoE layers,
-    //     128·2·2128/tp = 272384, + logits 128·1000·4/tp = 256000 -> 528384; total 1429888.
+    //     128·2·2416/tp = 309248, + logits 128·1000·2/tp = 128000 -> 437248; total 1338752.
     //   First stage: 64672+12288 = 76960 params: 153920 + (129344 + 49152 = 178496)
-    //     + 307840 + 178496 + activations pp·128·(2032 + 2128)/tp = 532480 -> 1351232, smaller:
-    //     the last stage is reported.
+    //     + 307840 + 178496 + activations pp·128·(2032 + 2416)/tp = 569344 -> 1388096, larger:
+    //     the first stage is reported.
     let v = json(&ok(&[
         "inspect",
         s,
@@ -277,13 +279,13 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     ]));
     let m = &v["memory"];
     for (k, want) in [
-        ("params", 80320.0),
-        ("weights", 160640.0),
-        ("master", 209792.0),
-        ("gradients", 321280.0),
-        ("optimizer", 209792.0),
-        ("activations", 528384.0),
-        ("total", 1429888.0),
+        ("params", 76960.0),
+        ("weights", 153920.0),
+        ("master", 178496.0),
+        ("gradients", 307840.0),
+        ("optimizer", 178496.0),
+        ("activations", 569344.0),
+        ("total", 1388096.0),
     ] {
         assert_eq!(m[k].as_f64().unwrap(), want, "8 GPUs: {k}");
     }
@@ -299,7 +301,7 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     .unwrap();
     let o = dsv3c(&["chinchilla", recipe.to_str().unwrap(), "--strict", "--json"]);
     let c = json(&String::from_utf8_lossy(&o.stdout));
-    assert_eq!(c["memory"]["total"].as_f64().unwrap(), 1429888.0, "{c}");
+    assert_eq!(c["memory"]["total"].as_f64().unwrap(), 1388096.0, "{c}");
     assert!(!o.status.success(), "2 steps are far below the Chinchilla band: --strict fails");
 }
 
