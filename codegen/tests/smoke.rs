@@ -113,7 +113,7 @@ fn the_weights_copy_follows_the_masters() {
     let copy = Slice { space: Space::Weights, offset: 0, len: n, dtype: DType::Bf16 };
     let mut cpu = Cpu::new(&p);
     dsv3c_runtime::init::init_params(&p, 5, &mut cpu.params);
-    let rounded = |c: &Cpu| c.params[..n].iter().map(|&x| dsv3c_runtime::dtype::round_bf16(x)).collect::<Vec<_>>();
+    let rounded = |c: &Cpu| c.params[..n].iter().map(|&x| dsv3c_runtime::numerics::bf16_round(x)).collect::<Vec<_>>();
     let toks: Vec<f32> = (0..128).map(|i| ((i * 7919) % 50_000) as f32).collect();
     let mut sc = vec![0.0f32; scalars::LEN];
     (sc[scalars::LR], sc[scalars::STEP], sc[scalars::GRAD_SCALE]) = (1e-2, 1.0, 1.0);

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::numerics::bf16_round;
+
 /// The storage format of one slice's elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,11 +46,6 @@ impl DType {
             DType::I32 => "i32",
         }
     }
-
-    /// Is every f32 value representable (no rounding on store)?
-    pub const fn is_f32(self) -> bool {
-        matches!(self, DType::F32)
-    }
 }
 
 impl std::fmt::Display for DType {
@@ -57,19 +54,15 @@ impl std::fmt::Display for DType {
     }
 }
 
-/// `x` rounded to the nearest bf16 (ties to even), as bits; NaN stays a quiet NaN.
+/// `x` rounded to the nearest bf16 (ties to even, `numerics::bf16_round`), as bits; NaN stays a
+/// quiet NaN.
 pub fn bf16_bits(x: f32) -> u16 {
-    half::bf16::from_f32(x).to_bits()
+    (bf16_round(x).to_bits() >> 16) as u16
 }
 
 /// The f32 value of bf16 bits (exact).
 pub fn bf16_value(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
-}
-
-/// `x` rounded to the nearest bf16, as an f32.
-pub fn round_bf16(x: f32) -> f32 {
-    bf16_value(bf16_bits(x))
 }
 
 /// An f32 value stored as i32: truncated toward zero and saturated, NaN to 0 (the rule of CUDA's
@@ -126,7 +119,7 @@ pub fn encode(dtype: DType, values: &[f32], bytes: &mut [u8]) {
 pub fn stored(dtype: DType, x: f32) -> f32 {
     match dtype {
         DType::F32 => x,
-        DType::Bf16 => round_bf16(x),
+        DType::Bf16 => bf16_round(x),
         DType::I32 => i32_value(x) as f32,
     }
 }
@@ -142,9 +135,9 @@ mod tests {
         assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
         // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (1 + 2^-6).
         assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
-        assert!(round_bf16(f32::NAN).is_nan());
-        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
-        assert_eq!(round_bf16(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+        assert_eq!(bf16_value(bf16_bits(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(bf16_value(bf16_bits(-0.0)).to_bits(), (-0.0f32).to_bits());
     }
 
     #[test]

@@ -146,7 +146,8 @@ impl Backend for Cpu {
     fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError> {
         check_launch(op, args, |s| self.arena_bytes(s))?;
         let sig = op.signature();
-        // Arguments stored in another dtype than f32, decoded for the launch.
+        // Arguments stored in another dtype than f32, decoded for the launch (an overwritten
+        // output too: a strided one leaves the elements between its rows as they were).
         let mut decoded: Vec<(usize, Vec<f32>)> = Vec::new();
         for (i, s) in args.iter().enumerate() {
             if s.dtype != DType::F32 {
