@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 
-use dsv3c_runtime::op::{Op, Quant};
+use dsv3c_runtime::op::{Op, Quant, Scaling};
 use dsv3c_runtime::program::{Init, ParamGroup, Slice};
+use dsv3c_runtime::signature::Role;
 use dsv3c_runtime::DType;
 
 /// A virtual activation tensor.
@@ -24,9 +25,36 @@ pub enum Arg {
     P { param: usize, off: usize, len: usize },
     /// The same range of the parameter's gradient.
     G { param: usize, off: usize, len: usize },
+    /// The FP8 copy (e4m3) of `count` consecutive weight parameters from `param`, or (`scales`)
+    /// their blocks' scales: quantized once per step by the step's launches (`step`).
+    Fp8 { param: usize, count: usize, scales: bool },
     /// A slice of an arena whose layout is already fixed (the parameter, gradient and optimizer
     /// arenas, once `Builder::lay_out_params` has run).
     Raw(Slice),
+}
+
+/// A weight matrix some FP8 GEMM reads quantized: its parameter and shape `[rows, cols]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp8Weight {
+    pub param: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Where one weight's FP8 copy lives in the weights arena: its e4m3 bytes and its f32 block
+/// scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp8Copy {
+    pub q: Slice,
+    pub scales: Slice,
+}
+
+/// The bf16 compute copy of the parameter elements `[from, from + slice.len)`, element for
+/// element, that real-valued reads of those weights go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightsCopy {
+    pub from: usize,
+    pub slice: Slice,
 }
 
 /// Which launch list of a training step a launch goes into.
@@ -85,10 +113,16 @@ pub struct Builder {
     pub param_offsets: Vec<usize>,
     /// Layer/op context prefixed to launch notes.
     pub context: String,
-    /// The compute copy of parameter elements `[0, copy.len)` (the decayed and embedding groups:
-    /// the weight matrices), element for element, that real-valued reads go to (none: they read
-    /// the f32 parameters).
-    pub weights_copy: Option<Slice>,
+    /// The compute copy of the weight matrices (decayed and embedding groups) not read in FP8,
+    /// that real-valued reads go to (none: they read the f32 parameters).
+    pub weights_copy: Option<WeightsCopy>,
+    /// The weights FP8 GEMMs read quantized, in order of first use.
+    pub fp8_weights: Vec<Fp8Weight>,
+    /// Each of those weights' FP8 copy, by parameter, once laid out (`step`).
+    pub fp8_copies: HashMap<usize, Fp8Copy>,
+    /// Activations already quantized in this phase: `(tensor, scaling) → (e4m3, scales)`,
+    /// forgotten when a launch writes the tensor.
+    quantized: HashMap<(Tid, Scaling), (Tid, Tid)>,
     /// The storage formats GEMMs emulate (from the spec's precision).
     pub precision: PrecisionPolicy,
 }
@@ -140,7 +174,7 @@ impl PrecisionPolicy {
     pub fn quant(&self, kind: WeightKind, role: GemmRole) -> Quant {
         match (kind, self.fp8_tile) {
             (WeightKind::Router, _) => Quant::None,
-            (WeightKind::Projection, Some(tile)) => Quant::Fp8 { tile, b_blocks: role != GemmRole::Wgrad },
+            (WeightKind::Projection, Some(tile)) => Quant::Fp8Stored { tile, b_blocks: role != GemmRole::Wgrad },
             _ if self.bf16 => Quant::Bf16,
             _ => Quant::None,
         }
@@ -186,6 +220,11 @@ impl Builder {
 
     /// Emits one launch of `op` into the current phase.
     pub fn launch(&mut self, op: Op, args: Vec<Arg>, what: &str) {
+        for (sig, arg) in op.signature().iter().zip(&args) {
+            if let (Role::Out(_), Arg::T(t)) = (sig.role, arg) {
+                self.quantized.retain(|k, _| k.0 != *t);
+            }
+        }
         let key = format!("{op:?}");
         let kernel = match self.kernel_index.get(&key) {
             Some(&k) => k,
@@ -206,23 +245,62 @@ impl Builder {
     }
 
     /// Lays the parameters out by optimizer group — decayed matrices, then embedding and head,
-    /// then no-decay, then frozen; registration order within a group — so that each group is one
-    /// contiguous range the optimizer can treat alike. Returns each group's end offset, in that order.
+    /// then no-decay, then frozen — so that each group is one contiguous range the optimizer can
+    /// treat alike; within a group the weights FP8 GEMMs read come first (so that the rest of the
+    /// matrices, which a bf16 copy serves, are one range too), then registration order. Returns
+    /// each group's end offset, in that order.
     pub fn lay_out_params(&mut self) -> [usize; 4] {
         let order = [ParamGroup::Decay, ParamGroup::Embedding, ParamGroup::NoDecay, ParamGroup::Frozen];
+        let fp8: std::collections::HashSet<usize> = self.fp8_weights.iter().map(|w| w.param).collect();
         self.param_offsets = vec![0; self.params.len()];
         let mut ends = [0; 4];
         let mut at = 0;
         for (g, group) in order.iter().enumerate() {
-            for (i, p) in self.params.iter().enumerate() {
-                if p.group == *group {
-                    self.param_offsets[i] = at;
-                    at += p.shape.iter().product::<usize>();
+            for first in [true, false] {
+                for (i, p) in self.params.iter().enumerate() {
+                    if p.group == *group && fp8.contains(&i) == first {
+                        self.param_offsets[i] = at;
+                        at += p.shape.iter().product::<usize>();
+                    }
                 }
             }
             ends[g] = at;
         }
         ends
+    }
+
+    /// Records that FP8 GEMMs read `count` consecutive weights from `param`, each `[rows, cols]`,
+    /// quantized (in 128×128 blocks, by the step).
+    pub fn fp8_weight(&mut self, param: usize, count: usize, rows: usize, cols: usize) {
+        for p in param..param + count {
+            if !self.fp8_weights.iter().any(|w| w.param == p) {
+                self.fp8_weights.push(Fp8Weight { param: p, rows, cols });
+            }
+        }
+    }
+
+    /// `t` (a dense `[rows, cols]` activation or gradient) quantized to E4M3 under `scaling`, as
+    /// (values, scales): quantized here, right after whatever wrote `t` last, or the copy an
+    /// earlier GEMM of this phase already made.
+    pub fn quantized(&mut self, t: Tid, rows: usize, cols: usize, scaling: Scaling) -> (Tid, Tid) {
+        if let Some(&q) = self.quantized.get(&(t, scaling)) {
+            return q;
+        }
+        let tile = self.precision.fp8_tile.unwrap_or(128);
+        let name = self.tensors[t].name.clone();
+        let how = match scaling {
+            Scaling::RowTiles => "row tiles",
+            Scaling::ColTiles => "column tiles",
+            Scaling::Blocks => "blocks",
+        };
+        let q = self.tensors.len();
+        self.tensors.push(TensorInfo { name: format!("{name}.e4m3[{how}]"), len: rows * cols });
+        let s = self.tensors.len();
+        self.tensors.push(TensorInfo { name: format!("{name}.scales[{how}]"), len: scaling.count(rows, cols, tile) });
+        let op = Op::Quantize { mats: 1, rows, cols, tile, scaling };
+        self.launch(op, vec![Arg::T(t), Arg::T(q), Arg::T(s)], &format!("quantize {name} ({how})"));
+        self.quantized.insert((t, scaling), (q, s));
+        (q, s)
     }
 
     /// Records how to differentiate the op just emitted.
@@ -262,6 +340,7 @@ impl Builder {
     /// Emits the backward pass: the tape in reverse.
     pub fn backward(&mut self) {
         self.phase = Phase::Backward;
+        self.quantized.clear();
         let tape = std::mem::take(&mut self.tape);
         for f in tape.into_iter().rev() {
             f(self);

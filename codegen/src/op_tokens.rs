@@ -5,7 +5,9 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, OptimizerKind, Quant, RopeFreqs, Route, Score, Update};
+use dsv3c_runtime::op::{
+    Attn, Balance, GroupedMode, Op, OptimizerKind, Quant, RopeFreqs, Route, Scaling, Score, Update,
+};
 
 fn u(v: usize) -> Literal {
     Literal::usize_unsuffixed(v)
@@ -28,6 +30,18 @@ fn quant(q: Quant) -> TokenStream {
             let tile = u(tile);
             quote!(Quant::Fp8 { tile: #tile, b_blocks: #b_blocks })
         }
+        Quant::Fp8Stored { tile, b_blocks } => {
+            let tile = u(tile);
+            quote!(Quant::Fp8Stored { tile: #tile, b_blocks: #b_blocks })
+        }
+    }
+}
+
+fn scaling(s: Scaling) -> TokenStream {
+    match s {
+        Scaling::RowTiles => quote!(Scaling::RowTiles),
+        Scaling::ColTiles => quote!(Scaling::ColTiles),
+        Scaling::Blocks => quote!(Scaling::Blocks),
     }
 }
 
@@ -108,6 +122,10 @@ pub fn op_tokens(op: &Op) -> TokenStream {
         Op::Zero { n } => {
             let n = u(*n);
             quote!(Op::Zero { n: #n })
+        }
+        Op::Quantize { mats, rows, cols, tile, scaling: sc } => {
+            let (mats, rows, cols, tile, sc) = (u(*mats), u(*rows), u(*cols), u(*tile), scaling(*sc));
+            quote!(Op::Quantize { mats: #mats, rows: #rows, cols: #cols, tile: #tile, scaling: #sc })
         }
         Op::Cast { n } => {
             let n = u(*n);

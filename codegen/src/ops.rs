@@ -1,7 +1,7 @@
 //! Differentiable ops on the builder: each emits its forward launches and records the launches
 //! of its backward (hand-derived; the math is in `dsv3c_runtime::op`'s docs and the CPU kernels).
 
-use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Route};
+use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, Route, Scaling};
 
 use crate::builder::{Arg, Builder, GemmRole, Tid, WeightKind};
 
@@ -51,8 +51,19 @@ pub struct MoeOut {
 }
 
 impl Builder {
-    /// `y[rows, n_out] (+)= x[rows, n_in] · Wᵀ`.
+    /// `y[rows, n_out] (+)= x[rows, n_in] · Wᵀ`. Under the FP8 recipe the three GEMMs read
+    /// E4M3 operands: the weight's copy (quantized by the step, in blocks), and the activation
+    /// and gradient quantized right before — in row tiles along K for the forward and data
+    /// gradient, column tiles (along the tokens) for the weight gradient.
     pub fn linear_into(&mut self, x: Tid, rows: usize, w: W, y: Tid, accumulate: bool, what: &str) {
+        let quant = self.precision.quant(w.kind, GemmRole::Fprop);
+        let fp8 = matches!(quant, Quant::Fp8Stored { .. });
+        if fp8 {
+            debug_assert!(w.col == 0 && w.ld == w.n_in, "an FP8 weight is a whole parameter");
+            self.fp8_weight(w.param, 1, w.n_out, w.n_in);
+        }
+        let wq =
+            [Arg::Fp8 { param: w.param, count: 1, scales: false }, Arg::Fp8 { param: w.param, count: 1, scales: true }];
         let op = Op::Gemm {
             m: rows,
             n: w.n_out,
@@ -63,9 +74,15 @@ impl Builder {
             ta: false,
             tb: true,
             accumulate,
-            quant: self.precision.quant(w.kind, GemmRole::Fprop),
+            quant,
         };
-        self.launch(op, vec![Arg::T(x), w.arg(false), Arg::T(y)], what);
+        let args = if fp8 {
+            let (xq, xs) = self.quantized(x, rows, w.n_in, Scaling::RowTiles);
+            vec![Arg::T(xq), Arg::T(xs), wq[0], wq[1], Arg::T(y)]
+        } else {
+            vec![Arg::T(x), w.arg(false), Arg::T(y)]
+        };
+        self.launch(op, args, what);
         let what = what.to_string();
         self.on_backward(move |b| {
             let dy = b.grad(y);
@@ -83,7 +100,13 @@ impl Builder {
                 accumulate: true,
                 quant: b.precision.quant(w.kind, GemmRole::Dgrad),
             };
-            b.launch(op, vec![Arg::T(dy), w.arg(false), Arg::T(dx)], &format!("{what} (data grad)"));
+            let args = if fp8 {
+                let (q, s) = b.quantized(dy, rows, w.n_out, Scaling::RowTiles);
+                vec![Arg::T(q), Arg::T(s), wq[0], wq[1], Arg::T(dx)]
+            } else {
+                vec![Arg::T(dy), w.arg(false), Arg::T(dx)]
+            };
+            b.launch(op, args, &format!("{what} (data grad)"));
             // dW[n_out, n_in] += dyᵀ · x
             let op = Op::Gemm {
                 m: w.n_out,
@@ -97,7 +120,14 @@ impl Builder {
                 accumulate: true,
                 quant: b.precision.quant(w.kind, GemmRole::Wgrad),
             };
-            b.launch(op, vec![Arg::T(dy), Arg::T(x), w.arg(true)], &format!("{what} (weight grad)"));
+            let args = if fp8 {
+                let (dq, ds) = b.quantized(dy, rows, w.n_out, Scaling::ColTiles);
+                let (xq, xs) = b.quantized(x, rows, w.n_in, Scaling::ColTiles);
+                vec![Arg::T(dq), Arg::T(ds), Arg::T(xq), Arg::T(xs), w.arg(true)]
+            } else {
+                vec![Arg::T(dy), Arg::T(x), w.arg(true)]
+            };
+            b.launch(op, args, &format!("{what} (weight grad)"));
         });
     }
 
@@ -312,19 +342,34 @@ impl Builder {
                 GroupedMode::DataGrad => GemmRole::Dgrad,
                 GroupedMode::WeightGrad => GemmRole::Wgrad,
             };
-            Op::GroupedGemm { experts: e, rows, n, k: kdim, mode, quant: policy.quant(WeightKind::Projection, role) }
+            // The weight gradient quantizes on load (`Quant::grouped`).
+            let quant = policy.quant(WeightKind::Projection, role).grouped(mode);
+            Op::GroupedGemm { experts: e, rows, n, k: kdim, mode, quant }
         };
+        let fp8 = matches!(policy.quant(WeightKind::Projection, GemmRole::Fprop), Quant::Fp8Stored { .. });
+        if fp8 {
+            self.fp8_weight(w, e, n, kdim);
+        }
         // The experts' weights are consecutive parameters: one `[e, n, kdim]` block.
         let (wp, wg) = (Arg::P { param: w, off: 0, len: e * n * kdim }, Arg::G { param: w, off: 0, len: e * n * kdim });
-        self.launch(op(GroupedMode::Forward), vec![Arg::T(offsets), Arg::T(x), wp, Arg::T(y)], name);
+        let wq = [Arg::Fp8 { param: w, count: e, scales: false }, Arg::Fp8 { param: w, count: e, scales: true }];
+        let args = if fp8 {
+            let (q, s) = self.quantized(x, rows, kdim, Scaling::RowTiles);
+            vec![Arg::T(offsets), Arg::T(q), Arg::T(s), wq[0], wq[1], Arg::T(y)]
+        } else {
+            vec![Arg::T(offsets), Arg::T(x), wp, Arg::T(y)]
+        };
+        self.launch(op(GroupedMode::Forward), args, name);
         let name = name.to_string();
         self.on_backward(move |b| {
             let (dy, dx) = (b.grad(y), b.grad(x));
-            b.launch(
-                op(GroupedMode::DataGrad),
-                vec![Arg::T(offsets), Arg::T(dy), wp, Arg::T(dx)],
-                &format!("{name} (data grad)"),
-            );
+            let args = if fp8 {
+                let (q, s) = b.quantized(dy, rows, n, Scaling::RowTiles);
+                vec![Arg::T(offsets), Arg::T(q), Arg::T(s), wq[0], wq[1], Arg::T(dx)]
+            } else {
+                vec![Arg::T(offsets), Arg::T(dy), wp, Arg::T(dx)]
+            };
+            b.launch(op(GroupedMode::DataGrad), args, &format!("{name} (data grad)"));
             b.launch(
                 op(GroupedMode::WeightGrad),
                 vec![Arg::T(offsets), Arg::T(x), Arg::T(dy), wg],

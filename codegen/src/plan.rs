@@ -12,7 +12,7 @@ use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, Program
 use dsv3c_runtime::signature::{ArgSig, Kind, Role};
 use dsv3c_runtime::DType;
 
-use crate::builder::{Arg, Builder, Step, Tid};
+use crate::builder::{Arg, Builder, Step, Tid, WeightsCopy};
 use crate::model::Outputs;
 use crate::step::StepIo;
 
@@ -20,19 +20,20 @@ use crate::step::StepIo;
 const ALIGN: usize = 64;
 
 /// The storage dtype of every tensor, from the kinds of the arguments it is passed as: an
-/// integer argument makes it i32; an argument kept in f32 (statistics, router, losses) or one
-/// accumulated into (gradients, residual sums: f32 accumulation) makes it f32; otherwise it
-/// takes the precision's activation dtype. A tensor passed both as an integer and as a real
-/// value is a compiler bug that `Program::check` reports.
+/// integer argument makes it i32; a quantized FP8 operand e4m3; an argument kept in f32
+/// (statistics, router, losses, FP8 scales) or one accumulated into (gradients, residual sums:
+/// f32 accumulation) makes it f32; otherwise it takes the precision's activation dtype. A tensor
+/// passed as two of integer, e4m3 and real is a compiler bug that `Program::check` reports.
 pub fn storage(b: &Builder, steps: &[&Step]) -> Vec<DType> {
     let n = b.tensors.len();
-    let (mut index, mut f32_only) = (vec![false; n], vec![false; n]);
+    let (mut index, mut f32_only, mut e4m3) = (vec![false; n], vec![false; n], vec![false; n]);
     for s in steps {
         let sig = b.ops[s.kernel].signature();
         for (a, arg) in sig.iter().zip(&s.args) {
             if let Arg::T(t) = *arg {
                 match (a.kind, a.role) {
                     (Kind::Index, _) => index[t] = true,
+                    (Kind::E4m3, _) => e4m3[t] = true,
                     (Kind::F32, _) | (Kind::Float, Role::Out(Access::Accumulate)) => f32_only[t] = true,
                     (Kind::Float, _) => {}
                 }
@@ -44,6 +45,8 @@ pub fn storage(b: &Builder, steps: &[&Step]) -> Vec<DType> {
         .map(|t| {
             if index[t] {
                 DType::I32
+            } else if e4m3[t] {
+                DType::E4m3
             } else if f32_only[t] {
                 DType::F32
             } else {
@@ -155,13 +158,31 @@ pub fn plan(
             Arg::P { param, off, len } => {
                 let at = params[param].offset + off;
                 match b.weights_copy {
-                    Some(c) if at + len <= c.len && sig.kind == Kind::Float && sig.role == Role::In => {
-                        Slice { space: c.space, offset: c.offset + at * c.dtype.size(), len, dtype: c.dtype }
+                    Some(WeightsCopy { from, slice: c })
+                        if at >= from
+                            && at + len <= from + c.len
+                            && sig.kind == Kind::Float
+                            && sig.role == Role::In =>
+                    {
+                        Slice { offset: c.offset + (at - from) * c.dtype.size(), len, ..c }
                     }
                     _ => Slice::param(at, len),
                 }
             }
             Arg::G { param, off, len } => Slice::grad(params[param].offset + off, len),
+            Arg::Fp8 { param, count, scales } => {
+                // Consecutive weights' copies are consecutive (`step::lay_out_weights`).
+                let part = |p: usize| {
+                    let c = b.fp8_copies[&p];
+                    if scales {
+                        c.scales
+                    } else {
+                        c.q
+                    }
+                };
+                let first = part(param);
+                Slice { len: (param..param + count).map(|p| part(p).len).sum(), ..first }
+            }
             Arg::Raw(s) => s,
         }
     };
@@ -269,7 +290,7 @@ pub fn to_json(p: &Program) -> String {
 /// Bytes of the activation buffers of each dtype (before sharing by liveness), by dtype name.
 fn by_dtype(p: &Program) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
-    for d in [DType::F32, DType::Bf16, DType::I32] {
+    for d in [DType::F32, DType::Bf16, DType::I32, DType::E4m3] {
         let n: usize = p.buffers.iter().filter(|b| b.dtype == d).map(|b| b.len * d.size()).sum();
         if n > 0 {
             m.insert(d.name().into(), n.into());

@@ -19,6 +19,7 @@ fn dtype_tokens(d: DType) -> TokenStream {
         DType::F32 => quote!(DType::F32),
         DType::Bf16 => quote!(DType::Bf16),
         DType::I32 => quote!(DType::I32),
+        DType::E4m3 => quote!(DType::E4m3),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The training step's own launches, around the model's forward and backward: `start` casts the
-//! weight matrices' compute copy (bf16 weights) and zeroes the gradient arena and each MoE layer's
-//! routing statistics; `update` takes the global gradient norm,
+//! The training step's own launches, around the model's forward and backward: `start` makes the
+//! weight matrices' compute copies — E4M3 in 128×128 blocks for those the FP8 GEMMs read, bf16
+//! for the rest (bf16 weights) — and zeroes the gradient arena and each MoE layer's routing
+//! statistics; `update` takes the global gradient norm,
 //! runs the optimizer over the trained parameters (laid out by group, so that one launch covers
 //! them) and moves each MoE layer's correction bias toward balance. Everything a step computes is
 //! a launch: the host writes the step's scalars and reads losses and metrics.
@@ -9,7 +10,9 @@ use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Update, GRAD_NORM_CHUNK};
 use dsv3c_runtime::program::{Slice, Space};
 use dsv3c_runtime::DType;
 
-use crate::builder::{Arg, Builder, Phase, Tid};
+use dsv3c_runtime::op::Scaling;
+
+use crate::builder::{Arg, Builder, Fp8Copy, Phase, Tid, WeightsCopy};
 use crate::model::Outputs;
 
 /// The optimizer a Program is compiled for; its hyperparameters are step scalars, not constants.
@@ -39,8 +42,63 @@ pub struct StepIo {
     pub grad_norm: Tid,
     /// Elements of the optimizer arena.
     pub optim_len: usize,
-    /// Bytes of the weights' compute copy.
+    /// Bytes of the weights' compute copies.
     pub weight_bytes: usize,
+}
+
+/// Byte offsets in the weights arena are rounded up to this.
+const WEIGHTS_ALIGN: usize = 64;
+
+/// Lays out the weights arena — the FP8 copies' e4m3 bytes, then their scales, then the bf16
+/// copy of the other weight matrices `[from, embedding_end)` — and returns the launches that fill
+/// it from the f32 masters: one `Quantize` per run of consecutive same-shaped FP8 weights (a MoE
+/// layer's experts are one), and one `Cast`.
+fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, &'static str)> {
+    let tile = b.precision.fp8_tile.unwrap_or(128);
+    let mut fp8 = b.fp8_weights.clone();
+    fp8.sort_by_key(|w| b.param_offsets[w.param]);
+    let q_bytes: usize = fp8.iter().map(|w| w.rows * w.cols).sum();
+    let (mut q_at, mut s_at) = (0, q_bytes.next_multiple_of(WEIGHTS_ALIGN));
+    let mut launches = Vec::new();
+    let mut i = 0;
+    while i < fp8.len() {
+        let w = fp8[i];
+        let mut j = i + 1;
+        while j < fp8.len()
+            && (fp8[j].rows, fp8[j].cols) == (w.rows, w.cols)
+            && b.param_offsets[fp8[j].param] == b.param_offsets[w.param] + (j - i) * w.rows * w.cols
+        {
+            j += 1;
+        }
+        let (mats, n, per) = (j - i, w.rows * w.cols, Scaling::Blocks.count(w.rows, w.cols, tile));
+        let q = Slice { space: Space::Weights, offset: q_at, len: mats * n, dtype: DType::E4m3 };
+        let s = Slice { space: Space::Weights, offset: s_at, len: mats * per, dtype: DType::F32 };
+        for (m, x) in fp8[i..j].iter().enumerate() {
+            let copy = Fp8Copy {
+                q: Slice { offset: q_at + m * n, len: n, ..q },
+                scales: Slice { offset: s_at + m * per * 4, len: per, ..s },
+            };
+            b.fp8_copies.insert(x.param, copy);
+        }
+        let op = Op::Quantize { mats, rows: w.rows, cols: w.cols, tile, scaling: Scaling::Blocks };
+        let x = Slice::param(b.param_offsets[w.param], mats * n);
+        launches.push((op, vec![Arg::Raw(x), Arg::Raw(q), Arg::Raw(s)], "weights' FP8 copy"));
+        (q_at, s_at) = (q_at + q.bytes(), s_at + s.bytes());
+        i = j;
+    }
+    // The FP8 weights lead their group (`lay_out_params`): the bf16 copy starts after them when
+    // they are the arena's first elements, else it covers every matrix.
+    let fp8_end: usize = fp8.iter().map(|w| w.rows * w.cols).sum();
+    let from = if fp8.iter().all(|w| b.param_offsets[w.param] < fp8_end) { fp8_end } else { 0 };
+    if b.precision.bf16_weights && embedding_end > from {
+        let len = embedding_end - from;
+        let slice =
+            Slice { space: Space::Weights, offset: s_at.next_multiple_of(WEIGHTS_ALIGN), len, dtype: DType::Bf16 };
+        b.weights_copy = Some(WeightsCopy { from, slice });
+        let x = Slice::param(from, len);
+        launches.push((Op::Cast { n: len }, vec![Arg::Raw(x), Arg::Raw(slice)], "weights' compute copy"));
+    }
+    launches
 }
 
 /// Lays the parameters out and emits the start and update launches; `gamma` is the balancing
@@ -50,17 +108,17 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
     let scalars = b.tensor("step.scalars", scalars::LEN);
 
     b.phase = Phase::Start;
-    // The weight matrices (decayed and embedding groups) the forward and backward read, in bf16:
-    // cast at the start of a step (after the host wrote parameters) and after each update.
-    let cast = (b.precision.bf16_weights && embedding_end > 0).then(|| {
-        let copy = Slice { space: Space::Weights, offset: 0, len: embedding_end, dtype: DType::Bf16 };
-        (copy, Op::Cast { n: embedding_end }, vec![Arg::Raw(Slice::param(0, embedding_end)), Arg::Raw(copy)])
-    });
-    if let Some((copy, op, args)) = cast.clone() {
-        b.launch(op, args, "weights' compute copy");
-        b.weights_copy = Some(copy);
+    // The weight matrices the forward and backward read, in E4M3 and bf16: made at the start of
+    // a step (after the host wrote parameters) and after each update.
+    let copies = lay_out_weights(b, embedding_end);
+    for (op, args, what) in copies.clone() {
+        b.launch(op, args, what);
     }
-    let weight_bytes = b.weights_copy.map_or(0, |c| c.bytes());
+    let weight_bytes = [b.weights_copy.map(|c| c.slice.end()), b.fp8_copies.values().map(|c| c.scales.end()).max()]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
     b.launch(Op::Zero { n: param_len }, vec![Arg::Raw(Slice::grad(0, param_len))], "zero gradients");
     for &(stats, _) in &out.expert_stats {
         let n = b.len(stats);
@@ -88,8 +146,8 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         OptimizerKind::Lion => param_len,
     };
     b.launch(Op::Optimizer(u), args, "optimizer step");
-    if let Some((_, op, args)) = cast {
-        b.launch(op, args, "weights' compute copy");
+    for (op, args, what) in copies {
+        b.launch(op, args, what);
     }
     if gamma != 0.0 {
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {

@@ -3,10 +3,12 @@
 //! they should.
 
 use dsv3c_codegen::cuda::{self, check, EmitError};
-use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Score};
+use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Scaling, Score};
 
 const FP8_W: Quant = Quant::Fp8 { tile: 128, b_blocks: true };
 const FP8_A: Quant = Quant::Fp8 { tile: 128, b_blocks: false };
+const FP8S_W: Quant = Quant::Fp8Stored { tile: 128, b_blocks: true };
+const FP8S_A: Quant = Quant::Fp8Stored { tile: 128, b_blocks: false };
 
 fn attn(window: Option<(usize, usize)>) -> Attn {
     Attn { batch: 2, seq: 64, heads: 4, nope: 16, rope: 8, v: 16, kpe_stride: 40, kpe_offset: 32, scale: 0.2, window }
@@ -37,8 +39,13 @@ fn small_ops() -> Vec<(&'static str, Op)> {
         inverse,
     };
     let grouped = |mode| Op::GroupedGemm { experts: 8, rows: 256, n: 128, k: 256, mode, quant: FP8_W };
+    let stored = |mode| Op::GroupedGemm { experts: 8, rows: 256, n: 128, k: 256, mode, quant: FP8S_W };
+    let quantize = |scaling| Op::Quantize { mats: 2, rows: 200, cols: 300, tile: 128, scaling };
     vec![
         ("zero", Op::Zero { n: 1000 }),
+        ("quantize_row_tiles", quantize(Scaling::RowTiles)),
+        ("quantize_col_tiles", quantize(Scaling::ColTiles)),
+        ("quantize_blocks", quantize(Scaling::Blocks)),
         ("cast", Op::Cast { n: 1000 }),
         ("add_scaled", Op::AddScaled { n: 1000, alpha: 0.5 }),
         ("add", Op::Add { n: 1000 }),
@@ -47,6 +54,9 @@ fn small_ops() -> Vec<(&'static str, Op)> {
         ("gemm_bf16_nt", gemm(false, true, false, Quant::Bf16)),
         ("fp8_gemm_nt_blocks", gemm(false, true, false, FP8_W)),
         ("fp8_gemm_tn_tiles_acc", gemm(true, false, true, FP8_A)),
+        ("fp8_stored_gemm_nt_blocks", gemm(false, true, false, FP8S_W)),
+        ("fp8_stored_gemm_nn_blocks_acc", gemm(false, false, true, FP8S_W)),
+        ("fp8_stored_gemm_tn_tiles_acc", gemm(true, false, true, FP8S_A)),
         ("embedding", Op::Embedding { n: 64, vocab: 512, d: 32 }),
         ("embedding_bwd", Op::EmbeddingBwd { n: 64, vocab: 512, d: 32 }),
         ("shift_tokens", Op::ShiftTokens { batch: 2, seq: 32, shift: 1 }),
@@ -70,6 +80,8 @@ fn small_ops() -> Vec<(&'static str, Op)> {
         ("grouped_gemm_fwd", grouped(GroupedMode::Forward)),
         ("grouped_gemm_dgrad", grouped(GroupedMode::DataGrad)),
         ("grouped_gemm_wgrad", grouped(GroupedMode::WeightGrad)),
+        ("grouped_gemm_stored_fwd", stored(GroupedMode::Forward)),
+        ("grouped_gemm_stored_dgrad", stored(GroupedMode::DataGrad)),
         ("combine", Op::Combine { tokens: 64, top_k: 4, d: 32 }),
         ("combine_bwd", Op::CombineBwd { tokens: 64, top_k: 4, d: 32 }),
         ("cross_entropy", Op::CrossEntropy { batch: 2, seq: 32, vocab: 512, shift: 1, grad_scale: 1.0 }),
@@ -90,7 +102,7 @@ fn specialized(source: &str) -> &str {
 fn every_emitter_matches_its_snapshot() {
     let ops = small_ops();
     let families: std::collections::BTreeSet<&str> = ops.iter().map(|(_, op)| op.family()).collect();
-    assert_eq!(families.len(), 27, "one small op per Op family");
+    assert_eq!(families.len(), 28, "one small op per Op family");
     for (name, op) in ops {
         let k = cuda::emit(&op).unwrap_or_else(|e| panic!("{name}: {e}"));
         let header: String = k.source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");

@@ -20,7 +20,7 @@ use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options};
 use dsv3c_runtime::backend_suite::{storage, stored};
 use dsv3c_runtime::cpu::run_op;
 use dsv3c_runtime::dtype;
-use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Score};
+use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, RopeFreqs, Route, Scaling, Score};
 use dsv3c_runtime::program::Kernel;
 use dsv3c_runtime::sample::{dispatched, expert_ids, routed, router_inputs, Rng};
 use dsv3c_runtime::tolerance::{self, rel_l2};
@@ -143,7 +143,7 @@ fn tol(q: Quant) -> f64 {
     match q {
         Quant::None => tolerance::KERNEL_REL_L2_F32,
         Quant::Bf16 => tolerance::KERNEL_REL_L2_BF16,
-        Quant::Fp8 { .. } => tolerance::KERNEL_REL_L2_FP8,
+        Quant::Fp8 { .. } | Quant::Fp8Stored { .. } => tolerance::KERNEL_REL_L2_FP8,
     }
 }
 
@@ -156,8 +156,28 @@ fn quant() -> impl Strategy<Value = Quant> {
         Just(Quant::None),
         Just(Quant::Bf16),
         Just(Quant::Fp8 { tile: 128, b_blocks: true }),
-        Just(Quant::Fp8 { tile: 128, b_blocks: false })
+        Just(Quant::Fp8 { tile: 128, b_blocks: false }),
+        Just(Quant::Fp8Stored { tile: 128, b_blocks: true }),
+        Just(Quant::Fp8Stored { tile: 128, b_blocks: false })
     ]
+}
+
+/// Random arguments of `op` at its footprint; an FP8 operand's scales positive (as `Quantize`
+/// writes them), spread over a few octaves.
+fn gemm_args(op: &Op, r: &mut Rng) -> Vec<Vec<f32>> {
+    op.signature()
+        .iter()
+        .map(|a| {
+            let v = r.vec(a.len, 1.0);
+            if a.name.ends_with("_scales") {
+                v.iter().map(|x| 2f32.powf(3.0 * x) / 448.0).collect()
+            } else if a.kind == dsv3c_runtime::signature::Kind::E4m3 {
+                v.iter().map(|x| x * 448.0).collect()
+            } else {
+                v
+            }
+        })
+        .collect()
 }
 
 fn attn_strategy() -> impl Strategy<Value = Attn> {
@@ -232,8 +252,21 @@ proptest! {
         let ldb = if tb { k } else { n } + pad;
         let ldc = n + pad;
         let op = Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant: q };
+        check_op(&op, gemm_args(&op, &mut r), tol(q));
+    }
+
+    #[test]
+    fn quantize(mats in 1..4usize, rows in 1..300usize, cols in 1..300usize, scaling in 0..3usize,
+                octaves in 0..40i32, seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        let mut r = Rng::new(seed);
+        let scaling = [Scaling::RowTiles, Scaling::ColTiles, Scaling::Blocks][scaling];
+        let op = Op::Quantize { mats, rows, cols, tile: 128, scaling };
         let fp = check::footprint(&op);
-        check_op(&op, vec![r.vec(fp[0], 1.0), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0)], tol(q));
+        // Values over many binades (some tiles below the 1e-4 amax floor), a few exact zeros.
+        let x: Vec<f32> = r.vec(fp[0], 1.0).iter().map(|v| if v.abs() < 0.01 { 0.0 } else { v * 2f32.powi(octaves - 20) }).collect();
+        // E4M3 codes and scales exactly as the CPU writes them: the same division and rounding.
+        check_op(&op, vec![x, vec![0.0; fp[1]], vec![0.0; fp[2]]], 0.0);
     }
 
     #[test]
@@ -247,8 +280,8 @@ proptest! {
         let (_, _, offsets) = dispatched(tokens, experts, top_k, &idx);
         for mode in [GroupedMode::Forward, GroupedMode::DataGrad, GroupedMode::WeightGrad] {
             let op = Op::GroupedGemm { experts, rows, n, k, mode, quant: q };
-            let fp = check::footprint(&op);
-            let args = vec![offsets.clone(), r.vec(fp[1], 1.0), r.vec(fp[2], 1.0), r.vec(fp[3], 1.0)];
+            let mut args = gemm_args(&op, &mut r);
+            args[0] = offsets.clone();
             check_op(&op, args, tol(q));
         }
     }
@@ -495,93 +528,120 @@ fn training_step_kernels() {
 
 /// The FP8 and bf16 GEMMs of 1b's training step at their real shapes: two blocks of each (the first and
 /// the last, which holds the ragged edges) in the emulator, against the CPU reference on the tiles those
-/// blocks compute (a sub-GEMM over the same rows and columns: FP8's 1 x 128 tiles and 128 x 128 blocks
-/// fall identically, since tiles start at multiples of 128).
+/// blocks compute: a sub-GEMM over the same rows and columns of the operands as the kernel reads them
+/// (for FP8, the E4M3 values times their scales — 1 x 128 tiles and 128 x 128 blocks start at multiples
+/// of 128, so the block's slice of them is exactly what it multiplies).
 #[test]
 fn gemms_at_1b_shapes_on_sampled_blocks() {
+    use dsv3c_runtime::numerics::dequantize;
     if !nvrtc() {
         return;
     }
     let spec = dsv3c_spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/1b.yaml"))).unwrap();
     let program = dsv3c_codegen::compile(&spec, 1, 4096).unwrap();
-    let mut ops: Vec<Op> = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
+    let shape = |o: &Op| match *o {
+        Op::Gemm { m, n, k, ta, tb, .. } => (m, n, k, ta, tb),
+        _ => (0, 0, 0, false, false),
+    };
     for k in &program.kernels {
-        if let Op::Gemm { m, n, k: kk, quant: Quant::Fp8 { .. }, .. } = k.op {
+        if let Op::Gemm { m, n, k: kk, quant: Quant::Fp8Stored { .. }, .. } = k.op {
             let fits = m * kk <= 1 << 24 && n * kk <= 1 << 24 && m * n <= 1 << 24;
-            let shape = |o: &Op| {
-                if let Op::Gemm { m, n, k, ta, tb, .. } = *o {
-                    (m, n, k, ta, tb)
-                } else {
-                    (0, 0, 0, false, false)
-                }
-            };
-            if fits && !ops.iter().any(|o| shape(o) == shape(&k.op)) {
-                ops.push(k.op.clone());
+            if fits && !kernels.iter().any(|o| shape(&o.op) == shape(&k.op)) {
+                kernels.push(k.clone());
             }
         }
     }
-    assert!(ops.len() >= 3, "1b has FP8 GEMMs: {}", ops.len());
-    ops.truncate(4);
-    let bf16: Vec<Op> = ops
+    assert!(kernels.len() >= 3, "1b has FP8 GEMMs: {}", kernels.len());
+    kernels.truncate(4);
+    let bf16: Vec<Kernel> = kernels
         .iter()
         .take(2)
-        .map(|o| match o.clone() {
+        .map(|o| match o.op.clone() {
             Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, .. } => {
-                Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant: Quant::Bf16 }
+                Kernel::reference(Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant: Quant::Bf16 })
             }
-            o => o,
+            _ => unreachable!(),
         })
         .collect();
-    ops.extend(bf16);
+    kernels.extend(bf16);
     let mut r = Rng::new(1);
-    for op in &ops {
+    for kernel in &kernels {
+        let op = &kernel.op;
         let Op::Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } = *op else { unreachable!() };
-        let kern = cuda::emit(op).unwrap();
+        let kern = cuda::emit_kernel(kernel).unwrap();
         let e = &kern.entries[0];
         // The tensor-core GEMM's tile (gemm_mma.cuh): block (x, y) computes C[64x, 64x+64) x [128y, 128y+128).
         let (bm, bn) = (64, 128);
         assert_eq!((e.grid[0] as usize, e.grid[1] as usize), (m.div_ceil(bm), n.div_ceil(bn)), "{}: grid", kern.stem);
         let fp = check::footprint(op);
-        let a = r.vec(fp[0], 1.0);
-        let b = r.vec(fp[1], 1.0);
-        let c0 = r.vec(fp[2], 1.0);
+        let args: Vec<Vec<f32>> =
+            gemm_args(op, &mut r).iter().zip(&kernel.dtypes).map(|(a, &d)| stored(d, a)).collect();
+        let c = args.len() - 1;
         let mut global = Global::new();
         let module = Module::load(&ptx(&kern), &mut global).unwrap();
-        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let pa = global.alloc_with("a", &bytes(&a));
-        let pb = global.alloc_with("b", &bytes(&b));
-        let pc = global.alloc_with("c", &if accumulate { bytes(&c0) } else { vec![0xff; fp[2] * 4] });
+        let ptrs: Vec<Arg> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let d = kernel.dtypes[i];
+                let mut bytes = vec![0xff; a.len() * d.size()];
+                if i != c || accumulate {
+                    dtype::encode(d, a, &mut bytes);
+                }
+                Arg::Ptr(global.alloc_with(&kern.args[i], &bytes))
+            })
+            .collect();
         let (gx, gy) = (e.grid[0], e.grid[1]);
         let last = gx * gy - 1;
         let cfg =
             LaunchConfig { grid: [gx as u32, gy as u32, 1], block: [e.block, 1, 1], dynamic_smem: e.dynamic_smem };
         let opts = Options { only_blocks: Some(vec![0, last]), ..Options::default() };
-        let rep = module.launch(e.name, &cfg, &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc)], &global, &opts).unwrap();
+        let rep = module.launch(e.name, &cfg, &ptrs, &global, &opts).unwrap();
         assert!(rep.clean(), "{}: {:?}", kern.stem, rep.findings.first().map(|f| f.to_string()));
-        let c_gpu: Vec<f32> = global
-            .read(pc, fp[2] as u64 * 4)
-            .unwrap()
-            .chunks(4)
-            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-            .collect();
+        let Arg::Ptr(pc) = ptrs[c] else { unreachable!() };
+        let mut c_gpu = vec![0.0f32; fp[c]];
+        dtype::decode(
+            kernel.dtypes[c],
+            &global.read(pc, (fp[c] * kernel.dtypes[c].size()) as u64).unwrap(),
+            &mut c_gpu,
+        );
+        // The operands as the reference multiplies them: FP8 ones dequantized, dense at their widths.
+        let (ra, ca) = if ta { (k, m) } else { (m, k) };
+        let (rb, cb) = if tb { (n, k) } else { (k, n) };
+        let (a, b, lda, ldb, sub_quant) = match quant {
+            Quant::Fp8Stored { tile, b_blocks } => (
+                dequantize(&args[0], &args[1], ra, ca, lda, tile, Scaling::operand(!ta, false)),
+                dequantize(&args[2], &args[3], rb, cb, ldb, tile, Scaling::operand(tb, b_blocks)),
+                ca,
+                cb,
+                Quant::None,
+            ),
+            q => (args[0].clone(), args[1].clone(), lda, ldb, q),
+        };
         for blk in [0, last] {
             let (m0, n0) = ((blk % gx) as usize * bm, (blk / gx) as usize * bn);
             let (tm, tn) = (bm.min(m - m0), bn.min(n - n0));
-            let sub = Op::Gemm { m: tm, n: tn, k, lda, ldb, ldc: tn, ta, tb, accumulate, quant };
+            let sub = Op::Gemm { m: tm, n: tn, k, lda, ldb, ldc: tn, ta, tb, accumulate, quant: sub_quant };
             let sfp = check::footprint(&sub);
             let a_off = if ta { m0 } else { m0 * lda };
             let b_off = if tb { n0 * ldb } else { n0 };
             let mut c_sub = vec![0.0f32; tm * tn];
             for i in 0..tm {
                 for j in 0..tn {
-                    c_sub[i * tn + j] = c0[(m0 + i) * ldc + n0 + j];
+                    c_sub[i * tn + j] = args[c][(m0 + i) * ldc + n0 + j];
                 }
             }
-            let mut args = vec![a[a_off..a_off + sfp[0]].to_vec(), b[b_off..b_off + sfp[1]].to_vec(), c_sub];
-            run_op(&sub, &mut args);
+            let mut sargs = vec![a[a_off..a_off + sfp[0]].to_vec(), b[b_off..b_off + sfp[1]].to_vec(), c_sub];
+            run_op(&sub, &mut sargs);
+            // The FP8 GEMM multiplies the dequantized operands as they are, and rounds an overwritten
+            // output to bf16 (the bf16 sub-GEMM rounds its own).
+            if matches!(quant, Quant::Fp8Stored { .. }) && !accumulate {
+                sargs[2] = stored(dsv3c_runtime::DType::Bf16, &sargs[2]);
+            }
             let tile: Vec<f32> = (0..tm * tn).map(|x| c_gpu[(m0 + x / tn) * ldc + n0 + x % tn]).collect();
             assert!(tile.iter().all(|v| v.is_finite()), "{} block {blk}: unwritten or non-finite output", kern.stem);
-            let err = rel_l2(&tile, &args[2]);
+            let err = rel_l2(&tile, &sargs[2]);
             assert!(
                 err <= tol(quant),
                 "{} block {blk} ({tm}x{tn} at {m0},{n0}): relative L2 {err:.3e} > {:.1e}",

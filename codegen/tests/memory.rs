@@ -1,5 +1,5 @@
 //! One memory model: the bytes a compiled program's arenas take on one device (`Program::memory`:
-//! f32 master weights, the bf16 compute copy, gradients, optimizer moments, the activation plan's
+//! f32 master weights, the compute copies (bf16, and E4M3 for the FP8 GEMMs), gradients, optimizer moments, the activation plan's
 //! peak) and `inspect`'s analytic report (`dsv3c_spec::memory`) for one GPU at the same shape agree
 //! within 5%, category by category, for every canonical spec.
 
@@ -26,11 +26,11 @@ fn plan_and_inspect_agree_for_every_canonical_spec() {
         let m = memory(&spec, layout, run);
         let name = &spec.name;
         // Parameters by dtype: the f32 copy (masters, or the weights themselves in an f32 spec) and
-        // the bf16 compute copy.
+        // the compute copies.
         let (f32_model, bf16_model) =
             if spec.precision.param == Dtype::Bf16 { (m.master, m.weights) } else { (m.weights + m.master, 0.0) };
         close(name, "f32 parameters", plan.master as f64, f32_model);
-        close(name, "bf16 weights", plan.weights as f64, bf16_model);
+        close(name, "weight copies", plan.weights as f64, bf16_model);
         close(name, "gradients", plan.gradients as f64, m.gradients);
         close(name, "optimizer", plan.optimizer as f64, m.optimizer);
         close(name, "activations", plan.activations as f64, m.activations);

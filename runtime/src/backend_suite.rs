@@ -7,7 +7,7 @@
 //! backend inherits it with one line.
 
 use crate::dtype::{self, DType};
-use crate::op::{Access, Attn, Balance, Op, OptimizerKind, Quant, Route, Score, Update};
+use crate::op::{Access, Attn, Balance, Op, OptimizerKind, Quant, Route, Scaling, Score, Update};
 use crate::program::{Io, Program, Slice};
 use crate::signature::{Kind, Role};
 
@@ -91,6 +91,10 @@ pub fn ops() -> Vec<(Op, f64)> {
         (Op::Add { n: 300 }, F32),
         (gemm(Quant::None), F32),
         (gemm(Quant::Bf16), BF16),
+        (gemm(Quant::Fp8Stored { tile: 128, b_blocks: true }), BF16),
+        (Op::Quantize { mats: 2, rows: 30, cols: 260, tile: 128, scaling: Scaling::RowTiles }, 0.0),
+        (Op::Quantize { mats: 1, rows: 150, cols: 40, tile: 128, scaling: Scaling::ColTiles }, 0.0),
+        (Op::Quantize { mats: 2, rows: 150, cols: 260, tile: 128, scaling: Scaling::Blocks }, 0.0),
         (Op::Embedding { n: 12, vocab: 30, d: 8 }, F32),
         (Op::EmbeddingBwd { n: 12, vocab: 30, d: 8 }, F32),
         (Op::ShiftTokens { batch: 2, seq: 7, shift: 1 }, F32),
@@ -203,6 +207,10 @@ macro_rules! backend_suite {
                 let ids = Slice::act(80, 3, DType::I32);
                 b.write(ids, &[3.0, 0.0, 70000.0]).unwrap();
                 assert_eq!(b.read(ids).unwrap(), [3.0, 0.0, 70000.0]);
+                // e4m3 is a byte an element: an odd offset is aligned; it saturates at ±448.
+                let codes = Slice::act(97, 3, DType::E4m3);
+                b.write(codes, &[1.0625, -1000.0, 0.1]).unwrap();
+                assert_eq!(b.read(codes).unwrap(), [1.0, -448.0, 0.1015625]);
                 assert_eq!(b.read(act(21, 1)).unwrap(), [0.0]);
                 let odd = Slice::act(2, 1, DType::F32);
                 assert!(matches!(b.read(odd), Err(BackendError::Misaligned { .. })));

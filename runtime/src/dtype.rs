@@ -1,11 +1,13 @@
 //! Storage dtypes: how the elements of an arena slice are laid out in bytes. Math is f32 on every
 //! backend; a slice's dtype says how values are stored between launches. Converting into a
-//! storage dtype rounds to nearest-even (bf16) or is exact (i32 holds the integers the f32
-//! arenas held before: token ids, expert indices, permutations, offsets — all below 2^24).
+//! storage dtype rounds to nearest-even (bf16, e4m3 — saturating at ±448) or is exact (i32 holds
+//! the integers the f32 arenas held before: token ids, expert indices, permutations, offsets —
+//! all below 2^24). An e4m3 slice holds scaled values: the f32 scales that give them meaning
+//! are a separate slice, written by the same `Op::Quantize` and read beside it by the FP8 GEMMs.
 
 use serde::{Deserialize, Serialize};
 
-use crate::numerics::bf16_round;
+use crate::numerics::{bf16_round, e4m3_bits, e4m3_round, e4m3_to_f32};
 
 /// The storage format of one slice's elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -18,6 +20,8 @@ pub enum DType {
     Bf16,
     /// Two's-complement 32-bit integers (ids, indices, offsets).
     I32,
+    /// FP8 E4M3 (the `fn` variant: no infinities, saturating at ±448): scaled GEMM operands.
+    E4m3,
 }
 
 impl DType {
@@ -26,24 +30,28 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::Bf16 => 2,
+            DType::E4m3 => 1,
         }
     }
 
-    /// The lower-case name used in plans, headers and generated code (`f32`, `bf16`, `i32`).
+    /// The lower-case name used in plans, headers and generated code (`f32`, `bf16`, `i32`,
+    /// `e4m3`).
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::Bf16 => "bf16",
             DType::I32 => "i32",
+            DType::E4m3 => "e4m3",
         }
     }
 
-    /// The CUDA storage type of an element (`bf16` is the prelude's struct).
+    /// The CUDA storage type of an element (`bf16` and `e4m3` are the prelude's structs).
     pub const fn cuda(self) -> &'static str {
         match self {
             DType::F32 => "float",
             DType::Bf16 => "bf16",
             DType::I32 => "i32",
+            DType::E4m3 => "e4m3",
         }
     }
 }
@@ -90,10 +98,16 @@ pub fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) {
                 *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32;
             }
         }
+        DType::E4m3 => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = e4m3_to_f32(b);
+            }
+        }
     }
 }
 
-/// Encodes `values` into `bytes` as `dtype` (rounding to nearest-even for bf16, truncating for i32).
+/// Encodes `values` into `bytes` as `dtype` (rounding to nearest-even for bf16 and e4m3 — e4m3
+/// saturating at ±448 — truncating for i32).
 pub fn encode(dtype: DType, values: &[f32], bytes: &mut [u8]) {
     debug_assert_eq!(bytes.len(), values.len() * dtype.size());
     match dtype {
@@ -112,6 +126,11 @@ pub fn encode(dtype: DType, values: &[f32], bytes: &mut [u8]) {
                 c.copy_from_slice(&i32_value(*v).to_le_bytes());
             }
         }
+        DType::E4m3 => {
+            for (v, b) in values.iter().zip(bytes.iter_mut()) {
+                *b = e4m3_bits(*v);
+            }
+        }
     }
 }
 
@@ -121,6 +140,7 @@ pub fn stored(dtype: DType, x: f32) -> f32 {
         DType::F32 => x,
         DType::Bf16 => bf16_round(x),
         DType::I32 => i32_value(x) as f32,
+        DType::E4m3 => e4m3_round(x),
     }
 }
 
@@ -143,7 +163,7 @@ mod tests {
     #[test]
     fn storage_round_trips() {
         let v = [0.0, 1.5, -3.25, 1e-3, 65504.0, 7.0];
-        for d in [DType::F32, DType::Bf16, DType::I32] {
+        for d in [DType::F32, DType::Bf16, DType::I32, DType::E4m3] {
             let mut bytes = vec![0u8; v.len() * d.size()];
             encode(d, &v, &mut bytes);
             let mut back = vec![0.0; v.len()];
@@ -154,5 +174,14 @@ mod tests {
         }
         assert_eq!(stored(DType::I32, -2.7), -2.0);
         assert_eq!(stored(DType::I32, f32::NAN), 0.0);
+        assert_eq!(stored(DType::E4m3, 1000.0), 448.0);
+    }
+
+    #[test]
+    fn e4m3_bytes_are_the_formats_encoding() {
+        let mut b = [0u8; 6];
+        encode(DType::E4m3, &[1.0, -448.0, 2f32.powi(-9), 0.0, f32::NAN, 1.0625], &mut b);
+        // 1.0625 is halfway between 1 and 1.125: ties to the even mantissa (1.0).
+        assert_eq!(b, [0x38, 0xfe, 0x01, 0x00, 0x7f, 0x38]);
     }
 }

@@ -52,43 +52,99 @@ pub fn fp8_scale(amax: f32) -> f32 {
     amax.max(AMAX_FLOOR) / E4M3_MAX
 }
 
-/// Quantizes and dequantizes, in place, a `rows × cols` matrix (row stride `ld`) in 1×`tile`
-/// tiles along each row; returns the scales `[rows, ceil(cols/tile)]`.
-pub fn fp8_tiles(x: &mut [f32], rows: usize, cols: usize, ld: usize, tile: usize) -> Vec<f32> {
-    let tiles = cols.div_ceil(tile);
-    let mut scales = Vec::with_capacity(rows * tiles);
-    for r in 0..rows {
-        for t in 0..tiles {
-            let span = r * ld + t * tile..r * ld + ((t + 1) * tile).min(cols);
-            let amax = x[span.clone()].iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let s = fp8_scale(amax);
-            for v in &mut x[span] {
-                *v = e4m3_round(*v / s) * s;
-            }
-            scales.push(s);
-        }
+/// The E4M3 byte of `x` rounded to the nearest E4M3 value (`e4m3_round`: ties to even,
+/// saturating at ±448); NaN is 0x7f (the byte `cvt.rn.satfinite.e4m3x2.f32` writes).
+pub fn e4m3_bits(x: f32) -> u8 {
+    let r = e4m3_round(x);
+    if r.is_nan() {
+        return 0x7f;
     }
-    scales
+    let sign = if r.is_sign_negative() { 0x80 } else { 0 };
+    let a = r.abs();
+    if a < 2f32.powi(-6) {
+        // Subnormal (or zero): a multiple of 2^-9, exactly.
+        return sign | (a * 512.0) as u8;
+    }
+    // A normal E4M3 value is a normal f32 with at most 3 mantissa bits.
+    let bits = a.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    sign | (((e + 7) as u8) << 3) | ((bits >> 20) & 7) as u8
 }
 
-/// Quantizes and dequantizes, in place, a `rows × cols` matrix (row stride `ld`) in
-/// `block × block` blocks; returns the scales `[ceil(rows/block), ceil(cols/block)]`.
-pub fn fp8_blocks(x: &mut [f32], rows: usize, cols: usize, ld: usize, block: usize) -> Vec<f32> {
-    let (br, bc) = (rows.div_ceil(block), cols.div_ceil(block));
-    let mut scales = Vec::with_capacity(br * bc);
-    for i in 0..br {
-        for j in 0..bc {
-            let (r0, r1, c0, c1) = (i * block, ((i + 1) * block).min(rows), j * block, ((j + 1) * block).min(cols));
-            let amax = (r0..r1).flat_map(|r| x[r * ld + c0..r * ld + c1].iter()).fold(0.0f32, |m, v| m.max(v.abs()));
-            let s = fp8_scale(amax);
-            for r in r0..r1 {
-                for v in &mut x[r * ld + c0..r * ld + c1] {
-                    *v = e4m3_round(*v / s) * s;
-                }
-            }
-            scales.push(s);
+/// How one `rows × cols` matrix's E4M3 scales are laid out (one f32 scale per group):
+/// `RowTiles` — 1×tile runs along each row, scales `[rows, ⌈cols/tile⌉]`; `ColTiles` — tile×1 runs
+/// down each column, scales `[⌈rows/tile⌉, cols]`; `Blocks` — tile×tile blocks, scales
+/// `[⌈rows/tile⌉, ⌈cols/tile⌉]`. All row-major.
+pub use crate::op::Scaling;
+
+impl Scaling {
+    /// Scales of one `rows × cols` matrix.
+    pub fn count(self, rows: usize, cols: usize, tile: usize) -> usize {
+        match self {
+            Scaling::RowTiles => rows * cols.div_ceil(tile),
+            Scaling::ColTiles => rows.div_ceil(tile) * cols,
+            Scaling::Blocks => rows.div_ceil(tile) * cols.div_ceil(tile),
         }
     }
+
+    /// The scale of element `(r, c)` of a matrix `cols` wide.
+    pub fn index(self, r: usize, c: usize, cols: usize, tile: usize) -> usize {
+        match self {
+            Scaling::RowTiles => r * cols.div_ceil(tile) + c / tile,
+            Scaling::ColTiles => (r / tile) * cols + c,
+            Scaling::Blocks => (r / tile) * cols.div_ceil(tile) + c / tile,
+        }
+    }
+}
+
+/// Quantizes a dense row-major `rows × cols` matrix to E4M3 under `scaling`: each group's
+/// scale is `max(amax, 1e-4) / 448` and its values `e4m3_round(x / scale)` (returned as the f32
+/// values of the E4M3 codes in `q`). `x ≈ q · scale`.
+pub fn quantize(x: &[f32], rows: usize, cols: usize, tile: usize, scaling: Scaling, q: &mut [f32], scales: &mut [f32]) {
+    let count = scaling.count(rows, cols, tile);
+    let scales = &mut scales[..count];
+    scales.fill(0.0);
+    for r in 0..rows {
+        for (c, v) in x[r * cols..(r + 1) * cols].iter().enumerate() {
+            let s = &mut scales[scaling.index(r, c, cols, tile)];
+            *s = s.max(v.abs());
+        }
+    }
+    scales.iter_mut().for_each(|s| *s = fp8_scale(*s));
+    for r in 0..rows {
+        for c in 0..cols {
+            let i = r * cols + c;
+            q[i] = e4m3_round(x[i] / scales[scaling.index(r, c, cols, tile)]);
+        }
+    }
+}
+
+/// The values a quantized matrix stands for: `q · scale` per element (row stride `ld`).
+pub fn dequantize(
+    q: &[f32],
+    scales: &[f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    tile: usize,
+    scaling: Scaling,
+) -> Vec<f32> {
+    let mut out = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[r * cols + c] = q[r * ld + c] * scales[scaling.index(r, c, cols, tile)];
+        }
+    }
+    out
+}
+
+/// Quantizes and dequantizes, in place, a dense row-major `rows × cols` matrix under `scaling`
+/// (what a GEMM that quantizes its operands on load multiplies); returns the scales.
+pub fn fp8_round_trip(x: &mut [f32], rows: usize, cols: usize, tile: usize, scaling: Scaling) -> Vec<f32> {
+    let mut scales = vec![0.0; scaling.count(rows, cols, tile)];
+    let mut q = vec![0.0; rows * cols];
+    quantize(x, rows, cols, tile, scaling, &mut q, &mut scales);
+    x.copy_from_slice(&dequantize(&q, &scales, rows, cols, cols, tile, scaling));
     scales
 }
 
@@ -122,6 +178,45 @@ mod tests {
         assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
         assert!(e4m3_to_f32(0x7f).is_nan());
         assert_eq!(e4m3_to_f32(0x00), 0.0);
+    }
+
+    #[test]
+    fn e4m3_bits_invert_the_decoder() {
+        for b in 0u8..=0xff {
+            let v = e4m3_to_f32(b);
+            if v.is_nan() {
+                assert_eq!(e4m3_bits(v), 0x7f);
+            } else if b != 0x80 {
+                assert_eq!(e4m3_bits(v), b, "{b:#04x} = {v}");
+            }
+        }
+        assert_eq!(e4m3_bits(-0.0), 0x80);
+        assert_eq!(e4m3_bits(1e9), 0x7e);
+    }
+
+    #[test]
+    fn each_scaling_groups_its_elements() {
+        // 3 × 5 with tile 2: element (2, 4) is in row tile (2, 2), column tile (1, 4), block (1, 2).
+        assert_eq!(Scaling::RowTiles.index(2, 4, 5, 2), 2 * 3 + 2);
+        assert_eq!(Scaling::ColTiles.index(2, 4, 5, 2), 5 + 4);
+        assert_eq!(Scaling::Blocks.index(2, 4, 5, 2), 3 + 2);
+        assert_eq!(Scaling::RowTiles.count(3, 5, 2), 9);
+        assert_eq!(Scaling::ColTiles.count(3, 5, 2), 10);
+        assert_eq!(Scaling::Blocks.count(3, 5, 2), 6);
+        // One large value sets only its own group's scale.
+        let mut x = vec![0.5f32; 15];
+        x[2 * 5 + 4] = 448.0;
+        for scaling in [Scaling::RowTiles, Scaling::ColTiles, Scaling::Blocks] {
+            let s = fp8_round_trip(&mut x.clone(), 3, 5, 2, scaling);
+            let big = scaling.index(2, 4, 5, 2);
+            for (i, v) in s.iter().enumerate() {
+                assert_eq!(*v, if i == big { 1.0 } else { 0.5 / 448.0 }, "{scaling:?} scale {i}");
+            }
+        }
+        // Each group's amax lands on ±448, so the round trip returns it to within f32 rounding.
+        let mut y = x.clone();
+        fp8_round_trip(&mut y, 3, 5, 2, Scaling::Blocks);
+        assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() <= 1e-6 * b), "{y:?}");
     }
 
     #[test]

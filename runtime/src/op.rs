@@ -4,7 +4,9 @@
 //!
 //! Each variant documents its arguments in launch order; `(w)` marks an output that is
 //! overwritten, `(+)` one that is accumulated into, `(rw)` one updated in place. Matrices are
-//! row-major. Integers (token ids, expert indices, row permutations) are stored as f32.
+//! row-major. Each argument's storage dtype comes from its kind (`signature`): real values in
+//! f32 or bf16, integers (token ids, expert indices, row permutations) in i32, FP8 operands in
+//! e4m3 beside their f32 scales.
 //! Besides the model's forward and backward ops, the training step's own work is ops too: routing
 //! statistics, the balancing-bias update, the global gradient norm and the optimizer.
 
@@ -36,10 +38,61 @@ pub enum Quant {
     None,
     /// Operands rounded to bf16, f32 accumulation, an overwritten output rounded to bf16.
     Bf16,
-    /// DeepSeek-V3 FP8: `op(A)` in 1×`tile` E4M3 tiles along K; `op(B)` in `tile`×`tile` blocks
-    /// (a weight) or 1×`tile` tiles along K (an activation or gradient); f32 accumulation; an
-    /// overwritten output rounded to bf16.
+    /// DeepSeek-V3 FP8, quantized on load: the operands arrive in f32 or bf16 and the GEMM
+    /// quantizes `op(A)` in 1×`tile` E4M3 tiles along K and `op(B)` in `tile`×`tile` blocks (a
+    /// weight) or 1×`tile` tiles along K (an activation or gradient); f32 accumulation; an
+    /// overwritten output rounded to bf16. The grouped weight gradient's form: its tiles run along
+    /// each expert's rows, which start where the routing puts them.
     Fp8 { tile: usize, b_blocks: bool },
+    /// DeepSeek-V3 FP8 with operands already quantized ([`Op::Quantize`], once, by the step for a
+    /// weight and after its producer for an activation): each operand is e4m3 with its f32
+    /// scales, grouped as `Fp8` groups them — along K for a tile (`Scaling::RowTiles` of a
+    /// K-major operand, `ColTiles` of a transposed one), `Blocks` for a weight `op(B)` — so the
+    /// GEMM moves bytes and multiplies, and reads one byte per element.
+    Fp8Stored { tile: usize, b_blocks: bool },
+}
+
+impl Quant {
+    /// The form a grouped GEMM of `mode` runs under: the weight gradient quantizes on load under
+    /// either FP8 form (its tiles run along each expert's rows, which the routing places).
+    pub fn grouped(self, mode: GroupedMode) -> Quant {
+        match (self, mode) {
+            (Quant::Fp8Stored { tile, b_blocks }, GroupedMode::WeightGrad) => Quant::Fp8 { tile, b_blocks },
+            (q, _) => q,
+        }
+    }
+
+    /// The FP8 recipe's tile, under either FP8 form.
+    pub fn fp8_tile(self) -> Option<usize> {
+        match self {
+            Quant::Fp8 { tile, .. } | Quant::Fp8Stored { tile, .. } => Some(tile),
+            Quant::None | Quant::Bf16 => None,
+        }
+    }
+}
+
+/// How the f32 scales of an E4M3 matrix group its elements (`numerics` has the layouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scaling {
+    /// 1×tile along each row (an activation or gradient read K-major).
+    RowTiles,
+    /// tile×1 down each column (an activation or gradient read transposed: the weight gradient).
+    ColTiles,
+    /// tile×tile blocks (a weight, read either way).
+    Blocks,
+}
+
+impl Scaling {
+    /// The grouping of a stored GEMM operand: blocks for a weight, else tiles along K — row
+    /// tiles when the operand is stored K-major (`kmajor`: element `(i, p)` of the product's view
+    /// at `i·ld + p`), column tiles when it is stored transposed.
+    pub fn operand(kmajor: bool, blocks: bool) -> Scaling {
+        match (blocks, kmajor) {
+            (true, _) => Scaling::Blocks,
+            (false, true) => Scaling::RowTiles,
+            (false, false) => Scaling::ColTiles,
+        }
+    }
 }
 
 /// Which grouped-GEMM product a launch computes (for the routed experts, weights `[e, n, k]`).
@@ -68,6 +121,11 @@ pub enum Access {
 pub enum Op {
     /// Fill with zeros. `[x (w)]`
     Zero { n: usize },
+    /// E4M3 quantization of `mats` consecutive dense `rows × cols` matrices, each grouped by
+    /// `scaling` with one f32 scale per group: `scale = max(amax, 1e-4) / 448`,
+    /// `q = e4m3(x / scale)` (`numerics::quantize`). Scales of matrix `i` follow those of `i − 1`.
+    /// `[x, q (w), scales (w)]`
+    Quantize { mats: usize, rows: usize, cols: usize, tile: usize, scaling: Scaling },
     /// `y = x`, stored in `y`'s dtype (rounded to nearest-even into bf16): the step's compute copy
     /// of the f32 master weights. `[x, y (w)]`
     Cast { n: usize },
@@ -76,7 +134,8 @@ pub enum Op {
     /// `out = a + b`. `[a, b, out (w)]`
     Add { n: usize },
     /// `C[m,n] (+)= op(A)[m,k] · op(B)[k,n]`, with leading dims; `ta`/`tb` read A as `[k,m]` and
-    /// B as `[n,k]`. `[a, b, c (w or +)]`
+    /// B as `[n,k]`. `[a, b, c (w or +)]`, or with `Quant::Fp8Stored`
+    /// `[a, a_scales, b, b_scales, c (w or +)]`.
     /// `quant` says which storage format the operands (and output) are rounded through.
     Gemm {
         m: usize,
@@ -145,7 +204,11 @@ pub enum Op {
     /// `dx[token] += Σ_slot dxp[inv[token·top_k + slot]]`. `[inv, dxp, dx (+)]`
     DispatchBwd { tokens: usize, top_k: usize, d: usize },
     /// Expert GEMMs over the expert-sorted rows. Forward `[offsets, x, w, y (w)]`, DataGrad
-    /// `[offsets, dy, w, dx (+)]`, WeightGrad `[offsets, x, dy, dw (+)]`.
+    /// `[offsets, dy, w, dx (+)]`, WeightGrad `[offsets, x, dy, dw (+)]`. With
+    /// `Quant::Fp8Stored` (Forward and DataGrad) each operand is followed by its scales:
+    /// `[offsets, x, x_scales, w, w_scales, y (w)]` (row tiles of the sorted rows; each expert's
+    /// `Blocks`, expert after expert). The weight gradient quantizes on load under either FP8
+    /// form (its tiles run along each expert's rows, which start where the routing puts them).
     GroupedGemm { experts: usize, rows: usize, n: usize, k: usize, mode: GroupedMode, quant: Quant },
     /// `out[t] += Σ_slot weights[t,slot] · yp[inv[t·top_k + slot]]`. `[inv, weights, yp, out (+)]`
     Combine { tokens: usize, top_k: usize, d: usize },
@@ -308,6 +371,7 @@ impl Op {
         use Op::*;
         match self {
             Zero { .. } => "zero",
+            Quantize { .. } => "quantize",
             Cast { .. } => "cast",
             AddScaled { .. } => "add_scaled",
             Add { .. } => "add",

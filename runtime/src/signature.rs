@@ -5,7 +5,7 @@
 //! cover, and the CUDA kernels' parameter names.
 
 use crate::dtype::DType;
-use crate::op::{scalars, Access, GroupedMode, Op, OptimizerKind, GRAD_NORM_CHUNK};
+use crate::op::{scalars, Access, GroupedMode, Op, OptimizerKind, Quant, Scaling, GRAD_NORM_CHUNK};
 
 /// How an op uses one argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +27,8 @@ pub enum Kind {
     F32,
     /// Integers (token ids, expert indices, permutations, offsets): i32.
     Index,
+    /// An FP8 GEMM operand, quantized: e4m3 (its scales are an `F32` argument beside it).
+    E4m3,
 }
 
 impl Kind {
@@ -36,14 +38,16 @@ impl Kind {
             Kind::Float => matches!(dtype, DType::F32 | DType::Bf16),
             Kind::F32 => dtype == DType::F32,
             Kind::Index => dtype == DType::I32,
+            Kind::E4m3 => dtype == DType::E4m3,
         }
     }
 
-    /// The dtype of this kind in an f32 program (the reference storage).
+    /// The dtype of this kind in an f32 program (the reference storage; e4m3 has no other).
     pub fn reference(self) -> DType {
         match self {
             Kind::Float | Kind::F32 => DType::F32,
             Kind::Index => DType::I32,
+            Kind::E4m3 => DType::E4m3,
         }
     }
 }
@@ -66,6 +70,11 @@ const fn a(name: &'static str, role: Role, len: usize) -> ArgSig {
 /// A real-valued argument kept in f32.
 const fn f(name: &'static str, role: Role, len: usize) -> ArgSig {
     ArgSig { name, role, kind: Kind::F32, len }
+}
+
+/// A quantized FP8 operand.
+const fn q8(name: &'static str, role: Role, len: usize) -> ArgSig {
+    ArgSig { name, role, kind: Kind::E4m3, len }
 }
 
 /// An integer argument.
@@ -91,10 +100,14 @@ impl Op {
         use Op::*;
         match *self {
             Zero { n } => vec![a("x", Out(W), n)],
+            Quantize { mats, rows, cols, tile, scaling } => {
+                let n = mats * rows * cols;
+                vec![a("x", R, n), q8("q", Out(W), n), f("scales", Out(W), mats * scaling.count(rows, cols, tile))]
+            }
             Cast { n } => vec![f("x", R, n), a("y", Out(W), n)],
             AddScaled { n, .. } => vec![a("x", R, n), a("y", Out(Acc), n)],
             Add { n } => vec![a("a", R, n), a("b", R, n), a("out", Out(W), n)],
-            Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, .. } => {
+            Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
                 let live = m > 0 && n > 0;
                 let (sa, sb) = if !live || k == 0 {
                     (0, 0)
@@ -104,8 +117,23 @@ impl Op {
                         if tb { span(n, ldb, k) } else { span(k, ldb, n) },
                     )
                 };
-                let c = if live { span(m, ldc, n) } else { 0 };
-                vec![a("a", R, sa), a("b", R, sb), a("c", Out(if accumulate { Acc } else { W }), c)]
+                let c = a("c", Out(if accumulate { Acc } else { W }), if live { span(m, ldc, n) } else { 0 });
+                match quant {
+                    Quant::Fp8Stored { tile, b_blocks } => {
+                        let (qa, qb) = (Scaling::operand(!ta, false), Scaling::operand(tb, b_blocks));
+                        let (ra, ca) = if ta { (k, m) } else { (m, k) };
+                        let (rb, cb) = if tb { (n, k) } else { (k, n) };
+                        let scales = |s: Scaling, r, c| if live && k > 0 { s.count(r, c, tile) } else { 0 };
+                        vec![
+                            q8("a", R, sa),
+                            f("a_scales", R, scales(qa, ra, ca)),
+                            q8("b", R, sb),
+                            f("b_scales", R, scales(qb, rb, cb)),
+                            c,
+                        ]
+                    }
+                    _ => vec![a("a", R, sa), a("b", R, sb), c],
+                }
             }
             Embedding { n, vocab, d } => vec![ix("tokens", R, n), a("table", R, vocab * d), a("out", Out(W), n * d)],
             EmbeddingBwd { n, vocab, d } => {
@@ -211,9 +239,23 @@ impl Op {
             DispatchBwd { tokens, top_k, d } => {
                 vec![ix("inv", R, tokens * top_k), a("dxp", R, tokens * top_k * d), a("dx", Out(Acc), tokens * d)]
             }
-            GroupedGemm { experts, rows, n, k, mode, .. } => {
+            GroupedGemm { experts, rows, n, k, mode, quant } => {
                 let w = experts * n * k;
                 let offsets = ix("offsets", R, experts + 1);
+                if let Quant::Fp8Stored { tile, .. } = quant.grouped(mode) {
+                    let (x, scales, width, y) = match mode {
+                        GroupedMode::Forward => ("x", "x_scales", k, a("y", Out(W), rows * n)),
+                        _ => ("dy", "dy_scales", n, a("dx", Out(Acc), rows * k)),
+                    };
+                    return vec![
+                        offsets,
+                        q8(x, R, rows * width),
+                        f(scales, R, Scaling::RowTiles.count(rows, width, tile)),
+                        q8("w", R, w),
+                        f("w_scales", R, experts * Scaling::Blocks.count(n, k, tile)),
+                        y,
+                    ];
+                }
                 match mode {
                     GroupedMode::Forward => vec![offsets, a("x", R, rows * k), a("w", R, w), a("y", Out(W), rows * n)],
                     GroupedMode::DataGrad => {

@@ -36,7 +36,7 @@ proptest! {
     fn activation_tiles(seed: u64, rows in 1usize..4, cols in 1usize..300, tile in prop::sample::select(vec![16usize, 32, 128]), spread in 0.0f64..8.0) {
         let x = data(seed, rows * cols, spread);
         let mut q = x.clone();
-        let scales = fp8_tiles(&mut q, rows, cols, cols, tile);
+        let scales = fp8_round_trip(&mut q, rows, cols, tile, Scaling::RowTiles);
         let tiles = cols.div_ceil(tile);
         prop_assert_eq!(scales.len(), rows * tiles);
         for r in 0..rows {
@@ -47,7 +47,7 @@ proptest! {
         }
         // Quantizing again changes nothing.
         let mut again = q.clone();
-        fp8_tiles(&mut again, rows, cols, cols, tile);
+        fp8_round_trip(&mut again, rows, cols, tile, Scaling::RowTiles);
         prop_assert!(rel_l2(&again, &q) < 1e-6);
     }
 
@@ -55,7 +55,7 @@ proptest! {
     fn weight_blocks(seed: u64, rows in 1usize..200, cols in 1usize..200, block in prop::sample::select(vec![16usize, 64, 128]), spread in 0.0f64..6.0) {
         let x = data(seed, rows * cols, spread);
         let mut q = x.clone();
-        let scales = fp8_blocks(&mut q, rows, cols, cols, block);
+        let scales = fp8_round_trip(&mut q, rows, cols, block, Scaling::Blocks);
         let (br, bc) = (rows.div_ceil(block), cols.div_ceil(block));
         prop_assert_eq!(scales.len(), br * bc);
         for i in 0..br {
@@ -114,11 +114,11 @@ proptest! {
 #[test]
 fn saturation_and_the_amax_floor() {
     let mut x = vec![0.0f32; 128];
-    let s = fp8_tiles(&mut x, 1, 128, 128, 128);
+    let s = fp8_round_trip(&mut x, 1, 128, 128, Scaling::RowTiles);
     assert_eq!(s[0], AMAX_FLOOR / 448.0);
     assert!(x.iter().all(|v| *v == 0.0));
     let mut y: Vec<f32> = (0..128).map(|i| i as f32 - 64.0).collect();
-    let s = fp8_tiles(&mut y, 1, 128, 128, 128);
+    let s = fp8_round_trip(&mut y, 1, 128, 128, Scaling::RowTiles);
     assert_eq!(s[0], 64.0 / 448.0);
     assert!((y[0] + 64.0).abs() <= 64.0 * f32::EPSILON, "the amax element maps to -448·s");
 }

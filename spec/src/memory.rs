@@ -5,7 +5,9 @@
 //!   (DeepSeek-V3 runs EP across its data-parallel ranks); everything else over `tp` and `pp`.
 //!   Pipeline stages hold `n_layers/pp` layers; the first stage also holds the embedding, the last
 //!   the final norm, head and MTP modules; the larger of the two is reported.
-//! - Weights in `precision.param`; an fp32 master copy when `precision.master` differs; fp32
+//! - Weights in `precision.param`, except that under the FP8 recipe the projection matrices the
+//!   FP8 GEMMs read (attention, dense and expert FFNs) are held as E4M3 copies with one f32
+//!   scale per `weight_block`² block instead; an fp32 master copy when `precision.master` differs; fp32
 //!   gradients; AdamW's two moments in the moment dtype. With ZeRO-1 the master copy and the
 //!   moments are sharded over the data-parallel ranks that hold the same weights (`dp` for dense
 //!   weights, `dp·tp/ep` for routed experts).
@@ -202,33 +204,46 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     let depth = s.mtp_depth() as f64;
     let final_norm = norm_params(&s.norm, s.d_model) as f64;
 
-    // (non-expert, routed-expert) parameters of a stage, before sharding.
-    let stage = |nd: f64, nm: f64, first: bool, last: bool| -> (f64, f64) {
+    // The non-expert projection matrices of a layer (what the FP8 GEMMs read besides the routed
+    // experts): attention without its low-rank norms, the dense or shared-expert FFN.
+    let m = &s.attention.mla;
+    let lora_norms =
+        if m.q_lora_rank > 0 { norm_params(&s.norm, m.q_lora_rank) } else { 0 } + norm_params(&s.norm, m.kv_lora_rank);
+    let projections = |lp: &LayerParams| (lp.attention() - lora_norms + lp.dense_ffn + lp.shared_experts) as f64;
+    // (non-expert, routed-expert, non-expert projection) parameters of a stage, before sharding.
+    let stage = |nd: f64, nm: f64, first: bool, last: bool| -> (f64, f64, f64) {
         let mut dense_part = nd * dense.total() as f64 + nm * (moe.total() - moe.routed_experts) as f64;
         let mut experts = nm * moe.routed_experts as f64;
+        let mut proj = nd * projections(&dense) + nm * projections(&moe);
         if first {
             dense_part += emb;
         }
         if last {
             dense_part += head + final_norm + depth * (mtp_own + mtp_layer.total() - mtp_layer.routed_experts) as f64;
             experts += depth * mtp_layer.routed_experts as f64;
+            proj += depth * projections(&mtp_layer);
         }
-        (dense_part, experts)
+        (dense_part, experts, proj)
     };
     let first = stage(nd, nm, true, layout.pp == 1);
     let last = stage(last_nd, last_nm, layout.pp == 1, true);
-    let shard = |(non_expert, expert): (f64, f64)| (non_expert / tp, expert / ep);
-    let (f_dense, f_exp) = shard(first);
-    let (l_dense, l_exp) = shard(last);
+    let shard = |(non_expert, expert, proj): (f64, f64, f64)| (non_expert / tp, expert / ep, proj / tp);
+    let (f_dense, f_exp, f_proj) = shard(first);
+    let (l_dense, l_exp, l_proj) = shard(last);
+    // Bytes per element of an FP8 weight copy: the e4m3 byte and its share of the block's scale.
+    let fp8_bytes = s.precision.fp8.as_ref().map(|f| 1.0 + 4.0 / (f.weight_block as f64).powi(2));
 
     let p_bytes = s.precision.param.bytes() as f64;
     let has_master = s.precision.master != s.precision.param;
     let mom = 2.0 * run.moments.bytes() as f64;
     let edp = (dp * tp / ep).max(1.0);
     let zero = |x: f64, group: f64| if run.zero >= 1 { x / group } else { x };
-    let cost = |dense_p: f64, exp_p: f64| -> (f64, f64, f64, f64, f64) {
+    let cost = |dense_p: f64, exp_p: f64, proj: f64| -> (f64, f64, f64, f64, f64) {
         let params = dense_p + exp_p;
-        let weights = params * p_bytes;
+        let weights = match fp8_bytes {
+            Some(q) => (params - exp_p - proj) * p_bytes + (exp_p + proj) * q,
+            None => params * p_bytes,
+        };
         let master = if has_master { zero(dense_p * 4.0, dp) + zero(exp_p * 4.0, edp) } else { 0.0 };
         let grads = params * 4.0;
         let opt = zero(dense_p * mom, dp) + zero(exp_p * mom, edp);
@@ -249,8 +264,8 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     let last_act = tokens * (per_tok(last_nd, last_nm) + mtp_act) / tp + logits;
     let first_act = if layout.pp == 1 { first_act + logits + tokens * mtp_act / tp } else { first_act };
 
-    let a = cost(f_dense, f_exp);
-    let b = cost(l_dense, l_exp);
+    let a = cost(f_dense, f_exp, f_proj);
+    let b = cost(l_dense, l_exp, l_proj);
     let total_a = a.1 + a.2 + a.3 + a.4 + first_act;
     let total_b = b.1 + b.2 + b.3 + b.4 + last_act;
     let ((params, weights, master, gradients, optimizer), activations, total) =

@@ -82,7 +82,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let mib = |b: usize| b as f64 / 1048576.0;
     let m = program.memory();
-    let weights = if m.weights > 0 { format!(" (+ {:.1} MiB bf16 weights)", mib(m.weights)) } else { String::new() };
+    let weights = if m.weights > 0 { format!(" (+ {:.1} MiB weight copies)", mib(m.weights)) } else { String::new() };
     println!(
         "{}: {} kernels{}, {} + {} + {} + {} launches (start, forward, backward, update), arena {:.1} MiB, parameters {:.1} MiB{weights}, {:.1} MiB in all -> {}",
         spec.name,

@@ -1,7 +1,7 @@
 //! Emitters for the dense ops: elementwise arithmetic, GEMM (f32 SIMT, or bf16/FP8 on tensor cores with
 //! quantize-on-load), embedding forward/backward, token shifting, SwiGLU.
 
-use dsv3c_runtime::op::Quant;
+use dsv3c_runtime::op::{Quant, Scaling};
 
 use super::source::Builder;
 use super::{elementwise_grid, tag};
@@ -9,6 +9,7 @@ use super::{elementwise_grid, tag};
 const GEMM_F32: &str = include_str!("kernels/gemm_f32.cuh");
 const GEMM_MMA: &str = include_str!("kernels/gemm_mma.cuh");
 const GEMM_ENTRY: &str = include_str!("kernels/gemm_entry.cuh");
+const GEMM_FP8_ENTRY: &str = include_str!("kernels/gemm_fp8_entry.cuh");
 
 /// Static shared memory of the GEMM cores (the NVRTC gate checks them against ptxas).
 pub(crate) const F32_SMEM: u32 = 2 * 16 * 68 * 4;
@@ -17,6 +18,8 @@ pub(crate) const MMA_SMEM: u32 = (64 + 128) * 144 + (64 + 128 + 256) * 4;
 /// The bf16 core's: the operand tiles alone (the scales and the amax scratch are FP8's; ptxas drops
 /// them when FP8 is false).
 pub(crate) const MMA_BF16_SMEM: u32 = (64 + 128) * 144;
+/// The core's over stored E4M3 operands: the tiles and their scales (no amax scratch).
+pub(crate) const MMA_FP8_STORED_SMEM: u32 = (64 + 128) * 144 + (64 + 128) * 4;
 
 /// The GEMM core for a storage format: (source, BM, BN, static smem, file prefix).
 pub(crate) fn gemm_core(quant: Quant) -> (&'static str, u64, u64, u32, &'static str) {
@@ -24,6 +27,7 @@ pub(crate) fn gemm_core(quant: Quant) -> (&'static str, u64, u64, u32, &'static 
         Quant::None => (GEMM_F32, 64, 64, F32_SMEM, "gemm_f32"),
         Quant::Bf16 => (GEMM_MMA, 64, 128, MMA_BF16_SMEM, "gemm_bf16"),
         Quant::Fp8 { .. } => (GEMM_MMA, 64, 128, MMA_SMEM, "fp8_gemm"),
+        Quant::Fp8Stored { .. } => (GEMM_MMA, 64, 128, MMA_FP8_STORED_SMEM, "fp8s_gemm"),
     }
 }
 
@@ -32,7 +36,7 @@ pub(crate) fn quant_consts(b: Builder, quant: Quant) -> Builder {
     match quant {
         Quant::None => b,
         Quant::Bf16 => b.flag("FP8", false).flag("B_BLOCKS", false),
-        Quant::Fp8 { tile, b_blocks } => {
+        Quant::Fp8 { tile, b_blocks } | Quant::Fp8Stored { tile, b_blocks } => {
             debug_assert_eq!(tile, 128, "checked by emit()");
             b.flag("FP8", true).flag("B_BLOCKS", b_blocks)
         }
@@ -49,7 +53,40 @@ pub(crate) fn quant_math(quant: Quant) -> &'static str {
         Quant::Fp8 { b_blocks: false, .. } => {
             "E4M3 on load: A and B in 1x128 tiles along K; mma.sync m16n8k32, promoted every 128 of K"
         }
+        Quant::Fp8Stored { b_blocks: true, .. } => {
+            "E4M3 operands with their scales: A in 1x128 tiles along K, B (a weight) in 128x128 blocks; mma.sync m16n8k32, promoted every 128 of K"
+        }
+        Quant::Fp8Stored { b_blocks: false, .. } => {
+            "E4M3 operands with their scales: A and B in 1x128 tiles along K; mma.sync m16n8k32, promoted every 128 of K"
+        }
     }
+}
+
+/// E4M3 quantization of `mats` dense `rows × cols` matrices: one block of 256 threads per 128×128
+/// region.
+pub(crate) fn quantize(mats: usize, rows: usize, cols: usize, scaling: Scaling) -> Builder {
+    let (code, how) = match scaling {
+        Scaling::RowTiles => (0, "rows"),
+        Scaling::ColTiles => (1, "cols"),
+        Scaling::Blocks => (2, "blocks"),
+    };
+    Builder::new(format!("quantize_{how}_m{mats}_r{rows}_c{cols}"), "Quantize")
+        .math(format!("q = e4m3(x / scale), scale = max(amax, 1e-4) / 448 per {scaling:?} group of 128"))
+        .math("grid: one block per 128 x 128 region of each matrix, 256 threads")
+        .int("MATS", mats)
+        .int("ROWS", rows)
+        .int("COLS", cols)
+        .int("SCALING", code)
+        .body(include_str!("kernels/quantize.cuh"))
+        .entry(
+            "quantize",
+            [(cols as u64).div_ceil(128).max(1), (rows as u64).div_ceil(128).max(1), (mats as u64).max(1)],
+            256,
+            0,
+            // The amax scratch of the column-tile and block forms (a row tile reduces in its warp;
+            // ptxas drops the array).
+            if scaling == Scaling::RowTiles { 0 } else { 256 * 4 },
+        )
 }
 
 /// A grid-stride elementwise kernel over `n` elements: file stem `{stem}_n{n}`, one entry `entry`.
@@ -125,7 +162,8 @@ pub(crate) fn gemm(
         .flag("TA", ta)
         .flag("TB", tb)
         .flag("ACCUMULATE", accumulate);
-    quant_consts(b, quant).body(core).body(GEMM_ENTRY).entry(
+    let entry = if matches!(quant, Quant::Fp8Stored { .. }) { GEMM_FP8_ENTRY } else { GEMM_ENTRY };
+    quant_consts(b, quant).body(core).body(entry).entry(
         "gemm",
         [(m as u64).div_ceil(bm).max(1), (n as u64).div_ceil(bn).max(1), 1],
         256,

@@ -14,7 +14,7 @@ mod norm;
 mod optim;
 mod source;
 
-use dsv3c_runtime::op::{Op, Quant};
+use dsv3c_runtime::op::Op;
 use dsv3c_runtime::program::Kernel;
 use dsv3c_runtime::Program;
 
@@ -66,19 +66,21 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
     {
         return Err(unsupported(op, format!("argument {i} ({}) as {d}", a.name)));
     }
-    let fp8_tile = |q: &Quant| match q {
-        Quant::Fp8 { tile, .. } if *tile != 128 => {
-            Err(unsupported(op, format!("FP8 tile {tile} (the kernels use 128)")))
-        }
+    let fp8_tile = |tile: Option<usize>| match tile {
+        Some(tile) if tile != 128 => Err(unsupported(op, format!("FP8 tile {tile} (the kernels use 128)"))),
         _ => Ok(()),
     };
     let b = match op {
         Zero { n } => dense::zero(*n),
+        Quantize { mats, rows, cols, tile, scaling } => {
+            fp8_tile(Some(*tile))?;
+            dense::quantize(*mats, *rows, *cols, *scaling)
+        }
         Cast { n } => dense::cast(*n),
         AddScaled { n, alpha } => dense::add_scaled(*n, *alpha),
         Add { n } => dense::add(*n),
         Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
-            fp8_tile(quant)?;
+            fp8_tile(quant.fp8_tile())?;
             dense::gemm(*m, *n, *k, (*lda, *ldb, *ldc), *ta, *tb, *accumulate, *quant)
         }
         Embedding { n, vocab, d } => dense::embedding(*n, *vocab, *d),
@@ -114,7 +116,7 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
         Dispatch { tokens, experts, top_k, d } => moe::dispatch(*tokens, *experts, *top_k, *d),
         DispatchBwd { tokens, top_k, d } => moe::dispatch_bwd(*tokens, *top_k, *d),
         GroupedGemm { experts, rows, n, k, mode, quant } => {
-            fp8_tile(quant)?;
+            fp8_tile(quant.fp8_tile())?;
             moe::grouped_gemm(*experts, *rows, *n, *k, *mode, *quant)
         }
         Combine { tokens, top_k, d } => moe::combine(*tokens, *top_k, *d),

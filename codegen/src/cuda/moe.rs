@@ -119,18 +119,28 @@ pub(crate) fn grouped_gemm(
     mode: GroupedMode,
     quant: Quant,
 ) -> Builder {
+    let quant = quant.grouped(mode);
     let (core, bm, bn, smem, prefix) = gemm_core(quant);
     let prefix = prefix.replace("gemm", "grouped_gemm");
+    let stored = matches!(quant, Quant::Fp8Stored { .. });
     let (dir, body, math, entry) = match mode {
         GroupedMode::Forward => (
             "fwd",
-            include_str!("kernels/grouped_forward.cuh"),
+            if stored {
+                include_str!("kernels/grouped_forward_fp8.cuh")
+            } else {
+                include_str!("kernels/grouped_forward.cuh")
+            },
             "y[rows_e, n] = x[rows_e, k] . W_e[n, k]^T for each expert e",
             "grouped_forward",
         ),
         GroupedMode::DataGrad => (
             "dgrad",
-            include_str!("kernels/grouped_data_grad.cuh"),
+            if stored {
+                include_str!("kernels/grouped_data_grad_fp8.cuh")
+            } else {
+                include_str!("kernels/grouped_data_grad.cuh")
+            },
             "dx[rows_e, k] += dy[rows_e, n] . W_e[n, k] for each expert e",
             "grouped_data_grad",
         ),

@@ -38,6 +38,29 @@ struct bf16 {
   __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
 };
 
+// FP8 E4M3 storage (a quantized GEMM operand; its f32 scales are a separate argument). No conversions:
+// only the FP8 GEMM cores read it, moving the bytes straight to the tensor cores.
+struct e4m3 {
+  u8 bits;
+};
+template <typename T>
+struct is_e4m3 {
+  static constexpr bool value = false;
+};
+template <>
+struct is_e4m3<e4m3> {
+  static constexpr bool value = true;
+};
+
+// DeepSeek-V3's fine-grained scaling: a group's scale from its amax (floored at 1e-4), and the E4M3 byte
+// of x (already divided by its scale) rounded to nearest-even and saturated to +-448.
+__device__ __forceinline__ float fp8_scale(float amax) { return fmaxf(amax, 1e-4f) / 448.0f; }
+__device__ __forceinline__ u8 to_e4m3(float x) {
+  u16 h;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(h) : "f"(0.0f), "f"(x));
+  return (u8)(h & 0xff);
+}
+
 // Integers (token ids, expert indices, permutations, offsets) are stored as i32.
 __device__ __forceinline__ i32 as_index(i32 v) { return v; }
 // An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes
@@ -114,8 +137,10 @@ constexpr bool FP8 = false;
 constexpr bool B_BLOCKS = false;
 
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
-// 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. Operands arrive in their storage dtype (f32 or
-// bf16) and are rounded on the way into shared memory — quantize-on-load — to the format the spec asks for:
+// 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. An operand stored as e4m3 (quantized once,
+// by Quantize) arrives with its scales: its bytes go to shared memory as they are and its tile's or
+// block's scale is read beside them. An operand in f32 or bf16 is rounded on the way into shared memory
+// — quantize-on-load — to the format the spec asks for:
 //   FP8:  E4M3 with one f32 scale per 1 x 128 tile of op(A) along K, and per 128 x 128 block of a weight
 //         op(B) (B_BLOCKS) or 1 x 128 tile of an activation op(B); scale = max(amax, 1e-4) / 448, values
 //         x / scale rounded to nearest-even and saturated (DeepSeek-V3's recipe). m16n8k32 e4m3 MMAs sum one
@@ -148,8 +173,6 @@ __device__ __forceinline__ float round_bf16(float x) {
   return __uint_as_float((u32)h << 16);
 }
 
-__device__ __forceinline__ float fp8_scale(float amax) { return fmaxf(amax, 1e-4f) / 448.0f; }
-
 __device__ __forceinline__ void mma(float* d, const u32* a, const u32* b) {
   if (FP8) {
     asm volatile(
@@ -168,59 +191,86 @@ __device__ __forceinline__ void mma(float* d, const u32* a, const u32* b) {
 
 // Loads ROWS x KT elements of a K-major operand view X(r, p) into shared memory as bytes, rounding them.
 // KMAJOR: element (r, p) at X[r * LD + p] (else X[p * LD + r]). Each thread owns PER consecutive p of one
-// row. Scales: per row (TILES) or one per block (BLOCK) into `scale`.
+// row. Scales: per row (TILES) or one per block (BLOCK) into `scale`. An e4m3 operand's scales are `S`:
+// the stored matrix [R, C] (R, C = rows, k when KMAJOR, else k, rows) has them in row tiles [R, C/128]
+// (KMAJOR), column tiles [R/128, C] (else), or blocks [R/128, C/128] (BLOCK), rounded up.
 template <int ROWS, int LD, bool KMAJOR, bool BLOCK, typename TX>
-__device__ __forceinline__ void load_operand(const TX* __restrict__ X, int rows, int k, int r0, int k0,
-                                             u8* __restrict__ dst, float* __restrict__ scale,
-                                             float* __restrict__ red) {
+__device__ __forceinline__ void load_operand(const TX* __restrict__ X, const float* __restrict__ S, int rows,
+                                             int k, int r0, int k0, u8* __restrict__ dst,
+                                             float* __restrict__ scale, float* __restrict__ red) {
   constexpr int CHUNKS = THREADS / ROWS;  // threads per row
   constexpr int PER = KT / CHUNKS;        // elements per thread
   const int tid = threadIdx.x;
   const int r = KMAJOR ? tid / CHUNKS : tid % ROWS;
   const int q = KMAJOR ? tid % CHUNKS : tid / ROWS;
   const int gr = r0 + r;
-  float v[PER];
+  if constexpr (is_e4m3<TX>::value) {
+    u8* row = dst + r * ROW_BYTES + q * PER;
 #pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    const int gp = k0 + q * PER + j;
-    v[j] = 0.0f;
-    if (gr < rows && gp < k) v[j] = KMAJOR ? (float)X[(i64)gr * LD + gp] : (float)X[(i64)gp * LD + gr];
-  }
-  float s = 1.0f;
-  if (FP8) {
-    float amax = 0.0f;
+    for (int j = 0; j < PER; j += 4) {
+      u32 w = 0;
 #pragma unroll
-    for (int j = 0; j < PER; ++j) amax = fmaxf(amax, fabsf(v[j]));
-    red[q * ROWS + r] = amax;
-    __syncthreads();
-    if (BLOCK) {
-      // One scale for the whole ROWS x KT block: every thread reduces the same values in the same order.
-      float m = 0.0f;
-      for (int i = 0; i < THREADS; ++i) m = fmaxf(m, red[i]);
-      amax = m;
-    } else {
-      amax = 0.0f;
-#pragma unroll
-      for (int c = 0; c < CHUNKS; ++c) amax = fmaxf(amax, red[c * ROWS + r]);
+      for (int i = 0; i < 4; ++i) {
+        const int gp = k0 + q * PER + j + i;
+        if (gr < rows && gp < k) w |= (u32)(KMAJOR ? X[(i64)gr * LD + gp] : X[(i64)gp * LD + gr]).bits << (8 * i);
+      }
+      *reinterpret_cast<u32*>(row + j) = w;
     }
-    s = fp8_scale(amax);
-    if (q == 0) scale[r] = s;
-    __syncthreads();  // red is reused by the next operand
-  }
-  u8* row = dst + r * ROW_BYTES;
-  if (FP8) {
-#pragma unroll
-    for (int j = 0; j < PER; j += 4)
-      *reinterpret_cast<u32*>(row + q * PER + j) = pack_fp8x4(v[j] / s, v[j + 1] / s, v[j + 2] / s, v[j + 3] / s);
+    if (q == 0) {
+      float s = 1.0f;
+      if (gr < rows) {
+        const int sr = KMAJOR ? gr : k0, sc = KMAJOR ? k0 : gr, cols = KMAJOR ? k : rows;
+        const i64 ct = (cols + KT - 1) / KT;
+        s = S[BLOCK ? (sr / KT) * ct + sc / KT : (KMAJOR ? sr * ct + sc / KT : (i64)(sr / KT) * cols + sc)];
+      }
+      scale[r] = s;
+    }
   } else {
+    float v[PER];
 #pragma unroll
-    for (int j = 0; j < PER; j += 2) *reinterpret_cast<u32*>(row + 2 * (q * PER + j)) = pack_bf16x2(v[j], v[j + 1]);
+    for (int j = 0; j < PER; ++j) {
+      const int gp = k0 + q * PER + j;
+      v[j] = 0.0f;
+      if (gr < rows && gp < k) v[j] = KMAJOR ? (float)X[(i64)gr * LD + gp] : (float)X[(i64)gp * LD + gr];
+    }
+    float s = 1.0f;
+    if (FP8) {
+      float amax = 0.0f;
+#pragma unroll
+      for (int j = 0; j < PER; ++j) amax = fmaxf(amax, fabsf(v[j]));
+      red[q * ROWS + r] = amax;
+      __syncthreads();
+      if (BLOCK) {
+        // One scale for the whole ROWS x KT block: every thread reduces the same values in the same order.
+        float m = 0.0f;
+        for (int i = 0; i < THREADS; ++i) m = fmaxf(m, red[i]);
+        amax = m;
+      } else {
+        amax = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) amax = fmaxf(amax, red[c * ROWS + r]);
+      }
+      s = fp8_scale(amax);
+      if (q == 0) scale[r] = s;
+      __syncthreads();  // red is reused by the next operand
+    }
+    u8* row = dst + r * ROW_BYTES;
+    if (FP8) {
+#pragma unroll
+      for (int j = 0; j < PER; j += 4)
+        *reinterpret_cast<u32*>(row + q * PER + j) = pack_fp8x4(v[j] / s, v[j + 1] / s, v[j + 2] / s, v[j + 3] / s);
+    } else {
+#pragma unroll
+      for (int j = 0; j < PER; j += 2) *reinterpret_cast<u32*>(row + 2 * (q * PER + j)) = pack_bf16x2(v[j], v[j + 1]);
+    }
   }
 }
 
+// SA, SB: the scales of an e4m3 A or B (unused, and null, for one quantized on load).
 template <typename XA, typename XB, typename XC>
-__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
-                                          int m, int n, int k, int m0, int n0) {
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const float* __restrict__ SA,
+                                          const XB* __restrict__ B, const float* __restrict__ SB,
+                                          XC* __restrict__ C, int m, int n, int k, int m0, int n0) {
   __shared__ __align__(16) u8 As[BM * ROW_BYTES];
   __shared__ __align__(16) u8 Bs[BN * ROW_BYTES];
   __shared__ float sa[BM], sb[BN], red[THREADS];
@@ -235,8 +285,8 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.0f;
   for (int k0 = 0; k0 < k; k0 += KT) {
-    load_operand<BM, LDA, !TA, false>(A, m, k, m0, k0, As, sa, red);
-    load_operand<BN, LDB, TB, B_BLOCKS>(B, n, k, n0, k0, Bs, sb, red);
+    load_operand<BM, LDA, !TA, false>(A, SA, m, k, m0, k0, As, sa, red);
+    load_operand<BN, LDB, TB, B_BLOCKS>(B, SB, n, k, n0, k0, Bs, sb, red);
     __syncthreads();
     float part[2][4][4];
 #pragma unroll
@@ -295,6 +345,13 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
           *out = ACCUMULATE ? *out + acc[i][j][c] : round_bf16(acc[i][j][c]);
         }
       }
+}
+
+// The same over operands quantized on load (no scales arrive with them).
+template <typename XA, typename XB, typename XC>
+__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
+                                          int m, int n, int k, int m0, int n0) {
+  gemm_tile(A, (const float*)nullptr, B, (const float*)nullptr, C, m, n, k, m0, n0);
 }
 
 // C[M, N] (+)= op(A) . op(B): one block per BM x BN tile of C, grid (ceil(M / BM), ceil(N / BN)).

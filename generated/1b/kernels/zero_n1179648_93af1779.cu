@@ -35,6 +35,29 @@ struct bf16 {
   __device__ __forceinline__ bf16& operator*=(float v) { return *this = (float)*this * v; }
 };
 
+// FP8 E4M3 storage (a quantized GEMM operand; its f32 scales are a separate argument). No conversions:
+// only the FP8 GEMM cores read it, moving the bytes straight to the tensor cores.
+struct e4m3 {
+  u8 bits;
+};
+template <typename T>
+struct is_e4m3 {
+  static constexpr bool value = false;
+};
+template <>
+struct is_e4m3<e4m3> {
+  static constexpr bool value = true;
+};
+
+// DeepSeek-V3's fine-grained scaling: a group's scale from its amax (floored at 1e-4), and the E4M3 byte
+// of x (already divided by its scale) rounded to nearest-even and saturated to +-448.
+__device__ __forceinline__ float fp8_scale(float amax) { return fmaxf(amax, 1e-4f) / 448.0f; }
+__device__ __forceinline__ u8 to_e4m3(float x) {
+  u16 h;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(h) : "f"(0.0f), "f"(x));
+  return (u8)(h & 0xff);
+}
+
 // Integers (token ids, expert indices, permutations, offsets) are stored as i32.
 __device__ __forceinline__ i32 as_index(i32 v) { return v; }
 // An expert id clamped to [0, experts) — the CPU's `expert_index`, so an id the router never writes

@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-use crate::numerics::{bf16_round, fp8_blocks, fp8_tiles};
-use crate::op::Quant;
+use crate::numerics::{bf16_round, dequantize, fp8_round_trip};
+use crate::op::{Quant, Scaling};
 
 /// Rows per rayon task for row-parallel loops.
 pub(crate) const ROWS_PER_TASK: usize = 8;
@@ -57,21 +57,44 @@ pub fn gemm(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
             qa.iter_mut().chain(qb.iter_mut()).for_each(|v| *v = bf16_round(*v));
         }
         Quant::Fp8 { tile, b_blocks } => {
-            fp8_tiles(&mut qa, m, k, k, tile);
-            if b_blocks {
-                fp8_blocks(&mut qb, n, k, k, tile);
-            } else {
-                fp8_tiles(&mut qb, n, k, k, tile);
-            }
+            fp8_round_trip(&mut qa, m, k, tile, Scaling::RowTiles);
+            fp8_round_trip(&mut qb, n, k, tile, Scaling::operand(true, b_blocks));
         }
+        Quant::Fp8Stored { .. } => unreachable!("stored FP8 operands come with their scales (gemm_fp8_stored)"),
     }
     let plain = GemmShape { lda: k, ldb: k, ta: false, tb: true, quant: Quant::None, ..s };
     gemm_f32(plain, &qa, &qb, c);
+    round_output(s, c);
+}
+
+/// An overwritten output of a reduced-precision GEMM is stored rounded to bf16.
+fn round_output(s: GemmShape, c: &mut [f32]) {
     if !s.accumulate {
-        for i in 0..m {
-            c[i * s.ldc..i * s.ldc + n].iter_mut().for_each(|v| *v = bf16_round(*v));
+        for i in 0..s.m {
+            c[i * s.ldc..i * s.ldc + s.n].iter_mut().for_each(|v| *v = bf16_round(*v));
         }
     }
+}
+
+/// `C (+)= op(A) · op(B)` over operands already quantized (`Quant::Fp8Stored`): the E4M3 values
+/// of A and B (stored as their shapes say, at `lda`/`ldb`) times their scales, multiplied in f32
+/// (the e4m3 × e4m3 products and their f32 sums are exact up to f32 rounding, as on the tensor
+/// cores); an overwritten output rounded to bf16.
+pub fn gemm_fp8_stored(s: GemmShape, a: (&[f32], &[f32]), b: (&[f32], &[f32]), c: &mut [f32]) {
+    let Quant::Fp8Stored { tile, b_blocks } = s.quant else {
+        unreachable!("gemm_fp8_stored runs Quant::Fp8Stored GEMMs")
+    };
+    let (m, n, k) = (s.m, s.n, s.k);
+    let plain = GemmShape { quant: Quant::None, ..s };
+    if m == 0 || n == 0 || k == 0 {
+        return gemm_f32(plain, &[], &[], c);
+    }
+    let (ra, ca) = if s.ta { (k, m) } else { (m, k) };
+    let (rb, cb) = if s.tb { (n, k) } else { (k, n) };
+    let da = dequantize(a.0, a.1, ra, ca, s.lda, tile, Scaling::operand(!s.ta, false));
+    let db = dequantize(b.0, b.1, rb, cb, s.ldb, tile, Scaling::operand(s.tb, b_blocks));
+    gemm_f32(GemmShape { lda: ca, ldb: cb, ..plain }, &da, &db, c);
+    round_output(s, c);
 }
 
 fn gemm_f32(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -22,7 +22,8 @@ mod rope;
 pub use moe::expert_index;
 
 use crate::dtype::{self, DType};
-use crate::op::Op;
+use crate::numerics;
+use crate::op::{Op, Quant};
 use crate::program::{check_launch, check_slice, Backend, BackendError, Launch, Program, Slice, Space};
 use crate::signature::Role;
 
@@ -217,8 +218,20 @@ pub(crate) fn execute(op: &Op, a: &Args) {
         Cast { .. } => a.w(1).copy_from_slice(a.r(0)),
         AddScaled { alpha, .. } => dense::add_scaled(a.r(0), a.w(1), alpha),
         Add { .. } => dense::add(a.r(0), a.r(1), a.w(2)),
+        Quantize { mats, rows, cols, tile, scaling } => {
+            let (n, per) = (rows * cols, scaling.count(rows, cols, tile));
+            let (x, q, s) = (a.r(0), a.w(1), a.w(2));
+            for i in 0..mats {
+                let (q, s) = (&mut q[i * n..(i + 1) * n], &mut s[i * per..(i + 1) * per]);
+                numerics::quantize(&x[i * n..(i + 1) * n], rows, cols, tile, scaling, q, s);
+            }
+        }
         Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
-            dense::gemm(dense::GemmShape { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant }, a.r(0), a.r(1), a.w(2))
+            let shape = dense::GemmShape { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant };
+            match quant {
+                Quant::Fp8Stored { .. } => dense::gemm_fp8_stored(shape, (a.r(0), a.r(1)), (a.r(2), a.r(3)), a.w(4)),
+                _ => dense::gemm(shape, a.r(0), a.r(1), a.w(2)),
+            }
         }
         Embedding { d, vocab, .. } => dense::embedding(a.r(0), a.r(1), a.w(2), d, vocab),
         EmbeddingBwd { d, vocab, .. } => dense::embedding_bwd(a.r(0), a.r(1), a.w(2), d, vocab),
@@ -244,9 +257,18 @@ pub(crate) fn execute(op: &Op, a: &Args) {
             moe::dispatch(tokens, experts, top_k, d, a.r(0), a.r(1), [a.w(2), a.w(3), a.w(4), a.w(5)])
         }
         DispatchBwd { tokens, top_k, d } => moe::dispatch_bwd(tokens, top_k, d, a.r(0), a.r(1), a.w(2)),
-        GroupedGemm { experts, n, k, mode, quant, .. } => {
-            moe::grouped_gemm(experts, n, k, mode, quant, [a.r(0), a.r(1), a.r(2)], a.w(3))
-        }
+        GroupedGemm { experts, n, k, mode, quant, .. } => match quant.grouped(mode) {
+            Quant::Fp8Stored { .. } => moe::grouped_gemm_fp8_stored(
+                experts,
+                n,
+                k,
+                mode,
+                quant,
+                [a.r(0), a.r(1), a.r(2), a.r(3), a.r(4)],
+                a.w(5),
+            ),
+            _ => moe::grouped_gemm(experts, n, k, mode, quant, [a.r(0), a.r(1), a.r(2)], a.w(3)),
+        },
         Combine { tokens, top_k, d } => moe::combine(tokens, top_k, d, a.r(0), a.r(1), a.r(2), a.w(3)),
         CombineBwd { tokens, top_k, d } => {
             moe::combine_bwd(tokens, top_k, d, [a.r(0), a.r(1), a.r(2), a.r(3), a.r(4)], a.w(5), a.w(6))

@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::dense::{gemm, GemmShape};
-use crate::op::{GroupedMode, Quant, Route, Score};
+use super::dense::{gemm, gemm_fp8_stored, GemmShape};
+use crate::op::{GroupedMode, Quant, Route, Scaling, Score};
 
 /// Scores of one token's logits, in place: sigmoid, or softmax over the experts.
 pub(crate) fn scores_of(score: Score, logits: &[f32], out: &mut [f32]) {
@@ -256,6 +256,7 @@ pub fn grouped_gemm(
     c: &mut [f32],
 ) {
     let [offsets, a, b] = inp;
+    let quant = quant.grouped(mode);
     for e in 0..experts {
         let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
         let m = r1 - r0;
@@ -285,6 +286,48 @@ pub fn grouped_gemm(
                 &a[r0 * k..r1 * k],
                 &mut c[w],
             ),
+        }
+    }
+}
+
+/// The forward and data-gradient expert GEMMs over operands already quantized
+/// (`Quant::Fp8Stored`): `[offsets, x or dy, its row-tile scales, w, its blocks' scales]`.
+pub fn grouped_gemm_fp8_stored(
+    experts: usize,
+    n: usize,
+    k: usize,
+    mode: GroupedMode,
+    quant: Quant,
+    inp: [&[f32]; 5],
+    c: &mut [f32],
+) {
+    let [offsets, a, sa, w, sw] = inp;
+    let Some(tile) = quant.fp8_tile() else { unreachable!("grouped_gemm_fp8_stored runs FP8 GEMMs") };
+    let per = Scaling::Blocks.count(n, k, tile);
+    let width = if mode == GroupedMode::Forward { k } else { n };
+    let tiles = width.div_ceil(tile);
+    for e in 0..experts {
+        let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
+        let m = r1 - r0;
+        if m == 0 {
+            continue;
+        }
+        let x = (&a[r0 * width..r1 * width], &sa[r0 * tiles..r1 * tiles]);
+        let we = (&w[e * n * k..(e + 1) * n * k], &sw[e * per..(e + 1) * per]);
+        match mode {
+            GroupedMode::Forward => gemm_fp8_stored(
+                GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant },
+                x,
+                we,
+                &mut c[r0 * n..r1 * n],
+            ),
+            GroupedMode::DataGrad => gemm_fp8_stored(
+                GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true, quant },
+                x,
+                we,
+                &mut c[r0 * k..r1 * k],
+            ),
+            GroupedMode::WeightGrad => unreachable!("the weight gradient quantizes on load"),
         }
     }
 }
