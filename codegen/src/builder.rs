@@ -60,7 +60,8 @@ pub struct WeightsCopy {
 /// Which launch list of a training step a launch goes into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
-    /// Once per step, before the first micro-batch.
+    /// Once per step, before the first micro-batch (and before any forward after the parameters
+    /// changed).
     Start,
     #[default]
     Forward,

@@ -4,7 +4,8 @@
 //! backward op by op ([`ops`], recorded on the [`builder`]'s tape), adds the training step's own
 //! launches ([`step`]: gradient zeroing, norm, optimizer, balancing bias), and lays every tensor
 //! out in one arena with fixed offsets ([`plan`]). Two back ends write the result out: [`cuda`] (a
-//! specialized kernel per op) and [`rust`] (the training graph as Rust source).
+//! specialized kernel per op, carried in the Program as each kernel's device code) and [`rust`]
+//! (the training graph as Rust source).
 
 pub mod builder;
 pub mod cuda;
@@ -57,5 +58,11 @@ pub fn compile_training(spec: &Spec, batch: usize, seq: usize, training: Trainin
     b.backward();
     let gamma = spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
     let io = step::build(&mut b, &out, training, gamma);
-    plan::plan(b, &out, &io, &spec.name, batch, seq).map_err(CompileError::Plan)
+    let mut program = plan::plan(b, &out, &io, &spec.name, batch, seq).map_err(CompileError::Plan)?;
+    // The device payload: every kernel's CUDA source and launch geometry, or why the CUDA back end
+    // has none for it.
+    for k in &mut program.kernels {
+        k.device = cuda::emit_kernel(k).map(Into::into).map_err(|e| e.to_string());
+    }
+    Ok(program)
 }

@@ -207,7 +207,7 @@ pub fn plan(
     for (op, vs) in variants.into_iter().enumerate() {
         for d in vs {
             index.insert((op, d.clone()), kernels.len());
-            kernels.push(Kernel { op: b.ops[op].clone(), dtypes: d });
+            kernels.push(Kernel::new(b.ops[op].clone(), d));
         }
     }
     let mut lists = lowered.into_iter().map(|list| {

@@ -4,7 +4,8 @@
 //! into a runtime backend. Consecutive layers that
 //! launch the same kernels become one loop over a table of their arguments, so a 61-layer model
 //! is not 61 copies. Each call is commented with the layer and op it runs. Deterministic: the
-//! same Program gives the same bytes.
+//! same Program gives the same bytes. The kernels table holds each kernel's op and dtypes, not its
+//! CUDA device code (that is the `kernels/*.cu` `dsv3c compile` writes beside the graph).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -197,7 +198,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         let doc = format!(" k{i}: {}", k.op.family());
         quote! {
             #[doc = #doc]
-            Kernel { op: #t, dtypes: vec![#(#dtypes),*] }
+            Kernel::new(#t, vec![#(#dtypes),*])
         }
     });
     let params = param_blocks(p).into_iter().map(|(name, count, x)| {

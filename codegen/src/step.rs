@@ -1,7 +1,7 @@
 //! The training step's own launches, around the model's forward and backward: `start` makes the
 //! weight matrices' compute copies — E4M3 in 128×128 blocks for those the FP8 GEMMs read, bf16
-//! for the rest (bf16 weights) — and zeroes the gradient arena and each MoE layer's routing
-//! statistics; `update` takes the global gradient norm,
+//! for the rest (bf16 weights), once per step however many micro-batches follow — and zeroes the
+//! gradient arena and each MoE layer's routing statistics; `update` takes the global gradient norm,
 //! runs the optimizer over the trained parameters (laid out by group, so that one launch covers
 //! them) and moves each MoE layer's correction bias toward balance. Everything a step computes is
 //! a launch: the host writes the step's scalars and reads losses and metrics.
@@ -108,10 +108,9 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
     let scalars = b.tensor("step.scalars", scalars::LEN);
 
     b.phase = Phase::Start;
-    // The weight matrices the forward and backward read, in E4M3 and bf16: made at the start of
-    // a step (after the host wrote parameters) and after each update.
-    let copies = lay_out_weights(b, embedding_end);
-    for (op, args, what) in copies.clone() {
+    // The weight matrices the forward and backward read, in E4M3 and bf16: made once per step,
+    // at its start, from the masters the last update (or the host) left.
+    for (op, args, what) in lay_out_weights(b, embedding_end) {
         b.launch(op, args, what);
     }
     let weight_bytes = [b.weights_copy.map(|c| c.slice.end()), b.fp8_copies.values().map(|c| c.scales.end()).max()]
@@ -146,9 +145,6 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         OptimizerKind::Lion => param_len,
     };
     b.launch(Op::Optimizer(u), args, "optimizer step");
-    for (op, args, what) in copies {
-        b.launch(op, args, what);
-    }
     if gamma != 0.0 {
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {
             let experts = b.param_len(bias);

@@ -121,14 +121,13 @@ fn storage_dtypes_specialize_the_parameters() {
     use dsv3c_runtime::program::Kernel;
     use dsv3c_runtime::DType::{Bf16, F32, I32};
     let op = Op::SwiGluBwd { n: 1000 };
-    let k = cuda::emit_kernel(&Kernel { op: op.clone(), dtypes: vec![Bf16, Bf16, Bf16, F32, F32] }).unwrap();
+    let k = cuda::emit_kernel(&Kernel::new(op.clone(), vec![Bf16, Bf16, Bf16, F32, F32])).unwrap();
     let header: String = k.source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");
     insta::assert_snapshot!("swiglu_bwd_bf16", format!("{header}\n...\n{}", specialized(&k.source)));
     assert_ne!(k.stem, cuda::emit(&op).unwrap().stem, "a bf16 kernel has its own file");
-    let rstd_bf16 =
-        Kernel { op: Op::RmsNorm { rows: 2, d: 8, in_stride: 8, eps: 1e-6 }, dtypes: vec![F32, F32, F32, Bf16] };
+    let rstd_bf16 = Kernel::new(Op::RmsNorm { rows: 2, d: 8, in_stride: 8, eps: 1e-6 }, vec![F32, F32, F32, Bf16]);
     assert!(matches!(cuda::emit_kernel(&rstd_bf16), Err(EmitError::Unsupported { .. })));
-    let float_ids = Kernel { op: Op::ShiftTokens { batch: 1, seq: 4, shift: 1 }, dtypes: vec![F32, I32] };
+    let float_ids = Kernel::new(Op::ShiftTokens { batch: 1, seq: 4, shift: 1 }, vec![F32, I32]);
     assert!(matches!(cuda::emit_kernel(&float_ids), Err(EmitError::Unsupported { .. })));
 }
 
@@ -154,12 +153,44 @@ fn canonical_specs_emit_unique_deterministic_checked_kernels() {
             assert!(k.source.starts_with(&format!("// dsv3c generated kernel {}.cu", k.stem)));
             assert!(k.source.contains("// specialized for:") && k.source.contains("// launches, in order:"));
             for e in &k.entries {
-                let declared =
-                    k.source.contains(&format!(") {}(", e.name)) || k.source.contains(&format!("void {}(", e.name));
-                assert!(declared, "{}: no entry {}", k.stem, e.name);
+                // Declared, bounded by the block its launch gives it (a constant of the file), and
+                // carried as this kernel's device code in the Program.
+                let threads = format!("{}_THREADS", e.name.to_uppercase());
+                let declared = k.source.contains(&format!("__launch_bounds__({threads}) {}(", e.name));
+                assert!(declared, "{}: no entry {} bounded by {threads}", k.stem, e.name);
+                assert!(k.source.contains(&format!("constexpr int {threads} = {};", e.block)), "{}: {threads}", k.stem);
             }
         }
+        for (k, emitted) in p.kernels.iter().zip(&a) {
+            let device = k.device.as_ref().unwrap_or_else(|why| panic!("{name}: {why}"));
+            assert_eq!(
+                (&device.source, &device.entries),
+                (&emitted.source, &emitted.entries),
+                "{name}: {}",
+                emitted.stem
+            );
+        }
+        // Attention's tiles take more than 48 KB at 671b's head dims (192 + 128): that launch says it
+        // must opt in; nothing of tiny's does.
+        let opt_in = p.kernels.iter().flat_map(|k| &k.device.as_ref().unwrap().entries).any(|e| e.needs_opt_in());
+        if name == "671b" || name == "tiny" {
+            assert_eq!(opt_in, name == "671b", "{name}: shared-memory opt-in");
+        }
     }
+}
+
+/// A kernel the CUDA back end cannot write (FP8 tiles other than 128) still compiles for the CPU; its
+/// Program says why it has no device code.
+#[test]
+fn a_program_says_which_kernels_have_no_device_code() {
+    use dsv3c_spec::types::{Dtype, Fp8};
+    let mut spec = dsv3c_spec::canonical::get("tiny").unwrap();
+    (spec.precision.param, spec.precision.compute) = (Dtype::Bf16, Dtype::Bf16);
+    spec.precision.fp8 = Some(Fp8 { format: Default::default(), activation_tile: 32, weight_block: 32 });
+    let p = dsv3c_codegen::compile(&spec, 1, 16).unwrap();
+    let why: Vec<&String> = p.kernels.iter().filter_map(|k| k.device.as_ref().err()).collect();
+    assert!(!why.is_empty() && why.iter().all(|w| w.contains("FP8 tile 32")), "{why:?}");
+    assert!(p.kernels.iter().any(|k| k.device.is_ok()));
 }
 
 #[test]

@@ -107,7 +107,7 @@ fn check_kernel(kernel: &Kernel, args: Vec<Vec<f32>>, tol: f64) {
             dynamic_smem: e.dynamic_smem,
         };
         let rep = module
-            .launch(e.name, &cfg, &kargs, &global, &Options::default())
+            .launch(&e.name, &cfg, &kargs, &global, &Options::default())
             .unwrap_or_else(|err| panic!("{}::{}: {err}", k.stem, e.name));
         let findings: Vec<String> = rep.findings.iter().map(|f| f.to_string()).collect();
         assert!(findings.is_empty(), "{}::{} sanitizer:\n{}", k.stem, e.name, findings.join("\n"));
@@ -235,7 +235,7 @@ proptest! {
         check_op(&Op::Zero { n }, vec![r.vec(n, 1.0)], 0.0);
         // The weights' compute copy: exact into f32, rounded to nearest-even into bf16.
         check_op(&Op::Cast { n }, vec![r.vec(n, 1.0), r.vec(n, 1.0)], 0.0);
-        check_kernel(&Kernel { op: Op::Cast { n }, dtypes: vec![dsv3c_runtime::DType::F32, dsv3c_runtime::DType::Bf16] },
+        check_kernel(&Kernel::new(Op::Cast { n }, vec![dsv3c_runtime::DType::F32, dsv3c_runtime::DType::Bf16]),
             vec![r.vec(n, 1.0), r.vec(n, 1.0)], 0.0);
         check_op(&Op::AddScaled { n, alpha }, vec![r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
         check_op(&Op::Add { n }, vec![r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 1.0)], tolerance::KERNEL_REL_L2_F32);
@@ -597,7 +597,7 @@ fn gemms_at_1b_shapes_on_sampled_blocks() {
         let cfg =
             LaunchConfig { grid: [gx as u32, gy as u32, 1], block: [e.block, 1, 1], dynamic_smem: e.dynamic_smem };
         let opts = Options { only_blocks: Some(vec![0, last]), ..Options::default() };
-        let rep = module.launch(e.name, &cfg, &ptrs, &global, &opts).unwrap();
+        let rep = module.launch(&e.name, &cfg, &ptrs, &global, &opts).unwrap();
         assert!(rep.clean(), "{}: {:?}", kern.stem, rep.findings.first().map(|f| f.to_string()));
         let Arg::Ptr(pc) = ptrs[c] else { unreachable!() };
         let mut c_gpu = vec![0.0f32; fp[c]];
@@ -784,6 +784,6 @@ fn every_family_in_bf16_storage() {
         let lens = check::footprint(&op);
         let args = dsv3c_runtime::sample::args(&op, &lens, &mut Rng::new(90 + i as u64));
         let dtypes = storage(&op, true);
-        check_kernel(&Kernel { op, dtypes }, args, tol);
+        check_kernel(&Kernel::new(op, dtypes), args, tol);
     }
 }

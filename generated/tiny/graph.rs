@@ -643,225 +643,213 @@ pub fn params() -> Vec<Param> {
 /// The specialized kernels: one per distinct op and argument dtypes, every size a constant.
 pub fn kernels() -> Vec<Kernel> {
     vec![
-        #[doc = " k0: zero"] Kernel { op : Op::Zero { n : 1 }, dtypes : vec![DType::F32]
-        }, #[doc = " k1: embedding"] Kernel { op : Op::Embedding { n : 512, vocab :
-        50304, d : 64 }, dtypes : vec![DType::I32, DType::F32, DType::F32] }, #[doc =
-        " k2: rmsnorm"] Kernel { op : Op::RmsNorm { rows : 512, d : 64, in_stride : 64,
-        eps : 0.000001 }, dtypes : vec![DType::F32, DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k3: gemm"] Kernel { op : Op::Gemm { m : 512, n : 32, k : 64, lda :
-        64, ldb : 64, ldc : 32, ta : false, tb : true, accumulate : false, quant :
-        Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k4: rmsnorm"] Kernel { op : Op::RmsNorm { rows : 512, d : 32, in_stride : 32,
-        eps : 0.000001 }, dtypes : vec![DType::F32, DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k5: gemm"] Kernel { op : Op::Gemm { m : 512, n : 96, k : 32, lda :
-        32, ldb : 32, ldc : 96, ta : false, tb : true, accumulate : false, quant :
-        Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k6: rope"] Kernel { op : Op::Rope { tokens : 512, seq : 64, heads : 4,
-        row_stride : 96, head_stride : 24, offset : 16, dim : 8, freqs : RopeFreqs {
-        theta : 10000.0, yarn : None, attention_factor : 1.0 }, inverse : false }, dtypes
-        : vec![DType::F32] }, #[doc = " k7: gemm"] Kernel { op : Op::Gemm { m : 512, n :
-        40, k : 64, lda : 64, ldb : 64, ldc : 40, ta : false, tb : true, accumulate :
-        false, quant : Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k8: rmsnorm"] Kernel { op : Op::RmsNorm { rows : 512, d : 32,
-        in_stride : 40, eps : 0.000001 }, dtypes : vec![DType::F32, DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k9: rope"] Kernel { op : Op::Rope { tokens :
+        #[doc = " k0: zero"] Kernel::new(Op::Zero { n : 1 }, vec![DType::F32]), #[doc =
+        " k1: embedding"] Kernel::new(Op::Embedding { n : 512, vocab : 50304, d : 64 },
+        vec![DType::I32, DType::F32, DType::F32]), #[doc = " k2: rmsnorm"]
+        Kernel::new(Op::RmsNorm { rows : 512, d : 64, in_stride : 64, eps : 0.000001 },
+        vec![DType::F32, DType::F32, DType::F32, DType::F32]), #[doc = " k3: gemm"]
+        Kernel::new(Op::Gemm { m : 512, n : 32, k : 64, lda : 64, ldb : 64, ldc : 32, ta
+        : false, tb : true, accumulate : false, quant : Quant::None }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k4: rmsnorm"] Kernel::new(Op::RmsNorm { rows
+        : 512, d : 32, in_stride : 32, eps : 0.000001 }, vec![DType::F32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k5: gemm"] Kernel::new(Op::Gemm { m : 512, n
+        : 96, k : 32, lda : 32, ldb : 32, ldc : 96, ta : false, tb : true, accumulate :
+        false, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k6: rope"] Kernel::new(Op::Rope { tokens : 512, seq : 64, heads : 4, row_stride
+        : 96, head_stride : 24, offset : 16, dim : 8, freqs : RopeFreqs { theta :
+        10000.0, yarn : None, attention_factor : 1.0 }, inverse : false },
+        vec![DType::F32]), #[doc = " k7: gemm"] Kernel::new(Op::Gemm { m : 512, n : 40, k
+        : 64, lda : 64, ldb : 64, ldc : 40, ta : false, tb : true, accumulate : false,
+        quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k8: rmsnorm"] Kernel::new(Op::RmsNorm { rows : 512, d : 32, in_stride : 40, eps
+        : 0.000001 }, vec![DType::F32, DType::F32, DType::F32, DType::F32]), #[doc =
+        " k9: rope"] Kernel::new(Op::Rope { tokens : 512, seq : 64, heads : 1, row_stride
+        : 40, head_stride : 0, offset : 32, dim : 8, freqs : RopeFreqs { theta : 10000.0,
+        yarn : None, attention_factor : 1.0 }, inverse : false }, vec![DType::F32]),
+        #[doc = " k10: gemm"] Kernel::new(Op::Gemm { m : 512, n : 128, k : 32, lda : 32,
+        ldb : 32, ldc : 128, ta : false, tb : true, accumulate : false, quant :
+        Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k11: attention"] Kernel::new(Op::Attention(Attn { batch : 8, seq : 64, heads :
+        4, nope : 16, rope : 8, v : 16, kpe_stride : 40, kpe_offset : 32, scale :
+        0.20412415, window : None }), vec![DType::F32, DType::F32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k12: gemm"] Kernel::new(Op::Gemm { m : 512, n
+        : 64, k : 64, lda : 64, ldb : 64, ldc : 64, ta : false, tb : true, accumulate :
+        false, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k13: add"] Kernel::new(Op::Add { n : 32768 }, vec![DType::F32, DType::F32,
+        DType::F32]), #[doc = " k14: gemm"] Kernel::new(Op::Gemm { m : 512, n : 192, k :
+        64, lda : 64, ldb : 64, ldc : 192, ta : false, tb : true, accumulate : false,
+        quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k15: swiglu"] Kernel::new(Op::SwiGlu { n : 98304 }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k16: gemm"] Kernel::new(Op::Gemm { m : 512, n
+        : 64, k : 192, lda : 192, ldb : 192, ldc : 64, ta : false, tb : true, accumulate
+        : false, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc
+        = " k17: swiglu"] Kernel::new(Op::SwiGlu { n : 16384 }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k18: gemm"] Kernel::new(Op::Gemm { m : 512, n
+        : 64, k : 32, lda : 32, ldb : 32, ldc : 64, ta : false, tb : true, accumulate :
+        false, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k19: gemm"] Kernel::new(Op::Gemm { m : 512, n : 8, k : 64, lda : 64, ldb : 64,
+        ldc : 8, ta : false, tb : true, accumulate : false, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k20: router"]
+        Kernel::new(Op::Router(Route { tokens : 512, experts : 8, groups : 4, top_groups
+        : 2, top_k : 2, score : Score::Sigmoid, normalize : true, scale : 2.5 }),
+        vec![DType::F32, DType::F32, DType::F32, DType::I32, DType::F32]), #[doc =
+        " k21: balance_loss"] Kernel::new(Op::BalanceLoss(Balance { batch : 8, seq : 64,
+        experts : 8, top_k : 2, alpha : 0.0001, score : Score::Sigmoid }),
+        vec![DType::F32, DType::I32, DType::F32]), #[doc = " k22: dispatch"]
+        Kernel::new(Op::Dispatch { tokens : 512, experts : 8, top_k : 2, d : 64 },
+        vec![DType::I32, DType::F32, DType::I32, DType::I32, DType::I32, DType::F32]),
+        #[doc = " k23: grouped_gemm"] Kernel::new(Op::GroupedGemm { experts : 8, rows :
+        1024, n : 32, k : 64, mode : GroupedMode::Forward, quant : Quant::None },
+        vec![DType::I32, DType::F32, DType::F32, DType::F32]), #[doc = " k24: swiglu"]
+        Kernel::new(Op::SwiGlu { n : 32768 }, vec![DType::F32, DType::F32, DType::F32]),
+        #[doc = " k25: grouped_gemm"] Kernel::new(Op::GroupedGemm { experts : 8, rows :
+        1024, n : 64, k : 32, mode : GroupedMode::Forward, quant : Quant::None },
+        vec![DType::I32, DType::F32, DType::F32, DType::F32]), #[doc = " k26: combine"]
+        Kernel::new(Op::Combine { tokens : 512, top_k : 2, d : 64 }, vec![DType::I32,
+        DType::F32, DType::F32, DType::F32]), #[doc = " k27: gemm"] Kernel::new(Op::Gemm
+        { m : 512, n : 50304, k : 64, lda : 64, ldb : 64, ldc : 50304, ta : false, tb :
+        true, accumulate : false, quant : Quant::None }, vec![DType::F32, DType::F32,
+        DType::F32]), #[doc = " k28: cross_entropy"] Kernel::new(Op::CrossEntropy { batch
+        : 8, seq : 64, vocab : 50304, shift : 1, grad_scale : 1.0 }, vec![DType::F32,
+        DType::I32, DType::F32]), #[doc = " k29: add_scaled"] Kernel::new(Op::AddScaled {
+        n : 1, alpha : 1.0 }, vec![DType::F32, DType::F32]), #[doc =
+        " k30: shift_tokens"] Kernel::new(Op::ShiftTokens { batch : 8, seq : 64, shift :
+        1 }, vec![DType::I32, DType::I32]), #[doc = " k31: gemm"] Kernel::new(Op::Gemm {
+        m : 512, n : 64, k : 64, lda : 64, ldb : 128, ldc : 64, ta : false, tb : true,
+        accumulate : false, quant : Quant::None }, vec![DType::F32, DType::F32,
+        DType::F32]), #[doc = " k32: gemm"] Kernel::new(Op::Gemm { m : 512, n : 64, k :
+        64, lda : 64, ldb : 128, ldc : 64, ta : false, tb : true, accumulate : true,
+        quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k33: cross_entropy"] Kernel::new(Op::CrossEntropy { batch : 8, seq : 64, vocab
+        : 50304, shift : 2, grad_scale : 0.3 }, vec![DType::F32, DType::I32,
+        DType::F32]), #[doc = " k34: add_scaled"] Kernel::new(Op::AddScaled { n : 1,
+        alpha : 0.3 }, vec![DType::F32, DType::F32]), #[doc = " k35: zero"]
+        Kernel::new(Op::Zero { n : 32768 }, vec![DType::F32]), #[doc = " k36: gemm"]
+        Kernel::new(Op::Gemm { m : 512, n : 64, k : 50304, lda : 50304, ldb : 64, ldc :
+        64, ta : false, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k37: gemm"]
+        Kernel::new(Op::Gemm { m : 50304, n : 64, k : 512, lda : 50304, ldb : 64, ldc :
+        64, ta : true, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k38: rmsnorm_bwd"]
+        Kernel::new(Op::RmsNormBwd { rows : 512, d : 64, in_stride : 64 },
+        vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32, DType::F32]),
+        #[doc = " k39: add_scaled"] Kernel::new(Op::AddScaled { n : 32768, alpha : 1.0 },
+        vec![DType::F32, DType::F32]), #[doc = " k40: zero"] Kernel::new(Op::Zero { n :
+        65536 }, vec![DType::F32]), #[doc = " k41: zero"] Kernel::new(Op::Zero { n : 1024
+        }, vec![DType::F32]), #[doc = " k42: combine_bwd"] Kernel::new(Op::CombineBwd {
+        tokens : 512, top_k : 2, d : 64 }, vec![DType::I32, DType::I32, DType::F32,
+        DType::F32, DType::F32, DType::F32, DType::F32]), #[doc = " k43: grouped_gemm"]
+        Kernel::new(Op::GroupedGemm { experts : 8, rows : 1024, n : 64, k : 32, mode :
+        GroupedMode::DataGrad, quant : Quant::None }, vec![DType::I32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k44: grouped_gemm"]
+        Kernel::new(Op::GroupedGemm { experts : 8, rows : 1024, n : 64, k : 32, mode :
+        GroupedMode::WeightGrad, quant : Quant::None }, vec![DType::I32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k45: swiglu_bwd"] Kernel::new(Op::SwiGluBwd {
+        n : 32768 }, vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32]),
+        #[doc = " k46: grouped_gemm"] Kernel::new(Op::GroupedGemm { experts : 8, rows :
+        1024, n : 32, k : 64, mode : GroupedMode::DataGrad, quant : Quant::None },
+        vec![DType::I32, DType::F32, DType::F32, DType::F32]), #[doc =
+        " k47: grouped_gemm"] Kernel::new(Op::GroupedGemm { experts : 8, rows : 1024, n :
+        32, k : 64, mode : GroupedMode::WeightGrad, quant : Quant::None },
+        vec![DType::I32, DType::F32, DType::F32, DType::F32]), #[doc =
+        " k48: dispatch_bwd"] Kernel::new(Op::DispatchBwd { tokens : 512, top_k : 2, d :
+        64 }, vec![DType::I32, DType::F32, DType::F32]), #[doc = " k49: zero"]
+        Kernel::new(Op::Zero { n : 4096 }, vec![DType::F32]), #[doc =
+        " k50: balance_loss_bwd"] Kernel::new(Op::BalanceLossBwd { balance : Balance {
+        batch : 8, seq : 64, experts : 8, top_k : 2, alpha : 0.0001, score :
+        Score::Sigmoid }, grad_scale : 1.0 }, vec![DType::F32, DType::I32, DType::F32]),
+        #[doc = " k51: router_bwd"] Kernel::new(Op::RouterBwd(Route { tokens : 512,
+        experts : 8, groups : 4, top_groups : 2, top_k : 2, score : Score::Sigmoid,
+        normalize : true, scale : 2.5 }), vec![DType::F32, DType::I32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k52: expert_stats"]
+        Kernel::new(Op::ExpertStats { tokens : 512, experts : 8, top_k : 2 },
+        vec![DType::I32, DType::F32, DType::F32]), #[doc = " k53: gemm"]
+        Kernel::new(Op::Gemm { m : 512, n : 64, k : 8, lda : 8, ldb : 64, ldc : 64, ta :
+        false, tb : false, accumulate : true, quant : Quant::None }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k54: gemm"] Kernel::new(Op::Gemm { m : 8, n :
+        64, k : 512, lda : 8, ldb : 64, ldc : 64, ta : true, tb : false, accumulate :
+        true, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k55: zero"] Kernel::new(Op::Zero { n : 16384 }, vec![DType::F32]), #[doc =
+        " k56: gemm"] Kernel::new(Op::Gemm { m : 512, n : 32, k : 64, lda : 64, ldb : 32,
+        ldc : 32, ta : false, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k57: gemm"]
+        Kernel::new(Op::Gemm { m : 64, n : 32, k : 512, lda : 64, ldb : 32, ldc : 32, ta
+        : true, tb : false, accumulate : true, quant : Quant::None }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k58: swiglu_bwd"] Kernel::new(Op::SwiGluBwd {
+        n : 16384 }, vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32]),
+        #[doc = " k59: gemm"] Kernel::new(Op::Gemm { m : 512, n : 64, k : 32, lda : 32,
+        ldb : 64, ldc : 64, ta : false, tb : false, accumulate : true, quant :
+        Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc = " k60: gemm"]
+        Kernel::new(Op::Gemm { m : 32, n : 64, k : 512, lda : 32, ldb : 64, ldc : 64, ta
+        : true, tb : false, accumulate : true, quant : Quant::None }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k61: gemm"] Kernel::new(Op::Gemm { m : 512, n
+        : 64, k : 64, lda : 64, ldb : 64, ldc : 64, ta : false, tb : false, accumulate :
+        true, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k62: gemm"] Kernel::new(Op::Gemm { m : 64, n : 64, k : 512, lda : 64, ldb : 64,
+        ldc : 64, ta : true, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k63: zero"]
+        Kernel::new(Op::Zero { n : 49152 }, vec![DType::F32]), #[doc = " k64: zero"]
+        Kernel::new(Op::Zero { n : 20480 }, vec![DType::F32]), #[doc =
+        " k65: attention_bwd"] Kernel::new(Op::AttentionBwd(Attn { batch : 8, seq : 64,
+        heads : 4, nope : 16, rope : 8, v : 16, kpe_stride : 40, kpe_offset : 32, scale :
+        0.20412415, window : None }), vec![DType::F32, DType::F32, DType::F32,
+        DType::F32, DType::F32, DType::F32, DType::F32, DType::F32, DType::F32]), #[doc =
+        " k66: gemm"] Kernel::new(Op::Gemm { m : 512, n : 32, k : 128, lda : 128, ldb :
+        32, ldc : 32, ta : false, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k67: gemm"]
+        Kernel::new(Op::Gemm { m : 128, n : 32, k : 512, lda : 128, ldb : 32, ldc : 32,
+        ta : true, tb : false, accumulate : true, quant : Quant::None }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k68: rope"] Kernel::new(Op::Rope { tokens :
         512, seq : 64, heads : 1, row_stride : 40, head_stride : 0, offset : 32, dim : 8,
         freqs : RopeFreqs { theta : 10000.0, yarn : None, attention_factor : 1.0 },
-        inverse : false }, dtypes : vec![DType::F32] }, #[doc = " k10: gemm"] Kernel { op
-        : Op::Gemm { m : 512, n : 128, k : 32, lda : 32, ldb : 32, ldc : 128, ta : false,
-        tb : true, accumulate : false, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k11: attention"] Kernel { op :
-        Op::Attention(Attn { batch : 8, seq : 64, heads : 4, nope : 16, rope : 8, v : 16,
-        kpe_stride : 40, kpe_offset : 32, scale : 0.20412415, window : None }), dtypes :
-        vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k12: gemm"] Kernel { op : Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb :
-        64, ldc : 64, ta : false, tb : true, accumulate : false, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k13: add"] Kernel
-        { op : Op::Add { n : 32768 }, dtypes : vec![DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k14: gemm"] Kernel { op : Op::Gemm { m : 512, n : 192, k : 64, lda :
-        64, ldb : 64, ldc : 192, ta : false, tb : true, accumulate : false, quant :
-        Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k15: swiglu"] Kernel { op : Op::SwiGlu { n : 98304 }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k16: gemm"] Kernel { op : Op::Gemm { m :
-        512, n : 64, k : 192, lda : 192, ldb : 192, ldc : 64, ta : false, tb : true,
-        accumulate : false, quant : Quant::None }, dtypes : vec![DType::F32, DType::F32,
-        DType::F32] }, #[doc = " k17: swiglu"] Kernel { op : Op::SwiGlu { n : 16384 },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k18: gemm"] Kernel
-        { op : Op::Gemm { m : 512, n : 64, k : 32, lda : 32, ldb : 32, ldc : 64, ta :
-        false, tb : true, accumulate : false, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k19: gemm"] Kernel { op :
-        Op::Gemm { m : 512, n : 8, k : 64, lda : 64, ldb : 64, ldc : 8, ta : false, tb :
-        true, accumulate : false, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k20: router"] Kernel { op : Op::Router(Route
-        { tokens : 512, experts : 8, groups : 4, top_groups : 2, top_k : 2, score :
-        Score::Sigmoid, normalize : true, scale : 2.5 }), dtypes : vec![DType::F32,
-        DType::F32, DType::F32, DType::I32, DType::F32] }, #[doc = " k21: balance_loss"]
-        Kernel { op : Op::BalanceLoss(Balance { batch : 8, seq : 64, experts : 8, top_k :
-        2, alpha : 0.0001, score : Score::Sigmoid }), dtypes : vec![DType::F32,
-        DType::I32, DType::F32] }, #[doc = " k22: dispatch"] Kernel { op : Op::Dispatch {
-        tokens : 512, experts : 8, top_k : 2, d : 64 }, dtypes : vec![DType::I32,
-        DType::F32, DType::I32, DType::I32, DType::I32, DType::F32] }, #[doc =
-        " k23: grouped_gemm"] Kernel { op : Op::GroupedGemm { experts : 8, rows : 1024, n
-        : 32, k : 64, mode : GroupedMode::Forward, quant : Quant::None }, dtypes :
-        vec![DType::I32, DType::F32, DType::F32, DType::F32] }, #[doc = " k24: swiglu"]
-        Kernel { op : Op::SwiGlu { n : 32768 }, dtypes : vec![DType::F32, DType::F32,
-        DType::F32] }, #[doc = " k25: grouped_gemm"] Kernel { op : Op::GroupedGemm {
-        experts : 8, rows : 1024, n : 64, k : 32, mode : GroupedMode::Forward, quant :
-        Quant::None }, dtypes : vec![DType::I32, DType::F32, DType::F32, DType::F32] },
-        #[doc = " k26: combine"] Kernel { op : Op::Combine { tokens : 512, top_k : 2, d :
-        64 }, dtypes : vec![DType::I32, DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k27: gemm"] Kernel { op : Op::Gemm { m : 512, n : 50304, k : 64, lda : 64, ldb
-        : 64, ldc : 50304, ta : false, tb : true, accumulate : false, quant : Quant::None
-        }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k28: cross_entropy"] Kernel { op : Op::CrossEntropy { batch : 8, seq : 64,
-        vocab : 50304, shift : 1, grad_scale : 1.0 }, dtypes : vec![DType::F32,
-        DType::I32, DType::F32] }, #[doc = " k29: add_scaled"] Kernel { op :
-        Op::AddScaled { n : 1, alpha : 1.0 }, dtypes : vec![DType::F32, DType::F32] },
-        #[doc = " k30: shift_tokens"] Kernel { op : Op::ShiftTokens { batch : 8, seq :
-        64, shift : 1 }, dtypes : vec![DType::I32, DType::I32] }, #[doc = " k31: gemm"]
-        Kernel { op : Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 128, ldc : 64,
-        ta : false, tb : true, accumulate : false, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k32: gemm"] Kernel { op :
-        Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 128, ldc : 64, ta : false, tb
-        : true, accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k33: cross_entropy"] Kernel { op :
-        Op::CrossEntropy { batch : 8, seq : 64, vocab : 50304, shift : 2, grad_scale :
-        0.3 }, dtypes : vec![DType::F32, DType::I32, DType::F32] }, #[doc =
-        " k34: add_scaled"] Kernel { op : Op::AddScaled { n : 1, alpha : 0.3 }, dtypes :
-        vec![DType::F32, DType::F32] }, #[doc = " k35: zero"] Kernel { op : Op::Zero { n
-        : 32768 }, dtypes : vec![DType::F32] }, #[doc = " k36: gemm"] Kernel { op :
-        Op::Gemm { m : 512, n : 64, k : 50304, lda : 50304, ldb : 64, ldc : 64, ta :
-        false, tb : false, accumulate : true, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k37: gemm"] Kernel { op :
-        Op::Gemm { m : 50304, n : 64, k : 512, lda : 50304, ldb : 64, ldc : 64, ta :
-        true, tb : false, accumulate : true, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k38: rmsnorm_bwd"] Kernel {
-        op : Op::RmsNormBwd { rows : 512, d : 64, in_stride : 64 }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32, DType::F32] },
-        #[doc = " k39: add_scaled"] Kernel { op : Op::AddScaled { n : 32768, alpha : 1.0
-        }, dtypes : vec![DType::F32, DType::F32] }, #[doc = " k40: zero"] Kernel { op :
-        Op::Zero { n : 65536 }, dtypes : vec![DType::F32] }, #[doc = " k41: zero"] Kernel
-        { op : Op::Zero { n : 1024 }, dtypes : vec![DType::F32] }, #[doc =
-        " k42: combine_bwd"] Kernel { op : Op::CombineBwd { tokens : 512, top_k : 2, d :
-        64 }, dtypes : vec![DType::I32, DType::I32, DType::F32, DType::F32, DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k43: grouped_gemm"] Kernel { op :
-        Op::GroupedGemm { experts : 8, rows : 1024, n : 64, k : 32, mode :
-        GroupedMode::DataGrad, quant : Quant::None }, dtypes : vec![DType::I32,
-        DType::F32, DType::F32, DType::F32] }, #[doc = " k44: grouped_gemm"] Kernel { op
-        : Op::GroupedGemm { experts : 8, rows : 1024, n : 64, k : 32, mode :
-        GroupedMode::WeightGrad, quant : Quant::None }, dtypes : vec![DType::I32,
-        DType::F32, DType::F32, DType::F32] }, #[doc = " k45: swiglu_bwd"] Kernel { op :
-        Op::SwiGluBwd { n : 32768 }, dtypes : vec![DType::F32, DType::F32, DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k46: grouped_gemm"] Kernel { op :
-        Op::GroupedGemm { experts : 8, rows : 1024, n : 32, k : 64, mode :
-        GroupedMode::DataGrad, quant : Quant::None }, dtypes : vec![DType::I32,
-        DType::F32, DType::F32, DType::F32] }, #[doc = " k47: grouped_gemm"] Kernel { op
-        : Op::GroupedGemm { experts : 8, rows : 1024, n : 32, k : 64, mode :
-        GroupedMode::WeightGrad, quant : Quant::None }, dtypes : vec![DType::I32,
-        DType::F32, DType::F32, DType::F32] }, #[doc = " k48: dispatch_bwd"] Kernel { op
-        : Op::DispatchBwd { tokens : 512, top_k : 2, d : 64 }, dtypes : vec![DType::I32,
-        DType::F32, DType::F32] }, #[doc = " k49: zero"] Kernel { op : Op::Zero { n :
-        4096 }, dtypes : vec![DType::F32] }, #[doc = " k50: balance_loss_bwd"] Kernel {
-        op : Op::BalanceLossBwd { balance : Balance { batch : 8, seq : 64, experts : 8,
-        top_k : 2, alpha : 0.0001, score : Score::Sigmoid }, grad_scale : 1.0 }, dtypes :
-        vec![DType::F32, DType::I32, DType::F32] }, #[doc = " k51: router_bwd"] Kernel {
-        op : Op::RouterBwd(Route { tokens : 512, experts : 8, groups : 4, top_groups : 2,
-        top_k : 2, score : Score::Sigmoid, normalize : true, scale : 2.5 }), dtypes :
-        vec![DType::F32, DType::I32, DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k52: expert_stats"] Kernel { op : Op::ExpertStats { tokens : 512, experts : 8,
-        top_k : 2 }, dtypes : vec![DType::I32, DType::F32, DType::F32] }, #[doc =
-        " k53: gemm"] Kernel { op : Op::Gemm { m : 512, n : 64, k : 8, lda : 8, ldb : 64,
-        ldc : 64, ta : false, tb : false, accumulate : true, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k54: gemm"] Kernel
-        { op : Op::Gemm { m : 8, n : 64, k : 512, lda : 8, ldb : 64, ldc : 64, ta : true,
-        tb : false, accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k55: zero"] Kernel { op : Op::Zero { n :
-        16384 }, dtypes : vec![DType::F32] }, #[doc = " k56: gemm"] Kernel { op :
-        Op::Gemm { m : 512, n : 32, k : 64, lda : 64, ldb : 32, ldc : 32, ta : false, tb
-        : false, accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k57: gemm"] Kernel { op : Op::Gemm { m : 64,
-        n : 32, k : 512, lda : 64, ldb : 32, ldc : 32, ta : true, tb : false, accumulate
-        : true, quant : Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k58: swiglu_bwd"] Kernel { op : Op::SwiGluBwd { n : 16384 }, dtypes
-        : vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k59: gemm"] Kernel { op : Op::Gemm { m : 512, n : 64, k : 32, lda : 32, ldb :
-        64, ldc : 64, ta : false, tb : false, accumulate : true, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k60: gemm"] Kernel
-        { op : Op::Gemm { m : 32, n : 64, k : 512, lda : 32, ldb : 64, ldc : 64, ta :
-        true, tb : false, accumulate : true, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k61: gemm"] Kernel { op :
-        Op::Gemm { m : 512, n : 64, k : 64, lda : 64, ldb : 64, ldc : 64, ta : false, tb
-        : false, accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k62: gemm"] Kernel { op : Op::Gemm { m : 64,
-        n : 64, k : 512, lda : 64, ldb : 64, ldc : 64, ta : true, tb : false, accumulate
-        : true, quant : Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k63: zero"] Kernel { op : Op::Zero { n : 49152 }, dtypes :
-        vec![DType::F32] }, #[doc = " k64: zero"] Kernel { op : Op::Zero { n : 20480 },
-        dtypes : vec![DType::F32] }, #[doc = " k65: attention_bwd"] Kernel { op :
-        Op::AttentionBwd(Attn { batch : 8, seq : 64, heads : 4, nope : 16, rope : 8, v :
-        16, kpe_stride : 40, kpe_offset : 32, scale : 0.20412415, window : None }),
-        dtypes : vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32,
-        DType::F32, DType::F32, DType::F32, DType::F32] }, #[doc = " k66: gemm"] Kernel {
-        op : Op::Gemm { m : 512, n : 32, k : 128, lda : 128, ldb : 32, ldc : 32, ta :
-        false, tb : false, accumulate : true, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k67: gemm"] Kernel { op :
-        Op::Gemm { m : 128, n : 32, k : 512, lda : 128, ldb : 32, ldc : 32, ta : true, tb
-        : false, accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k68: rope"] Kernel { op : Op::Rope { tokens
-        : 512, seq : 64, heads : 1, row_stride : 40, head_stride : 0, offset : 32, dim :
-        8, freqs : RopeFreqs { theta : 10000.0, yarn : None, attention_factor : 1.0 },
-        inverse : true }, dtypes : vec![DType::F32] }, #[doc = " k69: rmsnorm_bwd"]
-        Kernel { op : Op::RmsNormBwd { rows : 512, d : 32, in_stride : 40 }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32, DType::F32] },
-        #[doc = " k70: gemm"] Kernel { op : Op::Gemm { m : 512, n : 64, k : 40, lda : 40,
+        inverse : true }, vec![DType::F32]), #[doc = " k69: rmsnorm_bwd"]
+        Kernel::new(Op::RmsNormBwd { rows : 512, d : 32, in_stride : 40 },
+        vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32, DType::F32]),
+        #[doc = " k70: gemm"] Kernel::new(Op::Gemm { m : 512, n : 64, k : 40, lda : 40,
         ldb : 64, ldc : 64, ta : false, tb : false, accumulate : true, quant :
-        Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k71: gemm"] Kernel { op : Op::Gemm { m : 40, n : 64, k : 512, lda : 40, ldb :
-        64, ldc : 64, ta : true, tb : false, accumulate : true, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k72: rope"] Kernel
-        { op : Op::Rope { tokens : 512, seq : 64, heads : 4, row_stride : 96, head_stride
-        : 24, offset : 16, dim : 8, freqs : RopeFreqs { theta : 10000.0, yarn : None,
-        attention_factor : 1.0 }, inverse : true }, dtypes : vec![DType::F32] }, #[doc =
-        " k73: gemm"] Kernel { op : Op::Gemm { m : 512, n : 32, k : 96, lda : 96, ldb :
-        32, ldc : 32, ta : false, tb : false, accumulate : true, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k74: gemm"] Kernel
-        { op : Op::Gemm { m : 96, n : 32, k : 512, lda : 96, ldb : 32, ldc : 32, ta :
-        true, tb : false, accumulate : true, quant : Quant::None }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k75: rmsnorm_bwd"] Kernel {
-        op : Op::RmsNormBwd { rows : 512, d : 32, in_stride : 32 }, dtypes :
-        vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32, DType::F32] },
-        #[doc = " k76: gemm"] Kernel { op : Op::Gemm { m : 512, n : 64, k : 64, lda : 64,
-        ldb : 128, ldc : 64, ta : false, tb : false, accumulate : true, quant :
-        Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k77: gemm"] Kernel { op : Op::Gemm { m : 64, n : 64, k : 512, lda : 64, ldb :
-        64, ldc : 128, ta : true, tb : false, accumulate : true, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k78: embedding_bwd"] Kernel { op : Op::EmbeddingBwd { n : 512, vocab : 50304, d
-        : 64 }, dtypes : vec![DType::I32, DType::F32, DType::F32] }, #[doc =
-        " k79: zero"] Kernel { op : Op::Zero { n : 98304 }, dtypes : vec![DType::F32] },
-        #[doc = " k80: gemm"] Kernel { op : Op::Gemm { m : 512, n : 192, k : 64, lda :
-        64, ldb : 192, ldc : 192, ta : false, tb : false, accumulate : true, quant :
-        Quant::None }, dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc =
-        " k81: gemm"] Kernel { op : Op::Gemm { m : 64, n : 192, k : 512, lda : 64, ldb :
+        Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc = " k71: gemm"]
+        Kernel::new(Op::Gemm { m : 40, n : 64, k : 512, lda : 40, ldb : 64, ldc : 64, ta
+        : true, tb : false, accumulate : true, quant : Quant::None }, vec![DType::F32,
+        DType::F32, DType::F32]), #[doc = " k72: rope"] Kernel::new(Op::Rope { tokens :
+        512, seq : 64, heads : 4, row_stride : 96, head_stride : 24, offset : 16, dim :
+        8, freqs : RopeFreqs { theta : 10000.0, yarn : None, attention_factor : 1.0 },
+        inverse : true }, vec![DType::F32]), #[doc = " k73: gemm"] Kernel::new(Op::Gemm {
+        m : 512, n : 32, k : 96, lda : 96, ldb : 32, ldc : 32, ta : false, tb : false,
+        accumulate : true, quant : Quant::None }, vec![DType::F32, DType::F32,
+        DType::F32]), #[doc = " k74: gemm"] Kernel::new(Op::Gemm { m : 96, n : 32, k :
+        512, lda : 96, ldb : 32, ldc : 32, ta : true, tb : false, accumulate : true,
+        quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k75: rmsnorm_bwd"] Kernel::new(Op::RmsNormBwd { rows : 512, d : 32, in_stride :
+        32 }, vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32,
+        DType::F32]), #[doc = " k76: gemm"] Kernel::new(Op::Gemm { m : 512, n : 64, k :
+        64, lda : 64, ldb : 128, ldc : 64, ta : false, tb : false, accumulate : true,
+        quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k77: gemm"] Kernel::new(Op::Gemm { m : 64, n : 64, k : 512, lda : 64, ldb : 64,
+        ldc : 128, ta : true, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k78: embedding_bwd"]
+        Kernel::new(Op::EmbeddingBwd { n : 512, vocab : 50304, d : 64 }, vec![DType::I32,
+        DType::F32, DType::F32]), #[doc = " k79: zero"] Kernel::new(Op::Zero { n : 98304
+        }, vec![DType::F32]), #[doc = " k80: gemm"] Kernel::new(Op::Gemm { m : 512, n :
+        192, k : 64, lda : 64, ldb : 192, ldc : 192, ta : false, tb : false, accumulate :
+        true, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k81: gemm"] Kernel::new(Op::Gemm { m : 64, n : 192, k : 512, lda : 64, ldb :
         192, ldc : 192, ta : true, tb : false, accumulate : true, quant : Quant::None },
-        dtypes : vec![DType::F32, DType::F32, DType::F32] }, #[doc = " k82: swiglu_bwd"]
-        Kernel { op : Op::SwiGluBwd { n : 98304 }, dtypes : vec![DType::F32, DType::F32,
-        DType::F32, DType::F32, DType::F32] }, #[doc = " k83: gemm"] Kernel { op :
-        Op::Gemm { m : 512, n : 64, k : 192, lda : 192, ldb : 64, ldc : 64, ta : false,
-        tb : false, accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32,
-        DType::F32, DType::F32] }, #[doc = " k84: gemm"] Kernel { op : Op::Gemm { m :
-        192, n : 64, k : 512, lda : 192, ldb : 64, ldc : 64, ta : true, tb : false,
-        accumulate : true, quant : Quant::None }, dtypes : vec![DType::F32, DType::F32,
-        DType::F32] }, #[doc = " k85: zero"] Kernel { op : Op::Zero { n : 6715928 },
-        dtypes : vec![DType::F32] }, #[doc = " k86: zero"] Kernel { op : Op::Zero { n :
-        10 }, dtypes : vec![DType::F32] }, #[doc = " k87: grad_norm"] Kernel { op :
-        Op::GradNorm { n : 6715904 }, dtypes : vec![DType::F32, DType::F32, DType::F32]
-        }, #[doc = " k88: adamw"] Kernel { op : Op::Optimizer(Update { kind :
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k82: swiglu_bwd"]
+        Kernel::new(Op::SwiGluBwd { n : 98304 }, vec![DType::F32, DType::F32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k83: gemm"] Kernel::new(Op::Gemm { m : 512, n
+        : 64, k : 192, lda : 192, ldb : 64, ldc : 64, ta : false, tb : false, accumulate
+        : true, quant : Quant::None }, vec![DType::F32, DType::F32, DType::F32]), #[doc =
+        " k84: gemm"] Kernel::new(Op::Gemm { m : 192, n : 64, k : 512, lda : 192, ldb :
+        64, ldc : 64, ta : true, tb : false, accumulate : true, quant : Quant::None },
+        vec![DType::F32, DType::F32, DType::F32]), #[doc = " k85: zero"]
+        Kernel::new(Op::Zero { n : 6715928 }, vec![DType::F32]), #[doc = " k86: zero"]
+        Kernel::new(Op::Zero { n : 10 }, vec![DType::F32]), #[doc = " k87: grad_norm"]
+        Kernel::new(Op::GradNorm { n : 6715904 }, vec![DType::F32, DType::F32,
+        DType::F32]), #[doc = " k88: adamw"] Kernel::new(Op::Optimizer(Update { kind :
         OptimizerKind::AdamW, n : 6715904, decay_end : 275968, embedding_end : 6714880,
-        bf16_moments : false }), dtypes : vec![DType::F32, DType::F32, DType::F32,
-        DType::F32, DType::F32, DType::F32] }, #[doc = " k89: bias_update"] Kernel { op :
-        Op::BiasUpdate { experts : 8, gamma : 0.001 }, dtypes : vec![DType::F32,
-        DType::F32] }
+        bf16_moments : false }), vec![DType::F32, DType::F32, DType::F32, DType::F32,
+        DType::F32, DType::F32]), #[doc = " k89: bias_update"] Kernel::new(Op::BiasUpdate
+        { experts : 8, gamma : 0.001 }, vec![DType::F32, DType::F32])
     ]
 }
 /// Arguments of layers 1, ..., 2 in `forward`, one row per layer, in launch order.

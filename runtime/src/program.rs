@@ -102,7 +102,9 @@ pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> 
 /// A training graph: the launch lists of a training step. A `Program` runs its lists; a generated
 /// module (`dsv3c compile`, `model!`) runs straight-line code.
 pub trait Graph {
-    /// Once per optimizer step, before the first micro-batch: zero the gradients and statistics.
+    /// Once per optimizer step, before the first micro-batch — and before any forward after the
+    /// parameters changed (an update, a load): make the weights' compute copies from the f32
+    /// masters, zero the gradients and statistics.
     fn start(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
     fn forward(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
     fn backward(&self, b: &mut dyn Backend) -> Result<(), BackendError>;
@@ -250,19 +252,64 @@ pub struct Buffer {
     pub live: (usize, usize),
 }
 
-/// A unique specialized kernel: its op with every constant baked in, and the storage dtype of
-/// each argument (in launch order) that its launches pass.
+/// A unique specialized kernel: its op with every constant baked in, the storage dtype of each
+/// argument (in launch order) that its launches pass, and — when the compiler could write it — the
+/// CUDA code a GPU backend runs for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Kernel {
     pub op: Op,
     pub dtypes: Vec<DType>,
+    /// The device code, or why there is none (an op the CUDA back end does not support at these
+    /// sizes, or a Program built without it).
+    pub device: Result<DeviceCode, String>,
 }
 
+/// What a GPU needs to run one kernel, all computed by the compiler: the CUDA C++ source (NVRTC
+/// compiles it) and its entry points, which run in order, each over the op's arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceCode {
+    /// File stem (`fp8s_gemm_m4096_n2048_k2048_nt_…`).
+    pub stem: String,
+    pub source: String,
+    pub entries: Vec<DeviceEntry>,
+}
+
+/// One `extern "C"` entry point and its launch geometry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    pub name: String,
+    pub grid: [u64; 3],
+    /// Threads per block (1-D blocks).
+    pub block: u32,
+    /// Dynamic shared memory the launch passes, in bytes.
+    pub dynamic_smem: u32,
+    /// Static shared memory the kernel declares, in bytes (the NVRTC gate checks it with ptxas).
+    pub static_smem: u32,
+}
+
+/// Shared memory a block may use without opting in (`cudaFuncAttributeMaxDynamicSharedMemorySize`).
+pub const SMEM_WITHOUT_OPT_IN: u32 = 48 * 1024;
+
+impl DeviceEntry {
+    /// Does the launch need the shared-memory opt-in (more than 48 KB per block)?
+    pub fn needs_opt_in(&self) -> bool {
+        self.static_smem + self.dynamic_smem > SMEM_WITHOUT_OPT_IN
+    }
+}
+
+/// The `device` of a kernel no back end has written code for.
+pub const NO_DEVICE_CODE: &str = "no device code was compiled into this Program";
+
 impl Kernel {
+    /// The kernel of `op` for launches whose arguments are stored as `dtypes`, without device code.
+    pub fn new(op: Op, dtypes: Vec<DType>) -> Kernel {
+        Kernel { op, dtypes, device: Err(NO_DEVICE_CODE.into()) }
+    }
+
     /// The kernel of `op` over the reference storage: f32, and i32 for integer arguments.
     pub fn reference(op: Op) -> Kernel {
         let dtypes = op.signature().iter().map(|a| a.kind.reference()).collect();
-        Kernel { op, dtypes }
+        Kernel::new(op, dtypes)
     }
 
     /// Does it use the reference storage (so its file and name are those of the op alone)?

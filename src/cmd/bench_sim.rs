@@ -137,13 +137,13 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             let opts = Options { sample_blocks: Some(a.sample_blocks), parallel: false, ..Options::default() };
             let start = std::time::Instant::now();
             let rep =
-                module.launch(e.name, &cfg, &kargs, &global, &opts).map_err(|err| miette!("{}: {err}", k.stem))?;
+                module.launch(&e.name, &cfg, &kargs, &global, &opts).map_err(|err| miette!("{}: {err}", k.stem))?;
             let host_s = start.elapsed().as_secs_f64();
-            let reg = regs.iter().find(|(n, _)| n == e.name).map(|r| r.1);
+            let reg = regs.iter().find(|(n, _)| *n == e.name).map(|r| r.1);
             let res = Resources {
                 threads_per_block: e.block,
                 regs_per_thread: reg,
-                smem_per_block: module.kernel(e.name).map(|x| x.static_smem).unwrap_or(0) + e.dynamic_smem,
+                smem_per_block: module.kernel(&e.name).map(|x| x.static_smem).unwrap_or(0) + e.dynamic_smem,
             };
             let est = estimate::estimate(&rep, &res, &estimate::H100);
             if !rep.findings.is_empty() {

@@ -7,7 +7,10 @@ use dsv3c_runtime::op::Attn;
 use super::source::Builder;
 
 const COMMON: &str = include_str!("kernels/attention_common.cuh");
+/// Queries (and keys) per tile.
 const BQ: usize = 32;
+/// Threads per block: one per row of a tile and column residue mod 4.
+const THREADS: u32 = 128;
 
 fn base(a: &Attn, stem: String, op: &str) -> Builder {
     let (window, sinks) = a.window.unwrap_or((0, 0));
@@ -24,6 +27,9 @@ fn base(a: &Attn, stem: String, op: &str) -> Builder {
         .float("SCALE", a.scale)
         .int("WINDOW", window)
         .int("SINKS", sinks)
+        .int("BQ", BQ)
+        .int("BKV", BQ)
+        .int("THREADS", THREADS as usize)
         .body(COMMON)
 }
 
@@ -56,9 +62,9 @@ pub(crate) fn forward(a: &Attn) -> Builder {
     base(a, name(a, "fwd"), "Attention")
         .math("o_i = sum_j softmax_j(scale * q_i . k_j) v_j, k_j = [k_nope_j ; k_pe_j]; lse_i saved for the backward")
         .math(mask(a))
-        .math("a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory")
+        .math(format!("a block per ({BQ}-query tile, head, sequence), {THREADS} threads; {BQ}-key tiles stream through shared memory"))
         .body(include_str!("kernels/attention_fwd.cuh"))
-        .entry("attention_fwd", [tiles, a.heads as u64, a.batch as u64], 128, smem(a)[0], 0)
+        .entry("attention_fwd", [tiles, a.heads as u64, a.batch as u64], THREADS, smem(a)[0], 0)
 }
 
 pub(crate) fn backward(a: &Attn) -> Builder {
@@ -68,6 +74,6 @@ pub(crate) fn backward(a: &Attn) -> Builder {
         .math(mask(a))
         .math("dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads")
         .body(include_str!("kernels/attention_bwd.cuh"))
-        .entry("attention_bwd_dq", [tiles, a.heads as u64, a.batch as u64], 128, smem(a)[1], 0)
-        .entry("attention_bwd_dkv", [tiles, a.batch as u64, 1], 128, smem(a)[2], 0)
+        .entry("attention_bwd_dq", [tiles, a.heads as u64, a.batch as u64], THREADS, smem(a)[1], 0)
+        .entry("attention_bwd_dkv", [tiles, a.batch as u64, 1], THREADS, smem(a)[2], 0)
 }

@@ -11,24 +11,50 @@ const GEMM_MMA: &str = include_str!("kernels/gemm_mma.cuh");
 const GEMM_ENTRY: &str = include_str!("kernels/gemm_entry.cuh");
 const GEMM_FP8_ENTRY: &str = include_str!("kernels/gemm_fp8_entry.cuh");
 
+/// Threads per block of both GEMM cores.
+pub(crate) const GEMM_THREADS: u32 = 256;
+/// Output tile (rows, columns) of the f32 SIMT core and of the tensor-core core (8 warps as 2 × 4 of
+/// 32 × 32).
+const F32_TILE: (u32, u32) = (64, 64);
+const MMA_TILE: (u32, u32) = (64, 128);
+/// Bytes of one operand row of a K tile in the tensor-core core's shared memory (128, padded).
+const ROW_BYTES: u32 = 144;
+
 /// Static shared memory of the GEMM cores (the NVRTC gate checks them against ptxas).
-pub(crate) const F32_SMEM: u32 = 2 * 16 * 68 * 4;
+pub(crate) const F32_SMEM: u32 = 2 * 16 * (F32_TILE.0 + 4) * 4;
 /// The FP8 core's: operand tiles, per-row and per-column scales, and the amax scratch.
-pub(crate) const MMA_SMEM: u32 = (64 + 128) * 144 + (64 + 128 + 256) * 4;
+pub(crate) const MMA_SMEM: u32 = (MMA_TILE.0 + MMA_TILE.1) * ROW_BYTES + (MMA_TILE.0 + MMA_TILE.1 + GEMM_THREADS) * 4;
 /// The bf16 core's: the operand tiles alone (the scales and the amax scratch are FP8's; ptxas drops
 /// them when FP8 is false).
-pub(crate) const MMA_BF16_SMEM: u32 = (64 + 128) * 144;
+pub(crate) const MMA_BF16_SMEM: u32 = (MMA_TILE.0 + MMA_TILE.1) * ROW_BYTES;
 /// The core's over stored E4M3 operands: the tiles and their scales (no amax scratch).
-pub(crate) const MMA_FP8_STORED_SMEM: u32 = (64 + 128) * 144 + (64 + 128) * 4;
+pub(crate) const MMA_FP8_STORED_SMEM: u32 = (MMA_TILE.0 + MMA_TILE.1) * ROW_BYTES + (MMA_TILE.0 + MMA_TILE.1) * 4;
 
-/// The GEMM core for a storage format: (source, BM, BN, static smem, file prefix).
-pub(crate) fn gemm_core(quant: Quant) -> (&'static str, u64, u64, u32, &'static str) {
-    match quant {
-        Quant::None => (GEMM_F32, 64, 64, F32_SMEM, "gemm_f32"),
-        Quant::Bf16 => (GEMM_MMA, 64, 128, MMA_BF16_SMEM, "gemm_bf16"),
-        Quant::Fp8 { .. } => (GEMM_MMA, 64, 128, MMA_SMEM, "fp8_gemm"),
-        Quant::Fp8Stored { .. } => (GEMM_MMA, 64, 128, MMA_FP8_STORED_SMEM, "fp8s_gemm"),
+/// One GEMM core for a storage format: its source, output tile, static shared memory and file prefix.
+pub(crate) struct GemmCore {
+    pub source: &'static str,
+    pub bm: u64,
+    pub bn: u64,
+    pub smem: u32,
+    pub prefix: &'static str,
+}
+
+impl GemmCore {
+    /// The core's geometry as the constants its source reads (`BM`, `BN`, `THREADS`).
+    pub fn consts(&self, b: Builder) -> Builder {
+        b.int("BM", self.bm as usize).int("BN", self.bn as usize).int("THREADS", GEMM_THREADS as usize)
     }
+}
+
+/// The GEMM core for a storage format.
+pub(crate) fn gemm_core(quant: Quant) -> GemmCore {
+    let (source, (bm, bn), smem, prefix) = match quant {
+        Quant::None => (GEMM_F32, F32_TILE, F32_SMEM, "gemm_f32"),
+        Quant::Bf16 => (GEMM_MMA, MMA_TILE, MMA_BF16_SMEM, "gemm_bf16"),
+        Quant::Fp8 { .. } => (GEMM_MMA, MMA_TILE, MMA_SMEM, "fp8_gemm"),
+        Quant::Fp8Stored { .. } => (GEMM_MMA, MMA_TILE, MMA_FP8_STORED_SMEM, "fp8s_gemm"),
+    };
+    GemmCore { source, bm: bm as u64, bn: bn as u64, smem, prefix }
 }
 
 /// The format constants the tensor-core core reads (none for f32).
@@ -142,7 +168,8 @@ pub(crate) fn gemm(
     accumulate: bool,
     quant: Quant,
 ) -> Builder {
-    let (core, bm, bn, smem, prefix) = gemm_core(quant);
+    let core = gemm_core(quant);
+    let (bm, bn, prefix) = (core.bm, core.bn, core.prefix);
     let layout = format!("{}{}", if ta { "t" } else { "n" }, if tb { "t" } else { "n" });
     let b = Builder::new(format!("{prefix}_m{m}_n{n}_k{k}_{layout}{}", tag(accumulate, "_acc")), "Gemm")
         .math(format!(
@@ -152,7 +179,7 @@ pub(crate) fn gemm(
             if tb { "B^T (B stored [n, k])" } else { "B (stored [k, n])" }
         ))
         .math(quant_math(quant))
-        .math(format!("grid: one block per {bm} x {bn} tile of C, 256 threads"))
+        .math(format!("grid: one block per {bm} x {bn} tile of C, {GEMM_THREADS} threads"))
         .int("M", m)
         .int("N", n)
         .int("K", k)
@@ -163,12 +190,12 @@ pub(crate) fn gemm(
         .flag("TB", tb)
         .flag("ACCUMULATE", accumulate);
     let entry = if matches!(quant, Quant::Fp8Stored { .. }) { GEMM_FP8_ENTRY } else { GEMM_ENTRY };
-    quant_consts(b, quant).body(core).body(entry).entry(
+    core.consts(quant_consts(b, quant)).body(core.source).body(entry).entry(
         "gemm",
         [(m as u64).div_ceil(bm).max(1), (n as u64).div_ceil(bn).max(1), 1],
-        256,
+        GEMM_THREADS,
         0,
-        smem,
+        core.smem,
     )
 }
 

@@ -5,7 +5,7 @@
 
 use dsv3c_runtime::op::{GroupedMode, Quant, Route, Score};
 
-use super::dense::{gemm_core, quant_consts, quant_math};
+use super::dense::{gemm_core, quant_consts, quant_math, GEMM_THREADS};
 use super::source::Builder;
 
 fn route_consts(b: Builder, r: &Route) -> Builder {
@@ -120,8 +120,9 @@ pub(crate) fn grouped_gemm(
     quant: Quant,
 ) -> Builder {
     let quant = quant.grouped(mode);
-    let (core, bm, bn, smem, prefix) = gemm_core(quant);
-    let prefix = prefix.replace("gemm", "grouped_gemm");
+    let core = gemm_core(quant);
+    let (bm, bn) = (core.bm, core.bn);
+    let prefix = core.prefix.replace("gemm", "grouped_gemm");
     let stored = matches!(quant, Quant::Fp8Stored { .. });
     let (dir, body, math, entry) = match mode {
         GroupedMode::Forward => (
@@ -176,9 +177,9 @@ pub(crate) fn grouped_gemm(
         .flag("TA", ta)
         .flag("TB", tb)
         .flag("ACCUMULATE", accumulate);
-    let b = quant_consts(b, quant).body(core);
+    let b = core.consts(quant_consts(b, quant)).body(core.source);
     let b = if mode == GroupedMode::WeightGrad { b } else { b.body(include_str!("kernels/grouped_sched.cuh")) };
-    b.body(body).entry(entry, grid, 256, 0, smem)
+    b.body(body).entry(entry, grid, GEMM_THREADS, 0, core.smem)
 }
 
 /// One MoE layer's routing statistics (counts, router entropy, tokens) added to the step's.

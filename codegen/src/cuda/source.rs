@@ -8,18 +8,9 @@ use dsv3c_runtime::op::Access;
 use dsv3c_runtime::signature::{ArgSig, Role};
 use dsv3c_runtime::DType;
 
-/// One `extern "C" __global__` entry point and how it is launched. An op's entries run in order, each
-/// with the op's arguments.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Entry {
-    pub name: &'static str,
-    pub grid: [u64; 3],
-    pub block: u32,
-    /// Dynamic shared memory (bytes) the launch passes.
-    pub dynamic_smem: u32,
-    /// Static shared memory (bytes) the kernel declares, as the emitter sizes it (ptxas confirms it).
-    pub static_smem: u32,
-}
+/// One `extern "C" __global__` entry point and how it is launched (the Program's payload type: an
+/// op's entries run in order, each with the op's arguments).
+pub use dsv3c_runtime::program::DeviceEntry as Entry;
 
 /// A specialized CUDA source file with its entry points.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -33,6 +24,12 @@ pub struct CudaKernel {
     pub entries: Vec<Entry>,
     #[serde(skip)]
     pub source: String,
+}
+
+impl From<CudaKernel> for dsv3c_runtime::program::DeviceCode {
+    fn from(k: CudaKernel) -> Self {
+        dsv3c_runtime::program::DeviceCode { stem: k.stem, source: k.source, entries: k.entries }
+    }
 }
 
 /// A compile-time constant of a generated file.
@@ -143,7 +140,7 @@ impl Builder {
         dynamic_smem: u32,
         static_smem: u32,
     ) -> Self {
-        self.entries.push(Entry { name, grid, block, dynamic_smem, static_smem });
+        self.entries.push(Entry { name: name.into(), grid, block, dynamic_smem, static_smem });
         self
     }
 
@@ -214,6 +211,10 @@ impl Builder {
         }
         for (n, c) in &self.consts {
             let _ = writeln!(s, "{}", c.declaration(n));
+        }
+        // Each entry's block size, the one the launch table gives it (`__launch_bounds__`).
+        for e in &self.entries {
+            let _ = writeln!(s, "constexpr int {}_THREADS = {};", e.name.to_uppercase(), e.block);
         }
         for b in &self.bodies {
             s.push('\n');

@@ -4,7 +4,7 @@
 //   E4M3 on load: A and B in 1x128 tiles along K; mma.sync m16n8k32, promoted every 128 of K
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1024 EK=1536 LDA=1024 LDB=1536 LDC=1536 TA=true TB=false
-//   ACCUMULATE=true FP8=true B_BLOCKS=false
+//   ACCUMULATE=true FP8=true B_BLOCKS=false BM=64 BN=128 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): offsets i32, x bf16, dy bf16, dw f32 (+)
 // launches, in order:
 //   grouped_weight_grad<<<(16, 12, 8), 256, 0>>>  static smem 29440 B
@@ -137,6 +137,10 @@ constexpr bool TB = false;
 constexpr bool ACCUMULATE = true;
 constexpr bool FP8 = true;
 constexpr bool B_BLOCKS = false;
+constexpr int BM = 64;
+constexpr int BN = 128;
+constexpr int THREADS = 256;
+constexpr int GROUPED_WEIGHT_GRAD_THREADS = 256;
 
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
 // 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. An operand stored as e4m3 (quantized once,
@@ -152,7 +156,7 @@ constexpr bool B_BLOCKS = false;
 // An overwritten output is rounded to bf16 (the storage format of GEMM outputs), an accumulated one is not.
 // Both formats use the same byte layout: a K tile is 128 bytes per row, rows padded to 144 bytes so the
 // fragment loads below hit 32 distinct banks.
-constexpr int BM = 64, BN = 128, THREADS = 256;
+static_assert(BM == 64 && BN == 128 && THREADS == 256, "8 warps as 2 x 4, each a 32 x 32 sub-tile");
 constexpr int KT = FP8 ? 128 : 64;  // elements of K per tile (128 bytes)
 constexpr int ROW_BYTES = 144;
 
@@ -357,7 +361,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
 }
 
 // dW_e[EN, EK] += dy[rows_e, EN]^T . x[rows_e, EK]: K runs over expert e's rows; grid (EN / BM, EK / BN, EXPERTS).
-extern "C" __global__ void __launch_bounds__(256) grouped_weight_grad(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_WEIGHT_GRAD_THREADS) grouped_weight_grad(const T0* __restrict__ offsets,
                                                                      const T1* __restrict__ x,
                                                                      const T2* __restrict__ dy,
                                                                      T3* __restrict__ dw) {

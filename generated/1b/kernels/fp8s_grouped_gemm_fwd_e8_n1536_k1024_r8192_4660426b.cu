@@ -4,7 +4,7 @@
 //   E4M3 operands with their scales: A in 1x128 tiles along K, B (a weight) in 128x128 blocks; mma.sync m16n8k32, promoted every 128 of K
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1536 EK=1024 LDA=1024 LDB=1024 LDC=1536 TA=false TB=true
-//   ACCUMULATE=false FP8=true B_BLOCKS=true
+//   ACCUMULATE=false FP8=true B_BLOCKS=true BM=64 BN=128 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): offsets i32, x e4m3, x_scales f32, w e4m3,
 //   w_scales f32, y bf16 (w)
 // launches, in order:
@@ -140,6 +140,10 @@ constexpr bool TB = true;
 constexpr bool ACCUMULATE = false;
 constexpr bool FP8 = true;
 constexpr bool B_BLOCKS = true;
+constexpr int BM = 64;
+constexpr int BN = 128;
+constexpr int THREADS = 256;
+constexpr int GROUPED_FORWARD_THREADS = 256;
 
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
 // 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. An operand stored as e4m3 (quantized once,
@@ -155,7 +159,7 @@ constexpr bool B_BLOCKS = true;
 // An overwritten output is rounded to bf16 (the storage format of GEMM outputs), an accumulated one is not.
 // Both formats use the same byte layout: a K tile is 128 bytes per row, rows padded to 144 bytes so the
 // fragment loads below hit 32 distinct banks.
-constexpr int BM = 64, BN = 128, THREADS = 256;
+static_assert(BM == 64 && BN == 128 && THREADS == 256, "8 warps as 2 x 4, each a 32 x 32 sub-tile");
 constexpr int KT = FP8 ? 128 : 64;  // elements of K per tile (128 bytes)
 constexpr int ROW_BYTES = 144;
 
@@ -379,7 +383,7 @@ __device__ __forceinline__ bool expert_tile(const i32* __restrict__ offsets, int
 
 // y[r, :] = W_e x[r, :] for the rows r of expert e over E4M3 operands: x in row tiles [ROWS, EK / 128],
 // each W_e in blocks [EN / 128, EK / 128] (rounded up), expert after expert.
-extern "C" __global__ void __launch_bounds__(256) grouped_forward(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_FORWARD_THREADS) grouped_forward(const T0* __restrict__ offsets,
                                                                  const T1* __restrict__ x,
                                                                  const T2* __restrict__ x_scales,
                                                                  const T3* __restrict__ w,

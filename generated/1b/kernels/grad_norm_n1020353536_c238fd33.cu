@@ -125,11 +125,13 @@ typedef float T2;  // norm
 constexpr int N = 1020353536;
 constexpr int CHUNK = 16384;
 constexpr int CHUNKS = 62278;
+constexpr int GRAD_NORM_PARTIALS_THREADS = 256;
+constexpr int GRAD_NORM_FINISH_THREADS = 1024;
 
 // The global gradient norm over N elements, deterministic:
 //   grad_norm_partials: block c sums g^2 (f64) over chunk c of CHUNK elements; partials[c] = the sum (f32);
 //   grad_norm_finish:   one block sums the partials (f64) in a fixed order; norm[0] = sqrt of the total.
-extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const T0* __restrict__ grad,
+extern "C" __global__ void __launch_bounds__(GRAD_NORM_PARTIALS_THREADS) grad_norm_partials(const T0* __restrict__ grad,
                                                                     T1* __restrict__ partials,
                                                                     T2* __restrict__ norm) {
   __shared__ double scratch[33];
@@ -140,7 +142,7 @@ extern "C" __global__ void __launch_bounds__(256) grad_norm_partials(const T0* _
   if (threadIdx.x == 0) partials[blockIdx.x] = (float)s;
 }
 
-extern "C" __global__ void __launch_bounds__(1024) grad_norm_finish(const T0* __restrict__ grad,
+extern "C" __global__ void __launch_bounds__(GRAD_NORM_FINISH_THREADS) grad_norm_finish(const T0* __restrict__ grad,
                                                                    T1* __restrict__ partials,
                                                                    T2* __restrict__ norm) {
   __shared__ double scratch[33];

@@ -127,9 +127,10 @@ constexpr int D = 1024;
 constexpr int IN_STRIDE = 1024;
 constexpr float EPS = 1e-6f;
 constexpr int THREADS = 128;
+constexpr int RMSNORM_THREADS = 128;
 
 // One block per row: rstd = 1 / sqrt(mean(x^2) + EPS); y = w * (x * rstd).
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm(const T0* __restrict__ x, const T1* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm(const T0* __restrict__ x, const T1* __restrict__ w,
                                                              T2* __restrict__ y, T3* __restrict__ rstd) {
   __shared__ float scratch[33];
   const i64 r = blockIdx.x;

@@ -123,9 +123,10 @@ typedef i32 T1;  // out
 constexpr int BATCH = 1;
 constexpr int SEQ = 4096;
 constexpr int SHIFT = 1;
+constexpr int SHIFT_TOKENS_THREADS = 256;
 
 // out[b, i] = tokens[b, min(i + SHIFT, SEQ - 1)].
-extern "C" __global__ void __launch_bounds__(256) shift_tokens(const T0* __restrict__ tokens, T1* __restrict__ out) {
+extern "C" __global__ void __launch_bounds__(SHIFT_TOKENS_THREADS) shift_tokens(const T0* __restrict__ tokens, T1* __restrict__ out) {
   const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (i64)BATCH * SEQ) return;
   const i64 b = i / SEQ, t = i % SEQ;

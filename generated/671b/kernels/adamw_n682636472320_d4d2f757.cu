@@ -140,6 +140,7 @@ constexpr int S_EPS = 5;
 constexpr int S_WEIGHT_DECAY = 6;
 constexpr int S_EMBEDDING_DECAY = 7;
 constexpr int S_CLIP = 8;
+constexpr int ADAMW_STEP_THREADS = 256;
 
 // The optimizer step over the trained parameters [0, N), reading the step's scalars (S_* indices):
 //   the gradient is scaled by grad_scale (accumulation averaging) and by min(1, clip / |mean grad|)
@@ -177,7 +178,7 @@ __device__ __forceinline__ double decay_of(const float* s, i64 i) {
 
 
 // AdamW: bias-corrected moments, decoupled weight decay (helpers in optimizer.cuh).
-extern "C" __global__ void __launch_bounds__(256) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
+extern "C" __global__ void __launch_bounds__(ADAMW_STEP_THREADS) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
                                                             const T2* __restrict__ grad, T3* __restrict__ param,
                                                             T4* __restrict__ m, T5* __restrict__ v) {
   const double f = grad_factor(s, norm);

@@ -124,10 +124,11 @@ typedef float T2;  // dtable
 constexpr int N = 4096;
 constexpr int VOCAB = 129280;
 constexpr int D = 7168;
+constexpr int EMBEDDING_BWD_THREADS = 128;
 
 // dtable[tokens[i], c] += dout[i, c]. One thread per column walks the positions in order, so rows hit by
 // several positions sum in position order: deterministic and bit-identical to the CPU reference.
-extern "C" __global__ void __launch_bounds__(128) embedding_bwd(const T0* __restrict__ tokens,
+extern "C" __global__ void __launch_bounds__(EMBEDDING_BWD_THREADS) embedding_bwd(const T0* __restrict__ tokens,
                                                                 const T1* __restrict__ dout,
                                                                 T2* __restrict__ dtable) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;

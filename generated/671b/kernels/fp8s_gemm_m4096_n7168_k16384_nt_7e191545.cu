@@ -4,7 +4,7 @@
 //   E4M3 operands with their scales: A in 1x128 tiles along K, B (a weight) in 128x128 blocks; mma.sync m16n8k32, promoted every 128 of K
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=7168 K=16384 LDA=16384 LDB=16384 LDC=7168 TA=false TB=true ACCUMULATE=false
-//   FP8=true B_BLOCKS=true
+//   FP8=true B_BLOCKS=true BM=64 BN=128 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): a e4m3, a_scales f32, b e4m3, b_scales f32,
 //   c bf16 (w)
 // launches, in order:
@@ -138,6 +138,10 @@ constexpr bool TB = true;
 constexpr bool ACCUMULATE = false;
 constexpr bool FP8 = true;
 constexpr bool B_BLOCKS = true;
+constexpr int BM = 64;
+constexpr int BN = 128;
+constexpr int THREADS = 256;
+constexpr int GEMM_THREADS = 256;
 
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
 // 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. An operand stored as e4m3 (quantized once,
@@ -153,7 +157,7 @@ constexpr bool B_BLOCKS = true;
 // An overwritten output is rounded to bf16 (the storage format of GEMM outputs), an accumulated one is not.
 // Both formats use the same byte layout: a K tile is 128 bytes per row, rows padded to 144 bytes so the
 // fragment loads below hit 32 distinct banks.
-constexpr int BM = 64, BN = 128, THREADS = 256;
+static_assert(BM == 64 && BN == 128 && THREADS == 256, "8 warps as 2 x 4, each a 32 x 32 sub-tile");
 constexpr int KT = FP8 ? 128 : 64;  // elements of K per tile (128 bytes)
 constexpr int ROW_BYTES = 144;
 
@@ -359,7 +363,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
 
 // C[M, N] (+)= op(A) . op(B) over E4M3 operands with their scales: one block per BM x BN tile of C, grid
 // (ceil(M / BM), ceil(N / BN)).
-extern "C" __global__ void __launch_bounds__(256) gemm(const T0* __restrict__ a, const T1* __restrict__ a_scales,
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm(const T0* __restrict__ a, const T1* __restrict__ a_scales,
                                                       const T2* __restrict__ b, const T3* __restrict__ b_scales,
                                                       T4* __restrict__ c) {
   gemm_tile(a, a_scales, b, b_scales, c, M, N, K, blockIdx.x * BM, blockIdx.y * BN);

@@ -4,7 +4,7 @@
 //   operands rounded to bf16 on load, mma.sync m16n8k16, f32 accumulation, output rounded to bf16
 //   grid: one block per 64 x 128 tile of C, 256 threads
 // specialized for: M=4096 N=7168 K=7168 LDA=7168 LDB=14336 LDC=7168 TA=false TB=false ACCUMULATE=true
-//   FP8=false B_BLOCKS=false
+//   FP8=false B_BLOCKS=false BM=64 BN=128 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): a f32, b bf16, c f32 (+)
 // launches, in order:
 //   gemm<<<(64, 56, 1), 256, 0>>>  static smem 27648 B
@@ -135,6 +135,10 @@ constexpr bool TB = false;
 constexpr bool ACCUMULATE = true;
 constexpr bool FP8 = false;
 constexpr bool B_BLOCKS = false;
+constexpr int BM = 64;
+constexpr int BN = 128;
+constexpr int THREADS = 256;
+constexpr int GEMM_THREADS = 256;
 
 // Tensor-core GEMM core (mma.sync): C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile,
 // 8 warps as 2 x 4, each a 32 x 32 sub-tile of m16n8 MMAs. An operand stored as e4m3 (quantized once,
@@ -150,7 +154,7 @@ constexpr bool B_BLOCKS = false;
 // An overwritten output is rounded to bf16 (the storage format of GEMM outputs), an accumulated one is not.
 // Both formats use the same byte layout: a K tile is 128 bytes per row, rows padded to 144 bytes so the
 // fragment loads below hit 32 distinct banks.
-constexpr int BM = 64, BN = 128, THREADS = 256;
+static_assert(BM == 64 && BN == 128 && THREADS == 256, "8 warps as 2 x 4, each a 32 x 32 sub-tile");
 constexpr int KT = FP8 ? 128 : 64;  // elements of K per tile (128 bytes)
 constexpr int ROW_BYTES = 144;
 
@@ -355,7 +359,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
 }
 
 // C[M, N] (+)= op(A) . op(B): one block per BM x BN tile of C, grid (ceil(M / BM), ceil(N / BN)).
-extern "C" __global__ void __launch_bounds__(256) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
                                                       T2* __restrict__ c) {
   gemm_tile(a, b, c, M, N, K, blockIdx.x * BM, blockIdx.y * BN);
 }

@@ -3,7 +3,8 @@
 //   C[m,n] = op(A)[m,k] . op(B)[k,n]; op(A) = A (stored [m, k]), op(B) = B^T (B stored [n, k])
 //   f32 operands, f32 accumulation (SIMT)
 //   grid: one block per 64 x 64 tile of C, 256 threads
-// specialized for: M=4096 N=256 K=7168 LDA=7168 LDB=7168 LDC=256 TA=false TB=true ACCUMULATE=false
+// specialized for: M=4096 N=256 K=7168 LDA=7168 LDB=7168 LDC=256 TA=false TB=true ACCUMULATE=false BM=64
+//   BN=64 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): a bf16, b bf16, c f32 (w)
 // launches, in order:
 //   gemm<<<(64, 4, 1), 256, 0>>>  static smem 8704 B
@@ -132,11 +133,16 @@ constexpr int LDC = 256;
 constexpr bool TA = false;
 constexpr bool TB = true;
 constexpr bool ACCUMULATE = false;
+constexpr int BM = 64;
+constexpr int BN = 64;
+constexpr int THREADS = 256;
+constexpr int GEMM_THREADS = 256;
 
 // f32 SIMT GEMM core: C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile. A 256-thread block
 // stages BK-deep slices of op(A) and op(B) in shared memory (the contiguous dimension read fastest, so global
 // loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
-constexpr int BM = 64, BN = 64, BK = 16;
+static_assert(BM == 64 && BN == 64 && THREADS == 256, "16 x 16 threads, a 4 x 4 register tile each");
+constexpr int BK = 16;
 
 template <typename XA, typename XB, typename XC>
 __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
@@ -151,7 +157,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
     for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
   for (int k0 = 0; k0 < k; k0 += BK) {
 #pragma unroll
-    for (int e = tid; e < BM * BK; e += 256) {
+    for (int e = tid; e < BM * BK; e += THREADS) {
       const int i = TA ? e % BM : e / BK, p = TA ? e / BM : e % BK;
       const int gi = m0 + i, gp = k0 + p;
       float v = 0.0f;
@@ -159,7 +165,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
       As[p][i] = v;
     }
 #pragma unroll
-    for (int e = tid; e < BN * BK; e += 256) {
+    for (int e = tid; e < BN * BK; e += THREADS) {
       const int j = TB ? e / BK : e % BN, p = TB ? e % BK : e / BN;
       const int gj = n0 + j, gp = k0 + p;
       float v = 0.0f;
@@ -192,7 +198,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
 }
 
 // C[M, N] (+)= op(A) . op(B): one block per BM x BN tile of C, grid (ceil(M / BM), ceil(N / BN)).
-extern "C" __global__ void __launch_bounds__(256) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
                                                       T2* __restrict__ c) {
   gemm_tile(a, b, c, M, N, K, blockIdx.x * BM, blockIdx.y * BN);
 }

@@ -4,7 +4,7 @@
 //   mask: causal
 //   dq: a block per (query tile, head, sequence); dkv: a block per (key tile, sequence) over all heads
 // specialized for: BATCH=1 SEQ=4096 HEADS=128 NOPE=128 ROPE=64 DQK=192 DV=128 KPE_STRIDE=576 KPE_OFFSET=512
-//   SCALE=0.13523377 WINDOW=0 SINKS=0
+//   SCALE=0.13523377 WINDOW=0 SINKS=0 BQ=32 BKV=32 THREADS=128
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): q bf16, kvb bf16, kva bf16, o bf16, lse f32,
 //   do f32, dq f32 (+), dkvb f32 (+), dkva f32 (+)
 // launches, in order:
@@ -144,10 +144,16 @@ constexpr int KPE_OFFSET = 512;
 constexpr float SCALE = 0.13523377f;
 constexpr int WINDOW = 0;
 constexpr int SINKS = 0;
+constexpr int BQ = 32;
+constexpr int BKV = 32;
+constexpr int THREADS = 128;
+constexpr int ATTENTION_BWD_DQ_THREADS = 128;
+constexpr int ATTENTION_BWD_DKV_THREADS = 128;
 
-// MLA attention tiles: BQ queries x BKV keys per step, 128 threads; a thread owns one row of a tile and
-// every 4th column of it. Shared rows are padded by one float so strided row reads hit distinct banks.
-constexpr int BQ = 32, BKV = 32, THREADS = 128;
+// MLA attention tiles: BQ queries x BKV keys per step, THREADS threads (the emitter's constants); a thread
+// owns one row of a tile and every 4th column of it. Shared rows are padded by one float so strided row
+// reads hit distinct banks.
+static_assert(THREADS == 4 * BQ && BQ == BKV, "a thread per (row, column residue mod 4) of a square tile");
 constexpr int QS = DQK + 1, VS = DV + 1, PS = BKV + 1;
 constexpr int DQ4 = (DQK + 3) / 4, DV4 = (DV + 3) / 4, NP4 = (NOPE + 3) / 4, RP4 = (ROPE + 3) / 4;
 
@@ -201,7 +207,7 @@ __device__ __forceinline__ void load_rows(const TX* __restrict__ x, int b, int h
 //   dkv: a block per (key tile, sequence) that walks every head, so the rope key shared by the heads sums
 //        its gradient in registers; dk_j += SCALE sum_i dS_ij q_i, dv_j += sum_i p_ij do_i.
 // dS_ij = p_ij (do_i . v_j - D_i), D_i = do_i . o_i (recomputed per tile: no scratch buffer).
-extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
+extern "C" __global__ void __launch_bounds__(ATTENTION_BWD_DQ_THREADS) attention_bwd_dq(
     const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
     const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
     T7* __restrict__ dkvb, T8* __restrict__ dkva) {
@@ -269,7 +275,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
   }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dkv(
+extern "C" __global__ void __launch_bounds__(ATTENTION_BWD_DKV_THREADS) attention_bwd_dkv(
     const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
     const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
     T7* __restrict__ dkvb, T8* __restrict__ dkva) {

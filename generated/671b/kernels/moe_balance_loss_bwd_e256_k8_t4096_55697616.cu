@@ -128,10 +128,11 @@ constexpr int TOP_K = 8;
 constexpr float ALPHA = 0.0001f;
 constexpr bool SIGMOID = true;
 constexpr float GRAD_SCALE = 1.0f;
+constexpr int BALANCE_LOSS_BWD_THREADS = 256;
 
 // dscores += GRAD_SCALE * d(balance loss)/d(scores): one block per sequence counts its f_e, then one warp
 // per token: sigmoid: c * (f_j / z - sum_e f_e s_e / z^2); softmax: c * f_j; c = GRAD_SCALE * ALPHA / (BATCH * SEQ).
-extern "C" __global__ void __launch_bounds__(256) balance_loss_bwd(const T0* __restrict__ scores,
+extern "C" __global__ void __launch_bounds__(BALANCE_LOSS_BWD_THREADS) balance_loss_bwd(const T0* __restrict__ scores,
                                                                   const T1* __restrict__ idx,
                                                                   T2* __restrict__ dscores) {
   __shared__ u32 count[EXPERTS];

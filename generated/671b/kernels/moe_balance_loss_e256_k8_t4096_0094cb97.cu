@@ -129,11 +129,12 @@ constexpr int TOP_K = 8;
 constexpr float ALPHA = 0.0001f;
 constexpr bool SIGMOID = true;
 constexpr int ZCHUNK = 1024;
+constexpr int BALANCE_LOSS_THREADS = 256;
 
 // Sequence-wise balance loss: loss += mean over sequences of ALPHA * sum_e f_e * P_e, with
 // f_e = EXPERTS / (TOP_K * SEQ) * #(tokens choosing e) and P_e = mean_t s'_{t,e}, s' = s / sum_e s (sigmoid)
 // or s (softmax). One block: deterministic (integer counts, fixed-order sums).
-extern "C" __global__ void __launch_bounds__(256) balance_loss(const T0* __restrict__ scores,
+extern "C" __global__ void __launch_bounds__(BALANCE_LOSS_THREADS) balance_loss(const T0* __restrict__ scores,
                                                               const T1* __restrict__ idx,
                                                               T2* __restrict__ loss) {
   __shared__ u32 count[EXPERTS];

@@ -135,11 +135,12 @@ constexpr int TOP_K = 8;
 constexpr bool SIGMOID = true;
 constexpr bool NORMALIZE = true;
 constexpr float ROUTE_SCALE = 2.5f;
+constexpr int ROUTER_BWD_THREADS = 256;
 
 // Router backward, one warp per token: the weight gradients go to the chosen scores (through the
 // normalization when NORMALIZE: dscore_c += ROUTE_SCALE / S * (g_c - sum_j g_j s_j / S)), added to the
 // balance loss's dscores in place; then through sigmoid (ds * s * (1 - s)) or softmax to dlogits.
-extern "C" __global__ void __launch_bounds__(256) router_bwd(const T0* __restrict__ scores,
+extern "C" __global__ void __launch_bounds__(ROUTER_BWD_THREADS) router_bwd(const T0* __restrict__ scores,
                                                             const T1* __restrict__ idx,
                                                             const T2* __restrict__ dweights,
                                                             T3* __restrict__ dscores, T4* __restrict__ dlogits) {

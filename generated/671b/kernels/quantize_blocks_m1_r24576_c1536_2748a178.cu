@@ -126,15 +126,17 @@ constexpr int MATS = 1;
 constexpr int ROWS = 24576;
 constexpr int COLS = 1536;
 constexpr int SCALING = 2;
+constexpr int QUANTIZE_THREADS = 256;
 
 // E4M3 quantization of MATS dense ROWS x COLS matrices, one block per 128 x 128 region (grid: column
 // regions, row regions, matrices): each group's scale is max(amax, 1e-4) / 448 and its values x / scale
 // rounded to nearest-even and saturated. SCALING 0: 1 x 128 row tiles, scales [ROWS, CT]; 1: 128 x 1
 // column tiles, [RT, COLS]; 2: 128 x 128 blocks, [RT, CT] (each matrix's after the previous one's).
+static_assert(QUANTIZE_THREADS == 256, "two threads per column of a 128-wide region, eight warps per row tile");
 constexpr int CT = (COLS + 127) / 128, RT = (ROWS + 127) / 128;
 constexpr i64 PER_MAT = SCALING == 0 ? (i64)ROWS * CT : (SCALING == 1 ? (i64)RT * COLS : (i64)RT * CT);
 
-extern "C" __global__ void __launch_bounds__(256) quantize(const T0* __restrict__ x, T1* __restrict__ q,
+extern "C" __global__ void __launch_bounds__(QUANTIZE_THREADS) quantize(const T0* __restrict__ x, T1* __restrict__ q,
                                                           T2* __restrict__ scales) {
   __shared__ float red[256];
   const int c0 = blockIdx.x * 128, r0 = blockIdx.y * 128, tid = threadIdx.x;

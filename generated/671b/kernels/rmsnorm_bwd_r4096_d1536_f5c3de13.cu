@@ -130,9 +130,11 @@ constexpr int ROWS = 4096;
 constexpr int D = 1536;
 constexpr int IN_STRIDE = 1536;
 constexpr int THREADS = 256;
+constexpr int RMSNORM_BWD_DX_THREADS = 256;
+constexpr int RMSNORM_BWD_DW_THREADS = 256;
 
 // dx (row stride IN_STRIDE) += rstd * (g - xhat * mean(g * xhat)), g = dy * w, xhat = x * rstd: one block per row.
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const T0* __restrict__ x,
+extern "C" __global__ void __launch_bounds__(RMSNORM_BWD_DX_THREADS) rmsnorm_bwd_dx(const T0* __restrict__ x,
                                                                     const T1* __restrict__ w,
                                                                     const T2* __restrict__ rstd,
                                                                     const T3* __restrict__ dy,
@@ -150,7 +152,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_bwd_dx(const T0* _
 
 // dw[c] += sum over rows of dy * x * rstd. A block owns 32 columns; its 8 warps take every 8th row and
 // their partial sums are added in warp order: deterministic.
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_dw(const T0* __restrict__ x,
+extern "C" __global__ void __launch_bounds__(RMSNORM_BWD_DW_THREADS) rmsnorm_bwd_dw(const T0* __restrict__ x,
                                                                 const T1* __restrict__ w,
                                                                 const T2* __restrict__ rstd,
                                                                 const T3* __restrict__ dy,

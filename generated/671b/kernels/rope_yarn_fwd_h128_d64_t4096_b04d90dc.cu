@@ -139,11 +139,12 @@ __constant__ float INV_FREQ[32] = {
     2.5e-5f, 1.8747354e-5f, 1.40585325e-5f, 1.0542412e-5f, 7.9056945e-6f, 5.9284343e-6f,
     4.4456983e-6f, 3.3338035e-6f,
 };
+constexpr int ROPE_THREADS = 128;
 
 // Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
 // OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
 // transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
-extern "C" __global__ void __launch_bounds__(128) rope(T0* __restrict__ x) {
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(T0* __restrict__ x) {
   __shared__ float buf[HEADS * DIM];
   const i64 t = blockIdx.x;
   const float pos = (float)(t % SEQ);

@@ -120,8 +120,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 // ---- specialization ----
 typedef float T0;  // x
 constexpr int N = 1048576;
+constexpr int ZERO_THREADS = 256;
 
 // x[i] = 0 for i < N.
-extern "C" __global__ void __launch_bounds__(256) zero(T0* __restrict__ x) {
+extern "C" __global__ void __launch_bounds__(ZERO_THREADS) zero(T0* __restrict__ x) {
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += (i64)gridDim.x * blockDim.x) x[i] = 0.0f;
 }

@@ -122,10 +122,11 @@ typedef float T0;  // stats
 typedef float T1;  // bias
 constexpr int EXPERTS = 8;
 constexpr float GAMMA = 0.001f;
+constexpr int BIAS_UPDATE_THREADS = 1024;
 
 // Aux-loss-free balancing from the step's counts (the first EXPERTS values of stats): each bias moves
 // GAMMA toward balance, bias[e] += GAMMA * sign(mean(counts) - counts[e]) (0 when equal), the mean in f64.
-extern "C" __global__ void __launch_bounds__(1024) bias_update(const T0* __restrict__ stats,
+extern "C" __global__ void __launch_bounds__(BIAS_UPDATE_THREADS) bias_update(const T0* __restrict__ stats,
                                                               T1* __restrict__ bias) {
   __shared__ double scratch[33];
   double total = 0.0;

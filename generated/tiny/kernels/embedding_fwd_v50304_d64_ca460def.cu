@@ -124,9 +124,10 @@ typedef float T2;  // out
 constexpr int N = 512;
 constexpr int VOCAB = 50304;
 constexpr int D = 64;
+constexpr int EMBEDDING_THREADS = 128;
 
 // out[i, :] = table[tokens[i], :]; an invalid id (not an integer in [0, VOCAB)) poisons its row with NaN.
-extern "C" __global__ void __launch_bounds__(128) embedding(const T0* __restrict__ tokens,
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS) embedding(const T0* __restrict__ tokens,
                                                             const T1* __restrict__ table, T2* __restrict__ out) {
   const i64 i = blockIdx.x;
   const float t = tokens[i];

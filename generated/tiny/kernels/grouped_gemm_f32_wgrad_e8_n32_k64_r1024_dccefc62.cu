@@ -4,6 +4,7 @@
 //   f32 operands, f32 accumulation (SIMT)
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=1024 EN=32 EK=64 LDA=32 LDB=64 LDC=64 TA=true TB=false ACCUMULATE=true
+//   BM=64 BN=64 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): offsets i32, x f32, dy f32, dw f32 (+)
 // launches, in order:
 //   grouped_weight_grad<<<(1, 1, 8), 256, 0>>>  static smem 8704 B
@@ -134,11 +135,16 @@ constexpr int LDC = 64;
 constexpr bool TA = true;
 constexpr bool TB = false;
 constexpr bool ACCUMULATE = true;
+constexpr int BM = 64;
+constexpr int BN = 64;
+constexpr int THREADS = 256;
+constexpr int GROUPED_WEIGHT_GRAD_THREADS = 256;
 
 // f32 SIMT GEMM core: C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile. A 256-thread block
 // stages BK-deep slices of op(A) and op(B) in shared memory (the contiguous dimension read fastest, so global
 // loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
-constexpr int BM = 64, BN = 64, BK = 16;
+static_assert(BM == 64 && BN == 64 && THREADS == 256, "16 x 16 threads, a 4 x 4 register tile each");
+constexpr int BK = 16;
 
 template <typename XA, typename XB, typename XC>
 __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
@@ -153,7 +159,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
     for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
   for (int k0 = 0; k0 < k; k0 += BK) {
 #pragma unroll
-    for (int e = tid; e < BM * BK; e += 256) {
+    for (int e = tid; e < BM * BK; e += THREADS) {
       const int i = TA ? e % BM : e / BK, p = TA ? e / BM : e % BK;
       const int gi = m0 + i, gp = k0 + p;
       float v = 0.0f;
@@ -161,7 +167,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
       As[p][i] = v;
     }
 #pragma unroll
-    for (int e = tid; e < BN * BK; e += 256) {
+    for (int e = tid; e < BN * BK; e += THREADS) {
       const int j = TB ? e / BK : e % BN, p = TB ? e % BK : e / BN;
       const int gj = n0 + j, gp = k0 + p;
       float v = 0.0f;
@@ -194,7 +200,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
 }
 
 // dW_e[EN, EK] += dy[rows_e, EN]^T . x[rows_e, EK]: K runs over expert e's rows; grid (EN / BM, EK / BN, EXPERTS).
-extern "C" __global__ void __launch_bounds__(256) grouped_weight_grad(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_WEIGHT_GRAD_THREADS) grouped_weight_grad(const T0* __restrict__ offsets,
                                                                      const T1* __restrict__ x,
                                                                      const T2* __restrict__ dy,
                                                                      T3* __restrict__ dw) {

@@ -4,7 +4,7 @@
 //   mask: causal
 //   a block per (32-query tile, head, sequence), 128 threads; 32-key tiles stream through shared memory
 // specialized for: BATCH=8 SEQ=64 HEADS=4 NOPE=16 ROPE=8 DQK=24 DV=16 KPE_STRIDE=40 KPE_OFFSET=32
-//   SCALE=0.20412415 WINDOW=0 SINKS=0
+//   SCALE=0.20412415 WINDOW=0 SINKS=0 BQ=32 BKV=32 THREADS=128
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): q f32, kvb f32, kva f32, o f32 (w),
 //   lse f32 (w)
 // launches, in order:
@@ -139,10 +139,15 @@ constexpr int KPE_OFFSET = 32;
 constexpr float SCALE = 0.20412415f;
 constexpr int WINDOW = 0;
 constexpr int SINKS = 0;
+constexpr int BQ = 32;
+constexpr int BKV = 32;
+constexpr int THREADS = 128;
+constexpr int ATTENTION_FWD_THREADS = 128;
 
-// MLA attention tiles: BQ queries x BKV keys per step, 128 threads; a thread owns one row of a tile and
-// every 4th column of it. Shared rows are padded by one float so strided row reads hit distinct banks.
-constexpr int BQ = 32, BKV = 32, THREADS = 128;
+// MLA attention tiles: BQ queries x BKV keys per step, THREADS threads (the emitter's constants); a thread
+// owns one row of a tile and every 4th column of it. Shared rows are padded by one float so strided row
+// reads hit distinct banks.
+static_assert(THREADS == 4 * BQ && BQ == BKV, "a thread per (row, column residue mod 4) of a square tile");
 constexpr int QS = DQK + 1, VS = DV + 1, PS = BKV + 1;
 constexpr int DQ4 = (DQK + 3) / 4, DV4 = (DV + 3) / 4, NP4 = (NOPE + 3) / 4, RP4 = (ROPE + 3) / 4;
 
@@ -194,7 +199,7 @@ __device__ __forceinline__ void load_rows(const TX* __restrict__ x, int b, int h
 // Flash-style forward: a block per (query tile, head, sequence); keys stream through shared memory with an
 // online softmax (running max m and sum l per query row), so scores never reach global memory.
 // o[b, i, h, :] = sum_j softmax_j(SCALE * q_i . k_j) v_j over visible keys; lse[b, i, h] = m + log(l).
-extern "C" __global__ void __launch_bounds__(THREADS) attention_fwd(const T0* __restrict__ q,
+extern "C" __global__ void __launch_bounds__(ATTENTION_FWD_THREADS) attention_fwd(const T0* __restrict__ q,
                                                                    const T1* __restrict__ kvb,
                                                                    const T2* __restrict__ kva,
                                                                    T3* __restrict__ o, T4* __restrict__ lse) {

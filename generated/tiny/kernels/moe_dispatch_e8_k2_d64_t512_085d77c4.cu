@@ -134,6 +134,10 @@ constexpr int EXPERTS = 8;
 constexpr int TOP_K = 2;
 constexpr int D = 64;
 constexpr int N = 1024;
+constexpr int DISPATCH_COUNT_THREADS = 256;
+constexpr int DISPATCH_SCAN_THREADS = 32;
+constexpr int DISPATCH_PLACE_THREADS = 256;
+constexpr int DISPATCH_GATHER_THREADS = 128;
 
 // Dispatch: sort the N = TOKENS * TOP_K (token, slot) pairs by expert, stably in pair order, and gather
 // their inputs. Four launches: count (a block per expert), scan (offsets), place (a block per expert
@@ -141,7 +145,7 @@ constexpr int N = 1024;
 // perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
 __device__ __forceinline__ int expert_of(const i32* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_count(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(DISPATCH_COUNT_THREADS) dispatch_count(const T0* __restrict__ idx,
                                                                 const T1* __restrict__ x,
                                                                 T2* __restrict__ perm, T3* __restrict__ inv,
                                                                 T4* __restrict__ offsets, T5* __restrict__ xp) {
@@ -156,7 +160,7 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_count(const T0* __res
   }
 }
 
-extern "C" __global__ void dispatch_scan(const T0* __restrict__ idx, const T1* __restrict__ x,
+extern "C" __global__ void __launch_bounds__(DISPATCH_SCAN_THREADS) dispatch_scan(const T0* __restrict__ idx, const T1* __restrict__ x,
                                          T2* __restrict__ perm, T3* __restrict__ inv,
                                          T4* __restrict__ offsets, T5* __restrict__ xp) {
   if (threadIdx.x != 0) return;
@@ -167,7 +171,7 @@ extern "C" __global__ void dispatch_scan(const T0* __restrict__ idx, const T1* _
   }
 }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_place(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(DISPATCH_PLACE_THREADS) dispatch_place(const T0* __restrict__ idx,
                                                                 const T1* __restrict__ x,
                                                                 T2* __restrict__ perm, T3* __restrict__ inv,
                                                                 T4* __restrict__ offsets, T5* __restrict__ xp) {
@@ -197,7 +201,7 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_place(const T0* __res
   }
 }
 
-extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(DISPATCH_GATHER_THREADS) dispatch_gather(const T0* __restrict__ idx,
                                                                  const T1* __restrict__ x,
                                                                  T2* __restrict__ perm,
                                                                  T3* __restrict__ inv,

@@ -135,6 +135,7 @@ constexpr int TOP_K = 2;
 constexpr bool SIGMOID = true;
 constexpr bool NORMALIZE = true;
 constexpr float ROUTE_SCALE = 2.5f;
+constexpr int ROUTER_THREADS = 256;
 
 // DeepSeek router, one warp per token (8 per block). scores = sigmoid(logits) or softmax(logits);
 // sel = scores + bias (the bias steers selection only; NaN ranks lowest, as -inf); with GROUPS > 1 each
@@ -145,7 +146,7 @@ constexpr float ROUTE_SCALE = 2.5f;
 __device__ __forceinline__ float rank_key(float v) { return isnan(v) ? NEG_INF : v; }
 #define UNAVAILABLE (__int_as_float(0x7fc00000))
 
-extern "C" __global__ void __launch_bounds__(256) router(const T0* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) router(const T0* __restrict__ logits,
                                                         const T1* __restrict__ bias,
                                                         T2* __restrict__ scores, T3* __restrict__ idx,
                                                         T4* __restrict__ weights) {

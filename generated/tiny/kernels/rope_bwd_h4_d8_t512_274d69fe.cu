@@ -134,11 +134,12 @@ constexpr float ATTENTION_FACTOR = 1.0f;
 __constant__ float INV_FREQ[4] = {
     1.0f, 0.1f, 0.01f, 0.001f,
 };
+constexpr int ROPE_THREADS = 128;
 
 // Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
 // OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
 // transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
-extern "C" __global__ void __launch_bounds__(128) rope(T0* __restrict__ x) {
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(T0* __restrict__ x) {
   __shared__ float buf[HEADS * DIM];
   const i64 t = blockIdx.x;
   const float pos = (float)(t % SEQ);

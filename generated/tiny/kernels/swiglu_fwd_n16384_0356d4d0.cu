@@ -122,9 +122,10 @@ typedef float T0;  // g
 typedef float T1;  // u
 typedef float T2;  // h
 constexpr int N = 16384;
+constexpr int SWIGLU_THREADS = 256;
 
 // h = silu(g) * u, silu(g) = g / (1 + exp(-g)).
-extern "C" __global__ void __launch_bounds__(256) swiglu(const T0* __restrict__ g, const T1* __restrict__ u,
+extern "C" __global__ void __launch_bounds__(SWIGLU_THREADS) swiglu(const T0* __restrict__ g, const T1* __restrict__ u,
                                                          T2* __restrict__ h) {
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += (i64)gridDim.x * blockDim.x) {
     const float x = g[i];

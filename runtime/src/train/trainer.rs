@@ -208,6 +208,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return Ok(None);
         }
         let n = batches.len().min(max_batches.max(1));
+        // The weights' compute copies of the masters the last update left (start makes them; the
+        // gradients and statistics it zeroes are the next step's to fill).
+        self.graph.start(&mut self.backend)?;
         let mut sum = 0.0;
         for b in batches.iter().take(n) {
             let batch: Vec<f32> = b.iter().map(|&t| t as f32).collect();

@@ -1,5 +1,5 @@
 // AdamW: bias-corrected moments, decoupled weight decay (helpers in optimizer.cuh).
-extern "C" __global__ void __launch_bounds__(256) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
+extern "C" __global__ void __launch_bounds__(ADAMW_STEP_THREADS) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
                                                             const T2* __restrict__ grad, T3* __restrict__ param,
                                                             T4* __restrict__ m, T5* __restrict__ v) {
   const double f = grad_factor(s, norm);

@@ -3,7 +3,7 @@
 //   dkv: a block per (key tile, sequence) that walks every head, so the rope key shared by the heads sums
 //        its gradient in registers; dk_j += SCALE sum_i dS_ij q_i, dv_j += sum_i p_ij do_i.
 // dS_ij = p_ij (do_i . v_j - D_i), D_i = do_i . o_i (recomputed per tile: no scratch buffer).
-extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
+extern "C" __global__ void __launch_bounds__(ATTENTION_BWD_DQ_THREADS) attention_bwd_dq(
     const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
     const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
     T7* __restrict__ dkvb, T8* __restrict__ dkva) {
@@ -71,7 +71,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dq(
   }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) attention_bwd_dkv(
+extern "C" __global__ void __launch_bounds__(ATTENTION_BWD_DKV_THREADS) attention_bwd_dkv(
     const T0* __restrict__ q, const T1* __restrict__ kvb, const T2* __restrict__ kva,
     const T3* __restrict__ o, const T4* __restrict__ lse, const T5* __restrict__ dout, T6* __restrict__ dq,
     T7* __restrict__ dkvb, T8* __restrict__ dkva) {

@@ -1,6 +1,7 @@
-// MLA attention tiles: BQ queries x BKV keys per step, 128 threads; a thread owns one row of a tile and
-// every 4th column of it. Shared rows are padded by one float so strided row reads hit distinct banks.
-constexpr int BQ = 32, BKV = 32, THREADS = 128;
+// MLA attention tiles: BQ queries x BKV keys per step, THREADS threads (the emitter's constants); a thread
+// owns one row of a tile and every 4th column of it. Shared rows are padded by one float so strided row
+// reads hit distinct banks.
+static_assert(THREADS == 4 * BQ && BQ == BKV, "a thread per (row, column residue mod 4) of a square tile");
 constexpr int QS = DQK + 1, VS = DV + 1, PS = BKV + 1;
 constexpr int DQ4 = (DQK + 3) / 4, DV4 = (DV + 3) / 4, NP4 = (NOPE + 3) / 4, RP4 = (ROPE + 3) / 4;
 

@@ -1,7 +1,7 @@
 // Flash-style forward: a block per (query tile, head, sequence); keys stream through shared memory with an
 // online softmax (running max m and sum l per query row), so scores never reach global memory.
 // o[b, i, h, :] = sum_j softmax_j(SCALE * q_i . k_j) v_j over visible keys; lse[b, i, h] = m + log(l).
-extern "C" __global__ void __launch_bounds__(THREADS) attention_fwd(const T0* __restrict__ q,
+extern "C" __global__ void __launch_bounds__(ATTENTION_FWD_THREADS) attention_fwd(const T0* __restrict__ q,
                                                                    const T1* __restrict__ kvb,
                                                                    const T2* __restrict__ kva,
                                                                    T3* __restrict__ o, T4* __restrict__ lse) {

@@ -1,6 +1,6 @@
 // Combine backward. dyp[row] = weights[pair] * dout[token] with pair = perm[row] (one block per row);
 // dweights[pair] += dout[token] . yp[inv[pair]] (one warp per pair).
-extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const T0* __restrict__ perm,
+extern "C" __global__ void __launch_bounds__(COMBINE_BWD_ROWS_THREADS) combine_bwd_rows(const T0* __restrict__ perm,
                                                                   const T1* __restrict__ inv,
                                                                   const T2* __restrict__ weights,
                                                                   const T3* __restrict__ yp,
@@ -14,7 +14,7 @@ extern "C" __global__ void __launch_bounds__(128) combine_bwd_rows(const T0* __r
   for (int c = threadIdx.x; c < D; c += blockDim.x) dyp[row * D + c] = w * dout[t * D + c];
 }
 
-extern "C" __global__ void __launch_bounds__(256) combine_bwd_weights(const T0* __restrict__ perm,
+extern "C" __global__ void __launch_bounds__(COMBINE_BWD_WEIGHTS_THREADS) combine_bwd_weights(const T0* __restrict__ perm,
                                                                      const T1* __restrict__ inv,
                                                                      const T2* __restrict__ weights,
                                                                      const T3* __restrict__ yp,

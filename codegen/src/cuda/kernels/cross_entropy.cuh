@@ -3,12 +3,12 @@
 // GRAD_SCALE * (softmax - onehot) / VALID (zeros on rows without a label): no second copy of the logits.
 // The mean loss is summed into loss[0] by one atomicAdd per row, after ce_clear zeroed it (the order of
 // those adds is the one nondeterministic step: the last bits of the loss, never of a gradient).
-extern "C" __global__ void ce_clear(T0* __restrict__ logits, const T1* __restrict__ tokens,
+extern "C" __global__ void __launch_bounds__(CE_CLEAR_THREADS) ce_clear(T0* __restrict__ logits, const T1* __restrict__ tokens,
                                     T2* __restrict__ loss) {
   if (threadIdx.x == 0 && blockIdx.x == 0) loss[0] = 0.0f;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) ce_rows(T0* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(CE_ROWS_THREADS) ce_rows(T0* __restrict__ logits,
                                                              const T1* __restrict__ tokens,
                                                              T2* __restrict__ loss) {
   __shared__ float scratch[33];

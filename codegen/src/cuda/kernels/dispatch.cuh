@@ -4,7 +4,7 @@
 // perm[row] = pair, inv[pair] = row, offsets[e] = first row of expert e (offsets[EXPERTS] = N).
 __device__ __forceinline__ int expert_of(const i32* idx, i64 k) { return expert_index(idx[k], EXPERTS); }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_count(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(DISPATCH_COUNT_THREADS) dispatch_count(const T0* __restrict__ idx,
                                                                 const T1* __restrict__ x,
                                                                 T2* __restrict__ perm, T3* __restrict__ inv,
                                                                 T4* __restrict__ offsets, T5* __restrict__ xp) {
@@ -19,7 +19,7 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_count(const T0* __res
   }
 }
 
-extern "C" __global__ void dispatch_scan(const T0* __restrict__ idx, const T1* __restrict__ x,
+extern "C" __global__ void __launch_bounds__(DISPATCH_SCAN_THREADS) dispatch_scan(const T0* __restrict__ idx, const T1* __restrict__ x,
                                          T2* __restrict__ perm, T3* __restrict__ inv,
                                          T4* __restrict__ offsets, T5* __restrict__ xp) {
   if (threadIdx.x != 0) return;
@@ -30,7 +30,7 @@ extern "C" __global__ void dispatch_scan(const T0* __restrict__ idx, const T1* _
   }
 }
 
-extern "C" __global__ void __launch_bounds__(256) dispatch_place(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(DISPATCH_PLACE_THREADS) dispatch_place(const T0* __restrict__ idx,
                                                                 const T1* __restrict__ x,
                                                                 T2* __restrict__ perm, T3* __restrict__ inv,
                                                                 T4* __restrict__ offsets, T5* __restrict__ xp) {
@@ -60,7 +60,7 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_place(const T0* __res
   }
 }
 
-extern "C" __global__ void __launch_bounds__(128) dispatch_gather(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(DISPATCH_GATHER_THREADS) dispatch_gather(const T0* __restrict__ idx,
                                                                  const T1* __restrict__ x,
                                                                  T2* __restrict__ perm,
                                                                  T3* __restrict__ inv,

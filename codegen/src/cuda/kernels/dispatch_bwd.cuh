@@ -1,5 +1,5 @@
 // dx[t] += sum over slots (in slot order) of dxp[inv[t * TOP_K + slot]]: one block per token.
-extern "C" __global__ void __launch_bounds__(128) dispatch_bwd(const T0* __restrict__ inv,
+extern "C" __global__ void __launch_bounds__(DISPATCH_BWD_THREADS) dispatch_bwd(const T0* __restrict__ inv,
                                                               const T1* __restrict__ dxp,
                                                               T2* __restrict__ dx) {
   const i64 t = blockIdx.x;

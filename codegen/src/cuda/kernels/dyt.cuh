@@ -1,5 +1,5 @@
 // DynamicTanh: y = w * tanh(alpha * x) + b, one block per row.
-extern "C" __global__ void __launch_bounds__(THREADS) dyt(const T0* __restrict__ x, const T1* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(DYT_THREADS) dyt(const T0* __restrict__ x, const T1* __restrict__ w,
                                                          const T2* __restrict__ b, const T3* __restrict__ alpha,
                                                          T4* __restrict__ y) {
   const i64 r = blockIdx.x;

@@ -1,5 +1,5 @@
 // dx += dy * w * alpha * (1 - tanh(alpha x)^2), one block per row.
-extern "C" __global__ void __launch_bounds__(THREADS) dyt_bwd_dx(const T0* __restrict__ x, const T1* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(DYT_BWD_DX_THREADS) dyt_bwd_dx(const T0* __restrict__ x, const T1* __restrict__ w,
                                                                 const T2* __restrict__ alpha,
                                                                 const T3* __restrict__ dy, T4* __restrict__ dx,
                                                                 T5* __restrict__ dw, T6* __restrict__ db,
@@ -14,7 +14,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) dyt_bwd_dx(const T0* __res
 
 // dw += sum dy * tanh(alpha x), db += sum dy, dalpha += sum dy * w * x * (1 - tanh^2): one block of 1024
 // threads; each thread owns columns c = tid, tid + 1024, ... over all rows, then a fixed-order block sum.
-extern "C" __global__ void __launch_bounds__(1024) dyt_bwd_params(const T0* __restrict__ x,
+extern "C" __global__ void __launch_bounds__(DYT_BWD_PARAMS_THREADS) dyt_bwd_params(const T0* __restrict__ x,
                                                                  const T1* __restrict__ w,
                                                                  const T2* __restrict__ alpha,
                                                                  const T3* __restrict__ dy, T4* __restrict__ dx,

@@ -2,7 +2,7 @@
 // each chosen expert counted (integer counts in shared memory: the atomics commute, deterministic), and each
 // token's entropy of its scores normalized to sum to 1, over ln EXPERTS (a warp per token, f64, summed in a
 // fixed order). One block of 256 threads (eight warps).
-extern "C" __global__ void __launch_bounds__(256) expert_stats(const T0* __restrict__ idx,
+extern "C" __global__ void __launch_bounds__(EXPERT_STATS_THREADS) expert_stats(const T0* __restrict__ idx,
                                                                const T1* __restrict__ scores,
                                                                T2* __restrict__ stats) {
   __shared__ u32 counts[EXPERTS];

@@ -1,7 +1,8 @@
 // f32 SIMT GEMM core: C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile. A 256-thread block
 // stages BK-deep slices of op(A) and op(B) in shared memory (the contiguous dimension read fastest, so global
 // loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
-constexpr int BM = 64, BN = 64, BK = 16;
+static_assert(BM == 64 && BN == 64 && THREADS == 256, "16 x 16 threads, a 4 x 4 register tile each");
+constexpr int BK = 16;
 
 template <typename XA, typename XB, typename XC>
 __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
@@ -16,7 +17,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
     for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
   for (int k0 = 0; k0 < k; k0 += BK) {
 #pragma unroll
-    for (int e = tid; e < BM * BK; e += 256) {
+    for (int e = tid; e < BM * BK; e += THREADS) {
       const int i = TA ? e % BM : e / BK, p = TA ? e / BM : e % BK;
       const int gi = m0 + i, gp = k0 + p;
       float v = 0.0f;
@@ -24,7 +25,7 @@ __device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __
       As[p][i] = v;
     }
 #pragma unroll
-    for (int e = tid; e < BN * BK; e += 256) {
+    for (int e = tid; e < BN * BK; e += THREADS) {
       const int j = TB ? e / BK : e % BN, p = TB ? e % BK : e / BN;
       const int gj = n0 + j, gp = k0 + p;
       float v = 0.0f;

@@ -12,7 +12,7 @@
 // An overwritten output is rounded to bf16 (the storage format of GEMM outputs), an accumulated one is not.
 // Both formats use the same byte layout: a K tile is 128 bytes per row, rows padded to 144 bytes so the
 // fragment loads below hit 32 distinct banks.
-constexpr int BM = 64, BN = 128, THREADS = 256;
+static_assert(BM == 64 && BN == 128 && THREADS == 256, "8 warps as 2 x 4, each a 32 x 32 sub-tile");
 constexpr int KT = FP8 ? 128 : 64;  // elements of K per tile (128 bytes)
 constexpr int ROW_BYTES = 144;
 

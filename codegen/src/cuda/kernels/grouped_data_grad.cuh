@@ -1,5 +1,5 @@
 // dx[r, :] += W_e^T dy[r, :] for the rows r of expert e: dx[rows_e, EK] += dy[rows_e, EN] . W_e[EN, EK].
-extern "C" __global__ void __launch_bounds__(256) grouped_data_grad(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_DATA_GRAD_THREADS) grouped_data_grad(const T0* __restrict__ offsets,
                                                                    const T1* __restrict__ dy,
                                                                    const T2* __restrict__ w,
                                                                    T3* __restrict__ dx) {

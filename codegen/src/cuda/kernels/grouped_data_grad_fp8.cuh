@@ -1,6 +1,6 @@
 // dx[r, :] += W_e^T dy[r, :] for the rows r of expert e over E4M3 operands: dy in row tiles
 // [ROWS, EN / 128], each W_e in blocks [EN / 128, EK / 128] (rounded up), expert after expert.
-extern "C" __global__ void __launch_bounds__(256) grouped_data_grad(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_DATA_GRAD_THREADS) grouped_data_grad(const T0* __restrict__ offsets,
                                                                    const T1* __restrict__ dy,
                                                                    const T2* __restrict__ dy_scales,
                                                                    const T3* __restrict__ w,

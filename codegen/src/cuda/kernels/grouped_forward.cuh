@@ -1,5 +1,5 @@
 // y[r, :] = W_e x[r, :] for the rows r of expert e: y[rows_e, EN] = x[rows_e, EK] . W_e[EN, EK]^T.
-extern "C" __global__ void __launch_bounds__(256) grouped_forward(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_FORWARD_THREADS) grouped_forward(const T0* __restrict__ offsets,
                                                                  const T1* __restrict__ x,
                                                                  const T2* __restrict__ w,
                                                                  T3* __restrict__ y) {

@@ -1,6 +1,6 @@
 // y[r, :] = W_e x[r, :] for the rows r of expert e over E4M3 operands: x in row tiles [ROWS, EK / 128],
 // each W_e in blocks [EN / 128, EK / 128] (rounded up), expert after expert.
-extern "C" __global__ void __launch_bounds__(256) grouped_forward(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_FORWARD_THREADS) grouped_forward(const T0* __restrict__ offsets,
                                                                  const T1* __restrict__ x,
                                                                  const T2* __restrict__ x_scales,
                                                                  const T3* __restrict__ w,

@@ -1,5 +1,5 @@
 // dW_e[EN, EK] += dy[rows_e, EN]^T . x[rows_e, EK]: K runs over expert e's rows; grid (EN / BM, EK / BN, EXPERTS).
-extern "C" __global__ void __launch_bounds__(256) grouped_weight_grad(const T0* __restrict__ offsets,
+extern "C" __global__ void __launch_bounds__(GROUPED_WEIGHT_GRAD_THREADS) grouped_weight_grad(const T0* __restrict__ offsets,
                                                                      const T1* __restrict__ x,
                                                                      const T2* __restrict__ dy,
                                                                      T3* __restrict__ dw) {

@@ -1,5 +1,5 @@
 // Lion: the sign of the interpolated momentum, decoupled weight decay (helpers in optimizer.cuh).
-extern "C" __global__ void __launch_bounds__(256) lion_step(const T0* __restrict__ s, const T1* __restrict__ norm,
+extern "C" __global__ void __launch_bounds__(LION_STEP_THREADS) lion_step(const T0* __restrict__ s, const T1* __restrict__ norm,
                                                            const T2* __restrict__ grad, T3* __restrict__ param,
                                                            T4* __restrict__ m) {
   const double f = grad_factor(s, norm);

@@ -1,5 +1,5 @@
 // One block per row: rstd = 1 / sqrt(mean(x^2) + EPS); y = w * (x * rstd).
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm(const T0* __restrict__ x, const T1* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm(const T0* __restrict__ x, const T1* __restrict__ w,
                                                              T2* __restrict__ y, T3* __restrict__ rstd) {
   __shared__ float scratch[33];
   const i64 r = blockIdx.x;

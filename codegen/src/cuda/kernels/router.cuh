@@ -7,7 +7,7 @@
 __device__ __forceinline__ float rank_key(float v) { return isnan(v) ? NEG_INF : v; }
 #define UNAVAILABLE (__int_as_float(0x7fc00000))
 
-extern "C" __global__ void __launch_bounds__(256) router(const T0* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) router(const T0* __restrict__ logits,
                                                         const T1* __restrict__ bias,
                                                         T2* __restrict__ scores, T3* __restrict__ idx,
                                                         T4* __restrict__ weights) {
