@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use dsv3c_runtime::op::Access;
 use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice};
 use dsv3c_runtime::signature::{ArgSig, Kind, Role};
 use dsv3c_runtime::DType;
@@ -19,41 +18,26 @@ use crate::step::StepIo;
 /// Arena offsets are rounded up to this many bytes, for vector loads.
 const ALIGN: usize = 64;
 
-/// The storage dtype of every tensor, from the kinds of the arguments it is passed as: an
-/// integer argument makes it i32; a quantized FP8 operand e4m3; an argument kept in f32
-/// (statistics, router, losses, FP8 scales) or one accumulated into (gradients, residual sums:
-/// f32 accumulation) makes it f32; otherwise it takes the precision's activation dtype. A tensor
-/// passed as two of integer, e4m3 and real is a compiler bug that `Program::check` reports.
+/// The storage dtype of every tensor, from what each argument it is passed as asks for
+/// (`ArgSig::storage`: i32 integers, e4m3 FP8 operands, f32 for statistics, router, losses, FP8
+/// scales and accumulators, the compute dtype otherwise): the first of i32, e4m3, f32 that any use
+/// asks for, else the compute dtype. A tensor passed as two of integer, e4m3 and real is a compiler
+/// bug that `Program::check` reports.
 pub fn storage(b: &Builder, steps: &[&Step]) -> Vec<DType> {
-    let n = b.tensors.len();
-    let (mut index, mut f32_only, mut e4m3) = (vec![false; n], vec![false; n], vec![false; n]);
+    let act = b.precision.activations();
+    let rank = |d: DType| [DType::I32, DType::E4m3, DType::F32].iter().position(|&x| x == d).unwrap_or(3);
+    let mut dtypes = vec![act; b.tensors.len()];
     for s in steps {
-        let sig = b.ops[s.kernel].signature();
-        for (a, arg) in sig.iter().zip(&s.args) {
+        for (a, arg) in b.ops[s.kernel].signature().iter().zip(&s.args) {
             if let Arg::T(t) = *arg {
-                match (a.kind, a.role) {
-                    (Kind::Index, _) => index[t] = true,
-                    (Kind::E4m3, _) => e4m3[t] = true,
-                    (Kind::F32, _) | (Kind::Float, Role::Out(Access::Accumulate)) => f32_only[t] = true,
-                    (Kind::Float, _) => {}
+                let d = a.storage(act);
+                if rank(d) < rank(dtypes[t]) {
+                    dtypes[t] = d;
                 }
             }
         }
     }
-    let act = b.precision.activations();
-    (0..n)
-        .map(|t| {
-            if index[t] {
-                DType::I32
-            } else if e4m3[t] {
-                DType::E4m3
-            } else if f32_only[t] {
-                DType::F32
-            } else {
-                act
-            }
-        })
-        .collect()
+    dtypes
 }
 
 /// First-fit placement of intervals `(first, last, len)`; returns offsets and the arena size.

@@ -7,9 +7,8 @@
 //! backend inherits it with one line.
 
 use crate::dtype::{self, DType};
-use crate::op::{Access, Attn, Balance, Op, OptimizerKind, Quant, Route, Scaling, Score, Update};
+use crate::op::{Attn, Balance, Op, OptimizerKind, Quant, Route, Scaling, Score, Update};
 use crate::program::{Io, Program, Slice};
-use crate::signature::{Kind, Role};
 
 /// A Program with no launches and arenas of the given sizes (f32 elements of the parameter and
 /// optimizer arenas, bytes of the activation arena): what a backend is built for when a test
@@ -130,17 +129,10 @@ pub fn act(at: usize, len: usize) -> Slice {
 }
 
 /// The storage of each argument of `op` when its real values go in bf16 (`bf16`) or in the
-/// reference storage: f32-kind arguments stay f32, integers i32, and an accumulated argument
-/// stays f32 in both (the plan keeps accumulators in f32).
+/// reference storage: what each argument asks for (`ArgSig::storage`, the plan's rule).
 pub fn storage(op: &Op, bf16: bool) -> Vec<DType> {
-    op.signature()
-        .iter()
-        .map(|a| match (a.kind, a.role) {
-            (Kind::Float, Role::Out(Access::Accumulate)) => DType::F32,
-            (Kind::Float, _) if bf16 => DType::Bf16,
-            (k, _) => k.reference(),
-        })
-        .collect()
+    let act = if bf16 { DType::Bf16 } else { DType::F32 };
+    op.signature().iter().map(|a| a.storage(act)).collect()
 }
 
 /// Lays `args` out end to end in the activation arena (64-byte aligned) in the given dtypes;

@@ -62,6 +62,19 @@ pub struct ArgSig {
     pub len: usize,
 }
 
+impl ArgSig {
+    /// The storage this argument asks for when real values are stored as `activations` (the
+    /// compute dtype): its kind's own dtype for integers, e4m3 operands and f32-only values; f32
+    /// for a real value accumulated into (f32 accumulation); `activations` otherwise.
+    pub fn storage(&self, activations: DType) -> DType {
+        match (self.kind, self.role) {
+            (Kind::Float, Role::Out(Access::Accumulate)) => DType::F32,
+            (Kind::Float, _) => activations,
+            (k, _) => k.reference(),
+        }
+    }
+}
+
 /// A real-valued argument (any float storage).
 const fn a(name: &'static str, role: Role, len: usize) -> ArgSig {
     ArgSig { name, role, kind: Kind::Float, len }
