@@ -162,6 +162,31 @@ fn quant() -> impl Strategy<Value = Quant> {
     ]
 }
 
+/// Every FP8 form of every grouped GEMM mode at one ragged shape (the property test draws a few).
+#[test]
+fn grouped_gemm_every_fp8_form() {
+    if !nvrtc() {
+        return;
+    }
+    let mut r = Rng::new(11);
+    let (tokens, experts, top_k, n, k) = (40, 5, 2, 150, 200);
+    let idx = expert_ids(tokens, experts, top_k, &mut r);
+    let (_, _, offsets) = dispatched(tokens, experts, top_k, &idx);
+    for quant in [
+        Quant::Fp8 { tile: 128, b_blocks: true },
+        Quant::Fp8 { tile: 128, b_blocks: false },
+        Quant::Fp8Stored { tile: 128, b_blocks: true },
+        Quant::Fp8Stored { tile: 128, b_blocks: false },
+    ] {
+        for mode in [GroupedMode::Forward, GroupedMode::DataGrad, GroupedMode::WeightGrad] {
+            let op = Op::GroupedGemm { experts, rows: tokens * top_k, n, k, mode, quant };
+            let mut args = gemm_args(&op, &mut r);
+            args[0] = offsets.clone();
+            check_op(&op, args, tol(quant));
+        }
+    }
+}
+
 /// Random arguments of `op` at its footprint; an FP8 operand's scales positive (as `Quantize`
 /// writes them), spread over a few octaves.
 fn gemm_args(op: &Op, r: &mut Rng) -> Vec<Vec<f32>> {

@@ -53,8 +53,17 @@ fn ops() -> Vec<Op> {
         let b = Balance { batch: 2, seq: 15, experts: 8, top_k: 2, alpha: 0.01, score };
         v.extend([Op::BalanceLoss(b), Op::BalanceLossBwd { balance: b, grad_scale: 0.5 }]);
     }
-    let quants =
-        [Quant::None, Quant::Bf16, Quant::Fp8 { tile: 32, b_blocks: true }, Quant::Fp8 { tile: 32, b_blocks: false }];
+    for scaling in [Scaling::RowTiles, Scaling::ColTiles, Scaling::Blocks] {
+        v.push(Op::Quantize { mats: 2, rows: 70, cols: 45, tile: 32, scaling });
+    }
+    let quants = [
+        Quant::None,
+        Quant::Bf16,
+        Quant::Fp8 { tile: 32, b_blocks: true },
+        Quant::Fp8 { tile: 32, b_blocks: false },
+        Quant::Fp8Stored { tile: 32, b_blocks: true },
+        Quant::Fp8Stored { tile: 32, b_blocks: false },
+    ];
     // Small and parallel-path GEMMs, every layout, overwriting and accumulating, K not a multiple
     // of the FP8 tile.
     for (m, n, k) in [(5, 7, 3), (70, 48, 45), (64, 96, 100)] {

@@ -82,6 +82,16 @@ pub enum Scaling {
     Blocks,
 }
 
+impl GroupedMode {
+    /// The scales of one expert's stored weight `[n, k]` in a grouped GEMM of this mode under
+    /// `Quant::Fp8Stored` (blocks for a weight, or tiles along the product's K): their grouping and
+    /// count. Experts' scales follow one another.
+    pub fn weight_scales(self, n: usize, k: usize, tile: usize, b_blocks: bool) -> (Scaling, usize) {
+        let s = Scaling::operand(self == GroupedMode::Forward, b_blocks);
+        (s, s.count(n, k, tile))
+    }
+}
+
 impl Scaling {
     /// The grouping of a stored GEMM operand: blocks for a weight, else tiles along K — row
     /// tiles when the operand is stored K-major (`kmajor`: element `(i, p)` of the product's view

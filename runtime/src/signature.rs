@@ -255,7 +255,7 @@ impl Op {
             GroupedGemm { experts, rows, n, k, mode, quant } => {
                 let w = experts * n * k;
                 let offsets = ix("offsets", R, experts + 1);
-                if let Quant::Fp8Stored { tile, .. } = quant.grouped(mode) {
+                if let Quant::Fp8Stored { tile, b_blocks } = quant.grouped(mode) {
                     let (x, scales, width, y) = match mode {
                         GroupedMode::Forward => ("x", "x_scales", k, a("y", Out(W), rows * n)),
                         _ => ("dy", "dy_scales", n, a("dx", Out(Acc), rows * k)),
@@ -265,7 +265,7 @@ impl Op {
                         q8(x, R, rows * width),
                         f(scales, R, Scaling::RowTiles.count(rows, width, tile)),
                         q8("w", R, w),
-                        f("w_scales", R, experts * Scaling::Blocks.count(n, k, tile)),
+                        f("w_scales", R, experts * mode.weight_scales(n, k, tile, b_blocks).1),
                         y,
                     ];
                 }

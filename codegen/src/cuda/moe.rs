@@ -177,6 +177,11 @@ pub(crate) fn grouped_gemm(
         .flag("TA", ta)
         .flag("TB", tb)
         .flag("ACCUMULATE", accumulate);
+    // A stored weight's scales per expert (the entries step over them expert by expert).
+    let b = match quant {
+        Quant::Fp8Stored { tile, b_blocks } => b.int("WB", mode.weight_scales(n, k, tile, b_blocks).1),
+        _ => b,
+    };
     let b = core.consts(quant_consts(b, quant)).body(core.source);
     let b = if mode == GroupedMode::WeightGrad { b } else { b.body(include_str!("kernels/grouped_sched.cuh")) };
     b.body(body).entry(entry, grid, GEMM_THREADS, 0, core.smem)

@@ -4,7 +4,7 @@
 //   E4M3 operands with their scales: A in 1x128 tiles along K, B (a weight) in 128x128 blocks; mma.sync m16n8k32, promoted every 128 of K
 //   rows of expert e: offsets[e] .. offsets[e + 1], written on the device by dispatch
 // specialized for: EXPERTS=8 ROWS=8192 EN=1024 EK=1536 LDA=1536 LDB=1536 LDC=1024 TA=false TB=true
-//   ACCUMULATE=false FP8=true B_BLOCKS=true BM=64 BN=128 THREADS=256
+//   ACCUMULATE=false WB=96 FP8=true B_BLOCKS=true BM=64 BN=128 THREADS=256
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): offsets i32, x e4m3, x_scales f32, w e4m3,
 //   w_scales f32, y bf16 (w)
 // launches, in order:
@@ -138,6 +138,7 @@ constexpr int LDC = 1024;
 constexpr bool TA = false;
 constexpr bool TB = true;
 constexpr bool ACCUMULATE = false;
+constexpr int WB = 96;
 constexpr bool FP8 = true;
 constexpr bool B_BLOCKS = true;
 constexpr int BM = 64;
@@ -381,15 +382,15 @@ __device__ __forceinline__ bool expert_tile(const i32* __restrict__ offsets, int
   return false;
 }
 
-// y[r, :] = W_e x[r, :] for the rows r of expert e over E4M3 operands: x in row tiles [ROWS, EK / 128],
-// each W_e in blocks [EN / 128, EK / 128] (rounded up), expert after expert.
+// y[r, :] = W_e x[r, :] for the rows r of expert e over E4M3 operands: x in row tiles [ROWS, EK / 128];
+// W_e's WB scales apiece (128 x 128 blocks when B_BLOCKS, else 1 x 128 tiles along K), expert after expert.
 extern "C" __global__ void __launch_bounds__(GROUPED_FORWARD_THREADS) grouped_forward(const T0* __restrict__ offsets,
                                                                  const T1* __restrict__ x,
                                                                  const T2* __restrict__ x_scales,
                                                                  const T3* __restrict__ w,
                                                                  const T4* __restrict__ w_scales,
                                                                  T5* __restrict__ y) {
-  constexpr i64 XT = (EK + 127) / 128, WB = ((EN + 127) / 128) * ((EK + 127) / 128);
+  constexpr i64 XT = (EK + 127) / 128;
   int e, r0, rows, m0;
   if (!expert_tile(offsets, blockIdx.x, e, r0, rows, m0)) return;
   gemm_tile(x + (i64)r0 * EK, x_scales + r0 * XT, w + (i64)e * EN * EK, w_scales + e * WB, y + (i64)r0 * EN, rows,

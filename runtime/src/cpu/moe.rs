@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::dense::{gemm, gemm_fp8_stored, GemmShape};
-use crate::op::{GroupedMode, Quant, Route, Scaling, Score};
+use crate::op::{GroupedMode, Quant, Route, Score};
 
 /// Scores of one token's logits, in place: sigmoid, or softmax over the experts.
 pub(crate) fn scores_of(score: Score, logits: &[f32], out: &mut [f32]) {
@@ -302,8 +302,8 @@ pub fn grouped_gemm_fp8_stored(
     c: &mut [f32],
 ) {
     let [offsets, a, sa, w, sw] = inp;
-    let Some(tile) = quant.fp8_tile() else { unreachable!("grouped_gemm_fp8_stored runs FP8 GEMMs") };
-    let per = Scaling::Blocks.count(n, k, tile);
+    let Quant::Fp8Stored { tile, b_blocks } = quant else { unreachable!("grouped_gemm_fp8_stored runs stored FP8") };
+    let per = mode.weight_scales(n, k, tile, b_blocks).1;
     let width = if mode == GroupedMode::Forward { k } else { n };
     let tiles = width.div_ceil(tile);
     for e in 0..experts {
