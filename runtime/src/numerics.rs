@@ -33,18 +33,16 @@ pub fn e4m3_round(x: f32) -> f32 {
     if a >= E4M3_MAX {
         return E4M3_MAX.copysign(x);
     }
-    if a == 0.0 {
-        return x;
-    }
-    // Spacing: 2^(e−3) for normals (e ≥ −6); subnormals share the spacing 2^−9.
-    let e = a.log2().floor().max(-6.0) as i32;
-    let quantum = 2f32.powi(e - 3);
-    // a / quantum is exact (a power-of-two divisor), so a tie is exactly .5.
-    let q = a / quantum;
-    let f = q.floor();
-    let frac = q - f;
-    let r = if frac > 0.5 || (frac == 0.5 && f % 2.0 != 0.0) { f + 1.0 } else { f };
-    (r * quantum).min(E4M3_MAX).copysign(x)
+    let r = if a < 1.0 / 64.0 {
+        // Below the smallest normal (2^-6) E4M3 is spaced 2^-9: scaling by 512 is exact.
+        (a * 512.0).round_ties_even() / 512.0
+    } else {
+        // A normal E4M3 value keeps 3 of the f32 mantissa's 23 bits: round the other 20 to
+        // nearest-even on the bits (a carry moves into the exponent, as it should).
+        let b = a.to_bits();
+        f32::from_bits((b + 0x7ffff + ((b >> 20) & 1)) & !0xfffff)
+    };
+    r.min(E4M3_MAX).copysign(x)
 }
 
 /// Scale of one tile or block from its amax.
@@ -178,6 +176,36 @@ mod tests {
         assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
         assert!(e4m3_to_f32(0x7f).is_nan());
         assert_eq!(e4m3_to_f32(0x00), 0.0);
+    }
+
+    /// The rounding as its definition states it: the spacing at `x`'s binade, ties to even.
+    fn e4m3_round_by_spacing(x: f32) -> f32 {
+        let a = x.abs();
+        if a >= E4M3_MAX {
+            return E4M3_MAX.copysign(x);
+        }
+        if a == 0.0 {
+            return x;
+        }
+        let e = a.log2().floor().max(-6.0) as i32;
+        let quantum = 2f64.powi(e - 3);
+        let q = a as f64 / quantum;
+        let f = q.floor();
+        let r = if q - f > 0.5 || (q - f == 0.5 && f % 2.0 != 0.0) { f + 1.0 } else { f };
+        ((r * quantum) as f32).min(E4M3_MAX).copysign(x)
+    }
+
+    #[test]
+    fn e4m3_round_is_rounding_to_the_formats_spacing() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Every binade from 2^-12 to 2^10, both signs.
+            let x = f32::from_bits(((s >> 32) as u32 & 0x807f_ffff) | (((115 + i % 23) as u32) << 23));
+            assert_eq!(e4m3_round(x), e4m3_round_by_spacing(x), "{x:e}");
+        }
     }
 
     #[test]
