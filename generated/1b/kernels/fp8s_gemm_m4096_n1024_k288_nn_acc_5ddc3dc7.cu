@@ -212,14 +212,22 @@ __device__ __forceinline__ void load_operand(const TX* __restrict__ X, const flo
   const int q = KMAJOR ? tid % CHUNKS : tid / ROWS;
   const int gr = r0 + r;
   if constexpr (is_e4m3<TX>::value) {
+    // Bytes as they are: four at a time from a K-major operand whose rows are word-aligned, else one
+    // by one (a transposed operand's run along K strides across rows; a ragged edge reads zeros).
+    const u8* bytes = reinterpret_cast<const u8*>(X);
+    const bool words = KMAJOR && LD % 4 == 0 && (reinterpret_cast<u64>(bytes) & 3) == 0;
+    const u8* src = bytes + (KMAJOR ? (i64)gr * LD : (i64)gr);
     u8* row = dst + r * ROW_BYTES + q * PER;
 #pragma unroll
     for (int j = 0; j < PER; j += 4) {
+      const int gp = k0 + q * PER + j;
       u32 w = 0;
+      if (words && gr < rows && gp + 3 < k) {
+        w = *reinterpret_cast<const u32*>(src + gp);
+      } else if (gr < rows) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int gp = k0 + q * PER + j + i;
-        if (gr < rows && gp < k) w |= (u32)(KMAJOR ? X[(i64)gr * LD + gp] : X[(i64)gp * LD + gr]).bits << (8 * i);
+        for (int i = 0; i < 4; ++i)
+          if (gp + i < k) w |= (u32)src[KMAJOR ? gp + i : (i64)(gp + i) * LD] << (8 * i);
       }
       *reinterpret_cast<u32*>(row + j) = w;
     }
