@@ -281,8 +281,8 @@ impl Builder {
     }
 
     /// `t` (a dense `[rows, cols]` activation or gradient) quantized to E4M3 under `scaling`, as
-    /// (values, scales): quantized here, right after whatever wrote `t` last, or the copy an
-    /// earlier GEMM of this phase already made.
+    /// (values, scales): quantized here, by a launch just before the GEMM that asks (after
+    /// whatever wrote `t` last), or the copy an earlier GEMM of this phase already made.
     pub fn quantized(&mut self, t: Tid, rows: usize, cols: usize, scaling: Scaling) -> (Tid, Tid) {
         if let Some(&q) = self.quantized.get(&(t, scaling)) {
             return q;

@@ -6,11 +6,9 @@
 //! them) and moves each MoE layer's correction bias toward balance. Everything a step computes is
 //! a launch: the host writes the step's scalars and reads losses and metrics.
 
-use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Update, GRAD_NORM_CHUNK};
+use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Scaling, Update, GRAD_NORM_CHUNK};
 use dsv3c_runtime::program::{Slice, Space};
 use dsv3c_runtime::DType;
-
-use dsv3c_runtime::op::Scaling;
 
 use crate::builder::{Arg, Builder, Fp8Copy, Phase, Tid, WeightsCopy};
 use crate::model::Outputs;
