@@ -117,11 +117,15 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         let args = sample::args(op, &lens, &mut rng);
         let mut global = Global::new();
         let module = Module::load(text, &mut global).map_err(|e| miette!("{}: {e}", k.stem))?;
+        // Each argument stored in the dtype the kernel was built for (i32 offsets, bf16, e4m3…).
+        let dtypes = &program.kernels[*pi].dtypes;
         let kargs: Vec<Arg> = args
             .iter()
+            .zip(dtypes)
             .enumerate()
-            .map(|(i, v)| {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            .map(|(i, (v, &d))| {
+                let mut bytes = vec![0u8; v.len() * d.size()];
+                dsv3c_runtime::dtype::encode(d, v, &mut bytes);
                 Arg::Ptr(global.alloc_with(&k.args[i], &bytes))
             })
             .collect();

@@ -2,11 +2,34 @@
 //! (Each test binary uses some of them.)
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `dsv3c ARGS` in the project root.
 pub fn dsv3c(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dsv3c")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+/// Runs `dsv3c ARGS` in the project root, killed after `limit` (a hang fails the test instead of
+/// stalling the suite); `None` when it ran out of time.
+pub fn dsv3c_within(args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsv3c"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child.wait_with_output().unwrap())
 }
 
 /// Runs `dsv3c ARGS`, which must succeed; returns its stdout.
