@@ -12,7 +12,7 @@ pub const MAX_GRID: [u64; 3] = [(1 << 31) - 1, 65535, 65535];
 /// Shared memory a block may use on sm_90 (static + dynamic, after opting in).
 pub const MAX_SMEM_PER_BLOCK: u32 = 227 * 1024;
 /// Static shared memory a kernel may declare.
-pub const MAX_STATIC_SMEM: u32 = 48 * 1024;
+pub const MAX_STATIC_SMEM: u32 = dsv3c_runtime::program::SMEM_WITHOUT_OPT_IN;
 
 /// Launch shapes within the hardware's limits.
 pub fn limits(k: &CudaKernel) -> Result<(), EmitError> {

@@ -245,6 +245,22 @@ pub fn dispatch_bwd(_tokens: usize, top_k: usize, d: usize, inv: &[f32], dxp: &[
     });
 }
 
+/// Expert `e`'s GEMM over its `m` rows as the dense core sees it: forward `y[m,n] = x[m,k] · W_eᵀ`,
+/// data gradient `dx[m,k] += dy[m,n] · W_e`, weight gradient `dW_e[n,k] += dy[m,n]ᵀ · x[m,k]`.
+fn expert_shape(mode: GroupedMode, m: usize, n: usize, k: usize, quant: Quant) -> GemmShape {
+    match mode {
+        GroupedMode::Forward => {
+            GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant }
+        }
+        GroupedMode::DataGrad => {
+            GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true, quant }
+        }
+        GroupedMode::WeightGrad => {
+            GemmShape { m: n, n: k, k: m, lda: n, ldb: k, ldc: k, ta: true, tb: false, accumulate: true, quant }
+        }
+    }
+}
+
 /// One GEMM per expert over its rows (weights `[experts, n, k]`).
 pub fn grouped_gemm(
     experts: usize,
@@ -264,28 +280,12 @@ pub fn grouped_gemm(
             continue;
         }
         let w = e * n * k..(e + 1) * n * k;
+        let shape = expert_shape(mode, m, n, k, quant);
         match mode {
-            // y[m,n] = x[m,k] · W_eᵀ
-            GroupedMode::Forward => gemm(
-                GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant },
-                &a[r0 * k..r1 * k],
-                &b[w],
-                &mut c[r0 * n..r1 * n],
-            ),
-            // dx[m,k] += dy[m,n] · W_e
-            GroupedMode::DataGrad => gemm(
-                GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true, quant },
-                &a[r0 * n..r1 * n],
-                &b[w],
-                &mut c[r0 * k..r1 * k],
-            ),
-            // dW_e[n,k] += dy[m,n]ᵀ · x[m,k]   (a = x, b = dy)
-            GroupedMode::WeightGrad => gemm(
-                GemmShape { m: n, n: k, k: m, lda: n, ldb: k, ldc: k, ta: true, tb: false, accumulate: true, quant },
-                &b[r0 * n..r1 * n],
-                &a[r0 * k..r1 * k],
-                &mut c[w],
-            ),
+            GroupedMode::Forward => gemm(shape, &a[r0 * k..r1 * k], &b[w], &mut c[r0 * n..r1 * n]),
+            GroupedMode::DataGrad => gemm(shape, &a[r0 * n..r1 * n], &b[w], &mut c[r0 * k..r1 * k]),
+            // a = x, b = dy
+            GroupedMode::WeightGrad => gemm(shape, &b[r0 * n..r1 * n], &a[r0 * k..r1 * k], &mut c[w]),
         }
     }
 }
@@ -314,21 +314,8 @@ pub fn grouped_gemm_fp8_stored(
         }
         let x = (&a[r0 * width..r1 * width], &sa[r0 * tiles..r1 * tiles]);
         let we = (&w[e * n * k..(e + 1) * n * k], &sw[e * per..(e + 1) * per]);
-        match mode {
-            GroupedMode::Forward => gemm_fp8_stored(
-                GemmShape { m, n, k, lda: k, ldb: k, ldc: n, ta: false, tb: true, accumulate: false, quant },
-                x,
-                we,
-                &mut c[r0 * n..r1 * n],
-            ),
-            GroupedMode::DataGrad => gemm_fp8_stored(
-                GemmShape { m, n: k, k: n, lda: n, ldb: k, ldc: k, ta: false, tb: false, accumulate: true, quant },
-                x,
-                we,
-                &mut c[r0 * k..r1 * k],
-            ),
-            GroupedMode::WeightGrad => unreachable!("the weight gradient quantizes on load"),
-        }
+        let out = if mode == GroupedMode::Forward { n } else { k };
+        gemm_fp8_stored(expert_shape(mode, m, n, k, quant), x, we, &mut c[r0 * out..r1 * out]);
     }
 }
 
