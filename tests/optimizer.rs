@@ -250,11 +250,11 @@ struct Recording {
 impl dsv3c_runtime::program::Backend for Recording {
     fn launch(
         &mut self,
-        op: &dsv3c_runtime::Op,
+        kernel: &dsv3c_runtime::program::Kernel,
         args: &[dsv3c_runtime::Slice],
     ) -> Result<(), dsv3c_runtime::program::BackendError> {
-        self.calls.push(("launch", args[0], Some(op.family())));
-        self.cpu.launch(op, args)
+        self.calls.push(("launch", args[0], Some(kernel.op.family())));
+        self.cpu.launch(kernel, args)
     }
     fn read(&mut self, s: dsv3c_runtime::Slice) -> Result<Vec<f32>, dsv3c_runtime::program::BackendError> {
         self.calls.push(("read", s, None));

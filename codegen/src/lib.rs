@@ -62,7 +62,7 @@ pub fn compile_training(spec: &Spec, batch: usize, seq: usize, training: Trainin
     // The device payload: every kernel's CUDA source and launch geometry, or why the CUDA back end
     // has none for it.
     for k in &mut program.kernels {
-        k.device = cuda::emit_kernel(k).map(Into::into).map_err(|e| e.to_string());
+        k.device = cuda::device_code(k);
     }
     Ok(program)
 }

@@ -109,7 +109,7 @@ fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<Toke
                 let comment = format!(" {} ({})", what(l), p.kernels[l.kernel].op.family());
                 quote! {
                     #[doc = #comment]
-                    b.launch(&k[#k].op, args[#c])?;
+                    b.launch(&k[#k], args[#c])?;
                 }
             });
             let span = if first <= last { format!("{first}..={last}") } else { format!("{first} down to {last}") };
@@ -127,7 +127,7 @@ fn phase(p: &Program, launches: &[Launch], name: &str) -> (TokenStream, Vec<Toke
                 let comment = format!(" {} ({})", l.note, p.kernels[l.kernel].op.family());
                 body.push(quote! {
                     #[doc = #comment]
-                    b.launch(&k[#k].op, &[#(#args),*])?;
+                    b.launch(&k[#k], &[#(#args),*])?;
                 });
             }
         }

@@ -15661,7 +15661,7 @@ const BACKWARD_LAYERS_15_1: [&[&[Slice]]; 15] = [
 pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(0, 786432),
             Slice {
@@ -15680,7 +15680,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(786432, 1179648),
             Slice {
@@ -15699,7 +15699,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(1966080, 294912),
             Slice {
@@ -15718,7 +15718,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(2260992, 524288),
             Slice {
@@ -15737,7 +15737,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(2785280, 1048576),
             Slice {
@@ -15756,7 +15756,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[125].op,
+        &k[125],
         &[
             Slice::param(3833856, 5767168),
             Slice {
@@ -15775,7 +15775,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[126].op,
+        &k[126],
         &[
             Slice::param(9601024, 2883584),
             Slice {
@@ -15794,7 +15794,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(12484608, 786432),
             Slice {
@@ -15813,7 +15813,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(13271040, 1179648),
             Slice {
@@ -15832,7 +15832,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(14450688, 294912),
             Slice {
@@ -15851,7 +15851,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(14745600, 524288),
             Slice {
@@ -15870,7 +15870,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(15269888, 1048576),
             Slice {
@@ -15889,7 +15889,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(16318464, 25165824),
             Slice {
@@ -15908,7 +15908,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(41484288, 12582912),
             Slice {
@@ -15927,7 +15927,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(54067200, 3145728),
             Slice {
@@ -15946,7 +15946,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(57212928, 1572864),
             Slice {
@@ -15965,7 +15965,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(58785792, 786432),
             Slice {
@@ -15984,7 +15984,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(59572224, 1179648),
             Slice {
@@ -16003,7 +16003,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(60751872, 294912),
             Slice {
@@ -16022,7 +16022,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(61046784, 524288),
             Slice {
@@ -16041,7 +16041,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(61571072, 1048576),
             Slice {
@@ -16060,7 +16060,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(62619648, 25165824),
             Slice {
@@ -16079,7 +16079,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(87785472, 12582912),
             Slice {
@@ -16098,7 +16098,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(100368384, 3145728),
             Slice {
@@ -16117,7 +16117,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(103514112, 1572864),
             Slice {
@@ -16136,7 +16136,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(105086976, 786432),
             Slice {
@@ -16155,7 +16155,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(105873408, 1179648),
             Slice {
@@ -16174,7 +16174,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(107053056, 294912),
             Slice {
@@ -16193,7 +16193,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(107347968, 524288),
             Slice {
@@ -16212,7 +16212,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(107872256, 1048576),
             Slice {
@@ -16231,7 +16231,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(108920832, 25165824),
             Slice {
@@ -16250,7 +16250,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(134086656, 12582912),
             Slice {
@@ -16269,7 +16269,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(146669568, 3145728),
             Slice {
@@ -16288,7 +16288,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(149815296, 1572864),
             Slice {
@@ -16307,7 +16307,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(151388160, 786432),
             Slice {
@@ -16326,7 +16326,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(152174592, 1179648),
             Slice {
@@ -16345,7 +16345,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(153354240, 294912),
             Slice {
@@ -16364,7 +16364,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(153649152, 524288),
             Slice {
@@ -16383,7 +16383,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(154173440, 1048576),
             Slice {
@@ -16402,7 +16402,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(155222016, 25165824),
             Slice {
@@ -16421,7 +16421,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(180387840, 12582912),
             Slice {
@@ -16440,7 +16440,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(192970752, 3145728),
             Slice {
@@ -16459,7 +16459,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(196116480, 1572864),
             Slice {
@@ -16478,7 +16478,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(197689344, 786432),
             Slice {
@@ -16497,7 +16497,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(198475776, 1179648),
             Slice {
@@ -16516,7 +16516,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(199655424, 294912),
             Slice {
@@ -16535,7 +16535,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(199950336, 524288),
             Slice {
@@ -16554,7 +16554,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(200474624, 1048576),
             Slice {
@@ -16573,7 +16573,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(201523200, 25165824),
             Slice {
@@ -16592,7 +16592,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(226689024, 12582912),
             Slice {
@@ -16611,7 +16611,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(239271936, 3145728),
             Slice {
@@ -16630,7 +16630,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(242417664, 1572864),
             Slice {
@@ -16649,7 +16649,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(243990528, 786432),
             Slice {
@@ -16668,7 +16668,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(244776960, 1179648),
             Slice {
@@ -16687,7 +16687,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(245956608, 294912),
             Slice {
@@ -16706,7 +16706,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(246251520, 524288),
             Slice {
@@ -16725,7 +16725,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(246775808, 1048576),
             Slice {
@@ -16744,7 +16744,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(247824384, 25165824),
             Slice {
@@ -16763,7 +16763,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(272990208, 12582912),
             Slice {
@@ -16782,7 +16782,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(285573120, 3145728),
             Slice {
@@ -16801,7 +16801,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(288718848, 1572864),
             Slice {
@@ -16820,7 +16820,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(290291712, 786432),
             Slice {
@@ -16839,7 +16839,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(291078144, 1179648),
             Slice {
@@ -16858,7 +16858,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(292257792, 294912),
             Slice {
@@ -16877,7 +16877,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(292552704, 524288),
             Slice {
@@ -16896,7 +16896,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(293076992, 1048576),
             Slice {
@@ -16915,7 +16915,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(294125568, 25165824),
             Slice {
@@ -16934,7 +16934,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(319291392, 12582912),
             Slice {
@@ -16953,7 +16953,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(331874304, 3145728),
             Slice {
@@ -16972,7 +16972,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(335020032, 1572864),
             Slice {
@@ -16991,7 +16991,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(336592896, 786432),
             Slice {
@@ -17010,7 +17010,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(337379328, 1179648),
             Slice {
@@ -17029,7 +17029,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(338558976, 294912),
             Slice {
@@ -17048,7 +17048,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(338853888, 524288),
             Slice {
@@ -17067,7 +17067,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(339378176, 1048576),
             Slice {
@@ -17086,7 +17086,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(340426752, 25165824),
             Slice {
@@ -17105,7 +17105,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(365592576, 12582912),
             Slice {
@@ -17124,7 +17124,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(378175488, 3145728),
             Slice {
@@ -17143,7 +17143,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(381321216, 1572864),
             Slice {
@@ -17162,7 +17162,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(382894080, 786432),
             Slice {
@@ -17181,7 +17181,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(383680512, 1179648),
             Slice {
@@ -17200,7 +17200,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(384860160, 294912),
             Slice {
@@ -17219,7 +17219,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(385155072, 524288),
             Slice {
@@ -17238,7 +17238,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(385679360, 1048576),
             Slice {
@@ -17257,7 +17257,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(386727936, 25165824),
             Slice {
@@ -17276,7 +17276,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(411893760, 12582912),
             Slice {
@@ -17295,7 +17295,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(424476672, 3145728),
             Slice {
@@ -17314,7 +17314,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(427622400, 1572864),
             Slice {
@@ -17333,7 +17333,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(429195264, 786432),
             Slice {
@@ -17352,7 +17352,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(429981696, 1179648),
             Slice {
@@ -17371,7 +17371,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(431161344, 294912),
             Slice {
@@ -17390,7 +17390,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(431456256, 524288),
             Slice {
@@ -17409,7 +17409,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(431980544, 1048576),
             Slice {
@@ -17428,7 +17428,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(433029120, 25165824),
             Slice {
@@ -17447,7 +17447,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(458194944, 12582912),
             Slice {
@@ -17466,7 +17466,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(470777856, 3145728),
             Slice {
@@ -17485,7 +17485,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(473923584, 1572864),
             Slice {
@@ -17504,7 +17504,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(475496448, 786432),
             Slice {
@@ -17523,7 +17523,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(476282880, 1179648),
             Slice {
@@ -17542,7 +17542,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(477462528, 294912),
             Slice {
@@ -17561,7 +17561,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(477757440, 524288),
             Slice {
@@ -17580,7 +17580,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(478281728, 1048576),
             Slice {
@@ -17599,7 +17599,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(479330304, 25165824),
             Slice {
@@ -17618,7 +17618,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(504496128, 12582912),
             Slice {
@@ -17637,7 +17637,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(517079040, 3145728),
             Slice {
@@ -17656,7 +17656,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(520224768, 1572864),
             Slice {
@@ -17675,7 +17675,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(521797632, 786432),
             Slice {
@@ -17694,7 +17694,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(522584064, 1179648),
             Slice {
@@ -17713,7 +17713,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(523763712, 294912),
             Slice {
@@ -17732,7 +17732,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(524058624, 524288),
             Slice {
@@ -17751,7 +17751,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(524582912, 1048576),
             Slice {
@@ -17770,7 +17770,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(525631488, 25165824),
             Slice {
@@ -17789,7 +17789,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(550797312, 12582912),
             Slice {
@@ -17808,7 +17808,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(563380224, 3145728),
             Slice {
@@ -17827,7 +17827,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(566525952, 1572864),
             Slice {
@@ -17846,7 +17846,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(568098816, 786432),
             Slice {
@@ -17865,7 +17865,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(568885248, 1179648),
             Slice {
@@ -17884,7 +17884,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(570064896, 294912),
             Slice {
@@ -17903,7 +17903,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(570359808, 524288),
             Slice {
@@ -17922,7 +17922,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(570884096, 1048576),
             Slice {
@@ -17941,7 +17941,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(571932672, 25165824),
             Slice {
@@ -17960,7 +17960,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(597098496, 12582912),
             Slice {
@@ -17979,7 +17979,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(609681408, 3145728),
             Slice {
@@ -17998,7 +17998,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(612827136, 1572864),
             Slice {
@@ -18017,7 +18017,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(614400000, 786432),
             Slice {
@@ -18036,7 +18036,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(615186432, 1179648),
             Slice {
@@ -18055,7 +18055,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(616366080, 294912),
             Slice {
@@ -18074,7 +18074,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(616660992, 524288),
             Slice {
@@ -18093,7 +18093,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(617185280, 1048576),
             Slice {
@@ -18112,7 +18112,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(618233856, 25165824),
             Slice {
@@ -18131,7 +18131,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(643399680, 12582912),
             Slice {
@@ -18150,7 +18150,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(655982592, 3145728),
             Slice {
@@ -18169,7 +18169,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(659128320, 1572864),
             Slice {
@@ -18188,7 +18188,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(660701184, 786432),
             Slice {
@@ -18207,7 +18207,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(661487616, 1179648),
             Slice {
@@ -18226,7 +18226,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(662667264, 294912),
             Slice {
@@ -18245,7 +18245,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(662962176, 524288),
             Slice {
@@ -18264,7 +18264,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(663486464, 1048576),
             Slice {
@@ -18283,7 +18283,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(664535040, 25165824),
             Slice {
@@ -18302,7 +18302,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(689700864, 12582912),
             Slice {
@@ -18321,7 +18321,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(702283776, 3145728),
             Slice {
@@ -18340,7 +18340,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(705429504, 1572864),
             Slice {
@@ -18359,7 +18359,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[120].op,
+        &k[120],
         &[
             Slice::param(707002368, 786432),
             Slice {
@@ -18378,7 +18378,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[121].op,
+        &k[121],
         &[
             Slice::param(707788800, 1179648),
             Slice {
@@ -18397,7 +18397,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[122].op,
+        &k[122],
         &[
             Slice::param(708968448, 294912),
             Slice {
@@ -18416,7 +18416,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[123].op,
+        &k[123],
         &[
             Slice::param(709263360, 524288),
             Slice {
@@ -18435,7 +18435,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[124].op,
+        &k[124],
         &[
             Slice::param(709787648, 1048576),
             Slice {
@@ -18454,7 +18454,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[127].op,
+        &k[127],
         &[
             Slice::param(710836224, 25165824),
             Slice {
@@ -18473,7 +18473,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[128].op,
+        &k[128],
         &[
             Slice::param(736002048, 12582912),
             Slice {
@@ -18492,7 +18492,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[129].op,
+        &k[129],
         &[
             Slice::param(748584960, 3145728),
             Slice {
@@ -18511,7 +18511,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' FP8 copy (quantize)
     b.launch(
-        &k[130].op,
+        &k[130],
         &[
             Slice::param(751730688, 1572864),
             Slice {
@@ -18530,7 +18530,7 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // weights' compute copy (cast)
     b.launch(
-        &k[131].op,
+        &k[131],
         &[
             Slice::param(753303552, 266993664),
             Slice {
@@ -18542,48 +18542,48 @@ pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // zero gradients (zero)
-    b.launch(&k[132].op, &[Slice::grad(0, 1020353664)])?;
+    b.launch(&k[132], &[Slice::grad(0, 1020353664)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2637888, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2637888, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2637952, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2637952, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638016, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638016, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638080, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638080, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638144, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638144, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638208, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638208, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638272, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638272, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638336, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638336, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638400, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638400, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638464, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638464, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638528, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638528, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638592, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638592, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638656, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638656, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638720, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638720, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638784, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638784, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[133].op, &[Slice::act(2638848, 10, DType::F32)])?;
+    b.launch(&k[133], &[Slice::act(2638848, 10, DType::F32)])?;
     Ok(())
 }
 /// The forward pass: tokens in `TOKENS`, losses out in `LOSS`, `MAIN_LOSS`, `MTP_LOSSES`.
 pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // total loss (zero)
-    b.launch(&k[0].op, &[Slice::act(2638912, 1, DType::F32)])?;
+    b.launch(&k[0], &[Slice::act(2638912, 1, DType::F32)])?;
     // embedding (embedding)
     b.launch(
-        &k[1].op,
+        &k[1],
         &[
             Slice::act(2621440, 4096, DType::I32),
             Slice {
@@ -18597,7 +18597,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: input_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(2639168, 4194304, DType::Bf16),
             Slice::param(1020297216, 1024),
@@ -18607,7 +18607,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.input_layernorm (row tiles) (quantize)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(11027776, 4194304, DType::Bf16),
             Slice::act(19432768, 4194304, DType::E4m3),
@@ -18616,7 +18616,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_proj (gemm)
     b.launch(
-        &k[6].op,
+        &k[6],
         &[
             Slice::act(19432768, 4194304, DType::E4m3),
             Slice::act(23627072, 32768, DType::F32),
@@ -18637,7 +18637,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_layernorm (rmsnorm)
     b.launch(
-        &k[7].op,
+        &k[7],
         &[
             Slice::act(23758144, 3145728, DType::Bf16),
             Slice::param(1020298240, 768),
@@ -18647,7 +18647,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.q_a_layernorm (row tiles) (quantize)
     b.launch(
-        &k[8].op,
+        &k[8],
         &[
             Slice::act(30049600, 3145728, DType::Bf16),
             Slice::act(36357440, 3145728, DType::E4m3),
@@ -18656,7 +18656,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_b_proj (gemm)
     b.launch(
-        &k[10].op,
+        &k[10],
         &[
             Slice::act(36357440, 3145728, DType::E4m3),
             Slice::act(39503168, 24576, DType::F32),
@@ -18676,10 +18676,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope (rope)
-    b.launch(&k[11].op, &[Slice::act(39601472, 6291456, DType::Bf16)])?;
+    b.launch(&k[11], &[Slice::act(39601472, 6291456, DType::Bf16)])?;
     // layer 0: kv_a_proj_with_mqa (gemm)
     b.launch(
-        &k[12].op,
+        &k[12],
         &[
             Slice::act(19432768, 4194304, DType::E4m3),
             Slice::act(23627072, 32768, DType::F32),
@@ -18700,7 +18700,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_a_layernorm (rmsnorm)
     b.launch(
-        &k[13].op,
+        &k[13],
         &[
             Slice::act(36357440, 1179648, DType::Bf16),
             Slice::param(1020299008, 256),
@@ -18709,10 +18709,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope (rope)
-    b.launch(&k[14].op, &[Slice::act(36357440, 1179648, DType::Bf16)])?;
+    b.launch(&k[14], &[Slice::act(36357440, 1179648, DType::Bf16)])?;
     // layer 0: quantize layer 0.kv_a_layernorm (row tiles) (quantize)
     b.launch(
-        &k[15].op,
+        &k[15],
         &[
             Slice::act(19432768, 1048576, DType::Bf16),
             Slice::act(21546304, 1048576, DType::E4m3),
@@ -18721,7 +18721,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_b_proj (gemm)
     b.launch(
-        &k[16].op,
+        &k[16],
         &[
             Slice::act(21546304, 1048576, DType::E4m3),
             Slice::act(22594880, 8192, DType::F32),
@@ -18742,7 +18742,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: attention (attention)
     b.launch(
-        &k[17].op,
+        &k[17],
         &[
             Slice::act(39601472, 6291456, DType::Bf16),
             Slice::act(52184384, 8388608, DType::Bf16),
@@ -18753,7 +18753,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.attn.o (row tiles) (quantize)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(68961600, 4194304, DType::Bf16),
             Slice::act(77350208, 4194304, DType::E4m3),
@@ -18762,7 +18762,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: o_proj (gemm)
     b.launch(
-        &k[18].op,
+        &k[18],
         &[
             Slice::act(77350208, 4194304, DType::E4m3),
             Slice::act(21808448, 32768, DType::F32),
@@ -18783,7 +18783,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: residual.attn (add)
     b.launch(
-        &k[19].op,
+        &k[19],
         &[
             Slice::act(2639168, 4194304, DType::Bf16),
             Slice::act(81544512, 4194304, DType::Bf16),
@@ -18792,7 +18792,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: post_attention_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(89933120, 4194304, DType::Bf16),
             Slice::param(1020299264, 1024),
@@ -18802,7 +18802,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.post_attention_layernorm (row tiles) (quantize)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(77350208, 4194304, DType::Bf16),
             Slice::act(85738816, 4194304, DType::E4m3),
@@ -18811,7 +18811,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.gate_proj (gemm)
     b.launch(
-        &k[22].op,
+        &k[22],
         &[
             Slice::act(85738816, 4194304, DType::E4m3),
             Slice::act(21824832, 32768, DType::F32),
@@ -18832,7 +18832,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.up_proj (gemm)
     b.launch(
-        &k[22].op,
+        &k[22],
         &[
             Slice::act(85738816, 4194304, DType::E4m3),
             Slice::act(21824832, 32768, DType::F32),
@@ -18853,7 +18853,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: swiglu (swiglu)
     b.launch(
-        &k[23].op,
+        &k[23],
         &[
             Slice::act(98321728, 11534336, DType::Bf16),
             Slice::act(121390400, 11534336, DType::Bf16),
@@ -18862,7 +18862,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.mlp.act (row tiles) (quantize)
     b.launch(
-        &k[24].op,
+        &k[24],
         &[
             Slice::act(144459072, 11534336, DType::Bf16),
             Slice::act(167527744, 11534336, DType::E4m3),
@@ -18871,7 +18871,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.down_proj (gemm)
     b.launch(
-        &k[26].op,
+        &k[26],
         &[
             Slice::act(167527744, 11534336, DType::E4m3),
             Slice::act(21824832, 90112, DType::F32),
@@ -18892,7 +18892,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: residual.ffn (add)
     b.launch(
-        &k[19].op,
+        &k[19],
         &[
             Slice::act(89933120, 4194304, DType::Bf16),
             Slice::act(179062080, 4194304, DType::Bf16),
@@ -18902,79 +18902,79 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // layers 1..=15: identical kernels, arguments from FORWARD_LAYERS_1_15
     for args in FORWARD_LAYERS_1_15.iter() {
         // input_layernorm (rmsnorm)
-        b.launch(&k[2].op, args[0])?;
+        b.launch(&k[2], args[0])?;
         // quantize layer 1.input_layernorm (row tiles) (quantize)
-        b.launch(&k[4].op, args[1])?;
+        b.launch(&k[4], args[1])?;
         // q_a_proj (gemm)
-        b.launch(&k[6].op, args[2])?;
+        b.launch(&k[6], args[2])?;
         // q_a_layernorm (rmsnorm)
-        b.launch(&k[7].op, args[3])?;
+        b.launch(&k[7], args[3])?;
         // quantize layer 1.q_a_layernorm (row tiles) (quantize)
-        b.launch(&k[8].op, args[4])?;
+        b.launch(&k[8], args[4])?;
         // q_b_proj (gemm)
-        b.launch(&k[10].op, args[5])?;
+        b.launch(&k[10], args[5])?;
         // rope (rope)
-        b.launch(&k[11].op, args[6])?;
+        b.launch(&k[11], args[6])?;
         // kv_a_proj_with_mqa (gemm)
-        b.launch(&k[12].op, args[7])?;
+        b.launch(&k[12], args[7])?;
         // kv_a_layernorm (rmsnorm)
-        b.launch(&k[13].op, args[8])?;
+        b.launch(&k[13], args[8])?;
         // rope (rope)
-        b.launch(&k[14].op, args[9])?;
+        b.launch(&k[14], args[9])?;
         // quantize layer 1.kv_a_layernorm (row tiles) (quantize)
-        b.launch(&k[15].op, args[10])?;
+        b.launch(&k[15], args[10])?;
         // kv_b_proj (gemm)
-        b.launch(&k[16].op, args[11])?;
+        b.launch(&k[16], args[11])?;
         // attention (attention)
-        b.launch(&k[17].op, args[12])?;
+        b.launch(&k[17], args[12])?;
         // quantize layer 1.attn.o (row tiles) (quantize)
-        b.launch(&k[4].op, args[13])?;
+        b.launch(&k[4], args[13])?;
         // o_proj (gemm)
-        b.launch(&k[18].op, args[14])?;
+        b.launch(&k[18], args[14])?;
         // residual.attn (add)
-        b.launch(&k[19].op, args[15])?;
+        b.launch(&k[19], args[15])?;
         // post_attention_layernorm (rmsnorm)
-        b.launch(&k[2].op, args[16])?;
+        b.launch(&k[2], args[16])?;
         // quantize layer 1.post_attention_layernorm (row tiles) (quantize)
-        b.launch(&k[4].op, args[17])?;
+        b.launch(&k[4], args[17])?;
         // mlp.shared_experts.gate_proj (gemm)
-        b.launch(&k[27].op, args[18])?;
+        b.launch(&k[27], args[18])?;
         // mlp.shared_experts.up_proj (gemm)
-        b.launch(&k[27].op, args[19])?;
+        b.launch(&k[27], args[19])?;
         // swiglu (swiglu)
-        b.launch(&k[28].op, args[20])?;
+        b.launch(&k[28], args[20])?;
         // quantize layer 1.mlp.shared_experts.act (row tiles) (quantize)
-        b.launch(&k[29].op, args[21])?;
+        b.launch(&k[29], args[21])?;
         // mlp.shared_experts.down_proj (gemm)
-        b.launch(&k[31].op, args[22])?;
+        b.launch(&k[31], args[22])?;
         // router.logits (gemm)
-        b.launch(&k[32].op, args[23])?;
+        b.launch(&k[32], args[23])?;
         // router (router)
-        b.launch(&k[33].op, args[24])?;
+        b.launch(&k[33], args[24])?;
         // balance loss (balance_loss)
-        b.launch(&k[34].op, args[25])?;
+        b.launch(&k[34], args[25])?;
         // dispatch (dispatch)
-        b.launch(&k[35].op, args[26])?;
+        b.launch(&k[35], args[26])?;
         // quantize layer 1.dispatch.x (row tiles) (quantize)
-        b.launch(&k[36].op, args[27])?;
+        b.launch(&k[36], args[27])?;
         // experts.gate (grouped_gemm)
-        b.launch(&k[37].op, args[28])?;
+        b.launch(&k[37], args[28])?;
         // experts.up (grouped_gemm)
-        b.launch(&k[37].op, args[29])?;
+        b.launch(&k[37], args[29])?;
         // swiglu (swiglu)
-        b.launch(&k[38].op, args[30])?;
+        b.launch(&k[38], args[30])?;
         // quantize layer 1.experts.act (row tiles) (quantize)
-        b.launch(&k[39].op, args[31])?;
+        b.launch(&k[39], args[31])?;
         // experts.down (grouped_gemm)
-        b.launch(&k[41].op, args[32])?;
+        b.launch(&k[41], args[32])?;
         // combine (combine)
-        b.launch(&k[42].op, args[33])?;
+        b.launch(&k[42], args[33])?;
         // residual.ffn (add)
-        b.launch(&k[20].op, args[34])?;
+        b.launch(&k[20], args[34])?;
     }
     // head: norm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(3666625856, 4194304, DType::Bf16),
             Slice::param(1020346368, 1024),
@@ -18984,7 +18984,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: lm_head (gemm)
     b.launch(
-        &k[43].op,
+        &k[43],
         &[
             Slice::act(3626779968, 4194304, DType::Bf16),
             Slice {
@@ -18998,7 +18998,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: cross-entropy (cross_entropy)
     b.launch(
-        &k[44].op,
+        &k[44],
         &[
             Slice::act(3779872064, 529530880, DType::Bf16),
             Slice::act(2621440, 4096, DType::I32),
@@ -19007,17 +19007,17 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: total loss (add_scaled)
     b.launch(
-        &k[45].op,
+        &k[45],
         &[Slice::act(2638976, 1, DType::F32), Slice::act(2638912, 1, DType::F32)],
     )?;
     // mtp 1: shift tokens (shift_tokens)
     b.launch(
-        &k[46].op,
+        &k[46],
         &[Slice::act(2621440, 4096, DType::I32), Slice::act(668943680, 4096, DType::I32)],
     )?;
     // mtp 1: embedding (embedding)
     b.launch(
-        &k[1].op,
+        &k[1],
         &[
             Slice::act(668943680, 4096, DType::I32),
             Slice {
@@ -19031,7 +19031,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: enorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(3635168576, 4194304, DType::Bf16),
             Slice::param(1020347392, 1024),
@@ -19041,7 +19041,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: hnorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(3626779968, 4194304, DType::Bf16),
             Slice::param(1020348416, 1024),
@@ -19051,7 +19051,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (embedding half) (gemm)
     b.launch(
-        &k[47].op,
+        &k[47],
         &[
             Slice::act(3750511936, 4194304, DType::Bf16),
             Slice {
@@ -19065,7 +19065,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (hidden half) (gemm)
     b.launch(
-        &k[48].op,
+        &k[48],
         &[
             Slice::act(4838933824, 4194304, DType::Bf16),
             Slice {
@@ -19079,7 +19079,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: input_layernorm (rmsnorm)
     b.launch(
-        &k[3].op,
+        &k[3],
         &[
             Slice::act(4847322432, 4194304, DType::F32),
             Slice::param(1020349440, 1024),
@@ -19089,7 +19089,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.input_layernorm (row tiles) (quantize)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(4864099648, 4194304, DType::Bf16),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -19098,7 +19098,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_proj (gemm)
     b.launch(
-        &k[6].op,
+        &k[6],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669009216, 32768, DType::F32),
@@ -19119,7 +19119,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_layernorm (rmsnorm)
     b.launch(
-        &k[7].op,
+        &k[7],
         &[
             Slice::act(3643557184, 3145728, DType::Bf16),
             Slice::param(1020350464, 768),
@@ -19129,7 +19129,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.q_a_layernorm (row tiles) (quantize)
     b.launch(
-        &k[8].op,
+        &k[8],
         &[
             Slice::act(4872488256, 3145728, DType::Bf16),
             Slice::act(3758900544, 3145728, DType::E4m3),
@@ -19138,7 +19138,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_b_proj (gemm)
     b.launch(
-        &k[10].op,
+        &k[10],
         &[
             Slice::act(3758900544, 3145728, DType::E4m3),
             Slice::act(669156672, 24576, DType::F32),
@@ -19158,10 +19158,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope (rope)
-    b.launch(&k[11].op, &[Slice::act(4878779712, 6291456, DType::Bf16)])?;
+    b.launch(&k[11], &[Slice::act(4878779712, 6291456, DType::Bf16)])?;
     // mtp 1: kv_a_proj_with_mqa (gemm)
     b.launch(
-        &k[12].op,
+        &k[12],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669009216, 32768, DType::F32),
@@ -19182,7 +19182,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_a_layernorm (rmsnorm)
     b.launch(
-        &k[13].op,
+        &k[13],
         &[
             Slice::act(3758900544, 1179648, DType::Bf16),
             Slice::param(1020351232, 256),
@@ -19191,10 +19191,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope (rope)
-    b.launch(&k[14].op, &[Slice::act(3758900544, 1179648, DType::Bf16)])?;
+    b.launch(&k[14], &[Slice::act(3758900544, 1179648, DType::Bf16)])?;
     // mtp 1: quantize mtp 1.kv_a_layernorm (row tiles) (quantize)
     b.launch(
-        &k[15].op,
+        &k[15],
         &[
             Slice::act(1984709952, 1048576, DType::Bf16),
             Slice::act(909133120, 1048576, DType::E4m3),
@@ -19203,7 +19203,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_b_proj (gemm)
     b.launch(
-        &k[16].op,
+        &k[16],
         &[
             Slice::act(909133120, 1048576, DType::E4m3),
             Slice::act(669025600, 8192, DType::F32),
@@ -19224,7 +19224,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: attention (attention)
     b.launch(
-        &k[17].op,
+        &k[17],
         &[
             Slice::act(4878779712, 6291456, DType::Bf16),
             Slice::act(4891362624, 8388608, DType::Bf16),
@@ -19235,7 +19235,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.attn.o (row tiles) (quantize)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(4908139840, 4194304, DType::Bf16),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -19244,7 +19244,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: o_proj (gemm)
     b.launch(
-        &k[18].op,
+        &k[18],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -19265,7 +19265,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: residual.attn (add)
     b.launch(
-        &k[21].op,
+        &k[21],
         &[
             Slice::act(4847322432, 4194304, DType::F32),
             Slice::act(4916528448, 4194304, DType::Bf16),
@@ -19274,7 +19274,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: post_attention_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(4924917056, 4194304, DType::Bf16),
             Slice::param(1020351488, 1024),
@@ -19284,7 +19284,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.post_attention_layernorm (row tiles) (quantize)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(4916528448, 4194304, DType::Bf16),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -19293,7 +19293,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.gate_proj (gemm)
     b.launch(
-        &k[27].op,
+        &k[27],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -19314,7 +19314,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.up_proj (gemm)
     b.launch(
-        &k[27].op,
+        &k[27],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -19335,7 +19335,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: swiglu (swiglu)
     b.launch(
-        &k[28].op,
+        &k[28],
         &[
             Slice::act(4933305664, 6291456, DType::Bf16),
             Slice::act(4945888576, 6291456, DType::Bf16),
@@ -19344,7 +19344,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.mlp.shared_experts.act (row tiles) (quantize)
     b.launch(
-        &k[29].op,
+        &k[29],
         &[
             Slice::act(4958471488, 6291456, DType::Bf16),
             Slice::act(4971054400, 6291456, DType::E4m3),
@@ -19353,7 +19353,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.down_proj (gemm)
     b.launch(
-        &k[31].op,
+        &k[31],
         &[
             Slice::act(4971054400, 6291456, DType::E4m3),
             Slice::act(669418816, 49152, DType::F32),
@@ -19374,7 +19374,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router.logits (gemm)
     b.launch(
-        &k[32].op,
+        &k[32],
         &[
             Slice::act(4916528448, 4194304, DType::Bf16),
             Slice {
@@ -19388,7 +19388,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router (router)
     b.launch(
-        &k[33].op,
+        &k[33],
         &[
             Slice::act(669418816, 32768, DType::F32),
             Slice::param(1020353656, 8),
@@ -19399,7 +19399,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: balance loss (balance_loss)
     b.launch(
-        &k[34].op,
+        &k[34],
         &[
             Slice::act(1966080, 32768, DType::F32),
             Slice::act(2588672, 8192, DType::I32),
@@ -19408,7 +19408,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: dispatch (dispatch)
     b.launch(
-        &k[35].op,
+        &k[35],
         &[
             Slice::act(2588672, 8192, DType::I32),
             Slice::act(4916528448, 4194304, DType::Bf16),
@@ -19420,7 +19420,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.dispatch.x (row tiles) (quantize)
     b.launch(
-        &k[36].op,
+        &k[36],
         &[
             Slice::act(4994123072, 8388608, DType::Bf16),
             Slice::act(5010900288, 8388608, DType::E4m3),
@@ -19429,7 +19429,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.gate (grouped_gemm)
     b.launch(
-        &k[37].op,
+        &k[37],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(5010900288, 8388608, DType::E4m3),
@@ -19451,7 +19451,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.up (grouped_gemm)
     b.launch(
-        &k[37].op,
+        &k[37],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(5010900288, 8388608, DType::E4m3),
@@ -19473,7 +19473,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: swiglu (swiglu)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(5019288896, 12582912, DType::Bf16),
             Slice::act(5044454720, 12582912, DType::Bf16),
@@ -19482,7 +19482,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.experts.act (row tiles) (quantize)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[
             Slice::act(5069620544, 12582912, DType::Bf16),
             Slice::act(5094786368, 12582912, DType::E4m3),
@@ -19491,7 +19491,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.down (grouped_gemm)
     b.launch(
-        &k[41].op,
+        &k[41],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(5094786368, 12582912, DType::E4m3),
@@ -19513,7 +19513,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: combine (combine)
     b.launch(
-        &k[42].op,
+        &k[42],
         &[
             Slice::act(669107520, 8192, DType::I32),
             Slice::act(669041984, 8192, DType::F32),
@@ -19523,7 +19523,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: residual.ffn (add)
     b.launch(
-        &k[20].op,
+        &k[20],
         &[
             Slice::act(4924917056, 4194304, DType::Bf16),
             Slice::act(4977345856, 4194304, DType::F32),
@@ -19532,7 +19532,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: shared_head.norm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(5010900288, 4194304, DType::Bf16),
             Slice::param(1020352512, 1024),
@@ -19542,7 +19542,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: shared_head.head (gemm)
     b.launch(
-        &k[43].op,
+        &k[43],
         &[
             Slice::act(4971054400, 4194304, DType::Bf16),
             Slice {
@@ -19556,7 +19556,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: cross-entropy (cross_entropy)
     b.launch(
-        &k[49].op,
+        &k[49],
         &[
             Slice::act(5124146496, 529530880, DType::Bf16),
             Slice::act(2621440, 4096, DType::I32),
@@ -19565,7 +19565,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: total loss (add_scaled)
     b.launch(
-        &k[50].op,
+        &k[50],
         &[Slice::act(2639040, 1, DType::F32), Slice::act(2638912, 1, DType::F32)],
     )?;
     Ok(())
@@ -19574,10 +19574,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
 /// routing statistics into `EXPERT_STATS`.
 pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(6183208256, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(6183208256, 4194304, DType::F32)])?;
     // mtp 1: shared_head.head (data grad) (gemm)
     b.launch(
-        &k[52].op,
+        &k[52],
         &[
             Slice::act(5124146496, 529530880, DType::Bf16),
             Slice {
@@ -19591,7 +19591,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: shared_head.head (weight grad) (gemm)
     b.launch(
-        &k[53].op,
+        &k[53],
         &[
             Slice::act(5124146496, 529530880, DType::Bf16),
             Slice::act(4971054400, 4194304, DType::Bf16),
@@ -19599,10 +19599,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4971054400, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4971054400, 4194304, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(5010900288, 4194304, DType::Bf16),
             Slice::param(1020352512, 1024),
@@ -19613,32 +19613,32 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(5124146496, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(5124146496, 4194304, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(4971054400, 4194304, DType::F32),
             Slice::act(5124146496, 4194304, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(5140923712, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(5140923712, 4194304, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(4971054400, 4194304, DType::F32),
             Slice::act(5140923712, 4194304, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[57].op, &[Slice::act(4971054400, 8388608, DType::Bf16)])?;
+    b.launch(&k[57], &[Slice::act(4971054400, 8388608, DType::Bf16)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[59].op, &[Slice::act(669418816, 8192, DType::F32)])?;
+    b.launch(&k[59], &[Slice::act(669418816, 8192, DType::F32)])?;
     // mtp 1: combine backward (combine_bwd)
     b.launch(
-        &k[60].op,
+        &k[60],
         &[
             Slice::act(669074752, 8192, DType::I32),
             Slice::act(669107520, 8192, DType::I32),
@@ -19650,10 +19650,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[61].op, &[Slice::act(5157700928, 12582912, DType::F32)])?;
+    b.launch(&k[61], &[Slice::act(5157700928, 12582912, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.experts.down) (row tiles) (quantize)
     b.launch(
-        &k[36].op,
+        &k[36],
         &[
             Slice::act(4971054400, 8388608, DType::Bf16),
             Slice::act(5010900288, 8388608, DType::E4m3),
@@ -19662,7 +19662,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.down (data grad) (grouped_gemm)
     b.launch(
-        &k[62].op,
+        &k[62],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(5010900288, 8388608, DType::E4m3),
@@ -19684,7 +19684,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.down (weight grad) (grouped_gemm)
     b.launch(
-        &k[63].op,
+        &k[63],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(5069620544, 12582912, DType::Bf16),
@@ -19693,12 +19693,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[61].op, &[Slice::act(5069620544, 12582912, DType::F32)])?;
+    b.launch(&k[61], &[Slice::act(5069620544, 12582912, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[61].op, &[Slice::act(5208032576, 12582912, DType::F32)])?;
+    b.launch(&k[61], &[Slice::act(5208032576, 12582912, DType::F32)])?;
     // mtp 1: swiglu backward (swiglu_bwd)
     b.launch(
-        &k[64].op,
+        &k[64],
         &[
             Slice::act(5019288896, 12582912, DType::Bf16),
             Slice::act(5044454720, 12582912, DType::Bf16),
@@ -19708,10 +19708,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[58].op, &[Slice::act(5010900288, 8388608, DType::F32)])?;
+    b.launch(&k[58], &[Slice::act(5010900288, 8388608, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.experts.up) (row tiles) (quantize)
     b.launch(
-        &k[40].op,
+        &k[40],
         &[
             Slice::act(5208032576, 12582912, DType::F32),
             Slice::act(4971054400, 12582912, DType::E4m3),
@@ -19720,7 +19720,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.up (data grad) (grouped_gemm)
     b.launch(
-        &k[65].op,
+        &k[65],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(4971054400, 12582912, DType::E4m3),
@@ -19742,7 +19742,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.up (weight grad) (grouped_gemm)
     b.launch(
-        &k[66].op,
+        &k[66],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(4994123072, 8388608, DType::Bf16),
@@ -19752,7 +19752,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.experts.gate) (row tiles) (quantize)
     b.launch(
-        &k[40].op,
+        &k[40],
         &[
             Slice::act(5069620544, 12582912, DType::F32),
             Slice::act(4971054400, 12582912, DType::E4m3),
@@ -19761,7 +19761,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.gate (data grad) (grouped_gemm)
     b.launch(
-        &k[65].op,
+        &k[65],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(4971054400, 12582912, DType::E4m3),
@@ -19783,7 +19783,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.gate (weight grad) (grouped_gemm)
     b.launch(
-        &k[66].op,
+        &k[66],
         &[
             Slice::act(23742720, 9, DType::I32),
             Slice::act(4994123072, 8388608, DType::Bf16),
@@ -19792,10 +19792,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4971054400, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4971054400, 4194304, DType::F32)])?;
     // mtp 1: dispatch backward (dispatch_bwd)
     b.launch(
-        &k[67].op,
+        &k[67],
         &[
             Slice::act(669107520, 8192, DType::I32),
             Slice::act(5010900288, 8388608, DType::F32),
@@ -19803,10 +19803,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[68].op, &[Slice::act(669451584, 32768, DType::F32)])?;
+    b.launch(&k[68], &[Slice::act(669451584, 32768, DType::F32)])?;
     // mtp 1: balance loss backward (balance_loss_bwd)
     b.launch(
-        &k[69].op,
+        &k[69],
         &[
             Slice::act(1966080, 32768, DType::F32),
             Slice::act(2588672, 8192, DType::I32),
@@ -19814,10 +19814,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[68].op, &[Slice::act(669582656, 32768, DType::F32)])?;
+    b.launch(&k[68], &[Slice::act(669582656, 32768, DType::F32)])?;
     // mtp 1: router backward (router_bwd)
     b.launch(
-        &k[70].op,
+        &k[70],
         &[
             Slice::act(1966080, 32768, DType::F32),
             Slice::act(2588672, 8192, DType::I32),
@@ -19828,7 +19828,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: routing statistics (expert_stats)
     b.launch(
-        &k[71].op,
+        &k[71],
         &[
             Slice::act(2588672, 8192, DType::I32),
             Slice::act(1966080, 32768, DType::F32),
@@ -19837,7 +19837,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router.logits (data grad) (gemm)
     b.launch(
-        &k[72].op,
+        &k[72],
         &[
             Slice::act(669582656, 32768, DType::F32),
             Slice {
@@ -19851,7 +19851,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router.logits (weight grad) (gemm)
     b.launch(
-        &k[73].op,
+        &k[73],
         &[
             Slice::act(669582656, 32768, DType::F32),
             Slice::act(4916528448, 4194304, DType::Bf16),
@@ -19859,10 +19859,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[74].op, &[Slice::act(4987831616, 6291456, DType::F32)])?;
+    b.launch(&k[74], &[Slice::act(4987831616, 6291456, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.moe.out) (row tiles) (quantize)
     b.launch(
-        &k[5].op,
+        &k[5],
         &[
             Slice::act(5140923712, 4194304, DType::F32),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -19871,7 +19871,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.down_proj (data grad) (gemm)
     b.launch(
-        &k[75].op,
+        &k[75],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -19892,7 +19892,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.moe.out) (column tiles) (quantize)
     b.launch(
-        &k[76].op,
+        &k[76],
         &[
             Slice::act(5140923712, 4194304, DType::F32),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -19901,7 +19901,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.mlp.shared_experts.act (column tiles) (quantize)
     b.launch(
-        &k[78].op,
+        &k[78],
         &[
             Slice::act(4958471488, 6291456, DType::Bf16),
             Slice::act(5012997440, 6291456, DType::E4m3),
@@ -19910,7 +19910,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.down_proj (weight grad) (gemm)
     b.launch(
-        &k[80].op,
+        &k[80],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -19920,12 +19920,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[74].op, &[Slice::act(5012997440, 6291456, DType::F32)])?;
+    b.launch(&k[74], &[Slice::act(5012997440, 6291456, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[74].op, &[Slice::act(5038163264, 6291456, DType::F32)])?;
+    b.launch(&k[74], &[Slice::act(5038163264, 6291456, DType::F32)])?;
     // mtp 1: swiglu backward (swiglu_bwd)
     b.launch(
-        &k[81].op,
+        &k[81],
         &[
             Slice::act(4933305664, 6291456, DType::Bf16),
             Slice::act(4945888576, 6291456, DType::Bf16),
@@ -19936,7 +19936,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.mlp.shared_experts.up_proj) (row tiles) (quantize)
     b.launch(
-        &k[30].op,
+        &k[30],
         &[
             Slice::act(5038163264, 6291456, DType::F32),
             Slice::act(4933305664, 6291456, DType::E4m3),
@@ -19945,7 +19945,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.up_proj (data grad) (gemm)
     b.launch(
-        &k[82].op,
+        &k[82],
         &[
             Slice::act(4933305664, 6291456, DType::E4m3),
             Slice::act(669418816, 49152, DType::F32),
@@ -19966,7 +19966,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.mlp.shared_experts.up_proj) (column tiles) (quantize)
     b.launch(
-        &k[79].op,
+        &k[79],
         &[
             Slice::act(5038163264, 6291456, DType::F32),
             Slice::act(4933305664, 6291456, DType::E4m3),
@@ -19975,7 +19975,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.post_attention_layernorm (column tiles) (quantize)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(4916528448, 4194304, DType::Bf16),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -19984,7 +19984,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.up_proj (weight grad) (gemm)
     b.launch(
-        &k[83].op,
+        &k[83],
         &[
             Slice::act(4933305664, 6291456, DType::E4m3),
             Slice::act(669418816, 49152, DType::F32),
@@ -19995,7 +19995,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.mlp.shared_experts.gate_proj) (row tiles) (quantize)
     b.launch(
-        &k[30].op,
+        &k[30],
         &[
             Slice::act(5012997440, 6291456, DType::F32),
             Slice::act(4916528448, 6291456, DType::E4m3),
@@ -20004,7 +20004,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.gate_proj (data grad) (gemm)
     b.launch(
-        &k[82].op,
+        &k[82],
         &[
             Slice::act(4916528448, 6291456, DType::E4m3),
             Slice::act(669418816, 49152, DType::F32),
@@ -20025,7 +20025,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.mlp.shared_experts.gate_proj) (column tiles) (quantize)
     b.launch(
-        &k[79].op,
+        &k[79],
         &[
             Slice::act(5012997440, 6291456, DType::F32),
             Slice::act(4916528448, 6291456, DType::E4m3),
@@ -20034,7 +20034,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.gate_proj (weight grad) (gemm)
     b.launch(
-        &k[83].op,
+        &k[83],
         &[
             Slice::act(4916528448, 6291456, DType::E4m3),
             Slice::act(669418816, 49152, DType::F32),
@@ -20045,7 +20045,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(4924917056, 4194304, DType::Bf16),
             Slice::param(1020351488, 1024),
@@ -20056,30 +20056,30 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4916528448, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4916528448, 4194304, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(5124146496, 4194304, DType::F32),
             Slice::act(4916528448, 4194304, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4933305664, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4933305664, 4194304, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(5124146496, 4194304, DType::F32),
             Slice::act(4933305664, 4194304, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4950082880, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4950082880, 4194304, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.o_proj) (row tiles) (quantize)
     b.launch(
-        &k[5].op,
+        &k[5],
         &[
             Slice::act(4933305664, 4194304, DType::F32),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -20088,7 +20088,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: o_proj (data grad) (gemm)
     b.launch(
-        &k[84].op,
+        &k[84],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -20109,7 +20109,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.o_proj) (column tiles) (quantize)
     b.launch(
-        &k[76].op,
+        &k[76],
         &[
             Slice::act(4933305664, 4194304, DType::F32),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -20118,7 +20118,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.attn.o (column tiles) (quantize)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(4908139840, 4194304, DType::Bf16),
             Slice::act(4933305664, 4194304, DType::E4m3),
@@ -20127,7 +20127,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: o_proj (weight grad) (gemm)
     b.launch(
-        &k[85].op,
+        &k[85],
         &[
             Slice::act(3102491968, 4194304, DType::E4m3),
             Slice::act(669418816, 32768, DType::F32),
@@ -20137,14 +20137,14 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[74].op, &[Slice::act(4966860096, 6291456, DType::F32)])?;
+    b.launch(&k[74], &[Slice::act(4966860096, 6291456, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[58].op, &[Slice::act(4992025920, 8388608, DType::F32)])?;
+    b.launch(&k[58], &[Slice::act(4992025920, 8388608, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[86].op, &[Slice::act(4933305664, 1179648, DType::F32)])?;
+    b.launch(&k[86], &[Slice::act(4933305664, 1179648, DType::F32)])?;
     // mtp 1: attention backward (attention_bwd)
     b.launch(
-        &k[87].op,
+        &k[87],
         &[
             Slice::act(4878779712, 6291456, DType::Bf16),
             Slice::act(4891362624, 8388608, DType::Bf16),
@@ -20158,10 +20158,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[88].op, &[Slice::act(3102491968, 1048576, DType::F32)])?;
+    b.launch(&k[88], &[Slice::act(3102491968, 1048576, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.kv_b_proj) (row tiles) (quantize)
     b.launch(
-        &k[89].op,
+        &k[89],
         &[
             Slice::act(4992025920, 8388608, DType::F32),
             Slice::act(4878779712, 8388608, DType::E4m3),
@@ -20170,7 +20170,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_b_proj (data grad) (gemm)
     b.launch(
-        &k[90].op,
+        &k[90],
         &[
             Slice::act(4878779712, 8388608, DType::E4m3),
             Slice::act(669156672, 65536, DType::F32),
@@ -20191,7 +20191,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.kv_b_proj) (column tiles) (quantize)
     b.launch(
-        &k[91].op,
+        &k[91],
         &[
             Slice::act(4992025920, 8388608, DType::F32),
             Slice::act(4878779712, 8388608, DType::E4m3),
@@ -20200,7 +20200,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.kv_a_layernorm (column tiles) (quantize)
     b.launch(
-        &k[92].op,
+        &k[92],
         &[
             Slice::act(1984709952, 1048576, DType::Bf16),
             Slice::act(909133120, 1048576, DType::E4m3),
@@ -20209,7 +20209,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_b_proj (weight grad) (gemm)
     b.launch(
-        &k[93].op,
+        &k[93],
         &[
             Slice::act(4878779712, 8388608, DType::E4m3),
             Slice::act(669156672, 65536, DType::F32),
@@ -20219,10 +20219,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope backward (rope)
-    b.launch(&k[94].op, &[Slice::act(4933305664, 1179648, DType::F32)])?;
+    b.launch(&k[94], &[Slice::act(4933305664, 1179648, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[95].op,
+        &k[95],
         &[
             Slice::act(3758900544, 1179648, DType::Bf16),
             Slice::param(1020351232, 256),
@@ -20233,10 +20233,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4878779712, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4878779712, 4194304, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.kv_a_proj_with_mqa) (row tiles) (quantize)
     b.launch(
-        &k[96].op,
+        &k[96],
         &[
             Slice::act(4933305664, 1179648, DType::F32),
             Slice::act(909133120, 1179648, DType::E4m3),
@@ -20245,7 +20245,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_a_proj_with_mqa (data grad) (gemm)
     b.launch(
-        &k[97].op,
+        &k[97],
         &[
             Slice::act(909133120, 1179648, DType::E4m3),
             Slice::act(669009216, 12288, DType::F32),
@@ -20266,7 +20266,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.kv_a_proj_with_mqa) (column tiles) (quantize)
     b.launch(
-        &k[98].op,
+        &k[98],
         &[
             Slice::act(4933305664, 1179648, DType::F32),
             Slice::act(909133120, 1179648, DType::E4m3),
@@ -20275,7 +20275,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.input_layernorm (column tiles) (quantize)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(4864099648, 4194304, DType::Bf16),
             Slice::act(3102491968, 4194304, DType::E4m3),
@@ -20284,7 +20284,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_a_proj_with_mqa (weight grad) (gemm)
     b.launch(
-        &k[99].op,
+        &k[99],
         &[
             Slice::act(909133120, 1179648, DType::E4m3),
             Slice::act(669009216, 9216, DType::F32),
@@ -20294,12 +20294,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope backward (rope)
-    b.launch(&k[100].op, &[Slice::act(4966860096, 6291456, DType::F32)])?;
+    b.launch(&k[100], &[Slice::act(4966860096, 6291456, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[101].op, &[Slice::act(4895556928, 3145728, DType::F32)])?;
+    b.launch(&k[101], &[Slice::act(4895556928, 3145728, DType::F32)])?;
     // mtp 1: quantize d(mtp 1.q_b_proj) (row tiles) (quantize)
     b.launch(
-        &k[30].op,
+        &k[30],
         &[
             Slice::act(4966860096, 6291456, DType::F32),
             Slice::act(4864099648, 6291456, DType::E4m3),
@@ -20308,7 +20308,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_b_proj (data grad) (gemm)
     b.launch(
-        &k[102].op,
+        &k[102],
         &[
             Slice::act(4864099648, 6291456, DType::E4m3),
             Slice::act(669287744, 49152, DType::F32),
@@ -20329,7 +20329,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.q_b_proj) (column tiles) (quantize)
     b.launch(
-        &k[79].op,
+        &k[79],
         &[
             Slice::act(4966860096, 6291456, DType::F32),
             Slice::act(4864099648, 6291456, DType::E4m3),
@@ -20338,7 +20338,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize mtp 1.q_a_layernorm (column tiles) (quantize)
     b.launch(
-        &k[103].op,
+        &k[103],
         &[
             Slice::act(4872488256, 3145728, DType::Bf16),
             Slice::act(3758900544, 3145728, DType::E4m3),
@@ -20347,7 +20347,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_b_proj (weight grad) (gemm)
     b.launch(
-        &k[105].op,
+        &k[105],
         &[
             Slice::act(4864099648, 6291456, DType::E4m3),
             Slice::act(669287744, 49152, DType::F32),
@@ -20357,10 +20357,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[101].op, &[Slice::act(4864099648, 3145728, DType::F32)])?;
+    b.launch(&k[101], &[Slice::act(4864099648, 3145728, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[106].op,
+        &k[106],
         &[
             Slice::act(3643557184, 3145728, DType::Bf16),
             Slice::param(1020350464, 768),
@@ -20372,7 +20372,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.q_a_proj) (row tiles) (quantize)
     b.launch(
-        &k[9].op,
+        &k[9],
         &[
             Slice::act(4864099648, 3145728, DType::F32),
             Slice::act(3643557184, 3145728, DType::E4m3),
@@ -20381,7 +20381,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_proj (data grad) (gemm)
     b.launch(
-        &k[107].op,
+        &k[107],
         &[
             Slice::act(3643557184, 3145728, DType::E4m3),
             Slice::act(669009216, 24576, DType::F32),
@@ -20402,7 +20402,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: quantize d(mtp 1.q_a_proj) (column tiles) (quantize)
     b.launch(
-        &k[104].op,
+        &k[104],
         &[
             Slice::act(4864099648, 3145728, DType::F32),
             Slice::act(3643557184, 3145728, DType::E4m3),
@@ -20411,7 +20411,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_proj (weight grad) (gemm)
     b.launch(
-        &k[108].op,
+        &k[108],
         &[
             Slice::act(3643557184, 3145728, DType::E4m3),
             Slice::act(669009216, 24576, DType::F32),
@@ -20422,7 +20422,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[55].op,
+        &k[55],
         &[
             Slice::act(4847322432, 4194304, DType::F32),
             Slice::param(1020349440, 1024),
@@ -20433,10 +20433,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4847322432, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4847322432, 4194304, DType::F32)])?;
     // mtp 1: eh_proj (hidden half) (data grad) (gemm)
     b.launch(
-        &k[109].op,
+        &k[109],
         &[
             Slice::act(4916528448, 4194304, DType::F32),
             Slice {
@@ -20450,7 +20450,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (hidden half) (weight grad) (gemm)
     b.launch(
-        &k[110].op,
+        &k[110],
         &[
             Slice::act(4916528448, 4194304, DType::F32),
             Slice::act(4838933824, 4194304, DType::Bf16),
@@ -20458,10 +20458,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4864099648, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4864099648, 4194304, DType::F32)])?;
     // mtp 1: eh_proj (embedding half) (data grad) (gemm)
     b.launch(
-        &k[109].op,
+        &k[109],
         &[
             Slice::act(4916528448, 4194304, DType::F32),
             Slice {
@@ -20475,7 +20475,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (embedding half) (weight grad) (gemm)
     b.launch(
-        &k[110].op,
+        &k[110],
         &[
             Slice::act(4916528448, 4194304, DType::F32),
             Slice::act(3750511936, 4194304, DType::Bf16),
@@ -20483,10 +20483,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4880876864, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4880876864, 4194304, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(3626779968, 4194304, DType::Bf16),
             Slice::param(1020348416, 1024),
@@ -20497,10 +20497,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(4838933824, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(4838933824, 4194304, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(3635168576, 4194304, DType::Bf16),
             Slice::param(1020347392, 1024),
@@ -20512,7 +20512,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: embedding backward (embedding_bwd)
     b.launch(
-        &k[111].op,
+        &k[111],
         &[
             Slice::act(668943680, 4096, DType::I32),
             Slice::act(4838933824, 4194304, DType::F32),
@@ -20521,7 +20521,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: lm_head (data grad) (gemm)
     b.launch(
-        &k[52].op,
+        &k[52],
         &[
             Slice::act(3779872064, 529530880, DType::Bf16),
             Slice {
@@ -20535,7 +20535,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: lm_head (weight grad) (gemm)
     b.launch(
-        &k[53].op,
+        &k[53],
         &[
             Slice::act(3779872064, 529530880, DType::Bf16),
             Slice::act(3626779968, 4194304, DType::Bf16),
@@ -20543,10 +20543,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // head: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(3626779968, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(3626779968, 4194304, DType::F32)])?;
     // head: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(3666625856, 4194304, DType::Bf16),
             Slice::param(1020346368, 1024),
@@ -20559,213 +20559,213 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // layers 15 down to 1: identical kernels, arguments from BACKWARD_LAYERS_15_1
     for args in BACKWARD_LAYERS_15_1.iter() {
         // zero gradient (zero)
-        b.launch(&k[51].op, args[0])?;
+        b.launch(&k[51], args[0])?;
         // residual backward (add_scaled)
-        b.launch(&k[56].op, args[1])?;
+        b.launch(&k[56], args[1])?;
         // zero gradient (zero)
-        b.launch(&k[51].op, args[2])?;
+        b.launch(&k[51], args[2])?;
         // residual backward (add_scaled)
-        b.launch(&k[56].op, args[3])?;
+        b.launch(&k[56], args[3])?;
         // zero gradient (zero)
-        b.launch(&k[57].op, args[4])?;
+        b.launch(&k[57], args[4])?;
         // zero gradient (zero)
-        b.launch(&k[59].op, args[5])?;
+        b.launch(&k[59], args[5])?;
         // combine backward (combine_bwd)
-        b.launch(&k[60].op, args[6])?;
+        b.launch(&k[60], args[6])?;
         // zero gradient (zero)
-        b.launch(&k[61].op, args[7])?;
+        b.launch(&k[61], args[7])?;
         // quantize d(layer 15.experts.down) (row tiles) (quantize)
-        b.launch(&k[36].op, args[8])?;
+        b.launch(&k[36], args[8])?;
         // experts.down (data grad) (grouped_gemm)
-        b.launch(&k[62].op, args[9])?;
+        b.launch(&k[62], args[9])?;
         // experts.down (weight grad) (grouped_gemm)
-        b.launch(&k[63].op, args[10])?;
+        b.launch(&k[63], args[10])?;
         // zero gradient (zero)
-        b.launch(&k[61].op, args[11])?;
+        b.launch(&k[61], args[11])?;
         // zero gradient (zero)
-        b.launch(&k[61].op, args[12])?;
+        b.launch(&k[61], args[12])?;
         // swiglu backward (swiglu_bwd)
-        b.launch(&k[64].op, args[13])?;
+        b.launch(&k[64], args[13])?;
         // zero gradient (zero)
-        b.launch(&k[58].op, args[14])?;
+        b.launch(&k[58], args[14])?;
         // quantize d(layer 15.experts.up) (row tiles) (quantize)
-        b.launch(&k[40].op, args[15])?;
+        b.launch(&k[40], args[15])?;
         // experts.up (data grad) (grouped_gemm)
-        b.launch(&k[65].op, args[16])?;
+        b.launch(&k[65], args[16])?;
         // experts.up (weight grad) (grouped_gemm)
-        b.launch(&k[66].op, args[17])?;
+        b.launch(&k[66], args[17])?;
         // quantize d(layer 15.experts.gate) (row tiles) (quantize)
-        b.launch(&k[40].op, args[18])?;
+        b.launch(&k[40], args[18])?;
         // experts.gate (data grad) (grouped_gemm)
-        b.launch(&k[65].op, args[19])?;
+        b.launch(&k[65], args[19])?;
         // experts.gate (weight grad) (grouped_gemm)
-        b.launch(&k[66].op, args[20])?;
+        b.launch(&k[66], args[20])?;
         // zero gradient (zero)
-        b.launch(&k[51].op, args[21])?;
+        b.launch(&k[51], args[21])?;
         // dispatch backward (dispatch_bwd)
-        b.launch(&k[67].op, args[22])?;
+        b.launch(&k[67], args[22])?;
         // zero gradient (zero)
-        b.launch(&k[68].op, args[23])?;
+        b.launch(&k[68], args[23])?;
         // balance loss backward (balance_loss_bwd)
-        b.launch(&k[69].op, args[24])?;
+        b.launch(&k[69], args[24])?;
         // zero gradient (zero)
-        b.launch(&k[68].op, args[25])?;
+        b.launch(&k[68], args[25])?;
         // router backward (router_bwd)
-        b.launch(&k[70].op, args[26])?;
+        b.launch(&k[70], args[26])?;
         // routing statistics (expert_stats)
-        b.launch(&k[71].op, args[27])?;
+        b.launch(&k[71], args[27])?;
         // router.logits (data grad) (gemm)
-        b.launch(&k[72].op, args[28])?;
+        b.launch(&k[72], args[28])?;
         // router.logits (weight grad) (gemm)
-        b.launch(&k[73].op, args[29])?;
+        b.launch(&k[73], args[29])?;
         // zero gradient (zero)
-        b.launch(&k[74].op, args[30])?;
+        b.launch(&k[74], args[30])?;
         // quantize d(layer 15.moe.out) (row tiles) (quantize)
-        b.launch(&k[5].op, args[31])?;
+        b.launch(&k[5], args[31])?;
         // mlp.shared_experts.down_proj (data grad) (gemm)
-        b.launch(&k[75].op, args[32])?;
+        b.launch(&k[75], args[32])?;
         // quantize d(layer 15.moe.out) (column tiles) (quantize)
-        b.launch(&k[76].op, args[33])?;
+        b.launch(&k[76], args[33])?;
         // quantize layer 15.mlp.shared_experts.act (column tiles) (quantize)
-        b.launch(&k[78].op, args[34])?;
+        b.launch(&k[78], args[34])?;
         // mlp.shared_experts.down_proj (weight grad) (gemm)
-        b.launch(&k[80].op, args[35])?;
+        b.launch(&k[80], args[35])?;
         // zero gradient (zero)
-        b.launch(&k[74].op, args[36])?;
+        b.launch(&k[74], args[36])?;
         // zero gradient (zero)
-        b.launch(&k[74].op, args[37])?;
+        b.launch(&k[74], args[37])?;
         // swiglu backward (swiglu_bwd)
-        b.launch(&k[81].op, args[38])?;
+        b.launch(&k[81], args[38])?;
         // quantize d(layer 15.mlp.shared_experts.up_proj) (row tiles) (quantize)
-        b.launch(&k[30].op, args[39])?;
+        b.launch(&k[30], args[39])?;
         // mlp.shared_experts.up_proj (data grad) (gemm)
-        b.launch(&k[82].op, args[40])?;
+        b.launch(&k[82], args[40])?;
         // quantize d(layer 15.mlp.shared_experts.up_proj) (column tiles) (quantize)
-        b.launch(&k[79].op, args[41])?;
+        b.launch(&k[79], args[41])?;
         // quantize layer 15.post_attention_layernorm (column tiles) (quantize)
-        b.launch(&k[77].op, args[42])?;
+        b.launch(&k[77], args[42])?;
         // mlp.shared_experts.up_proj (weight grad) (gemm)
-        b.launch(&k[83].op, args[43])?;
+        b.launch(&k[83], args[43])?;
         // quantize d(layer 15.mlp.shared_experts.gate_proj) (row tiles) (quantize)
-        b.launch(&k[30].op, args[44])?;
+        b.launch(&k[30], args[44])?;
         // mlp.shared_experts.gate_proj (data grad) (gemm)
-        b.launch(&k[82].op, args[45])?;
+        b.launch(&k[82], args[45])?;
         // quantize d(layer 15.mlp.shared_experts.gate_proj) (column tiles) (quantize)
-        b.launch(&k[79].op, args[46])?;
+        b.launch(&k[79], args[46])?;
         // mlp.shared_experts.gate_proj (weight grad) (gemm)
-        b.launch(&k[83].op, args[47])?;
+        b.launch(&k[83], args[47])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[54].op, args[48])?;
+        b.launch(&k[54], args[48])?;
         // zero gradient (zero)
-        b.launch(&k[51].op, args[49])?;
+        b.launch(&k[51], args[49])?;
         // residual backward (add_scaled)
-        b.launch(&k[56].op, args[50])?;
+        b.launch(&k[56], args[50])?;
         // zero gradient (zero)
-        b.launch(&k[51].op, args[51])?;
+        b.launch(&k[51], args[51])?;
         // residual backward (add_scaled)
-        b.launch(&k[56].op, args[52])?;
+        b.launch(&k[56], args[52])?;
         // zero gradient (zero)
-        b.launch(&k[51].op, args[53])?;
+        b.launch(&k[51], args[53])?;
         // quantize d(layer 15.o_proj) (row tiles) (quantize)
-        b.launch(&k[5].op, args[54])?;
+        b.launch(&k[5], args[54])?;
         // o_proj (data grad) (gemm)
-        b.launch(&k[84].op, args[55])?;
+        b.launch(&k[84], args[55])?;
         // quantize d(layer 15.o_proj) (column tiles) (quantize)
-        b.launch(&k[76].op, args[56])?;
+        b.launch(&k[76], args[56])?;
         // quantize layer 15.attn.o (column tiles) (quantize)
-        b.launch(&k[77].op, args[57])?;
+        b.launch(&k[77], args[57])?;
         // o_proj (weight grad) (gemm)
-        b.launch(&k[85].op, args[58])?;
+        b.launch(&k[85], args[58])?;
         // zero gradient (zero)
-        b.launch(&k[74].op, args[59])?;
+        b.launch(&k[74], args[59])?;
         // zero gradient (zero)
-        b.launch(&k[58].op, args[60])?;
+        b.launch(&k[58], args[60])?;
         // zero gradient (zero)
-        b.launch(&k[86].op, args[61])?;
+        b.launch(&k[86], args[61])?;
         // attention backward (attention_bwd)
-        b.launch(&k[87].op, args[62])?;
+        b.launch(&k[87], args[62])?;
         // zero gradient (zero)
-        b.launch(&k[88].op, args[63])?;
+        b.launch(&k[88], args[63])?;
         // quantize d(layer 15.kv_b_proj) (row tiles) (quantize)
-        b.launch(&k[89].op, args[64])?;
+        b.launch(&k[89], args[64])?;
         // kv_b_proj (data grad) (gemm)
-        b.launch(&k[90].op, args[65])?;
+        b.launch(&k[90], args[65])?;
         // quantize d(layer 15.kv_b_proj) (column tiles) (quantize)
-        b.launch(&k[91].op, args[66])?;
+        b.launch(&k[91], args[66])?;
         // quantize layer 15.kv_a_layernorm (column tiles) (quantize)
-        b.launch(&k[92].op, args[67])?;
+        b.launch(&k[92], args[67])?;
         // kv_b_proj (weight grad) (gemm)
-        b.launch(&k[93].op, args[68])?;
+        b.launch(&k[93], args[68])?;
         // rope backward (rope)
-        b.launch(&k[94].op, args[69])?;
+        b.launch(&k[94], args[69])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[95].op, args[70])?;
+        b.launch(&k[95], args[70])?;
         // zero gradient (zero)
-        b.launch(&k[51].op, args[71])?;
+        b.launch(&k[51], args[71])?;
         // quantize d(layer 15.kv_a_proj_with_mqa) (row tiles) (quantize)
-        b.launch(&k[96].op, args[72])?;
+        b.launch(&k[96], args[72])?;
         // kv_a_proj_with_mqa (data grad) (gemm)
-        b.launch(&k[97].op, args[73])?;
+        b.launch(&k[97], args[73])?;
         // quantize d(layer 15.kv_a_proj_with_mqa) (column tiles) (quantize)
-        b.launch(&k[98].op, args[74])?;
+        b.launch(&k[98], args[74])?;
         // quantize layer 15.input_layernorm (column tiles) (quantize)
-        b.launch(&k[77].op, args[75])?;
+        b.launch(&k[77], args[75])?;
         // kv_a_proj_with_mqa (weight grad) (gemm)
-        b.launch(&k[99].op, args[76])?;
+        b.launch(&k[99], args[76])?;
         // rope backward (rope)
-        b.launch(&k[100].op, args[77])?;
+        b.launch(&k[100], args[77])?;
         // zero gradient (zero)
-        b.launch(&k[101].op, args[78])?;
+        b.launch(&k[101], args[78])?;
         // quantize d(layer 15.q_b_proj) (row tiles) (quantize)
-        b.launch(&k[30].op, args[79])?;
+        b.launch(&k[30], args[79])?;
         // q_b_proj (data grad) (gemm)
-        b.launch(&k[102].op, args[80])?;
+        b.launch(&k[102], args[80])?;
         // quantize d(layer 15.q_b_proj) (column tiles) (quantize)
-        b.launch(&k[79].op, args[81])?;
+        b.launch(&k[79], args[81])?;
         // quantize layer 15.q_a_layernorm (column tiles) (quantize)
-        b.launch(&k[103].op, args[82])?;
+        b.launch(&k[103], args[82])?;
         // q_b_proj (weight grad) (gemm)
-        b.launch(&k[105].op, args[83])?;
+        b.launch(&k[105], args[83])?;
         // zero gradient (zero)
-        b.launch(&k[101].op, args[84])?;
+        b.launch(&k[101], args[84])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[106].op, args[85])?;
+        b.launch(&k[106], args[85])?;
         // quantize d(layer 15.q_a_proj) (row tiles) (quantize)
-        b.launch(&k[9].op, args[86])?;
+        b.launch(&k[9], args[86])?;
         // q_a_proj (data grad) (gemm)
-        b.launch(&k[107].op, args[87])?;
+        b.launch(&k[107], args[87])?;
         // quantize d(layer 15.q_a_proj) (column tiles) (quantize)
-        b.launch(&k[104].op, args[88])?;
+        b.launch(&k[104], args[88])?;
         // q_a_proj (weight grad) (gemm)
-        b.launch(&k[108].op, args[89])?;
+        b.launch(&k[108], args[89])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[54].op, args[90])?;
+        b.launch(&k[54], args[90])?;
     }
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(167527744, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(167527744, 4194304, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(237782336, 4194304, DType::F32),
             Slice::act(167527744, 4194304, DType::F32),
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(184304960, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(184304960, 4194304, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(237782336, 4194304, DType::F32),
             Slice::act(184304960, 4194304, DType::F32),
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[112].op, &[Slice::act(201082176, 11534336, DType::F32)])?;
+    b.launch(&k[112], &[Slice::act(201082176, 11534336, DType::F32)])?;
     // layer 0: quantize d(layer 0.mlp.down_proj) (row tiles) (quantize)
     b.launch(
-        &k[5].op,
+        &k[5],
         &[
             Slice::act(184304960, 4194304, DType::F32),
             Slice::act(85738816, 4194304, DType::E4m3),
@@ -20774,7 +20774,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.down_proj (data grad) (gemm)
     b.launch(
-        &k[113].op,
+        &k[113],
         &[
             Slice::act(85738816, 4194304, DType::E4m3),
             Slice::act(21824832, 32768, DType::F32),
@@ -20795,7 +20795,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.mlp.down_proj) (column tiles) (quantize)
     b.launch(
-        &k[76].op,
+        &k[76],
         &[
             Slice::act(184304960, 4194304, DType::F32),
             Slice::act(85738816, 4194304, DType::E4m3),
@@ -20804,7 +20804,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.mlp.act (column tiles) (quantize)
     b.launch(
-        &k[114].op,
+        &k[114],
         &[
             Slice::act(144459072, 11534336, DType::Bf16),
             Slice::act(184304960, 11534336, DType::E4m3),
@@ -20813,7 +20813,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.down_proj (weight grad) (gemm)
     b.launch(
-        &k[116].op,
+        &k[116],
         &[
             Slice::act(85738816, 4194304, DType::E4m3),
             Slice::act(21824832, 32768, DType::F32),
@@ -20823,12 +20823,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[112].op, &[Slice::act(247219520, 11534336, DType::F32)])?;
+    b.launch(&k[112], &[Slice::act(247219520, 11534336, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[112].op, &[Slice::act(293356864, 11534336, DType::F32)])?;
+    b.launch(&k[112], &[Slice::act(293356864, 11534336, DType::F32)])?;
     // layer 0: swiglu backward (swiglu_bwd)
     b.launch(
-        &k[117].op,
+        &k[117],
         &[
             Slice::act(98321728, 11534336, DType::Bf16),
             Slice::act(121390400, 11534336, DType::Bf16),
@@ -20838,10 +20838,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(98321728, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(98321728, 4194304, DType::F32)])?;
     // layer 0: quantize d(layer 0.mlp.up_proj) (row tiles) (quantize)
     b.launch(
-        &k[25].op,
+        &k[25],
         &[
             Slice::act(293356864, 11534336, DType::F32),
             Slice::act(115098944, 11534336, DType::E4m3),
@@ -20850,7 +20850,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.up_proj (data grad) (gemm)
     b.launch(
-        &k[118].op,
+        &k[118],
         &[
             Slice::act(115098944, 11534336, DType::E4m3),
             Slice::act(21824832, 90112, DType::F32),
@@ -20871,7 +20871,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.mlp.up_proj) (column tiles) (quantize)
     b.launch(
-        &k[115].op,
+        &k[115],
         &[
             Slice::act(293356864, 11534336, DType::F32),
             Slice::act(115098944, 11534336, DType::E4m3),
@@ -20880,7 +20880,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.post_attention_layernorm (column tiles) (quantize)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(77350208, 4194304, DType::Bf16),
             Slice::act(85738816, 4194304, DType::E4m3),
@@ -20889,7 +20889,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.up_proj (weight grad) (gemm)
     b.launch(
-        &k[119].op,
+        &k[119],
         &[
             Slice::act(115098944, 11534336, DType::E4m3),
             Slice::act(21824832, 90112, DType::F32),
@@ -20900,7 +20900,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.mlp.gate_proj) (row tiles) (quantize)
     b.launch(
-        &k[25].op,
+        &k[25],
         &[
             Slice::act(247219520, 11534336, DType::F32),
             Slice::act(115098944, 11534336, DType::E4m3),
@@ -20909,7 +20909,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.gate_proj (data grad) (gemm)
     b.launch(
-        &k[118].op,
+        &k[118],
         &[
             Slice::act(115098944, 11534336, DType::E4m3),
             Slice::act(21824832, 90112, DType::F32),
@@ -20930,7 +20930,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.mlp.gate_proj) (column tiles) (quantize)
     b.launch(
-        &k[115].op,
+        &k[115],
         &[
             Slice::act(247219520, 11534336, DType::F32),
             Slice::act(115098944, 11534336, DType::E4m3),
@@ -20939,7 +20939,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.gate_proj (weight grad) (gemm)
     b.launch(
-        &k[119].op,
+        &k[119],
         &[
             Slice::act(115098944, 11534336, DType::E4m3),
             Slice::act(21824832, 90112, DType::F32),
@@ -20950,7 +20950,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(89933120, 4194304, DType::Bf16),
             Slice::param(1020299264, 1024),
@@ -20961,30 +20961,30 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(77350208, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(77350208, 4194304, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(167527744, 4194304, DType::F32),
             Slice::act(77350208, 4194304, DType::F32),
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(94127424, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(94127424, 4194304, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(167527744, 4194304, DType::F32),
             Slice::act(94127424, 4194304, DType::F32),
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(110904640, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(110904640, 4194304, DType::F32)])?;
     // layer 0: quantize d(layer 0.o_proj) (row tiles) (quantize)
     b.launch(
-        &k[5].op,
+        &k[5],
         &[
             Slice::act(94127424, 4194304, DType::F32),
             Slice::act(127681856, 4194304, DType::E4m3),
@@ -20993,7 +20993,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: o_proj (data grad) (gemm)
     b.launch(
-        &k[84].op,
+        &k[84],
         &[
             Slice::act(127681856, 4194304, DType::E4m3),
             Slice::act(21808448, 32768, DType::F32),
@@ -21014,7 +21014,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.o_proj) (column tiles) (quantize)
     b.launch(
-        &k[76].op,
+        &k[76],
         &[
             Slice::act(94127424, 4194304, DType::F32),
             Slice::act(127681856, 4194304, DType::E4m3),
@@ -21023,7 +21023,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.attn.o (column tiles) (quantize)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(68961600, 4194304, DType::Bf16),
             Slice::act(94127424, 4194304, DType::E4m3),
@@ -21032,7 +21032,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: o_proj (weight grad) (gemm)
     b.launch(
-        &k[85].op,
+        &k[85],
         &[
             Slice::act(127681856, 4194304, DType::E4m3),
             Slice::act(21808448, 32768, DType::F32),
@@ -21042,14 +21042,14 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[74].op, &[Slice::act(127681856, 6291456, DType::F32)])?;
+    b.launch(&k[74], &[Slice::act(127681856, 6291456, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[58].op, &[Slice::act(152847680, 8388608, DType::F32)])?;
+    b.launch(&k[58], &[Slice::act(152847680, 8388608, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[86].op, &[Slice::act(94127424, 1179648, DType::F32)])?;
+    b.launch(&k[86], &[Slice::act(94127424, 1179648, DType::F32)])?;
     // layer 0: attention backward (attention_bwd)
     b.launch(
-        &k[87].op,
+        &k[87],
         &[
             Slice::act(39601472, 6291456, DType::Bf16),
             Slice::act(52184384, 8388608, DType::Bf16),
@@ -21063,10 +21063,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[88].op, &[Slice::act(38716736, 1048576, DType::F32)])?;
+    b.launch(&k[88], &[Slice::act(38716736, 1048576, DType::F32)])?;
     // layer 0: quantize d(layer 0.kv_b_proj) (row tiles) (quantize)
     b.launch(
-        &k[89].op,
+        &k[89],
         &[
             Slice::act(152847680, 8388608, DType::F32),
             Slice::act(42911040, 8388608, DType::E4m3),
@@ -21075,7 +21075,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_b_proj (data grad) (gemm)
     b.launch(
-        &k[90].op,
+        &k[90],
         &[
             Slice::act(42911040, 8388608, DType::E4m3),
             Slice::act(21546304, 65536, DType::F32),
@@ -21096,7 +21096,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.kv_b_proj) (column tiles) (quantize)
     b.launch(
-        &k[91].op,
+        &k[91],
         &[
             Slice::act(152847680, 8388608, DType::F32),
             Slice::act(42911040, 8388608, DType::E4m3),
@@ -21105,7 +21105,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.kv_a_layernorm (column tiles) (quantize)
     b.launch(
-        &k[92].op,
+        &k[92],
         &[
             Slice::act(19432768, 1048576, DType::Bf16),
             Slice::act(21808448, 1048576, DType::E4m3),
@@ -21114,7 +21114,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_b_proj (weight grad) (gemm)
     b.launch(
-        &k[93].op,
+        &k[93],
         &[
             Slice::act(42911040, 8388608, DType::E4m3),
             Slice::act(21546304, 65536, DType::F32),
@@ -21124,10 +21124,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope backward (rope)
-    b.launch(&k[94].op, &[Slice::act(94127424, 1179648, DType::F32)])?;
+    b.launch(&k[94], &[Slice::act(94127424, 1179648, DType::F32)])?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[95].op,
+        &k[95],
         &[
             Slice::act(36357440, 1179648, DType::Bf16),
             Slice::param(1020299008, 256),
@@ -21138,10 +21138,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[51].op, &[Slice::act(36357440, 4194304, DType::F32)])?;
+    b.launch(&k[51], &[Slice::act(36357440, 4194304, DType::F32)])?;
     // layer 0: quantize d(layer 0.kv_a_proj_with_mqa) (row tiles) (quantize)
     b.launch(
-        &k[96].op,
+        &k[96],
         &[
             Slice::act(94127424, 1179648, DType::F32),
             Slice::act(19432768, 1179648, DType::E4m3),
@@ -21150,7 +21150,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_a_proj_with_mqa (data grad) (gemm)
     b.launch(
-        &k[97].op,
+        &k[97],
         &[
             Slice::act(19432768, 1179648, DType::E4m3),
             Slice::act(20612416, 12288, DType::F32),
@@ -21171,7 +21171,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.kv_a_proj_with_mqa) (column tiles) (quantize)
     b.launch(
-        &k[98].op,
+        &k[98],
         &[
             Slice::act(94127424, 1179648, DType::F32),
             Slice::act(19432768, 1179648, DType::E4m3),
@@ -21180,7 +21180,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.input_layernorm (column tiles) (quantize)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(11027776, 4194304, DType::Bf16),
             Slice::act(53134656, 4194304, DType::E4m3),
@@ -21189,7 +21189,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_a_proj_with_mqa (weight grad) (gemm)
     b.launch(
-        &k[99].op,
+        &k[99],
         &[
             Slice::act(19432768, 1179648, DType::E4m3),
             Slice::act(20612416, 9216, DType::F32),
@@ -21199,12 +21199,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope backward (rope)
-    b.launch(&k[100].op, &[Slice::act(127681856, 6291456, DType::F32)])?;
+    b.launch(&k[100], &[Slice::act(127681856, 6291456, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[101].op, &[Slice::act(57328960, 3145728, DType::F32)])?;
+    b.launch(&k[101], &[Slice::act(57328960, 3145728, DType::F32)])?;
     // layer 0: quantize d(layer 0.q_b_proj) (row tiles) (quantize)
     b.launch(
-        &k[30].op,
+        &k[30],
         &[
             Slice::act(127681856, 6291456, DType::F32),
             Slice::act(11027776, 6291456, DType::E4m3),
@@ -21213,7 +21213,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_b_proj (data grad) (gemm)
     b.launch(
-        &k[102].op,
+        &k[102],
         &[
             Slice::act(11027776, 6291456, DType::E4m3),
             Slice::act(17319232, 49152, DType::F32),
@@ -21234,7 +21234,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.q_b_proj) (column tiles) (quantize)
     b.launch(
-        &k[79].op,
+        &k[79],
         &[
             Slice::act(127681856, 6291456, DType::F32),
             Slice::act(11027776, 6291456, DType::E4m3),
@@ -21243,7 +21243,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize layer 0.q_a_layernorm (column tiles) (quantize)
     b.launch(
-        &k[103].op,
+        &k[103],
         &[
             Slice::act(30049600, 3145728, DType::Bf16),
             Slice::act(69911872, 3145728, DType::E4m3),
@@ -21252,7 +21252,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_b_proj (weight grad) (gemm)
     b.launch(
-        &k[105].op,
+        &k[105],
         &[
             Slice::act(11027776, 6291456, DType::E4m3),
             Slice::act(17319232, 49152, DType::F32),
@@ -21262,10 +21262,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[101].op, &[Slice::act(94127424, 3145728, DType::F32)])?;
+    b.launch(&k[101], &[Slice::act(94127424, 3145728, DType::F32)])?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[106].op,
+        &k[106],
         &[
             Slice::act(23758144, 3145728, DType::Bf16),
             Slice::param(1020298240, 768),
@@ -21277,7 +21277,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.q_a_proj) (row tiles) (quantize)
     b.launch(
-        &k[9].op,
+        &k[9],
         &[
             Slice::act(94127424, 3145728, DType::F32),
             Slice::act(11027776, 3145728, DType::E4m3),
@@ -21286,7 +21286,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_proj (data grad) (gemm)
     b.launch(
-        &k[107].op,
+        &k[107],
         &[
             Slice::act(11027776, 3145728, DType::E4m3),
             Slice::act(14173504, 24576, DType::F32),
@@ -21307,7 +21307,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: quantize d(layer 0.q_a_proj) (column tiles) (quantize)
     b.launch(
-        &k[104].op,
+        &k[104],
         &[
             Slice::act(94127424, 3145728, DType::F32),
             Slice::act(11027776, 3145728, DType::E4m3),
@@ -21316,7 +21316,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_proj (weight grad) (gemm)
     b.launch(
-        &k[108].op,
+        &k[108],
         &[
             Slice::act(11027776, 3145728, DType::E4m3),
             Slice::act(14173504, 24576, DType::F32),
@@ -21327,7 +21327,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(2639168, 4194304, DType::Bf16),
             Slice::param(1020297216, 1024),
@@ -21339,7 +21339,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // embedding backward (embedding_bwd)
     b.launch(
-        &k[111].op,
+        &k[111],
         &[
             Slice::act(2621440, 4096, DType::I32),
             Slice::act(77350208, 4194304, DType::F32),
@@ -21353,7 +21353,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
 pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // global gradient norm (grad_norm)
     b.launch(
-        &k[134].op,
+        &k[134],
         &[
             Slice::grad(0, 1020353536),
             Slice::act(2639168, 62278, DType::F32),
@@ -21362,7 +21362,7 @@ pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // optimizer step (adamw)
     b.launch(
-        &k[135].op,
+        &k[135],
         &[
             Slice::act(2637824, 16, DType::F32),
             Slice::act(2639104, 1, DType::F32),
@@ -21374,82 +21374,82 @@ pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // moe 0: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2637888, 10, DType::F32), Slice::param(1020353536, 8)],
     )?;
     // moe 1: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2637952, 10, DType::F32), Slice::param(1020353544, 8)],
     )?;
     // moe 2: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638016, 10, DType::F32), Slice::param(1020353552, 8)],
     )?;
     // moe 3: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638080, 10, DType::F32), Slice::param(1020353560, 8)],
     )?;
     // moe 4: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638144, 10, DType::F32), Slice::param(1020353568, 8)],
     )?;
     // moe 5: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638208, 10, DType::F32), Slice::param(1020353576, 8)],
     )?;
     // moe 6: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638272, 10, DType::F32), Slice::param(1020353584, 8)],
     )?;
     // moe 7: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638336, 10, DType::F32), Slice::param(1020353592, 8)],
     )?;
     // moe 8: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638400, 10, DType::F32), Slice::param(1020353600, 8)],
     )?;
     // moe 9: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638464, 10, DType::F32), Slice::param(1020353608, 8)],
     )?;
     // moe 10: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638528, 10, DType::F32), Slice::param(1020353616, 8)],
     )?;
     // moe 11: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638592, 10, DType::F32), Slice::param(1020353624, 8)],
     )?;
     // moe 12: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638656, 10, DType::F32), Slice::param(1020353632, 8)],
     )?;
     // moe 13: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638720, 10, DType::F32), Slice::param(1020353640, 8)],
     )?;
     // moe 14: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638784, 10, DType::F32), Slice::param(1020353648, 8)],
     )?;
     // moe 15: balancing bias (bias_update)
     b.launch(
-        &k[136].op,
+        &k[136],
         &[Slice::act(2638848, 10, DType::F32), Slice::param(1020353656, 8)],
     )?;
     Ok(())

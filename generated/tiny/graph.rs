@@ -1666,22 +1666,22 @@ const BACKWARD_LAYERS_2_1: [&[&[Slice]]; 2] = [
 /// routing statistics.
 pub fn start(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // zero gradients (zero)
-    b.launch(&k[85].op, &[Slice::grad(0, 6715928)])?;
+    b.launch(&k[85], &[Slice::grad(0, 6715928)])?;
     // zero routing statistics (zero)
-    b.launch(&k[86].op, &[Slice::act(63552, 10, DType::F32)])?;
+    b.launch(&k[86], &[Slice::act(63552, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[86].op, &[Slice::act(63616, 10, DType::F32)])?;
+    b.launch(&k[86], &[Slice::act(63616, 10, DType::F32)])?;
     // zero routing statistics (zero)
-    b.launch(&k[86].op, &[Slice::act(63680, 10, DType::F32)])?;
+    b.launch(&k[86], &[Slice::act(63680, 10, DType::F32)])?;
     Ok(())
 }
 /// The forward pass: tokens in `TOKENS`, losses out in `LOSS`, `MAIN_LOSS`, `MTP_LOSSES`.
 pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // total loss (zero)
-    b.launch(&k[0].op, &[Slice::act(63744, 1, DType::F32)])?;
+    b.launch(&k[0], &[Slice::act(63744, 1, DType::F32)])?;
     // embedding (embedding)
     b.launch(
-        &k[1].op,
+        &k[1],
         &[
             Slice::act(61440, 512, DType::I32),
             Slice::param(275968, 3219456),
@@ -1690,7 +1690,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: input_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(64000, 32768, DType::F32),
             Slice::param(6714880, 64),
@@ -1700,7 +1700,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_proj (gemm)
     b.launch(
-        &k[3].op,
+        &k[3],
         &[
             Slice::act(195072, 32768, DType::F32),
             Slice::param(0, 2048),
@@ -1709,7 +1709,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_layernorm (rmsnorm)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(328192, 16384, DType::F32),
             Slice::param(6714944, 32),
@@ -1719,7 +1719,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_b_proj (gemm)
     b.launch(
-        &k[5].op,
+        &k[5],
         &[
             Slice::act(393728, 16384, DType::F32),
             Slice::param(2048, 3072),
@@ -1727,10 +1727,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope (rope)
-    b.launch(&k[6].op, &[Slice::act(461312, 49152, DType::F32)])?;
+    b.launch(&k[6], &[Slice::act(461312, 49152, DType::F32)])?;
     // layer 0: kv_a_proj_with_mqa (gemm)
     b.launch(
-        &k[7].op,
+        &k[7],
         &[
             Slice::act(195072, 32768, DType::F32),
             Slice::param(5120, 2560),
@@ -1739,7 +1739,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_a_layernorm (rmsnorm)
     b.launch(
-        &k[8].op,
+        &k[8],
         &[
             Slice::act(657920, 20480, DType::F32),
             Slice::param(6714976, 32),
@@ -1748,10 +1748,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope (rope)
-    b.launch(&k[9].op, &[Slice::act(657920, 20480, DType::F32)])?;
+    b.launch(&k[9], &[Slice::act(657920, 20480, DType::F32)])?;
     // layer 0: kv_b_proj (gemm)
     b.launch(
-        &k[10].op,
+        &k[10],
         &[
             Slice::act(739840, 16384, DType::F32),
             Slice::param(7680, 4096),
@@ -1760,7 +1760,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: attention (attention)
     b.launch(
-        &k[11].op,
+        &k[11],
         &[
             Slice::act(461312, 49152, DType::F32),
             Slice::act(807424, 65536, DType::F32),
@@ -1771,7 +1771,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: o_proj (gemm)
     b.launch(
-        &k[12].op,
+        &k[12],
         &[
             Slice::act(1069568, 32768, DType::F32),
             Slice::param(11776, 4096),
@@ -1780,7 +1780,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: residual.attn (add)
     b.launch(
-        &k[13].op,
+        &k[13],
         &[
             Slice::act(64000, 32768, DType::F32),
             Slice::act(1208832, 32768, DType::F32),
@@ -1789,7 +1789,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: post_attention_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(1339904, 32768, DType::F32),
             Slice::param(6715008, 64),
@@ -1799,7 +1799,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.gate_proj (gemm)
     b.launch(
-        &k[14].op,
+        &k[14],
         &[
             Slice::act(1208832, 32768, DType::F32),
             Slice::param(15872, 12288),
@@ -1808,7 +1808,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.up_proj (gemm)
     b.launch(
-        &k[14].op,
+        &k[14],
         &[
             Slice::act(1208832, 32768, DType::F32),
             Slice::param(28160, 12288),
@@ -1817,7 +1817,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: swiglu (swiglu)
     b.launch(
-        &k[15].op,
+        &k[15],
         &[
             Slice::act(1473024, 98304, DType::F32),
             Slice::act(1866240, 98304, DType::F32),
@@ -1826,7 +1826,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.down_proj (gemm)
     b.launch(
-        &k[16].op,
+        &k[16],
         &[
             Slice::act(2259456, 98304, DType::F32),
             Slice::param(40448, 12288),
@@ -1835,7 +1835,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: residual.ffn (add)
     b.launch(
-        &k[13].op,
+        &k[13],
         &[
             Slice::act(1339904, 32768, DType::F32),
             Slice::act(2652672, 32768, DType::F32),
@@ -1845,63 +1845,63 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // layers 1..=2: identical kernels, arguments from FORWARD_LAYERS_1_2
     for args in FORWARD_LAYERS_1_2.iter() {
         // input_layernorm (rmsnorm)
-        b.launch(&k[2].op, args[0])?;
+        b.launch(&k[2], args[0])?;
         // q_a_proj (gemm)
-        b.launch(&k[3].op, args[1])?;
+        b.launch(&k[3], args[1])?;
         // q_a_layernorm (rmsnorm)
-        b.launch(&k[4].op, args[2])?;
+        b.launch(&k[4], args[2])?;
         // q_b_proj (gemm)
-        b.launch(&k[5].op, args[3])?;
+        b.launch(&k[5], args[3])?;
         // rope (rope)
-        b.launch(&k[6].op, args[4])?;
+        b.launch(&k[6], args[4])?;
         // kv_a_proj_with_mqa (gemm)
-        b.launch(&k[7].op, args[5])?;
+        b.launch(&k[7], args[5])?;
         // kv_a_layernorm (rmsnorm)
-        b.launch(&k[8].op, args[6])?;
+        b.launch(&k[8], args[6])?;
         // rope (rope)
-        b.launch(&k[9].op, args[7])?;
+        b.launch(&k[9], args[7])?;
         // kv_b_proj (gemm)
-        b.launch(&k[10].op, args[8])?;
+        b.launch(&k[10], args[8])?;
         // attention (attention)
-        b.launch(&k[11].op, args[9])?;
+        b.launch(&k[11], args[9])?;
         // o_proj (gemm)
-        b.launch(&k[12].op, args[10])?;
+        b.launch(&k[12], args[10])?;
         // residual.attn (add)
-        b.launch(&k[13].op, args[11])?;
+        b.launch(&k[13], args[11])?;
         // post_attention_layernorm (rmsnorm)
-        b.launch(&k[2].op, args[12])?;
+        b.launch(&k[2], args[12])?;
         // mlp.shared_experts.gate_proj (gemm)
-        b.launch(&k[3].op, args[13])?;
+        b.launch(&k[3], args[13])?;
         // mlp.shared_experts.up_proj (gemm)
-        b.launch(&k[3].op, args[14])?;
+        b.launch(&k[3], args[14])?;
         // swiglu (swiglu)
-        b.launch(&k[17].op, args[15])?;
+        b.launch(&k[17], args[15])?;
         // mlp.shared_experts.down_proj (gemm)
-        b.launch(&k[18].op, args[16])?;
+        b.launch(&k[18], args[16])?;
         // router.logits (gemm)
-        b.launch(&k[19].op, args[17])?;
+        b.launch(&k[19], args[17])?;
         // router (router)
-        b.launch(&k[20].op, args[18])?;
+        b.launch(&k[20], args[18])?;
         // balance loss (balance_loss)
-        b.launch(&k[21].op, args[19])?;
+        b.launch(&k[21], args[19])?;
         // dispatch (dispatch)
-        b.launch(&k[22].op, args[20])?;
+        b.launch(&k[22], args[20])?;
         // experts.gate (grouped_gemm)
-        b.launch(&k[23].op, args[21])?;
+        b.launch(&k[23], args[21])?;
         // experts.up (grouped_gemm)
-        b.launch(&k[23].op, args[22])?;
+        b.launch(&k[23], args[22])?;
         // swiglu (swiglu)
-        b.launch(&k[24].op, args[23])?;
+        b.launch(&k[24], args[23])?;
         // experts.down (grouped_gemm)
-        b.launch(&k[25].op, args[24])?;
+        b.launch(&k[25], args[24])?;
         // combine (combine)
-        b.launch(&k[26].op, args[25])?;
+        b.launch(&k[26], args[25])?;
         // residual.ffn (add)
-        b.launch(&k[13].op, args[26])?;
+        b.launch(&k[13], args[26])?;
     }
     // head: norm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(7864832, 32768, DType::F32),
             Slice::param(6715456, 64),
@@ -1911,7 +1911,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: lm_head (gemm)
     b.launch(
-        &k[27].op,
+        &k[27],
         &[
             Slice::act(6795776, 32768, DType::F32),
             Slice::param(3495424, 3219456),
@@ -1920,7 +1920,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: cross-entropy (cross_entropy)
     b.launch(
-        &k[28].op,
+        &k[28],
         &[
             Slice::act(7995904, 25755648, DType::F32),
             Slice::act(61440, 512, DType::I32),
@@ -1929,17 +1929,17 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: total loss (add_scaled)
     b.launch(
-        &k[29].op,
+        &k[29],
         &[Slice::act(63808, 1, DType::F32), Slice::act(63744, 1, DType::F32)],
     )?;
     // mtp 1: shift tokens (shift_tokens)
     b.launch(
-        &k[30].op,
+        &k[30],
         &[Slice::act(61440, 512, DType::I32), Slice::act(6937088, 512, DType::I32)],
     )?;
     // mtp 1: embedding (embedding)
     b.launch(
-        &k[1].op,
+        &k[1],
         &[
             Slice::act(6937088, 512, DType::I32),
             Slice::param(275968, 3219456),
@@ -1948,7 +1948,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: enorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(111018496, 32768, DType::F32),
             Slice::param(6715520, 64),
@@ -1958,7 +1958,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: hnorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(6795776, 32768, DType::F32),
             Slice::param(6715584, 64),
@@ -1968,7 +1968,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (embedding half) (gemm)
     b.launch(
-        &k[31].op,
+        &k[31],
         &[
             Slice::act(111149568, 32768, DType::F32),
             Slice::param(196096, 8128),
@@ -1977,7 +1977,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (hidden half) (gemm)
     b.launch(
-        &k[32].op,
+        &k[32],
         &[
             Slice::act(111280640, 32768, DType::F32),
             Slice::param(196160, 8128),
@@ -1986,7 +1986,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: input_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(111411712, 32768, DType::F32),
             Slice::param(6715648, 64),
@@ -1996,7 +1996,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_proj (gemm)
     b.launch(
-        &k[3].op,
+        &k[3],
         &[
             Slice::act(111542784, 32768, DType::F32),
             Slice::param(204288, 2048),
@@ -2005,7 +2005,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_layernorm (rmsnorm)
     b.launch(
-        &k[4].op,
+        &k[4],
         &[
             Slice::act(111675904, 16384, DType::F32),
             Slice::param(6715712, 32),
@@ -2015,7 +2015,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_b_proj (gemm)
     b.launch(
-        &k[5].op,
+        &k[5],
         &[
             Slice::act(111741440, 16384, DType::F32),
             Slice::param(206336, 3072),
@@ -2023,10 +2023,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope (rope)
-    b.launch(&k[6].op, &[Slice::act(111809024, 49152, DType::F32)])?;
+    b.launch(&k[6], &[Slice::act(111809024, 49152, DType::F32)])?;
     // mtp 1: kv_a_proj_with_mqa (gemm)
     b.launch(
-        &k[7].op,
+        &k[7],
         &[
             Slice::act(111542784, 32768, DType::F32),
             Slice::param(209408, 2560),
@@ -2035,7 +2035,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_a_layernorm (rmsnorm)
     b.launch(
-        &k[8].op,
+        &k[8],
         &[
             Slice::act(112005632, 20480, DType::F32),
             Slice::param(6715744, 32),
@@ -2044,10 +2044,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope (rope)
-    b.launch(&k[9].op, &[Slice::act(112005632, 20480, DType::F32)])?;
+    b.launch(&k[9], &[Slice::act(112005632, 20480, DType::F32)])?;
     // mtp 1: kv_b_proj (gemm)
     b.launch(
-        &k[10].op,
+        &k[10],
         &[
             Slice::act(112087552, 16384, DType::F32),
             Slice::param(211968, 4096),
@@ -2056,7 +2056,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: attention (attention)
     b.launch(
-        &k[11].op,
+        &k[11],
         &[
             Slice::act(111809024, 49152, DType::F32),
             Slice::act(112155136, 65536, DType::F32),
@@ -2067,7 +2067,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: o_proj (gemm)
     b.launch(
-        &k[12].op,
+        &k[12],
         &[
             Slice::act(112417280, 32768, DType::F32),
             Slice::param(216064, 4096),
@@ -2076,7 +2076,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: residual.attn (add)
     b.launch(
-        &k[13].op,
+        &k[13],
         &[
             Slice::act(111411712, 32768, DType::F32),
             Slice::act(112556544, 32768, DType::F32),
@@ -2085,7 +2085,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: post_attention_layernorm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(112687616, 32768, DType::F32),
             Slice::param(6715776, 64),
@@ -2095,7 +2095,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.gate_proj (gemm)
     b.launch(
-        &k[3].op,
+        &k[3],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::param(269824, 2048),
@@ -2104,7 +2104,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.up_proj (gemm)
     b.launch(
-        &k[3].op,
+        &k[3],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::param(271872, 2048),
@@ -2113,7 +2113,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: swiglu (swiglu)
     b.launch(
-        &k[17].op,
+        &k[17],
         &[
             Slice::act(112820736, 16384, DType::F32),
             Slice::act(112886272, 16384, DType::F32),
@@ -2122,7 +2122,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.down_proj (gemm)
     b.launch(
-        &k[18].op,
+        &k[18],
         &[
             Slice::act(112951808, 16384, DType::F32),
             Slice::param(273920, 2048),
@@ -2131,7 +2131,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router.logits (gemm)
     b.launch(
-        &k[19].op,
+        &k[19],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::param(220160, 512),
@@ -2140,7 +2140,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router (router)
     b.launch(
-        &k[20].op,
+        &k[20],
         &[
             Slice::act(113148416, 4096, DType::F32),
             Slice::param(6715920, 8),
@@ -2151,7 +2151,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: balance loss (balance_loss)
     b.launch(
-        &k[21].op,
+        &k[21],
         &[
             Slice::act(32768, 4096, DType::F32),
             Slice::act(57344, 1024, DType::I32),
@@ -2160,7 +2160,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: dispatch (dispatch)
     b.launch(
-        &k[22].op,
+        &k[22],
         &[
             Slice::act(57344, 1024, DType::I32),
             Slice::act(112556544, 32768, DType::F32),
@@ -2172,7 +2172,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.gate (grouped_gemm)
     b.launch(
-        &k[23].op,
+        &k[23],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113168896, 65536, DType::F32),
@@ -2182,7 +2182,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.up (grouped_gemm)
     b.launch(
-        &k[23].op,
+        &k[23],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113168896, 65536, DType::F32),
@@ -2192,7 +2192,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: swiglu (swiglu)
     b.launch(
-        &k[24].op,
+        &k[24],
         &[
             Slice::act(113431040, 32768, DType::F32),
             Slice::act(113562112, 32768, DType::F32),
@@ -2201,7 +2201,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.down (grouped_gemm)
     b.launch(
-        &k[25].op,
+        &k[25],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113693184, 32768, DType::F32),
@@ -2211,7 +2211,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: combine (combine)
     b.launch(
-        &k[26].op,
+        &k[26],
         &[
             Slice::act(113152512, 1024, DType::I32),
             Slice::act(113164800, 1024, DType::F32),
@@ -2221,7 +2221,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: residual.ffn (add)
     b.launch(
-        &k[13].op,
+        &k[13],
         &[
             Slice::act(112687616, 32768, DType::F32),
             Slice::act(113017344, 32768, DType::F32),
@@ -2230,7 +2230,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: shared_head.norm (rmsnorm)
     b.launch(
-        &k[2].op,
+        &k[2],
         &[
             Slice::act(114086400, 32768, DType::F32),
             Slice::param(6715840, 64),
@@ -2240,7 +2240,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: shared_head.head (gemm)
     b.launch(
-        &k[27].op,
+        &k[27],
         &[
             Slice::act(113017344, 32768, DType::F32),
             Slice::param(3495424, 3219456),
@@ -2249,7 +2249,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: cross-entropy (cross_entropy)
     b.launch(
-        &k[33].op,
+        &k[33],
         &[
             Slice::act(114217472, 25755648, DType::F32),
             Slice::act(61440, 512, DType::I32),
@@ -2258,7 +2258,7 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: total loss (add_scaled)
     b.launch(
-        &k[34].op,
+        &k[34],
         &[Slice::act(63872, 1, DType::F32), Slice::act(63744, 1, DType::F32)],
     )?;
     Ok(())
@@ -2267,10 +2267,10 @@ pub fn forward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
 /// routing statistics into `EXPERT_STATS`.
 pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(217240064, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(217240064, 32768, DType::F32)])?;
     // mtp 1: shared_head.head (data grad) (gemm)
     b.launch(
-        &k[36].op,
+        &k[36],
         &[
             Slice::act(114217472, 25755648, DType::F32),
             Slice::param(3495424, 3219456),
@@ -2279,7 +2279,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: shared_head.head (weight grad) (gemm)
     b.launch(
-        &k[37].op,
+        &k[37],
         &[
             Slice::act(114217472, 25755648, DType::F32),
             Slice::act(113017344, 32768, DType::F32),
@@ -2287,10 +2287,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(113017344, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(113017344, 32768, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(114086400, 32768, DType::F32),
             Slice::param(6715840, 64),
@@ -2301,32 +2301,32 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(114086400, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(114086400, 32768, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[
             Slice::act(113017344, 32768, DType::F32),
             Slice::act(114086400, 32768, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(114217472, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(114217472, 32768, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[
             Slice::act(113017344, 32768, DType::F32),
             Slice::act(114217472, 32768, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[40].op, &[Slice::act(114348544, 65536, DType::F32)])?;
+    b.launch(&k[40], &[Slice::act(114348544, 65536, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[41].op, &[Slice::act(113017344, 1024, DType::F32)])?;
+    b.launch(&k[41], &[Slice::act(113017344, 1024, DType::F32)])?;
     // mtp 1: combine backward (combine_bwd)
     b.launch(
-        &k[42].op,
+        &k[42],
         &[
             Slice::act(113148416, 1024, DType::I32),
             Slice::act(113152512, 1024, DType::I32),
@@ -2338,10 +2338,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(113021440, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(113021440, 32768, DType::F32)])?;
     // mtp 1: experts.down (data grad) (grouped_gemm)
     b.launch(
-        &k[43].op,
+        &k[43],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(114348544, 65536, DType::F32),
@@ -2351,7 +2351,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.down (weight grad) (grouped_gemm)
     b.launch(
-        &k[44].op,
+        &k[44],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113693184, 32768, DType::F32),
@@ -2360,12 +2360,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(113693184, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(113693184, 32768, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(113824256, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(113824256, 32768, DType::F32)])?;
     // mtp 1: swiglu backward (swiglu_bwd)
     b.launch(
-        &k[45].op,
+        &k[45],
         &[
             Slice::act(113431040, 32768, DType::F32),
             Slice::act(113562112, 32768, DType::F32),
@@ -2375,10 +2375,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[40].op, &[Slice::act(113431040, 65536, DType::F32)])?;
+    b.launch(&k[40], &[Slice::act(113431040, 65536, DType::F32)])?;
     // mtp 1: experts.up (data grad) (grouped_gemm)
     b.launch(
-        &k[46].op,
+        &k[46],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113824256, 32768, DType::F32),
@@ -2388,7 +2388,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.up (weight grad) (grouped_gemm)
     b.launch(
-        &k[47].op,
+        &k[47],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113168896, 65536, DType::F32),
@@ -2398,7 +2398,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.gate (data grad) (grouped_gemm)
     b.launch(
-        &k[46].op,
+        &k[46],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113693184, 32768, DType::F32),
@@ -2408,7 +2408,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: experts.gate (weight grad) (grouped_gemm)
     b.launch(
-        &k[47].op,
+        &k[47],
         &[
             Slice::act(4403840, 9, DType::I32),
             Slice::act(113168896, 65536, DType::F32),
@@ -2417,10 +2417,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(113021440, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(113021440, 32768, DType::F32)])?;
     // mtp 1: dispatch backward (dispatch_bwd)
     b.launch(
-        &k[48].op,
+        &k[48],
         &[
             Slice::act(113152512, 1024, DType::I32),
             Slice::act(113431040, 65536, DType::F32),
@@ -2428,10 +2428,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[49].op, &[Slice::act(113152512, 4096, DType::F32)])?;
+    b.launch(&k[49], &[Slice::act(113152512, 4096, DType::F32)])?;
     // mtp 1: balance loss backward (balance_loss_bwd)
     b.launch(
-        &k[50].op,
+        &k[50],
         &[
             Slice::act(32768, 4096, DType::F32),
             Slice::act(57344, 1024, DType::I32),
@@ -2439,10 +2439,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[49].op, &[Slice::act(113168896, 4096, DType::F32)])?;
+    b.launch(&k[49], &[Slice::act(113168896, 4096, DType::F32)])?;
     // mtp 1: router backward (router_bwd)
     b.launch(
-        &k[51].op,
+        &k[51],
         &[
             Slice::act(32768, 4096, DType::F32),
             Slice::act(57344, 1024, DType::I32),
@@ -2453,7 +2453,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: routing statistics (expert_stats)
     b.launch(
-        &k[52].op,
+        &k[52],
         &[
             Slice::act(57344, 1024, DType::I32),
             Slice::act(32768, 4096, DType::F32),
@@ -2462,7 +2462,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router.logits (data grad) (gemm)
     b.launch(
-        &k[53].op,
+        &k[53],
         &[
             Slice::act(113168896, 4096, DType::F32),
             Slice::param(220160, 512),
@@ -2471,7 +2471,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: router.logits (weight grad) (gemm)
     b.launch(
-        &k[54].op,
+        &k[54],
         &[
             Slice::act(113168896, 4096, DType::F32),
             Slice::act(112556544, 32768, DType::F32),
@@ -2479,10 +2479,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(113152512, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(113152512, 16384, DType::F32)])?;
     // mtp 1: mlp.shared_experts.down_proj (data grad) (gemm)
     b.launch(
-        &k[56].op,
+        &k[56],
         &[
             Slice::act(114217472, 32768, DType::F32),
             Slice::param(273920, 2048),
@@ -2491,7 +2491,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.down_proj (weight grad) (gemm)
     b.launch(
-        &k[57].op,
+        &k[57],
         &[
             Slice::act(114217472, 32768, DType::F32),
             Slice::act(112951808, 16384, DType::F32),
@@ -2499,12 +2499,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(112951808, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(112951808, 16384, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(113218048, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(113218048, 16384, DType::F32)])?;
     // mtp 1: swiglu backward (swiglu_bwd)
     b.launch(
-        &k[58].op,
+        &k[58],
         &[
             Slice::act(112820736, 16384, DType::F32),
             Slice::act(112886272, 16384, DType::F32),
@@ -2515,7 +2515,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.up_proj (data grad) (gemm)
     b.launch(
-        &k[59].op,
+        &k[59],
         &[
             Slice::act(113218048, 16384, DType::F32),
             Slice::param(271872, 2048),
@@ -2524,7 +2524,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.up_proj (weight grad) (gemm)
     b.launch(
-        &k[60].op,
+        &k[60],
         &[
             Slice::act(113218048, 16384, DType::F32),
             Slice::act(112556544, 32768, DType::F32),
@@ -2533,7 +2533,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.gate_proj (data grad) (gemm)
     b.launch(
-        &k[59].op,
+        &k[59],
         &[
             Slice::act(112951808, 16384, DType::F32),
             Slice::param(269824, 2048),
@@ -2542,7 +2542,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: mlp.shared_experts.gate_proj (weight grad) (gemm)
     b.launch(
-        &k[60].op,
+        &k[60],
         &[
             Slice::act(112951808, 16384, DType::F32),
             Slice::act(112556544, 32768, DType::F32),
@@ -2551,7 +2551,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(112687616, 32768, DType::F32),
             Slice::param(6715776, 64),
@@ -2562,30 +2562,30 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(112556544, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(112556544, 32768, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[
             Slice::act(114086400, 32768, DType::F32),
             Slice::act(112556544, 32768, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(112687616, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(112687616, 32768, DType::F32)])?;
     // mtp 1: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[
             Slice::act(114086400, 32768, DType::F32),
             Slice::act(112687616, 32768, DType::F32),
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(112818688, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(112818688, 32768, DType::F32)])?;
     // mtp 1: o_proj (data grad) (gemm)
     b.launch(
-        &k[61].op,
+        &k[61],
         &[
             Slice::act(112687616, 32768, DType::F32),
             Slice::param(216064, 4096),
@@ -2594,7 +2594,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: o_proj (weight grad) (gemm)
     b.launch(
-        &k[62].op,
+        &k[62],
         &[
             Slice::act(112687616, 32768, DType::F32),
             Slice::act(112417280, 32768, DType::F32),
@@ -2602,14 +2602,14 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[63].op, &[Slice::act(112949760, 49152, DType::F32)])?;
+    b.launch(&k[63], &[Slice::act(112949760, 49152, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[40].op, &[Slice::act(113146368, 65536, DType::F32)])?;
+    b.launch(&k[40], &[Slice::act(113146368, 65536, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[64].op, &[Slice::act(112687616, 20480, DType::F32)])?;
+    b.launch(&k[64], &[Slice::act(112687616, 20480, DType::F32)])?;
     // mtp 1: attention backward (attention_bwd)
     b.launch(
-        &k[65].op,
+        &k[65],
         &[
             Slice::act(111809024, 49152, DType::F32),
             Slice::act(112155136, 65536, DType::F32),
@@ -2623,10 +2623,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(111809024, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(111809024, 16384, DType::F32)])?;
     // mtp 1: kv_b_proj (data grad) (gemm)
     b.launch(
-        &k[66].op,
+        &k[66],
         &[
             Slice::act(113146368, 65536, DType::F32),
             Slice::param(211968, 4096),
@@ -2635,7 +2635,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_b_proj (weight grad) (gemm)
     b.launch(
-        &k[67].op,
+        &k[67],
         &[
             Slice::act(113146368, 65536, DType::F32),
             Slice::act(112087552, 16384, DType::F32),
@@ -2643,10 +2643,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope backward (rope)
-    b.launch(&k[68].op, &[Slice::act(112687616, 20480, DType::F32)])?;
+    b.launch(&k[68], &[Slice::act(112687616, 20480, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[69].op,
+        &k[69],
         &[
             Slice::act(112005632, 20480, DType::F32),
             Slice::param(6715744, 32),
@@ -2657,10 +2657,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(111809024, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(111809024, 32768, DType::F32)])?;
     // mtp 1: kv_a_proj_with_mqa (data grad) (gemm)
     b.launch(
-        &k[70].op,
+        &k[70],
         &[
             Slice::act(112687616, 20480, DType::F32),
             Slice::param(209408, 2560),
@@ -2669,7 +2669,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: kv_a_proj_with_mqa (weight grad) (gemm)
     b.launch(
-        &k[71].op,
+        &k[71],
         &[
             Slice::act(112687616, 20480, DType::F32),
             Slice::act(111542784, 32768, DType::F32),
@@ -2677,12 +2677,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: rope backward (rope)
-    b.launch(&k[72].op, &[Slice::act(112949760, 49152, DType::F32)])?;
+    b.launch(&k[72], &[Slice::act(112949760, 49152, DType::F32)])?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(111940096, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(111940096, 16384, DType::F32)])?;
     // mtp 1: q_b_proj (data grad) (gemm)
     b.launch(
-        &k[73].op,
+        &k[73],
         &[
             Slice::act(112949760, 49152, DType::F32),
             Slice::param(206336, 3072),
@@ -2691,7 +2691,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_b_proj (weight grad) (gemm)
     b.launch(
-        &k[74].op,
+        &k[74],
         &[
             Slice::act(112949760, 49152, DType::F32),
             Slice::act(111741440, 16384, DType::F32),
@@ -2699,10 +2699,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(111741440, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(111741440, 16384, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[75].op,
+        &k[75],
         &[
             Slice::act(111675904, 16384, DType::F32),
             Slice::param(6715712, 32),
@@ -2714,7 +2714,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_proj (data grad) (gemm)
     b.launch(
-        &k[59].op,
+        &k[59],
         &[
             Slice::act(111741440, 16384, DType::F32),
             Slice::param(204288, 2048),
@@ -2723,7 +2723,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: q_a_proj (weight grad) (gemm)
     b.launch(
-        &k[60].op,
+        &k[60],
         &[
             Slice::act(111741440, 16384, DType::F32),
             Slice::act(111542784, 32768, DType::F32),
@@ -2732,7 +2732,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(111411712, 32768, DType::F32),
             Slice::param(6715648, 64),
@@ -2743,10 +2743,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(111411712, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(111411712, 32768, DType::F32)])?;
     // mtp 1: eh_proj (hidden half) (data grad) (gemm)
     b.launch(
-        &k[76].op,
+        &k[76],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::param(196160, 8128),
@@ -2755,7 +2755,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (hidden half) (weight grad) (gemm)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::act(111280640, 32768, DType::F32),
@@ -2763,10 +2763,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(111280640, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(111280640, 32768, DType::F32)])?;
     // mtp 1: eh_proj (embedding half) (data grad) (gemm)
     b.launch(
-        &k[76].op,
+        &k[76],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::param(196096, 8128),
@@ -2775,7 +2775,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: eh_proj (embedding half) (weight grad) (gemm)
     b.launch(
-        &k[77].op,
+        &k[77],
         &[
             Slice::act(112556544, 32768, DType::F32),
             Slice::act(111149568, 32768, DType::F32),
@@ -2783,10 +2783,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(111149568, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(111149568, 32768, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(6795776, 32768, DType::F32),
             Slice::param(6715584, 64),
@@ -2797,10 +2797,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // mtp 1: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(111411712, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(111411712, 32768, DType::F32)])?;
     // mtp 1: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(111018496, 32768, DType::F32),
             Slice::param(6715520, 64),
@@ -2812,7 +2812,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // mtp 1: embedding backward (embedding_bwd)
     b.launch(
-        &k[78].op,
+        &k[78],
         &[
             Slice::act(6937088, 512, DType::I32),
             Slice::act(111411712, 32768, DType::F32),
@@ -2821,7 +2821,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: lm_head (data grad) (gemm)
     b.launch(
-        &k[36].op,
+        &k[36],
         &[
             Slice::act(7995904, 25755648, DType::F32),
             Slice::param(3495424, 3219456),
@@ -2830,7 +2830,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // head: lm_head (weight grad) (gemm)
     b.launch(
-        &k[37].op,
+        &k[37],
         &[
             Slice::act(7995904, 25755648, DType::F32),
             Slice::act(6795776, 32768, DType::F32),
@@ -2838,10 +2838,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // head: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(6795776, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(6795776, 32768, DType::F32)])?;
     // head: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(7864832, 32768, DType::F32),
             Slice::param(6715456, 64),
@@ -2854,157 +2854,157 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // layers 2 down to 1: identical kernels, arguments from BACKWARD_LAYERS_2_1
     for args in BACKWARD_LAYERS_2_1.iter() {
         // zero gradient (zero)
-        b.launch(&k[35].op, args[0])?;
+        b.launch(&k[35], args[0])?;
         // residual backward (add_scaled)
-        b.launch(&k[39].op, args[1])?;
+        b.launch(&k[39], args[1])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[2])?;
+        b.launch(&k[35], args[2])?;
         // residual backward (add_scaled)
-        b.launch(&k[39].op, args[3])?;
+        b.launch(&k[39], args[3])?;
         // zero gradient (zero)
-        b.launch(&k[40].op, args[4])?;
+        b.launch(&k[40], args[4])?;
         // zero gradient (zero)
-        b.launch(&k[41].op, args[5])?;
+        b.launch(&k[41], args[5])?;
         // combine backward (combine_bwd)
-        b.launch(&k[42].op, args[6])?;
+        b.launch(&k[42], args[6])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[7])?;
+        b.launch(&k[35], args[7])?;
         // experts.down (data grad) (grouped_gemm)
-        b.launch(&k[43].op, args[8])?;
+        b.launch(&k[43], args[8])?;
         // experts.down (weight grad) (grouped_gemm)
-        b.launch(&k[44].op, args[9])?;
+        b.launch(&k[44], args[9])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[10])?;
+        b.launch(&k[35], args[10])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[11])?;
+        b.launch(&k[35], args[11])?;
         // swiglu backward (swiglu_bwd)
-        b.launch(&k[45].op, args[12])?;
+        b.launch(&k[45], args[12])?;
         // zero gradient (zero)
-        b.launch(&k[40].op, args[13])?;
+        b.launch(&k[40], args[13])?;
         // experts.up (data grad) (grouped_gemm)
-        b.launch(&k[46].op, args[14])?;
+        b.launch(&k[46], args[14])?;
         // experts.up (weight grad) (grouped_gemm)
-        b.launch(&k[47].op, args[15])?;
+        b.launch(&k[47], args[15])?;
         // experts.gate (data grad) (grouped_gemm)
-        b.launch(&k[46].op, args[16])?;
+        b.launch(&k[46], args[16])?;
         // experts.gate (weight grad) (grouped_gemm)
-        b.launch(&k[47].op, args[17])?;
+        b.launch(&k[47], args[17])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[18])?;
+        b.launch(&k[35], args[18])?;
         // dispatch backward (dispatch_bwd)
-        b.launch(&k[48].op, args[19])?;
+        b.launch(&k[48], args[19])?;
         // zero gradient (zero)
-        b.launch(&k[49].op, args[20])?;
+        b.launch(&k[49], args[20])?;
         // balance loss backward (balance_loss_bwd)
-        b.launch(&k[50].op, args[21])?;
+        b.launch(&k[50], args[21])?;
         // zero gradient (zero)
-        b.launch(&k[49].op, args[22])?;
+        b.launch(&k[49], args[22])?;
         // router backward (router_bwd)
-        b.launch(&k[51].op, args[23])?;
+        b.launch(&k[51], args[23])?;
         // routing statistics (expert_stats)
-        b.launch(&k[52].op, args[24])?;
+        b.launch(&k[52], args[24])?;
         // router.logits (data grad) (gemm)
-        b.launch(&k[53].op, args[25])?;
+        b.launch(&k[53], args[25])?;
         // router.logits (weight grad) (gemm)
-        b.launch(&k[54].op, args[26])?;
+        b.launch(&k[54], args[26])?;
         // zero gradient (zero)
-        b.launch(&k[55].op, args[27])?;
+        b.launch(&k[55], args[27])?;
         // mlp.shared_experts.down_proj (data grad) (gemm)
-        b.launch(&k[56].op, args[28])?;
+        b.launch(&k[56], args[28])?;
         // mlp.shared_experts.down_proj (weight grad) (gemm)
-        b.launch(&k[57].op, args[29])?;
+        b.launch(&k[57], args[29])?;
         // zero gradient (zero)
-        b.launch(&k[55].op, args[30])?;
+        b.launch(&k[55], args[30])?;
         // zero gradient (zero)
-        b.launch(&k[55].op, args[31])?;
+        b.launch(&k[55], args[31])?;
         // swiglu backward (swiglu_bwd)
-        b.launch(&k[58].op, args[32])?;
+        b.launch(&k[58], args[32])?;
         // mlp.shared_experts.up_proj (data grad) (gemm)
-        b.launch(&k[59].op, args[33])?;
+        b.launch(&k[59], args[33])?;
         // mlp.shared_experts.up_proj (weight grad) (gemm)
-        b.launch(&k[60].op, args[34])?;
+        b.launch(&k[60], args[34])?;
         // mlp.shared_experts.gate_proj (data grad) (gemm)
-        b.launch(&k[59].op, args[35])?;
+        b.launch(&k[59], args[35])?;
         // mlp.shared_experts.gate_proj (weight grad) (gemm)
-        b.launch(&k[60].op, args[36])?;
+        b.launch(&k[60], args[36])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[38].op, args[37])?;
+        b.launch(&k[38], args[37])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[38])?;
+        b.launch(&k[35], args[38])?;
         // residual backward (add_scaled)
-        b.launch(&k[39].op, args[39])?;
+        b.launch(&k[39], args[39])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[40])?;
+        b.launch(&k[35], args[40])?;
         // residual backward (add_scaled)
-        b.launch(&k[39].op, args[41])?;
+        b.launch(&k[39], args[41])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[42])?;
+        b.launch(&k[35], args[42])?;
         // o_proj (data grad) (gemm)
-        b.launch(&k[61].op, args[43])?;
+        b.launch(&k[61], args[43])?;
         // o_proj (weight grad) (gemm)
-        b.launch(&k[62].op, args[44])?;
+        b.launch(&k[62], args[44])?;
         // zero gradient (zero)
-        b.launch(&k[63].op, args[45])?;
+        b.launch(&k[63], args[45])?;
         // zero gradient (zero)
-        b.launch(&k[40].op, args[46])?;
+        b.launch(&k[40], args[46])?;
         // zero gradient (zero)
-        b.launch(&k[64].op, args[47])?;
+        b.launch(&k[64], args[47])?;
         // attention backward (attention_bwd)
-        b.launch(&k[65].op, args[48])?;
+        b.launch(&k[65], args[48])?;
         // zero gradient (zero)
-        b.launch(&k[55].op, args[49])?;
+        b.launch(&k[55], args[49])?;
         // kv_b_proj (data grad) (gemm)
-        b.launch(&k[66].op, args[50])?;
+        b.launch(&k[66], args[50])?;
         // kv_b_proj (weight grad) (gemm)
-        b.launch(&k[67].op, args[51])?;
+        b.launch(&k[67], args[51])?;
         // rope backward (rope)
-        b.launch(&k[68].op, args[52])?;
+        b.launch(&k[68], args[52])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[69].op, args[53])?;
+        b.launch(&k[69], args[53])?;
         // zero gradient (zero)
-        b.launch(&k[35].op, args[54])?;
+        b.launch(&k[35], args[54])?;
         // kv_a_proj_with_mqa (data grad) (gemm)
-        b.launch(&k[70].op, args[55])?;
+        b.launch(&k[70], args[55])?;
         // kv_a_proj_with_mqa (weight grad) (gemm)
-        b.launch(&k[71].op, args[56])?;
+        b.launch(&k[71], args[56])?;
         // rope backward (rope)
-        b.launch(&k[72].op, args[57])?;
+        b.launch(&k[72], args[57])?;
         // zero gradient (zero)
-        b.launch(&k[55].op, args[58])?;
+        b.launch(&k[55], args[58])?;
         // q_b_proj (data grad) (gemm)
-        b.launch(&k[73].op, args[59])?;
+        b.launch(&k[73], args[59])?;
         // q_b_proj (weight grad) (gemm)
-        b.launch(&k[74].op, args[60])?;
+        b.launch(&k[74], args[60])?;
         // zero gradient (zero)
-        b.launch(&k[55].op, args[61])?;
+        b.launch(&k[55], args[61])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[75].op, args[62])?;
+        b.launch(&k[75], args[62])?;
         // q_a_proj (data grad) (gemm)
-        b.launch(&k[59].op, args[63])?;
+        b.launch(&k[59], args[63])?;
         // q_a_proj (weight grad) (gemm)
-        b.launch(&k[60].op, args[64])?;
+        b.launch(&k[60], args[64])?;
         // rmsnorm backward (rmsnorm_bwd)
-        b.launch(&k[38].op, args[65])?;
+        b.launch(&k[38], args[65])?;
     }
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(2652672, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(2652672, 32768, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[Slice::act(3797504, 32768, DType::F32), Slice::act(2652672, 32768, DType::F32)],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(2783744, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(2783744, 32768, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[Slice::act(3797504, 32768, DType::F32), Slice::act(2783744, 32768, DType::F32)],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[79].op, &[Slice::act(2914816, 98304, DType::F32)])?;
+    b.launch(&k[79], &[Slice::act(2914816, 98304, DType::F32)])?;
     // layer 0: mlp.down_proj (data grad) (gemm)
     b.launch(
-        &k[80].op,
+        &k[80],
         &[
             Slice::act(2783744, 32768, DType::F32),
             Slice::param(40448, 12288),
@@ -3013,7 +3013,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.down_proj (weight grad) (gemm)
     b.launch(
-        &k[81].op,
+        &k[81],
         &[
             Slice::act(2783744, 32768, DType::F32),
             Slice::act(2259456, 98304, DType::F32),
@@ -3021,12 +3021,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[79].op, &[Slice::act(2259456, 98304, DType::F32)])?;
+    b.launch(&k[79], &[Slice::act(2259456, 98304, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[79].op, &[Slice::act(3308032, 98304, DType::F32)])?;
+    b.launch(&k[79], &[Slice::act(3308032, 98304, DType::F32)])?;
     // layer 0: swiglu backward (swiglu_bwd)
     b.launch(
-        &k[82].op,
+        &k[82],
         &[
             Slice::act(1473024, 98304, DType::F32),
             Slice::act(1866240, 98304, DType::F32),
@@ -3036,10 +3036,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(1473024, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(1473024, 32768, DType::F32)])?;
     // layer 0: mlp.up_proj (data grad) (gemm)
     b.launch(
-        &k[83].op,
+        &k[83],
         &[
             Slice::act(3308032, 98304, DType::F32),
             Slice::param(28160, 12288),
@@ -3048,7 +3048,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.up_proj (weight grad) (gemm)
     b.launch(
-        &k[84].op,
+        &k[84],
         &[
             Slice::act(3308032, 98304, DType::F32),
             Slice::act(1208832, 32768, DType::F32),
@@ -3057,7 +3057,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.gate_proj (data grad) (gemm)
     b.launch(
-        &k[83].op,
+        &k[83],
         &[
             Slice::act(2259456, 98304, DType::F32),
             Slice::param(15872, 12288),
@@ -3066,7 +3066,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: mlp.gate_proj (weight grad) (gemm)
     b.launch(
-        &k[84].op,
+        &k[84],
         &[
             Slice::act(2259456, 98304, DType::F32),
             Slice::act(1208832, 32768, DType::F32),
@@ -3075,7 +3075,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(1339904, 32768, DType::F32),
             Slice::param(6715008, 64),
@@ -3086,24 +3086,24 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(1208832, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(1208832, 32768, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[Slice::act(2652672, 32768, DType::F32), Slice::act(1208832, 32768, DType::F32)],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(1339904, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(1339904, 32768, DType::F32)])?;
     // layer 0: residual backward (add_scaled)
     b.launch(
-        &k[39].op,
+        &k[39],
         &[Slice::act(2652672, 32768, DType::F32), Slice::act(1339904, 32768, DType::F32)],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(1470976, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(1470976, 32768, DType::F32)])?;
     // layer 0: o_proj (data grad) (gemm)
     b.launch(
-        &k[61].op,
+        &k[61],
         &[
             Slice::act(1339904, 32768, DType::F32),
             Slice::param(11776, 4096),
@@ -3112,7 +3112,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: o_proj (weight grad) (gemm)
     b.launch(
-        &k[62].op,
+        &k[62],
         &[
             Slice::act(1339904, 32768, DType::F32),
             Slice::act(1069568, 32768, DType::F32),
@@ -3120,14 +3120,14 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[63].op, &[Slice::act(1602048, 49152, DType::F32)])?;
+    b.launch(&k[63], &[Slice::act(1602048, 49152, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[40].op, &[Slice::act(1798656, 65536, DType::F32)])?;
+    b.launch(&k[40], &[Slice::act(1798656, 65536, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[64].op, &[Slice::act(1339904, 20480, DType::F32)])?;
+    b.launch(&k[64], &[Slice::act(1339904, 20480, DType::F32)])?;
     // layer 0: attention backward (attention_bwd)
     b.launch(
-        &k[65].op,
+        &k[65],
         &[
             Slice::act(461312, 49152, DType::F32),
             Slice::act(807424, 65536, DType::F32),
@@ -3141,10 +3141,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(461312, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(461312, 16384, DType::F32)])?;
     // layer 0: kv_b_proj (data grad) (gemm)
     b.launch(
-        &k[66].op,
+        &k[66],
         &[
             Slice::act(1798656, 65536, DType::F32),
             Slice::param(7680, 4096),
@@ -3153,7 +3153,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_b_proj (weight grad) (gemm)
     b.launch(
-        &k[67].op,
+        &k[67],
         &[
             Slice::act(1798656, 65536, DType::F32),
             Slice::act(739840, 16384, DType::F32),
@@ -3161,10 +3161,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope backward (rope)
-    b.launch(&k[68].op, &[Slice::act(1339904, 20480, DType::F32)])?;
+    b.launch(&k[68], &[Slice::act(1339904, 20480, DType::F32)])?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[69].op,
+        &k[69],
         &[
             Slice::act(657920, 20480, DType::F32),
             Slice::param(6714976, 32),
@@ -3175,10 +3175,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[35].op, &[Slice::act(461312, 32768, DType::F32)])?;
+    b.launch(&k[35], &[Slice::act(461312, 32768, DType::F32)])?;
     // layer 0: kv_a_proj_with_mqa (data grad) (gemm)
     b.launch(
-        &k[70].op,
+        &k[70],
         &[
             Slice::act(1339904, 20480, DType::F32),
             Slice::param(5120, 2560),
@@ -3187,7 +3187,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: kv_a_proj_with_mqa (weight grad) (gemm)
     b.launch(
-        &k[71].op,
+        &k[71],
         &[
             Slice::act(1339904, 20480, DType::F32),
             Slice::act(195072, 32768, DType::F32),
@@ -3195,12 +3195,12 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: rope backward (rope)
-    b.launch(&k[72].op, &[Slice::act(1602048, 49152, DType::F32)])?;
+    b.launch(&k[72], &[Slice::act(1602048, 49152, DType::F32)])?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(592384, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(592384, 16384, DType::F32)])?;
     // layer 0: q_b_proj (data grad) (gemm)
     b.launch(
-        &k[73].op,
+        &k[73],
         &[
             Slice::act(1602048, 49152, DType::F32),
             Slice::param(2048, 3072),
@@ -3209,7 +3209,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_b_proj (weight grad) (gemm)
     b.launch(
-        &k[74].op,
+        &k[74],
         &[
             Slice::act(1602048, 49152, DType::F32),
             Slice::act(393728, 16384, DType::F32),
@@ -3217,10 +3217,10 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // layer 0: zero gradient (zero)
-    b.launch(&k[55].op, &[Slice::act(393728, 16384, DType::F32)])?;
+    b.launch(&k[55], &[Slice::act(393728, 16384, DType::F32)])?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[75].op,
+        &k[75],
         &[
             Slice::act(328192, 16384, DType::F32),
             Slice::param(6714944, 32),
@@ -3232,7 +3232,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_proj (data grad) (gemm)
     b.launch(
-        &k[59].op,
+        &k[59],
         &[
             Slice::act(393728, 16384, DType::F32),
             Slice::param(0, 2048),
@@ -3241,7 +3241,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: q_a_proj (weight grad) (gemm)
     b.launch(
-        &k[60].op,
+        &k[60],
         &[
             Slice::act(393728, 16384, DType::F32),
             Slice::act(195072, 32768, DType::F32),
@@ -3250,7 +3250,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // layer 0: rmsnorm backward (rmsnorm_bwd)
     b.launch(
-        &k[38].op,
+        &k[38],
         &[
             Slice::act(64000, 32768, DType::F32),
             Slice::param(6714880, 64),
@@ -3262,7 +3262,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // embedding backward (embedding_bwd)
     b.launch(
-        &k[78].op,
+        &k[78],
         &[
             Slice::act(61440, 512, DType::I32),
             Slice::act(1208832, 32768, DType::F32),
@@ -3276,7 +3276,7 @@ pub fn backward(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
 pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // global gradient norm (grad_norm)
     b.launch(
-        &k[87].op,
+        &k[87],
         &[
             Slice::grad(0, 6715904),
             Slice::act(64000, 410, DType::F32),
@@ -3285,7 +3285,7 @@ pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     )?;
     // optimizer step (adamw)
     b.launch(
-        &k[88].op,
+        &k[88],
         &[
             Slice::act(63488, 16, DType::F32),
             Slice::act(63936, 1, DType::F32),
@@ -3296,11 +3296,11 @@ pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // moe 0: balancing bias (bias_update)
-    b.launch(&k[89].op, &[Slice::act(63552, 10, DType::F32), Slice::param(6715904, 8)])?;
+    b.launch(&k[89], &[Slice::act(63552, 10, DType::F32), Slice::param(6715904, 8)])?;
     // moe 1: balancing bias (bias_update)
-    b.launch(&k[89].op, &[Slice::act(63616, 10, DType::F32), Slice::param(6715912, 8)])?;
+    b.launch(&k[89], &[Slice::act(63616, 10, DType::F32), Slice::param(6715912, 8)])?;
     // moe 2: balancing bias (bias_update)
-    b.launch(&k[89].op, &[Slice::act(63680, 10, DType::F32), Slice::param(6715920, 8)])?;
+    b.launch(&k[89], &[Slice::act(63680, 10, DType::F32), Slice::param(6715920, 8)])?;
     Ok(())
 }
 /// The compiled model: its kernels, run by `forward` and `backward`.

@@ -99,6 +99,27 @@ impl Buffer {
     }
 }
 
+/// `n` zero words from the allocator's zeroed memory: the operating system backs a large buffer's pages
+/// only when they are first touched, so a launch that samples a few blocks of a multi-gigabyte buffer
+/// costs the host only the pages those blocks reach.
+fn zeroed_words(n: usize) -> Box<[AtomicU32]> {
+    if n == 0 {
+        return Box::new([]);
+    }
+    let layout = std::alloc::Layout::array::<AtomicU32>(n).expect("a buffer's words fit the address space");
+    // SAFETY: `layout` has a non-zero size (n > 0). `alloc_zeroed` returns memory for `n` AtomicU32s
+    // with their alignment, every byte zero, and an `AtomicU32` has the size and bit validity of a
+    // `u32` (std's documented guarantee), so each element is the valid value `AtomicU32::new(0)`. The
+    // pointer came from the global allocator with exactly the layout `Box<[AtomicU32]>` frees with.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut AtomicU32;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
+
 /// All of a device's global memory.
 #[derive(Default)]
 pub struct Global {
@@ -117,7 +138,7 @@ impl Global {
             self.next = GLOBAL_BASE;
         }
         let base = self.next.div_ceil(256) * 256;
-        let words = (0..len.div_ceil(4)).map(|_| AtomicU32::new(0)).collect();
+        let words = zeroed_words(len.div_ceil(4) as usize);
         let sectors = (0..len.div_ceil(32).div_ceil(64).max(1)).map(|_| AtomicU64::new(0)).collect();
         self.buffers.push(Buffer { name: name.to_string(), base, len, words, sectors });
         self.next = base + len + GAP;

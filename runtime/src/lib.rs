@@ -1,12 +1,15 @@
 //! dsv3c-runtime: runs a [`Program`] — the contract with codegen — on the CPU through the
-//! reference implementation of every [`Op`] (the numerical ground truth), and compiles generated
-//! CUDA through NVRTC ([`nvrtc`]). The GPU launcher comes with its own issue.
+//! reference implementation of every [`Op`] (the numerical ground truth), or on a GPU through the
+//! [`gpu`] backend over a [`device`]: NVIDIA's driver, or the PTX emulator. Generated CUDA compiles
+//! through NVRTC ([`nvrtc`]).
 
 pub mod backend_suite;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod device;
 pub mod dtype;
+pub mod gpu;
 pub mod init;
 pub mod numerics;
 pub mod nvrtc;

@@ -39,16 +39,30 @@ pub enum BackendError {
     Misaligned { slice: Slice },
     #[error("writing {slice:?} from {data} values")]
     Length { slice: Slice, data: usize },
+    #[error("{op}: argument {arg} is {got}, the kernel was built for {want}")]
+    KernelDType { op: &'static str, arg: usize, got: DType, want: DType },
     #[error("{0}")]
     Device(String),
 }
 
-/// What runs a Program: memory for its arenas and one op at a time over slices of them. The CPU
-/// reference implements it (`cpu::Cpu`); a GPU backend implements it over a device. Every call is
-/// checked and fallible: a bad slice or an overlap of a launch's outputs is an error, not a crash.
+/// What runs a Program: memory for its arenas and one kernel at a time over slices of them. The CPU
+/// reference implements it (`cpu::Cpu`, which runs the kernel's op); the GPU backend (`gpu::Gpu`)
+/// implements it over a device, running the kernel's device code. Every call is checked and
+/// fallible: a bad slice or an overlap of a launch's outputs is an error, not a crash.
 pub trait Backend {
-    /// Runs `op` over `args` (in the order the op documents).
-    fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError>;
+    /// Runs `kernel` over `args` (in the order its op documents, stored in the kernel's dtypes).
+    fn launch(&mut self, kernel: &Kernel, args: &[Slice]) -> Result<(), BackendError>;
+    /// Runs one of a Program's launch lists over its kernels. A backend may record a list it has run
+    /// before and replay the recording (the GPU's graphs); the default launches one by one.
+    fn run_list(&mut self, kernels: &[Kernel], launches: &[Launch]) -> Result<(), BackendError> {
+        for l in launches {
+            let k = kernels
+                .get(l.kernel)
+                .ok_or_else(|| BackendError::Device(format!("{}: no kernel {}", l.note, l.kernel)))?;
+            self.launch(k, &l.args)?;
+        }
+        Ok(())
+    }
     /// The values of a slice, decoded from its dtype.
     fn read(&mut self, s: Slice) -> Result<Vec<f32>, BackendError>;
     /// Overwrites a slice with `data` (as many values as the slice holds), stored in its dtype.
@@ -95,6 +109,18 @@ pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> 
                 return Err(BackendError::Overlap { op: name, out: o, other: j });
             }
         }
+    }
+    Ok(())
+}
+
+/// [`check_launch`] for a kernel's op, and each slice of the dtype the kernel was built for.
+pub fn check_kernel(k: &Kernel, args: &[Slice], arena: impl Fn(Space) -> usize) -> Result<(), BackendError> {
+    check_launch(&k.op, args, arena)?;
+    if let Some((arg, (s, &want))) = args.iter().zip(&k.dtypes).enumerate().find(|(_, (s, &d))| s.dtype != d) {
+        return Err(BackendError::KernelDType { op: k.op.family(), arg, got: s.dtype, want });
+    }
+    if k.dtypes.len() != args.len() {
+        return Err(BackendError::Arity { op: k.op.family(), args: k.dtypes.len(), arity: args.len() });
     }
     Ok(())
 }
@@ -319,7 +345,7 @@ impl Kernel {
 }
 
 /// One kernel launch: which kernel, over which slices (in the order the op documents).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Launch {
     pub kernel: usize,
     pub args: Vec<Slice>,
@@ -407,10 +433,7 @@ pub enum ProgramError {
 impl Program {
     /// Runs `launches` (one of this program's lists) on a backend.
     pub fn run(&self, launches: &[Launch], b: &mut dyn Backend) -> Result<(), BackendError> {
-        for x in launches {
-            b.launch(&self.kernels[x.kernel].op, &x.args)?;
-        }
-        Ok(())
+        b.run_list(&self.kernels, launches)
     }
 
     /// The four lists of a step, named, in schedule order.

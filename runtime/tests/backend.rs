@@ -1,3 +1,3 @@
 //! The backend suite (`runtime::backend_suite`) on the CPU reference backend.
 
-dsv3c_runtime::backend_suite!(cpu, dsv3c_runtime::cpu::Cpu::new);
+dsv3c_runtime::backend_suite!(cpu, |p| Some(dsv3c_runtime::cpu::Cpu::new(p)));

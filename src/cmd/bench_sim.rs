@@ -39,6 +39,9 @@ pub struct SimArgs {
     pub json: bool,
 }
 
+/// The largest argument filled with random data; larger ones are zero pages the OS backs on first touch.
+const FILL_LIMIT_BYTES: usize = 256 << 20;
+
 /// Registers per entry from `ptxas -v`.
 fn registers(ptxas: &PathBuf, stem: &str, ptx: &str) -> Result<Vec<(String, u32)>> {
     let dir = std::env::temp_dir().join(format!("dsv3c-bench-sim-{}", std::process::id()));
@@ -113,22 +116,34 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             None => Vec::new(),
         };
         let lens = check::footprint(op);
+        let dtypes = &program.kernels[*pi].dtypes;
+        // Arguments too large to fill (the optimizer's state over every parameter, the logits) stay zero:
+        // their pages cost the host memory only where the sampled blocks reach. Index arguments (token
+        // ids, expert ids and offsets) are small at every size, so routing and gathers see valid data.
+        let zero: Vec<bool> = lens.iter().zip(dtypes).map(|(&n, d)| n * d.size() > FILL_LIMIT_BYTES).collect();
+        let filled: Vec<usize> = lens.iter().zip(&zero).map(|(&n, &z)| if z { 0 } else { n }).collect();
         let mut rng = Rng::new(0x5eed ^ *pi as u64);
-        let args = sample::args(op, &lens, &mut rng);
+        let args = sample::args(op, &filled, &mut rng);
         let mut global = Global::new();
         let module = Module::load(text, &mut global).map_err(|e| miette!("{}: {e}", k.stem))?;
         // Each argument stored in the dtype the kernel was built for (i32 offsets, bf16, e4m3…).
-        let dtypes = &program.kernels[*pi].dtypes;
         let kargs: Vec<Arg> = args
             .iter()
             .zip(dtypes)
             .enumerate()
             .map(|(i, (v, &d))| {
+                if zero[i] {
+                    return Arg::Ptr(global.alloc(&k.args[i], (lens[i] * d.size()) as u64));
+                }
                 let mut bytes = vec![0u8; v.len() * d.size()];
                 dsv3c_runtime::dtype::encode(d, v, &mut bytes);
                 Arg::Ptr(global.alloc_with(&k.args[i], &bytes))
             })
             .collect();
+        let zeroed: Vec<String> = (0..lens.len()).filter(|&i| zero[i]).map(|i| k.args[i].clone()).collect();
+        if !zeroed.is_empty() {
+            eprintln!("  {}: left zero (over {} MiB): {}", k.stem, FILL_LIMIT_BYTES >> 20, zeroed.join(", "));
+        }
         for e in &k.entries {
             let cfg = LaunchConfig {
                 grid: [e.grid[0] as u32, e.grid[1] as u32, e.grid[2] as u32],

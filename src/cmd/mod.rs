@@ -5,6 +5,7 @@ pub mod bench_sim;
 pub mod chinchilla;
 pub mod compile;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod hf;
 pub mod inspect;
@@ -17,6 +18,20 @@ use std::path::Path;
 use dsv3c_spec::memory::RunShape;
 use dsv3c_spec::types::Dtype;
 use miette::{IntoDiagnostic, Result, WrapErr};
+
+/// A progress bar on stderr of `len` items (`what`: "kernels compiled"), or none when stderr is not
+/// a terminal.
+pub fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(len);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} | {{elapsed}}"))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    })
+}
 
 /// Loads and validates a spec, as a renderable diagnostic on failure.
 pub fn load_spec(path: &Path) -> Result<dsv3c_spec::Spec> {

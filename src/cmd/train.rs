@@ -1,5 +1,6 @@
 //! `dsv3c train [--config configs/tiny.yaml] [--steps N] [--out DIR] [--resume]
-//! [--checkpoint-every N] [--device auto|cpu|cuda] [--seed S]`
+//! [--checkpoint-every N] [--device auto|cpu|cuda|sim] [--micro-batch B] [--seq-len S] [--seed S]
+//! [--validation-batches N]`
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use dsv3c_runtime::train::trainer::{StepReport, Trainer};
 use dsv3c_spec::config::{load_recipe, DataSource, Recipe};
 use dsv3c_spec::inspect::human_count;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
+
+use super::device::Device;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,18 +34,22 @@ pub struct Args {
     /// Write a checkpoint every N steps (0: only at the end) [default: the recipe's].
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// What runs the step: the GPU (cuda), the PTX emulator (sim: slow, sanitized), the CPU
+    /// reference (cpu), or the GPU when one answers and else the CPU (auto).
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
+    /// Sequences per micro-batch [default: the recipe's].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub micro_batch: Option<u64>,
+    /// Tokens per sequence [default: the recipe's].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seq_len: Option<u64>,
     /// Seed of the initialization and the data order [default: the recipe's].
     #[arg(long)]
     pub seed: Option<u64>,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Auto,
-    Cpu,
-    Cuda,
+    /// Validation micro-batches after the last step (0: none).
+    #[arg(long, default_value_t = 16)]
+    pub validation_batches: usize,
 }
 
 /// The project root: where the built-in corpus and default recipes live.
@@ -157,18 +164,19 @@ pub fn compile(recipe: &dsv3c_spec::config::Recipe) -> Result<dsv3c_runtime::Pro
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let config_path = resolve(&a.config);
-    let recipe = load_recipe(&config_path).map_err(miette::Report::new)?;
-    let cfg = &recipe.config;
-    match a.device {
-        Device::Cuda => {
-            return Err(miette!(
-                help = "use --device cpu (or auto)",
-                "this build has no GPU backend yet; the CUDA backend is its own issue"
-            ))
-        }
-        Device::Auto => eprintln!("device: cpu (this build has no GPU backend)"),
-        Device::Cpu => eprintln!("device: cpu"),
+    let mut recipe = load_recipe(&config_path).map_err(miette::Report::new)?;
+    if let Some(b) = a.micro_batch {
+        recipe.config.batch.micro_batch = b;
     }
+    if let Some(s) = a.seq_len {
+        if s > recipe.spec.max_seq_len {
+            return Err(miette!("--seq-len {s} exceeds the spec's max_seq_len {}", recipe.spec.max_seq_len));
+        }
+        recipe.config.batch.seq_len = s;
+    }
+    let recipe = recipe;
+    let cfg = &recipe.config;
+    let device = super::device::open(a.device)?;
     let seed = a.seed.unwrap_or(cfg.seed);
     let target = a.steps.unwrap_or(cfg.steps);
     let every = a.checkpoint_every.unwrap_or(cfg.checkpoint.every);
@@ -205,7 +213,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         config_hash: hash,
         spec: recipe.spec.name.clone(),
     };
-    let mut trainer = Trainer::on_cpu(&program, &program, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
+    let backend = device.backend(&program)?;
+    let mut trainer =
+        Trainer::new(&program, &program, backend, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
     if trainer.run.step >= target {
         eprintln!("already at step {} (target {target}); nothing to do", trainer.run.step);
         return Ok(ExitCode::SUCCESS);
@@ -243,7 +253,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         log_every: cfg.logging.every,
         out: &out,
         texts: checkpoint::Texts { spec: &recipe.spec_text, config: &recipe.text },
-        validation_batches: 16,
+        validation_batches: a.validation_batches,
     };
     run::run(&mut trainer, &options, &mut |e| match e {
         run::Event::Step { report, tokens_per_sec, logged, .. } => {

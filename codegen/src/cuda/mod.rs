@@ -53,6 +53,12 @@ pub fn emit(op: &Op) -> Result<CudaKernel, EmitError> {
     emit_kernel(&Kernel::reference(op.clone()))
 }
 
+/// A kernel's device code, as the Program carries it (and as the GPU backend's emitter writes it for a
+/// kernel launched without any): the CUDA file and its entries, or why there is none.
+pub fn device_code(kernel: &Kernel) -> Result<dsv3c_runtime::program::DeviceCode, String> {
+    emit_kernel(kernel).map(Into::into).map_err(|e| e.to_string())
+}
+
 /// Writes one of a Program's kernels: its op, for its arguments' storage dtypes. A kernel over
 /// other dtypes than the reference gets another file name (its dtypes join the hash).
 pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {

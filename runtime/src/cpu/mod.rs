@@ -24,7 +24,7 @@ pub use moe::expert_index;
 use crate::dtype::{self, DType};
 use crate::numerics;
 use crate::op::{Op, Quant};
-use crate::program::{check_launch, check_slice, Backend, BackendError, Launch, Program, Slice, Space};
+use crate::program::{check_kernel, check_slice, Backend, BackendError, Kernel, Launch, Program, Slice, Space};
 use crate::signature::Role;
 
 /// The arenas of one Program on the CPU, as f32 words (byte arenas, 4-byte aligned).
@@ -144,8 +144,9 @@ impl Cpu {
 }
 
 impl Backend for Cpu {
-    fn launch(&mut self, op: &Op, args: &[Slice]) -> Result<(), BackendError> {
-        check_launch(op, args, |s| self.arena_bytes(s))?;
+    fn launch(&mut self, kernel: &Kernel, args: &[Slice]) -> Result<(), BackendError> {
+        check_kernel(kernel, args, |s| self.arena_bytes(s))?;
+        let op = &kernel.op;
         let sig = op.signature();
         // Arguments stored in another dtype than f32, decoded for the launch (an overwritten
         // output too: a strided one leaves the elements between its rows as they were).
