@@ -171,7 +171,8 @@ pub fn args(op: &Op, lens: &[usize], rng: &mut Rng) -> Vec<Vec<f32>> {
             // Clipping active: the mean gradient's norm is about 0.5·sqrt(n/3).
             s[CLIP] = 0.1 * (u.n as f32 / 3.0).sqrt();
             a[0] = s;
-            a[1] = vec![(a[2][..u.n].iter().map(|&g| g as f64 * g as f64).sum::<f64>()).sqrt() as f32];
+            // (A caller that left the gradient unfilled — an empty vector, its buffer zero — gets norm 0.)
+            a[1] = vec![(a[2].iter().take(u.n).map(|&g| g as f64 * g as f64).sum::<f64>()).sqrt() as f32];
             if u.kind == crate::op::OptimizerKind::AdamW {
                 a[5] = a[5].iter().map(|v| v.abs() * 0.01).collect();
             }
