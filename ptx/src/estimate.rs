@@ -47,6 +47,9 @@ pub const H100: Hardware = Hardware {
     smem_reserved_per_block: 1024,
 };
 
+/// NVIDIA H200 SXM: an H100's SMs, clocks and peaks with 4.8 TB/s HBM3e.
+pub const H200: Hardware = Hardware { name: "H200 SXM", dram_bytes_per_s: 4.8e12, ..H100 };
+
 /// What a kernel asks of an SM.
 #[derive(Debug, Clone, Copy)]
 pub struct Resources {

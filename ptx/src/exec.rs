@@ -30,7 +30,7 @@ pub struct Options {
     /// Shared-memory race and initialization tracking (bounds, alignment, registers and barriers are
     /// always checked).
     pub sanitize: bool,
-    /// Run only this many blocks, spread evenly over the grid, and scale the counters to the whole grid
+    /// Run only this many blocks, spread over the grid, and scale the counters to the whole grid
     /// (for estimates: outputs are then partial).
     pub sample_blocks: Option<u64>,
     /// Run exactly these blocks (linear indices), e.g. to compare a few tiles of a large GEMM.
@@ -86,6 +86,19 @@ const SLICE: u64 = 4096;
 /// deadlocked (a warp spinning on a flag that a waiting warp would set).
 const SPIN_LIMIT: u64 = 1 << 23;
 
+/// `n` of a grid's `total` blocks (linear indices, sorted, distinct), spread over every grid dimension
+/// by a Weyl sequence (multiples of the golden ratio, mod 1). Evenly spaced linear indices would alias
+/// with grid.x — `i·total/n` is a multiple of grid.x whenever n divides grid.y·grid.z — and sample one
+/// column: for causal attention, its cheapest query tiles.
+pub fn sample(total: u64, n: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n.clamp(1, total.max(1)))
+        .map(|i| (((i as f64 * 0.618_033_988_749_894_9).fract() * total as f64) as u64).min(total.saturating_sub(1)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 pub fn launch(
     k: &Kernel,
     global: &Global,
@@ -124,7 +137,7 @@ pub fn launch(
         only.clone()
     } else {
         match opts.sample_blocks {
-            Some(n) if n < total => (0..n.max(1)).map(|i| i * total / n.max(1)).collect(),
+            Some(n) if n < total => sample(total, n),
             _ => (0..total).collect(),
         }
     };
@@ -1667,5 +1680,18 @@ fn atom_apply(op: AtomOp, ty: AtomTy, old: u64, b: u64, c: u64, global: bool) ->
             };
             r & mk
         }
+    }
+}
+
+#[cfg(test)]
+mod sample_tests {
+    #[test]
+    fn a_sample_spans_grid_x_of_a_two_dimensional_grid() {
+        // Attention's grid: 128 query tiles x 16 heads; four samples must not all be query tile 0.
+        let xs: Vec<u64> = super::sample(128 * 16, 4).iter().map(|b| b % 128).collect();
+        assert_eq!(xs.len(), 4);
+        assert!(xs.iter().collect::<std::collections::HashSet<_>>().len() == 4, "{xs:?}");
+        assert!(super::sample(5, 3).iter().all(|&b| b < 5));
+        assert_eq!(super::sample(1, 1), [0]);
     }
 }

@@ -145,6 +145,13 @@ impl Global {
         base
     }
 
+    /// Frees the buffer at `base` (its address range is not reused).
+    pub fn free(&mut self, base: u64) -> Result<(), String> {
+        let i = self.buffers.iter().position(|b| b.base == base).ok_or_else(|| format!("no buffer at {base:#x}"))?;
+        self.buffers.remove(i);
+        Ok(())
+    }
+
     /// A new buffer holding `data`.
     pub fn alloc_with(&mut self, name: &str, data: &[u8]) -> u64 {
         let a = self.alloc(name, data.len() as u64);

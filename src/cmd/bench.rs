@@ -1,6 +1,7 @@
-//! `dsv3c bench train [--config configs/tiny.yaml] [--steps N] [--hf-comparable] [--json]`:
-//! tokens/s of full training steps (forward, backward, optimizer) on the CPU, median of N
-//! steps after two warm-up steps.
+//! `dsv3c bench train [--config configs/tiny.yaml] [--steps N] [--device cpu|cuda|sim|auto]
+//! [--hf-comparable] [--json]`: tokens/s of full training steps (forward, backward, optimizer) on a
+//! device, median of N steps after two warm-up steps, and on a GPU the model FLOPs utilization (MFU:
+//! the spec's training FLOPs per token, MTP included, times tokens/s, over the dense bf16 peak).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +15,10 @@ use miette::{miette, Result};
 pub enum Bench {
     /// Tokens/s of the training step of a recipe's model.
     Train(TrainArgs),
-    /// Every kernel of a spec's training step in the PTX emulator: its speed, and H100 estimates.
-    Sim(super::bench_sim::SimArgs),
+    /// Every kernel of a spec's training step on a device: times on cuda, estimates on sim.
+    Kernels(super::bench_kernels::KernelArgs),
+    /// `bench kernels --device sim`: every kernel in the PTX emulator, its speed and H100 estimates.
+    Sim(super::bench_kernels::KernelArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -28,6 +31,8 @@ pub struct TrainArgs {
     /// Drop MTP and the balance loss: the model transformers' DeepseekV3 runs.
     #[arg(long)]
     pub hf_comparable: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: super::device::Device,
     #[arg(long)]
     pub json: bool,
 }
@@ -35,7 +40,16 @@ pub struct TrainArgs {
 pub fn run(b: Bench) -> Result<ExitCode> {
     let a = match b {
         Bench::Train(a) => a,
-        Bench::Sim(a) => return super::bench_sim::run(a),
+        Bench::Kernels(a) => return super::bench_kernels::run(a),
+        Bench::Sim(a) => {
+            if a.device == Some(super::bench_kernels::BenchDevice::Cuda) {
+                return Err(miette!("bench sim runs on the emulator; use bench kernels --device cuda"));
+            }
+            return super::bench_kernels::run(super::bench_kernels::KernelArgs {
+                device: Some(super::bench_kernels::BenchDevice::Sim),
+                ..a
+            });
+        }
     };
     let path = super::train::resolve(&a.config);
     let mut recipe = dsv3c_spec::config::load_recipe(&path).map_err(miette::Report::new)?;
@@ -46,6 +60,8 @@ pub fn run(b: Bench) -> Result<ExitCode> {
         }
     }
     let cfg = recipe.config.clone();
+    let device = super::device::open(a.device)?;
+    let on_gpu = matches!(device, super::device::Opened::Cuda(_));
     let program = super::train::compile(&recipe)?;
     let tokens = Arc::new(super::train::corpus_tokens(&recipe)?);
     let run = RunState {
@@ -56,7 +72,8 @@ pub fn run(b: Bench) -> Result<ExitCode> {
         config_hash: String::new(),
         spec: recipe.spec.name.clone(),
     };
-    let mut t = Trainer::on_cpu(&program, &program, &cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
+    let backend = device.backend(&program)?;
+    let mut t = Trainer::new(&program, &program, backend, &cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
     for _ in 0..2 {
         t.step().map_err(|e| miette!("{e}"))?;
     }
@@ -70,15 +87,20 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     let median = times[times.len() / 2];
     let tok = cfg.tokens_per_step() as f64;
     let threads = rayon::current_num_threads();
+    let per_token = dsv3c_spec::flops::flops(&recipe.spec, cfg.batch.seq_len).training_with_mtp as f64;
+    // MFU against an H100/H200 SXM's dense bf16 tensor peak (the same on both).
+    let mfu = on_gpu.then(|| per_token * tok / median / dsv3c_ptx::estimate::H100.tensor_16);
     if a.json {
         println!(
             "{}",
             serde_json::json!({ "spec": recipe.spec.name, "hf_comparable": a.hf_comparable, "tokens_per_step": tok, "median_step_s": median,
-                "tokens_per_sec": tok / median, "threads": threads, "steps": times.len() })
+                "tokens_per_sec": tok / median, "threads": threads, "steps": times.len(), "device": format!("{:?}", a.device).to_lowercase(),
+                "training_flops_per_token": per_token, "mfu": mfu })
         );
     } else {
+        let mfu = mfu.map_or(String::new(), |m| format!(", MFU {:.1}% of 989 TFLOP/s bf16", m * 100.0));
         println!(
-            "{}{}: {} tokens/step, median step {:.1} ms over {} steps, {:.0} tok/s, {threads} threads",
+            "{}{}: {} tokens/step, median step {:.1} ms over {} steps, {:.0} tok/s{mfu}, {threads} host threads",
             recipe.spec.name,
             if a.hf_comparable { " (no MTP, no balance loss)" } else { "" },
             tok,

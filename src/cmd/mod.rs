@@ -1,7 +1,7 @@
 //! Subcommands, and the helpers they share (loading specs, writing outputs).
 
 pub mod bench;
-pub mod bench_sim;
+pub mod bench_kernels;
 pub mod chinchilla;
 pub mod compile;
 pub mod data;

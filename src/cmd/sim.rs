@@ -12,7 +12,7 @@ use dsv3c_ptx::estimate::{self, Resources};
 use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 
-use super::bench_sim::fmt_time;
+use super::bench_kernels::fmt_time;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Sim {

@@ -136,6 +136,17 @@ impl Device for Cuda {
         Ok(base)
     }
 
+    fn free(&mut self, base: Ptr) -> Result<(), DeviceError> {
+        let i = self
+            .allocations
+            .iter()
+            .position(|a| a.base == base)
+            .ok_or_else(|| DeviceError::Invalid(format!("no allocation at {base:#x}")))?;
+        // Kernels in flight may still use it: cudarc frees on the stream, after them.
+        self.allocations.swap_remove(i);
+        Ok(())
+    }
+
     fn write(&mut self, dst: Ptr, data: &[u8]) -> Result<(), DeviceError> {
         let stream = self.stream.clone();
         let (mem, off) = self.find(dst, data.len())?;

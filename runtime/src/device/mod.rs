@@ -74,6 +74,8 @@ pub trait Device {
     fn driver(&self) -> String;
     /// A new zero-filled allocation of `bytes` bytes (`name` for messages).
     fn alloc(&mut self, name: &str, bytes: usize) -> Result<Ptr, DeviceError>;
+    /// Frees the allocation at `base` (an address [`Device::alloc`] returned), after the work issued.
+    fn free(&mut self, base: Ptr) -> Result<(), DeviceError>;
     /// Copies `data` to `dst`.
     fn write(&mut self, dst: Ptr, data: &[u8]) -> Result<(), DeviceError>;
     /// Copies `out.len()` bytes from `src`, after the work issued before.

@@ -74,6 +74,11 @@ impl Sim {
         self.last.as_ref()
     }
 
+    /// Graphs recorded so far.
+    pub fn graphs(&self) -> usize {
+        self.graphs.len()
+    }
+
     /// Launches run so far.
     pub fn launches(&self) -> u64 {
         self.launches
@@ -148,6 +153,11 @@ impl Device for Sim {
     fn alloc(&mut self, name: &str, bytes: usize) -> Result<Ptr, DeviceError> {
         self.no_capture("an allocation")?;
         Ok(self.global.alloc(name, bytes as u64))
+    }
+
+    fn free(&mut self, base: Ptr) -> Result<(), DeviceError> {
+        self.no_capture("a free")?;
+        self.global.free(base).map_err(DeviceError::Invalid)
     }
 
     fn write(&mut self, dst: Ptr, data: &[u8]) -> Result<(), DeviceError> {
@@ -268,5 +278,92 @@ impl Device for Sim {
 
     fn synchronize(&mut self) -> Result<(), DeviceError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x[tid] += 1` over a block, and a kernel that writes `smem` bytes of dynamic shared memory.
+    const PTX: &str = r#"
+.version 8.0
+.target sm_90a
+.address_size 64
+.extern .shared .align 4 .b8 dyn[];
+.visible .entry add_one(.param .u64 p)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<4>;
+    .reg .f32 %f<3>;
+    ld.param.u64 %rd1, [p];
+    cvta.to.global.u64 %rd2, %rd1;
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd2, %rd2, %rd3;
+    ld.global.f32 %f1, [%rd2];
+    add.f32 %f2, %f1, 0f3F800000;
+    st.global.f32 [%rd2], %f2;
+    ret;
+}
+.visible .entry touch_shared(.param .u64 p)
+{
+    .reg .b32 %r<3>;
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    st.shared.u32 [%r2+61440], %r1;
+    ret;
+}
+"#;
+
+    fn dims(smem: u32) -> Dims {
+        Dims { grid: [1, 1, 1], block: [32, 1, 1], dynamic_smem: smem }
+    }
+
+    #[test]
+    fn launches_copies_and_a_recorded_graph() {
+        let mut s = Sim::new();
+        let m = s.load_module("t", PTX).unwrap();
+        let f = s.function(m, "add_one").unwrap();
+        let x = s.alloc("x", 128).unwrap();
+        let ones: Vec<u8> = (0..32).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+        s.write(x, &ones).unwrap();
+        s.launch(f, dims(0), &[x]).unwrap();
+        let read = |s: &mut Sim| {
+            let mut b = vec![0u8; 128];
+            s.read(x, &mut b).unwrap();
+            f32::from_le_bytes([b[4], b[5], b[6], b[7]])
+        };
+        assert_eq!(read(&mut s), 2.0);
+        // A recording runs nothing until it is replayed; copies are refused meanwhile.
+        s.begin_capture().unwrap();
+        s.launch(f, dims(0), &[x]).unwrap();
+        s.launch(f, dims(0), &[x]).unwrap();
+        assert!(s.write(x, &ones).is_err() && s.read(x, &mut [0u8; 4]).is_err());
+        let g = s.end_capture().unwrap();
+        assert_eq!(read(&mut s), 2.0);
+        s.replay(g).unwrap();
+        s.replay(g).unwrap();
+        assert_eq!(read(&mut s), 6.0);
+        assert_eq!(s.launches(), 5);
+        // Out of bounds is the sanitizer's error, naming the kernel.
+        let small = s.alloc("small", 16).unwrap();
+        let e = s.launch(f, dims(0), &[small]).unwrap_err();
+        assert!(matches!(&e, DeviceError::Sanitizer { kernel, .. } if kernel == "add_one"), "{e}");
+        s.free(small).unwrap();
+        assert!(s.free(small).is_err());
+    }
+
+    #[test]
+    fn more_than_48_kb_of_shared_memory_needs_the_opt_in() {
+        let mut s = Sim::new();
+        let m = s.load_module("t", PTX).unwrap();
+        let f = s.function(m, "touch_shared").unwrap();
+        let x = s.alloc("x", 4).unwrap();
+        let e = s.launch(f, dims(64 << 10), &[x]).unwrap_err();
+        assert!(e.to_string().contains("set_max_dynamic_smem"), "{e}");
+        s.set_max_dynamic_smem(f, 64 << 10).unwrap();
+        s.launch(f, dims(64 << 10), &[x]).unwrap();
+        assert!(s.set_max_dynamic_smem(f, 228 << 10).is_err());
     }
 }

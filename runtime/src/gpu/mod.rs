@@ -40,10 +40,30 @@ impl Default for GpuOptions {
     }
 }
 
-/// A kernel loaded on the device: each entry's function and launch shape, in order.
-struct Loaded {
-    stem: String,
-    entries: Vec<(String, FunctionId, Dims)>,
+/// A kernel loaded on a device: each entry's name, function and launch shape, in order.
+pub struct Loaded {
+    pub stem: String,
+    pub entries: Vec<(String, FunctionId, Dims)>,
+}
+
+/// Loads one kernel's PTX on `device`: its module, each entry's function, and the shared-memory opt-in
+/// where an entry needs more than 48 KB.
+pub fn load_kernel<D: Device + ?Sized>(device: &mut D, code: &DeviceCode, ptx: &str) -> Result<Loaded, BackendError> {
+    let module = device.load_module(&code.stem, ptx).map_err(device_err(&code.stem))?;
+    let mut entries = Vec::with_capacity(code.entries.len());
+    for e in &code.entries {
+        let at = format!("{}::{}", code.stem, e.name);
+        let f = device.function(module, &e.name).map_err(device_err(&at))?;
+        if e.needs_opt_in() {
+            device.set_max_dynamic_smem(f, e.dynamic_smem).map_err(device_err(&at))?;
+        }
+        if e.grid.iter().any(|&g| g == 0 || g > u32::MAX as u64) {
+            return Err(BackendError::Device(format!("{at}: grid {:?} cannot be launched", e.grid)));
+        }
+        let grid = e.grid.map(|g| g as u32);
+        entries.push((e.name.clone(), f, Dims { grid, block: [e.block, 1, 1], dynamic_smem: e.dynamic_smem }));
+    }
+    Ok(Loaded { stem: code.stem.clone(), entries })
 }
 
 /// What [`Gpu::prepare`] did.
@@ -178,24 +198,9 @@ impl<D: Device> Gpu<D> {
         Ok(out)
     }
 
-    /// Loads one kernel's PTX: its module, each entry's function, the shared-memory opt-in where an
-    /// entry needs more than 48 KB.
     fn load(&mut self, code: &DeviceCode, ptx: &str) -> Result<usize, BackendError> {
-        let module = self.device.load_module(&code.stem, ptx).map_err(device_err(&code.stem))?;
-        let mut entries = Vec::with_capacity(code.entries.len());
-        for e in &code.entries {
-            let at = format!("{}::{}", code.stem, e.name);
-            let f = self.device.function(module, &e.name).map_err(device_err(&at))?;
-            if e.needs_opt_in() {
-                self.device.set_max_dynamic_smem(f, e.dynamic_smem).map_err(device_err(&at))?;
-            }
-            let grid = e.grid.map(|g| u32::try_from(g).unwrap_or(u32::MAX));
-            if e.grid.iter().any(|&g| g == 0 || g > u32::MAX as u64) {
-                return Err(BackendError::Device(format!("{at}: grid {:?} cannot be launched", e.grid)));
-            }
-            entries.push((e.name.clone(), f, Dims { grid, block: [e.block, 1, 1], dynamic_smem: e.dynamic_smem }));
-        }
-        self.loaded.push(Loaded { stem: code.stem.clone(), entries });
+        let loaded = load_kernel(&mut self.device, code, ptx)?;
+        self.loaded.push(loaded);
         Ok(self.loaded.len() - 1)
     }
 
