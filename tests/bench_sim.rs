@@ -18,6 +18,6 @@ fn a_steps_expert_kernels_run_clean_over_their_storage() {
     let out = common::dsv3c_within(&args, std::time::Duration::from_secs(120)).expect("bench sim ran past 120 s");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("grouped_forward") && err.contains("grouped_weight_grad"), "{err}");
+    assert!(err.contains("grouped_gemm_fwd") && err.contains("grouped_gemm_wgrad"), "{err}");
     assert!(!err.contains("sanitizer:"), "{err}");
 }
