@@ -40,53 +40,70 @@ pub fn on_cuda(p: &Program) -> Option<Gpu<Cuda>> {
 dsv3c_runtime::backend_suite!(sim, super::on_sim);
 dsv3c_runtime::backend_suite!(cuda, super::on_cuda);
 
-/// A Program's step on the emulator: each launch list runs eagerly once, is recorded as a graph the
-/// second time and replayed after, and every run gives the CPU's losses.
-#[test]
-fn a_step_replays_its_recorded_lists_and_matches_the_cpu() {
-    use dsv3c_runtime::program::{Backend, Graph};
-    if !nvrtc() {
-        eprintln!("SKIPPED: needs NVRTC");
-        return;
-    }
-    let spec =
-        dsv3c_spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/tiny.yaml"))).unwrap();
-    let p = dsv3c_codegen::compile_training(&spec, 1, 16, dsv3c_codegen::Training::default()).unwrap();
-    let mut gpu = on_sim(&p).unwrap();
-    let mut cpu = dsv3c_runtime::cpu::Cpu::new(&p);
+fn tiny(batch: usize, seq: usize) -> Program {
+    let spec = dsv3c_spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/tiny.yaml"))).unwrap();
+    dsv3c_codegen::compile_training(&spec, batch, seq, dsv3c_codegen::Training::default()).unwrap()
+}
+
+/// Five f32 training steps of `p` (start, forward, backward, update) on `b` from seed-7 parameters:
+/// each step's loss.
+fn five_steps(p: &Program, b: &mut dyn dsv3c_runtime::program::Backend) -> Vec<f32> {
+    use dsv3c_runtime::op::scalars::*;
+    use dsv3c_runtime::program::Graph;
     let mut params = vec![0.0; p.param_len];
-    dsv3c_runtime::init::init_params(&p, 7, &mut params);
-    let mut scalars = vec![0.0f32; dsv3c_runtime::op::scalars::LEN];
-    scalars[dsv3c_runtime::op::scalars::LR] = 1e-3;
-    scalars[dsv3c_runtime::op::scalars::STEP] = 1.0;
-    scalars[dsv3c_runtime::op::scalars::GRAD_SCALE] = 1.0;
-    scalars[dsv3c_runtime::op::scalars::BETA1] = 0.9;
-    scalars[dsv3c_runtime::op::scalars::BETA2] = 0.95;
-    scalars[dsv3c_runtime::op::scalars::EPS] = 1e-8;
-    scalars[dsv3c_runtime::op::scalars::CLIP] = 1.0;
-    let tokens: Vec<f32> = (0..16).map(|i| (i * 37 % 1000) as f32).collect();
-    let backends: [&mut dyn Backend; 2] = [&mut gpu, &mut cpu];
-    let mut losses = [Vec::new(), Vec::new()];
-    for (b, l) in backends.into_iter().zip(&mut losses) {
-        b.write(p.whole(dsv3c_runtime::Space::Param), &params).unwrap();
-        for _ in 0..3 {
-            b.write(p.io.scalars, &scalars).unwrap();
+    dsv3c_runtime::init::init_params(p, 7, &mut params);
+    b.write(p.whole(dsv3c_runtime::Space::Param), &params).unwrap();
+    let mut s = vec![0.0f32; LEN];
+    (s[LR], s[GRAD_SCALE], s[BETA1], s[BETA2], s[EPS], s[CLIP]) = (1e-3, 1.0, 0.9, 0.95, 1e-8, 1.0);
+    let tokens: Vec<f32> = (0..p.io.tokens.len).map(|i| (i * 37 % 1000) as f32).collect();
+    (1..=5)
+        .map(|step| {
+            s[STEP] = step as f32;
+            b.write(p.io.scalars, &s).unwrap();
             p.start(b).unwrap();
             b.write(p.io.tokens, &tokens).unwrap();
             p.forward(b).unwrap();
-            l.push(b.read(p.io.loss).unwrap()[0]);
+            let loss = b.read(p.io.loss).unwrap()[0];
             p.backward(b).unwrap();
             p.update(b).unwrap();
-        }
+            loss
+        })
+        .collect()
+}
+
+fn follows_the_cpu(p: &Program, got: &[f32]) {
+    let want = five_steps(p, &mut dsv3c_runtime::cpu::Cpu::new(p));
+    for (g, c) in got.iter().zip(&want) {
+        assert!((g - c).abs() <= 1e-4 * c.abs(), "gpu {got:?} vs cpu {want:?}");
     }
-    for (g, c) in losses[0].iter().zip(&losses[1]) {
-        assert!((g - c).abs() <= 1e-5 * c.abs(), "sim {:?} vs cpu {:?}", losses[0], losses[1]);
-    }
-    assert!(losses[1][2] < losses[1][0], "the loss falls: {:?}", losses[1]);
+    assert!(want[4] < want[0], "the loss falls: {want:?}");
+}
+
+/// Five steps of `tiny` on the emulator follow the CPU's losses; each launch list ran eagerly once,
+/// was recorded as a graph the second time and replayed after.
+#[test]
+fn five_training_steps_on_sim_follow_the_cpu_and_replay_their_graphs() {
+    let p = tiny(1, 16);
+    let Some(mut gpu) = on_sim(&p) else {
+        eprintln!("SKIPPED: needs NVRTC");
+        return;
+    };
+    let got = five_steps(&p, &mut gpu);
+    follows_the_cpu(&p, &got);
     let sim = gpu.device();
     assert_eq!(sim.graphs(), 4, "start, forward, backward and update recorded once each");
-    assert_eq!(
-        sim.launches() as usize,
-        3 * p.launches().map(|l| p.kernels[l.kernel].device.as_ref().unwrap().entries.len()).sum::<usize>()
-    );
+    let entries: usize = p.launches().map(|l| p.kernels[l.kernel].device.as_ref().unwrap().entries.len()).sum();
+    assert_eq!(sim.launches() as usize, 5 * entries);
+}
+
+/// The same on the GPU, where one answers.
+#[test]
+fn five_training_steps_on_cuda_follow_the_cpu() {
+    let p = tiny(2, 64);
+    let Some(mut gpu) = on_cuda(&p) else {
+        eprintln!("SKIPPED: no CUDA device");
+        return;
+    };
+    let got = five_steps(&p, &mut gpu);
+    follows_the_cpu(&p, &got);
 }
