@@ -31,17 +31,23 @@ pub fn on_sim(p: &Program) -> Option<Gpu<Sim>> {
     nvrtc().then(|| gpu(Sim::new(), p))
 }
 
-/// The backend over the CUDA driver, where a GPU answers.
+/// The backend over the CUDA driver, where a GPU answers (`DSV3C_REQUIRE_CUDA`, which
+/// `scripts/gpu-check.sh` sets, makes its absence a failure).
 pub fn on_cuda(p: &Program) -> Option<Gpu<Cuda>> {
-    let device = Cuda::new(0).ok().filter(|_| nvrtc())?;
-    Some(gpu(device, p))
+    let device = match Cuda::new(0) {
+        Ok(d) => d,
+        Err(e) if std::env::var_os("DSV3C_REQUIRE_CUDA").is_some() => panic!("DSV3C_REQUIRE_CUDA is set: {e}"),
+        Err(_) => return None,
+    };
+    nvrtc().then(|| gpu(device, p))
 }
 
 dsv3c_runtime::backend_suite!(sim, super::on_sim);
 dsv3c_runtime::backend_suite!(cuda, super::on_cuda);
 
 fn tiny(batch: usize, seq: usize) -> Program {
-    let spec = dsv3c_spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/tiny.yaml"))).unwrap();
+    let spec =
+        dsv3c_spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/tiny.yaml"))).unwrap();
     dsv3c_codegen::compile_training(&spec, batch, seq, dsv3c_codegen::Training::default()).unwrap()
 }
 
