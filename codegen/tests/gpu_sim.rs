@@ -113,3 +113,28 @@ fn five_training_steps_on_cuda_follow_the_cpu() {
     let got = five_steps(&p, &mut gpu);
     follows_the_cpu(&p, &got);
 }
+
+/// A GPU gets cubins, not PTX (no driver JIT, so an NVRTC newer than the driver still works): NVRTC
+/// writes an ELF for sm_90a without a GPU, the cache stores it and serves it back, and a compile
+/// error comes back with NVRTC's log.
+#[test]
+fn kernels_compile_to_cubins_for_a_gpu_through_the_cache() {
+    use dsv3c_runtime::gpu::cache::{Compiled, Source};
+    if !nvrtc() {
+        eprintln!("SKIPPED: needs NVRTC");
+        return;
+    }
+    let k = dsv3c_codegen::cuda::emit(&dsv3c_runtime::Op::Add { n: 300 }).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cubin-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = PtxCache::at(Some(dir));
+    let (first, how) = cache.compiled(&k.stem, &k.source, "sm_90a", "test driver", true).unwrap();
+    let Compiled::Cubin(bytes) = &first else { panic!("a PTX for a cubin request") };
+    assert!(bytes.starts_with(b"\x7fELF") && how == Source::Compiled);
+    let (again, how) = cache.compiled(&k.stem, &k.source, "sm_90a", "test driver", true).unwrap();
+    assert_eq!((again, how), (first, Source::Cached));
+    let e =
+        dsv3c_runtime::nvrtc::compile_cubin("bad", "extern \"C\" __global__ void f() { undefined_thing(); }", "sm_90a")
+            .unwrap_err();
+    assert!(e.to_string().contains("undefined_thing"), "{e}");
+}

@@ -252,6 +252,8 @@ macro_rules! backend_suite {
                 let shift = Op::ShiftTokens { batch: 1, seq: 8, shift: 1 };
                 assert!(matches!(launch(&mut b, &shift, &[x, ids]), Err(BackendError::DType { arg: 0, .. })));
                 launch(&mut b, &shift, &[Slice::act(128, 8, DType::I32), ids]).unwrap();
+                // A slice shorter than what the op touches is refused (a GPU kernel would run past it).
+                assert!(matches!(launch(&mut b, &add, &[x, y, act(16, 7)]), Err(BackendError::Short { arg: 2, .. })));
                 // Two outputs may not overlap either (RMSNorm's y and 1/rms).
                 let norm = Op::RmsNorm { rows: 2, d: 4, in_stride: 4, eps: 1e-6 };
                 let args = [x, act(8, 4), act(16, 8), act(20, 2)];

@@ -1,4 +1,6 @@
-//! NVRTC through cudarc, loaded at run time: CUDA C++ source in, PTX out. Finds libnvrtc on the loader's
+//! NVRTC through cudarc, loaded at run time: CUDA C++ source in, PTX (for the emulator, or any driver
+//! new enough to JIT it) or a cubin (SASS for one real architecture, which a driver older than this
+//! NVRTC still loads) out. Finds libnvrtc on the loader's
 //! path, or under `DSV3C_NVRTC`, `CUDA_PATH`/`CUDA_HOME`, `/usr/local/cuda`, or the `nvidia-cuda-nvrtc-cu12`
 //! wheel of the active Python environment; its absence is a typed error, never a panic. Headers come from
 //! `CUDA_INCLUDE_PATH` (or the usual CUDA locations) when present; dsv3c's own kernels need none.
@@ -119,4 +121,54 @@ pub fn compile(name: &str, source: &str, arch: &str) -> Result<String, NvrtcErro
         }
         Err(e) => Err(NvrtcError::Other { name: name.into(), why: format!("{e:?}") }),
     }
+}
+
+/// Compiles `source` for the real architecture `arch` (`sm_90a`) to a cubin: an ELF of SASS that the
+/// driver loads as it is. PTX is JIT-compiled by the driver, which refuses PTX from an NVRTC newer than
+/// itself (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION`); a cubin of the same major version loads.
+pub fn compile_cubin(name: &str, source: &str, arch: &str) -> Result<Vec<u8>, NvrtcError> {
+    use cudarc::nvrtc::{result, sys};
+    ensure_loaded()?;
+    let other = |why: String| NvrtcError::Other { name: name.into(), why };
+    let src = std::ffi::CString::new(source).map_err(|_| other("source contains a NUL byte".into()))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| other("name contains a NUL byte".into()))?;
+    let mut options = vec![format!("--gpu-architecture={arch}"), "-std=c++17".to_string()];
+    options.extend(include_paths().into_iter().map(|p| format!("--include-path={p}")));
+    if options.iter().any(|o| o.contains('\0')) {
+        return Err(other("an include path contains a NUL byte".into()));
+    }
+    let prog = result::create_program(&src, Some(&cname)).map_err(|e| other(format!("{e:?}")))?;
+    // SAFETY: `prog` was created just above from `src` and `cname`, which outlive it; it is used only
+    // here and destroyed exactly once, after the last use, on every path. The options hold no NUL
+    // (checked), so cudarc's CString conversion cannot fail. The size NVRTC reports is the cubin's
+    // length, and `buf` holds that many bytes for nvrtcGetCUBIN to fill.
+    let out = unsafe {
+        let built = match result::compile_program(prog, &options) {
+            Ok(()) => {
+                let mut size = 0usize;
+                sys::nvrtcGetCUBINSize(prog, &mut size)
+                    .result()
+                    .map_err(|e| other(format!("nvrtcGetCUBINSize: {e:?}")))
+                    .and_then(|()| {
+                        let mut buf = vec![0u8; size];
+                        sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char)
+                            .result()
+                            .map(|()| buf)
+                            .map_err(|e| other(format!("nvrtcGetCUBIN: {e:?}")))
+                    })
+            }
+            Err(_) => {
+                let log = result::get_program_log(prog).unwrap_or_default();
+                let log: Vec<u8> = log.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+                Err(NvrtcError::Compile {
+                    name: name.into(),
+                    options: options.clone(),
+                    log: String::from_utf8_lossy(&log).into_owned(),
+                })
+            }
+        };
+        let _ = result::destroy_program(prog);
+        built
+    };
+    out
 }

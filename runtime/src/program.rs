@@ -31,6 +31,8 @@ pub enum BackendError {
     OutOfBounds { op: &'static str, arg: usize, slice: Slice, arena: usize },
     #[error("{op}: argument {arg} ({name}) is {dtype}, which a {kind:?} argument cannot be")]
     DType { op: &'static str, arg: usize, name: &'static str, dtype: DType, kind: crate::signature::Kind },
+    #[error("{op}: argument {arg} ({name}) holds {len} elements, the op touches {need}")]
+    Short { op: &'static str, arg: usize, name: &'static str, len: usize, need: usize },
     #[error("{op}: argument {out} (written) overlaps argument {other}")]
     Overlap { op: &'static str, out: usize, other: usize },
     #[error("{slice:?} lies outside its arena ({arena} bytes)")]
@@ -84,8 +86,8 @@ pub fn check_slice(s: Slice, arena: usize) -> Result<(), BackendError> {
 }
 
 /// Checks one launch's arguments against an op and the arenas' sizes in bytes (`arena(space)`):
-/// arity, bounds and alignment, each slice's dtype admitted by its argument's kind, and that no
-/// argument the op writes overlaps any other argument.
+/// arity, bounds and alignment, each slice's dtype admitted by its argument's kind and at least as
+/// long as what the op touches of it, and that no argument the op writes overlaps any other argument.
 pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> Result<(), BackendError> {
     let name = op.family();
     let sig = op.signature();
@@ -101,6 +103,9 @@ pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> 
         }
         if !a.kind.admits(s.dtype) {
             return Err(BackendError::DType { op: name, arg: i, name: a.name, dtype: s.dtype, kind: a.kind });
+        }
+        if s.len < a.len {
+            return Err(BackendError::Short { op: name, arg: i, name: a.name, len: s.len, need: a.len });
         }
     }
     for (o, _) in op.writes() {

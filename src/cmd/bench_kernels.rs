@@ -15,6 +15,7 @@ use dsv3c_codegen::cuda::check;
 use dsv3c_ptx::estimate::{self, Hardware, Resources};
 use dsv3c_ptx::Options;
 use dsv3c_runtime::device::{cuda::Cuda, sim::Sim, Device, Ptr};
+use dsv3c_runtime::gpu::cache::Compiled;
 use dsv3c_runtime::gpu::{self, PtxCache};
 use dsv3c_runtime::program::{DeviceCode, Kernel};
 use dsv3c_runtime::sample::{self, Rng};
@@ -248,15 +249,18 @@ fn bench<D: Device + 'static>(
     let (arch, driver) = (device.arch(), device.driver());
     eprintln!("compiling {} kernels for {arch} (NVRTC, through the cache)", chosen.len());
     let cache = PtxCache::new();
-    let ptx: Vec<String> = chosen
+    let cubin = device.wants_cubin();
+    let compiled: Vec<Compiled> = chosen
         .par_iter()
-        .map(|(_, c)| cache.ptx(&c.stem, &c.source, &arch, &driver).map(|p| p.0).map_err(|e| miette!("{e}")))
+        .map(|(_, c)| {
+            cache.compiled(&c.stem, &c.source, &arch, &driver, cubin).map(|p| p.0).map_err(|e| miette!("{e}"))
+        })
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
-    for ((ki, code), text) in chosen.iter().zip(&ptx) {
+    for ((ki, code), module) in chosen.iter().zip(&compiled) {
         let k = &program.kernels[*ki];
         let names: Vec<String> = k.op.signature().iter().map(|s| s.name.to_string()).collect();
-        let loaded = gpu::load_kernel(&mut device, code, text).map_err(|e| miette!("{e}"))?;
+        let loaded = gpu::load_kernel(&mut device, code, module.image()).map_err(|e| miette!("{e}"))?;
         let ptrs = arguments(&mut device, k, &names, sim, 0x5eed ^ *ki as u64)?;
         let launch_all = |device: &mut D| -> Result<()> {
             for (name, f, dims) in &loaded.entries {
@@ -280,9 +284,9 @@ fn bench<D: Device + 'static>(
             host_s: 0.0,
         };
         if sim {
-            let regs = match &a.ptxas {
-                Some(p) => registers(p, &code.stem, text)?,
-                None => Vec::new(),
+            let regs = match (&a.ptxas, module) {
+                (Some(p), Compiled::Ptx(text)) => registers(p, &code.stem, text)?,
+                _ => Vec::new(),
             };
             for (name, f, dims) in &loaded.entries {
                 let start = std::time::Instant::now();

@@ -10,7 +10,7 @@ use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream};
 use cudarc::driver::{DevicePtr, DriverError, LaunchConfig, PushKernelArg};
 
-use super::{Device, DeviceError, Dims, EventId, FunctionId, GraphId, ModuleId, Ptr};
+use super::{Device, DeviceError, Dims, EventId, FunctionId, GraphId, Image, ModuleId, Ptr};
 
 /// What [`probe`] found: the driver's version and the device count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,13 +167,21 @@ impl Device for Cuda {
         stream.memset_zeros(&mut mem.slice_mut(off..off + bytes)).map_err(driver_err("cuMemsetD8Async"))
     }
 
-    fn load_module(&mut self, name: &str, ptx: &str) -> Result<ModuleId, DeviceError> {
-        if ptx.contains('\0') {
-            return Err(DeviceError::Invalid(format!("{name}: PTX text contains a NUL byte")));
-        }
+    fn wants_cubin(&self) -> bool {
+        true
+    }
+
+    fn load_module(&mut self, name: &str, image: Image<'_>) -> Result<ModuleId, DeviceError> {
+        let image = match image {
+            Image::Ptx(ptx) if ptx.contains('\0') => {
+                return Err(DeviceError::Invalid(format!("{name}: PTX text contains a NUL byte")));
+            }
+            Image::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
+            Image::Cubin(bytes) => cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()),
+        };
         let m = self
             .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .load_module(image)
             .map_err(|e| DeviceError::Driver { call: "cuModuleLoadData", why: format!("{name}: {e}") })?;
         self.modules.push(m);
         Ok(ModuleId(self.modules.len() - 1))

@@ -11,6 +11,15 @@ pub mod sim;
 
 use std::fmt;
 
+/// What a module is loaded from.
+#[derive(Debug, Clone, Copy)]
+pub enum Image<'a> {
+    /// PTX text (the emulator's input; a driver JIT-compiles it).
+    Ptx(&'a str),
+    /// A cubin for the device's architecture (SASS; a driver loads it as it is).
+    Cubin(&'a [u8]),
+}
+
 /// A device address: an allocation's base plus a byte offset.
 pub type Ptr = u64;
 
@@ -82,8 +91,10 @@ pub trait Device {
     fn read(&mut self, src: Ptr, out: &mut [u8]) -> Result<(), DeviceError>;
     /// Zeroes `bytes` bytes at `dst`.
     fn zero(&mut self, dst: Ptr, bytes: usize) -> Result<(), DeviceError>;
-    /// Loads a module from PTX text (`name` for messages).
-    fn load_module(&mut self, name: &str, ptx: &str) -> Result<ModuleId, DeviceError>;
+    /// Does it load cubins (a GPU: no PTX JIT, so an NVRTC newer than the driver works), or PTX?
+    fn wants_cubin(&self) -> bool;
+    /// Loads a module (`name` for messages).
+    fn load_module(&mut self, name: &str, image: Image<'_>) -> Result<ModuleId, DeviceError>;
     /// The entry point `entry` of a loaded module.
     fn function(&mut self, module: ModuleId, entry: &str) -> Result<FunctionId, DeviceError>;
     /// Static shared memory the function declares, in bytes.

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use dsv3c_ptx::{Arg, Global, LaunchConfig, Module, Options, Report};
 
-use super::{Device, DeviceError, Dims, EventId, FunctionId, GraphId, ModuleId, Ptr};
+use super::{Device, DeviceError, Dims, EventId, FunctionId, GraphId, Image, ModuleId, Ptr};
 use crate::program::SMEM_WITHOUT_OPT_IN;
 
 /// Shared memory one block may use on the emulated GPU (an H100's opt-in limit).
@@ -186,7 +186,14 @@ impl Device for Sim {
         Ok(())
     }
 
-    fn load_module(&mut self, name: &str, ptx: &str) -> Result<ModuleId, DeviceError> {
+    fn wants_cubin(&self) -> bool {
+        false
+    }
+
+    fn load_module(&mut self, name: &str, image: Image<'_>) -> Result<ModuleId, DeviceError> {
+        let Image::Ptx(ptx) = image else {
+            return Err(DeviceError::Invalid(format!("{name}: the emulator runs PTX, not cubins")));
+        };
         let m = Module::load(ptx, &mut self.global).map_err(|e| DeviceError::Emulator(format!("{name}: {e}")))?;
         self.modules.push(m);
         Ok(ModuleId(self.modules.len() - 1))
@@ -323,7 +330,7 @@ mod tests {
     #[test]
     fn launches_copies_and_a_recorded_graph() {
         let mut s = Sim::new();
-        let m = s.load_module("t", PTX).unwrap();
+        let m = s.load_module("t", Image::Ptx(PTX)).unwrap();
         let f = s.function(m, "add_one").unwrap();
         let x = s.alloc("x", 128).unwrap();
         let ones: Vec<u8> = (0..32).flat_map(|_| 1.0f32.to_le_bytes()).collect();
@@ -357,7 +364,7 @@ mod tests {
     #[test]
     fn more_than_48_kb_of_shared_memory_needs_the_opt_in() {
         let mut s = Sim::new();
-        let m = s.load_module("t", PTX).unwrap();
+        let m = s.load_module("t", Image::Ptx(PTX)).unwrap();
         let f = s.function(m, "touch_shared").unwrap();
         let x = s.alloc("x", 4).unwrap();
         let e = s.launch(f, dims(64 << 10), &[x]).unwrap_err();

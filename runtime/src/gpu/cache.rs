@@ -1,5 +1,6 @@
-//! The on-disk cache of NVRTC's output: a kernel's PTX, under a key of everything that decides it — the
-//! CUDA source, the architecture, NVRTC's version and the device's driver. A hit skips NVRTC (seconds
+//! The on-disk cache of NVRTC's output: a kernel's PTX (for the emulator) or cubin (for a GPU), under a
+//! key of everything that decides it — the CUDA source, the architecture, NVRTC's version and the
+//! device's driver. A hit skips NVRTC (seconds
 //! for a large GEMM); a miss compiles and writes the file atomically (a temporary file, then a rename),
 //! so concurrent runs never see half a file. The folder is `DSV3C_CACHE`, else `$XDG_CACHE_HOME/dsv3c`,
 //! else `~/.cache/dsv3c`; a cache that cannot be written is skipped, never an error.
@@ -12,6 +13,23 @@ use crate::nvrtc::{self, NvrtcError};
 #[derive(Debug, Clone)]
 pub struct PtxCache {
     dir: Option<PathBuf>,
+}
+
+/// A compiled kernel: PTX text or a cubin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiled {
+    Ptx(String),
+    Cubin(Vec<u8>),
+}
+
+impl Compiled {
+    /// The module image a device loads.
+    pub fn image(&self) -> crate::device::Image<'_> {
+        match self {
+            Compiled::Ptx(t) => crate::device::Image::Ptx(t),
+            Compiled::Cubin(b) => crate::device::Image::Cubin(b),
+        }
+    }
 }
 
 /// How a kernel's PTX was obtained.
@@ -55,11 +73,39 @@ impl PtxCache {
         PtxCache { dir }
     }
 
-    /// The file a kernel's PTX lives in.
+    /// The file a kernel's PTX (or cubin) lives in.
     fn file(dir: &Path, stem: &str, source: &str, arch: &str, nvrtc: (i32, i32), driver: &str) -> PathBuf {
         let version = format!("{}.{}", nvrtc.0, nvrtc.1);
         let key = fnv1a(&[source, arch, &version, driver]);
         dir.join("ptx").join(format!("{stem}.{arch}.{key:016x}.ptx"))
+    }
+
+    /// The kernel for a device: a cubin where it `wants_cubin` (a GPU), else PTX; from the cache, or
+    /// compiled by NVRTC and stored.
+    pub fn compiled(
+        &self,
+        stem: &str,
+        source: &str,
+        arch: &str,
+        driver: &str,
+        cubin: bool,
+    ) -> Result<(Compiled, Source), NvrtcError> {
+        if !cubin {
+            return self.ptx(stem, source, arch, driver).map(|(t, s)| (Compiled::Ptx(t), s));
+        }
+        let nvrtc_version = nvrtc::version()?;
+        let file =
+            self.dir.as_ref().map(|d| Self::file(d, stem, source, arch, nvrtc_version, driver).with_extension("cubin"));
+        if let Some(bytes) = file.as_ref().and_then(|f| std::fs::read(f).ok()) {
+            if bytes.starts_with(b"\x7fELF") {
+                return Ok((Compiled::Cubin(bytes), Source::Cached));
+            }
+        }
+        let bin = nvrtc::compile_cubin(stem, source, arch)?;
+        if let Some(f) = &file {
+            store(f, &bin);
+        }
+        Ok((Compiled::Cubin(bin), Source::Compiled))
     }
 
     /// The PTX of `source` for `arch` on a device whose driver is `driver`: from the cache, or
@@ -74,7 +120,7 @@ impl PtxCache {
         }
         let ptx = nvrtc::compile(stem, source, arch)?;
         if let Some(f) = &file {
-            store(f, &ptx);
+            store(f, ptx.as_bytes());
         }
         Ok((ptx, Source::Compiled))
     }
@@ -86,8 +132,8 @@ impl Default for PtxCache {
     }
 }
 
-/// Writes `text` to `file` through a temporary file and a rename; failures leave no cache entry.
-fn store(file: &Path, text: &str) {
+/// Writes `bytes` to `file` through a temporary file and a rename; failures leave no cache entry.
+fn store(file: &Path, bytes: &[u8]) {
     let Some(dir) = file.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
@@ -97,7 +143,7 @@ fn store(file: &Path, text: &str) {
         file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
         std::process::id()
     ));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
+    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, file).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }

@@ -1,6 +1,6 @@
 //! The GPU backend, written once over any [`Device`]: one allocation per arena of the Program's plan,
-//! each kernel's CUDA source compiled by NVRTC (through the on-disk [`cache::PtxCache`]) and loaded
-//! once, launches from the launch table with each argument the arena's base plus the slice's offset,
+//! each kernel's CUDA source compiled by NVRTC (through the on-disk [`cache::PtxCache`]: a cubin for a
+//! GPU, PTX for the emulator) and loaded once, launches from the launch table with each argument the arena's base plus the slice's offset,
 //! and the host's traffic limited to the step's scalars and tokens in and its losses and metrics out.
 //! A launch list (a phase of the step) runs eagerly the first time; the second time it is recorded
 //! as a graph and from then on replayed as one submission (a CUDA graph on the driver, a recorded list
@@ -48,8 +48,12 @@ pub struct Loaded {
 
 /// Loads one kernel's PTX on `device`: its module, each entry's function, and the shared-memory opt-in
 /// where an entry needs more than 48 KB.
-pub fn load_kernel<D: Device + ?Sized>(device: &mut D, code: &DeviceCode, ptx: &str) -> Result<Loaded, BackendError> {
-    let module = device.load_module(&code.stem, ptx).map_err(device_err(&code.stem))?;
+pub fn load_kernel<D: Device + ?Sized>(
+    device: &mut D,
+    code: &DeviceCode,
+    image: crate::device::Image<'_>,
+) -> Result<Loaded, BackendError> {
+    let module = device.load_module(&code.stem, image).map_err(device_err(&code.stem))?;
     let mut entries = Vec::with_capacity(code.entries.len());
     for e in &code.entries {
         let at = format!("{}::{}", code.stem, e.name);
@@ -169,16 +173,16 @@ impl<D: Device> Gpu<D> {
             }
         }
         crate::nvrtc::ensure_loaded().map_err(|e| BackendError::Device(e.to_string()))?;
-        let (arch, driver) = (self.device.arch(), self.device.driver());
+        let (arch, driver, cubin) = (self.device.arch(), self.device.driver(), self.device.wants_cubin());
         let done = std::sync::atomic::AtomicUsize::new(0);
         let total = todo.len();
-        let ptx: Vec<Result<(String, cache::Source), BackendError>> = todo
+        let ptx: Vec<Result<(cache::Compiled, cache::Source), BackendError>> = todo
             .par_iter()
             .map(|c| {
                 let r = self
                     .options
                     .cache
-                    .ptx(&c.stem, &c.source, &arch, &driver)
+                    .compiled(&c.stem, &c.source, &arch, &driver, cubin)
                     .map_err(|e| BackendError::Device(e.to_string()));
                 progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
                 r
@@ -191,15 +195,15 @@ impl<D: Device> Gpu<D> {
                 cache::Source::Cached => out.cached += 1,
                 cache::Source::Compiled => out.compiled += 1,
             }
-            let i = self.load(code, &text)?;
+            let i = self.load(code, text.image())?;
             self.by_stem.insert(code.stem.clone(), i);
         }
         out.seconds = start.elapsed().as_secs_f64();
         Ok(out)
     }
 
-    fn load(&mut self, code: &DeviceCode, ptx: &str) -> Result<usize, BackendError> {
-        let loaded = load_kernel(&mut self.device, code, ptx)?;
+    fn load(&mut self, code: &DeviceCode, image: crate::device::Image<'_>) -> Result<usize, BackendError> {
+        let loaded = load_kernel(&mut self.device, code, image)?;
         self.loaded.push(loaded);
         Ok(self.loaded.len() - 1)
     }
@@ -228,12 +232,13 @@ impl<D: Device> Gpu<D> {
             }
         };
         crate::nvrtc::ensure_loaded().map_err(|e| BackendError::Device(e.to_string()))?;
-        let (text, _) = self
+        let cubin = self.device.wants_cubin();
+        let (compiled, _) = self
             .options
             .cache
-            .ptx(&code.stem, &code.source, &self.device.arch(), &self.device.driver())
+            .compiled(&code.stem, &code.source, &self.device.arch(), &self.device.driver(), cubin)
             .map_err(|e| BackendError::Device(e.to_string()))?;
-        let i = self.load(&code, &text)?;
+        let i = self.load(&code, compiled.image())?;
         self.by_stem.insert(code.stem.clone(), i);
         if k.device.is_err() {
             self.emitted.insert(format!("{:?} {:?}", k.op, k.dtypes), i);
