@@ -176,7 +176,7 @@ impl<D: Device> Gpu<D> {
         let (arch, driver, cubin) = (self.device.arch(), self.device.driver(), self.device.wants_cubin());
         let done = std::sync::atomic::AtomicUsize::new(0);
         let total = todo.len();
-        let ptx: Vec<Result<(cache::Compiled, cache::Source), BackendError>> = todo
+        let built: Vec<Result<(cache::Compiled, cache::Source), BackendError>> = todo
             .par_iter()
             .map(|c| {
                 let r = self
@@ -189,13 +189,13 @@ impl<D: Device> Gpu<D> {
             })
             .collect();
         let mut out = Prepared::default();
-        for (code, r) in todo.iter().zip(ptx) {
-            let (text, how) = r?;
+        for (code, r) in todo.iter().zip(built) {
+            let (compiled, how) = r?;
             match how {
                 cache::Source::Cached => out.cached += 1,
                 cache::Source::Compiled => out.compiled += 1,
             }
-            let i = self.load(code, text.image())?;
+            let i = self.load(code, compiled.image())?;
             self.by_stem.insert(code.stem.clone(), i);
         }
         out.seconds = start.elapsed().as_secs_f64();
