@@ -3,7 +3,9 @@
 //! and the same suite over the CUDA driver when a GPU answers (reported skipped otherwise). NVRTC's
 //! absence skips the emulator suite loudly, and fails it where `DSV3C_REQUIRE_NVRTC` is set (CI).
 
-use dsv3c_runtime::device::{cuda::Cuda, sim::Sim, Device};
+use dsv3c_runtime::device::{
+    cuda::Cuda, sim::Sim, Device, DeviceError, Dims, EventId, FunctionId, GraphId, Image, ModuleId,
+};
 use dsv3c_runtime::gpu::{Gpu, GpuOptions, PtxCache};
 use dsv3c_runtime::Program;
 
@@ -51,9 +53,9 @@ fn tiny(batch: usize, seq: usize) -> Program {
     dsv3c_codegen::compile_training(&spec, batch, seq, dsv3c_codegen::Training::default()).unwrap()
 }
 
-/// Five f32 training steps of `p` (start, forward, backward, update) on `b` from seed-7 parameters:
+/// `n` f32 training steps of `p` (start, forward, backward, update) on `b` from seed-7 parameters:
 /// each step's loss.
-fn five_steps(p: &Program, b: &mut dyn dsv3c_runtime::program::Backend) -> Vec<f32> {
+fn steps(p: &Program, b: &mut dyn dsv3c_runtime::program::Backend, n: usize) -> Vec<f32> {
     use dsv3c_runtime::op::scalars::*;
     use dsv3c_runtime::program::Graph;
     let mut params = vec![0.0; p.param_len];
@@ -62,7 +64,7 @@ fn five_steps(p: &Program, b: &mut dyn dsv3c_runtime::program::Backend) -> Vec<f
     let mut s = vec![0.0f32; LEN];
     (s[LR], s[GRAD_SCALE], s[BETA1], s[BETA2], s[EPS], s[CLIP]) = (1e-3, 1.0, 0.9, 0.95, 1e-8, 1.0);
     let tokens: Vec<f32> = (0..p.io.tokens.len).map(|i| (i * 37 % 1000) as f32).collect();
-    (1..=5)
+    (1..=n)
         .map(|step| {
             s[STEP] = step as f32;
             b.write(p.io.scalars, &s).unwrap();
@@ -78,11 +80,11 @@ fn five_steps(p: &Program, b: &mut dyn dsv3c_runtime::program::Backend) -> Vec<f
 }
 
 fn follows_the_cpu(p: &Program, got: &[f32]) {
-    let want = five_steps(p, &mut dsv3c_runtime::cpu::Cpu::new(p));
+    let want = steps(p, &mut dsv3c_runtime::cpu::Cpu::new(p), got.len());
     for (g, c) in got.iter().zip(&want) {
         assert!((g - c).abs() <= 1e-4 * c.abs(), "gpu {got:?} vs cpu {want:?}");
     }
-    assert!(want[4] < want[0], "the loss falls: {want:?}");
+    assert!(want[want.len() - 1] < want[0], "the loss falls: {want:?}");
 }
 
 /// Five steps of `tiny` on the emulator follow the CPU's losses; each launch list ran eagerly once,
@@ -94,7 +96,7 @@ fn five_training_steps_on_sim_follow_the_cpu_and_replay_their_graphs() {
         eprintln!("SKIPPED: needs NVRTC");
         return;
     };
-    let got = five_steps(&p, &mut gpu);
+    let got = steps(&p, &mut gpu, 5);
     follows_the_cpu(&p, &got);
     let sim = gpu.device();
     assert_eq!(sim.graphs(), 4, "start, forward, backward and update recorded once each");
@@ -110,7 +112,7 @@ fn five_training_steps_on_cuda_follow_the_cpu() {
         eprintln!("SKIPPED: no CUDA device");
         return;
     };
-    let got = five_steps(&p, &mut gpu);
+    let got = steps(&p, &mut gpu, 5);
     follows_the_cpu(&p, &got);
 }
 
@@ -137,4 +139,88 @@ fn kernels_compile_to_cubins_for_a_gpu_through_the_cache() {
         dsv3c_runtime::nvrtc::compile_cubin("bad", "extern \"C\" __global__ void f() { undefined_thing(); }", "sm_90a")
             .unwrap_err();
     assert!(e.to_string().contains("undefined_thing"), "{e}");
+}
+
+/// The emulator, refusing to record graphs (as a driver may): the backend runs every list eagerly.
+struct NoGraphs(Sim);
+
+impl Device for NoGraphs {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn arch(&self) -> String {
+        self.0.arch()
+    }
+    fn driver(&self) -> String {
+        self.0.driver()
+    }
+    fn alloc(&mut self, name: &str, bytes: usize) -> Result<u64, DeviceError> {
+        self.0.alloc(name, bytes)
+    }
+    fn free(&mut self, base: u64) -> Result<(), DeviceError> {
+        self.0.free(base)
+    }
+    fn write(&mut self, dst: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.0.write(dst, data)
+    }
+    fn read(&mut self, src: u64, out: &mut [u8]) -> Result<(), DeviceError> {
+        self.0.read(src, out)
+    }
+    fn zero(&mut self, dst: u64, bytes: usize) -> Result<(), DeviceError> {
+        self.0.zero(dst, bytes)
+    }
+    fn wants_cubin(&self) -> bool {
+        false
+    }
+    fn load_module(&mut self, name: &str, image: Image<'_>) -> Result<ModuleId, DeviceError> {
+        self.0.load_module(name, image)
+    }
+    fn function(&mut self, module: ModuleId, entry: &str) -> Result<FunctionId, DeviceError> {
+        self.0.function(module, entry)
+    }
+    fn static_smem(&self, f: FunctionId) -> Result<u32, DeviceError> {
+        self.0.static_smem(f)
+    }
+    fn set_max_dynamic_smem(&mut self, f: FunctionId, bytes: u32) -> Result<(), DeviceError> {
+        self.0.set_max_dynamic_smem(f, bytes)
+    }
+    fn launch(&mut self, f: FunctionId, dims: Dims, args: &[u64]) -> Result<(), DeviceError> {
+        self.0.launch(f, dims, args)
+    }
+    fn event(&mut self) -> Result<EventId, DeviceError> {
+        self.0.event()
+    }
+    fn record(&mut self, e: EventId) -> Result<(), DeviceError> {
+        self.0.record(e)
+    }
+    fn elapsed(&mut self, start: EventId, end: EventId) -> Result<f64, DeviceError> {
+        self.0.elapsed(start, end)
+    }
+    fn begin_capture(&mut self) -> Result<(), DeviceError> {
+        Err(DeviceError::Invalid("graphs are not supported here".into()))
+    }
+    fn end_capture(&mut self) -> Result<GraphId, DeviceError> {
+        Err(DeviceError::Invalid("no capture".into()))
+    }
+    fn replay(&mut self, g: GraphId) -> Result<(), DeviceError> {
+        self.0.replay(g)
+    }
+    fn synchronize(&mut self) -> Result<(), DeviceError> {
+        self.0.synchronize()
+    }
+}
+
+/// A device that cannot record graphs still trains: each list falls back to eager runs, and the step
+/// is the one the graphs would have replayed.
+#[test]
+fn without_graphs_the_lists_run_eagerly() {
+    let p = tiny(1, 8);
+    if !nvrtc() {
+        eprintln!("SKIPPED: needs NVRTC");
+        return;
+    }
+    let mut gpu = gpu(NoGraphs(Sim::new()), &p);
+    let got = steps(&p, &mut gpu, 3);
+    follows_the_cpu(&p, &got);
+    assert_eq!(gpu.device().0.graphs(), 0);
 }

@@ -2,7 +2,7 @@
 //! [--ptxas PATH] [--only TEXT] [--json]`: every kernel of a spec's training step (start, one
 //! micro-batch's forward and backward, update), each over valid random arguments in the dtypes its
 //! launches pass, through the [`Device`] seam. On `cuda` each kernel is timed with CUDA events (warm-up,
-//! then the median of `--reps` runs); on `sim` the PTX emulator runs a sample of each launch's blocks and
+//! then the median of `--reps` runs, each behind a memset that flushes the L2 and hides the launch); on `sim` the PTX emulator runs a sample of each launch's blocks and
 //! its counters give an H100 lower bound (an estimate, labelled so) and the emulator's own speed. Each row
 //! carries the op's useful FLOPs and the bytes its arguments span, and the fraction of the GPU's peak
 //! (tensor or FMA FLOP/s for its operand dtype; DRAM bandwidth) that the time reaches. The step's total
@@ -64,6 +64,8 @@ pub struct KernelArgs {
 /// backs only where the sampled blocks reach. On a GPU every argument is random (timing on zeros flatters
 /// a kernel: less power, higher clocks).
 const SIM_FILL_LIMIT_BYTES: usize = 256 << 20;
+/// Zeroed before each timed run on a GPU: more than an H100's or H200's 50 MB L2.
+const FLUSH_BYTES: usize = 256 << 20;
 /// On a GPU an argument over this is filled by repeating a random prefix of this size.
 const GPU_FILL_CHUNK_BYTES: usize = 64 << 20;
 
@@ -256,6 +258,7 @@ fn bench<D: Device + 'static>(
             cache.compiled(&c.stem, &c.source, &arch, &driver, cubin).map(|p| p.0).map_err(|e| miette!("{e}"))
         })
         .collect::<Result<_>>()?;
+    let flush = if sim { 0 } else { device.alloc("l2 flush", FLUSH_BYTES).map_err(|e| miette!("{e}"))? };
     let mut rows = Vec::new();
     for ((ki, code), module) in chosen.iter().zip(&compiled) {
         let k = &program.kernels[*ki];
@@ -320,6 +323,9 @@ fn bench<D: Device + 'static>(
             let (e0, e1) = (device.event().map_err(|e| miette!("{e}"))?, device.event().map_err(|e| miette!("{e}"))?);
             let mut times = Vec::with_capacity(a.reps as usize);
             for _ in 0..a.reps {
+                // Each run starts behind a memset of a buffer larger than the L2: the GPU is busy while
+                // the host queues the launch (no launch gap is timed) and the arguments start cold.
+                device.zero(flush, FLUSH_BYTES).map_err(|e| miette!("{e}"))?;
                 device.record(e0).map_err(|e| miette!("{e}"))?;
                 launch_all(&mut device)?;
                 device.record(e1).map_err(|e| miette!("{e}"))?;

@@ -72,6 +72,11 @@ impl Cuda {
             return Err(DeviceError::NoDevice(format!("device {ordinal} asked for, {} present", driver.devices)));
         }
         let ctx = CudaContext::new(ordinal).map_err(driver_err("cuDevicePrimaryCtxRetain"))?;
+        // SAFETY: every copy, launch and free of this device is issued on its one stream, in order, so
+        // no allocation is used on another stream, written by two at once, or freed before a use on
+        // another stream finishes — the cross-stream hazards cudarc's per-allocation events guard.
+        // Without them no event wait or record touches a stream while a graph is being captured.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(driver_err("cuStreamCreate"))?;
         let name = ctx.name().map_err(driver_err("cuDeviceGetName"))?;
         let capability = ctx.compute_capability().map_err(driver_err("cuDeviceGetAttribute"))?;

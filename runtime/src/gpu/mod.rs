@@ -58,7 +58,9 @@ pub fn load_kernel<D: Device + ?Sized>(
     for e in &code.entries {
         let at = format!("{}::{}", code.stem, e.name);
         let f = device.function(module, &e.name).map_err(device_err(&at))?;
-        if e.needs_opt_in() {
+        // Set whenever the entry uses dynamic shared memory: the driver's static size may differ from
+        // the compiler's figure, and the attribute is harmless below 48 KB.
+        if e.dynamic_smem > 0 {
             device.set_max_dynamic_smem(f, e.dynamic_smem).map_err(device_err(&at))?;
         }
         if e.grid.iter().any(|&g| g == 0 || g > u32::MAX as u64) {
@@ -86,6 +88,8 @@ enum List {
     /// Ran once, eagerly.
     Ran,
     Recorded(GraphId),
+    /// Recording failed (the device or driver refused a capture): always run eagerly.
+    Eager,
 }
 
 /// A Program's arenas on a device, and its kernels loaded there.
@@ -329,14 +333,26 @@ impl<D: Device> Backend for Gpu<D> {
                 Ok(())
             }
             Some(List::Ran) => {
-                self.device.begin_capture().map_err(device_err("beginning a graph"))?;
+                if self.device.begin_capture().is_err() {
+                    self.lists.insert(key, List::Eager);
+                    return self.run_eagerly(kernels, launches);
+                }
                 let recorded = self.run_eagerly(kernels, launches);
-                let graph = self.device.end_capture().map_err(device_err("ending a graph"));
+                let graph = self.device.end_capture();
                 recorded?;
-                let g = graph?;
-                self.lists.insert(key, List::Recorded(g));
-                self.device.replay(g).map_err(device_err("replaying a graph"))
+                match graph {
+                    Ok(g) => {
+                        self.lists.insert(key, List::Recorded(g));
+                        self.device.replay(g).map_err(device_err("replaying a graph"))
+                    }
+                    // Nothing ran while recording: run the list now, and from now on eagerly.
+                    Err(_) => {
+                        self.lists.insert(key, List::Eager);
+                        self.run_eagerly(kernels, launches)
+                    }
+                }
             }
+            Some(List::Eager) => self.run_eagerly(kernels, launches),
             Some(List::Recorded(g)) => self.device.replay(g).map_err(device_err("replaying a graph")),
         }
     }
