@@ -27,8 +27,6 @@ pub enum EmitError {
     Unsupported { op: &'static str, why: String },
     #[error("kernel {stem}: {why}")]
     Limits { stem: String, why: String },
-    #[error("launch {note}: argument {arg} ({name}) touches {need} elements but its slice has {have}")]
-    Footprint { note: String, arg: usize, name: String, need: usize, have: usize },
 }
 
 /// Blocks for a grid-stride elementwise kernel over `n` elements (256 threads each).
