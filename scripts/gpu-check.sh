@@ -96,7 +96,12 @@ run() {
         echo "\$ $*" >"$logs/$name.txt"
         timeout "$limit" "$@" >>"$logs/$name.txt" 2>&1
         rc=$?
-        fig=$(eval "$figure" 2>/dev/null | head -1 | sed 's/|/\\|/g')
+        fig=$(eval "$figure" 2>/dev/null | head -1)
+        # A failure without its figure shows its error line.
+        if [ $rc != 0 ] && [ -z "$fig" ]; then
+            fig=$( (grep -m1 -E '×|[Ee]rror|panicked' "$logs/$name.txt" || tail -1 "$logs/$name.txt") | cut -c1-160)
+        fi
+        fig=$(printf '%s' "$fig" | sed 's/|/\\|/g')
         printf '| %s | %s | %d | %s |\n' "$name" "$([ $rc = 0 ] && echo pass || echo "FAIL (rc $rc)")" \
             "$(($(date +%s) - t0))" "$fig" >>"$sum"
         publish
