@@ -8,9 +8,7 @@ mod common;
 
 #[test]
 fn a_steps_expert_kernels_run_clean_over_their_storage() {
-    if let Err(e) = dsv3c_runtime::nvrtc::ensure_loaded() {
-        assert!(std::env::var_os("DSV3C_REQUIRE_NVRTC").is_none(), "bench sim needs NVRTC: {e}");
-        eprintln!("SKIPPED: bench sim ({e})");
+    if !common::nvrtc_or_skip("bench sim") {
         return;
     }
     let args = ["bench", "sim", "spec/small-fp8.yaml", "--seq", "128", "--only", "grouped", "--sample-blocks", "2"];

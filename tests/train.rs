@@ -301,9 +301,7 @@ fn a_run_trains_from_prepared_shards_and_evaluates_on_them() {
 /// the two (a sim checkpoint resumed on the CPU and a CPU one on sim give the same next step).
 #[test]
 fn training_on_the_emulator_follows_the_cpu() {
-    if let Err(e) = dsv3c_runtime::nvrtc::ensure_loaded() {
-        assert!(std::env::var_os("DSV3C_REQUIRE_NVRTC").is_none(), "--device sim needs NVRTC: {e}");
-        eprintln!("SKIPPED: --device sim needs NVRTC ({e})");
+    if !common::nvrtc_or_skip("--device sim") {
         return;
     }
     let run = |device: &str, dir: &Path, steps: &str, resume: bool| {

@@ -104,11 +104,17 @@ pub fn version() -> Result<(i32, i32), NvrtcError> {
     Ok((major, minor))
 }
 
+/// NVRTC's options for `arch`: the architecture, C++17, and the header folders.
+fn options(arch: &str) -> Vec<String> {
+    let mut options = vec![format!("--gpu-architecture={arch}"), "-std=c++17".to_string()];
+    options.extend(include_paths().into_iter().map(|p| format!("--include-path={p}")));
+    options
+}
+
 /// Compiles `source` (named `name` in messages) for `arch` (`sm_90a`, ...) to PTX text.
 pub fn compile(name: &str, source: &str, arch: &str) -> Result<String, NvrtcError> {
     ensure_loaded()?;
-    let mut options = vec![format!("--gpu-architecture={arch}"), "-std=c++17".to_string()];
-    options.extend(include_paths().into_iter().map(|p| format!("--include-path={p}")));
+    let options = options(arch);
     let opts =
         cudarc::nvrtc::CompileOptions { options: options.clone(), name: Some(name.into()), ..Default::default() };
     if source.contains('\0') {
@@ -132,8 +138,7 @@ pub fn compile_cubin(name: &str, source: &str, arch: &str) -> Result<Vec<u8>, Nv
     let other = |why: String| NvrtcError::Other { name: name.into(), why };
     let src = std::ffi::CString::new(source).map_err(|_| other("source contains a NUL byte".into()))?;
     let cname = std::ffi::CString::new(name).map_err(|_| other("name contains a NUL byte".into()))?;
-    let mut options = vec![format!("--gpu-architecture={arch}"), "-std=c++17".to_string()];
-    options.extend(include_paths().into_iter().map(|p| format!("--include-path={p}")));
+    let options = options(arch);
     if options.iter().any(|o| o.contains('\0')) {
         return Err(other("an include path contains a NUL byte".into()));
     }

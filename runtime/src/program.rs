@@ -57,13 +57,7 @@ pub trait Backend {
     /// Runs one of a Program's launch lists over its kernels. A backend may record a list it has run
     /// before and replay the recording (the GPU's graphs); the default launches one by one.
     fn run_list(&mut self, kernels: &[Kernel], launches: &[Launch]) -> Result<(), BackendError> {
-        for l in launches {
-            let k = kernels
-                .get(l.kernel)
-                .ok_or_else(|| BackendError::Device(format!("{}: no kernel {}", l.note, l.kernel)))?;
-            self.launch(k, &l.args)?;
-        }
-        Ok(())
+        launch_each(self, kernels, launches)
     }
     /// The values of a slice, decoded from its dtype.
     fn read(&mut self, s: Slice) -> Result<Vec<f32>, BackendError>;
@@ -114,6 +108,23 @@ pub fn check_launch(op: &Op, args: &[Slice], arena: impl Fn(Space) -> usize) -> 
                 return Err(BackendError::Overlap { op: name, out: o, other: j });
             }
         }
+    }
+    Ok(())
+}
+
+/// Launches `launches` on `b` one by one, a device's error prefixed with the launch's note.
+pub fn launch_each<B: Backend + ?Sized>(
+    b: &mut B,
+    kernels: &[Kernel],
+    launches: &[Launch],
+) -> Result<(), BackendError> {
+    for l in launches {
+        let k =
+            kernels.get(l.kernel).ok_or_else(|| BackendError::Device(format!("{}: no kernel {}", l.note, l.kernel)))?;
+        b.launch(k, &l.args).map_err(|e| match e {
+            BackendError::Device(m) => BackendError::Device(format!("{}: {m}", l.note)),
+            e => e,
+        })?;
     }
     Ok(())
 }
@@ -431,8 +442,6 @@ pub enum ProgramError {
     NoKernel { phase: &'static str, index: usize, note: String, kernel: usize },
     #[error("{phase}[{index}] ({note}): {source}")]
     Launch { phase: &'static str, index: usize, note: String, source: BackendError },
-    #[error("{phase}[{index}] ({note}): argument {arg} is {got}, the kernel was built for {want}")]
-    KernelDType { phase: &'static str, index: usize, note: String, arg: usize, got: DType, want: DType },
 }
 
 impl Program {
@@ -495,22 +504,12 @@ impl Program {
                     note: note(),
                     kernel: l.kernel,
                 })?;
-                check_launch(&k.op, &l.args, |s| self.arena_bytes(s)).map_err(|source| ProgramError::Launch {
+                check_kernel(k, &l.args, |s| self.arena_bytes(s)).map_err(|source| ProgramError::Launch {
                     phase,
                     index,
                     note: note(),
                     source,
                 })?;
-                if k.dtypes.len() != l.args.len() {
-                    let source = BackendError::Arity { op: k.op.family(), args: k.dtypes.len(), arity: l.args.len() };
-                    return Err(ProgramError::Launch { phase, index, note: note(), source });
-                }
-                for (arg, (s, &want)) in l.args.iter().zip(&k.dtypes).enumerate() {
-                    if s.dtype != want {
-                        let note = note();
-                        return Err(ProgramError::KernelDType { phase, index, note, arg, got: s.dtype, want });
-                    }
-                }
             }
         }
         Ok(())

@@ -47,3 +47,16 @@ pub fn flat_stderr(o: &Output) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Is NVRTC here for `what` (a test of the emulator or the GPU backend)? Without it the test says it
+/// is skipped — unless `DSV3C_REQUIRE_NVRTC` is set (`scripts/test.sh`, CI), where its absence fails.
+pub fn nvrtc_or_skip(what: &str) -> bool {
+    match dsv3c_runtime::nvrtc::ensure_loaded() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(std::env::var_os("DSV3C_REQUIRE_NVRTC").is_none(), "{what} needs NVRTC: {e}");
+            eprintln!("SKIPPED: {what} needs NVRTC ({e})");
+            false
+        }
+    }
+}

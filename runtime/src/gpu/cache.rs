@@ -81,7 +81,8 @@ impl PtxCache {
     }
 
     /// The kernel for a device: a cubin where it `wants_cubin` (a GPU), else PTX; from the cache, or
-    /// compiled by NVRTC and stored.
+    /// compiled by NVRTC and stored. A cached file that is not what NVRTC writes (an ELF; PTX with an
+    /// entry) is compiled again.
     pub fn compiled(
         &self,
         stem: &str,
@@ -90,39 +91,31 @@ impl PtxCache {
         driver: &str,
         cubin: bool,
     ) -> Result<(Compiled, Source), NvrtcError> {
-        if !cubin {
-            return self.ptx(stem, source, arch, driver).map(|(t, s)| (Compiled::Ptx(t), s));
-        }
         let nvrtc_version = nvrtc::version()?;
+        let ext = if cubin { "cubin" } else { "ptx" };
         let file =
-            self.dir.as_ref().map(|d| Self::file(d, stem, source, arch, nvrtc_version, driver).with_extension("cubin"));
-        if let Some(bytes) = file.as_ref().and_then(|f| std::fs::read(f).ok()) {
-            if bytes.starts_with(b"\x7fELF") {
-                return Ok((Compiled::Cubin(bytes), Source::Cached));
-            }
+            self.dir.as_ref().map(|d| Self::file(d, stem, source, arch, nvrtc_version, driver).with_extension(ext));
+        let cached = file.as_ref().and_then(|f| std::fs::read(f).ok()).and_then(|bytes| match cubin {
+            true => bytes.starts_with(b"\x7fELF").then_some(Compiled::Cubin(bytes)),
+            false => String::from_utf8(bytes).ok().filter(|t| t.contains(".entry")).map(Compiled::Ptx),
+        });
+        if let Some(c) = cached {
+            return Ok((c, Source::Cached));
         }
-        let bin = nvrtc::compile_cubin(stem, source, arch)?;
+        let built = match cubin {
+            true => Compiled::Cubin(nvrtc::compile_cubin(stem, source, arch)?),
+            false => Compiled::Ptx(nvrtc::compile(stem, source, arch)?),
+        };
         if let Some(f) = &file {
-            store(f, &bin);
+            store(
+                f,
+                match &built {
+                    Compiled::Cubin(b) => b,
+                    Compiled::Ptx(t) => t.as_bytes(),
+                },
+            );
         }
-        Ok((Compiled::Cubin(bin), Source::Compiled))
-    }
-
-    /// The PTX of `source` for `arch` on a device whose driver is `driver`: from the cache, or
-    /// compiled by NVRTC and stored.
-    pub fn ptx(&self, stem: &str, source: &str, arch: &str, driver: &str) -> Result<(String, Source), NvrtcError> {
-        let nvrtc_version = nvrtc::version()?;
-        let file = self.dir.as_ref().map(|d| Self::file(d, stem, source, arch, nvrtc_version, driver));
-        if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
-            if text.contains(".entry") {
-                return Ok((text, Source::Cached));
-            }
-        }
-        let ptx = nvrtc::compile(stem, source, arch)?;
-        if let Some(f) = &file {
-            store(f, ptx.as_bytes());
-        }
-        Ok((ptx, Source::Compiled))
+        Ok((built, Source::Compiled))
     }
 }
 

@@ -214,6 +214,8 @@ impl<D: Device> Gpu<D> {
 
     /// The loaded form of `k`, compiling and loading it first if need be.
     fn loaded_index(&mut self, k: &Kernel) -> Result<usize, BackendError> {
+        // Kernels without device code are known by their op and dtypes.
+        let key = || format!("{:?} {:?}", k.op, k.dtypes);
         let code = match &k.device {
             Ok(code) => {
                 if let Some(&i) = self.by_stem.get(&code.stem) {
@@ -222,7 +224,7 @@ impl<D: Device> Gpu<D> {
                 code.clone()
             }
             Err(why) => {
-                let key = format!("{:?} {:?}", k.op, k.dtypes);
+                let key = key();
                 if let Some(&i) = self.emitted.get(&key) {
                     return Ok(i);
                 }
@@ -245,7 +247,7 @@ impl<D: Device> Gpu<D> {
         let i = self.load(&code, compiled.image())?;
         self.by_stem.insert(code.stem.clone(), i);
         if k.device.is_err() {
-            self.emitted.insert(format!("{:?} {:?}", k.op, k.dtypes), i);
+            self.emitted.insert(key(), i);
         }
         Ok(i)
     }
@@ -290,16 +292,7 @@ impl<D: Device> Gpu<D> {
     }
 
     fn run_eagerly(&mut self, kernels: &[Kernel], launches: &[Launch]) -> Result<(), BackendError> {
-        for l in launches {
-            let k = kernels
-                .get(l.kernel)
-                .ok_or_else(|| BackendError::Device(format!("{}: no kernel {}", l.note, l.kernel)))?;
-            self.launch(k, &l.args).map_err(|e| match e {
-                BackendError::Device(m) => BackendError::Device(format!("{}: {m}", l.note)),
-                e => e,
-            })?;
-        }
-        Ok(())
+        crate::program::launch_each(self, kernels, launches)
     }
 }
 
