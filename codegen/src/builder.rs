@@ -68,6 +68,8 @@ pub enum Phase {
     Backward,
     /// Once per step, after the last micro-batch.
     Update,
+    /// A decode program's MTP draft, after its forward.
+    Draft,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,10 @@ pub struct Builder {
     pub forward: Vec<Step>,
     pub backward: Vec<Step>,
     pub update: Vec<Step>,
+    pub draft: Vec<Step>,
+    /// Tensors whose storage dtype is fixed by the program rather than by their uses (a decode
+    /// program's cache).
+    pub pinned: HashMap<Tid, DType>,
     tape: Vec<Emitter>,
     grads: HashMap<Tid, Tid>,
     /// The list launches go into.
@@ -197,6 +203,13 @@ impl Builder {
         }
     }
 
+    /// A tensor stored in `dtype` whatever its uses ask for.
+    pub fn pinned_tensor(&mut self, name: impl Into<String>, len: usize, dtype: DType) -> Tid {
+        let t = self.tensor(name, len);
+        self.pinned.insert(t, dtype);
+        t
+    }
+
     pub fn len(&self, t: Tid) -> usize {
         self.tensors[t].len
     }
@@ -242,6 +255,7 @@ impl Builder {
             Phase::Forward => self.forward.push(step),
             Phase::Backward => self.backward.push(step),
             Phase::Update => self.update.push(step),
+            Phase::Draft => self.draft.push(step),
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod builder;
 pub mod cuda;
+pub mod decode;
 pub mod model;
 pub mod op_tokens;
 pub mod ops;
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod rust;
 pub mod step;
 
+pub use decode::{compile_decode, DecodeShape};
 pub use step::Training;
 
 use dsv3c_runtime::Program;

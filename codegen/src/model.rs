@@ -7,7 +7,7 @@
 //! the shared head, cross-entropy against `t_{i+k+1}` weighted λ/D. Balance losses of MoE layers
 //! add to the total loss.
 
-use dsv3c_runtime::op::{Attn, Balance, Op, RopeFreqs, Route, Score};
+use dsv3c_runtime::op::{Attn, Balance, Cache, Heads, LatentAttn, Op, RopeFreqs, Route, Score};
 use dsv3c_runtime::program::{Init, ParamGroup};
 use dsv3c_spec::types::{LayerAttention, Norm, ScoreFunc, Spec};
 
@@ -26,17 +26,42 @@ pub struct Outputs {
     pub expert_stats: Vec<(Tid, usize)>,
 }
 
-struct Ctx<'a> {
-    s: &'a Spec,
-    /// The total loss, which MoE balance terms add to.
-    loss: Tid,
-    batch: usize,
-    seq: usize,
-    n: usize,
-    d: usize,
+/// How a decoder layer's attention reaches its keys and values.
+pub enum Attend {
+    /// Training: causal attention within each sequence of the micro-batch.
+    Train,
+    /// A decode program: `per_seq` new tokens per sequence at `positions`; their latents go into
+    /// their layer's cache, then attention runs over the cache in the absorbed form, or (not
+    /// `absorbed`) in the training form within the new tokens (a prefill from position 0).
+    Decode { positions: Tid, per_seq: usize, cache: Cache, caches: Vec<LayerCacheT>, absorbed: bool },
 }
 
-fn norm_params(b: &mut Builder, s: &Spec, name: &str, d: usize) -> NormW {
+/// One layer's cache tensors: latent, FP8 scales, roped key.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerCacheT {
+    pub latent: Tid,
+    pub scales: Option<Tid>,
+    pub rope: Tid,
+}
+
+impl LayerCacheT {
+    pub fn args(&self) -> Vec<Arg> {
+        [Some(self.latent), self.scales, Some(self.rope)].into_iter().flatten().map(Arg::T).collect()
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub s: &'a Spec,
+    pub attend: Attend,
+    /// The total loss, which MoE balance terms add to (none in a decode program).
+    pub loss: Option<Tid>,
+    pub batch: usize,
+    pub seq: usize,
+    pub n: usize,
+    pub d: usize,
+}
+
+pub(crate) fn norm_params(b: &mut Builder, s: &Spec, name: &str, d: usize) -> NormW {
     match s.norm {
         Norm::Rmsnorm { eps } => {
             NormW::Rms { w: b.param(format!("{name}.weight"), &[d], Init::Ones, ParamGroup::NoDecay), eps: eps as f32 }
@@ -90,9 +115,10 @@ pub fn rope_freqs(s: &Spec) -> RopeFreqs {
 
 /// One decoder layer on the residual stream `h`.
 /// Returns the new stream and, for MoE layers, what the router left and the bias parameter.
-fn decoder_layer(
+pub(crate) fn decoder_layer(
     b: &mut Builder,
     c: &Ctx,
+    layer: usize,
     prefix: &str,
     h: Tid,
     kind: LayerAttention,
@@ -125,41 +151,27 @@ fn decoder_layer(
     let kvb_w = matrix(b, s, &format!("{prefix}.self_attn.kv_b_proj"), heads * (dn + dv), kvr);
     let o_w = matrix(b, s, &format!("{prefix}.self_attn.o_proj"), d, heads * dv);
     let freqs = rope_freqs(s);
-    b.rope(
-        q,
-        Op::Rope {
-            tokens: n,
-            seq: c.seq,
-            heads,
-            row_stride: heads * dqk,
-            head_stride: dqk,
-            offset: dn,
-            dim: dr,
-            freqs,
-            inverse: false,
-        },
-    );
-    let kva = b.linear(x, n, kva_w, "kv_a_proj_with_mqa");
-    let ckv = b.norm(kva, n, kvr, kvr + dr, kv_norm, "kv_a_layernorm");
-    b.rope(
-        kva,
-        Op::Rope {
-            tokens: n,
-            seq: c.seq,
-            heads: 1,
-            row_stride: kvr + dr,
-            head_stride: 0,
-            offset: kvr,
-            dim: dr,
-            freqs,
-            inverse: false,
-        },
-    );
-    let kvb = b.linear(ckv, n, kvb_w, "kv_b_proj");
     let window = match (kind, &s.attention.swa) {
         (LayerAttention::Swa, Some(w)) => Some((w.window as usize, w.sink_tokens as usize)),
         _ => None,
     };
+    let rope = |b: &mut Builder, x: Tid, heads: usize, row_stride: usize, head_stride: usize, offset: usize| {
+        match &c.attend {
+            Attend::Train => b.rope(
+                x,
+                Op::Rope { tokens: n, seq: c.seq, heads, row_stride, head_stride, offset, dim: dr, freqs, inverse: false },
+            ),
+            Attend::Decode { positions, per_seq, .. } => {
+                let op = Op::RopeAt { tokens: n, per_seq: *per_seq, heads, row_stride, head_stride, offset, dim: dr, freqs };
+                b.launch(op, vec![Arg::T(*positions), Arg::T(x)], "rope");
+            }
+        }
+    };
+    rope(b, q, heads, heads * dqk, dqk, dn);
+    let kva = b.linear(x, n, kva_w, "kv_a_proj_with_mqa");
+    let ckv = b.norm(kva, n, kvr, kvr + dr, kv_norm, "kv_a_layernorm");
+    rope(b, kva, 1, kvr + dr, 0, kvr);
+    let scale = m.softmax_scale() as f32;
     let attn = Attn {
         batch: c.batch,
         seq: c.seq,
@@ -169,10 +181,39 @@ fn decoder_layer(
         v: dv,
         kpe_stride: kvr + dr,
         kpe_offset: kvr,
-        scale: m.softmax_scale() as f32,
+        scale,
         window,
     };
-    let o = b.attention(attn, q, kvb, kva);
+    let o = match &c.attend {
+        Attend::Train => {
+            let kvb = b.linear(ckv, n, kvb_w, "kv_b_proj");
+            b.attention(attn, q, kvb, kva)
+        }
+        Attend::Decode { positions, per_seq, cache, caches, absorbed } => {
+            let lc = caches[layer];
+            let mut args = vec![Arg::T(*positions), Arg::T(ckv), Arg::T(kva)];
+            args.extend(lc.args());
+            b.launch(Op::CacheWrite { cache: *cache, per_seq: *per_seq, kva_stride: kvr + dr }, args, "cache write");
+            if *absorbed {
+                let hd = Heads { tokens: n, heads, nope: dn, rope: dr, v: dv, kvr };
+                let q_lat = b.tensor("attn.q_lat", n * heads * kvr);
+                let kv_b = b.p(kvb_w.param);
+                b.launch(Op::AbsorbQuery(hd), vec![Arg::T(q), kv_b, Arg::T(q_lat)], "absorb W_UK into the query");
+                let o_lat = b.tensor("attn.o_lat", n * heads * kvr);
+                let la = LatentAttn { cache: *cache, per_seq: *per_seq, heads, nope: dn, scale, window };
+                let mut args = vec![Arg::T(*positions), Arg::T(q_lat), Arg::T(q)];
+                args.extend(lc.args());
+                args.push(Arg::T(o_lat));
+                b.launch(Op::LatentAttention(la), args, "latent attention");
+                let o = b.tensor("attn.o", n * heads * dv);
+                b.launch(Op::AbsorbOutput(hd), vec![Arg::T(o_lat), kv_b, Arg::T(o)], "W_UV on the attention's latent");
+                o
+            } else {
+                let kvb = b.linear(ckv, n, kvb_w, "kv_b_proj");
+                b.attention(attn, q, kvb, kva)
+            }
+        }
+    };
     let ao = b.linear(o, n, o_w, "o_proj");
     let h = b.add(h, ao, "residual.attn");
 
@@ -228,10 +269,9 @@ fn decoder_layer(
                 normalize: e.norm_topk_prob,
                 scale: e.route_scale as f32,
             };
-            let balance = (e.seq_aux_alpha > 0.0).then_some((
-                Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score },
-                c.loss,
-            ));
+            let balance = c.loss.filter(|_| e.seq_aux_alpha > 0.0).map(|loss| {
+                (Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score }, loss)
+            });
             chosen = Some((b.moe(x, route, d, im, gate, bias, first, out, balance), bias));
             out
         }
@@ -254,7 +294,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     };
     let tokens = b.tensor("tokens", n);
     let loss = b.tensor("loss", 1);
-    let c = Ctx { s, loss, batch, seq, n, d };
+    let c = Ctx { s, attend: Attend::Train, loss: Some(loss), batch, seq, n, d };
     let main_loss = b.tensor("loss.main", 1);
     b.launch(Op::Zero { n: 1 }, vec![Arg::T(loss)], "total loss");
 
@@ -265,7 +305,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     for l in 0..s.n_layers {
         b.context = format!("layer {l}");
         let moe = l >= s.n_dense_layers();
-        let (next, idx) = decoder_layer(b, &c, &format!("model.layers.{l}"), h, s.layer_attention(l), moe);
+        let (next, idx) = decoder_layer(b, &c, l as usize, &format!("model.layers.{l}"), h, s.layer_attention(l), moe);
         h = next;
         moe_outs.extend(idx);
     }
@@ -321,7 +361,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
                 true,
                 "eh_proj (hidden half)",
             );
-            let (hk, idx) = decoder_layer(b, &c, &prefix, x, LayerAttention::Mla, s.moe.is_some());
+            let (hk, idx) = decoder_layer(b, &c, l, &prefix, x, LayerAttention::Mla, s.moe.is_some());
             moe_outs.extend(idx);
             let sh = norm_params(b, s, &format!("{prefix}.shared_head.norm"), d);
             let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");

@@ -6,7 +6,8 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use dsv3c_runtime::op::{
-    Attn, Balance, GroupedMode, Op, OptimizerKind, Quant, RopeFreqs, Route, Scaling, Score, Update,
+    Attn, Balance, Cache, GroupedMode, Heads, LatentAttn, Op, OptimizerKind, Quant, RopeFreqs, Route, Scaling, Score,
+    Update,
 };
 
 fn u(v: usize) -> Literal {
@@ -88,6 +89,35 @@ fn attn(a: &Attn) -> TokenStream {
     };
     quote!(Attn { batch: #batch, seq: #seq, heads: #heads, nope: #nope, rope: #rope, v: #v,
         kpe_stride: #kpe_stride, kpe_offset: #kpe_offset, scale: #scale, window: #window })
+}
+
+fn window(w: Option<(usize, usize)>) -> TokenStream {
+    match w {
+        Some((w, s)) => {
+            let (w, s) = (u(w), u(s));
+            quote!(Some((#w, #s)))
+        }
+        None => quote!(None),
+    }
+}
+
+fn cache(c: &Cache) -> TokenStream {
+    let Cache { batch, len, kvr, rope, fp8_tile } = *c;
+    let [batch, len, kvr, rope] = [batch, len, kvr, rope].map(u);
+    let tile = match fp8_tile {
+        Some(t) => {
+            let t = u(t);
+            quote!(Some(#t))
+        }
+        None => quote!(None),
+    };
+    quote!(Cache { batch: #batch, len: #len, kvr: #kvr, rope: #rope, fp8_tile: #tile })
+}
+
+fn heads(h: &Heads) -> TokenStream {
+    let Heads { tokens, heads, nope, rope, v, kvr } = *h;
+    let [tokens, heads, nope, rope, v, kvr] = [tokens, heads, nope, rope, v, kvr].map(u);
+    quote!(Heads { tokens: #tokens, heads: #heads, nope: #nope, rope: #rope, v: #v, kvr: #kvr })
 }
 
 fn route(r: &Route) -> TokenStream {
@@ -254,6 +284,32 @@ pub fn op_tokens(op: &Op) -> TokenStream {
         Op::Optimizer(x) => {
             let x = update(x);
             quote!(Op::Optimizer(#x))
+        }
+        Op::RopeAt { tokens, per_seq, heads, row_stride, head_stride, offset, dim, freqs: fr } => {
+            let [tokens, per_seq, heads, row_stride, head_stride, offset, dim] =
+                [*tokens, *per_seq, *heads, *row_stride, *head_stride, *offset, *dim].map(u);
+            let fr = freqs(fr);
+            quote!(Op::RopeAt { tokens: #tokens, per_seq: #per_seq, heads: #heads, row_stride: #row_stride,
+                head_stride: #head_stride, offset: #offset, dim: #dim, freqs: #fr })
+        }
+        Op::CacheWrite { cache: c, per_seq, kva_stride } => {
+            let (c, per_seq, kva_stride) = (cache(c), u(*per_seq), u(*kva_stride));
+            quote!(Op::CacheWrite { cache: #c, per_seq: #per_seq, kva_stride: #kva_stride })
+        }
+        Op::LatentAttention(a) => {
+            let LatentAttn { cache: c, per_seq, heads, nope, scale, window: w } = *a;
+            let (c, w, scale) = (cache(&c), window(w), f(scale));
+            let [per_seq, heads, nope] = [per_seq, heads, nope].map(u);
+            quote!(Op::LatentAttention(LatentAttn { cache: #c, per_seq: #per_seq, heads: #heads, nope: #nope,
+                scale: #scale, window: #w }))
+        }
+        Op::AbsorbQuery(h) => {
+            let h = heads(h);
+            quote!(Op::AbsorbQuery(#h))
+        }
+        Op::AbsorbOutput(h) => {
+            let h = heads(h);
+            quote!(Op::AbsorbOutput(#h))
         }
     }
 }

@@ -67,15 +67,24 @@ pub fn place(lives: &[(usize, usize, usize)]) -> (Vec<usize>, usize) {
     (offsets, size)
 }
 
-/// Turns a built graph into a Program with a static memory plan.
-pub fn plan(
-    b: Builder,
-    out: &Outputs,
-    step: &StepIo,
-    name: &str,
-    batch: usize,
-    seq: usize,
-) -> Result<Program, ProgramError> {
+/// A built graph laid out: parameters at their offsets, every used tensor at its arena offset in
+/// its storage dtype, the kernels, and the given launch lists lowered to slices.
+pub(crate) struct Laid {
+    pub params: Vec<Param>,
+    pub param_len: usize,
+    pub buffers: Vec<Buffer>,
+    pub act_bytes: usize,
+    pub kernels: Vec<Kernel>,
+    pub lists: Vec<Vec<Launch>>,
+    /// Each tensor's slice (an unused tensor: empty at 0).
+    pub slices: Vec<Slice>,
+}
+
+/// Lays out `lists` (in schedule order): liveness over them, `io` live throughout (inputs are
+/// written before the first launch, outputs read after the last), and `pinned` — live throughout
+/// too — placed first, in order, from the arena's start, so that their offsets depend on their
+/// sizes alone.
+pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]) -> Laid {
     let params: Vec<Param> = b
         .params
         .iter()
@@ -90,8 +99,7 @@ pub fn plan(
         .collect();
     let param_len = params.iter().map(|p| p.offset + p.len()).max().unwrap_or(0);
 
-    // Liveness over the whole schedule.
-    let steps: Vec<_> = b.start.iter().chain(&b.forward).chain(&b.backward).chain(&b.update).collect();
+    let steps: Vec<&Step> = lists.iter().flat_map(|l| l.iter()).collect();
     let end = steps.len().saturating_sub(1);
     let mut first = vec![usize::MAX; b.tensors.len()];
     let mut last = vec![0usize; b.tensors.len()];
@@ -103,42 +111,47 @@ pub fn plan(
             }
         }
     }
-    // Inputs are written before the first launch; outputs are read after the last.
-    let io: Vec<Tid> = [out.tokens, out.loss, out.main_loss]
-        .into_iter()
-        .chain(out.mtp_losses.iter().copied())
-        .chain(out.expert_choices.iter().copied())
-        .chain(out.expert_scores.iter().copied())
-        .chain(out.expert_stats.iter().map(|s| s.0))
-        .chain([step.scalars, step.grad_norm])
-        .collect();
-    for &t in &io {
+    for &t in io.iter().chain(pinned) {
         first[t] = 0;
         last[t] = end;
     }
-    let dtypes = storage(&b, &steps);
+    let mut dtypes = storage(b, &steps);
+    for (&t, &d) in &b.pinned {
+        dtypes[t] = d;
+    }
     let bytes = |t: Tid| b.tensors[t].len * dtypes[t].size();
-    let used: Vec<Tid> = (0..b.tensors.len()).filter(|&t| first[t] != usize::MAX).collect();
-    let lives: Vec<(usize, usize, usize)> = used.iter().map(|&t| (first[t], last[t], bytes(t))).collect();
-    let (offsets, act_bytes) = place(&lives);
     let mut at = vec![usize::MAX; b.tensors.len()];
-    let mut buffers = Vec::with_capacity(used.len());
-    for (j, &t) in used.iter().enumerate() {
-        at[t] = offsets[j];
-        buffers.push(Buffer {
+    let mut base = 0;
+    for &t in pinned {
+        at[t] = base;
+        base += bytes(t).div_ceil(ALIGN) * ALIGN;
+    }
+    let rest: Vec<Tid> = (0..b.tensors.len()).filter(|&t| first[t] != usize::MAX && at[t] == usize::MAX).collect();
+    let lives: Vec<(usize, usize, usize)> = rest.iter().map(|&t| (first[t], last[t], bytes(t))).collect();
+    let (offsets, rest_bytes) = place(&lives);
+    for (j, &t) in rest.iter().enumerate() {
+        at[t] = base + offsets[j];
+    }
+    let act_bytes = base + rest_bytes;
+    let buffers: Vec<Buffer> = pinned
+        .iter()
+        .chain(&rest)
+        .map(|&t| Buffer {
             name: b.tensors[t].name.clone(),
-            offset: offsets[j],
+            offset: at[t],
             len: b.tensors[t].len,
             dtype: dtypes[t],
             live: (first[t], last[t]),
-        });
-    }
+        })
+        .collect();
+    let slices: Vec<Slice> = (0..b.tensors.len())
+        .map(|x| if at[x] == usize::MAX { Slice::act(0, 0, dtypes[x]) } else { Slice::act(at[x], b.tensors[x].len, dtypes[x]) })
+        .collect();
 
-    let t = |t: Tid| Slice::act(at[t], b.tensors[t].len, dtypes[t]);
     // A real-valued read of a weight matrix goes to its compute copy, when there is one.
     let slice = |a: &Arg, sig: &ArgSig| -> Slice {
         match *a {
-            Arg::T(x) => t(x),
+            Arg::T(x) => slices[x],
             Arg::P { param, off, len } => {
                 let at = params[param].offset + off;
                 match b.weights_copy {
@@ -175,10 +188,8 @@ pub fn plan(
     };
     // One kernel per op and argument dtypes: each op's variants in schedule order, the ops in
     // the order they were first emitted (an f32 program numbers its kernels as its ops).
-    let lowered: Vec<Vec<(usize, Vec<Slice>, String)>> = [&b.start, &b.forward, &b.backward, &b.update]
-        .iter()
-        .map(|list| list.iter().map(|s| (s.kernel, lower(s), s.note.clone())).collect())
-        .collect();
+    let lowered: Vec<Vec<(usize, Vec<Slice>, String)>> =
+        lists.iter().map(|list| list.iter().map(|s| (s.kernel, lower(s), s.note.clone())).collect()).collect();
     let mut variants: Vec<Vec<Vec<DType>>> = vec![Vec::new(); b.ops.len()];
     for (op, args, _) in lowered.iter().flatten() {
         let d: Vec<DType> = args.iter().map(|s| s.dtype).collect();
@@ -194,26 +205,48 @@ pub fn plan(
             kernels.push(Kernel::new(b.ops[op].clone(), d));
         }
     }
-    let mut lists = lowered.into_iter().map(|list| {
-        list.into_iter()
-            .map(|(op, args, note)| {
-                let kernel = index[&(op, args.iter().map(|s| s.dtype).collect::<Vec<_>>())];
-                Launch { kernel, args, note }
-            })
-            .collect::<Vec<_>>()
-    });
-    let (start, forward, backward, update) = (
-        lists.next().unwrap_or_default(),
-        lists.next().unwrap_or_default(),
-        lists.next().unwrap_or_default(),
-        lists.next().unwrap_or_default(),
-    );
+    let lists = lowered
+        .into_iter()
+        .map(|list| {
+            list.into_iter()
+                .map(|(op, args, note)| {
+                    let kernel = index[&(op, args.iter().map(|s| s.dtype).collect::<Vec<_>>())];
+                    Launch { kernel, args, note }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Laid { params, param_len, buffers, act_bytes, kernels, lists, slices }
+}
+
+/// Turns a built graph into a Program with a static memory plan.
+pub fn plan(
+    b: Builder,
+    out: &Outputs,
+    step: &StepIo,
+    name: &str,
+    batch: usize,
+    seq: usize,
+) -> Result<Program, ProgramError> {
+    let io: Vec<Tid> = [out.tokens, out.loss, out.main_loss]
+        .into_iter()
+        .chain(out.mtp_losses.iter().copied())
+        .chain(out.expert_choices.iter().copied())
+        .chain(out.expert_scores.iter().copied())
+        .chain(out.expert_stats.iter().map(|s| s.0))
+        .chain([step.scalars, step.grad_norm])
+        .collect();
+    let laid = lay_out(&b, &[&b.start, &b.forward, &b.backward, &b.update], &io, &[]);
+    let t = |x: Tid| laid.slices[x];
+    let mut lists = laid.lists.into_iter();
+    let mut next = || lists.next().unwrap_or_default();
+    let (start, forward, backward, update) = (next(), next(), next(), next());
     let program = Program {
         name: name.to_string(),
         batch,
         seq,
-        param_len,
-        act_bytes,
+        param_len: laid.param_len,
+        act_bytes: laid.act_bytes,
         optim_len: step.optim_len,
         weight_bytes: step.weight_bytes,
         start,
@@ -231,9 +264,10 @@ pub fn plan(
             grad_norm: t(step.grad_norm),
             expert_stats: out.expert_stats.iter().map(|s| t(s.0)).collect(),
         },
-        params,
-        buffers,
-        kernels,
+        params: laid.params,
+        buffers: laid.buffers,
+        kernels: laid.kernels,
+        decode: None,
     };
     program.check()?;
     Ok(program)

@@ -397,6 +397,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
                     grad_norm: GRAD_NORM,
                     expert_stats: EXPERT_STATS.to_vec(),
                 },
+                decode: None,
             }
         }
     }

@@ -99,6 +99,27 @@ fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, 
     launches
 }
 
+/// A decode program's step work: lays the parameters out as training does (so that a checkpoint
+/// loads the same way) and emits `start` — the weights' compute copies alone. Returns the bytes of
+/// the weights arena.
+pub fn build_inference(b: &mut Builder) -> usize {
+    let [_, embedding_end, _, _] = b.lay_out_params();
+    b.phase = Phase::Start;
+    for (op, args, what) in lay_out_weights(b, embedding_end) {
+        b.launch(op, args, what);
+    }
+    weight_bytes(b)
+}
+
+/// The end of the weights arena's last copy.
+fn weight_bytes(b: &Builder) -> usize {
+    [b.weights_copy.map(|c| c.slice.end()), b.fp8_copies.values().map(|c| c.scales.end()).max()]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
+}
+
 /// Lays the parameters out and emits the start and update launches; `gamma` is the balancing
 /// bias's speed (no bias update when 0).
 pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo {
@@ -111,11 +132,7 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
     for (op, args, what) in lay_out_weights(b, embedding_end) {
         b.launch(op, args, what);
     }
-    let weight_bytes = [b.weights_copy.map(|c| c.slice.end()), b.fp8_copies.values().map(|c| c.scales.end()).max()]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0);
+    let weight_bytes = weight_bytes(b);
     b.launch(Op::Zero { n: param_len }, vec![Arg::Raw(Slice::grad(0, param_len))], "zero gradients");
     for &(stats, _) in &out.expert_stats {
         let n = b.len(stats);

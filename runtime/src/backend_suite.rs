@@ -41,6 +41,7 @@ pub fn arenas(param_len: usize, optim_len: usize, act_bytes: usize) -> Program {
             grad_norm: none,
             expert_stats: Vec::new(),
         },
+        decode: None,
     }
 }
 

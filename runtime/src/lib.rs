@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod dtype;
+pub mod generate;
 pub mod gpu;
 pub mod init;
 pub mod numerics;

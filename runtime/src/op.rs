@@ -244,6 +244,42 @@ pub enum Op {
     /// [`GRAD_NORM_CHUNK`] elements (f64 sums, stored f32), then `norm = sqrt(Σ_c partials[c])`
     /// summed in chunk order — deterministic whatever the thread count. `[grad, partials (w), norm (w)]`
     GradNorm { n: usize },
+    /// Rotary embedding as [`Op::Rope`], at positions read from `positions`: token `t` (of
+    /// `tokens`, `per_seq` consecutive tokens per sequence) sits at `positions[t / per_seq] +
+    /// t % per_seq` — the decode programs' form, where each sequence resumes where its cache ends.
+    /// `[positions, x (rw)]`
+    RopeAt {
+        tokens: usize,
+        per_seq: usize,
+        heads: usize,
+        row_stride: usize,
+        head_stride: usize,
+        offset: usize,
+        dim: usize,
+        freqs: RopeFreqs,
+    },
+    /// Appends the new tokens' latents to the cache: token `t` of sequence `b` (position
+    /// `p = positions[b] + t`) stores the normalized latent `ckv[b·per_seq + t]` (`kv_lora_rank`
+    /// values) and the roped key `kva[(b·per_seq + t)·kva_stride + kvr ..][..rope]` at row
+    /// `b·cache.len + p` (rows with `p ≥ cache.len` are not stored). An FP8 cache stores the latent
+    /// as E4M3 with one f32 scale per `tile` values (`scale = max(amax, 1e-4) / 448`) and the rope
+    /// part as it is (bf16 in FlashMLA's layout). `[positions, ckv, kva, latent (rw), rope (rw)]`,
+    /// or with FP8 `[positions, ckv, kva, latent (rw), scales (rw), rope (rw)]`.
+    CacheWrite { cache: Cache, per_seq: usize, kva_stride: usize },
+    /// MLA in its absorbed form over the latent cache. Query `t` of sequence `b` sits at
+    /// `p = positions[b] + t` and sees cache rows `j ≤ p` (and the window, when set):
+    /// `s_j = scale·(q_lat·c_j + q_pe·k_pe_j)`, `o_lat = Σ_j softmax(s)_j c_j`, per head, where
+    /// `q_lat` `[n, h, kvr]` is the query with `W_UK` folded in ([`Op::AbsorbQuery`]) and
+    /// `q_pe` the roped part of `q` `[n, h, nope + rope]`. `[positions, q_lat, q, latent,
+    /// rope, o_lat (w)]`, or with FP8 `[positions, q_lat, q, latent, scales, rope, o_lat (w)]`.
+    LatentAttention(LatentAttn),
+    /// `q_lat[t, h, :] = W_UK_hᵀ q_nope[t, h, :]` with `W_UK_h` rows `h·(nope + v) ..+ nope` of
+    /// `kv_b_proj` `[h·(nope + v), kvr]`: the key up-projection folded into the query.
+    /// `[q, kv_b, q_lat (w)]`
+    AbsorbQuery(Heads),
+    /// `o[t, h, :] = W_UV_h o_lat[t, h, :]` with `W_UV_h` rows `h·(nope + v) + nope ..+ v` of
+    /// `kv_b_proj`: the value up-projection applied after attention. `[o_lat, kv_b, o (w)]`
+    AbsorbOutput(Heads),
     /// One optimizer step over the trained parameters, reading the step's [`scalars`]: the
     /// gradient is scaled by `grad_scale` and clipped to the global norm `clip` on the fly (the
     /// gradient arena is not modified), decoupled weight decay on `[0, decay_end)` (rate
@@ -326,6 +362,59 @@ pub struct Attn {
     pub scale: f32,
     /// `(window, sink_tokens)` for sliding-window layers.
     pub window: Option<(usize, usize)>,
+}
+
+/// A decode program's latent KV cache of one layer: `batch` sequences of `len` rows, each the
+/// normalized latent (`kvr` values) and the roped shared key (`rope` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cache {
+    pub batch: usize,
+    pub len: usize,
+    pub kvr: usize,
+    pub rope: usize,
+    /// E4M3 latent with one f32 scale per `tile` values (FlashMLA's FP8 cache), else the
+    /// latent's dtype is the slice's (f32 or bf16).
+    pub fp8_tile: Option<usize>,
+}
+
+impl Cache {
+    /// Scales per row of an FP8 cache (0 otherwise).
+    pub fn scales_per_row(&self) -> usize {
+        self.fp8_tile.map_or(0, |t| self.kvr.div_ceil(t))
+    }
+}
+
+/// Absorbed attention over a latent cache.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatentAttn {
+    pub cache: Cache,
+    /// New tokens per sequence (1 for a decode step).
+    pub per_seq: usize,
+    pub heads: usize,
+    /// `qk_nope_head_dim`: where the roped part of each head of `q` starts.
+    pub nope: usize,
+    pub scale: f32,
+    /// `(window, sink_tokens)` for sliding-window layers.
+    pub window: Option<(usize, usize)>,
+}
+
+impl LatentAttn {
+    /// Query rows `[n = batch · per_seq]`.
+    pub fn tokens(&self) -> usize {
+        self.cache.batch * self.per_seq
+    }
+}
+
+/// The head-wise products of absorbed MLA: `tokens` rows of `heads` heads, `kv_b_proj` of
+/// `[heads·(nope + v), kvr]`; `q` rows are `heads·(nope + rope)` wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Heads {
+    pub tokens: usize,
+    pub heads: usize,
+    pub nope: usize,
+    pub rope: usize,
+    pub v: usize,
+    pub kvr: usize,
 }
 
 /// Router constants.
@@ -411,6 +500,11 @@ impl Op {
             ExpertStats { .. } => "expert_stats",
             BiasUpdate { .. } => "bias_update",
             GradNorm { .. } => "grad_norm",
+            RopeAt { .. } => "rope_at",
+            CacheWrite { .. } => "cache_write",
+            LatentAttention(_) => "latent_attention",
+            AbsorbQuery(_) => "absorb_query",
+            AbsorbOutput(_) => "absorb_output",
             Optimizer(u) => match u.kind {
                 OptimizerKind::AdamW => "adamw",
                 OptimizerKind::Lion => "lion",

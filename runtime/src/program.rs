@@ -414,6 +414,61 @@ pub struct Program {
     pub backward: Vec<Launch>,
     pub update: Vec<Launch>,
     pub io: Io,
+    /// A decode program's own lists and slices (none for a training program).
+    #[serde(default)]
+    pub decode: Option<Decode>,
+}
+
+/// What a decode program adds: it runs `start` once after the parameters are written (the
+/// weights' compute copy), then `forward` per step — `per_seq` new tokens of each of `batch`
+/// sequences, read from `io.tokens` at the positions the host writes in `positions`, their
+/// latents appended to the cache, their logits left in `logits` — and, with an MTP draft, `draft`
+/// after it: the MTP module over the same positions, given each position's next token in
+/// `next_tokens`, leaving the draft's logits in `draft_logits`.
+///
+/// The cache lies at the start of the activation arena, laid out from the spec, the batch, the
+/// cache length and format alone: decode programs of one model with other `per_seq` share it
+/// (and the parameter and weights arenas) on one backend whose activation arena is the largest
+/// of theirs — a prefill of the whole prompt, then one-token decode steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decode {
+    pub per_seq: usize,
+    /// Cache rows per sequence (positions `0..cache_len`).
+    pub cache_len: usize,
+    /// The attention of `forward`: absorbed over the cache, or (`false`) MLA's training form
+    /// within the new tokens — exact only for a prefill from position 0.
+    pub absorbed: bool,
+    /// i32 `[batch]`: each sequence's position of its first new token (its cached tokens).
+    pub positions: Slice,
+    /// `[batch · per_seq, vocab]`.
+    pub logits: Slice,
+    /// Each layer's cache (the main layers, then the MTP module's when the draft is compiled).
+    pub caches: Vec<LayerCache>,
+    pub draft: Vec<Launch>,
+    /// i32 `[batch · per_seq]` (with a draft).
+    pub next_tokens: Option<Slice>,
+    /// `[batch · per_seq, vocab]` (with a draft).
+    pub draft_logits: Option<Slice>,
+}
+
+/// One layer's latent cache: `[batch, cache_len, kv_lora_rank]` (e4m3 with f32 `scales`
+/// `[batch, cache_len, kv_lora_rank / 128]` in FP8) and the roped key `[batch, cache_len,
+/// qk_rope_head_dim]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerCache {
+    pub latent: Slice,
+    pub scales: Option<Slice>,
+    pub rope: Slice,
+}
+
+impl LayerCache {
+    /// The slices in the order the cache ops take them.
+    pub fn slices(&self) -> Vec<Slice> {
+        [Some(self.latent), self.scales, Some(self.rope)].into_iter().flatten().collect()
+    }
+    pub fn bytes(&self) -> usize {
+        self.slices().iter().map(Slice::bytes).sum()
+    }
 }
 
 /// The bytes a Program's arenas take on one device, by what they hold (`Program::memory`).
@@ -450,14 +505,25 @@ impl Program {
         b.run_list(&self.kernels, launches)
     }
 
-    /// The four lists of a step, named, in schedule order.
-    pub fn phases(&self) -> [(&'static str, &[Launch]); 4] {
-        [("start", &self.start), ("forward", &self.forward), ("backward", &self.backward), ("update", &self.update)]
+    /// The lists of a step, named, in schedule order: start, forward, backward, update, and a
+    /// decode program's draft.
+    pub fn phases(&self) -> Vec<(&'static str, &[Launch])> {
+        let mut v: Vec<(&'static str, &[Launch])> = vec![
+            ("start", &self.start),
+            ("forward", &self.forward),
+            ("backward", &self.backward),
+            ("update", &self.update),
+        ];
+        if let Some(d) = &self.decode {
+            v.push(("draft", &d.draft));
+        }
+        v
     }
 
-    /// Every launch in schedule order (start, forward, backward, update).
+    /// Every launch in schedule order (start, forward, backward, update, draft).
     pub fn launches(&self) -> impl Iterator<Item = &Launch> {
-        self.start.iter().chain(&self.forward).chain(&self.backward).chain(&self.update)
+        let draft = self.decode.as_ref().map_or(&[][..], |d| &d.draft[..]);
+        self.start.iter().chain(&self.forward).chain(&self.backward).chain(&self.update).chain(draft)
     }
 
     /// The parameter called `name`.

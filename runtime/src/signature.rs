@@ -107,6 +107,19 @@ fn span(rows: usize, stride: usize, width: usize) -> usize {
     }
 }
 
+/// The cache's arguments over `rows` rows: the latent (e4m3 with its f32 scales under FP8), then
+/// the rope part.
+fn cache_args(c: &crate::op::Cache, rows: usize, role: Role) -> Vec<ArgSig> {
+    match c.fp8_tile {
+        Some(_) => vec![
+            q8("latent", role, rows * c.kvr),
+            f("scales", role, rows * c.scales_per_row()),
+            a("rope", role, rows * c.rope),
+        ],
+        None => vec![a("latent", role, rows * c.kvr), a("rope", role, rows * c.rope)],
+    }
+}
+
 impl Op {
     /// The op's arguments, in launch order.
     pub fn signature(&self) -> Vec<ArgSig> {
@@ -313,6 +326,47 @@ impl Op {
             GradNorm { n } => {
                 vec![f("grad", R, n), f("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1)), f("norm", Out(W), 1)]
             }
+            RopeAt { tokens, per_seq, heads, row_stride, head_stride, offset, dim, .. } => {
+                let len = if tokens == 0 || heads == 0 {
+                    0
+                } else {
+                    (tokens - 1) * row_stride + (heads - 1) * head_stride + offset + dim
+                };
+                vec![ix("positions", R, tokens.div_ceil(per_seq.max(1))), a("x", Out(Rw), len)]
+            }
+            CacheWrite { cache: c, per_seq, kva_stride } => {
+                let n = c.batch * per_seq;
+                let rows = c.batch * c.len;
+                let mut v = vec![
+                    ix("positions", R, c.batch),
+                    a("ckv", R, n * c.kvr),
+                    a("kva", R, span(n, kva_stride, c.kvr + c.rope)),
+                ];
+                v.extend(cache_args(&c, rows, Out(Rw)));
+                v
+            }
+            LatentAttention(at) => {
+                let c = at.cache;
+                let n = at.tokens();
+                let mut v = vec![
+                    ix("positions", R, c.batch),
+                    a("q_lat", R, n * at.heads * c.kvr),
+                    a("q", R, n * at.heads * (at.nope + c.rope)),
+                ];
+                v.extend(cache_args(&c, c.batch * c.len, R));
+                v.push(a("o_lat", Out(W), n * at.heads * c.kvr));
+                v
+            }
+            AbsorbQuery(h) => vec![
+                a("q", R, h.tokens * h.heads * (h.nope + h.rope)),
+                a("kv_b", R, h.heads * (h.nope + h.v) * h.kvr),
+                a("q_lat", Out(W), h.tokens * h.heads * h.kvr),
+            ],
+            AbsorbOutput(h) => vec![
+                a("o_lat", R, h.tokens * h.heads * h.kvr),
+                a("kv_b", R, h.heads * (h.nope + h.v) * h.kvr),
+                a("o", Out(W), h.tokens * h.heads * h.v),
+            ],
             Optimizer(u) => {
                 let mut v = vec![
                     f("scalars", R, scalars::LEN),

@@ -30,6 +30,7 @@ pub struct KvCache {
 pub fn kv_cache(s: &Spec, context: u64) -> KvCache {
     let m = &s.attention.mla;
     let per = match s.precision.kv_cache {
+        KvCacheDtype::F32 => 4 * (m.kv_lora_rank + m.qk_rope_head_dim),
         KvCacheDtype::Bf16 => 2 * (m.kv_lora_rank + m.qk_rope_head_dim),
         KvCacheDtype::Fp8 => m.kv_lora_rank + 4 * m.kv_lora_rank.div_ceil(128) + 2 * m.qk_rope_head_dim,
     };

@@ -370,6 +370,8 @@ impl Default for Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvCacheDtype {
+    /// f32 latent and rope part (the CPU reference's exact cache).
+    F32,
     #[default]
     Bf16,
     /// E4M3 latent with one f32 scale per 128 values; the rope part stays bf16.

@@ -7,6 +7,7 @@
 
 mod attention;
 pub mod check;
+mod decode;
 mod dense;
 mod loss;
 mod moe;
@@ -43,7 +44,11 @@ pub(crate) fn tag(on: bool, s: &str) -> &str {
 }
 
 fn unsupported(op: &Op, why: impl Into<String>) -> EmitError {
-    EmitError::Unsupported { op: op.family(), why: why.into() }
+    unsupported_family(op.family(), why)
+}
+
+pub(crate) fn unsupported_family(op: &'static str, why: impl Into<String>) -> EmitError {
+    EmitError::Unsupported { op, why: why.into() }
 }
 
 /// Writes the kernel for one op over the reference storage (f32, and i32 for integers).
@@ -134,6 +139,22 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
         BiasUpdate { experts, gamma } => moe::bias_update(*experts, *gamma),
         GradNorm { n } => optim::grad_norm(*n),
         Optimizer(u) => optim::optimizer(u),
+        RopeAt { tokens, per_seq, heads, row_stride, head_stride, offset, dim, freqs } => {
+            if dim % 2 != 0 {
+                return Err(unsupported(op, format!("odd rotary dim {dim}")));
+            }
+            decode::rope_at(*tokens, *per_seq, *heads, *row_stride, *head_stride, *offset, *dim, freqs)
+        }
+        CacheWrite { cache, per_seq, kva_stride } => {
+            fp8_tile(cache.fp8_tile)?;
+            decode::cache_write(cache, *per_seq, *kva_stride)
+        }
+        LatentAttention(a) => {
+            fp8_tile(a.cache.fp8_tile)?;
+            decode::latent_attention(a)?
+        }
+        AbsorbQuery(h) => decode::absorb_query(h),
+        AbsorbOutput(h) => decode::absorb_output(h),
     };
     let key = if kernel.is_reference() { format!("{op:?}") } else { format!("{op:?}{:?}", kernel.dtypes) };
     let k = b.hashed(&key).finish(&op.signature(), &kernel.dtypes);

@@ -12,6 +12,7 @@
 
 mod attention;
 
+mod decode;
 mod dense;
 mod loss;
 mod moe;
@@ -75,6 +76,19 @@ impl Cpu {
             optim: vec![0.0; p.optim_len],
             weights: vec![0.0; p.weight_bytes.div_ceil(4)],
             act: vec![0.0; p.act_bytes.div_ceil(4)],
+        }
+    }
+
+    /// Zeroed arenas large enough for each of `programs` (decode programs of one model share the
+    /// parameters, the weights' copy and the cache; each arena is the largest of theirs).
+    pub fn for_programs(programs: &[&Program]) -> Cpu {
+        let max = |f: &dyn Fn(&Program) -> usize| programs.iter().map(|p| f(p)).max().unwrap_or(0);
+        Cpu {
+            params: vec![0.0; max(&|p| p.param_len)],
+            grads: vec![0.0; max(&|p| p.param_len)],
+            optim: vec![0.0; max(&|p| p.optim_len)],
+            weights: vec![0.0; max(&|p| p.weight_bytes).div_ceil(4)],
+            act: vec![0.0; max(&|p| p.act_bytes).div_ceil(4)],
         }
     }
 
@@ -282,6 +296,23 @@ pub(crate) fn execute(op: &Op, a: &Args) {
         ExpertStats { experts, .. } => moe::expert_stats(experts, a.r(0), a.r(1), a.w(2)),
         BiasUpdate { experts, gamma } => moe::bias_update(experts, gamma, a.r(0), a.w(1)),
         GradNorm { .. } => optim::grad_norm(a.r(0), a.w(1), a.w(2)),
+        RopeAt { .. } => decode::rope_at(op, a.r(0), a.w(1)),
+        CacheWrite { ref cache, per_seq, kva_stride } => {
+            let (latent, scales, rope) = match cache.fp8_tile {
+                Some(_) => (a.w(3), a.w(4), a.w(5)),
+                None => (a.w(3), &mut [][..], a.w(4)),
+            };
+            decode::cache_write(cache, per_seq, kva_stride, a.r(0), a.r(1), a.r(2), latent, scales, rope)
+        }
+        LatentAttention(ref at) => {
+            let (cache, o) = match at.cache.fp8_tile {
+                Some(_) => (decode::CacheView { latent: a.r(3), scales: a.r(4), rope: a.r(5) }, a.w(6)),
+                None => (decode::CacheView { latent: a.r(3), scales: &[], rope: a.r(4) }, a.w(5)),
+            };
+            decode::latent_attention(at, a.r(0), a.r(1), a.r(2), cache, o)
+        }
+        AbsorbQuery(ref h) => decode::absorb_query(h, a.r(0), a.r(1), a.w(2)),
+        AbsorbOutput(ref h) => decode::absorb_output(h, a.r(0), a.r(1), a.w(2)),
         Optimizer(ref u) => {
             let v = match u.kind {
                 crate::op::OptimizerKind::AdamW => Some(a.w(5)),

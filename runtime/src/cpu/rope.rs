@@ -13,28 +13,33 @@ pub fn rope(op: &Op, x: &mut [f32]) {
     let Op::Rope { tokens, seq, heads, row_stride, head_stride, offset, dim, freqs, inverse } = *op else {
         unreachable!("rope called with {op:?}")
     };
-    let half = dim / 2;
     let inv_freq = freqs.inv_freq(dim);
-    let af = freqs.attention_factor;
     x.par_chunks_mut(row_stride).take(tokens).enumerate().for_each(|(t, row)| {
         let pos = (t % seq) as f32;
-        let mut buf = [0.0f32; 1024];
         for h in 0..heads {
             let v = &mut row[h * head_stride + offset..h * head_stride + offset + dim];
-            for i in 0..half {
-                let theta = pos * inv_freq[i];
-                let (c, s) = (theta.cos() * af, theta.sin() * af);
-                if inverse {
-                    let (a, b) = (v[i], v[half + i]);
-                    buf[2 * i] = a * c + b * s;
-                    buf[2 * i + 1] = b * c - a * s;
-                } else {
-                    let (e, o) = (v[2 * i], v[2 * i + 1]);
-                    buf[i] = e * c - o * s;
-                    buf[half + i] = o * c + e * s;
-                }
-            }
-            v.copy_from_slice(&buf[..dim]);
+            rotate(v, pos, &inv_freq, freqs.attention_factor, inverse);
         }
     });
+}
+
+/// Rotates one head's `dim = 2·inv_freq.len()` channels in place at position `pos` (or applies
+/// the transpose), cos and sin scaled by `af`.
+pub fn rotate(v: &mut [f32], pos: f32, inv_freq: &[f32], af: f32, inverse: bool) {
+    let half = inv_freq.len();
+    let mut buf = [0.0f32; 1024];
+    for i in 0..half {
+        let theta = pos * inv_freq[i];
+        let (c, s) = (theta.cos() * af, theta.sin() * af);
+        if inverse {
+            let (a, b) = (v[i], v[half + i]);
+            buf[2 * i] = a * c + b * s;
+            buf[2 * i + 1] = b * c - a * s;
+        } else {
+            let (e, o) = (v[2 * i], v[2 * i + 1]);
+            buf[i] = e * c - o * s;
+            buf[half + i] = o * c + e * s;
+        }
+    }
+    v.copy_from_slice(&buf[..2 * half]);
 }
