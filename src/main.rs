@@ -35,6 +35,8 @@ enum Command {
     ImportHf(cmd::hf::ImportArgs),
     /// Loss (and gradients) of a Hugging Face DeepseekV3 checkpoint on given tokens, on the CPU.
     Eval(cmd::eval::Args),
+    /// Samples from a checkpoint (training or Hugging Face) through its compiled decode programs.
+    Generate(cmd::generate::Args),
     /// Exports a spec as a Hugging Face DeepseekV3 config.json.
     #[command(name = "export-hf")]
     ExportHf(cmd::hf::ExportArgs),
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::ImportHf(a) => cmd::hf::import(a),
         Command::ExportHf(a) => cmd::hf::export(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
         Command::Sim(s) => cmd::sim::run(s),
     };
     match result {

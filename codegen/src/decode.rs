@@ -120,8 +120,12 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
     let attend = Attend::Decode { positions, per_seq, cache, caches: caches.clone(), absorbed: shape.absorbed };
     let c = Ctx { s: spec, attend, loss: None, batch, seq: per_seq, n, d };
 
-    let embed =
-        b.param("model.embed_tokens.weight", &[v, d], Init::Normal { std: spec.init_std as f32 }, ParamGroup::Embedding);
+    let embed = b.param(
+        "model.embed_tokens.weight",
+        &[v, d],
+        Init::Normal { std: spec.init_std as f32 },
+        ParamGroup::Embedding,
+    );
     let mut h = b.embedding(tokens, embed, n, v, d);
     for l in 0..spec.n_layers {
         b.context = format!("layer {l}");
@@ -228,4 +232,3 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
     program.check().map_err(CompileError::Plan)?;
     Ok(program)
 }
-

@@ -155,16 +155,17 @@ pub(crate) fn decoder_layer(
         (LayerAttention::Swa, Some(w)) => Some((w.window as usize, w.sink_tokens as usize)),
         _ => None,
     };
-    let rope = |b: &mut Builder, x: Tid, heads: usize, row_stride: usize, head_stride: usize, offset: usize| {
-        match &c.attend {
-            Attend::Train => b.rope(
-                x,
-                Op::Rope { tokens: n, seq: c.seq, heads, row_stride, head_stride, offset, dim: dr, freqs, inverse: false },
-            ),
-            Attend::Decode { positions, per_seq, .. } => {
-                let op = Op::RopeAt { tokens: n, per_seq: *per_seq, heads, row_stride, head_stride, offset, dim: dr, freqs };
-                b.launch(op, vec![Arg::T(*positions), Arg::T(x)], "rope");
-            }
+    let rope = |b: &mut Builder, x: Tid, heads: usize, row_stride: usize, head_stride: usize, offset: usize| match &c
+        .attend
+    {
+        Attend::Train => b.rope(
+            x,
+            Op::Rope { tokens: n, seq: c.seq, heads, row_stride, head_stride, offset, dim: dr, freqs, inverse: false },
+        ),
+        Attend::Decode { positions, per_seq, .. } => {
+            let op =
+                Op::RopeAt { tokens: n, per_seq: *per_seq, heads, row_stride, head_stride, offset, dim: dr, freqs };
+            b.launch(op, vec![Arg::T(*positions), Arg::T(x)], "rope");
         }
     };
     rope(b, q, heads, heads * dqk, dqk, dn);
@@ -270,7 +271,10 @@ pub(crate) fn decoder_layer(
                 scale: e.route_scale as f32,
             };
             let balance = c.loss.filter(|_| e.seq_aux_alpha > 0.0).map(|loss| {
-                (Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score }, loss)
+                (
+                    Balance { batch: c.batch, seq: c.seq, experts: ne, top_k: k, alpha: e.seq_aux_alpha as f32, score },
+                    loss,
+                )
             });
             chosen = Some((b.moe(x, route, d, im, gate, bias, first, out, balance), bias));
             out

@@ -145,7 +145,13 @@ pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]
         })
         .collect();
     let slices: Vec<Slice> = (0..b.tensors.len())
-        .map(|x| if at[x] == usize::MAX { Slice::act(0, 0, dtypes[x]) } else { Slice::act(at[x], b.tensors[x].len, dtypes[x]) })
+        .map(|x| {
+            if at[x] == usize::MAX {
+                Slice::act(0, 0, dtypes[x])
+            } else {
+                Slice::act(at[x], b.tensors[x].len, dtypes[x])
+            }
+        })
         .collect();
 
     // A real-valued read of a weight matrix goes to its compute copy, when there is one.

@@ -74,7 +74,7 @@ fn absorbed_attention_over_the_cache_agrees_with_the_training_form() {
 
 fn greedy(prefill: &Program, step: &Program, c: &mut Cpu, prompts: &[Vec<u32>], new: usize) -> Generated {
     let programs = Programs { prefill, step };
-    generate(c, &programs, prompts, new, &Sampling::default(), |_, _| {}).unwrap()
+    generate(c, &programs, prompts, new, &Sampling::default(), &[], |_, _| {}).unwrap()
 }
 
 #[test]
@@ -169,7 +169,8 @@ fn score(s: &Spec, cache: KvCacheDtype, prompts: &[Vec<u32>], continuation: &[Ve
 #[test]
 fn an_fp8_cache_stays_close_to_a_bf16_cache() {
     let s = spec();
-    let prefill = compile_decode(&s, DecodeShape { absorbed: false, cache: KvCacheDtype::Bf16, ..shape(3, 7, 24) }).unwrap();
+    let prefill =
+        compile_decode(&s, DecodeShape { absorbed: false, cache: KvCacheDtype::Bf16, ..shape(3, 7, 24) }).unwrap();
     let step = compile_decode(&s, DecodeShape { cache: KvCacheDtype::Bf16, ..shape(3, 1, 24) }).unwrap();
     let mut c = cpu(&[&prefill, &step], 9);
     let tokens = greedy(&prefill, &step, &mut c, &prompts(), 12).tokens;
@@ -187,7 +188,9 @@ fn bad_requests_are_refused() {
     let step = compile_decode(&s, shape(1, 1, 8)).unwrap();
     let mut c = cpu(&[&prefill, &step], 1);
     let programs = Programs { prefill: &prefill, step: &step };
-    let run = |c: &mut Cpu, prompts: &[Vec<u32>], new| generate(c, &programs, prompts, new, &Sampling::default(), |_, _| {});
+    let run = |c: &mut Cpu, prompts: &[Vec<u32>], new| {
+        generate(c, &programs, prompts, new, &Sampling::default(), &[], |_, _| {})
+    };
     assert!(matches!(run(&mut c, &[vec![]], 2), Err(GenerateError::EmptyPrompt(0))));
     assert!(matches!(run(&mut c, &[vec![1, 500]], 2), Err(GenerateError::Token { index: 1, token: 500, .. })));
     assert!(matches!(run(&mut c, &[vec![1, 2, 3]], 9), Err(GenerateError::CacheTooShort { .. })));
@@ -195,4 +198,3 @@ fn bad_requests_are_refused() {
     assert!(matches!(run(&mut c, &[], 1), Err(GenerateError::NoPrompts)));
     assert!(compile_decode(&s, shape(1, 1, 65)).is_err(), "a cache longer than max_seq_len");
 }
-

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod generate;
 pub mod hf;
 pub mod inspect;
 pub mod select;

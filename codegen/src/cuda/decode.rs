@@ -92,7 +92,10 @@ pub(crate) fn latent_attention(a: &LatentAttn) -> Result<Builder, EmitError> {
     // Key rows per tile: as many as fit beside the queries, at most 16.
     let fixed = (hg * ks + 3 * hg) * 4;
     let bk = (1..=16).rev().find(|bk| fixed + (bk * ks + hg * bk) * 4 <= SMEM).ok_or_else(|| {
-        unsupported_family("latent_attention", format!("a latent of {} values does not fit shared memory", c.kvr + c.rope))
+        unsupported_family(
+            "latent_attention",
+            format!("a latent of {} values does not fit shared memory", c.kvr + c.rope),
+        )
     })?;
     let smem = fixed + (bk * ks + hg * bk) * 4;
     let (window, sinks) = a.window.unwrap_or((0, 0));

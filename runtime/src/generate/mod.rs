@@ -31,7 +31,9 @@ pub enum GenerateError {
     NotDecode(&'static str),
     #[error("the {what} program was compiled for {got}, the generation needs {want}")]
     Shape { what: &'static str, got: String, want: String },
-    #[error("prompt {seq} of {len} tokens and {new} new tokens need {need} cache positions; the programs hold {cache}")]
+    #[error(
+        "prompt {seq} of {len} tokens and {new} new tokens need {need} cache positions; the programs hold {cache}"
+    )]
     CacheTooShort { seq: usize, len: usize, new: usize, need: usize, cache: usize },
     #[error("the prefill and step programs disagree on their parameters, weights or cache")]
     Mismatch,
@@ -153,7 +155,8 @@ fn row(logits: &[f32], r: usize, vocab: usize) -> &[f32] {
     &logits[r * vocab..(r + 1) * vocab]
 }
 
-/// Generates `new` tokens after each prompt. The backend holds the programs' arenas with the
+/// Generates up to `new` tokens after each prompt; a sequence ends early at a token of `stop` (its
+/// end-of-sequence ids), which it keeps. The backend holds the programs' arenas with the
 /// parameters written and `start` run. `on_token(seq, token)` sees every new token as it is
 /// chosen, in order per sequence.
 pub fn generate(
@@ -162,6 +165,7 @@ pub fn generate(
     prompts: &[Vec<u32>],
     new: usize,
     sampling: &Sampling,
+    stop: &[u32],
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Generated, GenerateError> {
     let vocab = decode_of(programs.prefill, "prefill")?.logits.len / programs.prefill.io.tokens.len.max(1);
@@ -184,8 +188,12 @@ pub fn generate(
     if new == 0 {
         return Ok(out);
     }
+    let finished = |out: &Generated, seq: usize| {
+        let t = &out.tokens[seq];
+        t.len() >= new || t.last().is_some_and(|x| stop.contains(x))
+    };
     let mut emit = |out: &mut Generated, seq: usize, token: usize, lp: f32| {
-        if out.tokens[seq].len() < new {
+        if !finished(out, seq) {
             out.tokens[seq].push(token as u32);
             out.logprobs[seq].push(lp);
             on_token(seq, token as u32);
@@ -233,7 +241,7 @@ pub fn generate(
     out.prefill_secs = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let done = |out: &Generated| out.tokens.iter().all(|t| t.len() >= new);
+    let done = |out: &Generated| (0..batch).all(|s| finished(out, s));
     while !done(&out) {
         out.decode_steps += 1;
         let per = step.per_seq;
@@ -252,7 +260,7 @@ pub fn generate(
         let logits = b.read(step.logits)?;
         if !speculative {
             for s in 0..batch {
-                if out.tokens[s].len() >= new {
+                if finished(&out, s) {
                     continue;
                 }
                 let l = row(&logits, s, vocab);
@@ -266,7 +274,7 @@ pub fn generate(
         let mut next = vec![0.0f32; batch * 2];
         let mut accepted = vec![false; batch];
         for s in 0..batch {
-            if out.tokens[s].len() >= new {
+            if finished(&out, s) {
                 continue;
             }
             let (l0, l1) = (row(&logits, 2 * s, vocab), row(&logits, 2 * s + 1, vocab));
