@@ -812,3 +812,88 @@ fn every_family_in_bf16_storage() {
         check_kernel(&Kernel::new(op, dtypes), args, tol);
     }
 }
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// The decode ops at random shapes: rotary embedding at positions, the cache append (f32 or FP8
+    /// latent), absorbed attention over the cache (causal, or a window with sinks; the last
+    /// sequence's new tokens may run past the cache's end), and the head-wise absorption products.
+    #[test]
+    fn decode_ops(batch in 1..4usize, len in 1..40usize, per_seq in 1..4usize, kvr in 1..200usize, half in 1..9usize,
+                  heads in 1..7usize, nope in 1..12usize, v in 1..12usize, fp8 in any::<bool>(), window in 0..3usize,
+                  seed in any::<u64>()) {
+        if !nvrtc() { return Ok(()); }
+        use dsv3c_runtime::op::{Cache, Heads, LatentAttn};
+        let per_seq = per_seq.min(len);
+        let rope = 2 * half;
+        let cache = Cache { batch, len, kvr, rope, fp8_tile: fp8.then_some(128) };
+        let n = batch * per_seq;
+        let freqs = RopeFreqs { theta: 10000.0, yarn: None, attention_factor: 1.0 };
+        let window = (window > 0).then(|| (window + 1, window - 1));
+        let h = Heads { tokens: n, heads, nope, rope, v, kvr };
+        let ops = [
+            Op::RopeAt { tokens: n, per_seq, heads, row_stride: heads * (nope + rope), head_stride: nope + rope, offset: nope, dim: rope, freqs },
+            Op::CacheWrite { cache, per_seq, kva_stride: kvr + rope + 1 },
+            Op::LatentAttention(LatentAttn { cache, per_seq, heads, nope, scale: 0.3, window }),
+            Op::AbsorbQuery(h),
+            Op::AbsorbOutput(h),
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let lens = check::footprint(op);
+            let args = dsv3c_runtime::sample::args(op, &lens, &mut Rng::new(seed.wrapping_add(i as u64)));
+            check_op(op, args, tolerance::KERNEL_REL_L2_F32);
+        }
+    }
+}
+
+/// Absorbed attention at DeepSeek-V3's latent sizes (kv_lora_rank 512, rope 64, FP8 and bf16
+/// caches), fewer heads: the tiles fit shared memory and agree with the CPU.
+#[test]
+fn latent_attention_at_deepseek_v3_sizes() {
+    if !nvrtc() {
+        return;
+    }
+    use dsv3c_runtime::op::{Cache, LatentAttn};
+    for fp8 in [false, true] {
+        let cache = Cache { batch: 2, len: 21, kvr: 512, rope: 64, fp8_tile: fp8.then_some(128) };
+        let op = Op::LatentAttention(LatentAttn { cache, per_seq: 2, heads: 16, nope: 128, scale: 0.07, window: None });
+        let lens = check::footprint(&op);
+        let args = dsv3c_runtime::sample::args(&op, &lens, &mut Rng::new(5));
+        check_op(&op, args, tolerance::KERNEL_REL_L2_F32);
+    }
+}
+
+/// Every kernel of `tiny`'s and `swa-mla-small`'s decode programs — the prefill (bf16 cache), the
+/// one-token step (FP8 cache) and, for tiny, the MTP verify step and its draft — on valid random
+/// arguments, against the CPU reference with a clean sanitizer.
+#[test]
+fn every_kernel_of_decode_programs() {
+    if !nvrtc() {
+        return;
+    }
+    use dsv3c_codegen::{compile_decode, DecodeShape};
+    use dsv3c_spec::types::KvCacheDtype;
+    for name in ["tiny", "swa-mla-small"] {
+        let path = format!("{}/../spec/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let mut spec = dsv3c_spec::load(std::path::Path::new(&path)).unwrap();
+        spec.vocab_size = spec.vocab_size.min(1000);
+        let mtp = spec.mtp.is_some();
+        let base = DecodeShape {
+            batch: 2,
+            per_seq: 5,
+            cache_len: 24,
+            cache: KvCacheDtype::Bf16,
+            absorbed: false,
+            draft: false,
+        };
+        let shapes = [
+            base,
+            DecodeShape { per_seq: 1, cache: KvCacheDtype::Fp8, absorbed: true, ..base },
+            DecodeShape { per_seq: 2, absorbed: true, draft: mtp, ..base },
+        ];
+        for (i, shape) in shapes.into_iter().enumerate() {
+            check_every_kernel(&compile_decode(&spec, shape).unwrap(), 20 + i as u64);
+        }
+    }
+}

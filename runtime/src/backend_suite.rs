@@ -7,7 +7,9 @@
 //! backend inherits it with one line.
 
 use crate::dtype::{self, DType};
-use crate::op::{Attn, Balance, Op, OptimizerKind, Quant, Route, Scaling, Score, Update};
+use crate::op::{
+    Attn, Balance, Cache, Heads, LatentAttn, Op, OptimizerKind, Quant, RopeFreqs, Route, Scaling, Score, Update,
+};
 use crate::program::{Io, Program, Slice};
 
 /// A Program with no launches and arenas of the given sizes (f32 elements of the parameter and
@@ -83,6 +85,11 @@ pub fn ops() -> Vec<(Op, f64)> {
         accumulate: false,
         quant,
     };
+    let freqs = RopeFreqs { theta: 10000.0, yarn: None, attention_factor: 1.0 };
+    let cache = Cache { batch: 2, len: 11, kvr: 16, rope: 4, fp8_tile: None };
+    let fp8 = Cache { fp8_tile: Some(128), ..cache };
+    let latent = LatentAttn { cache, per_seq: 3, heads: 4, nope: 6, scale: 0.3, window: None };
+    let heads = Heads { tokens: 6, heads: 3, nope: 6, rope: 4, v: 5, kvr: 16 };
     let update = |kind| Update { kind, n: 3000, decay_end: 1000, embedding_end: 1500, bf16_moments: false };
     vec![
         (Op::Zero { n: 300 }, F32),
@@ -121,6 +128,17 @@ pub fn ops() -> Vec<(Op, f64)> {
         (Op::GradNorm { n: 3000 }, F32),
         (Op::Optimizer(update(OptimizerKind::AdamW)), F32),
         (Op::Optimizer(update(OptimizerKind::Lion)), F32),
+        (
+            Op::RopeAt { tokens: 10, per_seq: 2, heads: 2, row_stride: 20, head_stride: 8, offset: 4, dim: 4, freqs },
+            F32,
+        ),
+        (Op::CacheWrite { cache, per_seq: 3, kva_stride: 22 }, F32),
+        (Op::CacheWrite { cache: fp8, per_seq: 3, kva_stride: 22 }, F32),
+        (Op::LatentAttention(latent), F32),
+        (Op::LatentAttention(LatentAttn { window: Some((3, 1)), ..latent }), F32),
+        (Op::LatentAttention(LatentAttn { cache: fp8, ..latent }), F32),
+        (Op::AbsorbQuery(heads), F32),
+        (Op::AbsorbOutput(heads), F32),
     ]
 }
 

@@ -5,7 +5,7 @@
 //! forward values (attention's output and log-sum-exp, RMSNorm's 1/rms) come from the CPU reference.
 
 use crate::cpu::run_op;
-use crate::op::{Op, Route};
+use crate::op::{LatentAttn, Op, Route};
 
 /// A small deterministic generator (xorshift).
 pub struct Rng(pub u64);
@@ -175,6 +175,19 @@ pub fn args(op: &Op, lens: &[usize], rng: &mut Rng) -> Vec<Vec<f32>> {
             a[1] = vec![(a[2].iter().take(u.n).map(|&g| g as f64 * g as f64).sum::<f64>()).sqrt() as f32];
             if u.kind == crate::op::OptimizerKind::AdamW {
                 a[5] = a[5].iter().map(|v| v.abs() * 0.01).collect();
+            }
+        }
+        RopeAt { tokens, per_seq, .. } => a[0] = tokens_in(tokens.div_ceil(per_seq.max(1)), 200, rng),
+        // Positions that keep every new token inside the cache, but for the last sequence's, which
+        // may run past its end (those rows are dropped, or clamped for attention).
+        CacheWrite { cache: c, per_seq, .. } | LatentAttention(LatentAttn { cache: c, per_seq, .. }) => {
+            let room = (c.len + 1).saturating_sub(per_seq).max(1);
+            a[0] = (0..c.batch)
+                .map(|b| if b + 1 == c.batch && b > 0 { (c.len - 1) as f32 } else { rng.below(room) as f32 })
+                .collect();
+            if c.fp8_tile.is_some() {
+                // FP8 scales (argument 4 of both ops): positive, as `CacheWrite` leaves them.
+                a[4] = a[4].iter().map(|v| v.abs() * 0.01 + 1e-3).collect();
             }
         }
         BalanceLoss(b) | BalanceLossBwd { balance: b, .. } => {
