@@ -1,5 +1,5 @@
-"""The NVRTC gate's checker: `dsv3c compile SPEC --ptx` for each spec, `ptxas -v` on every PTX, a table of
-registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error, any spill, or
+"""The NVRTC gate's checker: `dsv3c compile SPEC --ptx` and `dsv3c compile SPEC --decode --ptx` for each spec,
+`ptxas -v` on every PTX, a table of registers / shared memory / spills per kernel entry, and a non-zero exit on any compile error, any spill, or
 any entry whose static shared memory (ptxas's figure) differs from the launch table's (`kernels.json`,
 computed in Rust), or which with its dynamic shared memory exceeds sm_90's 227 KB a block.
 With --markdown the table is a Markdown report (machine, wheel versions, command, summary, every kernel
@@ -49,10 +49,13 @@ def main():
     log = sys.stderr if a.markdown else sys.stdout
     failures, table, seen = [], [], set()
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in a.specs:
+        # Each spec's training program, then its decode programs (prefill, decode steps over bf16 and FP8
+        # latent caches, the MTP verify step).
+        for spec, mode in [(s, m) for s in a.specs for m in ("train", "decode")]:
             name = os.path.splitext(os.path.basename(spec))[0]
-            out = os.path.join(tmp, name)
-            p = subprocess.run([a.dsv3c, "compile", spec, "--out", out, "--ptx", "--arch", a.arch],
+            out = os.path.join(tmp, f"{name}-{mode}")
+            extra = ["--decode"] if mode == "decode" else []
+            p = subprocess.run([a.dsv3c, "compile", spec, "--out", out, "--ptx", "--arch", a.arch, *extra],
                                capture_output=True, text=True)
             print(p.stdout.strip() or p.stderr.strip(), file=log)
             if p.returncode != 0:
@@ -102,7 +105,7 @@ def main():
         print(f"# NVRTC gate: every generated kernel compiled for {a.arch} and assembled by ptxas\n")
         print(machine.stdout.rstrip())
         print(f"- wheels (PyPI): {wheels}")
-        print(f"- command: `bash scripts/nvrtc-gate.sh --markdown` (= `dsv3c compile SPEC --ptx --arch {a.arch}` for "
+        print(f"- command: `bash scripts/nvrtc-gate.sh --markdown` (= `dsv3c compile SPEC [--decode] --ptx --arch {a.arch}` for "
               f"{' '.join(a.specs)}, then `ptxas -arch={a.arch} -v --warn-on-spills` on every PTX)\n")
         print(f"**{summary}.** Compile-time facts, not speed; shared memory is ptxas's static figure (attention "
               "kernels also take dynamic shared memory at launch).\n")

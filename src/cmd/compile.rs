@@ -30,6 +30,11 @@ pub struct Args {
     /// Also compile every kernel to PTX with NVRTC (libnvrtc loaded at run time).
     #[arg(long)]
     pub ptx: bool,
+    /// Compile the decode programs instead (a prefill of --seq tokens, the one-token step over bf16 and
+    /// FP8 latent caches of --seq positions, and the MTP verify step with its draft): their kernels,
+    /// launch table and the step's plan [default --out: generated/<spec name>/decode].
+    #[arg(long)]
+    pub decode: bool,
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -45,41 +50,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if !a.arch.starts_with("sm_") || !a.arch[3..].chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(miette!("--arch {}: expected an architecture like sm_90a", a.arch));
     }
+    if a.decode {
+        return decode(&a, &spec, seq);
+    }
     let program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
     let kernels = dsv3c_codegen::cuda::emit_program(&program).map_err(|e| miette!("cannot emit CUDA: {e}"))?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("generated").join(&spec.name));
-    let kdir = out.join("kernels");
-    std::fs::create_dir_all(&kdir).into_diagnostic().wrap_err_with(|| format!("cannot create {}", kdir.display()))?;
-    // Kernels of an earlier compile that this one no longer has would be stale: remove ours.
-    for e in std::fs::read_dir(&kdir).into_diagnostic()?.flatten() {
-        let p = e.path();
-        if matches!(p.extension().and_then(|x| x.to_str()), Some("cu" | "ptx")) {
-            std::fs::remove_file(&p).into_diagnostic().wrap_err_with(|| format!("cannot remove {}", p.display()))?;
-        }
-    }
-    for k in &kernels {
-        write(&kdir.join(format!("{}.cu", k.stem)), &k.source)?;
-    }
-    write(&kdir.join("kernels.json"), &dsv3c_codegen::cuda::manifest(&program, &kernels))?;
+    write_kernels(&out, &program, &kernels, a.ptx.then_some(a.arch.as_str()))?;
     let graph = dsv3c_codegen::rust::source(&program, &text).map_err(|e| miette!("{e}"))?;
     write(&out.join("graph.rs"), &graph)?;
     write(&out.join("plan.json"), &dsv3c_codegen::plan::to_json(&program))?;
-    if a.ptx {
-        dsv3c_runtime::nvrtc::ensure_loaded().map_err(|e| miette!("{e}"))?;
-        let pb = indicatif::ProgressBar::new(kernels.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("NVRTC {bar:40} {pos}/{len} kernels | {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        kernels.par_iter().try_for_each(|k| -> Result<()> {
-            let ptx = dsv3c_runtime::nvrtc::compile(&format!("{}.cu", k.stem), &k.source, &a.arch)
-                .map_err(|e| miette!("{e}"))?;
-            write(&kdir.join(format!("{}.ptx", k.stem)), &ptx)?;
-            pb.inc(1);
-            Ok(())
-        })?;
-        pb.finish_and_clear();
-    }
     let mib = |b: usize| b as f64 / 1048576.0;
     let m = program.memory();
     let weights = if m.weights > 0 { format!(" (+ {:.1} MiB weight copies)", mib(m.weights)) } else { String::new() };
@@ -95,6 +75,100 @@ pub fn run(a: Args) -> Result<ExitCode> {
         mib(m.activations),
         mib(m.master),
         mib(m.total()),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `out/kernels/`: each kernel's `.cu` (and, with `arch`, its PTX from NVRTC) and the launch
+/// table of `program`; removes the `.cu` and `.ptx` files an earlier compile left there.
+fn write_kernels(
+    out: &Path,
+    program: &dsv3c_runtime::Program,
+    kernels: &[dsv3c_codegen::cuda::CudaKernel],
+    arch: Option<&str>,
+) -> Result<()> {
+    let kdir = out.join("kernels");
+    std::fs::create_dir_all(&kdir).into_diagnostic().wrap_err_with(|| format!("cannot create {}", kdir.display()))?;
+    for e in std::fs::read_dir(&kdir).into_diagnostic()?.flatten() {
+        let p = e.path();
+        if matches!(p.extension().and_then(|x| x.to_str()), Some("cu" | "ptx")) {
+            std::fs::remove_file(&p).into_diagnostic().wrap_err_with(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    for k in kernels {
+        write(&kdir.join(format!("{}.cu", k.stem)), &k.source)?;
+    }
+    write(&kdir.join("kernels.json"), &dsv3c_codegen::cuda::manifest(program, kernels))?;
+    if let Some(arch) = arch {
+        dsv3c_runtime::nvrtc::ensure_loaded().map_err(|e| miette!("{e}"))?;
+        let pb = indicatif::ProgressBar::new(kernels.len() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("NVRTC {bar:40} {pos}/{len} kernels | {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        kernels.par_iter().try_for_each(|k| -> Result<()> {
+            let ptx =
+                dsv3c_runtime::nvrtc::compile(&format!("{}.cu", k.stem), &k.source, arch).map_err(|e| miette!("{e}"))?;
+            write(&kdir.join(format!("{}.ptx", k.stem)), &ptx)?;
+            pb.inc(1);
+            Ok(())
+        })?;
+        pb.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// `dsv3c compile --decode`: the decode programs' kernels, each once, with the one-token step's launch
+/// table and plan.
+fn decode(a: &Args, spec: &dsv3c_spec::Spec, seq: usize) -> Result<ExitCode> {
+    use dsv3c_codegen::{compile_decode, DecodeShape};
+    use dsv3c_spec::types::KvCacheDtype;
+    let base = DecodeShape {
+        batch: a.batch,
+        per_seq: seq,
+        cache_len: seq,
+        cache: KvCacheDtype::Bf16,
+        absorbed: false,
+        draft: false,
+    };
+    let mut shapes = vec![
+        base,
+        DecodeShape { per_seq: 1, absorbed: true, ..base },
+        DecodeShape { per_seq: 1, absorbed: true, cache: KvCacheDtype::Fp8, ..base },
+    ];
+    if spec.mtp.is_some() {
+        shapes.push(DecodeShape { per_seq: 2.min(seq), absorbed: true, draft: true, ..base });
+    }
+    let programs: Vec<dsv3c_runtime::Program> =
+        shapes.iter().map(|s| compile_decode(spec, *s).map_err(|e| miette!("{e}"))).collect::<Result<_>>()?;
+    let mut kernels: Vec<dsv3c_codegen::cuda::CudaKernel> = Vec::new();
+    for p in &programs {
+        for k in dsv3c_codegen::cuda::emit_program(p).map_err(|e| miette!("cannot emit CUDA: {e}"))? {
+            if !kernels.iter().any(|x| x.stem == k.stem) {
+                kernels.push(k);
+            }
+        }
+    }
+    let step = &programs[1];
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("generated").join(&spec.name).join("decode"));
+    write_kernels(&out, step, &kernels, a.ptx.then_some(a.arch.as_str()))?;
+    write(&out.join("plan.json"), &dsv3c_codegen::plan::to_json(step))?;
+    let cache = |p: &dsv3c_runtime::Program| -> usize {
+        p.decode.as_ref().map_or(0, |d| d.caches[..spec.n_layers as usize].iter().map(|c| c.bytes()).sum())
+    };
+    let mib = |b: usize| b as f64 / 1048576.0;
+    println!(
+        "{} decode: {} kernels{} over {} programs (prefill {} x {seq}, step {} x 1), cache of {seq} positions: \
+         {:.2} MiB bf16, {:.2} MiB fp8 -> {}",
+        spec.name,
+        kernels.len(),
+        if a.ptx { format!(" (PTX for {})", a.arch) } else { String::new() },
+        programs.len(),
+        a.batch,
+        a.batch,
+        mib(cache(&programs[1])),
+        mib(cache(&programs[2])),
         out.display()
     );
     Ok(ExitCode::SUCCESS)
