@@ -52,3 +52,40 @@ fn generated_outputs_are_fresh() {
     }
     assert!(n >= 3, "generated/ should hold tiny, 1b and 671b");
 }
+
+/// generated/<spec>/decode/ must be what `dsv3c compile SPEC --decode` writes today: every kernel file,
+/// the launch table and the step's plan, byte for byte.
+#[test]
+fn generated_decode_outputs_are_fresh() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for entry in std::fs::read_dir(root.join("generated")).unwrap() {
+        let dir = entry.unwrap().path().join("decode");
+        if !dir.is_dir() {
+            continue;
+        }
+        n += 1;
+        let name = dir.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("decode-{name}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let spec = root.join(format!("spec/{name}.yaml"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_dsv3c"))
+            .args(["compile", spec.to_str().unwrap(), "--decode", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let files = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+        let stale = "is stale: run scripts/regenerate.sh and commit generated/";
+        assert_eq!(files(&dir.join("kernels")), files(&out.join("kernels")), "generated/{name}/decode/kernels/ {stale}");
+        for f in files(&out.join("kernels")).iter().map(|f| format!("kernels/{f}")).chain(["plan.json".to_string()]) {
+            let (have, want) = (std::fs::read(dir.join(&f)).unwrap(), std::fs::read(out.join(&f)).unwrap());
+            assert!(have == want, "generated/{name}/decode/{f} {stale}");
+        }
+    }
+    assert!(n >= 2, "generated/ should hold the decode programs of tiny and 671b");
+}

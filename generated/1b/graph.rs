@@ -25917,5 +25917,6 @@ pub fn program() -> Program {
             grad_norm: GRAD_NORM,
             expert_stats: EXPERT_STATS.to_vec(),
         },
+        decode: None,
     }
 }
