@@ -101,3 +101,80 @@ fn bad_requests_get_clear_errors() {
         common::dsv3c(&["generate", "--hf", d, "--prompt-tokens", &write("one.json", "[[1]]"), "--speculative", "mtp"]);
     assert!(common::flat_stderr(&o).contains("MTP"), "{}", common::flat_stderr(&o));
 }
+
+/// On a briefly trained `tiny` checkpoint (text through its recipe's GPT-2 tokenizer): MTP speculative
+/// decoding gives plain greedy's tokens and reports its acceptance; an FP8 cache keeps the mean
+/// log-probability within 1% of a bf16 cache's.
+#[test]
+fn speculation_and_the_fp8_cache_on_a_trained_tiny_checkpoint() {
+    let run = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generate-tiny");
+    let _ = std::fs::remove_dir_all(&run);
+    let run_s = run.to_str().unwrap();
+    common::ok(&["train", "--steps", "20", "--micro-batch", "2", "--seq-len", "32", "--out", run_s]);
+    let ckpt = run.join("checkpoints/step-000020");
+    let c = ckpt.to_str().unwrap();
+    let prompt = "The compiler reads a model spec and writes";
+    let base = ["generate", "--checkpoint", c, "--prompt", prompt, "--max-new-tokens", "16", "--json"];
+    let plain = json(&base);
+    let o = common::dsv3c(&[&base[..], &["--speculative", "mtp"]].concat());
+    assert!(o.status.success(), "{}", common::flat_stderr(&o));
+    let stdout = String::from_utf8(o.stdout.clone()).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(spec["tokens"], plain["tokens"], "speculation changed the greedy tokens");
+    let rate = spec["mtp_acceptance"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&rate));
+    assert!(common::flat_stderr(&o).contains("MTP acceptance"), "{}", common::flat_stderr(&o));
+    assert!(plain["mtp_acceptance"].is_null());
+    assert_eq!(plain["text"].as_array().unwrap().len(), 1, "text through the recipe's tokenizer");
+    let mean = |v: &serde_json::Value| {
+        let lp: Vec<f64> = v["logprobs"][0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        lp.iter().sum::<f64>() / lp.len() as f64
+    };
+    let fp8 = json(&[&base[..], &["--kv-cache", "fp8"]].concat());
+    let (a, b) = (mean(&plain), mean(&fp8));
+    assert!(((b - a) / a).abs() < 0.01, "mean log-probability: bf16 cache {a}, fp8 cache {b}");
+    assert!(fp8["kv_cache_bytes"].as_u64().unwrap() < plain["kv_cache_bytes"].as_u64().unwrap());
+}
+
+/// The same generation through the GPU backend over the PTX emulator (the decode kernels as NVRTC
+/// compiles them, under the sanitizer), plain and over an FP8 cache: the CPU's tokens, and its
+/// log-probabilities to float rounding.
+#[test]
+fn generation_in_the_emulator_follows_the_cpu() {
+    if !common::nvrtc_or_skip("generation in the emulator") {
+        return;
+    }
+    let dir = fixtures().into_iter().find(|d| d.ends_with("gen_directq_rope")).unwrap();
+    let prompts = dir.join("prompts.json");
+    for kv in ["bf16", "fp8"] {
+        let run = |device: &str| {
+            json(&[
+                "generate",
+                "--hf",
+                dir.to_str().unwrap(),
+                "--prompt-tokens",
+                prompts.to_str().unwrap(),
+                "--max-new-tokens",
+                "5",
+                "--kv-cache",
+                kv,
+                "--json",
+                "--device",
+                device,
+            ])
+        };
+        let (cpu, sim) = (run("cpu"), run("sim"));
+        assert_eq!(sim["tokens"], cpu["tokens"], "{kv} cache");
+        let flat = |v: &serde_json::Value| -> Vec<f64> {
+            v["logprobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect()
+        };
+        for (a, b) in flat(&sim).iter().zip(flat(&cpu)) {
+            assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{kv} cache: log-probability {a} vs {b}");
+        }
+    }
+}

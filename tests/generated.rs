@@ -81,7 +81,11 @@ fn generated_decode_outputs_are_fresh() {
             v
         };
         let stale = "is stale: run scripts/regenerate.sh and commit generated/";
-        assert_eq!(files(&dir.join("kernels")), files(&out.join("kernels")), "generated/{name}/decode/kernels/ {stale}");
+        assert_eq!(
+            files(&dir.join("kernels")),
+            files(&out.join("kernels")),
+            "generated/{name}/decode/kernels/ {stale}"
+        );
         for f in files(&out.join("kernels")).iter().map(|f| format!("kernels/{f}")).chain(["plan.json".to_string()]) {
             let (have, want) = (std::fs::read(dir.join(&f)).unwrap(), std::fs::read(out.join(&f)).unwrap());
             assert!(have == want, "generated/{name}/decode/{f} {stale}");

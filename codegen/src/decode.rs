@@ -12,12 +12,12 @@
 //! cache. Parameters carry their Hugging Face names, as in training, and load by name; the MTP
 //! module's only when the draft is compiled.
 
-use dsv3c_runtime::op::Cache;
+use dsv3c_runtime::op::{Cache, Op};
 use dsv3c_runtime::program::{Decode, Init, LayerCache, ParamGroup, Program};
 use dsv3c_runtime::DType;
 use dsv3c_spec::types::{KvCacheDtype, LayerAttention, Spec};
 
-use crate::builder::{Builder, Phase, PrecisionPolicy, Tid, WeightKind};
+use crate::builder::{Arg, Builder, Phase, PrecisionPolicy, Tid, WeightKind};
 use crate::model::{decoder_layer, norm_params, Attend, Ctx, LayerCacheT};
 use crate::ops::W;
 use crate::plan::lay_out;
@@ -40,6 +40,9 @@ pub struct DecodeShape {
     pub absorbed: bool,
     /// Compile the first MTP module's draft list (the spec must have MTP).
     pub draft: bool,
+    /// Logits for one token per sequence only, the one at `logit_rows[b]` (a prefill: each prompt's
+    /// last), rather than for every new token: the LM head and the logits read shrink by `per_seq`.
+    pub last_only: bool,
 }
 
 /// Why a decode program could not be compiled.
@@ -144,7 +147,21 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
         W::whole(p, v, d)
     }
     .kind(WeightKind::Head);
-    let logits = b.linear(hn, n, head, "lm_head");
+    // The rows the LM head reads: every new token's, or the one per sequence that `logit_rows` names.
+    let logit_rows = shape.last_only.then(|| b.tensor("logit_rows", batch));
+    let gather = |b: &mut Builder, x: Tid, what: &str| -> (Tid, usize) {
+        match logit_rows {
+            Some(rows) => {
+                let g = b.tensor(format!("{what}.rows"), batch * d);
+                let op = Op::Embedding { n: batch, vocab: n, d };
+                b.launch(op, vec![Arg::T(rows), Arg::T(x), Arg::T(g)], "the rows the LM head reads");
+                (g, batch)
+            }
+            None => (x, n),
+        }
+    };
+    let (hl, rows) = gather(&mut b, hn, "norm");
+    let logits = b.linear(hl, rows, head, "lm_head");
 
     let mut next_tokens = None;
     let mut draft_logits = None;
@@ -173,14 +190,16 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
         let (hk, _) = decoder_layer(&mut b, &c, l, &prefix, x, LayerAttention::Mla, spec.moe.is_some());
         let sh = norm_params(&mut b, spec, &format!("{prefix}.shared_head.norm"), d);
         let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");
-        draft_logits = Some(b.linear(hs, n, head, "shared_head.head"));
+        let (hl, rows) = gather(&mut b, hs, "shared_head.norm");
+        draft_logits = Some(b.linear(hl, rows, head, "shared_head.head"));
         next_tokens = Some(next);
         b.phase = Phase::Forward;
     }
     b.context.clear();
     let weight_bytes = crate::step::build_inference(&mut b);
 
-    let io: Vec<Tid> = [tokens, positions, logits].into_iter().chain(next_tokens).chain(draft_logits).collect();
+    let io: Vec<Tid> =
+        [tokens, positions, logits].into_iter().chain(next_tokens).chain(draft_logits).chain(logit_rows).collect();
     let pinned: Vec<Tid> = caches.iter().flat_map(|c| [Some(c.latent), c.scales, Some(c.rope)]).flatten().collect();
     let laid = lay_out(&b, &[&b.start, &b.forward, &b.draft], &io, &pinned);
     let t = |x: Tid| laid.slices[x];
@@ -217,6 +236,7 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
             absorbed: shape.absorbed,
             positions: t(positions),
             logits: t(logits),
+            logit_rows: logit_rows.map(t),
             caches: caches
                 .iter()
                 .map(|c| LayerCache { latent: t(c.latent), scales: c.scales.map(t), rope: t(c.rope) })
@@ -230,5 +250,10 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
         kernels: laid.kernels,
     };
     program.check().map_err(CompileError::Plan)?;
+    let mut program = program;
+    // The device payload, as for training programs.
+    for k in &mut program.kernels {
+        k.device = crate::cuda::device_code(k);
+    }
     Ok(program)
 }

@@ -22,7 +22,7 @@ fn spec() -> Spec {
 }
 
 fn shape(batch: usize, per_seq: usize, cache_len: usize) -> DecodeShape {
-    DecodeShape { batch, per_seq, cache_len, cache: KvCacheDtype::F32, absorbed: true, draft: false }
+    DecodeShape { batch, per_seq, cache_len, cache: KvCacheDtype::F32, absorbed: true, draft: false, last_only: false }
 }
 
 /// A CPU backend for `programs`, parameters drawn from `seed`, the weights' copy made.
@@ -109,7 +109,8 @@ fn mtp_speculation_at_temperature_zero_is_plain_greedy() {
     let prefill = compile_decode(&s, DecodeShape { absorbed: false, ..shape(3, 7, len) }).unwrap();
     let step = compile_decode(&s, shape(3, 1, len)).unwrap();
     let with_draft = |d: DecodeShape| compile_decode(&s, DecodeShape { draft: true, ..d }).unwrap();
-    let sprefill = with_draft(DecodeShape { absorbed: false, ..shape(3, 7, len) });
+    // The speculative prefill computes logits for each prompt's last token only.
+    let sprefill = with_draft(DecodeShape { absorbed: false, last_only: true, ..shape(3, 7, len) });
     let verify = with_draft(shape(3, 2, len));
     let mut c = cpu(&[&prefill, &step], 3);
     let plain = greedy(&prefill, &step, &mut c, &prompts(), new);

@@ -886,11 +886,12 @@ fn every_kernel_of_decode_programs() {
             cache: KvCacheDtype::Bf16,
             absorbed: false,
             draft: false,
+            last_only: true,
         };
         let shapes = [
             base,
-            DecodeShape { per_seq: 1, cache: KvCacheDtype::Fp8, absorbed: true, ..base },
-            DecodeShape { per_seq: 2, absorbed: true, draft: mtp, ..base },
+            DecodeShape { per_seq: 1, cache: KvCacheDtype::Fp8, absorbed: true, last_only: false, ..base },
+            DecodeShape { per_seq: 2, absorbed: true, draft: mtp, last_only: false, ..base },
         ];
         for (i, shape) in shapes.into_iter().enumerate() {
             check_every_kernel(&compile_decode(&spec, shape).unwrap(), 20 + i as u64);

@@ -12,8 +12,15 @@ pub fn bf16_round(x: f32) -> f32 {
     half::bf16::from_f32(x).to_f32()
 }
 
-/// Decodes an E4M3 byte (the `fn` variant: no infinities; 0x7f and 0xff are NaN).
+/// Decodes an E4M3 byte (the `fn` variant: no infinities; 0x7f and 0xff are NaN), from a table of
+/// the 256 values.
 pub fn e4m3_to_f32(b: u8) -> f32 {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|i| e4m3_value(i as u8)))[b as usize]
+}
+
+/// The value of an E4M3 byte, from its fields.
+fn e4m3_value(b: u8) -> f32 {
     let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
     let exp = ((b >> 3) & 0x0f) as i32;
     let man = (b & 0x07) as f32;

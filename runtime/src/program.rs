@@ -440,8 +440,12 @@ pub struct Decode {
     pub absorbed: bool,
     /// i32 `[batch]`: each sequence's position of its first new token (its cached tokens).
     pub positions: Slice,
-    /// `[batch · per_seq, vocab]`.
+    /// `[batch · per_seq, vocab]`, or `[batch, vocab]` with `logit_rows`.
     pub logits: Slice,
+    /// i32 `[batch]`: which new token of each sequence (a row of the step's `batch · per_seq`) the
+    /// logits are for, when the program computes one row per sequence (a prefill); the draft's too.
+    #[serde(default)]
+    pub logit_rows: Option<Slice>,
     /// Each layer's cache (the main layers, then the MTP module's when the draft is compiled).
     pub caches: Vec<LayerCache>,
     pub draft: Vec<Launch>,

@@ -108,8 +108,8 @@ fn write_kernels(
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         kernels.par_iter().try_for_each(|k| -> Result<()> {
-            let ptx =
-                dsv3c_runtime::nvrtc::compile(&format!("{}.cu", k.stem), &k.source, arch).map_err(|e| miette!("{e}"))?;
+            let ptx = dsv3c_runtime::nvrtc::compile(&format!("{}.cu", k.stem), &k.source, arch)
+                .map_err(|e| miette!("{e}"))?;
             write(&kdir.join(format!("{}.ptx", k.stem)), &ptx)?;
             pb.inc(1);
             Ok(())
@@ -131,14 +131,15 @@ fn decode(a: &Args, spec: &dsv3c_spec::Spec, seq: usize) -> Result<ExitCode> {
         cache: KvCacheDtype::Bf16,
         absorbed: false,
         draft: false,
+        last_only: true,
     };
     let mut shapes = vec![
         base,
-        DecodeShape { per_seq: 1, absorbed: true, ..base },
-        DecodeShape { per_seq: 1, absorbed: true, cache: KvCacheDtype::Fp8, ..base },
+        DecodeShape { per_seq: 1, absorbed: true, last_only: false, ..base },
+        DecodeShape { per_seq: 1, absorbed: true, last_only: false, cache: KvCacheDtype::Fp8, ..base },
     ];
     if spec.mtp.is_some() {
-        shapes.push(DecodeShape { per_seq: 2.min(seq), absorbed: true, draft: true, ..base });
+        shapes.push(DecodeShape { per_seq: 2.min(seq), absorbed: true, draft: true, last_only: false, ..base });
     }
     let programs: Vec<dsv3c_runtime::Program> =
         shapes.iter().map(|s| compile_decode(spec, *s).map_err(|e| miette!("{e}"))).collect::<Result<_>>()?;

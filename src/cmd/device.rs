@@ -60,13 +60,14 @@ pub fn gpu_options() -> GpuOptions {
 
 /// The GPU backend over `device` for `program`, every kernel compiled (NVRTC, through the cache) and
 /// loaded first, with progress on stderr.
-pub fn gpu<D: dsv3c_runtime::device::Device>(device: D, program: &Program) -> Result<Gpu<D>> {
+pub fn gpu<D: dsv3c_runtime::device::Device>(device: D, programs: &[&Program]) -> Result<Gpu<D>> {
     dsv3c_runtime::nvrtc::ensure_loaded().map_err(|e| miette!("{e}"))?;
     let arch = device.arch();
-    let mut g = Gpu::new(device, program, gpu_options()).map_err(|e| miette!("{e}"))?;
-    let bar = super::progress_bar(program.kernels.len() as u64, "kernels compiled");
+    let mut g = Gpu::for_programs(device, programs, gpu_options()).map_err(|e| miette!("{e}"))?;
+    let kernels: Vec<Kernel> = programs.iter().flat_map(|p| p.kernels.iter().cloned()).collect();
+    let bar = super::progress_bar(kernels.len() as u64, "kernels compiled");
     let p = g
-        .prepare(&program.kernels, &|done, _| {
+        .prepare(&kernels, &|done, _| {
             if let Some(b) = &bar {
                 b.set_position(done as u64)
             }
@@ -138,10 +139,16 @@ pub fn open(choice: Device) -> Result<Opened> {
 impl Opened {
     /// The backend for `program` on this device (on a GPU, every kernel compiled and loaded first).
     pub fn backend(self, program: &Program) -> Result<AnyBackend> {
+        self.backend_for(&[program])
+    }
+
+    /// The backend for several programs that share its arenas (a generation's prefill and step), each
+    /// arena the largest of theirs, every kernel of each compiled and loaded first.
+    pub fn backend_for(self, programs: &[&Program]) -> Result<AnyBackend> {
         Ok(match self {
-            Opened::Cpu => AnyBackend::Cpu(Cpu::new(program)),
-            Opened::Sim(sim) => AnyBackend::Sim(Box::new(gpu(*sim, program)?)),
-            Opened::Cuda(cuda) => AnyBackend::Cuda(Box::new(gpu(*cuda, program)?)),
+            Opened::Cpu => AnyBackend::Cpu(Cpu::for_programs(programs)),
+            Opened::Sim(sim) => AnyBackend::Sim(Box::new(gpu(*sim, programs)?)),
+            Opened::Cuda(cuda) => AnyBackend::Cuda(Box::new(gpu(*cuda, programs)?)),
         })
     }
 }

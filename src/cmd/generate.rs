@@ -1,5 +1,5 @@
 //! `dsv3c generate (--checkpoint DIR | --hf DIR) (--prompt TEXT | --prompt-tokens FILE)`: samples
-//! from a model on the CPU through its compiled decode programs — a prefill of the prompts, then
+//! from a model through its compiled decode programs, on any `--device` — a prefill of the prompts, then
 //! one-token steps over MLA's latent cache (absorbed attention), or two-token steps that verify the
 //! MTP module's draft (`--speculative mtp`). Tokens stream to stdout as they are chosen; `--json`
 //! ends with one line holding the tokens, text, log-probabilities, cache bytes and speeds.
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use dsv3c_codegen::{compile_decode, DecodeShape};
 use dsv3c_runtime::data::tokenizer::Tokenizer;
 use dsv3c_runtime::generate::{cache_needed, check_prompts, generate, sampler::Sampling, Programs};
+use dsv3c_runtime::program::{Backend, Space};
 use dsv3c_spec::types::KvCacheDtype;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 
@@ -74,6 +75,10 @@ pub struct Args {
     /// Generate all --max-new-tokens even past an end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// What runs the programs: the CPU reference (cpu), the GPU (cuda), the PTX emulator (sim: slow,
+    /// sanitized), or the GPU when one answers and else the CPU (auto).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: super::device::Device,
     /// End with one JSON line: tokens, text, logprobs, kv_cache_bytes, speeds, MTP acceptance.
     #[arg(long)]
     pub json: bool,
@@ -208,13 +213,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
         cache: a.kv_cache.into(),
         absorbed: false,
         draft: speculative,
+        last_only: true,
     };
+    let opened = super::device::open(a.device)?;
     let prefill = compile_decode(spec, shape).map_err(|e| miette!("{e}"))?;
-    let step =
-        compile_decode(spec, DecodeShape { per_seq: per, absorbed: true, ..shape }).map_err(|e| miette!("{e}"))?;
-    let mut cpu = dsv3c_runtime::cpu::Cpu::for_programs(&[&prefill, &step]);
-    dsv3c_runtime::checkpoint::load_params(&prefill, &model.tensors, &mut cpu.params).map_err(|e| miette!("{e}"))?;
-    prefill.run(&prefill.start, &mut cpu).map_err(|e| miette!("{e}"))?;
+    let step = compile_decode(spec, DecodeShape { per_seq: per, absorbed: true, last_only: false, ..shape })
+        .map_err(|e| miette!("{e}"))?;
+    let mut params = vec![0.0f32; prefill.param_len];
+    dsv3c_runtime::checkpoint::load_params(&prefill, &model.tensors, &mut params).map_err(|e| miette!("{e}"))?;
+    let mut backend = opened.backend_for(&[&prefill, &step])?;
+    backend.write(prefill.whole(Space::Param), &params).map_err(|e| miette!("{e}"))?;
+    prefill.run(&prefill.start, &mut backend).map_err(|e| miette!("{e}"))?;
 
     let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     let tok = model.tokenizer.as_ref();
@@ -245,7 +254,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let programs = Programs { prefill: &prefill, step: &step };
     let stop = if a.ignore_eos { &[][..] } else { &model.eos[..] };
-    let out = generate(&mut cpu, &programs, &prompts, a.max_new_tokens, &sampling, stop, on_token)
+    let out = generate(&mut backend, &programs, &prompts, a.max_new_tokens, &sampling, stop, on_token)
         .map_err(|e| miette!("{e}"))?;
     let texts: Option<Vec<String>> = tok.map(|t| out.tokens.iter().map(|ids| t.decode(ids)).collect());
     if batch == 1 {

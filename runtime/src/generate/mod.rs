@@ -129,7 +129,7 @@ impl Programs<'_> {
         }
         let speculative = step.draft_logits.is_some();
         let per = if speculative { 2 } else { 1 };
-        if self.step.batch != batch || step.per_seq != per {
+        if self.step.batch != batch || step.per_seq != per || step.logit_rows.is_some() {
             return shape("step", self.step, step, format!("batch {batch} x {per} tokens"));
         }
         if speculative != pre.draft_logits.is_some()
@@ -168,7 +168,8 @@ pub fn generate(
     stop: &[u32],
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Generated, GenerateError> {
-    let vocab = decode_of(programs.prefill, "prefill")?.logits.len / programs.prefill.io.tokens.len.max(1);
+    let pre = decode_of(programs.prefill, "prefill")?;
+    let vocab = pre.logits.len / pre.logit_rows.map_or(programs.prefill.io.tokens.len, |r| r.len).max(1);
     check_prompts(prompts, vocab)?;
     let (pre, step) = programs.check(prompts, new)?;
     let batch = prompts.len();
@@ -212,13 +213,20 @@ pub fn generate(
     }
     b.write(programs.prefill.io.tokens, &tokens)?;
     b.write(pre.positions, &vec![0.0; batch])?;
+    // The row of each sequence's last prompt token: in the logits of every token, or the one row
+    // per sequence a prefill computes.
+    let last_rows: Vec<usize> = prompts.iter().enumerate().map(|(s, q)| s * p + q.len() - 1).collect();
+    let logit_row = |s: usize| if pre.logit_rows.is_some() { s } else { last_rows[s] };
+    if let Some(rows) = pre.logit_rows {
+        b.write(rows, &last_rows.iter().map(|&r| r as f32).collect::<Vec<_>>())?;
+    }
     programs.prefill.run(&programs.prefill.forward, b)?;
     let logits = b.read(pre.logits)?;
     // Each sequence's last token (chosen, not yet fed), its position, and its draft.
     let mut last = vec![0usize; batch];
     let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
     for s in 0..batch {
-        let l = row(&logits, s * p + pos[s] - 1, vocab);
+        let l = row(&logits, logit_row(s), vocab);
         let t = pick(l, sampling, &mut rng);
         last[s] = t;
         emit(&mut out, s, t, logprob(l, t));
@@ -235,7 +243,7 @@ pub fn generate(
         }
         let draft = run_draft(b, programs.prefill, pre, &next)?;
         for s in 0..batch {
-            drafts.push(propose(row(&draft, s * p + pos[s] - 1, vocab), sampling, &mut rng));
+            drafts.push(propose(row(&draft, logit_row(s), vocab), sampling, &mut rng));
         }
     }
     out.prefill_secs = t0.elapsed().as_secs_f64();

@@ -59,11 +59,11 @@ pub fn argmax(x: &[f32]) -> usize {
     best
 }
 
-/// `log softmax(logits)[token]`, in f64.
+/// `log softmax(logits)[token]`: exponentials in f32 (each at most 1), summed in f64.
 pub fn logprob(logits: &[f32], token: usize) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    (logits[token] as f64 - max - sum.ln()) as f32
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum: f64 = logits.iter().map(|&v| (v - max).exp() as f64).sum();
+    ((logits[token] - max) as f64 - sum.ln()) as f32
 }
 
 /// The distribution tokens are drawn from: softmax of `logits / temperature` over the top-k,

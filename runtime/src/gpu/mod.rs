@@ -124,10 +124,16 @@ fn device_err(what: impl std::fmt::Display) -> impl Fn(DeviceError) -> BackendEr
 impl<D: Device> Gpu<D> {
     /// Allocates `program`'s arenas (zeroed) on `device`. Kernels load on first use, or all at once
     /// with [`Gpu::prepare`].
-    pub fn new(mut device: D, program: &Program, options: GpuOptions) -> Result<Gpu<D>, BackendError> {
+    pub fn new(device: D, program: &Program, options: GpuOptions) -> Result<Gpu<D>, BackendError> {
+        Gpu::for_programs(device, &[program], options)
+    }
+
+    /// Allocates arenas (zeroed) on `device` large enough for each of `programs`, each the largest of
+    /// theirs: decode programs of one model share the parameters, the weights' copy and the cache.
+    pub fn for_programs(mut device: D, programs: &[&Program], options: GpuOptions) -> Result<Gpu<D>, BackendError> {
         let mut arenas = [(0, 0); 5];
         for s in SPACES {
-            let bytes = program.arena_bytes(s);
+            let bytes = programs.iter().map(|p| p.arena_bytes(s)).max().unwrap_or(0);
             let base = device
                 .alloc(&format!("{s:?}"), bytes)
                 .map_err(device_err(format!("allocating the {s:?} arena ({bytes} B)")))?;
