@@ -20,13 +20,13 @@ for b in 1 8; do
   echo "transformers, batch $b" >&2
   hf[$b]=$("$PY" bench/pytorch_generate_cpu.py "$work/config.json" "$work/model" --batch "$b" --prompt "$P" \
     --new "$N" --threads "$THREADS" 2>/dev/null | tail -1)
-  for kv in bf16 fp8; do
+  for kv in f32 bf16 fp8; do
     echo "dsv3c, batch $b, $kv cache" >&2
     # The median of three runs by decode speed.
     runs=()
     for _ in 1 2 3; do
       runs+=("$(./target/release/dsv3c generate --hf "$work/model" --prompt-tokens "$work/model/prompts-$b.json" \
-        --max-new-tokens "$N" --ignore-eos --kv-cache "$kv" --json 2>/dev/null | tail -1)")
+        --max-new-tokens "$N" --ignore-eos --kv-cache "$kv" --device cpu --json 2>/dev/null | tail -1)")
     done
     ours[$b-$kv]=$("$PY" -c 'import json,sys; r=sorted((json.loads(a) for a in sys.argv[1:]), key=lambda x: x["decode_tokens_per_sec"]); print(json.dumps(r[1]))' "${runs[@]}")
   done
@@ -43,15 +43,16 @@ echo "  tokens, $N new tokens. transformers: prefill = median of \`generate(max_
 echo "  batch·(N−1) / (median of \`generate(N)\` − prefill), 3 runs each after a warm-up. dsv3c: its own prefill and"
 echo "  decode timers (\`--json\`), median of 3 runs; compiling the programs and loading the weights are not timed."
 echo
-"$PY" - "${hf[1]}" "${hf[8]}" "${ours[1-bf16]}" "${ours[1-fp8]}" "${ours[8-bf16]}" "${ours[8-fp8]}" <<'PYEOF'
+"$PY" - "${hf[1]}" "${hf[8]}" "${ours[1-f32]}" "${ours[1-bf16]}" "${ours[1-fp8]}" "${ours[8-f32]}" "${ours[8-bf16]}" "${ours[8-fp8]}" <<'PYEOF'
 import json, sys
-hf1, hf8, o1, o1f, o8, o8f = (json.loads(a) for a in sys.argv[1:])
-print("| batch | implementation | prefill tokens/s | decode tokens/s | decode vs transformers | tokens equal |")
+hf1, hf8, o1x, o1, o1f, o8x, o8, o8f = (json.loads(a) for a in sys.argv[1:])
+print("| batch | implementation | prefill tokens/s | decode tokens/s | decode vs transformers | leading tokens equal |")
 print("|---:|---|---:|---:|---:|---:|")
-for b, hf, rows in [(1, hf1, [("bf16", o1), ("fp8", o1f)]), (8, hf8, [("bf16", o8), ("fp8", o8f)])]:
+for b, hf, rows in [(1, hf1, [("f32", o1x), ("bf16", o1), ("fp8", o1f)]), (8, hf8, [("f32", o8x), ("bf16", o8), ("fp8", o8f)])]:
     print(f"| {b} | transformers generate | {hf['prefill_tokens_per_sec']:.0f} | {hf['decode_tokens_per_sec']:.0f} | 1.00x | |")
     for kv, o in rows:
-        same = sum(x == y for a, c in zip(o["tokens"], hf["tokens"]) for x, y in zip(a, c))
+        # Each continuation's tokens before its first difference from transformers'.
+        same = sum(next((i for i, (x, y) in enumerate(zip(a, c)) if x != y), len(c)) for a, c in zip(o["tokens"], hf["tokens"]))
         total = sum(len(a) for a in hf["tokens"])
         print(f"| {b} | dsv3c generate, {kv} cache | {o['prefill_tokens_per_sec']:.0f} | {o['decode_tokens_per_sec']:.0f} | "
               f"{o['decode_tokens_per_sec'] / hf['decode_tokens_per_sec']:.2f}x | {same}/{total} |")

@@ -1,13 +1,10 @@
-// dsv3c generated kernel gemm_f32_m256_n50304_k64_nt_758a4f2a.cu — do not edit: `dsv3c compile` writes it.
-// op: Gemm
-//   C[m,n] = op(A)[m,k] . op(B)[k,n]; op(A) = A (stored [m, k]), op(B) = B^T (B stored [n, k])
-//   f32 operands, f32 accumulation (SIMT)
-//   grid: one block per 64 x 64 tile of C, 256 threads
-// specialized for: M=256 N=50304 K=64 LDA=64 LDB=64 LDC=50304 TA=false TB=true ACCUMULATE=false BM=64 BN=64
-//   THREADS=256
-// arguments ((w) overwritten, (+) accumulated, (rw) in place): a f32, b f32, c f32 (w)
+// dsv3c generated kernel embedding_fwd_v256_d64_b3b1784a.cu — do not edit: `dsv3c compile` writes it.
+// op: Embedding
+//   out[i, :] = table[tokens[i], :], one block per position
+// specialized for: N=1 VOCAB=256 D=64
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): tokens i32, table f32, out f32 (w)
 // launches, in order:
-//   gemm<<<(4, 786, 1), 256, 0>>>  static smem 8704 B
+//   embedding<<<(1, 1, 1), 128, 0>>>  static smem 0 B
 
 // ---- prelude: fixed-width types and helpers (NVRTC has no <stdint.h>) ----
 typedef signed char i8;
@@ -121,84 +118,20 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
-typedef float T0;  // a
-typedef float T1;  // b
-typedef float T2;  // c
-constexpr int M = 256;
-constexpr int N = 50304;
-constexpr int K = 64;
-constexpr int LDA = 64;
-constexpr int LDB = 64;
-constexpr int LDC = 50304;
-constexpr bool TA = false;
-constexpr bool TB = true;
-constexpr bool ACCUMULATE = false;
-constexpr int BM = 64;
-constexpr int BN = 64;
-constexpr int THREADS = 256;
-constexpr int GEMM_THREADS = 256;
+typedef i32 T0;  // tokens
+typedef float T1;  // table
+typedef float T2;  // out
+constexpr int N = 1;
+constexpr int VOCAB = 256;
+constexpr int D = 64;
+constexpr int EMBEDDING_THREADS = 128;
 
-// f32 SIMT GEMM core: C[m, n] (+)= op(A)[m, k] . op(B)[k, n] for one BM x BN output tile. A 256-thread block
-// stages BK-deep slices of op(A) and op(B) in shared memory (the contiguous dimension read fastest, so global
-// loads coalesce for either transpose), and each thread accumulates a 4 x 4 register tile in f32.
-static_assert(BM == 64 && BN == 64 && THREADS == 256, "16 x 16 threads, a 4 x 4 register tile each");
-constexpr int BK = 16;
-
-template <typename XA, typename XB, typename XC>
-__device__ __forceinline__ void gemm_tile(const XA* __restrict__ A, const XB* __restrict__ B, XC* __restrict__ C,
-                                          int m, int n, int k, int m0, int n0) {
-  __shared__ __align__(16) float As[BK][BM + 4];
-  __shared__ __align__(16) float Bs[BK][BN + 4];
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  float acc[4][4];
-#pragma unroll
-  for (int r = 0; r < 4; ++r)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
-  for (int k0 = 0; k0 < k; k0 += BK) {
-#pragma unroll
-    for (int e = tid; e < BM * BK; e += THREADS) {
-      const int i = TA ? e % BM : e / BK, p = TA ? e / BM : e % BK;
-      const int gi = m0 + i, gp = k0 + p;
-      float v = 0.0f;
-      if (gi < m && gp < k) v = TA ? A[(i64)gp * LDA + gi] : A[(i64)gi * LDA + gp];
-      As[p][i] = v;
-    }
-#pragma unroll
-    for (int e = tid; e < BN * BK; e += THREADS) {
-      const int j = TB ? e / BK : e % BN, p = TB ? e % BK : e / BN;
-      const int gj = n0 + j, gp = k0 + p;
-      float v = 0.0f;
-      if (gj < n && gp < k) v = TB ? B[(i64)gj * LDB + gp] : B[(i64)gp * LDB + gj];
-      Bs[p][j] = v;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int p = 0; p < BK; ++p) {
-      const float4 a = *reinterpret_cast<const float4*>(&As[p][ty * 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&Bs[p][tx * 4]);
-      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int r = 0; r < 4; ++r)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) acc[r][c] += av[r] * bv[c];
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int r = 0; r < 4; ++r)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int gi = m0 + ty * 4 + r, gj = n0 + tx * 4 + c;
-      if (gi < m && gj < n) {
-        XC* out = C + (i64)gi * LDC + gj;
-        *out = ACCUMULATE ? *out + acc[r][c] : acc[r][c];
-      }
-    }
-}
-
-// C[M, N] (+)= op(A) . op(B): one block per BM x BN tile of C, grid (ceil(M / BM), ceil(N / BN)).
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm(const T0* __restrict__ a, const T1* __restrict__ b,
-                                                      T2* __restrict__ c) {
-  gemm_tile(a, b, c, M, N, K, blockIdx.x * BM, blockIdx.y * BN);
+// out[i, :] = table[tokens[i], :]; an invalid id (not an integer in [0, VOCAB)) poisons its row with NaN.
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS) embedding(const T0* __restrict__ tokens,
+                                                            const T1* __restrict__ table, T2* __restrict__ out) {
+  const i64 i = blockIdx.x;
+  const float t = tokens[i];
+  const bool ok = t >= 0.0f && t == truncf(t) && t < (float)VOCAB;
+  const i64 row = ok ? (i64)t : 0;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) out[i * D + c] = ok ? table[row * D + c] : __int_as_float(0x7fc00000);
 }
