@@ -80,14 +80,21 @@ pub(crate) fn cache_write(c: &Cache, per_seq: usize, kva_stride: usize) -> Build
     b.entry("cache_write", [(c.batch * per_seq) as u64, 1, 1], THREADS, 0, 0)
 }
 
-/// Heads per block of the latent attention: the largest of 8, 4, 2, 1 that divides the heads.
-fn head_group(heads: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|g| heads.is_multiple_of(*g)).unwrap_or(1)
+/// Output accumulators per thread the latent attention allows itself (registers, not spills).
+const MAX_PER_THREAD: usize = 32;
+
+/// Heads per block of the latent attention: the largest of 8, 4, 2, 1 that divides the heads and
+/// keeps each thread's share of the group's `heads × kvr` outputs within [`MAX_PER_THREAD`].
+fn head_group(heads: usize, kvr: usize) -> usize {
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|g| heads.is_multiple_of(*g) && (g * kvr).div_ceil(THREADS as usize) <= MAX_PER_THREAD)
+        .unwrap_or(1)
 }
 
 pub(crate) fn latent_attention(a: &LatentAttn) -> Result<Builder, EmitError> {
     let c = a.cache;
-    let hg = head_group(a.heads);
+    let hg = head_group(a.heads, c.kvr);
     let ks = c.kvr + c.rope + 1;
     // Key rows per tile: as many as fit beside the queries, at most 16.
     let fixed = (hg * ks + 3 * hg) * 4;
