@@ -66,9 +66,11 @@ pub struct Args {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The latent cache's storage: f32, bf16, or fp8 (E4M3 latent with a scale per 128 values, bf16 rope part).
-    #[arg(long, value_enum, default_value = "bf16")]
-    pub kv_cache: CacheArg,
+    /// The latent cache's storage: f32, bf16, or fp8 (E4M3 latent with a scale per 128 values, bf16
+    /// rope part) [default: f32 for a model computed in f32 (every Hugging Face checkpoint), else the
+    /// spec's precision.kv_cache].
+    #[arg(long, value_enum)]
+    pub kv_cache: Option<CacheArg>,
     /// Speculative decoding with the model's MTP module.
     #[arg(long, value_enum)]
     pub speculative: Option<Speculative>,
@@ -206,15 +208,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             spec.max_seq_len
         ));
     }
-    let shape = DecodeShape {
-        batch,
-        per_seq: longest,
-        cache_len,
-        cache: a.kv_cache.into(),
-        absorbed: false,
-        draft: speculative,
-        last_only: true,
+    // The cache keeps what the model computes: an f32 model's latents in f32 (a bf16 cache would
+    // round them and part from an f32 or f64 reference's greedy tokens), else the spec's choice.
+    let cache: KvCacheDtype = match a.kv_cache {
+        Some(c) => c.into(),
+        None if spec.precision.compute == dsv3c_spec::types::Dtype::F32 => KvCacheDtype::F32,
+        None => spec.precision.kv_cache,
     };
+    let shape =
+        DecodeShape { batch, per_seq: longest, cache_len, cache, absorbed: false, draft: speculative, last_only: true };
     let opened = super::device::open(a.device)?;
     let prefill = compile_decode(spec, shape).map_err(|e| miette!("{e}"))?;
     let step = compile_decode(spec, DecodeShape { per_seq: per, absorbed: true, last_only: false, ..shape })
@@ -270,7 +272,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let kv_cache_bytes: usize =
         step.decode.as_ref().map_or(0, |d| d.caches[..spec.n_layers as usize].iter().map(|c| c.bytes()).sum());
     let acceptance = out.acceptance();
-    let format = format!("{:?}", a.kv_cache).to_lowercase();
+    let format = format!("{cache:?}").to_lowercase();
     eprintln!(
         "prefill {} tokens at {:.1} tokens/s | decode {} tokens in {} steps at {:.1} tokens/s | cache {} ({}){}",
         out.prefill_tokens,

@@ -9,7 +9,7 @@ committed files):
     /opt/parity/bin/python tests/parity/make_generate_fixtures.py     # writes tests/parity/generate/
 
 Each directory holds config.json, generation_config.json and model.safetensors as `save_pretrained`
-writes them, prompts.json (prompts of different lengths, one batch) and expected.json: for each
+writes them, prompts.json (prompts of different lengths, one batch: 1 to 30 tokens) and expected.json: for each
 prompt, the 24 tokens transformers' greedy `generate` produces (each prompt on its own, float64,
 eager attention and experts, the float64 patches of make_fixtures.py; `generate` casts each step's
 logits to float32 before it picks), the gap between the two best
@@ -49,9 +49,20 @@ CASES = {
         q_lora_rank=16, n_group=2, topk_group=1, num_hidden_layers=3, first_k_dense_replace=2,
         num_experts_per_tok=3, tie_word_embeddings=True, n_shared_experts=2,
         rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
+    # Wider: 1000 ids, 8 heads, 16 experts (top-4 within 2 of 4 groups), four layers, YaRN with
+    # mscale = mscale_all_dim != 1, longer prompts.
+    "gen_wide_yarn_top4": dict(
+        vocab_size=1000, hidden_size=64, num_attention_heads=8, num_key_value_heads=8, kv_lora_rank=32,
+        q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, n_routed_experts=16,
+        num_experts_per_tok=4, n_group=4, topk_group=2, num_hidden_layers=4, first_k_dense_replace=1,
+        moe_intermediate_size=24, intermediate_size=96,
+        rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=2.0, original_max_position_embeddings=64,
+                             beta_fast=32.0, beta_slow=1.0, mscale=0.707, mscale_all_dim=0.707)),
 }
 
+# Prompt lengths per case (default: PROMPT_LENGTHS).
 PROMPT_LENGTHS = [9, 3, 14, 1]
+LENGTHS = {"gen_wide_yarn_top4": [5, 17, 2, 30, 11]}
 
 
 def greedy(model, prompt):
@@ -75,7 +86,8 @@ def make(name, out_dir, seed):
         model = DeepseekV3ForCausalLM(cfg).to(torch.float32)
         widen(model, gen)
         model = model.to(torch.float64).eval()
-        prompts = [torch.randint(0, cfg.vocab_size, (n,), generator=gen).tolist() for n in PROMPT_LENGTHS]
+        lengths = LENGTHS.get(name, PROMPT_LENGTHS)
+        prompts = [torch.randint(0, cfg.vocab_size, (n,), generator=gen).tolist() for n in lengths]
         with torch.no_grad():
             results = [greedy(model, p) for p in prompts]
         margins = [routing_margins(model, torch.tensor([p + new])) for p, (new, _) in zip(prompts, results)]
