@@ -10,9 +10,10 @@
 #      tiny, cubins) — a missing GPU or NVRTC fails it;
 #   2. five f32 training steps of tiny through `dsv3c train --device cuda`, against the CPU's (made by
 #      `build`, carried): losses within 1e-4 relative;
-#   3. `dsv3c bench kernels` on cuda for tiny and 1b (CUDA events, warm-up, medians, cold L2);
-#   4. `dsv3c bench train --device cuda` for 1b and tiny (tokens/s, MFU);
-#   5. PyTorch beside it: transformers' DeepseekV3 of the same specs (`dsv3c export-hf`), eager, same
+#   3. `dsv3c generate --device cuda` on a transformers fixture: its float64 greedy tokens;
+#   4. `dsv3c bench kernels` on cuda for tiny and 1b (CUDA events, warm-up, medians, cold L2);
+#   5. `dsv3c bench train --device cuda` for 1b and tiny (tokens/s, MFU);
+#   6. PyTorch beside it: transformers' DeepseekV3 of the same specs (`dsv3c export-hf`), eager, same
 #      batch (bench/pytorch_train_gpu.py); `compile` runs torch.compile of 1b as a second call;
 # and prints the table last. OUT (default $OUT, else .device/gpu-check/out) holds at most 5 files at
 # any moment (the device tool returns 8): the summary, all logs, the two kernel tables. Commit what it
@@ -118,6 +119,16 @@ a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open
 worst = max(abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a, b))
 print(f"cuda vs cpu (made at build time): worst relative loss difference over {len(a)} steps {worst:.2e}")
 sys.exit(worst > 1e-4 or len(a) != 5)' "$DIR/runs/cuda/metrics.jsonl" "$DIR/cpu-metrics.jsonl"
+    step generate-cuda 30 "tail -1 $L/generate-cuda.txt" -- python3 -c '
+import json, subprocess, sys
+d = "tests/parity/generate/gen_wide_yarn_top4"
+o = subprocess.run([sys.argv[1], "generate", "--hf", d, "--prompt-tokens", d + "/prompts.json", "--max-new-tokens", "24",
+                    "--json", "--device", "cuda"], capture_output=True, text=True)
+print(o.stderr.strip().splitlines()[-1] if o.stderr.strip() else "")
+got = json.loads(o.stdout.strip().splitlines()[-1])["tokens"]; want = json.load(open(d + "/expected.json"))["tokens"]
+same = sum(g == w for g, w in zip(got, want))
+print(f"generate on cuda: {same}/{len(want)} continuations equal to transformers float64 greedy")
+sys.exit(same != len(want))' "$D"
     step bench-kernels-tiny 45 "tail -1 $L/bench-kernels-tiny.txt" -- "$D" bench kernels spec/tiny.yaml --device cuda --batch 8 --seq 64
     step bench-kernels-1b 120 "tail -1 $L/bench-kernels-1b.txt" -- "$D" bench kernels spec/1b.yaml --device cuda
     step bench-train-1b 90 "tail -1 $L/bench-train-1b.txt" -- "$D" bench train --config configs/1b.yaml --device cuda --steps 5 --hf-comparable
