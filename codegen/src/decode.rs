@@ -17,9 +17,8 @@ use dsv3c_runtime::program::{Decode, Init, LayerCache, ParamGroup, Program};
 use dsv3c_runtime::DType;
 use dsv3c_spec::types::{KvCacheDtype, LayerAttention, Spec};
 
-use crate::builder::{Arg, Builder, Phase, PrecisionPolicy, Tid, WeightKind};
-use crate::model::{decoder_layer, norm_params, Attend, Ctx, LayerCacheT};
-use crate::ops::W;
+use crate::builder::{Arg, Builder, Phase, PrecisionPolicy, Tid};
+use crate::model::{decoder_layer, lm_head, mtp_input, norm_params, Attend, Ctx, LayerCacheT};
 use crate::plan::lay_out;
 use crate::CompileError;
 
@@ -140,13 +139,7 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
     b.context = "head".into();
     let final_norm = norm_params(&mut b, spec, "model.norm", d);
     let hn = b.norm(h, n, d, d, final_norm, "norm");
-    let head = if spec.tie_embeddings {
-        W::whole(embed, v, d)
-    } else {
-        let p = b.param("lm_head.weight", &[v, d], Init::Normal { std: spec.init_std as f32 }, ParamGroup::Embedding);
-        W::whole(p, v, d)
-    }
-    .kind(WeightKind::Head);
+    let head = lm_head(&mut b, spec, embed);
     // The rows the LM head reads: every new token's, or the one per sequence that `logit_rows` names.
     let logit_rows = shape.last_only.then(|| b.tensor("logit_rows", batch));
     let gather = |b: &mut Builder, x: Tid, what: &str| -> (Tid, usize) {
@@ -171,22 +164,8 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
         let prefix = format!("model.layers.{l}");
         b.context = "mtp 1".into();
         b.phase = Phase::Draft;
-        let enorm = norm_params(&mut b, spec, &format!("{prefix}.enorm"), d);
-        let hnorm = norm_params(&mut b, spec, &format!("{prefix}.hnorm"), d);
-        let eh = b.param(
-            format!("{prefix}.eh_proj.weight"),
-            &[d, 2 * d],
-            Init::Normal { std: spec.init_std as f32 },
-            ParamGroup::Decay,
-        );
         let next = b.tensor("next_tokens", n);
-        let e = b.embedding(next, embed, n, v, d);
-        let en = b.norm(e, n, d, d, enorm, "enorm");
-        let hp = b.norm(hn, n, d, d, hnorm, "hnorm");
-        let x = b.tensor("eh_proj", n * d);
-        let half = |col| W { param: eh, n_out: d, n_in: d, ld: 2 * d, col, kind: WeightKind::Head };
-        b.linear_into(en, n, half(0), x, false, "eh_proj (embedding half)");
-        b.linear_into(hp, n, half(d), x, true, "eh_proj (hidden half)");
+        let x = mtp_input(&mut b, spec, &prefix, embed, next, hn, n);
         let (hk, _) = decoder_layer(&mut b, &c, l, &prefix, x, LayerAttention::Mla, spec.moe.is_some());
         let sh = norm_params(&mut b, spec, &format!("{prefix}.shared_head.norm"), d);
         let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");

@@ -287,6 +287,39 @@ pub(crate) fn decoder_layer(
     (b.add(h, f, "residual.ffn"), chosen)
 }
 
+/// The LM head: the embedding matrix when tied, else `lm_head.weight`.
+pub(crate) fn lm_head(b: &mut Builder, s: &Spec, embed: usize) -> W {
+    let (v, d) = (s.vocab_size as usize, s.d_model as usize);
+    let w = if s.tie_embeddings {
+        embed
+    } else {
+        b.param("lm_head.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding)
+    };
+    W::whole(w, v, d).kind(WeightKind::Head)
+}
+
+/// An MTP module's input over `n` rows: `eh_proj([enorm(emb(next)) ; hnorm(prev)])`, where `next`
+/// holds each position's next token and `prev` the hidden state the module continues from.
+pub(crate) fn mtp_input(b: &mut Builder, s: &Spec, prefix: &str, embed: usize, next: Tid, prev: Tid, n: usize) -> Tid {
+    let (v, d) = (s.vocab_size as usize, s.d_model as usize);
+    let e = b.embedding(next, embed, n, v, d);
+    let enorm = norm_params(b, s, &format!("{prefix}.enorm"), d);
+    let hnorm = norm_params(b, s, &format!("{prefix}.hnorm"), d);
+    let eh = b.param(
+        format!("{prefix}.eh_proj.weight"),
+        &[d, 2 * d],
+        Init::Normal { std: s.init_std as f32 },
+        ParamGroup::Decay,
+    );
+    let en = b.norm(e, n, d, d, enorm, "enorm");
+    let hp = b.norm(prev, n, d, d, hnorm, "hnorm");
+    let x = b.tensor("eh_proj", n * d);
+    let half = |col| W { param: eh, n_out: d, n_in: d, ld: 2 * d, col, kind: WeightKind::Head };
+    b.linear_into(en, n, half(0), x, false, "eh_proj (embedding half)");
+    b.linear_into(hp, n, half(d), x, true, "eh_proj (hidden half)");
+    x
+}
+
 /// Builds the forward graph for `batch` sequences of `seq` tokens; returns the run's tensors.
 pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     let (v, d) = (s.vocab_size as usize, s.d_model as usize);
@@ -316,13 +349,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     b.context = "head".into();
     let final_norm = norm_params(b, s, "model.norm", d);
     let hn = b.norm(h, n, d, d, final_norm, "norm");
-    let head = if s.tie_embeddings {
-        W::whole(embed, v, d)
-    } else {
-        let p = b.param("lm_head.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
-        W::whole(p, v, d)
-    }
-    .kind(WeightKind::Head);
+    let head = lm_head(b, s, embed);
     let logits = b.linear(hn, n, head, "lm_head");
     b.cross_entropy(logits, tokens, main_loss, batch, seq, v, 1, 1.0);
     b.launch(Op::AddScaled { n: 1, alpha: 1.0 }, vec![Arg::T(main_loss), Arg::T(loss)], "total loss");
@@ -337,34 +364,7 @@ pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
             b.context = format!("mtp {k}");
             let shifted = b.tensor("tokens", n);
             b.launch(Op::ShiftTokens { batch, seq, shift: k }, vec![Arg::T(tokens), Arg::T(shifted)], "shift tokens");
-            let e = b.embedding(shifted, embed, n, v, d);
-            let enorm = norm_params(b, s, &format!("{prefix}.enorm"), d);
-            let hnorm = norm_params(b, s, &format!("{prefix}.hnorm"), d);
-            let eh = b.param(
-                format!("{prefix}.eh_proj.weight"),
-                &[d, 2 * d],
-                Init::Normal { std: s.init_std as f32 },
-                ParamGroup::Decay,
-            );
-            let en = b.norm(e, n, d, d, enorm, "enorm");
-            let hp = b.norm(prev, n, d, d, hnorm, "hnorm");
-            let x = b.tensor("eh_proj", n * d);
-            b.linear_into(
-                en,
-                n,
-                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: 0, kind: WeightKind::Head },
-                x,
-                false,
-                "eh_proj (embedding half)",
-            );
-            b.linear_into(
-                hp,
-                n,
-                W { param: eh, n_out: d, n_in: d, ld: 2 * d, col: d, kind: WeightKind::Head },
-                x,
-                true,
-                "eh_proj (hidden half)",
-            );
+            let x = mtp_input(b, s, &prefix, embed, shifted, prev, n);
             let (hk, idx) = decoder_layer(b, &c, l, &prefix, x, LayerAttention::Mla, s.moe.is_some());
             moe_outs.extend(idx);
             let sh = norm_params(b, s, &format!("{prefix}.shared_head.norm"), d);

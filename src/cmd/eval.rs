@@ -72,14 +72,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
 
 fn eval_checkpoint(dir: &std::path::Path, data: &[PathBuf], json: bool) -> Result<ExitCode> {
     let loaded = dsv3c_runtime::train::checkpoint::load(dir).map_err(|e| miette!("{e}"))?;
-    let spec_path = dir.join("spec.yaml");
-    let spec_text = std::fs::read_to_string(&spec_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read {}", spec_path.display()))?;
-    let spec = dsv3c_spec::parse(&spec_path.display().to_string(), &spec_text).map_err(miette::Report::new)?;
-    let config: dsv3c_spec::config::RunConfig =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("config.yaml")).into_diagnostic()?)
-            .map_err(|e| miette!("{}: {e}", dir.join("config.yaml").display()))?;
+    let super::CheckpointRecipe { spec, spec_path, spec_text, config } = super::checkpoint_recipe(dir)?;
     let (micro, seq) = (config.batch.micro_batch as usize, config.batch.seq_len as usize);
     let (tokens, windows) = if data.is_empty() {
         let recipe = dsv3c_spec::config::Recipe {
@@ -141,21 +134,11 @@ fn eval_hf(
     json: bool,
     dump_grads: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
-    let config_path = hf.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read {}", config_path.display()))?;
-    let mut spec = dsv3c_spec::hf::import(&text, "eval").map_err(|e| miette!("{}: {e}", config_path.display()))?;
-    let tensors = dsv3c_runtime::checkpoint::read_dir(hf).map_err(|e| miette!("{e}"))?;
-    // Evaluation measures the language-model loss: no balance term; MTP only if its weights exist.
+    let super::hf::HfCheckpoint { mut spec, tensors, config_path } = super::hf::read_checkpoint(hf, "eval")?;
+    // Evaluation measures the language-model loss: no balance term.
     if let Some(m) = spec.moe.as_mut() {
         m.seq_aux_alpha = 0.0;
     }
-    let mtp_prefix = format!("model.layers.{}.", spec.n_layers);
-    if !tensors.keys().any(|k| k.starts_with(&mtp_prefix)) {
-        spec.mtp = None;
-    }
-    spec.precision = Default::default();
     let violations = dsv3c_spec::validate::validate(&spec);
     if let Some(v) = violations.first() {
         return Err(miette!("{}: {} ({})", config_path.display(), v.message, v.help));

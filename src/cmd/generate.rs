@@ -106,18 +106,7 @@ fn eos_ids(path: &Path) -> Option<Vec<u32>> {
 }
 
 fn from_hf(dir: &Path) -> Result<Model> {
-    let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read {}", config_path.display()))?;
-    let mut spec = dsv3c_spec::hf::import(&text, "generate").map_err(|e| miette!("{}: {e}", config_path.display()))?;
-    let tensors = dsv3c_runtime::checkpoint::read_dir(dir).map_err(|e| miette!("{e}"))?;
-    let mtp_prefix = format!("model.layers.{}.", spec.n_layers);
-    if !tensors.keys().any(|k| k.starts_with(&mtp_prefix)) {
-        spec.mtp = None;
-    }
-    // The weights as stored are read in f32 (an FP8 checkpoint dequantized), computed in f32.
-    spec.precision = Default::default();
+    let super::hf::HfCheckpoint { spec, tensors, config_path } = super::hf::read_checkpoint(dir, "generate")?;
     let tokenizer = if dir.join("tokenizer.json").exists() {
         Some(Tokenizer::by_name("tokenizer.json", dir).map_err(|e| miette!("{}: {e}", dir.display()))?)
     } else {
@@ -130,18 +119,7 @@ fn from_hf(dir: &Path) -> Result<Model> {
 
 fn from_checkpoint(dir: &Path) -> Result<Model> {
     let loaded = dsv3c_runtime::train::checkpoint::load(dir).map_err(|e| miette!("{e}"))?;
-    let spec_path = dir.join("spec.yaml");
-    let spec_text = std::fs::read_to_string(&spec_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read {}", spec_path.display()))?;
-    let spec = dsv3c_spec::parse(&spec_path.display().to_string(), &spec_text).map_err(miette::Report::new)?;
-    let config_path = dir.join("config.yaml");
-    let config: dsv3c_spec::config::RunConfig = serde_yaml::from_str(
-        &std::fs::read_to_string(&config_path)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot read {}", config_path.display()))?,
-    )
-    .map_err(|e| miette!("{}: {e}", config_path.display()))?;
+    let super::CheckpointRecipe { spec, config, .. } = super::checkpoint_recipe(dir)?;
     let tokenizer = Tokenizer::by_name(&config.data.tokenizer, dir).ok();
     let eos = tokenizer.as_ref().and_then(Tokenizer::eot).into_iter().collect();
     Ok(Model { spec, tensors: loaded.model, tokenizer, eos })

@@ -78,3 +78,28 @@ fn export_checkpoint(dir: &std::path::Path, out: Option<&std::path::Path>) -> Re
     eprintln!("wrote {} (step {})", out.display(), loaded.run.step);
     Ok(ExitCode::SUCCESS)
 }
+
+/// A Hugging Face checkpoint folder read for evaluation or generation: its config as a spec (the
+/// MTP module kept only when its weights are there; f32 throughout, whatever the stored dtype) and
+/// every tensor by name.
+pub struct HfCheckpoint {
+    pub spec: dsv3c_spec::Spec,
+    pub tensors: std::collections::BTreeMap<String, dsv3c_runtime::checkpoint::Tensor>,
+    pub config_path: std::path::PathBuf,
+}
+
+/// Reads `dir/config.json` and the weights beside it (`name` names the spec).
+pub fn read_checkpoint(dir: &std::path::Path, name: &str) -> Result<HfCheckpoint> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read {}", config_path.display()))?;
+    let mut spec = dsv3c_spec::hf::import(&text, name).map_err(|e| miette!("{}: {e}", config_path.display()))?;
+    let tensors = dsv3c_runtime::checkpoint::read_dir(dir).map_err(|e| miette!("{e}"))?;
+    let mtp_prefix = format!("model.layers.{}.", spec.n_layers);
+    if !tensors.keys().any(|k| k.starts_with(&mtp_prefix)) {
+        spec.mtp = None;
+    }
+    spec.precision = Default::default();
+    Ok(HfCheckpoint { spec, tensors, config_path })
+}

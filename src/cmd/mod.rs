@@ -34,6 +34,29 @@ pub fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
     })
 }
 
+/// What a training checkpoint folder says it was trained from: its spec (with the spec file's path
+/// and text) and its run recipe.
+pub struct CheckpointRecipe {
+    pub spec: dsv3c_spec::Spec,
+    pub spec_path: std::path::PathBuf,
+    pub spec_text: String,
+    pub config: dsv3c_spec::config::RunConfig,
+}
+
+/// Reads `dir/spec.yaml` and `dir/config.yaml` of a training checkpoint.
+pub fn checkpoint_recipe(dir: &Path) -> Result<CheckpointRecipe> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).into_diagnostic().wrap_err_with(|| format!("cannot read {}", p.display()))
+    };
+    let spec_path = dir.join("spec.yaml");
+    let spec_text = read(&spec_path)?;
+    let spec = dsv3c_spec::parse(&spec_path.display().to_string(), &spec_text).map_err(miette::Report::new)?;
+    let config_path = dir.join("config.yaml");
+    let config =
+        serde_yaml::from_str(&read(&config_path)?).map_err(|e| miette::miette!("{}: {e}", config_path.display()))?;
+    Ok(CheckpointRecipe { spec, spec_path, spec_text, config })
+}
+
 /// Loads and validates a spec, as a renderable diagnostic on failure.
 pub fn load_spec(path: &Path) -> Result<dsv3c_spec::Spec> {
     dsv3c_spec::load(path).map_err(miette::Report::new)

@@ -41,6 +41,7 @@ pub(crate) fn rope_at(
         .int("HALF", dim / 2)
         .float("ATTENTION_FACTOR", freqs.attention_factor)
         .floats("INV_FREQ", freqs.inv_freq(dim))
+        .body(include_str!("kernels/rope_common.cuh"))
         .body(include_str!("kernels/rope_at.cuh"))
         .entry("rope_at", [tokens as u64, 1, 1], THREADS, 0, (heads * dim * 4) as u32)
 }

@@ -102,6 +102,7 @@ pub(crate) fn rope(
         .flag("INVERSE", inverse)
         .float("ATTENTION_FACTOR", freqs.attention_factor)
         .floats("INV_FREQ", freqs.inv_freq(dim))
+        .body(include_str!("kernels/rope_common.cuh"))
         .body(include_str!("kernels/rope.cuh"))
         .entry("rope", [tokens as u64, 1, 1], 128, 0, (heads * dim * 4) as u32)
 }

@@ -138,14 +138,11 @@ __constant__ float INV_FREQ[16] = {
 };
 constexpr int ROPE_THREADS = 128;
 
-// Rotary embedding in place, one block per token; pairs (x[2i], x[2i+1]) of each head's DIM channels at
-// OFFSET rotate by pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INVERSE applies the
-// transpose. cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio).
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(T0* __restrict__ x) {
-  __shared__ float buf[HEADS * DIM];
-  const i64 t = blockIdx.x;
-  const float pos = (float)(t % SEQ);
-  T0* row = x + t * ROW_STRIDE;
+// Rotates one token's heads in place: pairs (x[2i], x[2i+1]) of each head's DIM channels at OFFSET turn by
+// pos * INV_FREQ[i] and land at [i] and [DIM/2 + i] (HF's layout); INV applies the transpose (the backward).
+// cos and sin are scaled by ATTENTION_FACTOR (YaRN's mscale ratio). `buf` holds HEADS * DIM floats.
+template <class T, bool INV>
+__device__ __forceinline__ void rope_token(T* row, float pos, float* buf) {
   for (int e = threadIdx.x; e < HEADS * DIM; e += blockDim.x)
     buf[e] = row[(e / DIM) * HEAD_STRIDE + OFFSET + e % DIM];
   __syncthreads();
@@ -153,9 +150,9 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(T0* __restrict__
     const int h = e / HALF, i = e % HALF;
     const float theta = pos * INV_FREQ[i];
     const float c = cosf(theta) * ATTENTION_FACTOR, s = sinf(theta) * ATTENTION_FACTOR;
-    T0* v = row + h * HEAD_STRIDE + OFFSET;
+    T* v = row + h * HEAD_STRIDE + OFFSET;
     const float* src = buf + h * DIM;
-    if (INVERSE) {
+    if (INV) {
       const float a = src[i], b = src[HALF + i];
       v[2 * i] = a * c + b * s;
       v[2 * i + 1] = b * c - a * s;
@@ -165,4 +162,11 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(T0* __restrict__
       v[HALF + i] = od * c + ev * s;
     }
   }
+}
+
+// Rotary embedding in place, one block per token at position t % SEQ (rope_token).
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(T0* __restrict__ x) {
+  __shared__ float buf[HEADS * DIM];
+  const i64 t = blockIdx.x;
+  rope_token<T0, INVERSE>(x + t * ROW_STRIDE, (float)(t % SEQ), buf);
 }

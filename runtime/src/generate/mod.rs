@@ -295,7 +295,7 @@ pub fn generate(
             let take = if sampling.greedy() {
                 argmax(l0) == d
             } else {
-                rng.uniform() < (target[d] / q[d].max(f64::MIN_POSITIVE)).min(1.0)
+                rng.unit() < (target[d] / q[d].max(f64::MIN_POSITIVE)).min(1.0)
             };
             if take {
                 out.accepted += 1;

@@ -27,26 +27,8 @@ impl Sampling {
     }
 }
 
-/// SplitMix64: a small, fast, well-mixed generator; one stream per generation.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The generation's random stream: the parameters' SplitMix64, one stream per generation.
+pub use crate::init::SplitMix64 as Rng;
 
 /// The index of the largest value (the first of equals); NaN never wins.
 pub fn argmax(x: &[f32]) -> usize {
@@ -101,7 +83,7 @@ pub fn distribution(logits: &[f32], s: &Sampling) -> Vec<f64> {
 
 /// A draw from a distribution (the last token with mass if rounding leaves the draw past the end).
 pub fn draw(p: &[f64], rng: &mut Rng) -> usize {
-    let u = rng.uniform();
+    let u = rng.unit();
     let mut acc = 0.0;
     let mut last = 0;
     for (i, &v) in p.iter().enumerate() {
