@@ -1,6 +1,7 @@
-//! `dsv3c bench kernels SPEC [--device cuda|sim] [--batch B] [--seq S] [--reps N] [--sample-blocks N]
+//! `dsv3c bench kernels SPEC [--device cuda|sim] [--batch B] [--seq S] [--decode [--kv-cache ..]] [--reps N] [--sample-blocks N]
 //! [--ptxas PATH] [--only TEXT] [--json]`: every kernel of a spec's training step (start, one
-//! micro-batch's forward and backward, update), each over valid random arguments in the dtypes its
+//! micro-batch's forward and backward, update) — or with `--decode` of its one-token decode step over a
+//! latent cache of `--seq` positions — each over valid random arguments in the dtypes its
 //! launches pass, through the [`Device`] seam. On `cuda` each kernel is timed with CUDA events (warm-up,
 //! then the median of `--reps` runs, each behind a memset that flushes the L2 and hides the launch); on `sim` the PTX emulator runs a sample of each launch's blocks and
 //! its counters give an H100 lower bound (an estimate, labelled so) and the emulator's own speed. Each row
@@ -56,6 +57,13 @@ pub struct KernelArgs {
     /// Run only kernels whose file name contains this.
     #[arg(long)]
     pub only: Option<String>,
+    /// The one-token decode step's kernels instead of the training step's: `--batch` sequences over a
+    /// latent cache of `--seq` positions (every position read).
+    #[arg(long)]
+    pub decode: bool,
+    /// The decode step's cache (with --decode).
+    #[arg(long, value_enum, default_value = "bf16", requires = "decode")]
+    pub kv_cache: super::generate::CacheArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -122,6 +130,14 @@ pub fn flops(op: &Op) -> f64 {
                 fwd
             }
         }
+        // Absorbed decode attention over the whole cache (the benchmark's positions reach its end):
+        // q_lat·c and q_pe·k_pe per key, then p·c.
+        Op::LatentAttention(a) => {
+            let c = a.cache;
+            2.0 * (a.tokens() * a.heads * c.len * (2 * c.kvr + c.rope)) as f64
+        }
+        Op::AbsorbQuery(h) => 2.0 * (h.tokens * h.heads * h.nope * h.kvr) as f64,
+        Op::AbsorbOutput(h) => 2.0 * (h.tokens * h.heads * h.v * h.kvr) as f64,
         _ => 0.0,
     }
 }
@@ -199,7 +215,20 @@ fn arguments<D: Device>(device: &mut D, k: &Kernel, names: &[String], sim: bool,
 pub fn run(a: KernelArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec)?;
     let seq = a.seq.unwrap_or(spec.max_seq_len.min(4096) as usize);
-    let mut program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
+    let mut program = if a.decode {
+        let shape = dsv3c_codegen::DecodeShape {
+            batch: a.batch,
+            per_seq: 1,
+            cache_len: seq,
+            cache: a.kv_cache.into(),
+            absorbed: true,
+            draft: false,
+            last_only: false,
+        };
+        dsv3c_codegen::compile_decode(&spec, shape).map_err(|e| miette!("{e}"))?
+    } else {
+        dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?
+    };
     for k in &mut program.kernels {
         if k.device.is_err() {
             k.device = dsv3c_codegen::cuda::device_code(k);
