@@ -258,14 +258,21 @@ fn bench<D: Device + 'static>(
     hw: &Hardware,
 ) -> Result<ExitCode> {
     let sim = a.device == Some(BenchDevice::Sim);
+    // A training step runs every list; a decode step its forward (the weights' copy runs once, before
+    // the first step).
     let mut uses = vec![0usize; program.kernels.len()];
-    for l in program.launches() {
+    let per_step: Vec<&dsv3c_runtime::Launch> = match &program.decode {
+        Some(_) => program.forward.iter().collect(),
+        None => program.launches().collect(),
+    };
+    for l in per_step {
         uses[l.kernel] += 1;
     }
     let chosen: Vec<(usize, &DeviceCode)> = program
         .kernels
         .iter()
         .enumerate()
+        .filter(|(i, _)| uses[*i] > 0)
         .filter_map(|(i, k)| k.device.as_ref().ok().map(|c| (i, c)))
         .filter(|(_, c)| a.only.as_ref().is_none_or(|o| c.stem.contains(o.as_str())))
         .collect();
