@@ -2,12 +2,12 @@
 //! decode steps, on any backend that holds the programs' arenas (the cache at the start of the
 //! activation arena is shared by them; see [`Decode`]).
 //!
-//! Plain decoding runs a one-token step per new token. MTP speculative decoding (DeepSeek-V3 §5.4.3)
-//! runs a two-token step: the last token and the MTP module's draft of the next, so that the main
-//! model verifies the draft while it predicts; an accepted draft yields two tokens for one step. At
-//! temperature 0 the output is plain greedy decoding's; with sampling the draft is accepted with
-//! probability `min(1, p/q)` and a rejection resamples from `max(0, p − q)`, which leaves the
-//! distribution of the output unchanged. Prompts of different lengths share a batch: each
+//! Plain decoding runs a one-token step per new token. MTP speculative decoding (DeepSeek-V3's MTP
+//! module as the drafter) runs a two-token step: the last token and the module's draft of the next,
+//! so that the main model verifies the draft while it predicts; an accepted draft yields two tokens
+//! for one step. At temperature 0 the output is plain greedy decoding's; with sampling the draft is
+//! accepted with probability `min(1, p/q)` and a rejection resamples from `max(0, p − q)`, which
+//! leaves the distribution of the output unchanged. Prompts of different lengths share a batch: each
 //! sequence has its own position, and a sequence that has its tokens keeps stepping, unread,
 //! until the last one is done.
 
