@@ -166,6 +166,16 @@ pub struct PrecisionPolicy {
 }
 
 impl PrecisionPolicy {
+    /// The spec's precision: compute and weight dtypes, and the FP8 recipe's tile when it is on.
+    pub fn of(s: &dsv3c_spec::Spec) -> PrecisionPolicy {
+        use dsv3c_spec::types::Dtype;
+        PrecisionPolicy {
+            bf16: s.precision.compute == Dtype::Bf16,
+            fp8_tile: s.precision.fp8.as_ref().map(|f| f.activation_tile as usize),
+            bf16_weights: s.precision.param == Dtype::Bf16,
+        }
+    }
+
     /// The storage of activations and activation gradients that are neither accumulated into
     /// nor kept in f32 by their ops (statistics, router, losses): the compute dtype.
     pub fn activations(&self) -> DType {

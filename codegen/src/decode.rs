@@ -95,11 +95,7 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
     }
     let (v, d) = (spec.vocab_size as usize, spec.d_model as usize);
     let mut b = Builder::default();
-    b.precision = PrecisionPolicy {
-        bf16: spec.precision.compute == dsv3c_spec::types::Dtype::Bf16,
-        fp8_tile: spec.precision.fp8.as_ref().map(|f| f.activation_tile as usize),
-        bf16_weights: spec.precision.param == dsv3c_spec::types::Dtype::Bf16,
-    };
+    b.precision = PrecisionPolicy::of(spec);
     let cache = cache_format(spec, &shape);
     let layers = spec.n_layers as usize + usize::from(draft);
     let rows = batch * cache_len;

@@ -324,11 +324,7 @@ pub(crate) fn mtp_input(b: &mut Builder, s: &Spec, prefix: &str, embed: usize, n
 pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
     let (v, d) = (s.vocab_size as usize, s.d_model as usize);
     let n = batch * seq;
-    b.precision = PrecisionPolicy {
-        bf16: s.precision.compute == dsv3c_spec::types::Dtype::Bf16,
-        fp8_tile: s.precision.fp8.as_ref().map(|f| f.activation_tile as usize),
-        bf16_weights: s.precision.param == dsv3c_spec::types::Dtype::Bf16,
-    };
+    b.precision = PrecisionPolicy::of(s);
     let tokens = b.tensor("tokens", n);
     let loss = b.tensor("loss", 1);
     let c = Ctx { s, attend: Attend::Train, loss: Some(loss), batch, seq, n, d };

@@ -99,9 +99,8 @@ fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, 
     launches
 }
 
-/// A decode program's step work: lays the parameters out as training does (so that a checkpoint
-/// loads the same way) and emits `start` — the weights' compute copies alone. Returns the bytes of
-/// the weights arena.
+/// A decode program's step work: lays the parameters out by group, as training does, and emits
+/// `start` — the weights' compute copies alone. Returns the bytes of the weights arena.
 pub fn build_inference(b: &mut Builder) -> usize {
     let [_, embedding_end, _, _] = b.lay_out_params();
     b.phase = Phase::Start;

@@ -70,13 +70,7 @@ impl Args {
 impl Cpu {
     /// Zeroed arenas for `p`.
     pub fn new(p: &Program) -> Cpu {
-        Cpu {
-            params: vec![0.0; p.param_len],
-            grads: vec![0.0; p.param_len],
-            optim: vec![0.0; p.optim_len],
-            weights: vec![0.0; p.weight_bytes.div_ceil(4)],
-            act: vec![0.0; p.act_bytes.div_ceil(4)],
-        }
+        Cpu::for_programs(&[p])
     }
 
     /// Zeroed arenas large enough for each of `programs` (decode programs of one model share the

@@ -19,7 +19,7 @@ pub mod sampler;
 use std::time::Instant;
 
 use crate::program::{Backend, BackendError, Decode, Program};
-use sampler::{argmax, distribution, draw, logprob, Rng, Sampling};
+use sampler::{argmax, choose, distribution, draw, logprob, Rng, Sampling};
 
 /// Why a generation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +230,7 @@ pub fn generate(
     let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
     for s in 0..batch {
         let l = row(&logits, logit_row(s), vocab);
-        let t = pick(l, sampling, &mut rng);
+        let t = choose(l, sampling, &mut rng);
         last[s] = t;
         emit(&mut out, s, t, logprob(l, t));
     }
@@ -275,7 +275,7 @@ pub fn generate(
                     continue;
                 }
                 let l = row(&logits, s, vocab);
-                let t = pick(l, sampling, &mut rng);
+                let t = choose(l, sampling, &mut rng);
                 emit(&mut out, s, t, logprob(l, t));
                 last[s] = t;
                 pos[s] += 1;
@@ -301,7 +301,7 @@ pub fn generate(
                 out.accepted += 1;
                 accepted[s] = true;
                 emit(&mut out, s, d, logprob(l0, d));
-                let t = pick(l1, sampling, &mut rng);
+                let t = choose(l1, sampling, &mut rng);
                 emit(&mut out, s, t, logprob(l1, t));
                 next[2 * s] = d as f32;
                 next[2 * s + 1] = t as f32;
@@ -327,11 +327,6 @@ pub fn generate(
     out.decode_secs = t1.elapsed().as_secs_f64();
     out.decode_tokens = out.tokens.iter().map(|t| t.len().saturating_sub(1)).sum();
     Ok(out)
-}
-
-/// The next token under `s`.
-fn pick(logits: &[f32], s: &Sampling, rng: &mut Rng) -> usize {
-    sampler::choose(logits, s, rng)
 }
 
 /// A draft token and the distribution it was drawn from.
