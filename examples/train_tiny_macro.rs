@@ -30,14 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let program = tiny::program();
     let model = tiny::Model::new();
-    let run = RunState {
-        step: 0,
-        tokens: 0,
-        position: Default::default(),
-        seed: recipe.config.seed,
-        config_hash: String::new(),
-        spec: "tiny".into(),
-    };
+    let run = RunState::fresh(recipe.config.seed, String::new(), "tiny".into());
     let mut trainer = Trainer::on_cpu(&program, &model, &recipe.config, Arc::new(tokens), run, None)?;
     for _ in 0..steps {
         let r = trainer.step()?;

@@ -40,6 +40,8 @@ enum Command {
     /// Exports a spec as a Hugging Face DeepseekV3 config.json.
     #[command(name = "export-hf")]
     ExportHf(cmd::hf::ExportArgs),
+    /// Draws a run's metrics (losses, learning rate, gradient norm, tokens/s, MoE balance) as a PNG.
+    Plot(cmd::plot::Args),
     /// The PTX emulator: runs compiled kernels on the CPU with a sanitizer and counters.
     #[command(subcommand)]
     Sim(cmd::sim::Sim),
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::ExportHf(a) => cmd::hf::export(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Plot(a) => cmd::plot::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Sim(s) => cmd::sim::run(s),
     };
     match result {

@@ -47,14 +47,7 @@ fn macro_model_trains_with_the_interpreted_losses() {
     let tok = Tokenizer::by_name("gpt2", root).unwrap();
     let (tokens, _) = corpus::load(root, &tok, "gpt2", &root.join("runs/cache")).unwrap();
     let tokens = Arc::new(tokens);
-    let run = || RunState {
-        step: 0,
-        tokens: 0,
-        position: Default::default(),
-        seed: 5,
-        config_hash: String::new(),
-        spec: "tiny".into(),
-    };
+    let run = || RunState::fresh(5, String::new(), "tiny".into());
     let interpreted = dsv3c_codegen::compile(&recipe.spec, 2, 32).unwrap();
     let embedded = tiny::program();
     let model = tiny::Model::new();

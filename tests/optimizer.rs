@@ -167,14 +167,7 @@ fn tokens() -> Arc<Vec<u32>> {
 }
 
 fn run_state() -> dsv3c_runtime::train::checkpoint::RunState {
-    dsv3c_runtime::train::checkpoint::RunState {
-        step: 0,
-        tokens: 0,
-        position: Default::default(),
-        seed: 3,
-        config_hash: String::new(),
-        spec: String::new(),
-    }
+    dsv3c_runtime::train::checkpoint::RunState::fresh(3, String::new(), String::new())
 }
 
 #[test]

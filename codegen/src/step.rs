@@ -163,7 +163,8 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {
             let experts = b.param_len(bias);
             b.context = format!("moe {layer}");
-            b.launch(Op::BiasUpdate { experts, gamma }, vec![Arg::T(stats), b.p(bias)], "balancing bias");
+            let args = vec![Arg::T(scalars), Arg::T(grad_norm), Arg::T(stats), b.p(bias)];
+            b.launch(Op::BiasUpdate { experts, gamma }, args, "balancing bias");
         }
         b.context.clear();
     }

@@ -238,7 +238,8 @@ pub enum Op {
     /// token's scores normalized to sum to 1. `[idx, scores, stats (+)]`
     ExpertStats { tokens: usize, experts: usize, top_k: usize },
     /// Aux-loss-free balancing from the step's statistics: `bias[e] += γ·sign(mean(counts) −
-    /// counts[e])` (0 when equal). `[stats, bias (rw)]`
+    /// counts[e])` (0 when equal), when the step's update applies (the step guard of
+    /// [`scalars::MAX_GRAD_NORM`]). `[scalars, norm, stats, bias (rw)]`
     BiasUpdate { experts: usize, gamma: f32 },
     /// Global gradient norm over `n` elements: `partials[c] = Σ g²` over chunk `c` of
     /// [`GRAD_NORM_CHUNK`] elements (f64 sums, stored f32), then `norm = sqrt(Σ_c partials[c])`
@@ -310,8 +311,23 @@ pub mod scalars {
     pub const EMBEDDING_DECAY: usize = 7;
     /// Global gradient-norm clip (0: off).
     pub const CLIP: usize = 8;
+    /// The step guard: the update applies only when the averaged gradient's norm (`norm ·
+    /// grad_scale`) is finite and at most this (`+inf`: any finite norm; negative: never, the
+    /// host's word for a step whose loss was not finite). A step that does not apply leaves the
+    /// parameters, the moments and the balancing bias as they were ([`update_applies`]).
+    pub const MAX_GRAD_NORM: usize = 9;
     /// Elements of the scalar buffer.
     pub const LEN: usize = 16;
+
+    /// The step guard ([`MAX_GRAD_NORM`]): whether a step whose accumulated gradient has norm
+    /// `norm` changes anything — the averaged gradient's norm, in f64, finite and at most the
+    /// limit. The optimizer and the balancing bias (on every backend; the CUDA kernels'
+    /// `step_guard.cuh` compares the same way) and the trainer (to report the step as skipped)
+    /// all decide by this.
+    pub fn update_applies(s: &[f32], norm: f32) -> bool {
+        let n = norm as f64 * s[GRAD_SCALE] as f64;
+        n.is_finite() && n <= s[MAX_GRAD_NORM] as f64
+    }
 }
 
 /// Which optimizer an [`Op::Optimizer`] runs.

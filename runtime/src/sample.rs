@@ -153,9 +153,14 @@ pub fn args(op: &Op, lens: &[usize], rng: &mut Rng) -> Vec<Vec<f32>> {
             a[1] = a[1].iter().map(|v| v.abs() + 0.01).collect();
         }
         BiasUpdate { experts, .. } => {
+            // A step whose update applies: any finite norm.
+            a[0] = vec![0.0; crate::op::scalars::LEN];
+            a[0][crate::op::scalars::GRAD_SCALE] = 1.0;
+            a[0][crate::op::scalars::MAX_GRAD_NORM] = f32::INFINITY;
+            a[1] = vec![1.0];
             // Counts of a micro-batch (some experts tied with the mean, some empty), entropy, tokens.
-            a[0] = (0..experts).map(|e| if e % 5 == 0 { 4.0 } else { rng.below(9) as f32 }).collect();
-            a[0].extend([0.5, 16.0]);
+            a[2] = (0..experts).map(|e| if e % 5 == 0 { 4.0 } else { rng.below(9) as f32 }).collect();
+            a[2].extend([0.5, 16.0]);
         }
         Optimizer(u) => {
             use crate::op::scalars::*;
@@ -170,6 +175,7 @@ pub fn args(op: &Op, lens: &[usize], rng: &mut Rng) -> Vec<Vec<f32>> {
             s[EMBEDDING_DECAY] = 0.05;
             // Clipping active: the mean gradient's norm is about 0.5·sqrt(n/3).
             s[CLIP] = 0.1 * (u.n as f32 / 3.0).sqrt();
+            s[MAX_GRAD_NORM] = f32::INFINITY;
             a[0] = s;
             // (A caller that left the gradient unfilled — an empty vector, its buffer zero — gets norm 0.)
             a[1] = vec![(a[2].iter().take(u.n).map(|&g| g as f64 * g as f64).sum::<f64>()).sqrt() as f32];

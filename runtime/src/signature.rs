@@ -322,7 +322,12 @@ impl Op {
             ExpertStats { tokens, experts, top_k } => {
                 vec![ix("idx", R, tokens * top_k), f("scores", R, tokens * experts), f("stats", Out(Acc), experts + 2)]
             }
-            BiasUpdate { experts, .. } => vec![f("stats", R, experts), f("bias", Out(Rw), experts)],
+            BiasUpdate { experts, .. } => vec![
+                f("scalars", R, scalars::LEN),
+                f("norm", R, 1),
+                f("stats", R, experts),
+                f("bias", Out(Rw), experts),
+            ],
             GradNorm { n } => {
                 vec![f("grad", R, n), f("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1)), f("norm", Out(W), 1)]
             }

@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub checkpoint: Checkpointing,
     #[serde(default)]
     pub logging: Logging,
+    #[serde(default)]
+    pub guard: Guard,
 }
 
 fn one() -> u64 {
@@ -223,6 +225,34 @@ impl Default for Logging {
     }
 }
 
+/// What a run does about bad steps: a step whose loss or gradient norm is not finite (or, with
+/// `spike_factor`, whose gradient norm spikes) changes nothing and is logged as skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// Skipped steps in a row after which the run stops (naming the first op whose output was not
+    /// finite).
+    #[serde(default = "three")]
+    pub max_skipped: u64,
+    /// Skip a step whose gradient norm exceeds this many times the median of the last
+    /// `spike_window` applied steps' norms (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spike_factor: Option<f64>,
+    /// Applied steps the spike guard's median looks back over; it acts once it has this many.
+    #[serde(default = "default_spike_window")]
+    pub spike_window: u64,
+}
+
+fn default_spike_window() -> u64 {
+    32
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard { max_skipped: 3, spike_factor: None, spike_window: default_spike_window() }
+    }
+}
+
 /// A loaded recipe: the config, its spec, and both texts (for the run's config hash).
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -282,7 +312,7 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, SpecError> {
         )))
     })?;
     let c = &config;
-    let checks: [(&str, bool, String, &str); 10] = [
+    let checks: [(&str, bool, String, &str); 13] = [
         ("steps", c.steps >= 1, format!("steps = {} must be at least 1", c.steps), "plan at least one step"),
         ("batch.micro_batch", c.batch.micro_batch >= 1, "batch.micro_batch must be at least 1".into(), "e.g. 8"),
         (
@@ -332,6 +362,24 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, SpecError> {
             c.data.source == DataSource::Builtin || !c.data.shards.is_empty(),
             "source: shards needs a list of shard files".into(),
             "list the .bin files `dsv3c data prepare` wrote",
+        ),
+        (
+            "guard.max_skipped",
+            c.guard.max_skipped >= 1,
+            "guard.max_skipped must be at least 1".into(),
+            "the default, 3, stops after three bad steps in a row",
+        ),
+        (
+            "guard.spike_factor",
+            c.guard.spike_factor.is_none_or(|k| k.is_finite() && k > 1.0),
+            "guard.spike_factor must be a finite number above 1".into(),
+            "e.g. 5: skip a step whose gradient norm is over 5x the running median",
+        ),
+        (
+            "guard.spike_window",
+            (1..=10_000).contains(&c.guard.spike_window),
+            "guard.spike_window must lie in [1, 10000]".into(),
+            "e.g. 32 steps",
         ),
     ];
     for (p, ok, message, help) in checks {

@@ -64,14 +64,7 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     let on_gpu = matches!(device, super::device::Opened::Cuda(_));
     let program = super::train::compile(&recipe)?;
     let tokens = Arc::new(super::train::corpus_tokens(&recipe)?);
-    let run = RunState {
-        step: 0,
-        tokens: 0,
-        position: Default::default(),
-        seed: cfg.seed,
-        config_hash: String::new(),
-        spec: recipe.spec.name.clone(),
-    };
+    let run = RunState::fresh(cfg.seed, String::new(), recipe.spec.name.clone());
     let backend = device.backend(&program)?;
     let mut t = Trainer::new(&program, &program, backend, &cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
     for _ in 0..2 {

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod generate;
 pub mod hf;
 pub mod inspect;
+pub mod plot;
 pub mod select;
 pub mod sim;
 pub mod train;

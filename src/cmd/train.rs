@@ -1,6 +1,10 @@
 //! `dsv3c train [--config configs/tiny.yaml] [--steps N] [--out DIR] [--resume]
 //! [--checkpoint-every N] [--device auto|cpu|cuda|sim] [--micro-batch B] [--seq-len S] [--seed S]
-//! [--validation-batches N]`
+//! [--validation-batches N] [--detect-anomaly]`
+//!
+//! SIGTERM, SIGINT or SIGUSR1 (SLURM's `--signal`) finish the step in progress, write a
+//! checkpoint and exit with [`EXIT_STOPPED`]; a second signal exits at once (128 + its number),
+//! the last complete checkpoint intact. At the end the run's charts go to `OUT/plot.png`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -50,6 +54,29 @@ pub struct Args {
     /// Validation micro-batches after the last step (0: none).
     #[arg(long, default_value_t = 16)]
     pub validation_batches: usize,
+    /// Check every launch's outputs for NaN and infinity on every step, and stop at the first,
+    /// naming its op and tensor (slow: for debugging).
+    #[arg(long)]
+    pub detect_anomaly: bool,
+}
+
+/// The exit code of a run stopped by a signal after checkpointing (EX_TEMPFAIL: try again, with
+/// `--resume`).
+pub const EXIT_STOPPED: u8 = 75;
+
+/// Signals that stop a run at the next step boundary: the first sets the flag, a second (of any
+/// of them) exits at once with 128 + its number.
+fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT, SIGUSR1] {
+        // Registered first, so it sees the flag as it was before this signal set it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone())
+            .into_diagnostic()
+            .wrap_err("cannot install the signal handlers")?;
+        signal_hook::flag::register(sig, flag.clone()).into_diagnostic().wrap_err("cannot install the signal handlers")?;
+    }
+    Ok(flag)
 }
 
 /// The project root: where the built-in corpus and default recipes live.
@@ -205,17 +232,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let program = compile(&recipe)?;
     let tokens = Arc::new(corpus_tokens(&recipe)?);
-    let run = RunState {
-        step: 0,
-        tokens: 0,
-        position: Default::default(),
-        seed,
-        config_hash: hash,
-        spec: recipe.spec.name.clone(),
-    };
+    let run = RunState::fresh(seed, hash, recipe.spec.name.clone());
     let backend = device.backend(&program)?;
     let mut trainer =
         Trainer::new(&program, &program, backend, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
+    trainer.set_detect_anomaly(a.detect_anomaly);
     if trainer.run.step >= target {
         eprintln!("already at step {} (target {target}); nothing to do", trainer.run.step);
         return Ok(ExitCode::SUCCESS);
@@ -246,6 +267,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None if stdout => println!("{line}"),
         None => eprintln!("{line}"),
     };
+    let stop = stop_on_signals()?;
     let options = run::RunOptions {
         target,
         checkpoint_every: every,
@@ -254,10 +276,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         out: &out,
         texts: checkpoint::Texts { spec: &recipe.spec_text, config: &recipe.text },
         validation_batches: a.validation_batches,
+        stop: Some(&stop),
     };
-    run::run(&mut trainer, &options, &mut |e| match e {
+    let outcome = run::run(&mut trainer, &options, &mut |e| match e {
         run::Event::Step { report, tokens_per_sec, logged, .. } => {
-            if logged {
+            if let Some(skip) = &report.skipped {
+                say(format!("step {}/{target} skipped: {skip} (loss {:.4}, grad-norm {:.3e}); parameters, optimizer state and balancing bias unchanged", report.step, report.loss, report.grad_norm), false);
+            } else if logged {
                 say(log_line(report, target, tokens_per_sec), true);
             }
             if let Some(pb) = &bar {
@@ -273,9 +298,26 @@ pub fn run(a: Args) -> Result<ExitCode> {
             eprintln!("validation loss {loss:.4} | perplexity {:.2} | {seconds:.1}s", loss.exp());
         }
     })
-    .map_err(|e| miette!("{e}"))?;
+    .map_err(|e| miette!("{e}"));
     if let Some(pb) = &bar {
         pb.finish_and_clear();
     }
-    Ok(ExitCode::SUCCESS)
+    // The charts of what ran, whatever stopped it.
+    let png = out.join("plot.png");
+    match super::plot::draw(&out.join("metrics.jsonl"), &png) {
+        Ok(()) => eprintln!("plot {}", png.display()),
+        Err(e) => eprintln!("warning: no plot: {e:?}"),
+    }
+    match outcome? {
+        run::Outcome::Finished => Ok(ExitCode::SUCCESS),
+        run::Outcome::Stopped { step, checkpoint } => {
+            eprintln!(
+                "stopped on a signal after step {step}/{target}; checkpoint {}; continue with: dsv3c train --config {} --out {} --resume",
+                checkpoint.display(),
+                a.config.display(),
+                out.display()
+            );
+            Ok(ExitCode::from(EXIT_STOPPED))
+        }
+    }
 }

@@ -200,10 +200,12 @@ pub(crate) fn expert_stats(tokens: usize, experts: usize, top_k: usize) -> Build
 
 /// The aux-loss-free balancing-bias update from the step's counts.
 pub(crate) fn bias_update(experts: usize, gamma: f32) -> Builder {
-    Builder::new(format!("bias_update_e{experts}"), "aux-loss-free bias update")
+    let b = Builder::new(format!("bias_update_e{experts}"), "aux-loss-free bias update")
+        .math("nothing unless norm * grad_scale is finite and <= max_grad_norm (the step guard)")
         .math("bias[e] += gamma * sign(mean(counts) - counts[e])")
         .int("EXPERTS", experts)
-        .float("GAMMA", gamma)
+        .float("GAMMA", gamma);
+    super::optim::scalar_indices(b)
         .body(include_str!("kernels/bias_update.cuh"))
         .entry("bias_update", [1, 1, 1], 1024, 0, 33 * 8)
 }

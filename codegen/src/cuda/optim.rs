@@ -19,8 +19,8 @@ pub(crate) fn grad_norm(n: usize) -> Builder {
         .entry("grad_norm_finish", [1, 1, 1], 1024, 0, 33 * 8)
 }
 
-/// The scalar-buffer indices, as the CPU reads them.
-fn scalar_indices(b: Builder) -> Builder {
+/// The scalar-buffer indices, as the CPU reads them, and the step guard over them.
+pub(crate) fn scalar_indices(b: Builder) -> Builder {
     b.int("S_LR", scalars::LR)
         .int("S_STEP", scalars::STEP)
         .int("S_GRAD_SCALE", scalars::GRAD_SCALE)
@@ -30,6 +30,8 @@ fn scalar_indices(b: Builder) -> Builder {
         .int("S_WEIGHT_DECAY", scalars::WEIGHT_DECAY)
         .int("S_EMBEDDING_DECAY", scalars::EMBEDDING_DECAY)
         .int("S_CLIP", scalars::CLIP)
+        .int("S_MAX_GRAD_NORM", scalars::MAX_GRAD_NORM)
+        .body(include_str!("kernels/step_guard.cuh"))
 }
 
 pub(crate) fn optimizer(u: &Update) -> Builder {
@@ -48,6 +50,7 @@ pub(crate) fn optimizer(u: &Update) -> Builder {
         ),
     };
     let b = Builder::new(format!("{name}_n{}", u.n), format!("optimizer step ({name})"))
+        .math("nothing unless norm * grad_scale is finite and <= max_grad_norm (the step guard)")
         .math("f = grad_scale * min(1, clip / (norm * grad_scale)) when clip > 0, else grad_scale")
         .math(math)
         .int("N", u.n)

@@ -288,7 +288,11 @@ pub(crate) fn execute(op: &Op, a: &Args) {
         BalanceLoss(ref b) => loss::balance(b, a.r(0), a.r(1), a.w(2)),
         BalanceLossBwd { ref balance, grad_scale } => loss::balance_bwd(balance, grad_scale, a.r(0), a.r(1), a.w(2)),
         ExpertStats { experts, .. } => moe::expert_stats(experts, a.r(0), a.r(1), a.w(2)),
-        BiasUpdate { experts, gamma } => moe::bias_update(experts, gamma, a.r(0), a.w(1)),
+        BiasUpdate { experts, gamma } => {
+            if crate::op::scalars::update_applies(a.r(0), a.r(1)[0]) {
+                moe::bias_update(experts, gamma, a.r(2), a.w(3))
+            }
+        }
         GradNorm { .. } => optim::grad_norm(a.r(0), a.w(1), a.w(2)),
         RopeAt { .. } => decode::rope_at(op, a.r(0), a.w(1)),
         CacheWrite { ref cache, per_seq, kva_stride } => {

@@ -44,8 +44,12 @@ pub fn powi(mut b: f64, mut t: i32) -> f64 {
     r
 }
 
-/// One step of `u.kind` over `[0, u.n)`: `[scalars, norm, grad]`, then the parameters and moments.
+/// One step of `u.kind` over `[0, u.n)`: `[scalars, norm, grad]`, then the parameters and moments
+/// (untouched when the step guard holds the step back).
 pub fn step(u: &Update, [s, norm, grad]: [&[f32]; 3], param: &mut [f32], m: &mut [f32], v: Option<&mut [f32]>) {
+    if !scalars::update_applies(s, norm[0]) {
+        return;
+    }
     let f = gradient_factor(s, norm[0]);
     let lr = s[scalars::LR] as f64;
     let (b1, b2, eps) = (s[scalars::BETA1] as f64, s[scalars::BETA2] as f64, s[scalars::EPS] as f64);

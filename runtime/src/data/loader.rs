@@ -62,6 +62,15 @@ impl Loader {
         }
     }
 
+    /// Moves to `position` (a step's start, to run it again).
+    pub fn seek(&mut self, position: Position) {
+        let reshuffle = position.epoch != self.position.epoch;
+        self.position = position;
+        if reshuffle {
+            self.shuffle();
+        }
+    }
+
     /// The next micro-batch of this rank: `micro × seq` token ids.
     pub fn next_batch(&mut self) -> Vec<u32> {
         let step = self.micro * self.world;

@@ -26,6 +26,29 @@ pub struct RunState {
     /// CRC-32 of the spec and the recipe settings that shape the run (not `steps`/logging).
     pub config_hash: String,
     pub spec: String,
+    /// The step guard's memory, so that a resumed run skips what the uninterrupted run would.
+    #[serde(default)]
+    pub guard: GuardState,
+}
+
+impl RunState {
+    /// The state of a run that has taken no step.
+    pub fn fresh(seed: u64, config_hash: String, spec: String) -> RunState {
+        RunState { step: 0, tokens: 0, position: Default::default(), seed, config_hash, spec, guard: Default::default() }
+    }
+}
+
+/// What the step guard remembers between steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardState {
+    /// Steps skipped in a row, up to the last.
+    pub skipped_in_row: u64,
+    /// Steps skipped in the whole run.
+    pub skipped: u64,
+    /// The averaged gradient norms of the last applied steps (the spike guard's window), oldest
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub norms: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +63,8 @@ pub enum RunCheckpointError {
     NotFound(PathBuf),
     #[error("{path} is not a checkpoint (it has no manifest.json){hint}")]
     NotACheckpoint { path: PathBuf, hint: String },
+    #[error("refusing to write checkpoint step {step}: {tensor} holds {value} at element {index}; the earlier checkpoints are kept")]
+    NonFinite { step: u64, tensor: String, index: usize, value: f32 },
 }
 
 const FILES: [&str; 5] = ["model.safetensors", "optimizer.safetensors", "state.json", "spec.yaml", "config.yaml"];
@@ -58,7 +83,22 @@ pub struct Texts<'a> {
     pub config: &'a str,
 }
 
-/// Writes a checkpoint of `step` under `dir/checkpoints/`; returns its folder.
+/// The first NaN or infinity among the parameters and moments, by tensor name.
+fn first_non_finite(p: &Program, params: &[f32], opt: &State) -> Option<(String, usize, f32)> {
+    let arenas: [(&str, &[f32]); 3] = [("", params), ("exp_avg of ", &opt.m), ("exp_avg_sq of ", &opt.v)];
+    for (what, arena) in arenas {
+        if let Some(at) = arena.iter().position(|v| !v.is_finite()) {
+            let x = p.params.iter().find(|x| (x.offset..x.offset + x.len()).contains(&at));
+            let (name, index) = x.map_or(("(padding)".to_string(), at), |x| (x.name.clone(), at - x.offset));
+            return Some((format!("{what}{name}"), index, arena[at]));
+        }
+    }
+    None
+}
+
+/// Writes a checkpoint of `step` under `dir/checkpoints/`; returns its folder. Parameters or
+/// moments holding a NaN or an infinity are refused. A write that fails (a full disk, say) leaves
+/// every earlier checkpoint as it was and removes its own partial folder.
 pub fn save(
     dir: &Path,
     p: &Program,
@@ -68,14 +108,57 @@ pub fn save(
     texts: &Texts<'_>,
     keep: u64,
 ) -> Result<PathBuf, RunCheckpointError> {
+    if let Some((tensor, index, value)) = first_non_finite(p, params, opt) {
+        return Err(RunCheckpointError::NonFinite { step: run.step, tensor, index, value });
+    }
     let root = dir.join("checkpoints");
     let name = format!("step-{:06}", run.step);
     let tmp = root.join(format!("{name}.partial"));
-    let done = root.join(&name);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    let written = write_partial(&tmp, p, params, opt, run, texts);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    written?;
+    let done = root.join(&name);
+    // A checkpoint of the same step (a run resumed from before it) is replaced: moved aside first,
+    // so that a kill in between leaves one of the two whole.
+    let old = root.join(format!("{name}.replaced"));
+    if done.exists() {
+        std::fs::rename(&done, &old).map_err(io(&done))?;
+    }
+    std::fs::rename(&tmp, &done).map_err(io(&done))?;
+    fsync(&root)?;
+    // Folders a killed run left half-written are never resumed from: remove them.
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".partial") || n.ends_with(".replaced") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    // Keep the newest `keep` complete checkpoints.
+    let mut all = list(dir);
+    while all.len() as u64 > keep.max(1) {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(done)
+}
+
+/// Writes every file of a checkpoint into `tmp` and fsyncs them, the manifest last.
+fn write_partial(
+    tmp: &Path,
+    p: &Program,
+    params: &[f32],
+    opt: &State,
+    run: &RunState,
+    texts: &Texts<'_>,
+) -> Result<(), RunCheckpointError> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(io(tmp))?;
+    }
+    std::fs::create_dir_all(tmp).map_err(io(tmp))?;
     let model: Vec<(String, Vec<usize>, Vec<f32>)> = p
         .params
         .iter()
@@ -95,10 +178,11 @@ pub fn save(
     moments.push(("step".to_string(), vec![1], vec![opt.step as f32]));
     write_file(&tmp.join(FILES[1]), &moments)?;
     let state = serde_json::to_string_pretty(run)
-        .map_err(|e| RunCheckpointError::Corrupt { path: tmp.clone(), reason: e.to_string() })?;
-    std::fs::write(tmp.join(FILES[2]), state).map_err(io(&tmp))?;
-    std::fs::write(tmp.join(FILES[3]), texts.spec).map_err(io(&tmp))?;
-    std::fs::write(tmp.join(FILES[4]), texts.config).map_err(io(&tmp))?;
+        .map_err(|e| RunCheckpointError::Corrupt { path: tmp.into(), reason: e.to_string() })?;
+    for (f, text) in [(FILES[2], state.as_str()), (FILES[3], texts.spec), (FILES[4], texts.config)] {
+        let path = tmp.join(f);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     let mut manifest = BTreeMap::new();
     for f in FILES {
         let path = tmp.join(f);
@@ -110,27 +194,7 @@ pub fn save(
     let mut mf = std::fs::File::create(&mpath).map_err(io(&mpath))?;
     mf.write_all(serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes()).map_err(io(&mpath))?;
     mf.sync_all().map_err(io(&mpath))?;
-    fsync(&tmp)?;
-    if done.exists() {
-        std::fs::remove_dir_all(&done).map_err(io(&done))?;
-    }
-    std::fs::rename(&tmp, &done).map_err(io(&done))?;
-    fsync(&root)?;
-    // Folders a killed run left half-written are never resumed from: remove them.
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".partial") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    // Keep the newest `keep` complete checkpoints.
-    let mut all = list(dir);
-    while all.len() as u64 > keep.max(1) {
-        let (_, old) = all.remove(0);
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    Ok(done)
+    fsync(tmp)
 }
 
 /// Complete checkpoints under `dir/checkpoints/`, oldest first.
@@ -267,14 +331,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let arena: Vec<f32> = (0..20).map(|i| i as f32).collect();
         let opt = State::from_arena(&p, 7, &arena);
-        let run = RunState {
-            step: 7,
-            tokens: 0,
-            position: Default::default(),
-            seed: 1,
-            config_hash: String::new(),
-            spec: String::new(),
-        };
+        let run = RunState { step: 7, ..RunState::fresh(1, String::new(), String::new()) };
         let texts = Texts { spec: "", config: "" };
         let path = save(&dir, &p, &[0.0; 10], &opt, &run, &texts, 1).unwrap();
         let l = load(&path).unwrap();

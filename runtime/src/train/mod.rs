@@ -1,5 +1,7 @@
-//! Training: the step loop, optimizers, LR schedules, checkpoints, balance metrics.
+//! Training: the step loop, the step guard and anomaly detection, optimizers, LR schedules,
+//! checkpoints, balance metrics.
 
+pub mod anomaly;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;

@@ -1,9 +1,13 @@
-//! The run loop: steps up to a target, one JSON record per logged step in `metrics.jsonl`,
-//! checkpoints at a cadence and at the end, and a validation pass — over any backend. What a
-//! front end shows (progress bars, log lines) it learns from [`Event`]s; the loop prints nothing.
+//! The run loop: steps up to a target, one JSON record per logged step in `metrics.jsonl` (and
+//! one per skipped step), checkpoints at a cadence and at the end, and a validation pass — over
+//! any backend. It stops early, with a checkpoint, when asked to (a signal: [`RunOptions::stop`]),
+//! and without one when the step guard skipped `guard.max_skipped` steps in a row, naming the
+//! first op whose output was not finite. What a front end shows (progress bars, log lines) it
+//! learns from [`Event`]s; the loop prints nothing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::program::Backend;
 use crate::train::checkpoint::Texts;
@@ -25,6 +29,18 @@ pub struct RunOptions<'a> {
     pub texts: Texts<'a>,
     /// Validation micro-batches after the last step (0: none).
     pub validation_batches: usize,
+    /// Stop after the step in progress, with a checkpoint, once this is set (a signal handler's
+    /// flag).
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It reached its target step.
+    Finished,
+    /// It was asked to stop: after `step`, checkpointed in `checkpoint`.
+    Stopped { step: u64, checkpoint: PathBuf },
 }
 
 /// What happened, for a front end to show.
@@ -48,6 +64,11 @@ pub enum RunError {
     Checkpoint { step: u64, source: CheckpointError },
     #[error("validation: {0}")]
     Validation(TrainError),
+    #[error("step {step}: {skipped} steps in a row were skipped (guard.max_skipped), the last because {reason}; {}", match anomaly {
+        Some(a) => format!("the first non-finite value: {a}"),
+        None => "running it again with every launch checked found no non-finite value".to_string(),
+    })]
+    Diverged { step: u64, skipped: u64, reason: crate::train::trainer::Skip, anomaly: Option<Box<crate::train::anomaly::Anomaly>> },
 }
 
 /// Drops metric lines of steps after `step`: a run killed after its last checkpoint logged steps
@@ -76,11 +97,15 @@ pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), RunError> {
 pub fn record(r: &StepReport, tokens_per_sec: f64, seconds: f64) -> serde_json::Value {
     let mtp_loss =
         if r.mtp_losses.is_empty() { None } else { Some(r.mtp_losses.iter().sum::<f64>() / r.mtp_losses.len() as f64) };
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "step": r.step, "loss": r.loss, "total_loss": r.total_loss, "mtp_loss": mtp_loss, "mtp_losses": r.mtp_losses,
         "lr": r.lr, "tokens": r.tokens, "tokens_per_sec": tokens_per_sec, "grad_norm": r.grad_norm,
         "step_time_s": seconds, "moe": r.moe,
-    })
+    });
+    if let Some(skip) = &r.skipped {
+        v["skipped"] = serde_json::to_value(skip).unwrap_or_default();
+    }
+    v
 }
 
 /// Trains from the trainer's step up to `o.target`, appending to `o.out/metrics.jsonl` (after
@@ -89,7 +114,7 @@ pub fn run<B: Backend>(
     t: &mut Trainer<'_, B>,
     o: &RunOptions<'_>,
     on: &mut dyn FnMut(Event<'_>),
-) -> Result<(), RunError> {
+) -> Result<Outcome, RunError> {
     let path = o.out.join("metrics.jsonl");
     let io = |source| RunError::Io { path: path.clone(), source };
     truncate_metrics(&path, t.run.step)?;
@@ -100,23 +125,42 @@ pub fn run<B: Backend>(
         let r = t.step().map_err(|source| RunError::Step { step: t.run.step + 1, source })?;
         let seconds = t0.elapsed().as_secs_f64();
         let tokens_per_sec = t.tokens_per_step() as f64 / seconds.max(1e-9);
-        let logged = r.step % o.log_every.max(1) == 0 || r.step == o.target;
+        let logged = r.step % o.log_every.max(1) == 0 || r.step == o.target || r.skipped.is_some();
         if logged {
             writeln!(metrics, "{}", record(&r, tokens_per_sec, seconds)).map_err(io)?;
         }
         on(Event::Step { report: &r, seconds, tokens_per_sec, logged });
-        if (o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) || r.step == o.target {
+        if let Some(reason) = r.skipped {
+            let skipped = t.run.guard.skipped_in_row;
+            if skipped >= t.max_skipped() {
+                metrics.flush().map_err(io)?;
+                let anomaly = t.find_non_finite().map_err(|source| RunError::Step { step: r.step, source })?;
+                return Err(RunError::Diverged { step: r.step, skipped, reason, anomaly: anomaly.map(Box::new) });
+            }
+        }
+        let stop = o.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        // A cadence checkpoint waits for an applied step: those of a run going bad would push its
+        // good ones out.
+        let due = (o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) || r.step == o.target;
+        if stop || (due && (r.skipped.is_none() || r.step == o.target)) {
             let p = t
                 .checkpoint(o.out, &o.texts, o.keep)
                 .map_err(|source| RunError::Checkpoint { step: r.step, source })?;
             on(Event::Checkpoint(&p));
+            if stop && r.step < o.target {
+                metrics.flush().map_err(io)?;
+                return Ok(Outcome::Stopped { step: r.step, checkpoint: p });
+            }
         }
     }
     metrics.flush().map_err(io)?;
     if o.validation_batches > 0 {
         if let Some(loss) = t.validate(o.validation_batches).map_err(RunError::Validation)? {
+            let rec = serde_json::json!({ "step": t.run.step, "validation_loss": loss });
+            writeln!(metrics, "{rec}").map_err(io)?;
+            metrics.flush().map_err(io)?;
             on(Event::Validation { loss, seconds: started.elapsed().as_secs_f64() });
         }
     }
-    Ok(())
+    Ok(Outcome::Finished)
 }

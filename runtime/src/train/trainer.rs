@@ -14,6 +14,7 @@ use crate::cpu::Cpu;
 use crate::data::loader::{Loader, LoaderError, Position};
 use crate::op::scalars;
 use crate::program::{Backend, BackendError, Graph, Program, Space};
+use crate::train::anomaly::{self, Anomaly};
 use crate::train::checkpoint::{Loaded, RunState};
 use crate::train::metrics::MoeBalance;
 use crate::train::optim::State;
@@ -34,6 +35,51 @@ pub struct StepReport {
     /// Tokens trained on so far (all ranks).
     pub tokens: u64,
     pub moe: Vec<MoeBalance>,
+    /// Why the step changed nothing, when it did not apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Skip>,
+}
+
+/// Why the step guard held a step back.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Skip {
+    /// The loss (or an MTP loss) was NaN or infinite.
+    NonFiniteLoss,
+    /// The gradient norm was NaN or infinite.
+    NonFiniteGradNorm,
+    /// The gradient norm exceeded the spike guard's limit (`spike_factor × median`).
+    Spike { limit: f64 },
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::NonFiniteLoss => write!(f, "the loss is not finite"),
+            Skip::NonFiniteGradNorm => write!(f, "the gradient norm is not finite"),
+            Skip::Spike { limit } => write!(f, "the gradient norm exceeds the spike guard's limit {limit:.4}"),
+        }
+    }
+}
+
+/// The launch lists of a step.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Start,
+    Forward,
+    Backward,
+    Update,
+}
+
+impl Phase {
+    fn of(self, p: &Program) -> (&'static str, &[crate::program::Launch]) {
+        match self {
+            Phase::Start => ("start", &p.start),
+            Phase::Forward => ("forward", &p.forward),
+            Phase::Backward => ("backward", &p.backward),
+            Phase::Update => ("update", &p.update),
+        }
+    }
 }
 
 pub struct Trainer<'a, B: Backend = Cpu> {
@@ -48,6 +94,10 @@ pub struct Trainer<'a, B: Backend = Cpu> {
     loader: Loader,
     val: Loader,
     pub run: RunState,
+    /// Check every launch's outputs for NaN and infinity.
+    detect_anomaly: bool,
+    /// The last step's data position at its start and its scalars, to run it again.
+    last_step: Option<(Position, Vec<f32>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +114,8 @@ pub enum TrainError {
     Optimizer { compiled: &'static str, arena: usize, recipe: Dtype, kind: dsv3c_spec::config::OptimizerKind },
     #[error("backend: {0}")]
     Backend(#[from] BackendError),
+    #[error("step {step}: {anomaly}")]
+    NonFinite { step: u64, anomaly: Box<Anomaly> },
 }
 
 impl<'a> Trainer<'a, Cpu> {
@@ -132,7 +184,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
             0,
             Position::default(),
         )?;
-        Ok(Trainer { program, graph, backend, config: config.clone(), opt_step: opt.0, loader, val, run })
+        Ok(Trainer {
+            program,
+            graph,
+            backend,
+            config: config.clone(),
+            opt_step: opt.0,
+            loader,
+            val,
+            run,
+            detect_anomaly: false,
+            last_step: None,
+        })
     }
 
     /// The step's scalars (`op::scalars`) for optimizer step `step` at learning rate `lr`.
@@ -155,32 +218,88 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(self.backend.read(s)?.first().copied().unwrap_or(f32::NAN) as f64)
     }
 
-    /// One optimizer step over `accumulation` micro-batches.
+    /// The largest averaged gradient norm the step guard lets through: the spike guard's
+    /// `spike_factor × median` of the last `spike_window` applied steps once it has that many,
+    /// else any finite norm.
+    fn max_grad_norm(&self) -> f32 {
+        let g = &self.config.guard;
+        let norms = &self.run.guard.norms;
+        match g.spike_factor {
+            Some(k) if norms.len() as u64 >= g.spike_window && !norms.is_empty() => {
+                let mut sorted = norms.clone();
+                sorted.sort_by(f64::total_cmp);
+                let n = sorted.len();
+                let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+                (k * median) as f32
+            }
+            _ => f32::INFINITY,
+        }
+    }
+
+    /// One optimizer step over `accumulation` micro-batches. A step whose loss or gradient norm is
+    /// not finite, or whose norm the spike guard rejects, changes nothing on the backend (its
+    /// update ops see the guard in the scalars and return) and comes back with `skipped` set; the
+    /// data and the step number move on. With `detect_anomaly`, every launch's outputs are checked
+    /// and the first non-finite one stops the step with [`TrainError::NonFinite`].
     pub fn step(&mut self) -> Result<StepReport, TrainError> {
         let p = self.program;
         let acc = self.config.batch.accumulation.max(1) as usize;
         let step = self.run.step + 1;
         let lr = schedule::lr(&self.config.schedule, self.config.optimizer.lr, step, self.config.steps);
-        let s = self.scalars(self.opt_step + 1, lr);
+        let mut s = self.scalars(self.opt_step + 1, lr);
+        s[scalars::MAX_GRAD_NORM] = self.max_grad_norm();
+        let start_position = self.loader.position;
         self.backend.write(p.io.scalars, &s)?;
-        self.graph.start(&mut self.backend)?;
+        self.list(Phase::Start, None)?;
         let (mut loss, mut total) = (0.0f64, 0.0f64);
         let mut mtp = vec![0.0f64; p.io.mtp_losses.len()];
-        for _ in 0..acc {
+        for mb in 0..acc {
             let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
             self.backend.write(p.io.tokens, &batch)?;
-            self.graph.forward(&mut self.backend)?;
+            self.list(Phase::Forward, Some(mb))?;
             loss += self.scalar(p.io.main_loss)?;
             total += self.scalar(p.io.loss)?;
             for (m, s) in mtp.iter_mut().zip(&p.io.mtp_losses) {
                 *m += self.scalar(*s)?;
             }
-            self.graph.backward(&mut self.backend)?;
+            self.list(Phase::Backward, Some(mb))?;
         }
-        self.graph.update(&mut self.backend)?;
-        self.opt_step += 1;
+        let loss_finite = loss.is_finite() && total.is_finite() && mtp.iter().all(|m| m.is_finite());
+        if !loss_finite {
+            // The host's word to the update ops: this step changes nothing.
+            s[scalars::MAX_GRAD_NORM] = -1.0;
+            self.backend.write(p.io.scalars, &s)?;
+        }
+        self.list(Phase::Update, None)?;
+        let raw_norm = self.backend.read(p.io.grad_norm)?.first().copied().unwrap_or(f32::NAN);
+        let grad_norm = raw_norm as f64 * s[scalars::GRAD_SCALE] as f64;
+        let skipped = if scalars::update_applies(&s, raw_norm) {
+            None
+        } else if !loss_finite {
+            Some(Skip::NonFiniteLoss)
+        } else if !grad_norm.is_finite() {
+            Some(Skip::NonFiniteGradNorm)
+        } else {
+            Some(Skip::Spike { limit: s[scalars::MAX_GRAD_NORM] as f64 })
+        };
+        let g = &mut self.run.guard;
+        match skipped {
+            None => {
+                self.opt_step += 1;
+                g.skipped_in_row = 0;
+                g.norms.push(grad_norm);
+                let window = self.config.guard.spike_window.max(1) as usize;
+                if g.norms.len() > window {
+                    g.norms.drain(..g.norms.len() - window);
+                }
+            }
+            Some(_) => {
+                g.skipped_in_row += 1;
+                g.skipped += 1;
+            }
+        }
+        self.last_step = Some((start_position, s));
         self.run.step = step;
-        let grad_norm = self.scalar(p.io.grad_norm)? * s[scalars::GRAD_SCALE] as f64;
         let mut moe = Vec::with_capacity(p.io.expert_stats.len());
         for (layer, st) in p.io.expert_stats.iter().enumerate() {
             moe.push(MoeBalance::from_stats(layer, &self.backend.read(*st)?));
@@ -197,7 +316,67 @@ impl<'a, B: Backend> Trainer<'a, B> {
             grad_norm,
             tokens: self.run.tokens,
             moe,
+            skipped,
         })
+    }
+
+    /// Runs one of the step's lists: through the graph, or — detecting anomalies — the Program's
+    /// list launch by launch, stopping at the first non-finite output.
+    fn list(&mut self, phase: Phase, micro_batch: Option<usize>) -> Result<(), TrainError> {
+        if self.detect_anomaly {
+            let (name, launches) = phase.of(self.program);
+            if let Some(a) = anomaly::run_checked(self.program, &mut self.backend, name, micro_batch, launches)? {
+                return Err(TrainError::NonFinite { step: self.run.step + 1, anomaly: Box::new(a) });
+            }
+            return Ok(());
+        }
+        let b = &mut self.backend;
+        Ok(match phase {
+            Phase::Start => self.graph.start(b),
+            Phase::Forward => self.graph.forward(b),
+            Phase::Backward => self.graph.backward(b),
+            Phase::Update => self.graph.update(b),
+        }?)
+    }
+
+    /// Runs the last step again — the same micro-batches from the same parameters, which a skipped
+    /// step left as they were — with every launch's outputs checked, and names the first
+    /// non-finite value. The update runs with the guard closed, so nothing changes; the data
+    /// position is put back. `None` when the step ran clean (a spike, say).
+    pub fn find_non_finite(&mut self) -> Result<Option<Anomaly>, TrainError> {
+        let Some((start, mut s)) = self.last_step.clone() else { return Ok(None) };
+        let p = self.program;
+        let resume_at = self.loader.position;
+        self.loader.seek(start);
+        s[scalars::MAX_GRAD_NORM] = -1.0;
+        self.backend.write(p.io.scalars, &s)?;
+        let mut found = anomaly::run_checked(p, &mut self.backend, "start", None, &p.start)?;
+        for mb in 0..self.config.batch.accumulation.max(1) as usize {
+            if found.is_some() {
+                break;
+            }
+            let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
+            self.backend.write(p.io.tokens, &batch)?;
+            found = anomaly::run_checked(p, &mut self.backend, "forward", Some(mb), &p.forward)?;
+            if found.is_none() {
+                found = anomaly::run_checked(p, &mut self.backend, "backward", Some(mb), &p.backward)?;
+            }
+        }
+        if found.is_none() {
+            found = anomaly::run_checked(p, &mut self.backend, "update", None, &p.update)?;
+        }
+        self.loader.seek(resume_at);
+        Ok(found)
+    }
+
+    /// Skipped steps in a row after which a run stops (`guard.max_skipped`).
+    pub fn max_skipped(&self) -> u64 {
+        self.config.guard.max_skipped.max(1)
+    }
+
+    /// Checks every launch's outputs on every step (slow: a read-back per launch).
+    pub fn set_detect_anomaly(&mut self, on: bool) {
+        self.detect_anomaly = on;
     }
 
     /// Mean next-token loss over up to `max_batches` validation micro-batches (no update).

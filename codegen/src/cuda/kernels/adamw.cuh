@@ -2,6 +2,7 @@
 extern "C" __global__ void __launch_bounds__(ADAMW_STEP_THREADS) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
                                                             const T2* __restrict__ grad, T3* __restrict__ param,
                                                             T4* __restrict__ m, T5* __restrict__ v) {
+  if (!update_applies(s, norm)) return;
   const double f = grad_factor(s, norm);
   const double lr = s[S_LR], b1 = s[S_BETA1], b2 = s[S_BETA2], eps = s[S_EPS];
   const int t = (int)s[S_STEP];

@@ -2,6 +2,7 @@
 extern "C" __global__ void __launch_bounds__(LION_STEP_THREADS) lion_step(const T0* __restrict__ s, const T1* __restrict__ norm,
                                                            const T2* __restrict__ grad, T3* __restrict__ param,
                                                            T4* __restrict__ m) {
+  if (!update_applies(s, norm)) return;
   const double f = grad_factor(s, norm);
   const double lr = s[S_LR], b1 = s[S_BETA1], b2 = s[S_BETA2];
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += (i64)gridDim.x * blockDim.x) {
