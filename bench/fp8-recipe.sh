@@ -42,7 +42,7 @@ echo
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-load = lambda d: {r["step"]: r for r in map(json.loads, open(f"{work}/{d}/metrics.jsonl"))}
+load = lambda d: {r["step"]: r for r in map(json.loads, open(f"{work}/{d}/metrics.jsonl")) if "loss" in r}
 fp8, f32 = load("fp8"), load("f32")
 print("| step | loss FP8 | loss f32 | FP8 / f32 − 1 |")
 print("|---:|---:|---:|---:|")

@@ -49,6 +49,7 @@ fn adamw_and_lion_steps_match_torch_and_the_lion_paper() {
             bf16_moments: s["moments"] == "bf16",
         };
         let mut sc = vec![0.0f32; scalars::LEN];
+        sc[scalars::MAX_GRAD_NORM] = f32::INFINITY; // the step guard open
         sc[scalars::GRAD_SCALE] = 1.0;
         sc[scalars::BETA1] = f("beta1") as f32;
         sc[scalars::BETA2] = f("beta2") as f32;
@@ -309,4 +310,53 @@ fn a_training_step_of_tiny_is_launches_only() {
     let bias = p.params.iter().find(|x| x.name.ends_with("e_score_correction_bias")).unwrap();
     assert_ne!(before[bias.offset..bias.offset + bias.len()], after[bias.offset..bias.offset + bias.len()]);
     assert!(t.backend.read(dsv3c_runtime::Slice::optim(0, p.optim_len)).unwrap().iter().any(|&m| m != 0.0));
+}
+
+/// The step guard: a step whose gradient norm spikes past the guard's limit, or whose loss is not
+/// finite, leaves the parameters (balancing biases among them) and the moments bit for bit as they
+/// were; the next applied step is optimizer step 2 (bias correction counts applied steps only).
+#[test]
+fn a_guarded_step_changes_nothing() {
+    use dsv3c_runtime::train::trainer::{Skip, Trainer};
+    let spec = small_tiny();
+    let program = dsv3c_codegen::compile(&spec, 4, 16).unwrap();
+    let mut t = Trainer::on_cpu(&program, &program, &recipe(4, 1), tokens(), run_state(), None).unwrap();
+    assert_eq!(t.step().unwrap().skipped, None);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let (params, moments) = (bits(&t.backend.params), t.optimizer_state().unwrap());
+    assert_eq!(moments.step, 1);
+
+    // A spike guard whose median is far below any real norm.
+    let mut cfg = recipe(4, 1);
+    cfg.guard.spike_factor = Some(2.0);
+    cfg.guard.spike_window = 4;
+    let mut t = Trainer::on_cpu(&program, &program, &cfg, tokens(), run_state(), None).unwrap();
+    t.step().unwrap();
+    t.run.guard.norms = vec![1e-9; 4];
+    let r = t.step().unwrap();
+    assert!(matches!(r.skipped, Some(Skip::Spike { .. })), "{:?}", r.skipped);
+    assert!(r.grad_norm.is_finite() && r.loss.is_finite());
+    assert_eq!(bits(&t.backend.params), params, "a spiking step moved the parameters");
+    assert_eq!(t.optimizer_state().unwrap(), moments, "a spiking step moved the moments");
+    assert_eq!((t.run.guard.skipped_in_row, t.run.step), (1, 2));
+
+    // A NaN in the final norm's weight: every logit, so the loss, is NaN.
+    t.run.guard.norms.clear();
+    let norm = program.params.iter().find(|p| p.name == "model.norm.weight").unwrap();
+    t.backend.params[norm.offset] = f32::NAN;
+    let poisoned = bits(&t.backend.params);
+    let r = t.step().unwrap();
+    assert_eq!(r.skipped, Some(Skip::NonFiniteLoss));
+    assert_eq!(bits(&t.backend.params), poisoned, "a NaN step moved the parameters");
+    assert_eq!(t.optimizer_state().unwrap(), moments, "a NaN step moved the moments");
+    assert_eq!(t.run.guard.skipped_in_row, 2);
+    // Running it again launch by launch names the first op that produced a NaN: the final norm.
+    let a = t.find_non_finite().unwrap().expect("an anomaly");
+    assert_eq!((a.list, a.micro_batch), ("forward", Some(0)));
+    assert_eq!(a.op, "rmsnorm", "{a}");
+
+    t.backend.params[norm.offset] = 1.0;
+    assert_eq!(t.step().unwrap().skipped, None);
+    assert_eq!(t.optimizer_state().unwrap().step, 2);
+    assert_eq!(t.run.guard.skipped_in_row, 0);
 }

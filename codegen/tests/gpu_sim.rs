@@ -62,6 +62,7 @@ fn steps(p: &Program, b: &mut dyn dsv3c_runtime::program::Backend, n: usize) -> 
     dsv3c_runtime::init::init_params(p, 7, &mut params);
     b.write(p.whole(dsv3c_runtime::Space::Param), &params).unwrap();
     let mut s = vec![0.0f32; LEN];
+    s[MAX_GRAD_NORM] = f32::INFINITY; // the step guard open
     (s[LR], s[GRAD_SCALE], s[BETA1], s[BETA2], s[EPS], s[CLIP]) = (1e-3, 1.0, 0.9, 0.95, 1e-8, 1.0);
     let tokens: Vec<f32> = (0..p.io.tokens.len).map(|i| (i * 37 % 1000) as f32).collect();
     (1..=n)

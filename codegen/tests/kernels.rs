@@ -547,7 +547,24 @@ fn training_step_kernels() {
     }
     for (i, op) in ops.iter().enumerate() {
         let args = dsv3c_runtime::sample::args(op, &check::footprint(op), &mut Rng::new(90 + i as u64));
-        check_op(op, args, 1e-6);
+        check_op(op, args.clone(), 1e-6);
+        // The step guard closed — a NaN or infinite norm, a norm over the limit, the host's
+        // "never" — changes nothing, as on the CPU (which `a_guarded_step_changes_nothing` checks).
+        if matches!(op, Op::Optimizer(_) | Op::BiasUpdate { .. }) {
+            use dsv3c_runtime::op::scalars::{GRAD_SCALE, MAX_GRAD_NORM};
+            let averaged = args[1][0] * args[0][GRAD_SCALE];
+            for (norm, limit) in [
+                (f32::NAN, f32::INFINITY),
+                (f32::INFINITY, f32::INFINITY),
+                (args[1][0], 0.5 * averaged),
+                (args[1][0], -1.0),
+            ] {
+                let mut a = args.clone();
+                a[1] = vec![norm];
+                a[0][MAX_GRAD_NORM] = limit;
+                check_op(op, a, 0.0);
+            }
+        }
     }
 }
 

@@ -2792,7 +2792,7 @@ pub fn kernels() -> Vec<Kernel> {
         : 1020353536, decay_end : 755531776, embedding_end : 1020297216, bf16_moments :
         false }), vec![DType::F32, DType::F32, DType::F32, DType::F32, DType::F32,
         DType::F32]), #[doc = " k136: bias_update"] Kernel::new(Op::BiasUpdate { experts
-        : 8, gamma : 0.001 }, vec![DType::F32, DType::F32])
+        : 8, gamma : 0.001 }, vec![DType::F32, DType::F32, DType::F32, DType::F32])
     ]
 }
 /// Arguments of layers 1, ..., 15 in `forward`, one row per layer, in launch order.
@@ -21375,82 +21375,162 @@ pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
     // moe 0: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2637888, 10, DType::F32), Slice::param(1020353536, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2637888, 10, DType::F32),
+            Slice::param(1020353536, 8),
+        ],
     )?;
     // moe 1: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2637952, 10, DType::F32), Slice::param(1020353544, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2637952, 10, DType::F32),
+            Slice::param(1020353544, 8),
+        ],
     )?;
     // moe 2: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638016, 10, DType::F32), Slice::param(1020353552, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638016, 10, DType::F32),
+            Slice::param(1020353552, 8),
+        ],
     )?;
     // moe 3: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638080, 10, DType::F32), Slice::param(1020353560, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638080, 10, DType::F32),
+            Slice::param(1020353560, 8),
+        ],
     )?;
     // moe 4: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638144, 10, DType::F32), Slice::param(1020353568, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638144, 10, DType::F32),
+            Slice::param(1020353568, 8),
+        ],
     )?;
     // moe 5: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638208, 10, DType::F32), Slice::param(1020353576, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638208, 10, DType::F32),
+            Slice::param(1020353576, 8),
+        ],
     )?;
     // moe 6: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638272, 10, DType::F32), Slice::param(1020353584, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638272, 10, DType::F32),
+            Slice::param(1020353584, 8),
+        ],
     )?;
     // moe 7: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638336, 10, DType::F32), Slice::param(1020353592, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638336, 10, DType::F32),
+            Slice::param(1020353592, 8),
+        ],
     )?;
     // moe 8: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638400, 10, DType::F32), Slice::param(1020353600, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638400, 10, DType::F32),
+            Slice::param(1020353600, 8),
+        ],
     )?;
     // moe 9: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638464, 10, DType::F32), Slice::param(1020353608, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638464, 10, DType::F32),
+            Slice::param(1020353608, 8),
+        ],
     )?;
     // moe 10: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638528, 10, DType::F32), Slice::param(1020353616, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638528, 10, DType::F32),
+            Slice::param(1020353616, 8),
+        ],
     )?;
     // moe 11: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638592, 10, DType::F32), Slice::param(1020353624, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638592, 10, DType::F32),
+            Slice::param(1020353624, 8),
+        ],
     )?;
     // moe 12: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638656, 10, DType::F32), Slice::param(1020353632, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638656, 10, DType::F32),
+            Slice::param(1020353632, 8),
+        ],
     )?;
     // moe 13: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638720, 10, DType::F32), Slice::param(1020353640, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638720, 10, DType::F32),
+            Slice::param(1020353640, 8),
+        ],
     )?;
     // moe 14: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638784, 10, DType::F32), Slice::param(1020353648, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638784, 10, DType::F32),
+            Slice::param(1020353648, 8),
+        ],
     )?;
     // moe 15: balancing bias (bias_update)
     b.launch(
         &k[136],
-        &[Slice::act(2638848, 10, DType::F32), Slice::param(1020353656, 8)],
+        &[
+            Slice::act(2637824, 16, DType::F32),
+            Slice::act(2639104, 1, DType::F32),
+            Slice::act(2638848, 10, DType::F32),
+            Slice::param(1020353656, 8),
+        ],
     )?;
     Ok(())
 }

@@ -849,7 +849,8 @@ pub fn kernels() -> Vec<Kernel> {
         OptimizerKind::AdamW, n : 6715904, decay_end : 275968, embedding_end : 6714880,
         bf16_moments : false }), vec![DType::F32, DType::F32, DType::F32, DType::F32,
         DType::F32, DType::F32]), #[doc = " k89: bias_update"] Kernel::new(Op::BiasUpdate
-        { experts : 8, gamma : 0.001 }, vec![DType::F32, DType::F32])
+        { experts : 8, gamma : 0.001 }, vec![DType::F32, DType::F32, DType::F32,
+        DType::F32])
     ]
 }
 /// Arguments of layers 1, ..., 2 in `forward`, one row per layer, in launch order.
@@ -3296,11 +3297,35 @@ pub fn update(b: &mut dyn Backend, k: &[Kernel]) -> Result<(), BackendError> {
         ],
     )?;
     // moe 0: balancing bias (bias_update)
-    b.launch(&k[89], &[Slice::act(63552, 10, DType::F32), Slice::param(6715904, 8)])?;
+    b.launch(
+        &k[89],
+        &[
+            Slice::act(63488, 16, DType::F32),
+            Slice::act(63936, 1, DType::F32),
+            Slice::act(63552, 10, DType::F32),
+            Slice::param(6715904, 8),
+        ],
+    )?;
     // moe 1: balancing bias (bias_update)
-    b.launch(&k[89], &[Slice::act(63616, 10, DType::F32), Slice::param(6715912, 8)])?;
+    b.launch(
+        &k[89],
+        &[
+            Slice::act(63488, 16, DType::F32),
+            Slice::act(63936, 1, DType::F32),
+            Slice::act(63616, 10, DType::F32),
+            Slice::param(6715912, 8),
+        ],
+    )?;
     // moe 2: balancing bias (bias_update)
-    b.launch(&k[89], &[Slice::act(63680, 10, DType::F32), Slice::param(6715920, 8)])?;
+    b.launch(
+        &k[89],
+        &[
+            Slice::act(63488, 16, DType::F32),
+            Slice::act(63936, 1, DType::F32),
+            Slice::act(63680, 10, DType::F32),
+            Slice::param(6715920, 8),
+        ],
+    )?;
     Ok(())
 }
 /// The compiled model: its kernels, run by `forward` and `backward`.

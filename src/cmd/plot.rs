@@ -25,6 +25,10 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// A panel: its title, its lines, the points marked as skipped steps, and whether its y axis is
+/// logarithmic.
+type Panel = (String, Vec<Series>, Vec<(f64, f64)>, bool);
+
 /// One named line of points.
 struct Series {
     name: String,
@@ -52,7 +56,8 @@ fn finite(v: &serde_json::Value) -> Option<f64> {
 
 /// Reads `path`; a line that is not a JSON object with a step is an error naming its line.
 fn read(path: &Path) -> Result<Run> {
-    let text = std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
     let mut r = Run::default();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
@@ -164,9 +169,9 @@ fn panel(
                 } else {
                     chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(|e| err(&e))?
                 };
-                drawn.label(s.name.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-                });
+                drawn
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
             }
             if !marks.is_empty() {
                 let at = |y: f64| if y.is_finite() && (!log || y > 0.0) { y.clamp(lo, hi) } else { hi };
@@ -219,7 +224,7 @@ pub fn draw(metrics: &Path, png: &Path) -> Result<()> {
     let per_layer = |k: usize| -> Vec<Series> {
         r.moe.iter().enumerate().map(|(l, m)| line(&format!("MoE layer {l}"), &m[k])).collect()
     };
-    let mut panels: Vec<(String, Vec<Series>, Vec<(f64, f64)>, bool)> = vec![
+    let mut panels: Vec<Panel> = vec![
         ("loss".into(), losses, Vec::new(), false),
         ("learning rate".into(), vec![line("lr", &r.lr)], Vec::new(), false),
         ("gradient norm (before clipping)".into(), vec![line("grad norm", &r.grad_norm)], r.skipped.clone(), true),

@@ -6,7 +6,7 @@
 //! checkpoint and exit with [`EXIT_STOPPED`]; a second signal exits at once (128 + its number),
 //! the last complete checkpoint intact. At the end the run's charts go to `OUT/plot.png`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,7 +74,9 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
         signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone())
             .into_diagnostic()
             .wrap_err("cannot install the signal handlers")?;
-        signal_hook::flag::register(sig, flag.clone()).into_diagnostic().wrap_err("cannot install the signal handlers")?;
+        signal_hook::flag::register(sig, flag.clone())
+            .into_diagnostic()
+            .wrap_err("cannot install the signal handlers")?;
     }
     Ok(flag)
 }
@@ -109,6 +111,8 @@ pub fn config_hash(r: &Recipe, seed: u64) -> String {
     let mut c = r.config.clone();
     c.checkpoint = Default::default();
     c.logging = Default::default();
+    // When a run gives up changes no number it computes.
+    c.guard.max_skipped = Default::default();
     c.seed = seed;
     let text = format!("{}\n{}", r.spec.to_yaml(), serde_json::to_string(&c).unwrap_or_default());
     format!("{:08x}", crc32fast::hash(text.as_bytes()))
@@ -264,7 +268,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     });
     let say = |line: String, stdout: bool| match &bar {
         Some(pb) => pb.println(line),
-        None if stdout => println!("{line}"),
+        // A closed stdout (`| head`) does not stop the run.
+        None if stdout => {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
         None => eprintln!("{line}"),
     };
     let stop = stop_on_signals()?;

@@ -205,7 +205,11 @@ pub(crate) fn bias_update(experts: usize, gamma: f32) -> Builder {
         .math("bias[e] += gamma * sign(mean(counts) - counts[e])")
         .int("EXPERTS", experts)
         .float("GAMMA", gamma);
-    super::optim::scalar_indices(b)
-        .body(include_str!("kernels/bias_update.cuh"))
-        .entry("bias_update", [1, 1, 1], 1024, 0, 33 * 8)
+    super::optim::scalar_indices(b).body(include_str!("kernels/bias_update.cuh")).entry(
+        "bias_update",
+        [1, 1, 1],
+        1024,
+        0,
+        33 * 8,
+    )
 }

@@ -1,9 +1,11 @@
 // dsv3c generated kernel adamw_n1020353536_d965e95a.cu — do not edit: `dsv3c compile` writes it.
 // op: optimizer step (adamw)
+//   nothing unless norm * grad_scale is finite and <= max_grad_norm (the step guard)
 //   f = grad_scale * min(1, clip / (norm * grad_scale)) when clip > 0, else grad_scale
 //   g = grad * f; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr ((m/c1) / (sqrt(v/c2) + eps) + wd p)
 // specialized for: N=1020353536 DECAY_END=755531776 EMBEDDING_END=1020297216 BF16_MOMENTS=false S_LR=0
 //   S_STEP=1 S_GRAD_SCALE=2 S_BETA1=3 S_BETA2=4 S_EPS=5 S_WEIGHT_DECAY=6 S_EMBEDDING_DECAY=7 S_CLIP=8
+//   S_MAX_GRAD_NORM=9
 // arguments ((w) overwritten, (+) accumulated, (rw) in place): scalars f32, norm f32, grad f32,
 //   param f32 (rw), m f32 (rw), v f32 (rw)
 // launches, in order:
@@ -140,7 +142,17 @@ constexpr int S_EPS = 5;
 constexpr int S_WEIGHT_DECAY = 6;
 constexpr int S_EMBEDDING_DECAY = 7;
 constexpr int S_CLIP = 8;
+constexpr int S_MAX_GRAD_NORM = 9;
 constexpr int ADAMW_STEP_THREADS = 256;
+
+// The step guard (scalar S_MAX_GRAD_NORM): a step's update applies only when the averaged gradient's
+// norm, norm * grad_scale in f64, is finite and at most the limit (+inf: any finite norm; negative:
+// never). The CPU's `update_applies`, comparison for comparison.
+__device__ __forceinline__ bool update_applies(const float* s, const float* norm) {
+  const double n = (double)norm[0] * (double)s[S_GRAD_SCALE];
+  const double finite_max = 1.7976931348623157e308;  // |n| <= DBL_MAX: finite (NaN compares false)
+  return n >= -finite_max && n <= finite_max && n <= (double)s[S_MAX_GRAD_NORM];
+}
 
 // The optimizer step over the trained parameters [0, N), reading the step's scalars (S_* indices):
 //   the gradient is scaled by grad_scale (accumulation averaging) and by min(1, clip / |mean grad|)
@@ -181,6 +193,7 @@ __device__ __forceinline__ double decay_of(const float* s, i64 i) {
 extern "C" __global__ void __launch_bounds__(ADAMW_STEP_THREADS) adamw_step(const T0* __restrict__ s, const T1* __restrict__ norm,
                                                             const T2* __restrict__ grad, T3* __restrict__ param,
                                                             T4* __restrict__ m, T5* __restrict__ v) {
+  if (!update_applies(s, norm)) return;
   const double f = grad_factor(s, norm);
   const double lr = s[S_LR], b1 = s[S_BETA1], b2 = s[S_BETA2], eps = s[S_EPS];
   const int t = (int)s[S_STEP];

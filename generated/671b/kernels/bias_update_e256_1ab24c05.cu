@@ -1,8 +1,11 @@
 // dsv3c generated kernel bias_update_e256_1ab24c05.cu — do not edit: `dsv3c compile` writes it.
 // op: aux-loss-free bias update
+//   nothing unless norm * grad_scale is finite and <= max_grad_norm (the step guard)
 //   bias[e] += gamma * sign(mean(counts) - counts[e])
-// specialized for: EXPERTS=256 GAMMA=0.001
-// arguments ((w) overwritten, (+) accumulated, (rw) in place): stats f32, bias f32 (rw)
+// specialized for: EXPERTS=256 GAMMA=0.001 S_LR=0 S_STEP=1 S_GRAD_SCALE=2 S_BETA1=3 S_BETA2=4 S_EPS=5
+//   S_WEIGHT_DECAY=6 S_EMBEDDING_DECAY=7 S_CLIP=8 S_MAX_GRAD_NORM=9
+// arguments ((w) overwritten, (+) accumulated, (rw) in place): scalars f32, norm f32, stats f32,
+//   bias f32 (rw)
 // launches, in order:
 //   bias_update<<<(1, 1, 1), 1024, 0>>>  static smem 264 B
 
@@ -118,16 +121,41 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* [33] */) {
 }
 
 // ---- specialization ----
-typedef float T0;  // stats
-typedef float T1;  // bias
+typedef float T0;  // scalars
+typedef float T1;  // norm
+typedef float T2;  // stats
+typedef float T3;  // bias
 constexpr int EXPERTS = 256;
 constexpr float GAMMA = 0.001f;
+constexpr int S_LR = 0;
+constexpr int S_STEP = 1;
+constexpr int S_GRAD_SCALE = 2;
+constexpr int S_BETA1 = 3;
+constexpr int S_BETA2 = 4;
+constexpr int S_EPS = 5;
+constexpr int S_WEIGHT_DECAY = 6;
+constexpr int S_EMBEDDING_DECAY = 7;
+constexpr int S_CLIP = 8;
+constexpr int S_MAX_GRAD_NORM = 9;
 constexpr int BIAS_UPDATE_THREADS = 1024;
 
+// The step guard (scalar S_MAX_GRAD_NORM): a step's update applies only when the averaged gradient's
+// norm, norm * grad_scale in f64, is finite and at most the limit (+inf: any finite norm; negative:
+// never). The CPU's `update_applies`, comparison for comparison.
+__device__ __forceinline__ bool update_applies(const float* s, const float* norm) {
+  const double n = (double)norm[0] * (double)s[S_GRAD_SCALE];
+  const double finite_max = 1.7976931348623157e308;  // |n| <= DBL_MAX: finite (NaN compares false)
+  return n >= -finite_max && n <= finite_max && n <= (double)s[S_MAX_GRAD_NORM];
+}
+
 // Aux-loss-free balancing from the step's counts (the first EXPERTS values of stats): each bias moves
-// GAMMA toward balance, bias[e] += GAMMA * sign(mean(counts) - counts[e]) (0 when equal), the mean in f64.
-extern "C" __global__ void __launch_bounds__(BIAS_UPDATE_THREADS) bias_update(const T0* __restrict__ stats,
-                                                              T1* __restrict__ bias) {
+// GAMMA toward balance, bias[e] += GAMMA * sign(mean(counts) - counts[e]) (0 when equal), the mean in f64;
+// nothing when the step guard (step_guard.cuh) holds the step back.
+extern "C" __global__ void __launch_bounds__(BIAS_UPDATE_THREADS) bias_update(const T0* __restrict__ s,
+                                                              const T1* __restrict__ norm,
+                                                              const T2* __restrict__ stats,
+                                                              T3* __restrict__ bias) {
+  if (!update_applies(s, norm)) return;
   __shared__ double scratch[33];
   double total = 0.0;
   for (int e = threadIdx.x; e < EXPERTS; e += 1024) total += (double)stats[e];

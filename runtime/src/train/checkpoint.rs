@@ -34,7 +34,15 @@ pub struct RunState {
 impl RunState {
     /// The state of a run that has taken no step.
     pub fn fresh(seed: u64, config_hash: String, spec: String) -> RunState {
-        RunState { step: 0, tokens: 0, position: Default::default(), seed, config_hash, spec, guard: Default::default() }
+        RunState {
+            step: 0,
+            tokens: 0,
+            position: Default::default(),
+            seed,
+            config_hash,
+            spec,
+            guard: Default::default(),
+        }
     }
 }
 

@@ -68,7 +68,12 @@ pub enum RunError {
         Some(a) => format!("the first non-finite value: {a}"),
         None => "running it again with every launch checked found no non-finite value".to_string(),
     })]
-    Diverged { step: u64, skipped: u64, reason: crate::train::trainer::Skip, anomaly: Option<Box<crate::train::anomaly::Anomaly>> },
+    Diverged {
+        step: u64,
+        skipped: u64,
+        reason: crate::train::trainer::Skip,
+        anomaly: Option<Box<crate::train::anomaly::Anomaly>>,
+    },
 }
 
 /// Drops metric lines of steps after `step`: a run killed after its last checkpoint logged steps

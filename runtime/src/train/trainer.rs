@@ -211,6 +211,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s[scalars::WEIGHT_DECAY] = o.weight_decay as f32;
         s[scalars::EMBEDDING_DECAY] = if o.decay_embeddings { o.weight_decay as f32 } else { 0.0 };
         s[scalars::CLIP] = o.grad_clip as f32;
+        s[scalars::MAX_GRAD_NORM] = f32::INFINITY;
         s
     }
 
