@@ -8,7 +8,7 @@ mod common;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{dsv3c, flat_stderr, ok};
 
@@ -93,13 +93,7 @@ fn a_diverging_run_stops_after_three_skipped_steps_naming_the_first_non_finite_o
 
 /// Starts `dsv3c train ARGS`, reads its log lines, and sends `signals` once the line `step N/` is out.
 fn signalled(args: &[&str], at_step: u64, signals: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dsv3c"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(args);
     let stdout = child.stdout.take().unwrap();
     let mut seen = String::new();
     for line in std::io::BufReader::new(stdout).lines() {

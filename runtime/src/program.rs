@@ -556,6 +556,12 @@ impl Program {
         }
     }
 
+    /// The parameter holding element `at` of the parameter arena (or of an arena laid out like
+    /// it: gradients, a moment, the compute copy), if any.
+    pub fn param_at(&self, at: usize) -> Option<&Param> {
+        self.params.iter().find(|x| (x.offset..x.offset + x.len()).contains(&at))
+    }
+
     /// The whole of an f32 arena (parameters, gradients, moments), as one slice.
     pub fn whole(&self, space: Space) -> Slice {
         Slice::f32(space, 0, self.arena_bytes(space) / 4)

@@ -10,16 +10,21 @@ pub fn dsv3c(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dsv3c")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
 }
 
-/// Runs `dsv3c ARGS` in the project root, killed after `limit` (a hang fails the test instead of
-/// stalling the suite); `None` when it ran out of time.
-pub fn dsv3c_within(args: &[&str], limit: Duration) -> Option<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dsv3c"))
+/// Starts `dsv3c ARGS` in the project root, its stdout and stderr piped.
+pub fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_dsv3c"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `dsv3c ARGS` in the project root, killed after `limit` (a hang fails the test instead of
+/// stalling the suite); `None` when it ran out of time.
+pub fn dsv3c_within(args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = spawn(args);
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {

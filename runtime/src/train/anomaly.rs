@@ -43,7 +43,7 @@ impl std::fmt::Display for Anomaly {
 /// by its checkpoint name, an activation buffer by the memory plan's name.
 pub fn tensor_name(p: &Program, s: Slice) -> String {
     let elem = s.offset / s.dtype.size().max(1);
-    let param = |at: usize| p.params.iter().find(|x| (x.offset..x.offset + x.len()).contains(&at)).map(|x| &x.name);
+    let param = |at: usize| p.param_at(at).map(|x| &x.name);
     let name = match s.space {
         Space::Param => param(elem).cloned(),
         Space::Grad => param(elem).map(|n| format!("grad of {n}")),

@@ -95,10 +95,10 @@ pub struct Texts<'a> {
 fn first_non_finite(p: &Program, params: &[f32], opt: &State) -> Option<(String, usize, f32)> {
     let arenas: [(&str, &[f32]); 3] = [("", params), ("exp_avg of ", &opt.m), ("exp_avg_sq of ", &opt.v)];
     for (what, arena) in arenas {
-        if let Some(at) = arena.iter().position(|v| !v.is_finite()) {
-            let x = p.params.iter().find(|x| (x.offset..x.offset + x.len()).contains(&at));
-            let (name, index) = x.map_or(("(padding)".to_string(), at), |x| (x.name.clone(), at - x.offset));
-            return Some((format!("{what}{name}"), index, arena[at]));
+        if let Some((at, value)) = crate::train::anomaly::first_non_finite(arena) {
+            let (name, index) =
+                p.param_at(at).map_or(("(padding)".to_string(), at), |x| (x.name.clone(), at - x.offset));
+            return Some((format!("{what}{name}"), index, value));
         }
     }
     None

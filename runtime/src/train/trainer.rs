@@ -325,8 +325,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// list launch by launch, stopping at the first non-finite output.
     fn list(&mut self, phase: Phase, micro_batch: Option<usize>) -> Result<(), TrainError> {
         if self.detect_anomaly {
-            let (name, launches) = phase.of(self.program);
-            if let Some(a) = anomaly::run_checked(self.program, &mut self.backend, name, micro_batch, launches)? {
+            if let Some(a) = self.checked(phase, micro_batch)? {
                 return Err(TrainError::NonFinite { step: self.run.step + 1, anomaly: Box::new(a) });
             }
             return Ok(());
@@ -340,6 +339,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }?)
     }
 
+    /// Runs the Program's list of `phase` launch by launch, each launch's outputs checked; the
+    /// first non-finite one, if any (the launches after it do not run).
+    fn checked(&mut self, phase: Phase, micro_batch: Option<usize>) -> Result<Option<Anomaly>, TrainError> {
+        let (name, launches) = phase.of(self.program);
+        Ok(anomaly::run_checked(self.program, &mut self.backend, name, micro_batch, launches)?)
+    }
+
     /// Runs the last step again — the same micro-batches from the same parameters, which a skipped
     /// step left as they were — with every launch's outputs checked, and names the first
     /// non-finite value. The update runs with the guard closed, so nothing changes; the data
@@ -351,20 +357,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.loader.seek(start);
         s[scalars::MAX_GRAD_NORM] = -1.0;
         self.backend.write(p.io.scalars, &s)?;
-        let mut found = anomaly::run_checked(p, &mut self.backend, "start", None, &p.start)?;
+        let mut found = self.checked(Phase::Start, None)?;
         for mb in 0..self.config.batch.accumulation.max(1) as usize {
             if found.is_some() {
                 break;
             }
             let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
             self.backend.write(p.io.tokens, &batch)?;
-            found = anomaly::run_checked(p, &mut self.backend, "forward", Some(mb), &p.forward)?;
+            found = self.checked(Phase::Forward, Some(mb))?;
             if found.is_none() {
-                found = anomaly::run_checked(p, &mut self.backend, "backward", Some(mb), &p.backward)?;
+                found = self.checked(Phase::Backward, Some(mb))?;
             }
         }
         if found.is_none() {
-            found = anomaly::run_checked(p, &mut self.backend, "update", None, &p.update)?;
+            found = self.checked(Phase::Update, None)?;
         }
         self.loader.seek(resume_at);
         Ok(found)
