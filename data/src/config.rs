@@ -1,7 +1,26 @@
 //! The data recipe (`--config data.yaml`): which stages run and their thresholds. Every field
-//! has a default; unknown fields are rejected.
+//! has a default; unknown fields are rejected, and every value is checked against the range the
+//! pipeline can run with (so that no recipe can make it divide by zero or allocate without bound).
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// A data recipe that cannot be used: the file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read data recipe {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("data recipe {path}: {reason}")]
+    Yaml { path: PathBuf, reason: String },
+    #[error("data recipe {path}: `{field}` = {value}: {expected}")]
+    Range { path: PathBuf, field: &'static str, value: String, expected: &'static str },
+}
+
+/// The most MinHash permutations a recipe may ask for (the band search is quadratic-ish in it).
+pub const MAX_PERMUTATIONS: usize = 1024;
+/// The most documents one parallel batch may hold (the batch is allocated up front).
+pub const MAX_BATCH_DOCUMENTS: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +42,131 @@ pub struct PrepareConfig {
     pub near_dedup: NearDedup,
     pub quality: Quality,
     pub language: Language,
+}
+
+impl PrepareConfig {
+    /// Reads and checks the recipe at `path`.
+    pub fn load(path: &Path) -> Result<PrepareConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        if let Some((line, col)) = dsv3c_spec::yaml::too_deep(&text) {
+            let reason =
+                format!("line {line} column {col}: brackets nested more than {} deep", dsv3c_spec::yaml::MAX_DEPTH);
+            return Err(ConfigError::Yaml { path: path.into(), reason });
+        }
+        let cfg: PrepareConfig =
+            serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml { path: path.into(), reason: e.to_string() })?;
+        cfg.check().map_err(|(field, value, expected)| ConfigError::Range {
+            path: path.into(),
+            field,
+            value,
+            expected,
+        })?;
+        Ok(cfg)
+    }
+
+    /// The first field outside its range: (field, value, the valid range).
+    pub fn check(&self) -> Result<(), (&'static str, String, &'static str)> {
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        let q = &self.quality;
+        let checks: [(&'static str, String, bool, &'static str); 17] = [
+            (
+                "validation_fraction",
+                self.validation_fraction.to_string(),
+                (0.0..1.0).contains(&self.validation_fraction),
+                "a share in [0, 1)",
+            ),
+            ("shard_tokens", self.shard_tokens.to_string(), self.shard_tokens >= 1, "at least 1"),
+            (
+                "batch_documents",
+                self.batch_documents.to_string(),
+                (1..=MAX_BATCH_DOCUMENTS).contains(&self.batch_documents),
+                "between 1 and 1048576",
+            ),
+            (
+                "near_dedup.permutations",
+                self.near_dedup.permutations.to_string(),
+                (1..=MAX_PERMUTATIONS).contains(&self.near_dedup.permutations),
+                "between 1 and 1024",
+            ),
+            (
+                "near_dedup.threshold",
+                self.near_dedup.threshold.to_string(),
+                self.near_dedup.threshold > 0.0 && self.near_dedup.threshold <= 1.0,
+                "a similarity in (0, 1]",
+            ),
+            (
+                "near_dedup.shingle_words",
+                self.near_dedup.shingle_words.to_string(),
+                (1..=64).contains(&self.near_dedup.shingle_words),
+                "between 1 and 64",
+            ),
+            ("quality.max_words", q.max_words.to_string(), q.max_words >= q.min_words, "at least quality.min_words"),
+            (
+                "quality.min_mean_word_length",
+                q.min_mean_word_length.to_string(),
+                q.min_mean_word_length >= 0.0 && q.min_mean_word_length <= q.max_mean_word_length,
+                "between 0 and quality.max_mean_word_length",
+            ),
+            (
+                "quality.max_mean_word_length",
+                q.max_mean_word_length.to_string(),
+                !q.max_mean_word_length.is_nan(),
+                "a number",
+            ),
+            (
+                "quality.max_symbol_word_ratio",
+                q.max_symbol_word_ratio.to_string(),
+                q.max_symbol_word_ratio >= 0.0,
+                "not negative",
+            ),
+            (
+                "quality.min_alpha_word_fraction",
+                q.min_alpha_word_fraction.to_string(),
+                unit(q.min_alpha_word_fraction),
+                "a share in [0, 1]",
+            ),
+            (
+                "quality.min_punctuated_line_fraction",
+                q.min_punctuated_line_fraction.to_string(),
+                unit(q.min_punctuated_line_fraction),
+                "a share in [0, 1]",
+            ),
+            (
+                "quality.max_duplicate_line_fraction",
+                q.max_duplicate_line_fraction.to_string(),
+                unit(q.max_duplicate_line_fraction),
+                "a share in [0, 1]",
+            ),
+            (
+                "quality.max_duplicate_paragraph_fraction",
+                q.max_duplicate_paragraph_fraction.to_string(),
+                unit(q.max_duplicate_paragraph_fraction),
+                "a share in [0, 1]",
+            ),
+            (
+                "quality.max_top_2gram_char_fraction",
+                q.max_top_2gram_char_fraction.to_string(),
+                unit(q.max_top_2gram_char_fraction),
+                "a share in [0, 1]",
+            ),
+            (
+                "quality.max_duplicate_5gram_char_fraction",
+                q.max_duplicate_5gram_char_fraction.to_string(),
+                unit(q.max_duplicate_5gram_char_fraction),
+                "a share in [0, 1]",
+            ),
+            (
+                "language.min_confidence",
+                self.language.min_confidence.to_string(),
+                unit(self.language.min_confidence),
+                "a confidence in [0, 1]",
+            ),
+        ];
+        match checks.into_iter().find(|c| !c.2) {
+            Some((field, value, _, expected)) => Err((field, value, expected)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for PrepareConfig {
@@ -138,5 +282,31 @@ pub struct Language {
 impl Default for Language {
     fn default() -> Self {
         Language { enabled: false, keep: vec!["eng".into()], min_confidence: 0.5 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_a_value_out_of_range_is_named() {
+        assert_eq!(PrepareConfig::default().check(), Ok(()));
+        let dir = std::env::temp_dir().join(format!("dsv3c-data-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("data.yaml");
+        for (text, field) in [
+            ("batch_documents: 0\n", "batch_documents"),
+            ("near_dedup: {permutations: 1000000000}\n", "near_dedup.permutations"),
+            ("quality: {min_words: 10, max_words: 5}\n", "quality.max_words"),
+            ("language: {min_confidence: .nan}\n", "language.min_confidence"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = PrepareConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains("data.yaml") && e.contains(&format!("`{field}`")), "{text}: {e}");
+        }
+        std::fs::write(&p, format!("seed: {}", "[".repeat(200))).unwrap();
+        assert!(PrepareConfig::load(&p).unwrap_err().to_string().contains("nested more than 128 deep"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -57,6 +57,8 @@ pub enum PrepareError {
     Shard(#[from] shard::ShardError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("data recipe: `{field}` = {value}: {expected}")]
+    Config { field: &'static str, value: String, expected: &'static str },
     #[error("malformed input at {location}: {reason} (strict mode)")]
     Malformed { location: String, reason: String },
     #[error("no input files under {0}")]
@@ -136,6 +138,7 @@ pub fn prepare(
     progress: &dyn Fn(&Stats),
 ) -> Result<Stats, PrepareError> {
     let started = std::time::Instant::now();
+    cfg.check().map_err(|(field, value, expected)| PrepareError::Config { field, value, expected })?;
     if let Some(missing) = inputs.iter().find(|p| !p.exists()) {
         return Err(PrepareError::MissingInput(missing.clone()));
     }

@@ -275,33 +275,64 @@ impl RunConfig {
     }
 }
 
+/// The most tokens a recipe may plan (10^18: a thousand times DeepSeek-V3's 14.8T, and far from
+/// u64's overflow wherever the count is multiplied).
+pub const MAX_TOKENS: u64 = 1_000_000_000_000_000_000;
+/// The most ranks a parallel layout may name.
+pub const MAX_RANKS: u64 = 1 << 20;
+
 /// Reads a recipe and the spec it names; problems are located like spec problems.
 pub fn load_recipe(path: &Path) -> Result<Recipe, SpecError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.display().to_string(), source })?;
     let file = path.display().to_string();
-    let fail = |path_: &str, rule: Rule, message: String, help: &str| {
-        let (pos, _) = locate(&text, &parse_path(path_));
-        SpecError::Problems(Box::new(ProblemSet::new(
+    let config = parse_config(&file, &text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let spec_path = base.join(&config.spec);
+    let spec_text = std::fs::read_to_string(&spec_path)
+        .map_err(|source| SpecError::Io { path: spec_path.display().to_string(), source })?;
+    let spec = crate::parse(&spec_path.display().to_string(), &spec_text)?;
+    if config.batch.seq_len > spec.max_seq_len {
+        return Err(range_problem(
             &file,
             &text,
-            vec![Problem {
-                kind: ProblemKind::Invalid(rule),
-                path: path_.into(),
-                pos,
-                message,
-                help: Some(help.into()),
-            }],
-        )))
-    };
-    let config: RunConfig = serde_yaml::from_str(&text).map_err(|e| {
+            "batch.seq_len",
+            format!("batch.seq_len = {} exceeds the spec's max_seq_len = {}", config.batch.seq_len, spec.max_seq_len),
+            "train at most max_seq_len tokens",
+        ));
+    }
+    Ok(Recipe { path: path.into(), config, spec, spec_path, text, spec_text })
+}
+
+/// A recipe value out of range, located at its field.
+fn range_problem(file: &str, text: &str, field: &str, message: String, help: &str) -> SpecError {
+    let (pos, _) = locate(text, &parse_path(field));
+    SpecError::Problems(Box::new(ProblemSet::new(
+        file,
+        text,
+        vec![Problem {
+            kind: ProblemKind::Invalid(Rule::Range),
+            path: field.into(),
+            pos,
+            message,
+            help: Some(help.into()),
+        }],
+    )))
+}
+
+/// Parses and checks recipe text (`file` names it in errors), without reading the spec it names.
+pub fn parse_config(file: &str, text: &str) -> Result<RunConfig, SpecError> {
+    if let Some(pos) = crate::yaml::too_deep(text) {
+        return Err(crate::parse::too_deep(file, text, pos));
+    }
+    let config: RunConfig = serde_yaml::from_str(text).map_err(|e| {
         let pos = e.location().map_or(crate::locate::Pos::START, |l| crate::locate::Pos {
             line: l.line().max(1),
             column: l.column().max(1),
         });
         SpecError::Problems(Box::new(ProblemSet::new(
-            &file,
-            &text,
+            file,
+            text,
             vec![Problem {
                 kind: ProblemKind::Shape,
                 path: String::new(),
@@ -312,8 +343,28 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, SpecError> {
         )))
     })?;
     let c = &config;
-    let checks: [(&str, bool, String, &str); 13] = [
+    let total = [c.batch.accumulation, c.parallel.dp, c.batch.seq_len, c.steps]
+        .iter()
+        .try_fold(c.batch.micro_batch, |acc, &x| acc.checked_mul(x))
+        .filter(|&t| t <= MAX_TOKENS);
+    let layout = [c.parallel.pp, c.parallel.ep, c.parallel.dp]
+        .iter()
+        .try_fold(c.parallel.tp, |acc, &x| acc.checked_mul(x))
+        .is_some_and(|n| (1..=MAX_RANKS).contains(&n));
+    let checks: [(&str, bool, String, &str); 15] = [
         ("steps", c.steps >= 1, format!("steps = {} must be at least 1", c.steps), "plan at least one step"),
+        (
+            "steps",
+            total.is_some(),
+            "steps × micro_batch × accumulation × dp × seq_len is over 10^18 tokens".into(),
+            "a run of that many tokens cannot be counted; plan fewer steps or smaller batches",
+        ),
+        (
+            "parallel",
+            layout,
+            format!("tp × pp × ep × dp must lie in [1, {MAX_RANKS}] ranks"),
+            "each degree is at least 1, e.g. dp: 8",
+        ),
         ("batch.micro_batch", c.batch.micro_batch >= 1, "batch.micro_batch must be at least 1".into(), "e.g. 8"),
         (
             "batch.accumulation",
@@ -384,23 +435,10 @@ pub fn load_recipe(path: &Path) -> Result<Recipe, SpecError> {
     ];
     for (p, ok, message, help) in checks {
         if !ok {
-            return Err(fail(p, Rule::Range, message, help));
+            return Err(range_problem(file, text, p, message, help));
         }
     }
-    let base = path.parent().unwrap_or(Path::new("."));
-    let spec_path = base.join(&config.spec);
-    let spec_text = std::fs::read_to_string(&spec_path)
-        .map_err(|source| SpecError::Io { path: spec_path.display().to_string(), source })?;
-    let spec = crate::parse(&spec_path.display().to_string(), &spec_text)?;
-    if config.batch.seq_len > spec.max_seq_len {
-        return Err(fail(
-            "batch.seq_len",
-            Rule::Range,
-            format!("batch.seq_len = {} exceeds the spec's max_seq_len = {}", config.batch.seq_len, spec.max_seq_len),
-            "train at most max_seq_len tokens",
-        ));
-    }
-    Ok(Recipe { path: path.into(), config, spec, spec_path, text, spec_text })
+    Ok(config)
 }
 
 /// Is this YAML text a run recipe (it names a `spec:`) rather than a model spec?

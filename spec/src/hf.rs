@@ -26,6 +26,33 @@ pub enum HfError {
     NotExportable { field: &'static str, reason: String },
 }
 
+/// Why a `config.json` file cannot be used as a spec: the file, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum HfFileError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Config { path: std::path::PathBuf, source: HfError },
+    #[error("{path}: the imported spec breaks a rule at `{field}`: {message} ({help})")]
+    Invalid { path: std::path::PathBuf, field: String, message: String, help: String },
+}
+
+/// Reads the `config.json` at `path` and imports it as a spec named `name` (not yet held to the
+/// spec rules: see [`checked`]).
+pub fn load(path: &std::path::Path, name: &str) -> Result<Spec, HfFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HfFileError::Io { path: path.into(), source })?;
+    import(&text, name).map_err(|source| HfFileError::Config { path: path.into(), source })
+}
+
+/// `spec`, imported from `path`, if it keeps every spec rule (an imported spec is held to the
+/// rules of a hand-written one).
+pub fn checked(path: &std::path::Path, spec: Spec) -> Result<Spec, HfFileError> {
+    match crate::validate::validate(&spec).into_iter().next() {
+        Some(v) => Err(HfFileError::Invalid { path: path.into(), field: v.path, message: v.message, help: v.help }),
+        None => Ok(spec),
+    }
+}
+
 fn line_note(line: Option<usize>) -> String {
     line.map(|l| format!(" (config.json line {l})")).unwrap_or_default()
 }

@@ -22,6 +22,7 @@ mod parse;
 pub mod select;
 pub mod types;
 pub mod validate;
+pub mod yaml;
 
 pub use error::{Problem, ProblemKind, SpecError};
 pub use parse::{load, parse, parse_unvalidated};

@@ -32,8 +32,27 @@ pub fn parse(file: &str, src: &str) -> Result<Spec, SpecError> {
     }
 }
 
+/// The error for YAML nested deeper than serde_yaml can read (see [`crate::yaml`]).
+pub(crate) fn too_deep(file: &str, src: &str, (line, column): (usize, usize)) -> SpecError {
+    let message = format!("brackets nested more than {} deep", crate::yaml::MAX_DEPTH);
+    SpecError::Problems(Box::new(ProblemSet::new(
+        file,
+        src,
+        vec![Problem {
+            kind: ProblemKind::Syntax,
+            path: String::new(),
+            pos: Pos { line, column },
+            message,
+            help: Some("no spec or recipe nests lists or maps that deep".into()),
+        }],
+    )))
+}
+
 /// Parses spec text into its typed form without checking the rules.
 pub fn parse_unvalidated(file: &str, src: &str) -> Result<Spec, SpecError> {
+    if let Some(pos) = crate::yaml::too_deep(src) {
+        return Err(too_deep(file, src, pos));
+    }
     serde_yaml::from_str::<Spec>(src).map_err(|shape_err| {
         // serde_yaml streams: broken syntax can surface as a type error first. Report the
         // syntax error when there is one.

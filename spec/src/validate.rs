@@ -484,7 +484,7 @@ pub fn fp8_k_dims(s: &Spec) -> Vec<(&'static str, u64)> {
         ks.push(("attention.mla.q_lora_rank", m.q_lora_rank));
     }
     // o_proj's input is the heads' concatenated values.
-    ks.push(("attention.mla.v_head_dim", m.n_heads * m.v_head_dim));
+    ks.push(("attention.mla.v_head_dim", m.n_heads.saturating_mul(m.v_head_dim)));
     if let (Some(d), true) = (&s.dense, s.n_dense_layers() > 0) {
         ks.push(("dense.intermediate_size", d.intermediate_size));
     }

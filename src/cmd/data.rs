@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use dsv3c_data::config::PrepareConfig;
 use dsv3c_spec::inspect::human_count;
-use miette::{miette, IntoDiagnostic, Result, WrapErr};
+use miette::{miette, Result};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Data {
@@ -32,10 +32,7 @@ pub fn run(d: Data) -> Result<ExitCode> {
     let Data::Prepare(a) = d;
     let (cfg, base) = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("cannot read {}", p.display()))?;
-            let cfg: PrepareConfig = serde_yaml::from_str(&text).map_err(|e| miette!("{}: {e}", p.display()))?;
+            let cfg = PrepareConfig::load(p).map_err(|e| miette!("{e}"))?;
             (cfg, p.parent().map(PathBuf::from).unwrap_or_default())
         }
         None => (PrepareConfig::default(), PathBuf::from(".")),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dsv3c_runtime::program::ParamGroup;
-use miette::{miette, IntoDiagnostic, Result, WrapErr};
+use miette::{miette, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,10 +35,7 @@ pub struct Args {
 /// Reads the token batches: a non-empty JSON array of equal-length, non-empty arrays of ids
 /// below `vocab`.
 fn read_tokens(path: &std::path::Path, vocab: u64) -> Result<(usize, usize, Vec<f32>)> {
-    let text =
-        std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
-    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(&text)
-        .map_err(|e| miette!("{}: expected a JSON array of arrays of token ids: {e}", path.display()))?;
+    let rows = dsv3c_runtime::data::token_json::read(path).map_err(|e| miette!("{e}"))?;
     let seq = rows.first().map_or(0, Vec::len);
     if rows.is_empty() || seq == 0 {
         return Err(miette!("{}: no tokens", path.display()));
@@ -52,11 +49,11 @@ fn read_tokens(path: &std::path::Path, vocab: u64) -> Result<(usize, usize, Vec<
                 row.len()
             ));
         }
-        for (i, v) in row.iter().enumerate() {
-            match v.as_u64() {
-                Some(t) if t < vocab => flat.push(t as f32),
-                _ => return Err(miette!("{}: token [{b}][{i}] = {v} is not an id in 0..{vocab}", path.display())),
+        for (i, &t) in row.iter().enumerate() {
+            if u64::from(t) >= vocab {
+                return Err(miette!("{}: token [{b}][{i}] = {t} is not an id in 0..{vocab}", path.display()));
             }
+            flat.push(t as f32);
         }
     }
     Ok((rows.len(), seq, flat))
@@ -89,7 +86,7 @@ fn eval_checkpoint(dir: &std::path::Path, data: &[PathBuf], json: bool) -> Resul
     } else {
         let mut tokens = Vec::new();
         for p in data {
-            tokens.extend(dsv3c_runtime::data::shard::read(p).map_err(|e| miette!("{e}"))?);
+            tokens.extend(dsv3c_runtime::data::shard::read_within(p, spec.vocab_size).map_err(|e| miette!("{e}"))?);
         }
         let n = tokens.len() / seq;
         (tokens, (0..n).collect())

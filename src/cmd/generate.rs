@@ -13,7 +13,7 @@ use dsv3c_runtime::data::tokenizer::Tokenizer;
 use dsv3c_runtime::generate::{cache_needed, check_prompts, generate, sampler::Sampling, Programs};
 use dsv3c_runtime::program::{Backend, Space};
 use dsv3c_spec::types::KvCacheDtype;
-use miette::{miette, IntoDiagnostic, Result, WrapErr};
+use miette::{miette, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheArg {
@@ -128,25 +128,7 @@ fn from_checkpoint(dir: &Path) -> Result<Model> {
 /// The prompts: a JSON array of arrays of token ids, or the text through the tokenizer.
 fn prompts(a: &Args, tokenizer: Option<&Tokenizer>) -> Result<Vec<Vec<u32>>> {
     if let Some(path) = &a.prompt_tokens {
-        let text = std::fs::read_to_string(path)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot read {}", path.display()))?;
-        let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(&text)
-            .map_err(|e| miette!("{}: expected a JSON array of arrays of token ids: {e}", path.display()))?;
-        return rows
-            .iter()
-            .enumerate()
-            .map(|(b, row)| {
-                row.iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        v.as_u64()
-                            .and_then(|t| u32::try_from(t).ok())
-                            .ok_or_else(|| miette!("{}: token [{b}][{i}] = {v} is not a token id", path.display()))
-                    })
-                    .collect()
-            })
-            .collect();
+        return dsv3c_runtime::data::token_json::read(path).map_err(|e| miette!("{e}"));
     }
     let text = a.prompt.as_deref().unwrap_or_default();
     let tok = tokenizer.ok_or_else(|| {

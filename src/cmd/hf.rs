@@ -31,9 +31,6 @@ pub struct ExportArgs {
 }
 
 pub fn import(a: ImportArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.config)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read {}", a.config.display()))?;
     let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
     let name = a
         .name
@@ -45,7 +42,7 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| "imported".into());
     let name: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
-    let spec = hf::import(&text, name.trim_start_matches('.')).map_err(|e| miette!("{}: {e}", a.config.display()))?;
+    let spec = hf::load(&a.config, name.trim_start_matches('.')).map_err(|e| miette!("{e}"))?;
     let yaml = format!("# Imported from {} by dsv3c import-hf.\n{}", a.config.display(), spec.to_yaml());
     // The imported spec must satisfy every rule, like a hand-written one.
     dsv3c_spec::parse(&a.out.as_ref().map_or("<stdout>".into(), |p| p.display().to_string()), &yaml)
@@ -91,15 +88,14 @@ pub struct HfCheckpoint {
 /// Reads `dir/config.json` and the weights beside it (`name` names the spec).
 pub fn read_checkpoint(dir: &std::path::Path, name: &str) -> Result<HfCheckpoint> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read {}", config_path.display()))?;
-    let mut spec = dsv3c_spec::hf::import(&text, name).map_err(|e| miette!("{}: {e}", config_path.display()))?;
+    let mut spec = dsv3c_spec::hf::load(&config_path, name).map_err(|e| miette!("{e}"))?;
     let tensors = dsv3c_runtime::checkpoint::read_dir(dir).map_err(|e| miette!("{e}"))?;
     let mtp_prefix = format!("model.layers.{}.", spec.n_layers);
     if !tensors.keys().any(|k| k.starts_with(&mtp_prefix)) {
         spec.mtp = None;
     }
+    // The weights are read as f32 (FP8 ones dequantized): the spec computes in f32.
     spec.precision = Default::default();
+    let spec = dsv3c_spec::hf::checked(&config_path, spec).map_err(|e| miette!("{e}"))?;
     Ok(HfCheckpoint { spec, tensors, config_path })
 }

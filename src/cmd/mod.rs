@@ -53,8 +53,8 @@ pub fn checkpoint_recipe(dir: &Path) -> Result<CheckpointRecipe> {
     let spec_text = read(&spec_path)?;
     let spec = dsv3c_spec::parse(&spec_path.display().to_string(), &spec_text).map_err(miette::Report::new)?;
     let config_path = dir.join("config.yaml");
-    let config =
-        serde_yaml::from_str(&read(&config_path)?).map_err(|e| miette::miette!("{}: {e}", config_path.display()))?;
+    let config = dsv3c_spec::config::parse_config(&config_path.display().to_string(), &read(&config_path)?)
+        .map_err(miette::Report::new)?;
     Ok(CheckpointRecipe { spec, spec_path, spec_text, config })
 }
 

@@ -149,7 +149,7 @@ pub fn corpus_tokens(r: &Recipe) -> Result<Vec<u32>> {
             let base = r.path.parent().unwrap_or(Path::new("."));
             let mut all = Vec::new();
             for s in &d.shards {
-                all.extend(shard::read(&base.join(s)).map_err(|e| miette!("{e}"))?);
+                all.extend(shard::read_within(&base.join(s), r.spec.vocab_size).map_err(|e| miette!("{e}"))?);
             }
             all
         }

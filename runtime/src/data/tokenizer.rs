@@ -28,7 +28,15 @@ impl Tokenizer {
             return Ok(Tokenizer::Gpt2(Box::new(tiktoken_rs::r50k_base().map_err(|e| load(e.to_string()))?)));
         }
         if name.ends_with(".json") {
-            let t = tokenizers::Tokenizer::from_file(base.join(name)).map_err(|e| load(e.to_string()))?;
+            let path = base.join(name);
+            let load = |reason: String| TokenizerError::Load { name: path.display().to_string(), reason };
+            let text = std::fs::read_to_string(&path).map_err(|e| load(e.to_string()))?;
+            // The JSON is checked first: the tokenizers crate panics (rather than failing) on some
+            // malformed files, e.g. one that ends inside its `decoder`.
+            serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| load(format!("not JSON: {e}")))?;
+            let parsed = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
+                .map_err(|_| load("the tokenizers crate could not read it (it panicked)".into()))?;
+            let t = parsed.map_err(|e| load(e.to_string()))?;
             let eot = EOT_NAMES.iter().find_map(|n| t.token_to_id(n));
             return Ok(Tokenizer::HfJson(Box::new(t), eot));
         }

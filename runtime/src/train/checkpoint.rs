@@ -46,6 +46,33 @@ impl RunState {
     }
 }
 
+impl RunState {
+    /// Whether the values can be a run's: counts a run can reach, and a guard window of finite
+    /// norms. A state that fails this came from a damaged or hand-edited file.
+    pub fn check(&self) -> Result<(), String> {
+        let g = &self.guard;
+        if self.step > MAX_STEP {
+            return Err(format!("step {} is beyond any run (at most 2^53)", self.step));
+        }
+        if self.tokens > dsv3c_spec::config::MAX_TOKENS {
+            return Err(format!("{} tokens is beyond any run (at most 10^18)", self.tokens));
+        }
+        if g.skipped > self.step || g.skipped_in_row > g.skipped {
+            return Err(format!(
+                "the guard counts {} skipped steps ({} in a row) after {} steps",
+                g.skipped, g.skipped_in_row, self.step
+            ));
+        }
+        if g.norms.len() > 10_000 || g.norms.iter().any(|n| !n.is_finite() || *n < 0.0) {
+            return Err("the guard's window holds more than 10000 norms, or one that is not finite".into());
+        }
+        Ok(())
+    }
+}
+
+/// The largest step a run state may hold (exact in an f64, far from u64's overflow).
+pub const MAX_STEP: u64 = 1 << 53;
+
 /// What the step guard remembers between steps.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GuardState {
@@ -304,11 +331,19 @@ pub fn load(path: &Path) -> Result<Loaded, RunCheckpointError> {
     let mut opt = read_file(&path.join(FILES[1]))?;
     let step = opt
         .remove("step")
-        .and_then(|t| t.data.first().copied())
-        .ok_or_else(|| corrupt("optimizer state has no `step`".into()))? as u64;
+        .and_then(|t| (t.data.len() == 1).then_some(t.data[0]))
+        .ok_or_else(|| corrupt("optimizer state has no `step` (one number)".into()))?;
+    if !(step >= 0.0 && step <= MAX_STEP as f32 && step.fract() == 0.0) {
+        return Err(corrupt(format!("the optimizer's step is {step}, not a step count")));
+    }
+    let step = step as u64;
     let run: RunState =
         serde_json::from_str(&std::fs::read_to_string(path.join(FILES[2])).map_err(|e| corrupt(e.to_string()))?)
             .map_err(|e| corrupt(format!("state.json: {e}")))?;
+    run.check().map_err(|e| corrupt(format!("state.json: {e}")))?;
+    if step > run.step {
+        return Err(corrupt(format!("the optimizer has taken {step} steps, the run state says {}", run.step)));
+    }
     Ok(Loaded { path: path.into(), model, optimizer: SavedMoments { step, tensors: opt }, run })
 }
 

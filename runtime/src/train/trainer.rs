@@ -104,8 +104,8 @@ pub struct Trainer<'a, B: Backend = Cpu> {
 pub enum TrainError {
     #[error(transparent)]
     Loader(#[from] LoaderError),
-    #[error(transparent)]
-    Load(#[from] crate::checkpoint::LoadError),
+    #[error("checkpoint {path}: {source}")]
+    Load { path: String, source: crate::checkpoint::LoadError },
     #[error("checkpoint {path} was made by a different run (config hash {found}, this run {expected}); resume with the recipe that made it or start a new --out")]
     ConfigChanged { path: String, expected: String, found: String },
     #[error("checkpoint {path}: {source}")]
@@ -159,9 +159,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
                         found: l.run.config_hash,
                     });
                 }
-                crate::checkpoint::load_params(program, &l.model, &mut params)?;
-                run = l.run;
                 let path = l.path.display().to_string();
+                crate::checkpoint::load_params(program, &l.model, &mut params)
+                    .map_err(|source| TrainError::Load { path: path.clone(), source })?;
+                run = l.run;
                 let arena = l.optimizer.arena(program).map_err(|source| TrainError::OptimizerState { path, source })?;
                 (l.optimizer.step, arena)
             }
