@@ -220,6 +220,7 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
             next_tokens: next_tokens.map(t),
             draft_logits: draft_logits.map(t),
         }),
+        rank: None,
         params: laid.params,
         buffers: laid.buffers,
         kernels: laid.kernels,

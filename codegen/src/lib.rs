@@ -18,7 +18,7 @@ pub mod rust;
 pub mod step;
 
 pub use decode::{compile_decode, DecodeShape};
-pub use step::Training;
+pub use step::{DataParallel, Training};
 
 use dsv3c_runtime::Program;
 use dsv3c_spec::Spec;
@@ -32,6 +32,8 @@ pub enum CompileError {
     SeqTooLong { seq: usize, max: u64 },
     #[error("batch·seq = {0} tokens is more than 2^24, the largest count the plan indexes exactly")]
     TooManyTokens(usize),
+    #[error("rank {rank} of a job of {ranks} data-parallel ranks")]
+    Rank { rank: usize, ranks: usize },
     #[error("internal error: the plan broke an invariant: {0}")]
     Plan(#[from] dsv3c_runtime::program::ProgramError),
 }
@@ -45,6 +47,23 @@ pub fn compile(spec: &Spec, batch: usize, seq: usize) -> Result<Program, Compile
 /// Compiles `spec` into a training Program for `batch` sequences of `seq` tokens whose update
 /// step runs `training`'s optimizer.
 pub fn compile_training(spec: &Spec, batch: usize, seq: usize, training: Training) -> Result<Program, CompileError> {
+    compile_rank(spec, batch, seq, training, DataParallel::SINGLE)
+}
+
+/// Compiles `spec` into the training Program of one data-parallel rank: `batch` sequences of
+/// `seq` tokens per micro-batch on this rank, the gradients and routing statistics summed over
+/// the ranks in the update, and with ZeRO-1 the optimizer over this rank's shard
+/// ([`step::build`]). A job of one rank is the single-device program.
+pub fn compile_rank(
+    spec: &Spec,
+    batch: usize,
+    seq: usize,
+    training: Training,
+    dp: DataParallel,
+) -> Result<Program, CompileError> {
+    if dp.ranks == 0 || dp.rank >= dp.ranks {
+        return Err(CompileError::Rank { rank: dp.rank, ranks: dp.ranks });
+    }
     if batch == 0 || seq == 0 {
         return Err(CompileError::Shape { batch, seq });
     }
@@ -59,7 +78,7 @@ pub fn compile_training(spec: &Spec, batch: usize, seq: usize, training: Trainin
     let out = model::build(&mut b, spec, batch, seq);
     b.backward();
     let gamma = spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let io = step::build(&mut b, &out, training, gamma);
+    let io = step::build(&mut b, &out, training, gamma, dp);
     let mut program = plan::plan(b, &out, &io, &spec.name, batch, seq).map_err(CompileError::Plan)?;
     // The device payload: every kernel's CUDA source and launch geometry, or why the CUDA back end
     // has none for it.

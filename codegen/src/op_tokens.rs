@@ -285,6 +285,14 @@ pub fn op_tokens(op: &Op) -> TokenStream {
             let x = update(x);
             quote!(Op::Optimizer(#x))
         }
+        Op::AllReduce { n, ranks } => {
+            let [n, ranks] = [*n, *ranks].map(u);
+            quote!(Op::AllReduce { n: #n, ranks: #ranks })
+        }
+        Op::AllGather { n, ranks } => {
+            let [n, ranks] = [*n, *ranks].map(u);
+            quote!(Op::AllGather { n: #n, ranks: #ranks })
+        }
         Op::RopeAt { tokens, per_seq, heads, row_stride, head_stride, offset, dim, freqs: fr } => {
             let [tokens, per_seq, heads, row_stride, head_stride, offset, dim] =
                 [*tokens, *per_seq, *heads, *row_stride, *head_stride, *offset, *dim].map(u);

@@ -274,6 +274,7 @@ pub fn plan(
         buffers: laid.buffers,
         kernels: laid.kernels,
         decode: None,
+        rank: step.rank,
     };
     program.check()?;
     Ok(program)

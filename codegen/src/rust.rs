@@ -227,6 +227,22 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         quote!(Buffer { name: String::from(#name), offset: #o, len: #n, dtype: #d, live: (#a, #z) })
     });
     let name = &p.name;
+    // A per-rank program's place in its job, written out in full paths (a single-device
+    // program's is `None`, and its source is what it always was).
+    let rank = match &p.rank {
+        None => quote!(None),
+        Some(r) => {
+            let (dp, dp_rank) = (lit(r.dp), lit(r.dp_rank));
+            let zero = match &r.zero {
+                None => quote!(None),
+                Some(z) => {
+                    let [lo, hi, stride, moments] = [z.lo, z.hi, z.stride, z.moments].map(lit);
+                    quote!(Some(dsv3c_runtime::program::ZeroShard { lo: #lo, hi: #hi, stride: #stride, moments: #moments }))
+                }
+            };
+            quote!(Some(dsv3c_runtime::program::Rank { dp: #dp, dp_rank: #dp_rank, zero: #zero }))
+        }
+    };
     quote! {
         use dsv3c_runtime::op::*;
         use dsv3c_runtime::DType;
@@ -398,6 +414,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
                     expert_stats: EXPERT_STATS.to_vec(),
                 },
                 decode: None,
+                rank: #rank,
             }
         }
     }

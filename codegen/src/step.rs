@@ -6,8 +6,9 @@
 //! them) and moves each MoE layer's correction bias toward balance. Everything a step computes is
 //! a launch: the host writes the step's scalars and reads losses and metrics.
 
+use dsv3c_runtime::comm::shard;
 use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Scaling, Update, GRAD_NORM_CHUNK};
-use dsv3c_runtime::program::{Slice, Space};
+use dsv3c_runtime::program::{Rank, Slice, Space, ZeroShard};
 use dsv3c_runtime::DType;
 
 use crate::builder::{Arg, Builder, Fp8Copy, Phase, Tid, WeightsCopy};
@@ -34,6 +35,20 @@ impl From<&dsv3c_spec::config::Optimizer> for Training {
     }
 }
 
+/// A data-parallel rank a Program is compiled for: `ranks` ranks, this one `rank`, with the
+/// optimizer state sharded over them (ZeRO-1) or replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataParallel {
+    pub ranks: usize,
+    pub rank: usize,
+    pub zero: bool,
+}
+
+impl DataParallel {
+    /// The job of one rank.
+    pub const SINGLE: DataParallel = DataParallel { ranks: 1, rank: 0, zero: false };
+}
+
 /// The step's tensors the host reads or writes.
 pub struct StepIo {
     pub scalars: Tid,
@@ -42,6 +57,8 @@ pub struct StepIo {
     pub optim_len: usize,
     /// Bytes of the weights' compute copies.
     pub weight_bytes: usize,
+    /// The rank's place in its job (none: one device).
+    pub rank: Option<Rank>,
 }
 
 /// Byte offsets in the weights arena are rounded up to this.
@@ -120,8 +137,13 @@ fn weight_bytes(b: &Builder) -> usize {
 }
 
 /// Lays the parameters out and emits the start and update launches; `gamma` is the balancing
-/// bias's speed (no bias update when 0).
-pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo {
+/// bias's speed (no bias update when 0). On a data-parallel rank (`dp.ranks > 1`) the update
+/// first sums the gradients of the trained parameters and each MoE layer's routing statistics
+/// over the ranks — so the norm, the step guard and the bias update see the whole job's batch,
+/// the same on every rank — and under ZeRO-1 runs the optimizer over this rank's shard of the
+/// trained parameters alone (its moments the whole optimizer arena), then gathers the other
+/// ranks' shards.
+pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32, dp: DataParallel) -> StepIo {
     let [decay_end, embedding_end, trained, param_len] = b.lay_out_params();
     let scalars = b.tensor("step.scalars", scalars::LEN);
 
@@ -139,26 +161,58 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
     }
 
     b.phase = Phase::Update;
+    let ranks = dp.ranks.max(1);
+    if ranks > 1 {
+        let grad = Arg::Raw(Slice::grad(0, trained));
+        b.launch(Op::AllReduce { n: trained, ranks }, vec![grad], "gradients summed over the data-parallel ranks");
+        for (layer, &(stats, _)) in out.expert_stats.iter().enumerate() {
+            let n = b.len(stats);
+            b.context = format!("moe {layer}");
+            b.launch(Op::AllReduce { n, ranks }, vec![Arg::T(stats)], "routing statistics summed over the ranks");
+        }
+        b.context.clear();
+    }
     let partials = b.tensor("step.grad_norm_partials", trained.div_ceil(GRAD_NORM_CHUNK).max(1));
     let grad_norm = b.tensor("step.grad_norm", 1);
     let grad = Arg::Raw(Slice::grad(0, trained));
     b.launch(Op::GradNorm { n: trained }, vec![grad, Arg::T(partials), Arg::T(grad_norm)], "global gradient norm");
-    let u = Update { kind: t.optimizer, n: trained, decay_end, embedding_end, bf16_moments: t.bf16_moments };
+    let moments = match t.optimizer {
+        OptimizerKind::AdamW => 2,
+        OptimizerKind::Lion => 1,
+    };
+    // The elements this rank updates, and where their moments start in the optimizer arena.
+    let zero = (dp.zero && ranks > 1).then(|| {
+        let s = shard(trained, ranks, dp.rank);
+        ZeroShard { lo: s.start, hi: s.end, stride: trained.div_ceil(ranks), moments }
+    });
+    let (lo, hi, stride) = zero.map_or((0, trained, param_len), |z| (z.lo, z.hi, z.stride));
+    let n = hi - lo;
+    let clamp = |end: usize| end.clamp(lo, hi) - lo;
+    let u = Update {
+        kind: t.optimizer,
+        n,
+        decay_end: clamp(decay_end),
+        embedding_end: clamp(embedding_end),
+        bf16_moments: t.bf16_moments,
+    };
     let mut args = vec![
         Arg::T(scalars),
         Arg::T(grad_norm),
-        grad,
-        Arg::Raw(Slice::param(0, trained)),
-        Arg::Raw(Slice::optim(0, trained)),
+        Arg::Raw(Slice::grad(lo, n)),
+        Arg::Raw(Slice::param(lo, n)),
+        Arg::Raw(Slice::optim(0, n)),
     ];
-    let optim_len = match t.optimizer {
-        OptimizerKind::AdamW => {
-            args.push(Arg::Raw(Slice::optim(param_len, trained)));
-            2 * param_len
-        }
-        OptimizerKind::Lion => param_len,
-    };
-    b.launch(Op::Optimizer(u), args, "optimizer step");
+    if moments == 2 {
+        args.push(Arg::Raw(Slice::optim(stride, n)));
+    }
+    let optim_len = moments * stride;
+    if n > 0 {
+        b.launch(Op::Optimizer(u), args, "optimizer step");
+    }
+    if zero.is_some() {
+        let p = Arg::Raw(Slice::param(0, trained));
+        b.launch(Op::AllGather { n: trained, ranks }, vec![p], "updated parameter shards gathered from the ranks");
+    }
     if gamma != 0.0 {
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {
             let experts = b.param_len(bias);
@@ -168,5 +222,6 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32) -> StepIo 
         }
         b.context.clear();
     }
-    StepIo { scalars, grad_norm, optim_len, weight_bytes }
+    let rank = (ranks > 1).then_some(Rank { dp: ranks, dp_rank: dp.rank, zero });
+    StepIo { scalars, grad_norm, optim_len, weight_bytes, rank }
 }

@@ -3857,5 +3857,6 @@ pub fn program() -> Program {
             expert_stats: EXPERT_STATS.to_vec(),
         },
         decode: None,
+        rank: None,
     }
 }

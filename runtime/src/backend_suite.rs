@@ -44,6 +44,7 @@ pub fn arenas(param_len: usize, optim_len: usize, act_bytes: usize) -> Program {
             expert_stats: Vec::new(),
         },
         decode: None,
+        rank: None,
     }
 }
 

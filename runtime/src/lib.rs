@@ -5,6 +5,7 @@
 
 pub mod backend_suite;
 pub mod checkpoint;
+pub mod comm;
 pub mod cpu;
 pub mod data;
 pub mod device;

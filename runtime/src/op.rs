@@ -288,6 +288,15 @@ pub enum Op {
     /// AdamW: `[scalars, norm, grad, param (rw), m (rw), v (rw)]`;
     /// Lion: `[scalars, norm, grad, param (rw), m (rw)]`.
     Optimizer(Update),
+    /// Sum over the `ranks` data-parallel ranks, in place: `x = Σ_r x_r`, summed in rank order
+    /// (the same bits on every rank). A collective: the backend's communicator ([`crate::comm`])
+    /// runs it, every rank at the same point of its program. `[x (rw)]`
+    AllReduce { n: usize, ranks: usize },
+    /// Each of the `ranks` data-parallel ranks' shard of `x` — rank `r`'s is
+    /// [`crate::comm::shard`]`(n, ranks, r)` — sent to every rank, in place: afterwards every
+    /// shard holds its owner's values (ZeRO-1's parameter gather after the sharded update). A
+    /// collective, as [`Op::AllReduce`]. `[x (rw)]`
+    AllGather { n: usize, ranks: usize },
 }
 
 /// Elements per partial sum of [`Op::GradNorm`].
@@ -525,7 +534,14 @@ impl Op {
                 OptimizerKind::AdamW => "adamw",
                 OptimizerKind::Lion => "lion",
             },
+            AllReduce { .. } => "all_reduce",
+            AllGather { .. } => "all_gather",
         }
+    }
+
+    /// Is it a collective (run by the backend's communicator over the ranks, not by a kernel)?
+    pub fn is_collective(&self) -> bool {
+        matches!(self, Op::AllReduce { .. } | Op::AllGather { .. })
     }
 }
 

@@ -417,6 +417,61 @@ pub struct Program {
     /// A decode program's own lists and slices (none for a training program).
     #[serde(default)]
     pub decode: Option<Decode>,
+    /// Where a per-rank program sits in its parallel job (none: a single-device program).
+    #[serde(default)]
+    pub rank: Option<Rank>,
+}
+
+/// A per-rank program's place in a data-parallel job: after the backward its `update` sums the
+/// gradients and the routing statistics over the `dp` ranks (`Op::AllReduce`); under ZeRO-1 each
+/// rank then updates its shard of the trained parameters, holding only that shard's moments, and
+/// gathers the others' (`Op::AllGather`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rank {
+    /// Data-parallel ranks.
+    pub dp: usize,
+    /// This rank, `0..dp`.
+    pub dp_rank: usize,
+    /// ZeRO-1's shard of the optimizer state, when the moments are sharded.
+    pub zero: Option<ZeroShard>,
+}
+
+/// The trained elements `[lo, hi)` of the parameter arena whose moments a ZeRO-1 rank holds
+/// ([`crate::comm::shard`] of the trained elements): moment `k` (`m`, then AdamW's `v`) of
+/// element `lo + i` lies at `k·stride + i` of the optimizer arena, `stride` the largest shard's
+/// length (every rank's arena is the same size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZeroShard {
+    pub lo: usize,
+    pub hi: usize,
+    pub stride: usize,
+    /// Moments per element: 2 (AdamW), 1 (Lion).
+    pub moments: usize,
+}
+
+impl ZeroShard {
+    /// This shard of a single-device optimizer arena (`moments × param_len`, moment `k` of
+    /// element `e` at `k·param_len + e`), laid out as the rank's arena.
+    pub fn take(&self, full: &[f32], param_len: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.moments * self.stride];
+        for k in 0..self.moments {
+            let src = &full[k * param_len + self.lo..k * param_len + self.hi];
+            out[k * self.stride..k * self.stride + src.len()].copy_from_slice(src);
+        }
+        out
+    }
+
+    /// The rank's arena placed into a zeroed single-device arena (`moments × param_len`): the
+    /// other ranks' shards stay zero, for a sum over the ranks to assemble.
+    pub fn place(&self, shard: &[f32], param_len: usize) -> Vec<f32> {
+        let mut full = vec![0.0; self.moments * param_len];
+        for k in 0..self.moments {
+            let n = self.hi - self.lo;
+            full[k * param_len + self.lo..k * param_len + self.hi]
+                .copy_from_slice(&shard[k * self.stride..k * self.stride + n]);
+        }
+        full
+    }
 }
 
 /// What a decode program adds: it runs `start` once after the parameters are written (the

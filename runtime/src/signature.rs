@@ -372,6 +372,7 @@ impl Op {
                 a("kv_b", R, h.heads * (h.nope + h.v) * h.kvr),
                 a("o", Out(W), h.tokens * h.heads * h.v),
             ],
+            AllReduce { n, .. } | AllGather { n, .. } => vec![f("x", Out(Rw), n)],
             Optimizer(u) => {
                 let mut v = vec![
                     f("scalars", R, scalars::LEN),

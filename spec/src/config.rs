@@ -182,11 +182,52 @@ pub struct Parallel {
     /// Memory of one GPU in GB, for the layout check (0 on CPU runs).
     #[serde(default)]
     pub gpu_memory_gb: f64,
+    /// ZeRO stage over the data-parallel ranks: 1 shards the optimizer's moments (each rank
+    /// updates its shard of the parameters and gathers the rest), 0 replicates them. Either gives
+    /// the same numbers.
+    #[serde(default = "one_u8", skip_serializing_if = "is_one_u8")]
+    pub zero: u8,
+    /// Seconds a collective waits for the other ranks before the job stops with a timeout naming
+    /// the rank that waited and those that arrived.
+    #[serde(default = "default_collective_timeout", skip_serializing_if = "is_default_collective_timeout")]
+    pub collective_timeout_s: f64,
+}
+
+fn one_u8() -> u8 {
+    1
+}
+
+fn is_one_u8(x: &u8) -> bool {
+    *x == 1
+}
+
+fn default_collective_timeout() -> f64 {
+    600.0
+}
+
+fn is_default_collective_timeout(x: &f64) -> bool {
+    *x == default_collective_timeout()
+}
+
+impl Parallel {
+    /// Ranks of the job: `tp · pp · dp` (expert-parallel ranks are taken from the data- and
+    /// tensor-parallel ones).
+    pub fn world(&self) -> u64 {
+        self.tp.saturating_mul(self.pp).saturating_mul(self.dp)
+    }
 }
 
 impl Default for Parallel {
     fn default() -> Self {
-        Parallel { tp: 1, pp: 1, ep: 1, dp: 1, gpu_memory_gb: 0.0 }
+        Parallel {
+            tp: 1,
+            pp: 1,
+            ep: 1,
+            dp: 1,
+            gpu_memory_gb: 0.0,
+            zero: 1,
+            collective_timeout_s: default_collective_timeout(),
+        }
     }
 }
 
@@ -347,11 +388,13 @@ pub fn parse_config(file: &str, text: &str) -> Result<RunConfig, SpecError> {
         .iter()
         .try_fold(c.batch.micro_batch, |acc, &x| acc.checked_mul(x))
         .filter(|&t| t <= MAX_TOKENS);
-    let layout = [c.parallel.pp, c.parallel.ep, c.parallel.dp]
+    let pl = &c.parallel;
+    let layout = [pl.pp, pl.dp]
         .iter()
-        .try_fold(c.parallel.tp, |acc, &x| acc.checked_mul(x))
+        .try_fold(pl.tp, |acc, &x| acc.checked_mul(x))
         .is_some_and(|n| (1..=MAX_RANKS).contains(&n));
-    let checks: [(&str, bool, String, &str); 15] = [
+    let experts = layout && pl.ep >= 1 && (pl.dp * pl.tp).is_multiple_of(pl.ep);
+    let checks: [(&str, bool, String, &str); 18] = [
         ("steps", c.steps >= 1, format!("steps = {} must be at least 1", c.steps), "plan at least one step"),
         (
             "steps",
@@ -362,8 +405,26 @@ pub fn parse_config(file: &str, text: &str) -> Result<RunConfig, SpecError> {
         (
             "parallel",
             layout,
-            format!("tp × pp × ep × dp must lie in [1, {MAX_RANKS}] ranks"),
+            format!("tp × pp × dp (the job's ranks) must lie in [1, {MAX_RANKS}]"),
             "each degree is at least 1, e.g. dp: 8",
+        ),
+        (
+            "parallel.ep",
+            experts,
+            format!("parallel.ep = {} must be at least 1 and divide dp × tp = {}", pl.ep, pl.dp.saturating_mul(pl.tp)),
+            "expert-parallel ranks are taken from the data- and tensor-parallel ranks, as DeepSeek-V3 does",
+        ),
+        (
+            "parallel.zero",
+            pl.zero <= 1,
+            format!("parallel.zero = {} must be 0 or 1", pl.zero),
+            "1 (ZeRO-1) shards the optimizer state over the data-parallel ranks, 0 replicates it",
+        ),
+        (
+            "parallel.collective_timeout_s",
+            pl.collective_timeout_s.is_finite() && (0.001..=86_400.0).contains(&pl.collective_timeout_s),
+            "parallel.collective_timeout_s must lie in [0.001, 86400] seconds".into(),
+            "e.g. 600",
         ),
         ("batch.micro_batch", c.batch.micro_batch >= 1, "batch.micro_batch must be at least 1".into(), "e.g. 8"),
         (

@@ -34,6 +34,23 @@ impl Layout {
     pub fn gpus(&self) -> u64 {
         self.tp * self.pp * self.dp
     }
+
+    /// Why `compile --parallel` and `train` cannot run this layout yet, if they cannot: they run
+    /// data parallelism (with ZeRO-1 or without); expert and pipeline parallelism are to come,
+    /// and tensor parallelism is not planned (`inspect` and `select` still model all four).
+    pub fn unbuilt(&self) -> Option<String> {
+        let what = [("tp", self.tp), ("pp", self.pp), ("ep", self.ep)].into_iter().find(|(_, v)| *v > 1)?;
+        Some(match what.0 {
+            "tp" => format!(
+                "tp = {}: tensor parallelism is not part of dsv3c (DeepSeek-V3 trains without it: use dp, ep and pp)",
+                what.1
+            ),
+            k => format!(
+                "{k} = {}: only data parallelism (dp, with ZeRO-1 or without) runs in this build; expert and pipeline parallelism are not built yet",
+                what.1
+            ),
+        })
+    }
 }
 
 impl std::fmt::Display for Layout {

@@ -1,7 +1,8 @@
-//! `dsv3c compile SPEC [--out DIR] [--arch sm_90a] [--ptx] [--batch B] [--seq S]`: the specialized CUDA
-//! kernels (`DIR/kernels/*.cu`, their launch table `DIR/kernels/kernels.json`, and with `--ptx` each
-//! kernel's PTX from NVRTC beside it), the training graph as Rust (`DIR/graph.rs`) and the static memory
-//! plan (`DIR/plan.json`).
+//! `dsv3c compile SPEC [--out DIR] [--arch sm_90a] [--ptx] [--batch B] [--seq S] [--parallel dp=N
+//! [--zero 0|1] [--json]]`: the specialized CUDA kernels (`DIR/kernels/*.cu`, their launch table
+//! `DIR/kernels/kernels.json`, and with `--ptx` each kernel's PTX from NVRTC beside it), the training
+//! graph as Rust (`DIR/graph.rs`) and the static memory plan (`DIR/plan.json`) — with `--parallel`,
+//! one set per rank role under `DIR/ranks/<role>/`, and each role's bytes beside `inspect`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +36,17 @@ pub struct Args {
     /// launch table and the step's plan [default --out: generated/<spec name>/decode].
     #[arg(long)]
     pub decode: bool,
+    /// Compile the per-rank programs of a parallel layout, e.g. dp=8: one per rank role under
+    /// DIR/ranks/<role>/ (--batch is the micro-batch of one data-parallel rank).
+    #[arg(long, conflicts_with = "decode")]
+    pub parallel: Option<String>,
+    /// ZeRO stage with --parallel: 1 shards the optimizer state over the data-parallel ranks, 0
+    /// replicates it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1), requires = "parallel")]
+    pub zero: u8,
+    /// With --parallel, end with one JSON line of each role's bytes.
+    #[arg(long, requires = "parallel")]
+    pub json: bool,
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -53,13 +65,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.decode {
         return decode(&a, &spec, seq);
     }
-    let program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
-    let kernels = dsv3c_codegen::cuda::emit_program(&program).map_err(|e| miette!("cannot emit CUDA: {e}"))?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("generated").join(&spec.name));
-    write_kernels(&out, &program, &kernels, a.ptx.then_some(a.arch.as_str()))?;
-    let graph = dsv3c_codegen::rust::source(&program, &text).map_err(|e| miette!("{e}"))?;
-    write(&out.join("graph.rs"), &graph)?;
-    write(&out.join("plan.json"), &dsv3c_codegen::plan::to_json(&program))?;
+    if let Some(layout) = &a.parallel {
+        return parallel(&a, &spec, &text, seq, layout, &out);
+    }
+    let program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
+    let kernels = write_program(&a, &program, &text, &out)?;
     let mib = |b: usize| b as f64 / 1048576.0;
     let m = program.memory();
     let weights = if m.weights > 0 { format!(" (+ {:.1} MiB weight copies)", mib(m.weights)) } else { String::new() };
@@ -77,6 +88,87 @@ pub fn run(a: Args) -> Result<ExitCode> {
         mib(m.total()),
         out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one Program: its kernels (`out/kernels/`), its graph as Rust (`out/graph.rs`) and its plan
+/// (`out/plan.json`). Returns the kernels.
+fn write_program(
+    a: &Args,
+    program: &dsv3c_runtime::Program,
+    text: &str,
+    out: &Path,
+) -> Result<Vec<dsv3c_codegen::cuda::CudaKernel>> {
+    let kernels = dsv3c_codegen::cuda::emit_program(program).map_err(|e| miette!("cannot emit CUDA: {e}"))?;
+    write_kernels(out, program, &kernels, a.ptx.then_some(a.arch.as_str()))?;
+    let graph = dsv3c_codegen::rust::source(program, text).map_err(|e| miette!("{e}"))?;
+    write(&out.join("graph.rs"), &graph)?;
+    write(&out.join("plan.json"), &dsv3c_codegen::plan::to_json(program))?;
+    Ok(kernels)
+}
+
+/// `compile --parallel`: the programs of a layout's rank roles, each role's bytes, and how they
+/// compare with `inspect`'s model of the same layout. Data parallelism alone has one role — every
+/// rank holds the same arenas; under ZeRO-1 the ranks differ only in which shard of the optimizer
+/// state they own, and `DIR/ranks/dp/` holds rank 0's program.
+fn parallel(a: &Args, spec: &dsv3c_spec::Spec, text: &str, seq: usize, layout: &str, out: &Path) -> Result<ExitCode> {
+    use dsv3c_spec::memory::{memory, Layout, RunShape};
+    let l = Layout::parse(layout, None).map_err(|e| miette!("--parallel: {e}"))?;
+    l.check(spec, l.gpus()).map_err(|e| miette!("--parallel {l}: {e}"))?;
+    if let Some(why) = l.unbuilt() {
+        return Err(miette!("--parallel {l}: {why}"));
+    }
+    let dp = dsv3c_codegen::DataParallel { ranks: l.dp as usize, rank: 0, zero: a.zero == 1 };
+    let program = dsv3c_codegen::compile_rank(spec, a.batch, seq, dsv3c_codegen::Training::default(), dp)
+        .map_err(|e| miette!("{e}"))?;
+    let role = "dp";
+    let dir = out.join("ranks").join(role);
+    let kernels = write_program(a, &program, text, &dir)?;
+    let m = program.memory();
+    // Collectives run in place over the arenas (the in-process ranks' exchange is the host's; NCCL's
+    // own buffers are not counted).
+    let communication = 0usize;
+    // The report's fields in the documented order (`serde_json`'s maps sort their keys).
+    let bytes = [
+        ("parameters", m.master + m.weights),
+        ("gradients", m.gradients),
+        ("optimizer", m.optimizer),
+        ("activations", m.activations),
+        ("communication", communication),
+        ("total", m.total() + communication),
+    ]
+    .map(|(k, v)| format!("\"{k}\": {v}"))
+    .join(", ");
+    let shape = RunShape {
+        micro_batch: a.batch as u64,
+        seq_len: seq as u64,
+        moments: dsv3c_spec::types::Dtype::F32,
+        zero: a.zero,
+    };
+    let model = memory(spec, l, shape);
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    let diff = (m.total() as f64 - model.total) / model.total.max(1.0);
+    println!(
+        "{}: {l}, ZeRO-{}: {} rank(s) of role `{role}` ({} kernels, {} collectives), each {:.2} GiB: parameters {:.2}, \
+         gradients {:.2}, optimizer {:.2}, activations {:.2}, communication {:.2}; inspect models {:.2} GiB ({:+.1}%) -> {}",
+        spec.name,
+        a.zero,
+        l.dp,
+        kernels.len(),
+        program.launches().filter(|x| program.kernels[x.kernel].op.is_collective()).count(),
+        gib(m.total() as f64),
+        gib((m.master + m.weights) as f64),
+        gib(m.gradients as f64),
+        gib(m.optimizer as f64),
+        gib(m.activations as f64),
+        gib(communication as f64),
+        gib(model.total),
+        100.0 * diff,
+        dir.display()
+    );
+    if a.json {
+        println!("{{\"ranks\": [{{\"role\": \"{role}\", \"count\": {}, \"bytes\": {{{bytes}}}}}]}}", l.dp);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use dsv3c_runtime::comm::Collective;
+use dsv3c_runtime::cpu::Cpu;
 use dsv3c_runtime::data::{corpus, shard, tokenizer::Tokenizer};
 use dsv3c_runtime::train::checkpoint::{self, RunState};
 use dsv3c_runtime::train::run;
@@ -58,6 +60,10 @@ pub struct Args {
     /// naming its op and tensor (slow: for debugging).
     #[arg(long)]
     pub detect_anomaly: bool,
+    /// Run the recipe's parallel layout as N in-process ranks on the CPU, one thread each (N must
+    /// be the layout's world size, tp·pp·dp).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub nproc: Option<u64>,
 }
 
 /// The exit code of a run stopped by a signal after checkpointing (EX_TEMPFAIL: try again, with
@@ -106,13 +112,20 @@ pub fn resolve(p: &Path) -> PathBuf {
 }
 
 /// CRC-32 of what shapes a run's numbers: the spec and every recipe setting but the stop step,
-/// checkpointing and logging.
+/// checkpointing, logging and the parallel layout (the global batch counts, not how it is split).
 pub fn config_hash(r: &Recipe, seed: u64) -> String {
     let mut c = r.config.clone();
     c.checkpoint = Default::default();
     c.logging = Default::default();
     // When a run gives up changes no number it computes.
     c.guard.max_skipped = Default::default();
+    // Nor does the layout, for the same global batch: a checkpoint resumes under another layout
+    // (more ranks, fewer, more micro-batches per step) as long as each step trains on as many
+    // sequences, in the same order.
+    let b = &mut c.batch;
+    b.micro_batch = b.micro_batch.saturating_mul(b.accumulation).saturating_mul(c.parallel.dp);
+    b.accumulation = 1;
+    c.parallel = Default::default();
     c.seed = seed;
     let text = format!("{}\n{}", r.spec.to_yaml(), serde_json::to_string(&c).unwrap_or_default());
     format!("{:08x}", crc32fast::hash(text.as_bytes()))
@@ -187,10 +200,51 @@ fn log_line(r: &StepReport, target: u64, tok_s: f64) -> String {
 
 /// The recipe's model compiled for its micro-batch and sequence length, with its optimizer.
 pub fn compile(recipe: &dsv3c_spec::config::Recipe) -> Result<dsv3c_runtime::Program> {
+    compile_rank(recipe, 0)
+}
+
+/// Data-parallel rank `rank`'s program of the recipe's layout (the single-device program for a
+/// layout of one rank).
+pub fn compile_rank(recipe: &dsv3c_spec::config::Recipe, rank: usize) -> Result<dsv3c_runtime::Program> {
     let cfg = &recipe.config;
     let training = dsv3c_codegen::Training::from(&cfg.optimizer);
-    dsv3c_codegen::compile_training(&recipe.spec, cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize, training)
-        .map_err(|e| miette!("{e}"))
+    let dp = dsv3c_codegen::DataParallel { ranks: cfg.parallel.dp as usize, rank, zero: cfg.parallel.zero >= 1 };
+    let (micro, seq) = (cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize);
+    dsv3c_codegen::compile_rank(&recipe.spec, micro, seq, training, dp).map_err(|e| miette!("{e}"))
+}
+
+/// How many ranks run the recipe here: refuses what this build cannot run, naming the constraint.
+fn ranks_to_run(a: &Args, r: &Recipe) -> Result<usize> {
+    let p = &r.config.parallel;
+    let world = p.world();
+    let layout = dsv3c_spec::memory::Layout { tp: p.tp, pp: p.pp, ep: p.ep, dp: p.dp };
+    if let Some(why) = layout.unbuilt() {
+        return Err(miette!("{}: parallel.{why}", r.path.display()));
+    }
+    let launched = ["WORLD_SIZE", "SLURM_NTASKS"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok()).filter(|&n| n > 1).map(|n| (*k, n)));
+    if let (Some((var, n)), None) = (launched, a.nproc) {
+        return Err(miette!(
+            help = "run the job as in-process CPU ranks instead: dsv3c train --config ... --nproc N",
+            "{var}={n}: this looks like a multi-process launch (torchrun or SLURM); joining one needs the NCCL backend, which is not built yet"
+        ));
+    }
+    match a.nproc {
+        Some(n) if n != world => Err(miette!(
+            "--nproc {n}, but the recipe's layout has tp·pp·dp = {}·{}·{} = {world} ranks",
+            p.tp,
+            p.pp,
+            p.dp
+        )),
+        None if world > 1 => Err(miette!(
+            help = format!("run its {world} ranks in this process on the CPU with --nproc {world}"),
+            "{}: the recipe's layout has {world} ranks (parallel.dp = {})",
+            r.path.display(),
+            p.dp
+        )),
+        _ => Ok(world as usize),
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -207,7 +261,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let recipe = recipe;
     let cfg = &recipe.config;
-    let device = super::device::open(a.device)?;
+    let ranks = ranks_to_run(&a, &recipe)?;
+    // In-process ranks run on the CPU: `auto` means it for them.
+    let device = super::device::open(match (ranks, a.device) {
+        (2.., Device::Auto) => Device::Cpu,
+        (_, d) => d,
+    })?;
     let seed = a.seed.unwrap_or(cfg.seed);
     let target = a.steps.unwrap_or(cfg.steps);
     let every = a.checkpoint_every.unwrap_or(cfg.checkpoint.every);
@@ -234,25 +293,28 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         None
     };
-    let program = compile(&recipe)?;
-    let tokens = Arc::new(corpus_tokens(&recipe)?);
-    let run = RunState::fresh(seed, hash, recipe.spec.name.clone());
-    let backend = device.backend(&program)?;
-    let mut trainer =
-        Trainer::new(&program, &program, backend, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
-    trainer.set_detect_anomaly(a.detect_anomaly);
-    if trainer.run.step >= target {
-        eprintln!("already at step {} (target {target}); nothing to do", trainer.run.step);
+    let start_step = resume.as_ref().map_or(0, |l| l.run.step);
+    if start_step >= target {
+        eprintln!("already at step {start_step} (target {target}); nothing to do");
         return Ok(ExitCode::SUCCESS);
     }
+    let tokens = Arc::new(corpus_tokens(&recipe)?);
+    let run = RunState::fresh(seed, hash, recipe.spec.name.clone());
     eprintln!(
-        "training {} ({} params) on {} x {} tokens x {} accumulation, steps {}..{target} of {}, out {}",
+        "training {} ({} params) on {} x {} tokens x {} accumulation{}, steps {}..{target} of {}, out {}",
         recipe.spec.name,
-        human_count(program.param_len as f64),
+        human_count(dsv3c_spec::params::count(&recipe.spec).total as f64),
         cfg.batch.micro_batch,
         cfg.batch.seq_len,
         cfg.batch.accumulation,
-        trainer.run.step + 1,
+        match ranks {
+            1 => String::new(),
+            n => format!(
+                " x {n} data-parallel ranks ({}, in-process on the CPU)",
+                if cfg.parallel.zero >= 1 { "ZeRO-1" } else { "replicated optimizer state" }
+            ),
+        },
+        start_step + 1,
         cfg.steps,
         out.display()
     );
@@ -263,17 +325,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps | {elapsed} < {eta} | {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        pb.set_position(trainer.run.step);
+        pb.set_position(start_step);
         pb
     });
-    let say = |line: String, stdout: bool| match &bar {
-        Some(pb) => pb.println(line),
-        // A closed stdout (`| head`) does not stop the run.
-        None if stdout => {
-            let _ = writeln!(std::io::stdout(), "{line}");
-        }
-        None => eprintln!("{line}"),
-    };
     let stop = stop_on_signals()?;
     let options = run::RunOptions {
         target,
@@ -285,27 +339,34 @@ pub fn run(a: Args) -> Result<ExitCode> {
         validation_batches: a.validation_batches,
         stop: Some(&stop),
     };
-    let outcome = run::run(&mut trainer, &options, &mut |e| match e {
-        run::Event::Step { report, tokens_per_sec, logged, .. } => {
-            if let Some(skip) = &report.skipped {
-                say(format!("step {}/{target} skipped: {skip} (loss {:.4}, grad-norm {:.3e}); parameters, optimizer state and balancing bias unchanged", report.step, report.loss, report.grad_norm), false);
-            } else if logged {
-                say(log_line(report, target, tokens_per_sec), true);
-            }
-            if let Some(pb) = &bar {
-                pb.set_position(report.step);
-                pb.set_message(format!("loss {:.4}", report.loss));
-            }
+    let job = Job { options: &options, bar: bar.as_ref(), target, detect_anomaly: a.detect_anomaly };
+    let outcome = if ranks == 1 {
+        let program = compile(&recipe)?;
+        let backend = device.backend(&program)?;
+        let trainer =
+            Trainer::new(&program, &program, backend, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
+        job.drive(trainer, true).map_err(|e| miette!("{e}"))
+    } else {
+        if !matches!(device, super::device::Opened::Cpu) {
+            return Err(miette!(
+                help = "pass --device cpu",
+                "--nproc runs in-process ranks on the CPU; collectives on GPUs need the NCCL backend, which is not built yet"
+            ));
         }
-        run::Event::Checkpoint(path) => say(format!("checkpoint {}", path.display()), false),
-        run::Event::Validation { loss, seconds } => {
-            if let Some(pb) = &bar {
-                pb.finish_and_clear();
-            }
-            eprintln!("validation loss {loss:.4} | perplexity {:.2} | {seconds:.1}s", loss.exp());
-        }
-    })
-    .map_err(|e| miette!("{e}"));
+        let timeout = std::time::Duration::from_secs_f64(cfg.parallel.collective_timeout_s);
+        dsv3c_runtime::comm::run_ranks(ranks, timeout, |m| {
+            let rank = m.rank();
+            let program = compile_rank(&recipe, rank).map_err(|e| format!("{e}"))?;
+            let comm: Arc<dyn Collective> = Arc::new(m);
+            let backend = Cpu::with_comm(&program, comm.clone());
+            let trainer =
+                Trainer::on_rank(&program, &program, backend, cfg, tokens.clone(), run.clone(), resume.clone(), comm)
+                    .map_err(|e| e.to_string())?;
+            job.drive(trainer, rank == 0).map_err(|e| e.to_string())
+        })
+        .map(|mut outcomes| outcomes.swap_remove(0))
+        .map_err(|e| miette!("{e}"))
+    };
     if let Some(pb) = &bar {
         pb.finish_and_clear();
     }
@@ -320,11 +381,67 @@ pub fn run(a: Args) -> Result<ExitCode> {
         run::Outcome::Stopped { step, checkpoint } => {
             eprintln!(
                 "stopped on a signal after step {step}/{target}; checkpoint {}; continue with: dsv3c train --config {} --out {} --resume",
-                checkpoint.display(),
+                checkpoint.map_or("(none)".into(), |c| c.display().to_string()),
                 a.config.display(),
                 out.display()
             );
             Ok(ExitCode::from(EXIT_STOPPED))
         }
+    }
+}
+
+/// What every rank of a run shares: the loop's options and, for rank 0, the terminal.
+struct Job<'a> {
+    options: &'a run::RunOptions<'a>,
+    bar: Option<&'a indicatif::ProgressBar>,
+    target: u64,
+    detect_anomaly: bool,
+}
+
+impl Job<'_> {
+    /// Runs one rank's trainer to the target; the leader (rank 0) shows the steps.
+    fn drive<B: dsv3c_runtime::program::Backend>(
+        &self,
+        mut trainer: Trainer<'_, B>,
+        leader: bool,
+    ) -> std::result::Result<run::Outcome, run::RunError> {
+        trainer.set_detect_anomaly(self.detect_anomaly);
+        let (bar, target) = (self.bar, self.target);
+        let say = |line: String, stdout: bool| match bar {
+            Some(pb) => pb.println(line),
+            // A closed stdout (`| head`) does not stop the run.
+            None if stdout => {
+                let _ = writeln!(std::io::stdout(), "{line}");
+            }
+            None => eprintln!("{line}"),
+        };
+        let mut quiet = |_: run::Event<'_>| {};
+        let mut show = |e: run::Event<'_>| match e {
+            run::Event::Step { report, tokens_per_sec, logged, .. } => {
+                if let Some(skip) = &report.skipped {
+                    say(format!("step {}/{target} skipped: {skip} (loss {:.4}, grad-norm {:.3e}); parameters, optimizer state and balancing bias unchanged", report.step, report.loss, report.grad_norm), false);
+                } else if logged {
+                    say(log_line(report, target, tokens_per_sec), true);
+                }
+                if let Some(pb) = bar {
+                    pb.set_position(report.step);
+                    pb.set_message(format!("loss {:.4}", report.loss));
+                }
+            }
+            run::Event::Checkpoint(path) => say(format!("checkpoint {}", path.display()), false),
+            run::Event::Validation { loss, seconds } => {
+                if let Some(pb) = bar {
+                    pb.finish_and_clear();
+                }
+                eprintln!("validation loss {loss:.4} | perplexity {:.2} | {seconds:.1}s", loss.exp());
+            }
+        };
+        let on: &mut dyn FnMut(run::Event<'_>) = if leader { &mut show } else { &mut quiet };
+        let out = run::run(&mut trainer, self.options, on);
+        if let Err(e) = &out {
+            // The other ranks stop at their next collective, naming this one.
+            trainer.abort(&e.to_string());
+        }
+        out
     }
 }

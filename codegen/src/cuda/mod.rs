@@ -155,6 +155,9 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
         }
         AbsorbQuery(h) => decode::absorb_query(h),
         AbsorbOutput(h) => decode::absorb_output(h),
+        AllReduce { .. } | AllGather { .. } => {
+            return Err(unsupported(op, "a collective: the rank's communicator runs it, not a kernel"))
+        }
     };
     let key = if kernel.is_reference() { format!("{op:?}") } else { format!("{op:?}{:?}", kernel.dtypes) };
     let k = b.hashed(&key).finish(&op.signature(), &kernel.dtypes);
@@ -162,20 +165,30 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
     Ok(k)
 }
 
-/// Every kernel a Program needs, in the Program's kernel order. Checks every launch's footprint
-/// against its slices.
+/// Every kernel a Program needs, in the Program's kernel order — all but its collectives, which
+/// the rank's communicator runs ([`device_kernels`] pairs them with their indices). Checks every
+/// launch's footprint against its slices.
 pub fn emit_program(p: &Program) -> Result<Vec<CudaKernel>, EmitError> {
     check::footprints(p)?;
-    p.kernels.iter().map(emit_kernel).collect()
+    device_kernels(p).map(|(_, k)| emit_kernel(k)).collect()
+}
+
+/// The Program's kernels that run on the device (all but collectives), with their indices.
+pub fn device_kernels(p: &Program) -> impl Iterator<Item = (usize, &Kernel)> {
+    p.kernels.iter().enumerate().filter(|(_, k)| !k.op.is_collective())
 }
 
 /// The launch table beside the kernels (`kernels/kernels.json`): for each of the Program's kernels, in
 /// order, its file and entries. Deterministic, pretty-printed JSON.
 pub fn manifest(p: &Program, kernels: &[CudaKernel]) -> String {
+    // Each kernel's index in the Program (past the collectives, which have no kernel file); a
+    // list longer than the Program's (the decode programs' kernels together) counts on.
+    let index: Vec<usize> = device_kernels(p).map(|(i, _)| i).collect();
     let files: Vec<serde_json::Value> = kernels
         .iter()
         .enumerate()
-        .map(|(i, k)| {
+        .map(|(n, k)| {
+            let i = index.get(n).copied().unwrap_or(n);
             serde_json::json!({
                 "program_kernel": i,
                 "file": format!("{}.cu", k.stem),

@@ -21,6 +21,8 @@ pub struct Loader {
     rank: usize,
     world: usize,
     seed: u64,
+    /// Micro-batches per optimizer step: an epoch ends at a step boundary.
+    accumulation: usize,
     windows: Vec<usize>,
     order: Vec<usize>,
     pub position: Position,
@@ -28,7 +30,7 @@ pub struct Loader {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
-    #[error("the corpus has {tokens} tokens: too few for {needed} windows of {seq} tokens (micro-batch {micro} × {world} ranks)")]
+    #[error("the corpus has {tokens} tokens: too few for {needed} windows of {seq} tokens (micro-batch {micro} × {world} ranks × the step's micro-batches)")]
     TooSmall { tokens: usize, seq: usize, micro: usize, world: usize, needed: usize },
 }
 
@@ -48,9 +50,30 @@ impl Loader {
         if windows.len() < micro * world {
             return Err(LoaderError::TooSmall { tokens: tokens.len(), seq, micro, world, needed: micro * world });
         }
-        let mut l = Loader { tokens, seq, micro, rank, world, seed, windows, order: Vec::new(), position };
+        let mut l =
+            Loader { tokens, seq, micro, rank, world, seed, accumulation: 1, windows, order: Vec::new(), position };
         l.shuffle();
         Ok(l)
+    }
+
+    /// Ends epochs at optimizer-step boundaries, a step being `accumulation` micro-batches of
+    /// every rank: a new epoch starts when the next step's windows (`micro × world ×
+    /// accumulation`) do not fit in what is left of this one. The position (windows of the
+    /// epoch consumed by all ranks) is then the same for any layout with the same global batch —
+    /// a checkpoint resumes under another.
+    pub fn with_accumulation(mut self, accumulation: usize) -> Result<Loader, LoaderError> {
+        self.accumulation = accumulation.max(1);
+        let needed = self.micro * self.world * self.accumulation;
+        if self.windows.len() < needed {
+            return Err(LoaderError::TooSmall {
+                tokens: self.tokens.len(),
+                seq: self.seq,
+                micro: self.micro,
+                world: self.world,
+                needed,
+            });
+        }
+        Ok(self)
     }
 
     fn shuffle(&mut self) {
@@ -74,7 +97,10 @@ impl Loader {
     /// The next micro-batch of this rank: `micro × seq` token ids.
     pub fn next_batch(&mut self) -> Vec<u32> {
         let step = self.micro * self.world;
-        if self.position.cursor as usize + step > self.order.len() {
+        let group = step * self.accumulation;
+        let cursor = self.position.cursor as usize;
+        // (A position from elsewhere than a step boundary wraps when its micro-batch does not fit.)
+        if (cursor.is_multiple_of(group) && cursor + group > self.order.len()) || cursor + step > self.order.len() {
             self.position = Position { epoch: self.position.epoch + 1, cursor: 0 };
             self.shuffle();
         }

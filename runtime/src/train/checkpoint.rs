@@ -248,6 +248,7 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// A loaded checkpoint.
+#[derive(Debug, Clone)]
 pub struct Loaded {
     pub path: PathBuf,
     pub model: BTreeMap<String, crate::checkpoint::Tensor>,
@@ -267,13 +268,23 @@ impl SavedMoments {
     /// The moments laid out as `p`'s optimizer arena (`m`, then `v`), every parameter's found by
     /// name with its shape; or why they do not fit.
     pub fn arena(&self, p: &Program) -> Result<Vec<f32>, StateMismatch> {
+        match p.rank.and_then(|r| r.zero) {
+            Some(z) => Ok(z.take(&self.single_device_arena(p, z.moments)?, p.param_len)),
+            None => self.single_device_arena(p, if p.optim_len >= 2 * p.param_len { 2 } else { 1 }),
+        }
+    }
+
+    /// The moments (`moments` of them: 2 for AdamW, 1 for Lion) in the optimizer arena of a
+    /// single-device program with `p`'s parameters: `moments × param_len` elements, moment `k` of
+    /// element `e` at `k·param_len + e` (a ZeRO-1 rank takes its shard of it).
+    pub fn single_device_arena(&self, p: &Program, moments: usize) -> Result<Vec<f32>, StateMismatch> {
         if self.tensors.contains_key("m") {
             return Err(StateMismatch::LayoutDependent);
         }
         let n = p.param_len;
-        let mut arena = vec![0.0f32; p.optim_len];
+        let mut arena = vec![0.0f32; moments * n];
         let moments: &[(&str, usize)] =
-            if p.optim_len >= 2 * n { &[("exp_avg", 0), ("exp_avg_sq", n)] } else { &[("exp_avg", 0)] };
+            if moments >= 2 { &[("exp_avg", 0), ("exp_avg_sq", n)] } else { &[("exp_avg", 0)] };
         for &(kind, base) in moments {
             for x in &p.params {
                 let name = format!("{kind}.{}", x.name);

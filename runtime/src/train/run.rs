@@ -39,8 +39,9 @@ pub struct RunOptions<'a> {
 pub enum Outcome {
     /// It reached its target step.
     Finished,
-    /// It was asked to stop: after `step`, checkpointed in `checkpoint`.
-    Stopped { step: u64, checkpoint: PathBuf },
+    /// It was asked to stop: after `step`, checkpointed in `checkpoint` (rank 0 writes it: the
+    /// other ranks of a job see `None`).
+    Stopped { step: u64, checkpoint: Option<PathBuf> },
 }
 
 /// What happened, for a front end to show.
@@ -114,7 +115,10 @@ pub fn record(r: &StepReport, tokens_per_sec: f64, seconds: f64) -> serde_json::
 }
 
 /// Trains from the trainer's step up to `o.target`, appending to `o.out/metrics.jsonl` (after
-/// dropping lines past the trainer's step, as a resumed run recomputes them).
+/// dropping lines past the trainer's step, as a resumed run recomputes them). Every rank of a
+/// data-parallel job runs it with its own trainer, in step: rank 0 writes the metrics, the
+/// checkpoints and the validation loss, and a stop asked of any rank stops them all after the
+/// same step.
 pub fn run<B: Backend>(
     t: &mut Trainer<'_, B>,
     o: &RunOptions<'_>,
@@ -122,8 +126,14 @@ pub fn run<B: Backend>(
 ) -> Result<Outcome, RunError> {
     let path = o.out.join("metrics.jsonl");
     let io = |source| RunError::Io { path: path.clone(), source };
-    truncate_metrics(&path, t.run.step)?;
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+    let leader = t.rank().0 == 0;
+    let mut metrics = match leader {
+        true => {
+            truncate_metrics(&path, t.run.step)?;
+            Some(std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?)
+        }
+        false => None,
+    };
     let started = std::time::Instant::now();
     while t.run.step < o.target {
         let t0 = std::time::Instant::now();
@@ -131,19 +141,20 @@ pub fn run<B: Backend>(
         let seconds = t0.elapsed().as_secs_f64();
         let tokens_per_sec = t.tokens_per_step() as f64 / seconds.max(1e-9);
         let logged = r.step % o.log_every.max(1) == 0 || r.step == o.target || r.skipped.is_some();
-        if logged {
-            writeln!(metrics, "{}", record(&r, tokens_per_sec, seconds)).map_err(io)?;
+        if let (true, Some(m)) = (logged, metrics.as_mut()) {
+            writeln!(m, "{}", record(&r, tokens_per_sec, seconds)).map_err(io)?;
         }
         on(Event::Step { report: &r, seconds, tokens_per_sec, logged });
         if let Some(reason) = r.skipped {
             let skipped = t.run.guard.skipped_in_row;
             if skipped >= t.max_skipped() {
-                metrics.flush().map_err(io)?;
+                metrics.as_mut().map_or(Ok(()), |m| m.flush()).map_err(io)?;
                 let anomaly = t.find_non_finite().map_err(|source| RunError::Step { step: r.step, source })?;
                 return Err(RunError::Diverged { step: r.step, skipped, reason, anomaly: anomaly.map(Box::new) });
             }
         }
-        let stop = o.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        let asked = o.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        let stop = t.any_rank(asked).map_err(|source| RunError::Step { step: r.step, source })?;
         // A cadence checkpoint waits for an applied step: those of a run going bad would push its
         // good ones out.
         let due = (o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) || r.step == o.target;
@@ -151,13 +162,16 @@ pub fn run<B: Backend>(
             let p = t
                 .checkpoint(o.out, &o.texts, o.keep)
                 .map_err(|source| RunError::Checkpoint { step: r.step, source })?;
-            on(Event::Checkpoint(&p));
+            if let Some(p) = &p {
+                on(Event::Checkpoint(p));
+            }
             if stop && r.step < o.target {
-                metrics.flush().map_err(io)?;
+                metrics.as_mut().map_or(Ok(()), |m| m.flush()).map_err(io)?;
                 return Ok(Outcome::Stopped { step: r.step, checkpoint: p });
             }
         }
     }
+    let Some(mut metrics) = metrics else { return Ok(Outcome::Finished) };
     metrics.flush().map_err(io)?;
     if o.validation_batches > 0 {
         if let Some(loss) = t.validate(o.validation_batches).map_err(RunError::Validation)? {

@@ -10,6 +10,7 @@ use dsv3c_spec::config::RunConfig;
 use dsv3c_spec::types::Dtype;
 use serde::Serialize;
 
+use crate::comm::{Collective, CommError, Single};
 use crate::cpu::Cpu;
 use crate::data::loader::{Loader, LoaderError, Position};
 use crate::op::scalars;
@@ -98,6 +99,8 @@ pub struct Trainer<'a, B: Backend = Cpu> {
     detect_anomaly: bool,
     /// The last step's data position at its start and its scalars, to run it again.
     last_step: Option<(Position, Vec<f32>)>,
+    /// The data-parallel job this trainer is one rank of ([`Single`] for one device).
+    comm: Arc<dyn Collective>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,10 @@ pub enum TrainError {
     Backend(#[from] BackendError),
     #[error("step {step}: {anomaly}")]
     NonFinite { step: u64, anomaly: Box<Anomaly> },
+    #[error("the program is rank {program_rank} of {program_ranks} data-parallel ranks, the recipe's parallel.dp is {recipe}, and this trainer is rank {rank} of a job of {ranks}")]
+    Layout { program_rank: usize, program_ranks: usize, recipe: u64, rank: usize, ranks: usize },
+    #[error(transparent)]
+    Comm(#[from] CommError),
 }
 
 impl<'a> Trainer<'a, Cpu> {
@@ -138,13 +145,42 @@ impl<'a, B: Backend> Trainer<'a, B> {
     pub fn new(
         program: &'a Program,
         graph: &'a dyn Graph,
-        mut backend: B,
+        backend: B,
         config: &RunConfig,
         tokens: Arc<Vec<u32>>,
         run: RunState,
         resume: Option<Loaded>,
     ) -> Result<Trainer<'a, B>, TrainError> {
+        Trainer::on_rank(program, graph, backend, config, tokens, run, resume, Arc::new(Single))
+    }
+
+    /// A trainer that is one rank of a data-parallel job: `program` is this rank's (compiled for
+    /// it: `Program::rank`), `backend` runs its collectives over `comm`, and the trainer reduces
+    /// what the host sums (losses) over it. Every rank reads the same checkpoint and takes its
+    /// share (its ZeRO-1 shard of the moments); its loader serves this rank's micro-batches of
+    /// each step's global batch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_rank(
+        program: &'a Program,
+        graph: &'a dyn Graph,
+        mut backend: B,
+        config: &RunConfig,
+        tokens: Arc<Vec<u32>>,
+        run: RunState,
+        resume: Option<Loaded>,
+        comm: Arc<dyn Collective>,
+    ) -> Result<Trainer<'a, B>, TrainError> {
         check_optimizer(program, config)?;
+        let (program_rank, program_ranks) = program.rank.map_or((0, 1), |r| (r.dp_rank, r.dp));
+        if program_ranks != comm.ranks() || program_rank != comm.rank() || config.parallel.dp != program_ranks as u64 {
+            return Err(TrainError::Layout {
+                program_rank,
+                program_ranks,
+                recipe: config.parallel.dp,
+                rank: comm.rank(),
+                ranks: comm.ranks(),
+            });
+        }
         let seq = config.batch.seq_len as usize;
         let micro = config.batch.micro_batch as usize;
         let (train_w, val_w) = crate::data::loader::split(tokens.len(), seq, config.data.validation_fraction);
@@ -173,7 +209,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         };
         backend.write(program.whole(Space::Param), &params)?;
         backend.write(program.whole(Space::Optim), &opt.1)?;
-        let loader = Loader::new(tokens.clone(), train_w, seq, micro, 0, 1, run.seed, run.position)?;
+        let acc = config.batch.accumulation.max(1) as usize;
+        let loader =
+            Loader::new(tokens.clone(), train_w, seq, micro, comm.rank(), comm.ranks(), run.seed, run.position)?
+                .with_accumulation(acc)?;
         let val_windows = if val_w.len() >= micro { val_w } else { Vec::new() };
         let val = Loader::new(
             tokens,
@@ -196,6 +235,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             run,
             detect_anomaly: false,
             last_step: None,
+            comm,
         })
     }
 
@@ -205,7 +245,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut s = vec![0.0f32; scalars::LEN];
         s[scalars::LR] = lr as f32;
         s[scalars::STEP] = step as f32;
-        s[scalars::GRAD_SCALE] = 1.0 / self.config.batch.accumulation.max(1) as f32;
+        s[scalars::GRAD_SCALE] = 1.0 / self.micro_batches_per_step() as f32;
         s[scalars::BETA1] = o.beta1 as f32;
         s[scalars::BETA2] = o.beta2 as f32;
         s[scalars::EPS] = o.eps as f32;
@@ -214,6 +254,30 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s[scalars::CLIP] = o.grad_clip as f32;
         s[scalars::MAX_GRAD_NORM] = f32::INFINITY;
         s
+    }
+
+    /// Micro-batches of one optimizer step over all ranks (whose gradients' sum the update
+    /// averages).
+    fn micro_batches_per_step(&self) -> usize {
+        self.config.batch.accumulation.max(1) as usize * self.comm.ranks()
+    }
+
+    /// This rank, and the ranks of its job.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.ranks())
+    }
+
+    /// Whether any rank says yes (every rank calls it at the same point; one rank's signal stops
+    /// them all at the same step).
+    pub fn any_rank(&self, yes: bool) -> Result<bool, TrainError> {
+        let mut x = [yes as u8 as f64];
+        self.comm.all_reduce_f64(&mut x)?;
+        Ok(x[0] > 0.0)
+    }
+
+    /// Marks this rank's job failed (the other ranks' next collective names this rank and `why`).
+    pub fn abort(&self, why: &str) {
+        self.comm.abort(why);
     }
 
     fn scalar(&mut self, s: crate::program::Slice) -> Result<f64, TrainError> {
@@ -266,6 +330,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             }
             self.list(Phase::Backward, Some(mb))?;
         }
+        // The whole job's sums, the same on every rank: every rank decides alike.
+        let mut sums: Vec<f64> = [loss, total].into_iter().chain(mtp.iter().copied()).collect();
+        self.comm.all_reduce_f64(&mut sums)?;
+        let (loss, total) = (sums[0], sums[1]);
+        mtp.copy_from_slice(&sums[2..]);
         let loss_finite = loss.is_finite() && total.is_finite() && mtp.iter().all(|m| m.is_finite());
         if !loss_finite {
             // The host's word to the update ops: this step changes nothing.
@@ -308,7 +377,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         self.run.tokens += self.config.tokens_per_step();
         self.run.position = self.loader.position;
-        let inv = 1.0 / acc as f64;
+        let inv = 1.0 / (acc * self.comm.ranks()) as f64;
         Ok(StepReport {
             step: self.run.step,
             loss: loss * inv,
@@ -418,21 +487,37 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(self.backend.read(self.program.whole(Space::Param))?)
     }
 
-    /// The optimizer state, read back from the backend.
+    /// The optimizer state, read back from the backend — under ZeRO-1 assembled from every
+    /// rank's shard (a collective: every rank calls it).
     pub fn optimizer_state(&mut self) -> Result<State, TrainError> {
-        let arena = self.backend.read(self.program.whole(Space::Optim))?;
-        Ok(State::from_arena(self.program, self.opt_step, &arena))
+        let p = self.program;
+        let arena = self.backend.read(p.whole(Space::Optim))?;
+        let arena = match p.rank.and_then(|r| r.zero) {
+            Some(z) => {
+                // Each rank's shard in place, zeros elsewhere: the sum over the ranks is exact.
+                let mut full = z.place(&arena, p.param_len);
+                self.comm.all_reduce(&mut full)?;
+                full
+            }
+            None => arena,
+        };
+        Ok(State::from_arena(p, self.opt_step, &arena))
     }
 
-    /// Writes a checkpoint of the current step.
+    /// Writes a checkpoint of the current step: the whole model and optimizer state, in the
+    /// single-device layout whatever the job's (so any layout resumes it). Every rank calls it;
+    /// rank 0 writes, and the others get `None`.
     pub fn checkpoint(
         &mut self,
         dir: &std::path::Path,
         texts: &crate::train::checkpoint::Texts<'_>,
         keep: u64,
-    ) -> Result<std::path::PathBuf, CheckpointError> {
+    ) -> Result<Option<std::path::PathBuf>, CheckpointError> {
         let (params, opt) = (self.params()?, self.optimizer_state()?);
-        Ok(crate::train::checkpoint::save(dir, self.program, &params, &opt, &self.run, texts, keep)?)
+        if self.comm.rank() != 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::train::checkpoint::save(dir, self.program, &params, &opt, &self.run, texts, keep)?))
     }
 }
 

@@ -1,0 +1,91 @@
+//! Collectives over the ranks of a parallel job: the interface per-rank Programs call (their
+//! `AllReduce` and `AllGather` ops) and the trainer uses for what the host reduces (losses, the
+//! decision to stop, a ZeRO-1 checkpoint's moments). [`Single`] is the job of one rank, where
+//! every collective is the identity; [`in_process`] runs ranks as threads of one process with
+//! shared-memory collectives (the CPU backend's parallelism, and the tests'). NCCL, for GPUs, is
+//! the third implementation to come (issue 18's GPU half); it is not built yet.
+//!
+//! Semantics, the same for every implementation: every rank of a group calls the same
+//! collectives in the same order with the same lengths; a sum is taken in rank order 0, 1, …
+//! (deterministic, and the same bits on every rank); a rank that fails aborts the group, and the
+//! others' collectives return [`CommError::Aborted`] naming it instead of hanging; a collective
+//! that waits longer than the group's timeout for the other ranks fails with
+//! [`CommError::Timeout`].
+
+pub mod in_process;
+
+pub use in_process::{run_ranks, Group, Member, RankFailure};
+
+/// Why a collective did not complete.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommError {
+    #[error("rank {rank} failed: {why}")]
+    Aborted { rank: usize, why: String },
+    #[error("rank {rank}: {op} waited {seconds:.0} s for the other ranks (only ranks {arrived:?} of {ranks} arrived): the collective timed out (parallel.collective_timeout_s)")]
+    Timeout { rank: usize, op: &'static str, seconds: f64, arrived: Vec<usize>, ranks: usize },
+    #[error("rank {rank}: {op} of {len} elements, but rank {other} passed {other_len}: the ranks' programs disagree")]
+    Mismatch { rank: usize, op: &'static str, len: usize, other: usize, other_len: usize },
+}
+
+/// The collectives of one rank of a group.
+pub trait Collective: Send + Sync {
+    /// This rank, `0..ranks()`.
+    fn rank(&self) -> usize;
+    /// Ranks in the group.
+    fn ranks(&self) -> usize;
+    /// `x = Σ_r x_r` over the ranks, summed in rank order.
+    fn all_reduce(&self, x: &mut [f32]) -> Result<(), CommError>;
+    /// [`Collective::all_reduce`] in f64 (the host's sums: losses, counts).
+    fn all_reduce_f64(&self, x: &mut [f64]) -> Result<(), CommError>;
+    /// Each rank's shard ([`shard`] of `x.len()`) sent to every rank: afterwards every shard of
+    /// `x` holds its owner's values.
+    fn all_gather(&self, x: &mut [f32]) -> Result<(), CommError>;
+    /// Marks the group failed by this rank, so that every other rank's collectives return
+    /// [`CommError::Aborted`] naming it.
+    fn abort(&self, why: &str);
+}
+
+/// Rank `rank`'s shard of `n` elements split over `ranks`: `[rank·c, min((rank+1)·c, n))` with
+/// `c = ⌈n / ranks⌉` (the last shards may be shorter, or empty).
+pub fn shard(n: usize, ranks: usize, rank: usize) -> std::ops::Range<usize> {
+    let c = n.div_ceil(ranks.max(1));
+    (rank * c).min(n)..((rank + 1) * c).min(n)
+}
+
+/// The job of one rank: every collective leaves its data as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Single;
+
+impl Collective for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn ranks(&self) -> usize {
+        1
+    }
+    fn all_reduce(&self, _: &mut [f32]) -> Result<(), CommError> {
+        Ok(())
+    }
+    fn all_reduce_f64(&self, _: &mut [f64]) -> Result<(), CommError> {
+        Ok(())
+    }
+    fn all_gather(&self, _: &mut [f32]) -> Result<(), CommError> {
+        Ok(())
+    }
+    fn abort(&self, _: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_range_once_in_order() {
+        for n in [0usize, 1, 7, 8, 9, 100] {
+            for ranks in 1..6 {
+                let all: Vec<usize> = (0..ranks).flat_map(|r| shard(n, ranks, r)).collect();
+                assert_eq!(all, (0..n).collect::<Vec<_>>(), "n {n} ranks {ranks}");
+            }
+        }
+    }
+}

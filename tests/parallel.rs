@@ -1,0 +1,344 @@
+//! Data parallelism against the single-rank run of the same global batch: in-process ranks (one
+//! thread each) with the gradients and routing statistics summed by `AllReduce` ops, with ZeRO-1
+//! (each rank updating its shard of the parameters from its shard of the moments, then gathering)
+//! and without; checkpoints that move between layouts; a failing rank that stops the job.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsv3c_codegen::{DataParallel, Training};
+use dsv3c_runtime::comm::{run_ranks, Collective};
+use dsv3c_runtime::cpu::Cpu;
+use dsv3c_runtime::train::checkpoint::{self, Loaded, RunState, Texts};
+use dsv3c_runtime::train::trainer::{StepReport, Trainer};
+use dsv3c_runtime::Program;
+use dsv3c_spec::config::RunConfig;
+
+mod common;
+
+const STEPS: usize = 10;
+const SEQ: usize = 16;
+
+/// tiny (8 routed experts, top-2, a dense first layer and an MTP module) with a 512-token
+/// vocabulary, and a bias update fast enough to move within a few steps.
+fn spec() -> dsv3c_spec::Spec {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/tiny.yaml")).unwrap();
+    let text = text.replace("vocab_size: 50304", "vocab_size: 512");
+    dsv3c_spec::parse("tiny-512", &text).unwrap()
+}
+
+fn recipe(micro: u64, accumulation: u64, dp: u64, zero: u8) -> RunConfig {
+    serde_yaml::from_str(&format!(
+        "spec: tiny.yaml\nsteps: {STEPS}\nseed: 3\ndata: {{source: builtin, validation_fraction: 0.0}}\n\
+         batch: {{micro_batch: {micro}, accumulation: {accumulation}, seq_len: {SEQ}}}\n\
+         optimizer: {{kind: adamw, lr: 1.0e-2, weight_decay: 0.1, grad_clip: 1.0}}\n\
+         parallel: {{dp: {dp}, zero: {zero}, collective_timeout_s: 60}}\n"
+    ))
+    .unwrap()
+}
+
+/// A stream with something to learn: each token mostly follows from the one before.
+fn tokens() -> Arc<Vec<u32>> {
+    let mut r = dsv3c_runtime::init::SplitMix64::new(11);
+    let mut t = 0u32;
+    Arc::new(
+        (0..16384)
+            .map(|_| {
+                t = if r.next_u64().is_multiple_of(8) { (r.next_u64() % 512) as u32 } else { (t * 5 + 1) % 512 };
+                t
+            })
+            .collect(),
+    )
+}
+
+fn fresh() -> RunState {
+    RunState::fresh(3, String::new(), String::new())
+}
+
+/// What a job leaves: each step's report (rank 0's; every rank's must agree) and the final
+/// parameters.
+struct Ran {
+    reports: Vec<StepReport>,
+    params: Vec<f32>,
+}
+
+/// `steps` steps of `recipe` on `dp` in-process ranks (or the single-device trainer when
+/// `dp = 1`), from `resume` when given; with `save`, a checkpoint there at the end.
+fn train(recipe: &RunConfig, steps: usize, resume: Option<Loaded>, save: Option<&Path>) -> Ran {
+    let spec = spec();
+    let dp = recipe.parallel.dp as usize;
+    let training = Training::from(&recipe.optimizer);
+    let micro = recipe.batch.micro_batch as usize;
+    let texts = Texts { spec: "", config: "" };
+    let drive = |t: &mut Trainer<'_, Cpu>| {
+        let reports: Vec<StepReport> = (0..steps).map(|_| t.step().unwrap()).collect();
+        if let Some(dir) = save {
+            t.checkpoint(dir, &texts, 3).unwrap();
+        }
+        Ran { reports, params: t.params().unwrap() }
+    };
+    if dp == 1 {
+        let p = dsv3c_codegen::compile_training(&spec, micro, SEQ, training).unwrap();
+        let mut t = Trainer::on_cpu(&p, &p, recipe, tokens(), fresh(), resume).unwrap();
+        return drive(&mut t);
+    }
+    let zero = recipe.parallel.zero == 1;
+    let mut runs: Vec<Ran> = run_ranks(dp, Duration::from_secs(60), |m| {
+        let dpl = DataParallel { ranks: dp, rank: m.rank(), zero };
+        let p = dsv3c_codegen::compile_rank(&spec, micro, SEQ, training, dpl).unwrap();
+        let comm: Arc<dyn Collective> = Arc::new(m);
+        let backend = Cpu::with_comm(&p, comm.clone());
+        let mut t = Trainer::on_rank(&p, &p, backend, recipe, tokens(), fresh(), resume.clone(), comm)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(drive(&mut t))
+    })
+    .unwrap();
+    for (r, other) in runs.iter().enumerate().skip(1) {
+        let (a, b) = (&runs[0], other);
+        assert_eq!(a.reports, b.reports, "rank {r} reports other numbers than rank 0");
+        assert!(a.params == b.params, "rank {r} holds other parameters than rank 0");
+    }
+    runs.swap_remove(0)
+}
+
+/// Losses (total and main) and gradient norms agree to `tol` relative, step by step.
+fn agree(what: &str, a: &[StepReport], b: &[StepReport], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        for (name, u, v) in [
+            ("loss", x.loss, y.loss),
+            ("total loss", x.total_loss, y.total_loss),
+            ("grad norm", x.grad_norm, y.grad_norm),
+        ] {
+            let rel = (u - v).abs() / v.abs().max(1e-12);
+            assert!(rel <= tol, "{what}: step {} {name} {u} vs {v} (relative {rel:.2e} > {tol:.0e})", x.step);
+        }
+        assert_eq!(x.tokens, y.tokens, "{what}: step {} tokens", x.step);
+        assert_eq!(x.skipped, y.skipped);
+        // The balancing bias sees the job's loads: the same expert counts as one device's step.
+        let loads = |r: &StepReport| r.moe.iter().map(|m| (m.utilization, m.max_mean_load)).collect::<Vec<_>>();
+        assert_eq!(loads(x), loads(y), "{what}: step {} expert loads", x.step);
+    }
+}
+
+#[test]
+fn data_parallel_matches_one_device_with_and_without_zero1() {
+    let one = train(&recipe(2, 2, 1, 1), STEPS, None, None);
+    let losses: Vec<f64> = one.reports.iter().map(|r| r.loss).collect();
+    assert!(
+        losses.iter().all(|l| l.is_finite()) && losses.windows(2).all(|w| w[0] != w[1]),
+        "ten real steps: {losses:?}"
+    );
+    assert!(one.reports.iter().all(|r| r.skipped.is_none() && r.grad_norm > 0.0));
+    for zero in [0, 1] {
+        let two = train(&recipe(2, 1, 2, zero), STEPS, None, None);
+        agree(&format!("dp=2 zero={zero}"), &two.reports, &one.reports, 1e-5);
+    }
+    // Four ranks of one sequence each, ZeRO-1 over four shards.
+    let four = train(&recipe(1, 1, 4, 1), STEPS, None, None);
+    let one_by_one = train(&recipe(1, 4, 1, 1), STEPS, None, None);
+    agree("dp=4 zero=1", &four.reports, &one_by_one.reports, 1e-5);
+}
+
+#[test]
+fn zero1_shards_the_moments_and_updates_each_shard_once() {
+    let spec = spec();
+    let t = Training::default();
+    let single = dsv3c_codegen::compile_training(&spec, 2, SEQ, t).unwrap();
+    let mut lens = 0;
+    for rank in 0..3 {
+        let p = dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, DataParallel { ranks: 3, rank, zero: true }).unwrap();
+        let z = p.rank.unwrap().zero.unwrap();
+        assert_eq!(p.optim_len, 2 * z.stride, "rank {rank}: its moments alone");
+        assert!(p.optim_len * 3 < single.optim_len + 6, "rank {rank}: a third of the optimizer state");
+        lens += z.hi - z.lo;
+        let families: Vec<&str> = p.update.iter().map(|l| p.kernels[l.kernel].op.family()).collect();
+        let at = |f: &str| families.iter().position(|x| *x == f).unwrap_or_else(|| panic!("no {f} in {families:?}"));
+        assert!(at("all_reduce") < at("grad_norm") && at("adamw") < at("all_gather"), "{families:?}");
+    }
+    let trained = single.update.iter().find_map(|l| match &single.kernels[l.kernel].op {
+        dsv3c_runtime::Op::Optimizer(u) => Some(u.n),
+        _ => None,
+    });
+    assert_eq!(Some(lens), trained, "the shards cover the trained parameters once");
+    // A rank's program is not a device's: refused without its job.
+    let p = dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, DataParallel { ranks: 2, rank: 0, zero: true }).unwrap();
+    let err = Trainer::on_cpu(&p, &p, &recipe(2, 1, 2, 1), tokens(), fresh(), None).err().unwrap();
+    assert!(err.to_string().contains("rank 0 of 2"), "{err}");
+}
+
+#[test]
+fn checkpoints_move_between_layouts() {
+    let dir = std::env::temp_dir().join(format!("dsv3c-parallel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let load = |sub: &str| -> Loaded {
+        let (_, newest) = checkpoint::list(&dir.join(sub)).pop().expect("a checkpoint");
+        checkpoint::load(&newest).unwrap()
+    };
+    // dp=2 with ZeRO-1 for 6 steps straight, and for 3 then a checkpoint.
+    let straight = train(&recipe(2, 1, 2, 1), 6, None, None);
+    train(&recipe(2, 1, 2, 1), 3, None, Some(&dir.join("dp2")));
+    let ck = load("dp2");
+    assert_eq!(ck.run.step, 3);
+    // Resumed on one device (two micro-batches a step), on four ranks, and on two replicated.
+    for (what, r) in
+        [("dp=1", recipe(2, 2, 1, 1)), ("dp=4 zero=1", recipe(1, 1, 4, 1)), ("dp=2 zero=0", recipe(2, 1, 2, 0))]
+    {
+        let rest = train(&r, 3, Some(ck.clone()), None);
+        agree(&format!("dp=2 checkpoint resumed under {what}"), &rest.reports, &straight.reports[3..], 1e-5);
+    }
+    // And the other way: a one-device checkpoint into ZeRO-1 shards.
+    let one = train(&recipe(2, 2, 1, 1), 6, None, None);
+    train(&recipe(2, 2, 1, 1), 3, None, Some(&dir.join("dp1")));
+    let rest = train(&recipe(2, 1, 2, 1), 3, Some(load("dp1")), None);
+    agree("a one-device checkpoint resumed under dp=2 zero=1", &rest.reports, &one.reports[3..], 1e-5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_rank_that_fails_stops_the_job_and_is_named() {
+    let spec = spec();
+    let t = Training::default();
+    let r = recipe(2, 1, 2, 1);
+    let programs: Vec<Program> = (0..2)
+        .map(|rank| dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, DataParallel { ranks: 2, rank, zero: true }).unwrap())
+        .collect();
+    let err = run_ranks(2, Duration::from_secs(60), |m| {
+        // Rank 1 is handed rank 0's program: it refuses, and rank 0 must not wait for it forever.
+        let p = &programs[0];
+        let comm: Arc<dyn Collective> = Arc::new(m);
+        let backend = Cpu::with_comm(p, comm.clone());
+        let mut t = Trainer::on_rank(p, p, backend, &r, tokens(), fresh(), None, comm).map_err(|e| e.to_string())?;
+        for _ in 0..3 {
+            t.step().map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    })
+    .unwrap_err();
+    assert_eq!(err.rank, 1, "{err}");
+    assert!(err.to_string().contains("rank 1 of 2") && err.why.contains("the program is rank 0 of 2"), "{err}");
+}
+
+#[test]
+fn train_nproc_runs_the_layout_and_refuses_what_does_not_divide() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let recipe = |name: &str, layout: &str, micro: u64, acc: u64| {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "spec: {root}/spec/tiny.yaml\nsteps: 4\nseed: 1\ndata: {{source: builtin, tokenizer: gpt2, validation_fraction: 0.05}}\n\
+                 batch: {{micro_batch: {micro}, accumulation: {acc}, seq_len: 32}}\n\
+                 optimizer: {{kind: adamw, lr: 3.0e-3}}\nparallel: {{{layout}}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let losses = |out: &Path| -> Vec<f64> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+            .collect()
+    };
+    let dp2 = recipe("dp2", "dp: 2", 2, 1);
+    let one = recipe("one", "dp: 1", 2, 2);
+    let train = |cfg: &Path, out: &str, extra: &[&str]| {
+        let mut args = vec!["train", "--device", "cpu", "--validation-batches", "0", "--config"];
+        let (cfg, out) = (cfg.to_str().unwrap().to_string(), dir.join(out).to_str().unwrap().to_string());
+        args.push(&cfg);
+        args.extend(["--out", &out]);
+        args.extend(extra);
+        common::spawn(&args).wait_with_output().unwrap()
+    };
+    let a = train(&dp2, "a", &["--nproc", "2"]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(err.contains("x 2 data-parallel ranks (ZeRO-1"), "{err}");
+    let b = train(&one, "b", &[]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let (la, lb) = (losses(&dir.join("a")), losses(&dir.join("b")));
+    assert_eq!(la.len(), 4);
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "dp=2 {la:?} vs one device {lb:?}");
+    }
+    // The layout and the process count must agree, and what is not built says so.
+    for (cfg, extra, want) in [
+        (dp2.clone(), vec![], "the recipe's layout has 2 ranks"),
+        (dp2.clone(), vec!["--nproc", "3"], "--nproc 3, but the recipe's layout has tp·pp·dp = 1·1·2 = 2 ranks"),
+        (recipe("ep", "dp: 2, ep: 2", 2, 1), vec!["--nproc", "2"], "expert and pipeline parallelism are not built yet"),
+        (recipe("ep3", "dp: 2, ep: 3", 2, 1), vec!["--nproc", "2"], "parallel.ep = 3 must be at least 1 and divide dp"),
+        (recipe("tp", "tp: 2", 2, 1), vec!["--nproc", "2"], "tensor parallelism is not part of dsv3c"),
+    ] {
+        let out = train(&cfg, "refused", &extra);
+        let err = common::flat_stderr(&out);
+        assert!(!out.status.success() && err.contains(want), "{}: want `{want}` in:\n{err}", cfg.display());
+    }
+}
+
+#[test]
+fn compile_parallel_reports_each_role_and_agrees_with_inspect() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel-compile");
+    let _ = std::fs::remove_dir_all(&out);
+    let report = |zero: &str| -> serde_json::Value {
+        let o = out.to_str().unwrap();
+        let text = common::ok(&[
+            "compile",
+            "spec/tiny.yaml",
+            "--batch",
+            "4",
+            "--seq",
+            "64",
+            "--parallel",
+            "dp=2",
+            "--zero",
+            zero,
+            "--json",
+            "--out",
+            o,
+        ]);
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    };
+    let (z1, z0) = (report("1"), report("0"));
+    let (r1, r0) = (&z1["ranks"][0], &z0["ranks"][0]);
+    assert_eq!((r1["role"].as_str(), r1["count"].as_u64()), (Some("dp"), Some(2)), "{z1}");
+    let b = |r: &serde_json::Value, k: &str| r["bytes"][k].as_f64().unwrap();
+    let parts: f64 =
+        ["parameters", "gradients", "optimizer", "activations", "communication"].iter().map(|k| b(r1, k)).sum();
+    assert_eq!(parts, b(r1, "total"));
+    // ZeRO-1 halves the moments over two ranks, and nothing else (the replicated arena also spans
+    // the frozen router biases, which have none: a few hundred bytes).
+    assert!((b(r1, "optimizer") * 2.0 - b(r0, "optimizer")).abs() < 1024.0, "{z1} vs {z0}");
+    assert_eq!(b(r1, "parameters"), b(r0, "parameters"));
+    assert!(out.join("ranks/dp/plan.json").is_file() && out.join("ranks/dp/graph.rs").is_file());
+    let i: serde_json::Value = serde_json::from_str(&common::ok(&[
+        "inspect",
+        "spec/tiny.yaml",
+        "--json",
+        "--gpus",
+        "2",
+        "--gpu-memory",
+        "80",
+        "--parallel",
+        "dp=2",
+        "--micro-batch",
+        "4",
+        "--seq-len",
+        "64",
+        "--zero",
+        "1",
+    ]))
+    .unwrap();
+    let model = i["memory"]["total"].as_f64().unwrap();
+    let rel = (b(r1, "total") - model).abs() / model;
+    assert!(rel < 0.05, "compile {} vs inspect {model}: {:.1}% apart", b(r1, "total"), 100.0 * rel);
+    // What is not built is refused by name.
+    let o = common::dsv3c(&["compile", "spec/tiny.yaml", "--parallel", "dp=2,ep=2", "--out", out.to_str().unwrap()]);
+    let err = common::flat_stderr(&o);
+    assert!(!o.status.success() && err.contains("expert and pipeline parallelism are not built yet"), "{err}");
+}
