@@ -223,3 +223,36 @@ fn train_writes_a_plot_and_dsv3c_plot_draws_every_series() {
     let r = dsv3c(&["plot", dir.join("checkpoints").to_str().unwrap()]);
     assert!(!r.status.success() && flat_stderr(&r).contains("metrics.jsonl"));
 }
+
+/// A job of in-process ranks stops as one: a signal reaches every rank at the same step boundary
+/// (the ranks agree on it), rank 0 writes the checkpoint, and the run resumes on one device — and
+/// the other way — with the single-device run's losses.
+#[test]
+fn sigterm_stops_a_data_parallel_job_at_one_step_and_it_resumes_on_one_device() {
+    let dir = fresh("robust-dp");
+    // tiny-quick's global batch (2 sequences × 2 micro-batches) as 2 ranks × 2 sequences.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join(QUICK)).unwrap();
+    let text = text
+        .replace("accumulation: 2", "accumulation: 1")
+        .replace("spec: ../../../spec/tiny.yaml", &format!("spec: {}", root.join("spec/tiny.yaml").display()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dp2 = dir.join("dp2.yaml");
+    std::fs::write(&dp2, format!("{text}parallel: {{dp: 2}}\n")).unwrap();
+    let (one, job) = (dir.join("one"), dir.join("job"));
+    let base = ["train", "--steps", "8", "--validation-batches", "0", "--out"];
+    ok(&[&base[..], &[one.to_str().unwrap(), "--config", QUICK]].concat());
+    let args = [&base[..], &[job.to_str().unwrap(), "--config", dp2.to_str().unwrap(), "--nproc", "2"]].concat();
+    let (code, log) = signalled(&args, 2, &["TERM"]);
+    assert_eq!(code, Some(75), "a stopped job exits 75:\n{log}");
+    let stopped = dsv3c_runtime::train::checkpoint::list(&job).pop().expect("a checkpoint").0;
+    assert!((2..8).contains(&stopped), "checkpoint at step {stopped}");
+    // Resumed on one device, it continues the single-device run.
+    ok(&["train", "--steps", "8", "--validation-batches", "0", "--out", job.to_str().unwrap(), "--config", QUICK, "--resume"]);
+    let (a, b) = (losses(&one), losses(&job));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() <= 1e-5 * x.1, "step {}: loss {} on one device, {} from the job", x.0, x.1, y.1);
+    }
+}

@@ -112,7 +112,8 @@ pub fn resolve(p: &Path) -> PathBuf {
 }
 
 /// CRC-32 of what shapes a run's numbers: the spec and every recipe setting but the stop step,
-/// checkpointing, logging and the parallel layout (the global batch counts, not how it is split).
+/// checkpointing, logging, the parallel layout (the global batch counts, not how it is split) and the
+/// spec's path (its content counts).
 pub fn config_hash(r: &Recipe, seed: u64) -> String {
     let mut c = r.config.clone();
     c.checkpoint = Default::default();
@@ -126,6 +127,8 @@ pub fn config_hash(r: &Recipe, seed: u64) -> String {
     b.micro_batch = b.micro_batch.saturating_mul(b.accumulation).saturating_mul(c.parallel.dp);
     b.accumulation = 1;
     c.parallel = Default::default();
+    // The spec counts by its content (hashed below), not by the path the recipe names it by.
+    c.spec = Default::default();
     c.seed = seed;
     let text = format!("{}\n{}", r.spec.to_yaml(), serde_json::to_string(&c).unwrap_or_default());
     format!("{:08x}", crc32fast::hash(text.as_bytes()))
