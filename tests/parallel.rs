@@ -220,32 +220,39 @@ fn a_rank_that_fails_stops_the_job_and_is_named() {
     assert!(err.to_string().contains("rank 1 of 2") && err.why.contains("the program is rank 0 of 2"), "{err}");
 }
 
+/// A recipe over spec/tiny.yaml and the built-in corpus, 4 steps of `micro × acc` sequences of 32
+/// tokens per rank, with `layout` as its `parallel:`.
+fn cli_recipe(dir: &Path, name: &str, layout: &str, micro: u64, acc: u64) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "spec: {root}/spec/tiny.yaml\nsteps: 4\nseed: 1\ndata: {{source: builtin, tokenizer: gpt2, validation_fraction: 0.05}}\n\
+             batch: {{micro_batch: {micro}, accumulation: {acc}, seq_len: 32}}\n\
+             optimizer: {{kind: adamw, lr: 3.0e-3}}\nparallel: {{{layout}}}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The losses of a run's `metrics.jsonl`, step by step.
+fn metric_losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect()
+}
+
 #[test]
 fn train_nproc_runs_the_layout_and_refuses_what_does_not_divide() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel-cli");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let recipe = |name: &str, layout: &str, micro: u64, acc: u64| {
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "spec: {root}/spec/tiny.yaml\nsteps: 4\nseed: 1\ndata: {{source: builtin, tokenizer: gpt2, validation_fraction: 0.05}}\n\
-                 batch: {{micro_batch: {micro}, accumulation: {acc}, seq_len: 32}}\n\
-                 optimizer: {{kind: adamw, lr: 3.0e-3}}\nparallel: {{{layout}}}\n"
-            ),
-        )
-        .unwrap();
-        path
-    };
-    let losses = |out: &Path| -> Vec<f64> {
-        std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
-            .collect()
-    };
+    let recipe = |name: &str, layout: &str, micro: u64, acc: u64| cli_recipe(&dir, name, layout, micro, acc);
+    let losses = |out: &Path| metric_losses(out);
     let dp2 = recipe("dp2", "dp: 2", 2, 1);
     let one = recipe("one", "dp: 1", 2, 2);
     let train = |cfg: &Path, out: &str, extra: &[&str]| {
@@ -341,4 +348,87 @@ fn compile_parallel_reports_each_role_and_agrees_with_inspect() {
     let o = common::dsv3c(&["compile", "spec/tiny.yaml", "--parallel", "dp=2,ep=2", "--out", out.to_str().unwrap()]);
     let err = common::flat_stderr(&o);
     assert!(!o.status.success() && err.contains("expert and pipeline parallelism are not built yet"), "{err}");
+}
+
+/// `dsv3c train` as rank `rank` of a torchrun-style job of `world` processes meeting at `port`.
+fn launched(rank: usize, world: usize, port: u16, cfg: &Path, out: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dsv3c"))
+        .args(["train", "--device", "cpu", "--validation-batches", "0", "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_torchrun_job_of_two_processes_trains_like_one_device_and_a_lost_rank_stops_it() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel-launch");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dp2 = cli_recipe(&dir, "dp2", "dp: 2, collective_timeout_s: 20", 2, 1);
+    let one = cli_recipe(&dir, "one", "dp: 1", 2, 2);
+    let port = free_port();
+    let (job, single) = (dir.join("job"), dir.join("one"));
+    let ranks: Vec<_> = (0..2).map(|r| launched(r, 2, port, &dp2, &job)).collect();
+    for (r, c) in ranks.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "rank {r}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = common::dsv3c(&[
+        "train",
+        "--device",
+        "cpu",
+        "--validation-batches",
+        "0",
+        "--config",
+        one.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (metric_losses(&job), metric_losses(&single));
+    assert_eq!(a.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "two processes {a:?} vs one device {b:?}");
+    }
+    assert_eq!(checkpoint::list(&job).len(), 1, "rank 0 wrote the checkpoint");
+
+    // Rank 1 killed mid-run: rank 0 stops, naming it, instead of waiting.
+    let long = cli_recipe(&dir, "long", "dp: 2, collective_timeout_s: 20", 2, 1);
+    let text = std::fs::read_to_string(&long).unwrap().replace("steps: 4", "steps: 500");
+    std::fs::write(&long, text).unwrap();
+    let port = free_port();
+    let mut leader = launched(0, 2, port, &long, &dir.join("killed"));
+    let mut other = launched(1, 2, port, &long, &dir.join("killed"));
+    let stdout = leader.stdout.take().unwrap();
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.unwrap().starts_with("step 2/") {
+            other.kill().unwrap();
+            break;
+        }
+    }
+    let _ = other.wait();
+    let o = leader.wait_with_output().unwrap();
+    let err = common::flat_stderr(&o);
+    assert!(!o.status.success() && err.contains("rank 0 of 2") && err.contains("rank 1 failed"), "{err}");
+
+    // A rank that never comes: the job gives up after the timeout, naming who joined.
+    let lonely = cli_recipe(&dir, "lonely", "dp: 2, collective_timeout_s: 1", 2, 1);
+    let o = launched(0, 2, free_port(), &lonely, &dir.join("lonely")).wait_with_output().unwrap();
+    let err = common::flat_stderr(&o);
+    assert!(!o.status.success() && err.contains("only ranks [0] of 2 joined within 1 s"), "{err}");
 }

@@ -248,7 +248,18 @@ fn sigterm_stops_a_data_parallel_job_at_one_step_and_it_resumes_on_one_device() 
     let stopped = dsv3c_runtime::train::checkpoint::list(&job).pop().expect("a checkpoint").0;
     assert!((2..8).contains(&stopped), "checkpoint at step {stopped}");
     // Resumed on one device, it continues the single-device run.
-    ok(&["train", "--steps", "8", "--validation-batches", "0", "--out", job.to_str().unwrap(), "--config", QUICK, "--resume"]);
+    ok(&[
+        "train",
+        "--steps",
+        "8",
+        "--validation-batches",
+        "0",
+        "--out",
+        job.to_str().unwrap(),
+        "--config",
+        QUICK,
+        "--resume",
+    ]);
     let (a, b) = (losses(&one), losses(&job));
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {

@@ -1,6 +1,10 @@
 //! `dsv3c train [--config configs/tiny.yaml] [--steps N] [--out DIR] [--resume]
 //! [--checkpoint-every N] [--device auto|cpu|cuda|sim] [--micro-batch B] [--seq-len S] [--seed S]
-//! [--validation-batches N] [--detect-anomaly]`
+//! [--validation-batches N] [--detect-anomaly] [--nproc N]`
+//!
+//! A recipe whose layout has several ranks runs them as `--nproc` in-process CPU ranks, or — started
+//! by torchrun or SLURM (their environment says which rank this process is) — as this process's one
+//! rank of the job, joined to the others over TCP.
 //!
 //! SIGTERM, SIGINT or SIGUSR1 (SLURM's `--signal`) finish the step in progress, write a
 //! checkpoint and exit with [`EXIT_STOPPED`]; a second signal exits at once (128 + its number),
@@ -11,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use dsv3c_runtime::comm::launch::Launched;
 use dsv3c_runtime::comm::Collective;
 use dsv3c_runtime::cpu::Cpu;
 use dsv3c_runtime::data::{corpus, shard, tokenizer::Tokenizer};
@@ -216,37 +221,66 @@ pub fn compile_rank(recipe: &dsv3c_spec::config::Recipe, rank: usize) -> Result<
     dsv3c_codegen::compile_rank(&recipe.spec, micro, seq, training, dp).map_err(|e| miette!("{e}"))
 }
 
-/// How many ranks run the recipe here: refuses what this build cannot run, naming the constraint.
-fn ranks_to_run(a: &Args, r: &Recipe) -> Result<usize> {
+/// How a run's ranks start.
+enum Ranks {
+    /// One device, no collectives.
+    One,
+    /// `--nproc N`: N in-process ranks on the CPU.
+    InProcess(usize),
+    /// This process is one rank of a job a launcher (torchrun, SLURM) started.
+    Launched(Launched),
+}
+
+impl Ranks {
+    fn count(&self) -> usize {
+        match self {
+            Ranks::One => 1,
+            Ranks::InProcess(n) => *n,
+            Ranks::Launched(l) => l.world,
+        }
+    }
+    /// Does this process write the run's files (rank 0)?
+    fn leads(&self) -> bool {
+        !matches!(self, Ranks::Launched(l) if l.rank != 0)
+    }
+}
+
+/// How the recipe's ranks run here: refuses what this build cannot run, naming the constraint.
+fn ranks_to_run(a: &Args, r: &Recipe) -> Result<Ranks> {
     let p = &r.config.parallel;
     let world = p.world();
     let layout = dsv3c_spec::memory::Layout { tp: p.tp, pp: p.pp, ep: p.ep, dp: p.dp };
     if let Some(why) = layout.unbuilt() {
         return Err(miette!("{}: parallel.{why}", r.path.display()));
     }
-    let launched = ["WORLD_SIZE", "SLURM_NTASKS"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok()).filter(|&n| n > 1).map(|n| (*k, n)));
-    if let (Some((var, n)), None) = (launched, a.nproc) {
-        return Err(miette!(
-            help = "run the job as in-process CPU ranks instead: dsv3c train --config ... --nproc N",
-            "{var}={n}: this looks like a multi-process launch (torchrun or SLURM); joining one needs the NCCL backend, which is not built yet"
-        ));
-    }
-    match a.nproc {
-        Some(n) if n != world => Err(miette!(
+    let launched = dsv3c_runtime::comm::launch::from_env(|k| std::env::var(k).ok()).map_err(|e| miette!("{e}"))?;
+    match (launched, a.nproc) {
+        (Some(l), Some(_)) => {
+            Err(miette!("--nproc starts ranks in this process, but {} started this one as rank {} of {}: pass one or the other", l.by, l.rank, l.world))
+        }
+        (Some(l), None) if l.world as u64 != world => Err(miette!(
+            "{} started {} processes, but the recipe's layout has tp·pp·dp = {}·{}·{} = {world} ranks",
+            l.by,
+            l.world,
+            p.tp,
+            p.pp,
+            p.dp
+        )),
+        (Some(l), None) => Ok(Ranks::Launched(l)),
+        (None, Some(n)) if n != world => Err(miette!(
             "--nproc {n}, but the recipe's layout has tp·pp·dp = {}·{}·{} = {world} ranks",
             p.tp,
             p.pp,
             p.dp
         )),
-        None if world > 1 => Err(miette!(
-            help = format!("run its {world} ranks in this process on the CPU with --nproc {world}"),
+        (None, None) if world > 1 => Err(miette!(
+            help = format!("run its {world} ranks in this process on the CPU with --nproc {world}, or launch {world} processes with torchrun or srun"),
             "{}: the recipe's layout has {world} ranks (parallel.dp = {})",
             r.path.display(),
             p.dp
         )),
-        _ => Ok(world as usize),
+        (None, _) if world == 1 => Ok(Ranks::One),
+        (None, _) => Ok(Ranks::InProcess(world as usize)),
     }
 }
 
@@ -265,9 +299,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let recipe = recipe;
     let cfg = &recipe.config;
     let ranks = ranks_to_run(&a, &recipe)?;
-    // In-process ranks run on the CPU: `auto` means it for them.
-    let device = super::device::open(match (ranks, a.device) {
-        (2.., Device::Auto) => Device::Cpu,
+    // Ranks run on the CPU (collectives on GPUs need NCCL): `auto` means it for them.
+    let device = super::device::open(match (&ranks, a.device) {
+        (Ranks::One, d) => d,
+        (_, Device::Auto) => Device::Cpu,
         (_, d) => d,
     })?;
     let seed = a.seed.unwrap_or(cfg.seed);
@@ -276,7 +311,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let stem = config_path.file_stem().map_or("run".into(), |s| s.to_string_lossy().into_owned());
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&stem));
     let metrics_path = out.join("metrics.jsonl");
-    if !a.resume && (metrics_path.exists() || !checkpoint::list(&out).is_empty()) {
+    // (Only rank 0 asks: the others of a launched job may start after it began writing.)
+    if ranks.leads() && !a.resume && (metrics_path.exists() || !checkpoint::list(&out).is_empty()) {
         return Err(miette!(
             help = "pass --resume to continue it, or --out for a new run",
             "{} already holds a run",
@@ -310,11 +346,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         cfg.batch.micro_batch,
         cfg.batch.seq_len,
         cfg.batch.accumulation,
-        match ranks {
-            1 => String::new(),
-            n => format!(
-                " x {n} data-parallel ranks ({}, in-process on the CPU)",
-                if cfg.parallel.zero >= 1 { "ZeRO-1" } else { "replicated optimizer state" }
+        match &ranks {
+            Ranks::One => String::new(),
+            r => format!(
+                " x {} data-parallel ranks ({}, {})",
+                r.count(),
+                if cfg.parallel.zero >= 1 { "ZeRO-1" } else { "replicated optimizer state" },
+                match r {
+                    Ranks::Launched(l) => format!("this process rank {} of {}, started by {}", l.rank, l.world, l.by),
+                    _ => "in-process on the CPU".into(),
+                }
             ),
         },
         start_step + 1,
@@ -343,21 +384,37 @@ pub fn run(a: Args) -> Result<ExitCode> {
         stop: Some(&stop),
     };
     let job = Job { options: &options, bar: bar.as_ref(), target, detect_anomaly: a.detect_anomaly };
-    let outcome = if ranks == 1 {
-        let program = compile(&recipe)?;
-        let backend = device.backend(&program)?;
-        let trainer =
-            Trainer::new(&program, &program, backend, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
-        job.drive(trainer, true).map_err(|e| miette!("{e}"))
-    } else {
-        if !matches!(device, super::device::Opened::Cpu) {
-            return Err(miette!(
-                help = "pass --device cpu",
-                "--nproc runs in-process ranks on the CPU; collectives on GPUs need the NCCL backend, which is not built yet"
-            ));
+    if !matches!(ranks, Ranks::One) && !matches!(device, super::device::Opened::Cpu) {
+        return Err(miette!(
+            help = "pass --device cpu",
+            "a parallel job runs its ranks on the CPU here; collectives on GPUs need the NCCL backend, which is not built yet"
+        ));
+    }
+    let timeout = std::time::Duration::from_secs_f64(cfg.parallel.collective_timeout_s);
+    let outcome = match &ranks {
+        Ranks::One => {
+            let program = compile(&recipe)?;
+            let backend = device.backend(&program)?;
+            let trainer =
+                Trainer::new(&program, &program, backend, cfg, tokens, run, resume).map_err(|e| miette!("{e}"))?;
+            job.drive(trainer, true).map_err(|e| miette!("{e}"))
         }
-        let timeout = std::time::Duration::from_secs_f64(cfg.parallel.collective_timeout_s);
-        dsv3c_runtime::comm::run_ranks(ranks, timeout, |m| {
+        Ranks::Launched(l) => {
+            let fail = |e: String| miette!("rank {} of {}: {e}", l.rank, l.world);
+            let program = compile_rank(&recipe, l.rank)?;
+            eprintln!("rank {} of {}: joining the job at {}:{}", l.rank, l.world, l.master_addr, l.master_port);
+            let tcp = dsv3c_runtime::comm::Tcp::connect(l.rank, l.world, &l.master_addr, l.master_port, timeout)
+                .map_err(|e| fail(e.to_string()))?;
+            let comm: Arc<dyn Collective> = Arc::new(tcp);
+            let backend = Cpu::with_comm(&program, comm.clone());
+            let trainer = Trainer::on_rank(&program, &program, backend, cfg, tokens, run, resume, comm.clone())
+                .map_err(|e| {
+                    comm.abort(&e.to_string());
+                    fail(e.to_string())
+                })?;
+            job.drive(trainer, l.rank == 0).map_err(|e| fail(e.to_string()))
+        }
+        Ranks::InProcess(n) => dsv3c_runtime::comm::run_ranks(*n, timeout, |m| {
             let rank = m.rank();
             let program = compile_rank(&recipe, rank).map_err(|e| format!("{e}"))?;
             let comm: Arc<dyn Collective> = Arc::new(m);
@@ -368,16 +425,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
             job.drive(trainer, rank == 0).map_err(|e| e.to_string())
         })
         .map(|mut outcomes| outcomes.swap_remove(0))
-        .map_err(|e| miette!("{e}"))
+        .map_err(|e| miette!("{e}")),
     };
     if let Some(pb) = &bar {
         pb.finish_and_clear();
     }
     // The charts of what ran, whatever stopped it.
     let png = out.join("plot.png");
-    match super::plot::draw(&out.join("metrics.jsonl"), &png) {
-        Ok(()) => eprintln!("plot {}", png.display()),
-        Err(e) => eprintln!("warning: no plot: {e:?}"),
+    if ranks.leads() {
+        match super::plot::draw(&out.join("metrics.jsonl"), &png) {
+            Ok(()) => eprintln!("plot {}", png.display()),
+            Err(e) => eprintln!("warning: no plot: {e:?}"),
+        }
     }
     match outcome? {
         run::Outcome::Finished => Ok(ExitCode::SUCCESS),

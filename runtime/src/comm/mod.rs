@@ -2,8 +2,10 @@
 //! `AllReduce` and `AllGather` ops) and the trainer uses for what the host reduces (losses, the
 //! decision to stop, a ZeRO-1 checkpoint's moments). [`Single`] is the job of one rank, where
 //! every collective is the identity; [`in_process`] runs ranks as threads of one process with
-//! shared-memory collectives (the CPU backend's parallelism, and the tests'). NCCL, for GPUs, is
-//! the third implementation to come (issue 18's GPU half); it is not built yet.
+//! shared-memory collectives (the CPU backend's parallelism, and the tests'); [`tcp`] joins ranks
+//! that are processes (a torchrun or SLURM job on CPUs, [`launch`] reading where this process
+//! sits) over TCP. NCCL, for GPUs, is the implementation to come (issue 18's GPU half); it is not
+//! built yet.
 //!
 //! Semantics, the same for every implementation: every rank of a group calls the same
 //! collectives in the same order with the same lengths; a sum is taken in rank order 0, 1, …
@@ -13,8 +15,11 @@
 //! [`CommError::Timeout`].
 
 pub mod in_process;
+pub mod launch;
+pub mod tcp;
 
 pub use in_process::{run_ranks, Group, Member, RankFailure};
+pub use tcp::Tcp;
 
 /// Why a collective did not complete.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
