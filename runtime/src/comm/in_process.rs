@@ -20,6 +20,8 @@ use super::{shard, Collective, CommError};
 enum Deposit {
     F32(Arc<Vec<f32>>),
     F64(Arc<Vec<f64>>),
+    /// An all-to-all's values and how many go to each rank.
+    Rows(Arc<(Vec<f32>, Vec<usize>)>),
 }
 
 impl Deposit {
@@ -27,6 +29,7 @@ impl Deposit {
         match self {
             Deposit::F32(v) => v.len(),
             Deposit::F64(v) => v.len(),
+            Deposit::Rows(v) => v.0.len(),
         }
     }
 }
@@ -137,7 +140,7 @@ impl Member {
         let all: Vec<Deposit> = st.deposits[parity].iter().flatten().cloned().collect();
         drop(st);
         for (other, d) in all.iter().enumerate() {
-            if d.len() != all[self.rank].len() && op != "all_gather" {
+            if d.len() != all[self.rank].len() && !matches!(op, "all_gather" | "all_to_all") {
                 return Err(CommError::Mismatch {
                     rank: self.rank,
                     op,
@@ -169,7 +172,7 @@ impl Collective for Member {
             .iter()
             .map(|d| match d {
                 Deposit::F32(v) => &v[..],
-                Deposit::F64(_) => &[][..],
+                _ => &[][..],
             })
             .collect();
         use rayon::prelude::*;
@@ -197,6 +200,7 @@ impl Collective for Member {
                 .map(|d| match d {
                     Deposit::F64(v) => v[i],
                     Deposit::F32(v) => v[i] as f64,
+                    Deposit::Rows(v) => v.0[i] as f64,
                 })
                 .fold(0.0, |a, b| a + b);
         }
@@ -226,6 +230,32 @@ impl Collective for Member {
             }
         }
         Ok(())
+    }
+
+    fn all_to_all(&self, send: &[f32], counts: &[usize]) -> Result<(Vec<f32>, Vec<usize>), CommError> {
+        let ranks = self.shared.ranks;
+        super::check_counts(self.rank, send.len(), counts, ranks)?;
+        if ranks == 1 {
+            return Ok((send.to_vec(), counts.to_vec()));
+        }
+        let all = self.exchange("all_to_all", Deposit::Rows(Arc::new((send.to_vec(), counts.to_vec()))))?;
+        let (mut got, mut from) = (Vec::new(), Vec::with_capacity(ranks));
+        for (r, d) in all.iter().enumerate() {
+            let Deposit::Rows(v) = d else {
+                return Err(CommError::Mismatch {
+                    rank: self.rank,
+                    op: "all_to_all",
+                    len: send.len(),
+                    other: r,
+                    other_len: d.len(),
+                });
+            };
+            let (values, counts) = &**v;
+            let at: usize = counts[..self.rank].iter().sum();
+            got.extend_from_slice(&values[at..at + counts[self.rank]]);
+            from.push(counts[self.rank]);
+        }
+        Ok((got, from))
     }
 
     fn abort(&self, why: &str) {
@@ -321,6 +351,18 @@ mod tests {
         .unwrap();
         for y in out.iter().flatten() {
             assert_eq!(y, &want);
+        }
+    }
+
+    #[test]
+    fn all_to_all_delivers_each_ranks_values_in_rank_order() {
+        let got = run_ranks(3, T, |m| {
+            let (send, counts) = crate::comm::tests::rows_for_all(m.rank(), 3);
+            m.all_to_all(&send, &counts)
+        })
+        .unwrap();
+        for (q, g) in got.into_iter().enumerate() {
+            assert_eq!(g, crate::comm::tests::rows_from_all(q, 3), "rank {q}");
         }
     }
 

@@ -28,6 +28,8 @@ pub enum CommError {
     Aborted { rank: usize, why: String },
     #[error("rank {rank}: {op} waited {seconds:.0} s for the other ranks (only ranks {arrived:?} of {ranks} arrived): the collective timed out (parallel.collective_timeout_s)")]
     Timeout { rank: usize, op: &'static str, seconds: f64, arrived: Vec<usize>, ranks: usize },
+    #[error("rank {rank}: all_to_all sends {len} values but its counts {counts:?} (one per rank of {ranks}) add up to {sum}")]
+    Counts { rank: usize, len: usize, counts: Vec<usize>, ranks: usize, sum: usize },
     #[error("rank {rank}: {op} of {len} elements, but rank {other} passed {other_len}: the ranks' programs disagree")]
     Mismatch { rank: usize, op: &'static str, len: usize, other: usize, other_len: usize },
 }
@@ -45,6 +47,10 @@ pub trait Collective: Send + Sync {
     /// Each rank's shard ([`shard`] of `x.len()`) sent to every rank: afterwards every shard of
     /// `x` holds its owner's values.
     fn all_gather(&self, x: &mut [f32]) -> Result<(), CommError>;
+    /// Personalized exchange (expert parallelism's dispatch and combine): `send` holds, rank after
+    /// rank, `counts[q]` values for each rank `q`; returns what every rank sent this one,
+    /// concatenated in source-rank order, and how many came from each.
+    fn all_to_all(&self, send: &[f32], counts: &[usize]) -> Result<(Vec<f32>, Vec<usize>), CommError>;
     /// Marks the group failed by this rank, so that every other rank's collectives return
     /// [`CommError::Aborted`] naming it.
     fn abort(&self, why: &str);
@@ -55,6 +61,15 @@ pub trait Collective: Send + Sync {
 pub fn shard(n: usize, ranks: usize, rank: usize) -> std::ops::Range<usize> {
     let c = n.div_ceil(ranks.max(1));
     (rank * c).min(n)..((rank + 1) * c).min(n)
+}
+
+/// Checks that `counts` has one entry per rank and covers `len` values.
+pub(crate) fn check_counts(rank: usize, len: usize, counts: &[usize], ranks: usize) -> Result<(), CommError> {
+    let sum = counts.iter().try_fold(0usize, |a, &c| a.checked_add(c)).unwrap_or(usize::MAX);
+    if counts.len() != ranks || sum != len {
+        return Err(CommError::Counts { rank, len, counts: counts.to_vec(), ranks, sum });
+    }
+    Ok(())
 }
 
 /// The job of one rank: every collective leaves its data as it is.
@@ -77,12 +92,42 @@ impl Collective for Single {
     fn all_gather(&self, _: &mut [f32]) -> Result<(), CommError> {
         Ok(())
     }
+    fn all_to_all(&self, send: &[f32], counts: &[usize]) -> Result<(Vec<f32>, Vec<usize>), CommError> {
+        check_counts(0, send.len(), counts, 1)?;
+        Ok((send.to_vec(), counts.to_vec()))
+    }
     fn abort(&self, _: &str) {}
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// How many values rank `r` sends rank `q` in the all-to-all tests: 0, 1 or 2 (some pairs
+    /// exchange nothing).
+    fn count(r: usize, q: usize) -> usize {
+        (r * 2 + q) % 3
+    }
+
+    /// What rank `r` of `ranks` sends in the all-to-all tests: `100r + 10q + i` for rank `q`.
+    pub(crate) fn rows_for_all(r: usize, ranks: usize) -> (Vec<f32>, Vec<usize>) {
+        let counts: Vec<usize> = (0..ranks).map(|q| count(r, q)).collect();
+        let send = (0..ranks).flat_map(|q| (0..count(r, q)).map(move |i| (100 * r + 10 * q + i) as f32)).collect();
+        (send, counts)
+    }
+
+    /// What rank `q` must receive: each rank's values for it, in rank order.
+    pub(crate) fn rows_from_all(q: usize, ranks: usize) -> (Vec<f32>, Vec<usize>) {
+        let counts: Vec<usize> = (0..ranks).map(|r| count(r, q)).collect();
+        let got = (0..ranks).flat_map(|r| (0..count(r, q)).map(move |i| (100 * r + 10 * q + i) as f32)).collect();
+        (got, counts)
+    }
+
+    #[test]
+    fn counts_that_do_not_cover_the_values_are_refused() {
+        let e = Single.all_to_all(&[1.0, 2.0], &[1]).unwrap_err();
+        assert!(e.to_string().contains("add up to 1"), "{e}");
+    }
 
     #[test]
     fn shards_cover_the_range_once_in_order() {

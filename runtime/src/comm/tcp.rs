@@ -20,6 +20,7 @@ const HELLO: u8 = 0;
 const REDUCE_F32: u8 = 1;
 const REDUCE_F64: u8 = 2;
 const GATHER: u8 = 3;
+const ALL_TO_ALL: u8 = 4;
 const RESULT: u8 = 8;
 const ABORT: u8 = 9;
 
@@ -151,7 +152,8 @@ impl Tcp {
     }
 
     /// One collective: `mine` (`n` values of `unit` bytes) to the hub, the result back.
-    /// `combine` is the hub's work over every rank's payload, in rank order.
+    /// `combine` is the hub's work over every rank's payload, in rank order: one result for every
+    /// rank, or one per rank.
     // The hub's loops index the streams by rank and give up the lock mid-loop (to tell the other
     // ranks of a failure): an iterator over the streams would hold it.
     #[allow(clippy::needless_range_loop)]
@@ -161,8 +163,7 @@ impl Tcp {
         tag: u8,
         unit: usize,
         mine: Vec<u8>,
-        n_out: usize,
-        combine: impl Fn(&[Vec<u8>]) -> Result<Vec<u8>, CommError>,
+        combine: impl Fn(&[Vec<u8>]) -> Result<Vec<Vec<u8>>, CommError>,
     ) -> Result<Vec<u8>, CommError> {
         if let Some((rank, why)) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(CommError::Aborted { rank, why });
@@ -204,7 +205,7 @@ impl Tcp {
                         self.broadcast_abort(from, &why);
                         return Err(self.fail(from, why));
                     }
-                    if t != tag || payload.len() != all[0].len() && tag != GATHER {
+                    if t != tag || payload.len() != all[0].len() && !matches!(tag, GATHER | ALL_TO_ALL) {
                         let e = CommError::Mismatch {
                             rank: 0,
                             op,
@@ -218,7 +219,7 @@ impl Tcp {
                     }
                     all.push(payload);
                 }
-                let out = match combine(&all) {
+                let mut out = match combine(&all) {
                     Ok(out) => out,
                     Err(e) => {
                         drop(links);
@@ -226,8 +227,9 @@ impl Tcp {
                         return Err(e);
                     }
                 };
-                let reply = frame(RESULT, 0, n_out, &out);
                 for r in 1..self.ranks {
+                    let o = &out[if out.len() == 1 { 0 } else { r }];
+                    let reply = frame(RESULT, 0, o.len() / unit, o);
                     if let Some(s) = peers[r].as_mut() {
                         if let Err(e) = s.write_all(&reply) {
                             let why = format!("its connection to rank 0 was lost ({e})");
@@ -237,7 +239,7 @@ impl Tcp {
                         }
                     }
                 }
-                Ok(out)
+                Ok(out.swap_remove(0))
             }
             Links::Spoke(s) => {
                 let n = mine.len() / unit;
@@ -300,7 +302,7 @@ impl Collective for Tcp {
         if self.ranks == 1 {
             return Ok(());
         }
-        let out = self.exchange("all_reduce", REDUCE_F32, 4, f32_bytes(x), x.len(), |all| {
+        let out = self.exchange("all_reduce", REDUCE_F32, 4, f32_bytes(x), |all| {
             let parts: Vec<Vec<f32>> = all.iter().map(|b| f32s(b)).collect();
             let mut sum = parts[0].clone();
             for p in &parts[1..] {
@@ -308,7 +310,7 @@ impl Collective for Tcp {
                     *s += v;
                 }
             }
-            Ok(f32_bytes(&sum))
+            Ok(vec![f32_bytes(&sum)])
         })?;
         x.copy_from_slice(&f32s(&out));
         Ok(())
@@ -319,14 +321,14 @@ impl Collective for Tcp {
             return Ok(());
         }
         let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let out = self.exchange("all_reduce", REDUCE_F64, 8, bytes, x.len(), |all| {
+        let out = self.exchange("all_reduce", REDUCE_F64, 8, bytes, |all| {
             let mut sum = vec![0.0f64; all[0].len() / 8];
             for b in all {
                 for (s, c) in sum.iter_mut().zip(b.chunks_exact(8)) {
                     *s += f64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
                 }
             }
-            Ok(sum.iter().flat_map(|v| v.to_le_bytes()).collect())
+            Ok(vec![sum.iter().flat_map(|v| v.to_le_bytes()).collect()])
         })?;
         for (o, c) in x.iter_mut().zip(out.chunks_exact(8)) {
             *o = f64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
@@ -340,7 +342,7 @@ impl Collective for Tcp {
         }
         let (n, ranks) = (x.len(), self.ranks);
         let mine = f32_bytes(&x[shard(n, ranks, self.rank)]);
-        let out = self.exchange("all_gather", GATHER, 4, mine, n, |all| {
+        let out = self.exchange("all_gather", GATHER, 4, mine, |all| {
             let mut full = Vec::with_capacity(n * 4);
             for (r, b) in all.iter().enumerate() {
                 let want = shard(n, ranks, r).len();
@@ -355,10 +357,51 @@ impl Collective for Tcp {
                 }
                 full.extend_from_slice(b);
             }
-            Ok(full)
+            Ok(vec![full])
         })?;
         x.copy_from_slice(&f32s(&out));
         Ok(())
+    }
+
+    fn all_to_all(&self, send: &[f32], counts: &[usize]) -> Result<(Vec<f32>, Vec<usize>), CommError> {
+        let ranks = self.ranks;
+        super::check_counts(self.rank, send.len(), counts, ranks)?;
+        if ranks == 1 {
+            return Ok((send.to_vec(), counts.to_vec()));
+        }
+        // The payload: the counts (u64 each), then the values.
+        let mut mine: Vec<u8> = counts.iter().flat_map(|&c| (c as u64).to_le_bytes()).collect();
+        mine.extend(f32_bytes(send));
+        let out = self.exchange("all_to_all", ALL_TO_ALL, 1, mine, |all| {
+            let parts: Vec<(Vec<usize>, Vec<f32>)> = all
+                .iter()
+                .map(|b| {
+                    let head = (8 * ranks).min(b.len());
+                    let counts =
+                        b[..head].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as usize);
+                    (counts.collect(), f32s(&b[head..]))
+                })
+                .collect();
+            for (r, (c, v)) in parts.iter().enumerate() {
+                super::check_counts(r, v.len(), c, ranks)?;
+            }
+            // For each destination: the counts it gets from each source, then those values in
+            // source order.
+            Ok((0..ranks)
+                .map(|q| {
+                    let mut reply: Vec<u8> = parts.iter().flat_map(|(c, _)| (c[q] as u64).to_le_bytes()).collect();
+                    for (c, v) in &parts {
+                        let at: usize = c[..q].iter().sum();
+                        reply.extend(f32_bytes(&v[at..at + c[q]]));
+                    }
+                    reply
+                })
+                .collect())
+        })?;
+        let head = (8 * ranks).min(out.len());
+        let got =
+            out[..head].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as usize).collect();
+        Ok((f32s(&out[head..]), got))
     }
 
     fn abort(&self, why: &str) {
@@ -421,9 +464,11 @@ mod tests {
             t.all_gather(&mut y).unwrap();
             let mut z = [t.rank() as f64 + 0.5];
             t.all_reduce_f64(&mut z).unwrap();
-            (x, y, z[0])
+            let (send, counts) = crate::comm::tests::rows_for_all(t.rank(), 3);
+            (x, y, z[0], t.all_to_all(&send, &counts).unwrap())
         });
-        for (x, y, z) in got {
+        for (r, (x, y, z, rows)) in got.into_iter().enumerate() {
+            assert_eq!(rows, crate::comm::tests::rows_from_all(r, 3));
             assert_eq!(x, want[0]);
             assert_eq!(y, (0..7).map(|i| i as f32).collect::<Vec<_>>());
             assert_eq!(z, 4.5);
