@@ -134,17 +134,33 @@ fn every_gpu_recipe_is_compute_optimal_and_fits_and_inspect_agrees() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
         // The CPU recipes (tiny, the FP8 recipe's demonstration) are short runs, not compute-optimal ones.
-        let cpu_recipes = ["tiny", "tiny-dp2", "small-fp8"];
+        let cpu_recipes = ["tiny", "tiny-dp2", "tiny-3d", "small-fp8"];
         if p.extension().is_none_or(|e| e != "yaml") || cpu_recipes.iter().any(|r| p.file_stem().unwrap() == *r) {
             continue;
         }
         n += 1;
-        let v = json(&ok(&["chinchilla", p.to_str().unwrap(), "--strict", "--json"]));
+        // 671b at DeepSeek-V3's layout does not fit 80 GB yet (its header says why: the experts'
+        // and SwiGLU inputs are not cached in FP8): checked as such, so that the day it fits
+        // this says so.
+        let fits_yet = p.file_stem().unwrap() != "671b";
+        let v = if fits_yet {
+            json(&ok(&["chinchilla", p.to_str().unwrap(), "--strict", "--json"]))
+        } else {
+            let o = dsv3c(&["chinchilla", p.to_str().unwrap(), "--json"]);
+            json(&String::from_utf8_lossy(&o.stdout))
+        };
         assert_eq!(v["within"], true, "{}", p.display());
-        assert_eq!(v["memory"]["fits"], true, "{}", p.display());
+        assert_eq!(v["memory"]["fits"], fits_yet, "{}", p.display());
         // inspect, given the recipe's layout and batch, computes the same memory.
         let text = std::fs::read_to_string(&p).unwrap();
         let field = |k: &str| text.lines().find_map(|l| l.trim().strip_prefix(&format!("{k}: "))).unwrap().to_string();
+        let field_or =
+            |k: &str| text.lines().find_map(|l| l.trim().strip_prefix(&format!("{k}: "))).map(str::to_string);
+        // The recipe's expert capacity (inside its `parallel:` map) and recomputation.
+        let capacity = text
+            .split("expert_capacity: ")
+            .nth(1)
+            .map(|rest| rest.split(['}', ',']).next().unwrap().trim().to_string());
         let spec = dir.join(field("spec"));
         let l = &v["memory"]["layout"];
         let (tp, pp, ep, dp) = (
@@ -155,7 +171,8 @@ fn every_gpu_recipe_is_compute_optimal_and_fits_and_inspect_agrees() {
         );
         let parallel = format!("tp={tp},pp={pp},ep={ep},dp={dp}");
         let gpus = (tp * pp * dp).to_string();
-        let i = json(&ok(&[
+        let (mb, seq, moments) = (field("micro_batch"), field("seq_len"), field("moments"));
+        let mut args = vec![
             "inspect",
             spec.to_str().unwrap(),
             "--json",
@@ -166,12 +183,19 @@ fn every_gpu_recipe_is_compute_optimal_and_fits_and_inspect_agrees() {
             "--parallel",
             &parallel,
             "--micro-batch",
-            &field("micro_batch"),
+            &mb,
             "--seq-len",
-            &field("seq_len"),
+            &seq,
             "--moments",
-            &field("moments"),
-        ]));
+            &moments,
+        ];
+        if let Some(c) = &capacity {
+            args.extend(["--expert-capacity", c.as_str()]);
+        }
+        if field_or("recompute").as_deref() == Some("selective") {
+            args.push("--recompute");
+        }
+        let i = json(&ok(&args));
         assert_eq!(i["memory"]["total"], v["memory"]["total"], "{}", p.display());
     }
     assert!(n >= 7);
@@ -248,17 +272,23 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     ] {
         assert_eq!(m[k].as_f64().unwrap(), want, "1 GPU: {k}");
     }
-    // Eight GPUs, tp=2, pp=2, ep=4, dp=2; micro-batch 2 of 64 tokens; bf16 moments; ZeRO-1.
+    // Eight GPUs, tp=2, pp=2, ep=4, dp=2; micro-batch 2 of 64 tokens; bf16 moments; ZeRO-1; no
+    // expert capacity factor.
     //   Stages of 2 layers. First: the dense layer, one MoE layer, the embedding:
     //     non-expert 41632 + 23712 + 64000 = 129344 (/tp 64672), experts 49152 (/ep 12288).
     //   Last: two MoE layers, head and final norm: non-expert 2·23712 + 64000 + 64 = 111488
     //     (/tp 55744), experts 98304 (/ep 24576) -> 80320 parameters.
+    //   An expert-parallel MoE layer keeps per token: 1264 B before the MLP, router scores 32 B,
+    //     per slot 16 B and the returned expert output 64·2 = 128 B (2 slots: 288 B); its rank's
+    //     experts' rows — without a capacity factor every routed expert's one row per token, 8 —
+    //     each input, gate, up, product (64 + 3·32)·2 = 320 B: 2560 B; shared 192 B -> 4336 B.
     //   Last stage: weights 80320·2 = 160640; master 55744·4/dp + 24576·4/(dp·tp/ep = 1)
     //     = 111488 + 98304 = 209792; gradients 80320·4 = 321280; moments (2·2 B) the same
-    //     sharding as the master: 209792; activations one micro-batch of its two MoE layers,
-    //     128·2·2416/tp = 309248, + logits 128·1000·2/tp = 128000 -> 437248; total 1338752.
+    //     sharding as the master: 209792; activations one micro-batch (pp − 1 in flight) of its
+    //     two MoE layers, 128·2·4336/tp = 555008, + logits 128·1000·2/tp = 128000 -> 683008;
+    //     total 1584512.
     //   First stage: 64672+12288 = 76960 params: 153920 + (129344 + 49152 = 178496)
-    //     + 307840 + 178496 + activations pp·128·(2032 + 2416)/tp = 569344 -> 1388096, larger:
+    //     + 307840 + 178496 + activations pp·128·(2032 + 4336)/tp = 815104 -> 1633856, larger:
     //     the first stage is reported.
     let v = json(&ok(&[
         "inspect",
@@ -284,8 +314,8 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
         ("master", 178496.0),
         ("gradients", 307840.0),
         ("optimizer", 178496.0),
-        ("activations", 569344.0),
-        ("total", 1388096.0),
+        ("activations", 815104.0),
+        ("total", 1633856.0),
     ] {
         assert_eq!(m[k].as_f64().unwrap(), want, "8 GPUs: {k}");
     }
@@ -301,7 +331,7 @@ fn memory_per_gpu_matches_hand_computed_figures_for_two_layouts() {
     .unwrap();
     let o = dsv3c(&["chinchilla", recipe.to_str().unwrap(), "--strict", "--json"]);
     let c = json(&String::from_utf8_lossy(&o.stdout));
-    assert_eq!(c["memory"]["total"].as_f64().unwrap(), 1388096.0, "{c}");
+    assert_eq!(c["memory"]["total"].as_f64().unwrap(), 1633856.0, "{c}");
     assert!(!o.status.success(), "2 steps are far below the Chinchilla band: --strict fails");
 }
 

@@ -1,14 +1,16 @@
-//! Data parallelism against the single-rank run of the same global batch: in-process ranks (one
-//! thread each) with the gradients and routing statistics summed by `AllReduce` ops, with ZeRO-1
-//! (each rank updating its shard of the parameters from its shard of the moments, then gathering)
-//! and without; checkpoints that move between layouts; a failing rank that stops the job.
+//! Parallel training against the single-rank run of the same global batch, on in-process ranks
+//! (one thread each): data parallelism with the gradients and routing statistics summed by
+//! `AllReduce` ops, with ZeRO-1 (each rank updating its shard of the parameters from its shard of
+//! the moments, then gathering) and without; expert parallelism (the routed experts sharded over
+//! the data-parallel ranks, rows exchanged both ways); pipeline parallelism (1F1B over the
+//! micro-batches); checkpoints that move between layouts; a failing rank that stops the job.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dsv3c_codegen::{DataParallel, Training};
-use dsv3c_runtime::comm::{run_ranks, Collective};
+use dsv3c_codegen::{Parallel, Training};
+use dsv3c_runtime::comm::{run_mesh, Mesh};
 use dsv3c_runtime::cpu::Cpu;
 use dsv3c_runtime::train::checkpoint::{self, Loaded, RunState, Texts};
 use dsv3c_runtime::train::trainer::{StepReport, Trainer};
@@ -29,11 +31,16 @@ fn spec() -> dsv3c_spec::Spec {
 }
 
 fn recipe(micro: u64, accumulation: u64, dp: u64, zero: u8) -> RunConfig {
+    layout(micro, accumulation, &format!("dp: {dp}, zero: {zero}"))
+}
+
+/// The recipe with `parallel:` set to `{parallel}` (and a collective timeout of a minute).
+fn layout(micro: u64, accumulation: u64, parallel: &str) -> RunConfig {
     serde_yaml::from_str(&format!(
         "spec: tiny.yaml\nsteps: {STEPS}\nseed: 3\ndata: {{source: builtin, validation_fraction: 0.0}}\n\
          batch: {{micro_batch: {micro}, accumulation: {accumulation}, seq_len: {SEQ}}}\n\
          optimizer: {{kind: adamw, lr: 1.0e-2, weight_decay: 0.1, grad_clip: 1.0}}\n\
-         parallel: {{dp: {dp}, zero: {zero}, collective_timeout_s: 60}}\n"
+         parallel: {{{parallel}, collective_timeout_s: 60}}\n"
     ))
     .unwrap()
 }
@@ -56,20 +63,30 @@ fn fresh() -> RunState {
     RunState::fresh(3, String::new(), String::new())
 }
 
-/// What a job leaves: each step's report (rank 0's; every rank's must agree) and the final
+/// What a job leaves: each step's report (rank 0's; every rank's must agree) and rank 0's final
 /// parameters.
+#[derive(Clone)]
 struct Ran {
     reports: Vec<StepReport>,
     params: Vec<f32>,
 }
 
-/// `steps` steps of `recipe` on `dp` in-process ranks (or the single-device trainer when
-/// `dp = 1`), from `resume` when given; with `save`, a checkpoint there at the end.
+/// Rank `rank`'s program of `recipe`'s layout.
+fn program(spec: &dsv3c_spec::Spec, recipe: &RunConfig, rank: usize) -> Program {
+    let pl = &recipe.parallel;
+    let mesh = Mesh { dp: pl.dp as usize, ep: pl.ep as usize, pp: pl.pp as usize };
+    let mut par = Parallel::of(mesh, rank, pl.zero == 1, recipe.batch.accumulation as usize);
+    par.expert_capacity = pl.expert_capacity;
+    let training = Training::from(recipe);
+    dsv3c_codegen::compile_rank(spec, recipe.batch.micro_batch as usize, SEQ, training, par).unwrap()
+}
+
+/// `steps` steps of `recipe` on its layout's in-process ranks (or the single-device trainer for
+/// a layout of one rank), from `resume` when given; with `save`, a checkpoint there at the end.
 fn train(recipe: &RunConfig, steps: usize, resume: Option<Loaded>, save: Option<&Path>) -> Ran {
     let spec = spec();
-    let dp = recipe.parallel.dp as usize;
-    let training = Training::from(&recipe.optimizer);
-    let micro = recipe.batch.micro_batch as usize;
+    let pl = &recipe.parallel;
+    let mesh = Mesh { dp: pl.dp as usize, ep: pl.ep as usize, pp: pl.pp as usize };
     let texts = Texts { spec: "", config: "" };
     let drive = |t: &mut Trainer<'_, Cpu>| {
         let reports: Vec<StepReport> = (0..steps).map(|_| t.step().unwrap()).collect();
@@ -78,18 +95,15 @@ fn train(recipe: &RunConfig, steps: usize, resume: Option<Loaded>, save: Option<
         }
         Ran { reports, params: t.params().unwrap() }
     };
-    if dp == 1 {
-        let p = dsv3c_codegen::compile_training(&spec, micro, SEQ, training).unwrap();
+    if mesh.world() == 1 {
+        let p = program(&spec, recipe, 0);
         let mut t = Trainer::on_cpu(&p, &p, recipe, tokens(), fresh(), resume).unwrap();
         return drive(&mut t);
     }
-    let zero = recipe.parallel.zero == 1;
-    let mut runs: Vec<Ran> = run_ranks(dp, Duration::from_secs(60), |m| {
-        let dpl = DataParallel { ranks: dp, rank: m.rank(), zero };
-        let p = dsv3c_codegen::compile_rank(&spec, micro, SEQ, training, dpl).unwrap();
-        let comm: Arc<dyn Collective> = Arc::new(m);
-        let backend = Cpu::with_comm(&p, comm.clone());
-        let mut t = Trainer::on_rank(&p, &p, backend, recipe, tokens(), fresh(), resume.clone(), comm)
+    let mut runs: Vec<Ran> = run_mesh(mesh, Duration::from_secs(60), |comms| {
+        let p = program(&spec, recipe, comms.place.rank);
+        let backend = Cpu::with_comms(&p, comms.clone());
+        let mut t = Trainer::on_rank(&p, &p, backend, recipe, tokens(), fresh(), resume.clone(), comms)
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(drive(&mut t))
     })
@@ -97,19 +111,31 @@ fn train(recipe: &RunConfig, steps: usize, resume: Option<Loaded>, save: Option<
     for (r, other) in runs.iter().enumerate().skip(1) {
         let (a, b) = (&runs[0], other);
         assert_eq!(a.reports, b.reports, "rank {r} reports other numbers than rank 0");
-        assert!(a.params == b.params, "rank {r} holds other parameters than rank 0");
+        if mesh.ep == 1 && mesh.pp == 1 {
+            assert!(a.params == b.params, "rank {r} holds other parameters than rank 0");
+        }
     }
     runs.swap_remove(0)
 }
 
 /// Losses (total and main) and gradient norms agree to `tol` relative, step by step.
 fn agree(what: &str, a: &[StepReport], b: &[StepReport], tol: f64) {
+    agree_norms(what, a, b, tol, tol)
+}
+
+/// Losses agree to `tol` relative and gradient norms to `norm_tol`. Where the ranks sum a
+/// gradient in another order than one device does (expert parallelism: an expert's weight
+/// gradient over the rows of every rank of its group in one product; pipelines: the norm's sum
+/// over stages), the norm — a sum over every squared gradient element, which AdamW's first steps
+/// move by ±lr whatever their size, so that rounding in a near-zero gradient flips a step — wanders
+/// by 1e-5 within ten steps while the losses agree to 1e-7.
+fn agree_norms(what: &str, a: &[StepReport], b: &[StepReport], tol: f64, norm_tol: f64) {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(b) {
-        for (name, u, v) in [
-            ("loss", x.loss, y.loss),
-            ("total loss", x.total_loss, y.total_loss),
-            ("grad norm", x.grad_norm, y.grad_norm),
+        for (name, u, v, tol) in [
+            ("loss", x.loss, y.loss, tol),
+            ("total loss", x.total_loss, y.total_loss, tol),
+            ("grad norm", x.grad_norm, y.grad_norm, norm_tol),
         ] {
             let rel = (u - v).abs() / v.abs().max(1e-12);
             assert!(rel <= tol, "{what}: step {} {name} {u} vs {v} (relative {rel:.2e} > {tol:.0e})", x.step);
@@ -141,6 +167,165 @@ fn data_parallel_matches_one_device_with_and_without_zero1() {
     agree("dp=4 zero=1", &four.reports, &one_by_one.reports, 1e-5);
 }
 
+/// tiny's 8 routed experts sharded over the data-parallel ranks (2 or 4 of them), each step's
+/// rows exchanged with the ranks holding their experts and back: the same losses, gradient norms
+/// and expert loads as one device running the whole global batch.
+#[test]
+fn expert_parallel_matches_one_device() {
+    let (by_two, by_one) =
+        (train(&recipe(2, 2, 1, 1), STEPS, None, None), train(&recipe(1, 4, 1, 1), STEPS, None, None));
+    for (what, r, one) in [
+        ("dp=2,ep=2", layout(2, 1, "dp: 2, ep: 2, zero: 1"), &by_two),
+        ("dp=2,ep=2 replicated", layout(2, 1, "dp: 2, ep: 2, zero: 0"), &by_two),
+        ("dp=4,ep=4", layout(1, 1, "dp: 4, ep: 4, zero: 1"), &by_one),
+        ("dp=4,ep=2", layout(1, 1, "dp: 4, ep: 2, zero: 1"), &by_one),
+    ] {
+        let ran = train(&r, STEPS, None, None);
+        agree_norms(what, &ran.reports, &one.reports, 1e-5, 1e-3);
+    }
+}
+
+/// Every parameter's gradient after one step of `recipe`'s layout, by name, averaged over the
+/// step's micro-batches (the update summed them over the ranks).
+fn first_gradients(recipe: &RunConfig) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let spec = spec();
+    let pl = &recipe.parallel;
+    let mesh = Mesh { dp: pl.dp as usize, ep: pl.ep as usize, pp: pl.pp as usize };
+    let scale = 1.0 / (recipe.batch.accumulation * pl.dp) as f32;
+    let grads = |t: &mut Trainer<'_, Cpu>, p: &Program| {
+        t.step().unwrap();
+        let copies = p.rank.as_ref().map_or(Vec::new(), |r| r.copies.clone());
+        p.params
+            .iter()
+            .filter(|x| !copies.iter().any(|c| c.0 == x.offset))
+            .map(|x| {
+                (x.name.clone(), t.backend.grads[x.offset..x.offset + x.len()].iter().map(|g| g * scale).collect())
+            })
+            .collect::<Vec<_>>()
+    };
+    if mesh.world() == 1 {
+        let p = program(&spec, recipe, 0);
+        let mut t = Trainer::on_cpu(&p, &p, recipe, tokens(), fresh(), None).unwrap();
+        return grads(&mut t, &p).into_iter().collect();
+    }
+    run_mesh(mesh, Duration::from_secs(60), |comms| {
+        let p = program(&spec, recipe, comms.place.rank);
+        let backend = Cpu::with_comms(&p, comms.clone());
+        let mut t =
+            Trainer::on_rank(&p, &p, backend, recipe, tokens(), fresh(), None, comms).map_err(|e| e.to_string())?;
+        Ok::<_, String>(grads(&mut t, &p))
+    })
+    .unwrap()
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The first step's gradients of every parameter under expert parallelism are one device's, to
+/// rounding (each tensor within 1e-5 of its norm): the exchanges route every row to its expert
+/// and every gradient back to its row.
+#[test]
+fn expert_parallel_gradients_are_one_devices() {
+    let one = first_gradients(&recipe(1, 4, 1, 1));
+    for r in [layout(1, 1, "dp: 4, ep: 4, zero: 1"), layout(2, 1, "dp: 2, ep: 2, zero: 0")] {
+        let ep = first_gradients(&r);
+        assert_eq!(ep.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
+        for (name, g) in &one {
+            let norm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let diff = g.iter().zip(&ep[name]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(diff <= 1e-5 * norm.max(1e-30), "{name}: gradients {diff:.3e} apart (norm {norm:.3e})");
+        }
+    }
+}
+
+/// tiny's three layers over two and three pipeline stages (the embedding with the first, the
+/// head and MTP module with the last, which holds a copy of the embedding for it), four
+/// micro-batches a step in the 1F1B order; and all three kinds of parallelism together.
+#[test]
+fn pipeline_parallel_matches_one_device() {
+    let one = train(&recipe(1, 4, 1, 1), STEPS, None, None);
+    for (what, r, tol) in [
+        ("pp=2", layout(1, 4, "pp: 2"), 1e-5),
+        ("pp=3", layout(1, 4, "pp: 3"), 1e-5),
+        ("pp=3, two micro-batches", layout(2, 2, "pp: 3"), 1e-5),
+        ("dp=2,ep=2,pp=2", layout(1, 2, "dp: 2, ep: 2, pp: 2, zero: 1"), 1e-4),
+    ] {
+        let one = if what.contains("two micro") { train(&recipe(2, 2, 1, 1), STEPS, None, None) } else { one.clone() };
+        let ran = train(&r, STEPS, None, None);
+        agree_norms(what, &ran.reports, &one.reports, tol, 1e-3);
+    }
+}
+
+/// The first step's gradients under a pipeline are one device's, the embedding's two copies
+/// summed.
+#[test]
+fn pipeline_parallel_gradients_are_one_devices() {
+    let one = first_gradients(&recipe(1, 4, 1, 1));
+    for r in [layout(1, 4, "pp: 3"), layout(1, 2, "dp: 2, ep: 2, pp: 2, zero: 1")] {
+        let pp = first_gradients(&r);
+        assert_eq!(pp.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
+        for (name, g) in &one {
+            let norm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let diff = g.iter().zip(&pp[name]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(diff <= 1e-5 * norm.max(1e-30), "{name}: gradients {diff:.3e} apart (norm {norm:.3e})");
+        }
+    }
+}
+
+/// Selective recomputation runs the same launches on the same values: the losses, norms and
+/// parameters are those of the run that keeps everything, bit for bit — on one device and on a
+/// pipeline with experts in parallel — and the plan keeps less.
+#[test]
+fn selective_recomputation_changes_memory_not_numbers() {
+    let recomputing = |mut r: RunConfig| {
+        r.recompute = dsv3c_spec::config::Recompute::Selective;
+        r
+    };
+    for r in [recipe(2, 2, 1, 1), layout(1, 2, "dp: 2, ep: 2, pp: 2, zero: 1")] {
+        let (kept, again) = (train(&r, 5, None, None), train(&recomputing(r.clone()), 5, None, None));
+        assert_eq!(kept.reports, again.reports);
+        assert!(kept.params == again.params, "the parameters after five steps");
+        let spec = spec();
+        let (a, b) = (program(&spec, &r, 0), program(&spec, &recomputing(r.clone()), 0));
+        let notes = |p: &Program| p.backward.iter().filter(|l| l.note.ends_with("(recomputed)")).count();
+        assert_eq!(notes(&a), 0);
+        assert!(notes(&b) > 0, "the backward runs the regions again");
+        assert!(
+            b.act_bytes < a.act_bytes,
+            "recomputation keeps less: {} vs {} bytes of activations",
+            b.act_bytes,
+            a.act_bytes
+        );
+    }
+}
+
+/// A rank of `dp=4,ep=2` holds its shard of the experts (by their model-wide names), sums their
+/// gradients over the other rank holding them, and exchanges rows with its expert-parallel peer.
+#[test]
+fn an_expert_parallel_rank_holds_its_shard() {
+    let spec = spec();
+    let r = layout(1, 1, "dp: 4, ep: 2, zero: 1");
+    let single = dsv3c_codegen::compile_training(&spec, 1, SEQ, Training::default()).unwrap();
+    for rank in 0..4 {
+        let p = program(&spec, &r, rank);
+        let experts: Vec<&str> = p.params.iter().map(|x| x.name.as_str()).filter(|n| n.contains(".experts.")).collect();
+        let shard = rank % 2;
+        assert!(!experts.is_empty());
+        for n in &experts {
+            let e: usize = n.split(".experts.").nth(1).unwrap().split('.').next().unwrap().parse().unwrap();
+            assert_eq!(e / 4, shard, "rank {rank} holds {n}");
+        }
+        let all = single.params.iter().filter(|x| x.name.contains(".experts.")).count();
+        assert_eq!(experts.len() * 2, all, "rank {rank}: half the experts");
+        let rank_info = p.rank.as_ref().unwrap();
+        assert_eq!(rank_info.zero.len(), 2, "the experts' region and the rest, each sharded");
+        let families: Vec<&str> = p.launches().map(|l| p.kernels[l.kernel].op.family()).collect();
+        for f in ["expert_counts", "expert_dispatch", "expert_return", "sum_squares", "sum_parts", "all_gather"] {
+            assert!(families.contains(&f), "rank {rank}: no {f}");
+        }
+    }
+}
+
 #[test]
 fn zero1_shards_the_moments_and_updates_each_shard_once() {
     let spec = spec();
@@ -148,8 +333,8 @@ fn zero1_shards_the_moments_and_updates_each_shard_once() {
     let single = dsv3c_codegen::compile_training(&spec, 2, SEQ, t).unwrap();
     let mut lens = 0;
     for rank in 0..3 {
-        let p = dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, DataParallel { ranks: 3, rank, zero: true }).unwrap();
-        let z = p.rank.unwrap().zero.unwrap();
+        let p = dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, Parallel::data(3, rank, true)).unwrap();
+        let z = p.rank.unwrap().zero[0];
         assert_eq!(p.optim_len, 2 * z.stride, "rank {rank}: its moments alone");
         assert!(p.optim_len * 3 < single.optim_len + 6, "rank {rank}: a third of the optimizer state");
         lens += z.hi - z.lo;
@@ -163,9 +348,9 @@ fn zero1_shards_the_moments_and_updates_each_shard_once() {
     });
     assert_eq!(Some(lens), trained, "the shards cover the trained parameters once");
     // A rank's program is not a device's: refused without its job.
-    let p = dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, DataParallel { ranks: 2, rank: 0, zero: true }).unwrap();
+    let p = dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, Parallel::data(2, 0, true)).unwrap();
     let err = Trainer::on_cpu(&p, &p, &recipe(2, 1, 2, 1), tokens(), fresh(), None).err().unwrap();
-    assert!(err.to_string().contains("rank 0 of 2"), "{err}");
+    assert!(err.to_string().contains("rank 0 of dp=2,ep=1,pp=1"), "{err}");
 }
 
 #[test]
@@ -196,20 +381,70 @@ fn checkpoints_move_between_layouts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A checkpoint of `dp=2,ep=2` — each rank writing the experts it owns, in parallel — resumes
+/// on one device and under `dp=4,ep=4` (and a pipeline's under another layout) with the losses
+/// the uninterrupted run has next.
+#[test]
+fn expert_and_pipeline_checkpoints_move_between_layouts() {
+    let dir = std::env::temp_dir().join(format!("dsv3c-parallel-ep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let load = |sub: &str| -> Loaded {
+        let (_, newest) = checkpoint::list(&dir.join(sub)).pop().expect("a checkpoint");
+        checkpoint::load(&newest).unwrap()
+    };
+    let ep2 = layout(1, 2, "dp: 2, ep: 2, zero: 1");
+    let straight = train(&ep2, 6, None, None);
+    train(&ep2, 3, None, Some(&dir.join("ep2")));
+    let ck = load("ep2");
+    assert_eq!(ck.run.step, 3);
+    // Each rank wrote the parameters it owns: rank 0 the shared ones and experts 0-3, rank 1
+    // experts 4-7, and nothing twice (`load` refuses a name in two files).
+    let files: Vec<String> = std::fs::read_dir(&ck.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".safetensors"))
+        .collect();
+    for f in ["model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"] {
+        assert!(files.iter().any(|x| x == f), "{f} in {files:?}");
+    }
+    let one = dsv3c_codegen::compile_training(&spec(), 1, SEQ, Training::default()).unwrap();
+    assert_eq!(ck.model.len(), one.params.len(), "every parameter once");
+    for (what, r) in [
+        ("dp=1", recipe(1, 4, 1, 1)),
+        ("dp=4,ep=4", layout(1, 1, "dp: 4, ep: 4, zero: 1")),
+        ("dp=2,pp=2", layout(1, 2, "dp: 2, pp: 2, zero: 0")),
+    ] {
+        let rest = train(&r, 3, Some(ck.clone()), None);
+        agree_norms(
+            &format!("dp=2,ep=2 checkpoint resumed under {what}"),
+            &rest.reports,
+            &straight.reports[3..],
+            1e-5,
+            1e-3,
+        );
+    }
+    // A pipeline's checkpoint (the embedding written once, by the first stage) on one device.
+    let pp = layout(1, 4, "pp: 3");
+    let straight = train(&pp, 6, None, None);
+    train(&pp, 3, None, Some(&dir.join("pp3")));
+    let rest = train(&recipe(1, 4, 1, 1), 3, Some(load("pp3")), None);
+    agree_norms("pp=3 checkpoint resumed on one device", &rest.reports, &straight.reports[3..], 1e-5, 1e-3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_rank_that_fails_stops_the_job_and_is_named() {
     let spec = spec();
     let t = Training::default();
     let r = recipe(2, 1, 2, 1);
     let programs: Vec<Program> = (0..2)
-        .map(|rank| dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, DataParallel { ranks: 2, rank, zero: true }).unwrap())
+        .map(|rank| dsv3c_codegen::compile_rank(&spec, 2, SEQ, t, Parallel::data(2, rank, true)).unwrap())
         .collect();
-    let err = run_ranks(2, Duration::from_secs(60), |m| {
+    let err = run_mesh(Mesh { dp: 2, ep: 1, pp: 1 }, Duration::from_secs(60), |comms| {
         // Rank 1 is handed rank 0's program: it refuses, and rank 0 must not wait for it forever.
         let p = &programs[0];
-        let comm: Arc<dyn Collective> = Arc::new(m);
-        let backend = Cpu::with_comm(p, comm.clone());
-        let mut t = Trainer::on_rank(p, p, backend, &r, tokens(), fresh(), None, comm).map_err(|e| e.to_string())?;
+        let backend = Cpu::with_comms(p, comms.clone());
+        let mut t = Trainer::on_rank(p, p, backend, &r, tokens(), fresh(), None, comms).map_err(|e| e.to_string())?;
         for _ in 0..3 {
             t.step().map_err(|e| e.to_string())?;
         }
@@ -217,7 +452,7 @@ fn a_rank_that_fails_stops_the_job_and_is_named() {
     })
     .unwrap_err();
     assert_eq!(err.rank, 1, "{err}");
-    assert!(err.to_string().contains("rank 1 of 2") && err.why.contains("the program is rank 0 of 2"), "{err}");
+    assert!(err.to_string().contains("rank 1 of 2") && err.why.contains("the program is rank 0 of dp=2"), "{err}");
 }
 
 /// A recipe over spec/tiny.yaml and the built-in corpus, 4 steps of `micro × acc` sequences of 32
@@ -274,12 +509,23 @@ fn train_nproc_runs_the_layout_and_refuses_what_does_not_divide() {
     for (x, y) in la.iter().zip(&lb) {
         assert!((x - y).abs() <= 1e-5 * y.abs(), "dp=2 {la:?} vs one device {lb:?}");
     }
-    // The layout and the process count must agree, and what is not built says so.
+    // All three kinds at once: experts over two ranks, two stages, four ranks in all.
+    let mesh = recipe("mesh", "dp: 2, ep: 2, pp: 2", 1, 2);
+    let c = train(&mesh, "c", &["--nproc", "4"]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(err.contains("x 2 data-parallel ranks, experts over 2 x 2 pipeline stages (1F1B)"), "{err}");
+    let lc = losses(&dir.join("c"));
+    assert_eq!(lc.len(), 4);
+    for (x, y) in lc.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-4 * y.abs(), "dp=2,ep=2,pp=2 {lc:?} vs one device {lb:?}");
+    }
+    // The layout and the process count must agree, and what cannot run says why.
     for (cfg, extra, want) in [
         (dp2.clone(), vec![], "the recipe's layout has 2 ranks"),
         (dp2.clone(), vec!["--nproc", "3"], "--nproc 3, but the recipe's layout has tp·pp·dp = 1·1·2 = 2 ranks"),
-        (recipe("ep", "dp: 2, ep: 2", 2, 1), vec!["--nproc", "2"], "expert and pipeline parallelism are not built yet"),
         (recipe("ep3", "dp: 2, ep: 3", 2, 1), vec!["--nproc", "2"], "parallel.ep = 3 must be at least 1 and divide dp"),
+        (recipe("pp4", "pp: 4", 2, 1), vec!["--nproc", "4"], "pp = 4 exceeds the 3 layers"),
         (recipe("tp", "tp: 2", 2, 1), vec!["--nproc", "2"], "tensor parallelism is not part of dsv3c"),
     ] {
         let out = train(&cfg, "refused", &extra);
@@ -313,7 +559,7 @@ fn compile_parallel_reports_each_role_and_agrees_with_inspect() {
     };
     let (z1, z0) = (report("1"), report("0"));
     let (r1, r0) = (&z1["ranks"][0], &z0["ranks"][0]);
-    assert_eq!((r1["role"].as_str(), r1["count"].as_u64()), (Some("dp"), Some(2)), "{z1}");
+    assert_eq!((r1["role"].as_str(), r1["count"].as_u64()), (Some("rank"), Some(2)), "{z1}");
     let b = |r: &serde_json::Value, k: &str| r["bytes"][k].as_f64().unwrap();
     let parts: f64 =
         ["parameters", "gradients", "optimizer", "activations", "communication"].iter().map(|k| b(r1, k)).sum();
@@ -322,7 +568,7 @@ fn compile_parallel_reports_each_role_and_agrees_with_inspect() {
     // the frozen router biases, which have none: a few hundred bytes).
     assert!((b(r1, "optimizer") * 2.0 - b(r0, "optimizer")).abs() < 1024.0, "{z1} vs {z0}");
     assert_eq!(b(r1, "parameters"), b(r0, "parameters"));
-    assert!(out.join("ranks/dp/plan.json").is_file() && out.join("ranks/dp/graph.rs").is_file());
+    assert!(out.join("ranks/rank/plan.json").is_file() && out.join("ranks/rank/graph.rs").is_file());
     let i: serde_json::Value = serde_json::from_str(&common::ok(&[
         "inspect",
         "spec/tiny.yaml",
@@ -344,10 +590,17 @@ fn compile_parallel_reports_each_role_and_agrees_with_inspect() {
     let model = i["memory"]["total"].as_f64().unwrap();
     let rel = (b(r1, "total") - model).abs() / model;
     assert!(rel < 0.05, "compile {} vs inspect {model}: {:.1}% apart", b(r1, "total"), 100.0 * rel);
+    // A pipeline's stages are its roles, each with its program.
+    let o = out.to_str().unwrap();
+    let text = common::ok(&["compile", "spec/tiny.yaml", "--parallel", "dp=2,ep=2,pp=2", "--json", "--out", o]);
+    let mesh: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let roles: Vec<&str> = mesh["ranks"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["stage-0", "stage-1"], "{mesh}");
+    assert!(out.join("ranks/stage-1/plan.json").is_file());
     // What is not built is refused by name.
-    let o = common::dsv3c(&["compile", "spec/tiny.yaml", "--parallel", "dp=2,ep=2", "--out", out.to_str().unwrap()]);
+    let o = common::dsv3c(&["compile", "spec/tiny.yaml", "--parallel", "tp=2", "--out", out.to_str().unwrap()]);
     let err = common::flat_stderr(&o);
-    assert!(!o.status.success() && err.contains("expert and pipeline parallelism are not built yet"), "{err}");
+    assert!(!o.status.success() && err.contains("tensor parallelism is not part of dsv3c"), "{err}");
 }
 
 /// `dsv3c train` as rank `rank` of a torchrun-style job of `world` processes meeting at `port`.

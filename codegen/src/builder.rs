@@ -21,6 +21,8 @@ pub type Tid = usize;
 pub enum Arg {
     /// A whole activation tensor.
     T(Tid),
+    /// Elements `[off, off + len)` of an activation tensor.
+    Part { t: Tid, off: usize, len: usize },
     /// Elements `[off, off + len)` of a parameter.
     P { param: usize, off: usize, len: usize },
     /// The same range of the parameter's gradient.
@@ -31,6 +33,16 @@ pub enum Arg {
     /// A slice of an arena whose layout is already fixed (the parameter, gradient and optimizer
     /// arenas, once `Builder::lay_out_params` has run).
     Raw(Slice),
+}
+
+impl Arg {
+    /// The activation tensor the argument is (part of).
+    pub fn tensor(&self) -> Option<Tid> {
+        match *self {
+            Arg::T(t) | Arg::Part { t, .. } => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// A weight matrix some FP8 GEMM reads quantized: its parameter and shape `[rows, cols]`.
@@ -109,6 +121,8 @@ pub struct Builder {
     pub backward: Vec<Step>,
     pub update: Vec<Step>,
     pub draft: Vec<Step>,
+    /// A pipeline stage's builds: each in-flight micro-batch's forward and backward lists.
+    pub slots: Vec<(Vec<Step>, Vec<Step>)>,
     /// Tensors whose storage dtype is fixed by the program rather than by their uses (a decode
     /// program's cache).
     pub pinned: HashMap<Tid, DType>,
@@ -132,6 +146,27 @@ pub struct Builder {
     quantized: HashMap<(Tid, Scaling), (Tid, Tid)>,
     /// The storage formats GEMMs emulate (from the spec's precision).
     pub precision: PrecisionPolicy,
+    /// Each parameter's index by name: a pipeline stage builds its layers once per in-flight
+    /// micro-batch, over the same parameters.
+    param_index: HashMap<String, usize>,
+    /// Tensors every build of the graph shares, by name (a MoE layer's routing statistics, which
+    /// every micro-batch adds to).
+    shared: HashMap<String, Tid>,
+    /// The routed experts' parameters.
+    pub routed_experts: std::collections::HashSet<usize>,
+    /// Lay the routed experts out first, as one range (an expert-parallel rank's, which other
+    /// ranks than the rest of its parameters share).
+    pub experts_first: bool,
+    /// The end of the routed experts' range, once laid out with `experts_first`.
+    pub experts_end: usize,
+    /// Selective recomputation: the tensors `recomputed` regions write are not kept for the
+    /// backward, which runs those regions again.
+    pub recompute: bool,
+    /// The current layer's recomputed regions: the forward launches of each and the tensors it
+    /// made.
+    regions: Option<Vec<(Vec<Step>, std::ops::Range<Tid>)>>,
+    /// In the backward: each recomputed tensor's replacement.
+    remap: HashMap<Tid, Tid>,
 }
 
 /// What kind of weight a GEMM multiplies by, which decides its precision under the recipe.
@@ -224,10 +259,28 @@ impl Builder {
         self.tensors[t].len
     }
 
-    /// Registers a parameter; returns its index.
+    /// Registers a parameter (or finds the one of that name an earlier build of the graph
+    /// registered); returns its index.
     pub fn param(&mut self, name: impl Into<String>, shape: &[usize], init: Init, group: ParamGroup) -> usize {
-        self.params.push(ParamInfo { name: name.into(), shape: shape.to_vec(), init, group });
+        let name = name.into();
+        if let Some(&i) = self.param_index.get(&name) {
+            debug_assert_eq!(self.params[i].shape, shape, "{name}: one parameter, two shapes");
+            return i;
+        }
+        self.param_index.insert(name.clone(), self.params.len());
+        self.params.push(ParamInfo { name, shape: shape.to_vec(), init, group });
         self.params.len() - 1
+    }
+
+    /// A tensor that every build of the graph shares (named in the current context).
+    pub fn shared_tensor(&mut self, name: &str, len: usize) -> Tid {
+        let key = format!("{}{name}", self.prefix());
+        if let Some(&t) = self.shared.get(&key) {
+            return t;
+        }
+        let t = self.tensor(name, len);
+        self.shared.insert(key, t);
+        t
     }
 
     pub fn param_len(&self, p: usize) -> usize {
@@ -245,8 +298,8 @@ impl Builder {
     /// Emits one launch of `op` into the current phase.
     pub fn launch(&mut self, op: Op, args: Vec<Arg>, what: &str) {
         for (sig, arg) in op.signature().iter().zip(&args) {
-            if let (Role::Out(_), Arg::T(t)) = (sig.role, arg) {
-                self.quantized.retain(|k, _| k.0 != *t);
+            if let (Role::Out(_), Some(t)) = (sig.role, arg.tensor()) {
+                self.quantized.retain(|k, _| k.0 != t);
             }
         }
         let key = format!("{op:?}");
@@ -259,6 +312,7 @@ impl Builder {
             }
         };
         let note = if self.context.is_empty() { what.to_string() } else { format!("{}: {what}", self.context) };
+        let args = if self.phase == Phase::Backward { self.remapped(args) } else { args };
         let step = Step { kernel, args, note };
         match self.phase {
             Phase::Start => self.start.push(step),
@@ -271,22 +325,32 @@ impl Builder {
 
     /// Lays the parameters out by optimizer group — decayed matrices, then embedding and head,
     /// then no-decay, then frozen — so that each group is one contiguous range the optimizer can
-    /// treat alike; within a group the weights FP8 GEMMs read come first (so that the rest of the
-    /// matrices, which a bf16 copy serves, are one range too), then registration order. Returns
-    /// each group's end offset, in that order.
+    /// treat alike; within a group the routed experts come first with `experts_first` (their end
+    /// is `experts_end`), then the weights FP8 GEMMs read (so that the rest of the matrices, which
+    /// a bf16 copy serves, are one range too), then registration order. Returns each group's end
+    /// offset, in that order.
     pub fn lay_out_params(&mut self) -> [usize; 4] {
         let order = [ParamGroup::Decay, ParamGroup::Embedding, ParamGroup::NoDecay, ParamGroup::Frozen];
         let fp8: std::collections::HashSet<usize> = self.fp8_weights.iter().map(|w| w.param).collect();
         self.param_offsets = vec![0; self.params.len()];
         let mut ends = [0; 4];
         let mut at = 0;
+        let experts = |i: usize| self.experts_first && self.routed_experts.contains(&i);
         for (g, group) in order.iter().enumerate() {
-            for first in [true, false] {
+            for pass in 0..3 {
                 for (i, p) in self.params.iter().enumerate() {
-                    if p.group == *group && fp8.contains(&i) == first {
+                    let here = match pass {
+                        0 => experts(i),
+                        1 => !experts(i) && fp8.contains(&i),
+                        _ => !experts(i) && !fp8.contains(&i),
+                    };
+                    if p.group == *group && here {
                         self.param_offsets[i] = at;
                         at += p.shape.iter().product::<usize>();
                     }
+                }
+                if pass == 0 && g == 0 {
+                    self.experts_end = at;
                 }
             }
             ends[g] = at;
@@ -326,6 +390,62 @@ impl Builder {
         self.launch(op, vec![Arg::T(t), Arg::T(q), Arg::T(s)], &format!("quantize {name} ({how})"));
         self.quantized.insert((t, scaling), (q, s));
         (q, s)
+    }
+
+    /// `args` with every recomputed tensor replaced by its recomputation.
+    fn remapped(&self, args: Vec<Arg>) -> Vec<Arg> {
+        if self.remap.is_empty() {
+            return args;
+        }
+        let map = |t: Tid| self.remap.get(&t).copied().unwrap_or(t);
+        args.into_iter()
+            .map(|a| match a {
+                Arg::T(t) => Arg::T(map(t)),
+                Arg::Part { t, off, len } => Arg::Part { t: map(t), off, len },
+                a => a,
+            })
+            .collect()
+    }
+
+    /// Opens a layer whose `recomputed` regions the backward runs again (with selective
+    /// recomputation on).
+    pub fn recompute_begin(&mut self) {
+        if self.recompute {
+            self.regions = Some(Vec::new());
+        }
+    }
+
+    /// A region of the forward whose outputs — the tensors `f` makes — are not kept for the
+    /// backward: with selective recomputation on, the layer's backward starts by running its
+    /// launches again into fresh tensors, which every backward launch reads instead
+    /// (DeepSeek-V3 recomputes its norms, MLA up-projections and SwiGLU products so).
+    pub fn recomputed<R>(&mut self, f: impl FnOnce(&mut Builder) -> R) -> R {
+        let (steps, tensors) = (self.forward.len(), self.tensors.len());
+        let r = f(self);
+        if let Some(regions) = self.regions.as_mut() {
+            regions.push((self.forward[steps..].to_vec(), tensors..self.tensors.len()));
+        }
+        r
+    }
+
+    /// Closes the layer `recompute_begin` opened: its backward, before any of its other backward
+    /// launches, runs each region again.
+    pub fn recompute_end(&mut self) {
+        let Some(regions) = self.regions.take().filter(|r| !r.is_empty()) else { return };
+        self.on_backward(move |b| {
+            for (steps, made) in regions {
+                for t in made {
+                    let info =
+                        TensorInfo { name: format!("{} (recomputed)", b.tensors[t].name), len: b.tensors[t].len };
+                    b.tensors.push(info);
+                    b.remap.insert(t, b.tensors.len() - 1);
+                }
+                for s in steps {
+                    let args = b.remapped(s.args);
+                    b.backward.push(Step { kernel: s.kernel, args, note: format!("{} (recomputed)", s.note) });
+                }
+            }
+        });
     }
 
     /// Records how to differentiate the op just emitted.

@@ -116,7 +116,7 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
     let tokens = b.tensor("tokens", n);
     let positions = b.tensor("positions", batch);
     let attend = Attend::Decode { positions, per_seq, cache, caches: caches.clone(), absorbed: shape.absorbed };
-    let c = Ctx { s: spec, attend, loss: None, batch, seq: per_seq, n, d };
+    let c = Ctx { s: spec, attend, loss: None, batch, seq: per_seq, n, d, experts: None };
 
     let embed = b.param(
         "model.embed_tokens.weight",
@@ -176,7 +176,7 @@ pub fn compile_decode(spec: &Spec, shape: DecodeShape) -> Result<Program, Decode
     let io: Vec<Tid> =
         [tokens, positions, logits].into_iter().chain(next_tokens).chain(draft_logits).chain(logit_rows).collect();
     let pinned: Vec<Tid> = caches.iter().flat_map(|c| [Some(c.latent), c.scales, Some(c.rope)]).flatten().collect();
-    let laid = lay_out(&b, &[&b.start, &b.forward, &b.draft], &io, &pinned);
+    let laid = lay_out(&b, &[&b.start, &b.forward, &b.draft], &io, &pinned, false);
     let t = |x: Tid| laid.slices[x];
     let mut lists = laid.lists.into_iter();
     let mut next = || lists.next().unwrap_or_default();

@@ -18,7 +18,8 @@ pub mod rust;
 pub mod step;
 
 pub use decode::{compile_decode, DecodeShape};
-pub use step::{DataParallel, Training};
+pub use model::{ExpertShard, Stage};
+pub use step::{Parallel, Training};
 
 use dsv3c_runtime::Program;
 use dsv3c_spec::Spec;
@@ -32,8 +33,10 @@ pub enum CompileError {
     SeqTooLong { seq: usize, max: u64 },
     #[error("batch·seq = {0} tokens is more than 2^24, the largest count the plan indexes exactly")]
     TooManyTokens(usize),
-    #[error("rank {rank} of a job of {ranks} data-parallel ranks")]
+    #[error("rank {rank} of a job of {ranks} ranks")]
     Rank { rank: usize, ranks: usize },
+    #[error("parallel layout {mesh}: {why}")]
+    Layout { mesh: dsv3c_runtime::comm::Mesh, why: String },
     #[error("internal error: the plan broke an invariant: {0}")]
     Plan(#[from] dsv3c_runtime::program::ProgramError),
 }
@@ -47,22 +50,34 @@ pub fn compile(spec: &Spec, batch: usize, seq: usize) -> Result<Program, Compile
 /// Compiles `spec` into a training Program for `batch` sequences of `seq` tokens whose update
 /// step runs `training`'s optimizer.
 pub fn compile_training(spec: &Spec, batch: usize, seq: usize, training: Training) -> Result<Program, CompileError> {
-    compile_rank(spec, batch, seq, training, DataParallel::SINGLE)
+    compile_rank(spec, batch, seq, training, Parallel::SINGLE)
 }
 
-/// Compiles `spec` into the training Program of one data-parallel rank: `batch` sequences of
-/// `seq` tokens per micro-batch on this rank, the gradients and routing statistics summed over
-/// the ranks in the update, and with ZeRO-1 the optimizer over this rank's shard
-/// ([`step::build`]). A job of one rank is the single-device program.
+/// Compiles `spec` into the training Program of one rank of a parallel job (`par`): `batch`
+/// sequences of `seq` tokens per micro-batch on this rank; its pipeline stage's layers (the
+/// embedding on the first stage, the head and MTP modules on the last), its shard of the routed
+/// experts, the exchanges and messages between ranks as collective ops, and a step that sums what
+/// the ranks share ([`step::build`]). A pipeline stage builds its layers once per micro-batch it
+/// keeps in flight under 1F1B. A job of one rank is the single-device program.
 pub fn compile_rank(
     spec: &Spec,
     batch: usize,
     seq: usize,
     training: Training,
-    dp: DataParallel,
+    par: Parallel,
 ) -> Result<Program, CompileError> {
-    if dp.ranks == 0 || dp.rank >= dp.ranks {
-        return Err(CompileError::Rank { rank: dp.rank, ranks: dp.ranks });
+    let (mesh, place) = (par.place.mesh, par.place);
+    if mesh.world() == 0 || place.rank >= mesh.world() {
+        return Err(CompileError::Rank { rank: place.rank, ranks: mesh.world() });
+    }
+    let layout = |why: String| CompileError::Layout { mesh, why };
+    mesh.check().map_err(layout)?;
+    let experts = spec.moe.as_ref().map_or(0, |m| m.n_routed_experts as usize);
+    if mesh.ep > 1 && (experts == 0 || !experts.is_multiple_of(mesh.ep)) {
+        return Err(layout(format!("ep = {} does not divide the {experts} routed experts", mesh.ep)));
+    }
+    if mesh.pp as u64 > spec.n_layers {
+        return Err(layout(format!("pp = {} exceeds the {} layers", mesh.pp, spec.n_layers)));
     }
     if batch == 0 || seq == 0 {
         return Err(CompileError::Shape { batch, seq });
@@ -71,15 +86,38 @@ pub fn compile_rank(
         return Err(CompileError::SeqTooLong { seq, max: spec.max_seq_len });
     }
     let top_k = spec.moe.as_ref().map_or(1, |m| m.top_k as usize);
-    if batch * seq * top_k >= 1 << 24 {
+    // Every count and offset the program holds is below 2^24 (exact in f32): routed rows, and
+    // the rows an expert-parallel rank receives.
+    if batch * seq * top_k * mesh.ep >= 1 << 24 {
         return Err(CompileError::TooManyTokens(batch * seq));
     }
+    let stage = Stage {
+        layers: dsv3c_spec::memory::stage_layers(spec.n_layers, mesh.pp as u64, place.stage() as u64),
+        first: place.first_stage(),
+        last: place.last_stage(),
+        experts: (mesh.ep > 1).then_some(ExpertShard {
+            ranks: mesh.ep,
+            rank: place.ep_rank(),
+            capacity_factor: par.expert_capacity,
+        }),
+    };
     let mut b = builder::Builder::default();
-    let out = model::build(&mut b, spec, batch, seq);
-    b.backward();
-    let gamma = spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
-    let io = step::build(&mut b, &out, training, gamma, dp);
-    let mut program = plan::plan(b, &out, &io, &spec.name, batch, seq).map_err(CompileError::Plan)?;
+    b.experts_first = mesh.ep > 1;
+    b.recompute = training.recompute;
+    // A stage keeps up to `pp - stage` micro-batches in flight under 1F1B (the last stage one).
+    let slots = if mesh.pp > 1 { (mesh.pp - place.stage()).min(par.micro_batches.max(1)) } else { 1 };
+    let mut outs = Vec::with_capacity(slots);
+    for _ in 0..slots {
+        b.phase = builder::Phase::Forward;
+        outs.push(model::build(&mut b, spec, batch, seq, &stage));
+        b.backward();
+        if mesh.pp > 1 {
+            let lists = (std::mem::take(&mut b.forward), std::mem::take(&mut b.backward));
+            b.slots.push(lists);
+        }
+    }
+    let io = step::build(&mut b, &outs[0], training, spec, &par);
+    let mut program = plan::plan(b, &outs, &io, &spec.name, batch, seq).map_err(CompileError::Plan)?;
     // The device payload: every kernel's CUDA source and launch geometry, or why the CUDA back end
     // has none for it.
     for k in &mut program.kernels {

@@ -7,7 +7,7 @@
 //! the shared head, cross-entropy against `t_{i+k+1}` weighted λ/D. Balance losses of MoE layers
 //! add to the total loss.
 
-use dsv3c_runtime::op::{Attn, Balance, Cache, Heads, LatentAttn, Op, RopeFreqs, Route, Score};
+use dsv3c_runtime::op::{Attn, Balance, Cache, Heads, LatentAttn, Op, Peer, RopeFreqs, Route, Score};
 use dsv3c_runtime::program::{Init, ParamGroup};
 use dsv3c_spec::types::{LayerAttention, Norm, ScoreFunc, Spec};
 
@@ -16,7 +16,10 @@ use crate::ops::{MoeOut, NormW, W};
 
 /// The tensors a run reads and writes.
 pub struct Outputs {
+    /// Token ids of the micro-batch, when this program reads them (the first stage embeds them,
+    /// the last one scores against them).
     pub tokens: Tid,
+    pub reads_tokens: bool,
     pub loss: Tid,
     pub main_loss: Tid,
     pub mtp_losses: Vec<Tid>,
@@ -24,6 +27,60 @@ pub struct Outputs {
     pub expert_scores: Vec<Tid>,
     /// Each MoE layer's routing statistics and its correction-bias parameter.
     pub expert_stats: Vec<(Tid, usize)>,
+    /// Each MoE layer's rows dropped past its experts' capacity (expert parallelism with a
+    /// capacity factor).
+    pub expert_dropped: Vec<Tid>,
+    /// The model-wide index of each MoE layer built.
+    pub moe_layers: Vec<usize>,
+    /// The token embedding, when the program holds it.
+    pub embedding: Option<usize>,
+    /// The first and the last pipeline stage both hold the token embedding (the last for its MTP
+    /// modules or a tied head): their gradients are summed.
+    pub ends_share_embedding: bool,
+}
+
+/// Which part of the model a program builds: a pipeline stage's layers (all of them on one
+/// device), the embedding on the first stage, the head and MTP modules on the last, and the
+/// routed experts of one expert-parallel shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub layers: std::ops::Range<u64>,
+    pub first: bool,
+    pub last: bool,
+    pub experts: Option<ExpertShard>,
+}
+
+impl Stage {
+    /// The whole model on one device.
+    pub fn whole(s: &Spec) -> Stage {
+        Stage { layers: 0..s.n_layers, first: true, last: true, experts: None }
+    }
+}
+
+/// The routed experts one expert-parallel rank holds: shard `rank` of `ranks` (consecutive
+/// experts), each keeping at most `capacity_factor` times the rows a balanced routing gives it
+/// (none: every row however the routing falls — the worst case's buffers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpertShard {
+    pub ranks: usize,
+    pub rank: usize,
+    pub capacity_factor: Option<f64>,
+}
+
+impl ExpertShard {
+    /// Rows a local expert keeps at most when each of the `ranks` ranks routes `tokens · top_k`
+    /// rows over `experts` experts: every token of the group (each sends an expert one row at
+    /// most), or the capacity factor's share of a balanced load.
+    pub fn capacity(&self, tokens: usize, top_k: usize, experts: usize) -> usize {
+        let worst = self.ranks * tokens;
+        match self.capacity_factor {
+            None => worst,
+            Some(f) => {
+                let balanced = (self.ranks * tokens * top_k) as f64 / experts.max(1) as f64;
+                ((f * balanced).ceil() as usize).clamp(1, worst.max(1))
+            }
+        }
+    }
 }
 
 /// How a decoder layer's attention reaches its keys and values.
@@ -59,6 +116,8 @@ pub(crate) struct Ctx<'a> {
     pub seq: usize,
     pub n: usize,
     pub d: usize,
+    /// This rank's shard of the routed experts (none: all of them).
+    pub experts: Option<ExpertShard>,
 }
 
 pub(crate) fn norm_params(b: &mut Builder, s: &Spec, name: &str, d: usize) -> NormW {
@@ -90,7 +149,7 @@ fn swiglu_mlp(b: &mut Builder, s: &Spec, name: &str, x: Tid, n: usize, inter: us
     let down = matrix(b, s, &format!("{name}.down_proj"), d, inter);
     let g = b.linear(x, n, gate, &format!("{short}.gate_proj"));
     let u = b.linear(x, n, up, &format!("{short}.up_proj"));
-    let a = b.swiglu(g, u, &format!("{short}.act"));
+    let a = b.recomputed(|b| b.swiglu(g, u, &format!("{short}.act")));
     match into {
         Some(out) => {
             b.linear_into(a, n, down, out, false, &format!("{short}.down_proj"));
@@ -132,29 +191,10 @@ pub(crate) fn decoder_layer(
     let (qr, kvr) = (m.q_lora_rank as usize, m.kv_lora_rank as usize);
     let dqk = dn + dr;
 
-    // Attention.
-    let in_norm = norm_params(b, s, &format!("{prefix}.input_layernorm"), d);
-    let x = b.norm(h, n, d, d, in_norm, "input_layernorm");
-    let q = if qr > 0 {
-        let qa = matrix(b, s, &format!("{prefix}.self_attn.q_a_proj"), qr, d);
-        let qa_norm = norm_params(b, s, &format!("{prefix}.self_attn.q_a_layernorm"), qr);
-        let qb = matrix(b, s, &format!("{prefix}.self_attn.q_b_proj"), heads * dqk, qr);
-        let ca = b.linear(x, n, qa, "q_a_proj");
-        let cn = b.norm(ca, n, qr, qr, qa_norm, "q_a_layernorm");
-        b.linear(cn, n, qb, "q_b_proj")
-    } else {
-        let qp = matrix(b, s, &format!("{prefix}.self_attn.q_proj"), heads * dqk, d);
-        b.linear(x, n, qp, "q_proj")
-    };
-    let kva_w = matrix(b, s, &format!("{prefix}.self_attn.kv_a_proj_with_mqa"), kvr + dr, d);
-    let kv_norm = norm_params(b, s, &format!("{prefix}.self_attn.kv_a_layernorm"), kvr);
-    let kvb_w = matrix(b, s, &format!("{prefix}.self_attn.kv_b_proj"), heads * (dn + dv), kvr);
-    let o_w = matrix(b, s, &format!("{prefix}.self_attn.o_proj"), d, heads * dv);
+    // The layer's norms, MLA up-projections and SwiGLU products are `recomputed` regions: with
+    // selective recomputation the backward makes them again instead of keeping them.
+    b.recompute_begin();
     let freqs = rope_freqs(s);
-    let window = match (kind, &s.attention.swa) {
-        (LayerAttention::Swa, Some(w)) => Some((w.window as usize, w.sink_tokens as usize)),
-        _ => None,
-    };
     let rope = |b: &mut Builder, x: Tid, heads: usize, row_stride: usize, head_stride: usize, offset: usize| match &c
         .attend
     {
@@ -168,9 +208,38 @@ pub(crate) fn decoder_layer(
             b.launch(op, vec![Arg::T(*positions), Arg::T(x)], "rope");
         }
     };
-    rope(b, q, heads, heads * dqk, dqk, dn);
+
+    // Attention.
+    let in_norm = norm_params(b, s, &format!("{prefix}.input_layernorm"), d);
+    let x = b.recomputed(|b| b.norm(h, n, d, d, in_norm, "input_layernorm"));
+    let q = if qr > 0 {
+        let qa = matrix(b, s, &format!("{prefix}.self_attn.q_a_proj"), qr, d);
+        let qa_norm = norm_params(b, s, &format!("{prefix}.self_attn.q_a_layernorm"), qr);
+        let qb = matrix(b, s, &format!("{prefix}.self_attn.q_b_proj"), heads * dqk, qr);
+        let ca = b.linear(x, n, qa, "q_a_proj");
+        let cn = b.recomputed(|b| b.norm(ca, n, qr, qr, qa_norm, "q_a_layernorm"));
+        b.recomputed(|b| {
+            let q = b.linear(cn, n, qb, "q_b_proj");
+            rope(b, q, heads, heads * dqk, dqk, dn);
+            q
+        })
+    } else {
+        let qp = matrix(b, s, &format!("{prefix}.self_attn.q_proj"), heads * dqk, d);
+        let q = b.linear(x, n, qp, "q_proj");
+        rope(b, q, heads, heads * dqk, dqk, dn);
+        q
+    };
+    let kva_w = matrix(b, s, &format!("{prefix}.self_attn.kv_a_proj_with_mqa"), kvr + dr, d);
+    let kv_norm = norm_params(b, s, &format!("{prefix}.self_attn.kv_a_layernorm"), kvr);
+    let kvb_w = matrix(b, s, &format!("{prefix}.self_attn.kv_b_proj"), heads * (dn + dv), kvr);
+    let o_w = matrix(b, s, &format!("{prefix}.self_attn.o_proj"), d, heads * dv);
+    let window = match (kind, &s.attention.swa) {
+        (LayerAttention::Swa, Some(w)) => Some((w.window as usize, w.sink_tokens as usize)),
+        _ => None,
+    };
     let kva = b.linear(x, n, kva_w, "kv_a_proj_with_mqa");
-    let ckv = b.norm(kva, n, kvr, kvr + dr, kv_norm, "kv_a_layernorm");
+    // The norm reads the latent columns; the rope then turns the key columns in place.
+    let ckv = b.recomputed(|b| b.norm(kva, n, kvr, kvr + dr, kv_norm, "kv_a_layernorm"));
     rope(b, kva, 1, kvr + dr, 0, kvr);
     let scale = m.softmax_scale() as f32;
     let attn = Attn {
@@ -187,7 +256,7 @@ pub(crate) fn decoder_layer(
     };
     let o = match &c.attend {
         Attend::Train => {
-            let kvb = b.linear(ckv, n, kvb_w, "kv_b_proj");
+            let kvb = b.recomputed(|b| b.linear(ckv, n, kvb_w, "kv_b_proj"));
             b.attention(attn, q, kvb, kva)
         }
         Attend::Decode { positions, per_seq, cache, caches, absorbed } => {
@@ -220,7 +289,7 @@ pub(crate) fn decoder_layer(
 
     // FFN.
     let post_norm = norm_params(b, s, &format!("{prefix}.post_attention_layernorm"), d);
-    let x = b.norm(h, n, d, d, post_norm, "post_attention_layernorm");
+    let x = b.recomputed(|b| b.norm(h, n, d, d, post_norm, "post_attention_layernorm"));
     let mut chosen = None;
     let f = match (&s.moe, moe) {
         (Some(e), true) => {
@@ -233,18 +302,24 @@ pub(crate) fn decoder_layer(
             );
             let bias =
                 b.param(format!("{prefix}.mlp.gate.e_score_correction_bias"), &[ne], Init::Zeros, ParamGroup::Frozen);
+            // This rank's routed experts (all of them on one device), with their global indices.
+            let held = match c.experts {
+                Some(x) => x.rank * ne / x.ranks..(x.rank + 1) * ne / x.ranks,
+                None => 0..ne,
+            };
             let mut first = [0usize; 3];
             for (j, (proj, shape)) in
                 [("gate_proj", [im, d]), ("up_proj", [im, d]), ("down_proj", [d, im])].into_iter().enumerate()
             {
-                for ex in 0..ne {
+                for ex in held.clone() {
                     let p = b.param(
                         format!("{prefix}.mlp.experts.{ex}.{proj}.weight"),
                         &shape,
                         Init::Normal { std: s.init_std as f32 },
                         ParamGroup::Decay,
                     );
-                    if ex == 0 {
+                    b.routed_experts.insert(p);
+                    if ex == held.start {
                         first[j] = p;
                     }
                 }
@@ -276,7 +351,13 @@ pub(crate) fn decoder_layer(
                     loss,
                 )
             });
-            chosen = Some((b.moe(x, route, d, im, gate, bias, first, out, balance), bias));
+            let shard = c.experts.map(|x| dsv3c_runtime::op::Exchange {
+                experts: ne,
+                ranks: x.ranks,
+                rows: n * k,
+                capacity: x.capacity(n, k, ne),
+            });
+            chosen = Some((b.moe(x, route, d, im, gate, bias, first, out, balance, shard), bias));
             out
         }
         _ => {
@@ -284,7 +365,9 @@ pub(crate) fn decoder_layer(
             swiglu_mlp(b, s, &format!("{prefix}.mlp"), x, n, i, None)
         }
     };
-    (b.add(h, f, "residual.ffn"), chosen)
+    let out = b.add(h, f, "residual.ffn");
+    b.recompute_end();
+    (out, chosen)
 }
 
 /// The LM head: the embedding matrix when tied, else `lm_head.weight`.
@@ -320,67 +403,113 @@ pub(crate) fn mtp_input(b: &mut Builder, s: &Spec, prefix: &str, embed: usize, n
     x
 }
 
-/// Builds the forward graph for `batch` sequences of `seq` tokens; returns the run's tensors.
-pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize) -> Outputs {
+/// Builds the forward graph of `stage` for `batch` sequences of `seq` tokens; returns the run's
+/// tensors. A stage after the first receives its input hidden state from the stage before, one
+/// before the last sends its output to the stage after (and in the backward, the gradients the
+/// other way).
+pub fn build(b: &mut Builder, s: &Spec, batch: usize, seq: usize, stage: &Stage) -> Outputs {
     let (v, d) = (s.vocab_size as usize, s.d_model as usize);
     let n = batch * seq;
     b.precision = PrecisionPolicy::of(s);
     let tokens = b.tensor("tokens", n);
     let loss = b.tensor("loss", 1);
-    let c = Ctx { s, attend: Attend::Train, loss: Some(loss), batch, seq, n, d };
+    let c = Ctx { s, attend: Attend::Train, loss: Some(loss), batch, seq, n, d, experts: stage.experts };
     let main_loss = b.tensor("loss.main", 1);
     b.launch(Op::Zero { n: 1 }, vec![Arg::T(loss)], "total loss");
 
-    let embed =
-        b.param("model.embed_tokens.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding);
+    // The token embedding: the first stage's input, and the MTP modules' (and a tied head's)
+    // on the last.
+    let needs_embedding = stage.first || (stage.last && (s.mtp.is_some() || s.tie_embeddings));
+    let embed = needs_embedding.then(|| {
+        b.param("model.embed_tokens.weight", &[v, d], Init::Normal { std: s.init_std as f32 }, ParamGroup::Embedding)
+    });
     let mut moe_outs: Vec<(MoeOut, usize)> = Vec::new();
-    let mut h = b.embedding(tokens, embed, n, v, d);
-    for l in 0..s.n_layers {
+    let mut moe_layers = Vec::new();
+    let mut h = match embed.filter(|_| stage.first) {
+        Some(embed) => b.embedding(tokens, embed, n, v, d),
+        None => {
+            b.context = "pipeline".into();
+            let h = b.tensor("input", n * d);
+            b.launch(Op::Recv { n: n * d, peer: Peer::Prev }, vec![Arg::T(h)], "hidden state from the stage before");
+            b.on_backward(move |b| {
+                let g = b.grad(h);
+                b.launch(Op::Send { n: n * d, peer: Peer::Prev }, vec![Arg::T(g)], "its gradient to the stage before");
+            });
+            h
+        }
+    };
+    for l in stage.layers.clone() {
         b.context = format!("layer {l}");
         let moe = l >= s.n_dense_layers();
         let (next, idx) = decoder_layer(b, &c, l as usize, &format!("model.layers.{l}"), h, s.layer_attention(l), moe);
         h = next;
+        if idx.is_some() {
+            moe_layers.push((l - s.n_dense_layers()) as usize);
+        }
         moe_outs.extend(idx);
     }
-    b.context = "head".into();
-    let final_norm = norm_params(b, s, "model.norm", d);
-    let hn = b.norm(h, n, d, d, final_norm, "norm");
-    let head = lm_head(b, s, embed);
-    let logits = b.linear(hn, n, head, "lm_head");
-    b.cross_entropy(logits, tokens, main_loss, batch, seq, v, 1, 1.0);
-    b.launch(Op::AddScaled { n: 1, alpha: 1.0 }, vec![Arg::T(main_loss), Arg::T(loss)], "total loss");
-
     let mut mtp_losses = Vec::new();
-    let mut prev = hn;
-    if let Some(mtp) = &s.mtp {
-        let weight = (mtp.loss_weight / mtp.depth as f64) as f32;
-        for k in 1..=mtp.depth as usize {
-            let l = s.n_layers as usize + k - 1;
-            let prefix = format!("model.layers.{l}");
-            b.context = format!("mtp {k}");
-            let shifted = b.tensor("tokens", n);
-            b.launch(Op::ShiftTokens { batch, seq, shift: k }, vec![Arg::T(tokens), Arg::T(shifted)], "shift tokens");
-            let x = mtp_input(b, s, &prefix, embed, shifted, prev, n);
-            let (hk, idx) = decoder_layer(b, &c, l, &prefix, x, LayerAttention::Mla, s.moe.is_some());
-            moe_outs.extend(idx);
-            let sh = norm_params(b, s, &format!("{prefix}.shared_head.norm"), d);
-            let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");
-            let logits = b.linear(hs, n, head, "shared_head.head");
-            let lk = b.tensor("loss", 1);
-            b.cross_entropy(logits, tokens, lk, batch, seq, v, k + 1, weight);
-            b.launch(Op::AddScaled { n: 1, alpha: weight }, vec![Arg::T(lk), Arg::T(loss)], "total loss");
-            mtp_losses.push(lk);
-            prev = hk;
+    if !stage.last {
+        b.context = "pipeline".into();
+        b.launch(Op::Zero { n: 1 }, vec![Arg::T(main_loss)], "no loss before the last stage");
+        b.launch(Op::Send { n: n * d, peer: Peer::Next }, vec![Arg::T(h)], "hidden state to the stage after");
+        b.on_backward(move |b| {
+            let g = b.grad(h);
+            b.launch(Op::Recv { n: n * d, peer: Peer::Next }, vec![Arg::T(g)], "its gradient from the stage after");
+        });
+    } else {
+        let embed = embed.unwrap_or_default();
+        b.context = "head".into();
+        let final_norm = norm_params(b, s, "model.norm", d);
+        let hn = b.norm(h, n, d, d, final_norm, "norm");
+        let head = lm_head(b, s, embed);
+        let logits = b.linear(hn, n, head, "lm_head");
+        b.cross_entropy(logits, tokens, main_loss, batch, seq, v, 1, 1.0);
+        b.launch(Op::AddScaled { n: 1, alpha: 1.0 }, vec![Arg::T(main_loss), Arg::T(loss)], "total loss");
+
+        let mut prev = hn;
+        if let Some(mtp) = &s.mtp {
+            let weight = (mtp.loss_weight / mtp.depth as f64) as f32;
+            for k in 1..=mtp.depth as usize {
+                let l = s.n_layers as usize + k - 1;
+                let prefix = format!("model.layers.{l}");
+                b.context = format!("mtp {k}");
+                let shifted = b.tensor("tokens", n);
+                b.launch(
+                    Op::ShiftTokens { batch, seq, shift: k },
+                    vec![Arg::T(tokens), Arg::T(shifted)],
+                    "shift tokens",
+                );
+                let x = mtp_input(b, s, &prefix, embed, shifted, prev, n);
+                let (hk, idx) = decoder_layer(b, &c, l, &prefix, x, LayerAttention::Mla, s.moe.is_some());
+                if idx.is_some() {
+                    moe_layers.push(s.n_moe_layers() as usize + k - 1);
+                }
+                moe_outs.extend(idx);
+                let sh = norm_params(b, s, &format!("{prefix}.shared_head.norm"), d);
+                let hs = b.norm(hk, n, d, d, sh, "shared_head.norm");
+                let logits = b.linear(hs, n, head, "shared_head.head");
+                let lk = b.tensor("loss", 1);
+                b.cross_entropy(logits, tokens, lk, batch, seq, v, k + 1, weight);
+                b.launch(Op::AddScaled { n: 1, alpha: weight }, vec![Arg::T(lk), Arg::T(loss)], "total loss");
+                mtp_losses.push(lk);
+                prev = hk;
+            }
         }
     }
     b.context.clear();
     Outputs {
         tokens,
+        reads_tokens: stage.first || stage.last,
         loss,
         main_loss,
         mtp_losses,
         expert_choices: moe_outs.iter().map(|m| m.0.idx).collect(),
         expert_scores: moe_outs.iter().map(|m| m.0.scores).collect(),
         expert_stats: moe_outs.iter().map(|m| (m.0.stats, m.1)).collect(),
+        expert_dropped: moe_outs.iter().filter_map(|m| m.0.dropped).collect(),
+        moe_layers,
+        embedding: embed,
+        ends_share_embedding: stage.first != stage.last && (s.mtp.is_some() || s.tie_embeddings),
     }
 }

@@ -5,9 +5,10 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
+use dsv3c_runtime::comm::CommGroup;
 use dsv3c_runtime::op::{
-    Attn, Balance, Cache, GroupedMode, Heads, LatentAttn, Op, OptimizerKind, Quant, RopeFreqs, Route, Scaling, Score,
-    Update,
+    Attn, Balance, Cache, Direction, Exchange, GroupedMode, Heads, LatentAttn, Op, OptimizerKind, Peer, Quant,
+    RopeFreqs, Route, Scaling, Score, Update,
 };
 
 fn u(v: usize) -> Literal {
@@ -285,13 +286,41 @@ pub fn op_tokens(op: &Op) -> TokenStream {
             let x = update(x);
             quote!(Op::Optimizer(#x))
         }
-        Op::AllReduce { n, ranks } => {
-            let [n, ranks] = [*n, *ranks].map(u);
-            quote!(Op::AllReduce { n: #n, ranks: #ranks })
+        Op::AllReduce { n, ranks, group } => {
+            let ([n, ranks], g) = ([*n, *ranks].map(u), comm_group(*group));
+            quote!(Op::AllReduce { n: #n, ranks: #ranks, group: #g })
         }
-        Op::AllGather { n, ranks } => {
-            let [n, ranks] = [*n, *ranks].map(u);
-            quote!(Op::AllGather { n: #n, ranks: #ranks })
+        Op::AllGather { n, ranks, group } => {
+            let ([n, ranks], g) = ([*n, *ranks].map(u), comm_group(*group));
+            quote!(Op::AllGather { n: #n, ranks: #ranks, group: #g })
+        }
+        Op::ExpertCounts(x) => {
+            let x = exchange(x);
+            quote!(Op::ExpertCounts(#x))
+        }
+        Op::ExpertExchange { exchange: x, d, dir } => {
+            let (x, d) = (exchange(x), u(*d));
+            let dir = match dir {
+                Direction::Dispatch => quote!(Direction::Dispatch),
+                Direction::Return => quote!(Direction::Return),
+            };
+            quote!(Op::ExpertExchange { exchange: #x, d: #d, dir: #dir })
+        }
+        Op::Send { n, peer } => {
+            let (n, peer) = (u(*n), peer_tokens(*peer));
+            quote!(Op::Send { n: #n, peer: #peer })
+        }
+        Op::Recv { n, peer } => {
+            let (n, peer) = (u(*n), peer_tokens(*peer));
+            quote!(Op::Recv { n: #n, peer: #peer })
+        }
+        Op::SumSquares { n } => {
+            let n = u(*n);
+            quote!(Op::SumSquares { n: #n })
+        }
+        Op::SumParts { parts, root } => {
+            let parts = u(*parts);
+            quote!(Op::SumParts { parts: #parts, root: #root })
         }
         Op::RopeAt { tokens, per_seq, heads, row_stride, head_stride, offset, dim, freqs: fr } => {
             let [tokens, per_seq, heads, row_stride, head_stride, offset, dim] =
@@ -319,5 +348,29 @@ pub fn op_tokens(op: &Op) -> TokenStream {
             let h = heads(h);
             quote!(Op::AbsorbOutput(#h))
         }
+    }
+}
+
+/// A collective's group, by its full path (the generated graph imports the op module only).
+fn comm_group(g: CommGroup) -> TokenStream {
+    match g {
+        CommGroup::World => quote!(dsv3c_runtime::comm::CommGroup::World),
+        CommGroup::Data => quote!(dsv3c_runtime::comm::CommGroup::Data),
+        CommGroup::Expert => quote!(dsv3c_runtime::comm::CommGroup::Expert),
+        CommGroup::ExpertData => quote!(dsv3c_runtime::comm::CommGroup::ExpertData),
+        CommGroup::Pipeline => quote!(dsv3c_runtime::comm::CommGroup::Pipeline),
+        CommGroup::Ends => quote!(dsv3c_runtime::comm::CommGroup::Ends),
+    }
+}
+
+fn exchange(x: &Exchange) -> TokenStream {
+    let [experts, ranks, rows, capacity] = [x.experts, x.ranks, x.rows, x.capacity].map(Literal::usize_unsuffixed);
+    quote!(Exchange { experts: #experts, ranks: #ranks, rows: #rows, capacity: #capacity })
+}
+
+fn peer_tokens(p: Peer) -> TokenStream {
+    match p {
+        Peer::Prev => quote!(Peer::Prev),
+        Peer::Next => quote!(Peer::Next),
     }
 }

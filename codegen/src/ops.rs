@@ -1,7 +1,7 @@
 //! Differentiable ops on the builder: each emits its forward launches and records the launches
 //! of its backward (hand-derived; the math is in `dsv3c_runtime::op`'s docs and the CPU kernels).
 
-use dsv3c_runtime::op::{Attn, Balance, GroupedMode, Op, Quant, Route, Scaling};
+use dsv3c_runtime::op::{Attn, Balance, Direction, Exchange, GroupedMode, Op, Quant, Route, Scaling};
 
 use crate::builder::{Arg, Builder, GemmRole, Tid, WeightKind};
 
@@ -48,6 +48,8 @@ pub struct MoeOut {
     pub idx: Tid,
     pub scores: Tid,
     pub stats: Tid,
+    /// Rows dropped past the experts' capacity (expert parallelism only).
+    pub dropped: Option<Tid>,
 }
 
 impl Builder {
@@ -265,6 +267,7 @@ impl Builder {
         experts: [usize; 3],
         out: Tid,
         balance: Option<(Balance, Tid)>,
+        shard: Option<Exchange>,
     ) -> MoeOut {
         let (n, e, k) = (r.tokens, r.experts, r.top_k);
         let logits = self.linear(x, n, W::whole(gate, e, d).kind(WeightKind::Router), "router.logits");
@@ -275,7 +278,7 @@ impl Builder {
         self.launch(Op::Router(r), args, "router");
         // The step's routing statistics, counted in the backward (training only; runs after the
         // router's backward below, while the routing is still live).
-        let stats = self.tensor("router.stats", e + 2);
+        let stats = self.shared_tensor("router.stats", e + 2);
         self.on_backward(move |b| {
             let op = Op::ExpertStats { tokens: n, experts: e, top_k: k };
             b.launch(op, [idx, scores, stats].map(Arg::T).to_vec(), "routing statistics");
@@ -307,17 +310,83 @@ impl Builder {
                 "dispatch backward",
             );
         });
-        let g = self.grouped(offsets, xp, experts[0], e, rows, inter, d, "experts.gate");
-        let u = self.grouped(offsets, xp, experts[1], e, rows, inter, d, "experts.up");
-        let h = self.swiglu(g, u, "experts.act");
-        let yp = self.grouped(offsets, h, experts[2], e, rows, d, inter, "experts.down");
+        let (yp, dropped) = match shard {
+            None => (self.experts(offsets, xp, experts, e, rows, d, inter), None),
+            Some(x) => {
+                // Expert parallelism: the rows go to the ranks holding their experts and come
+                // back; this rank's experts run over the rows every rank of its group sent them.
+                let el = x.local();
+                let recv = self.tensor("ep.recv", x.ranks * el);
+                let local = self.tensor("ep.offsets", el + 1);
+                let dropped = self.shared_tensor("ep.dropped", 1);
+                let args = [offsets, recv, local, dropped].map(Arg::T).to_vec();
+                self.launch(Op::ExpertCounts(x), args, "rows per expert, exchanged");
+                let held = el * x.capacity;
+                let xl = self.exchange(x, d, offsets, recv, xp, held, Direction::Dispatch, "ep.x");
+                let yl = self.experts(local, xl, experts, el, held, d, inter);
+                let yp = self.exchange(x, d, offsets, recv, yl, rows, Direction::Return, "ep.y");
+                (yp, Some(dropped))
+            }
+        };
         self.launch(Op::Combine { tokens: n, top_k: k, d }, [inv, weights, yp, out].map(Arg::T).to_vec(), "combine");
         self.on_backward(move |b| {
             let (dout, dyp, dw) = (b.grad(out), b.grad(yp), b.grad(weights));
             let args = [perm, inv, weights, yp, dout, dyp, dw].map(Arg::T).to_vec();
             b.launch(Op::CombineBwd { tokens: n, top_k: k, d }, args, "combine backward");
         });
-        MoeOut { idx, scores, stats }
+        MoeOut { idx, scores, stats, dropped }
+    }
+
+    /// The routed experts' SwiGLU over their sorted rows (`offsets` per expert): gate, up, their
+    /// product, down. `experts` are the first parameters of each projection's `e` experts.
+    #[allow(clippy::too_many_arguments)]
+    fn experts(
+        &mut self,
+        offsets: Tid,
+        x: Tid,
+        experts: [usize; 3],
+        e: usize,
+        rows: usize,
+        d: usize,
+        inter: usize,
+    ) -> Tid {
+        let g = self.grouped(offsets, x, experts[0], e, rows, inter, d, "experts.gate");
+        let u = self.grouped(offsets, x, experts[1], e, rows, inter, d, "experts.up");
+        let h = self.recomputed(|b| b.swiglu(g, u, "experts.act"));
+        self.grouped(offsets, h, experts[2], e, rows, d, inter, "experts.down")
+    }
+
+    /// An expert-parallel exchange of `x`'s rows (`dir`), into a new tensor of `rows` rows; its
+    /// backward is the exchange the other way.
+    #[allow(clippy::too_many_arguments)]
+    fn exchange(
+        &mut self,
+        ex: Exchange,
+        d: usize,
+        offsets: Tid,
+        recv: Tid,
+        x: Tid,
+        rows: usize,
+        dir: Direction,
+        name: &str,
+    ) -> Tid {
+        let y = self.tensor(name, rows * d);
+        let what = match dir {
+            Direction::Dispatch => "rows to their experts' ranks",
+            Direction::Return => "expert outputs back to their rows",
+        };
+        let op = Op::ExpertExchange { exchange: ex, d, dir };
+        self.launch(op, [offsets, recv, x, y].map(Arg::T).to_vec(), what);
+        self.on_backward(move |b| {
+            let (dy, dx) = (b.grad(y), b.grad(x));
+            let back = match dir {
+                Direction::Dispatch => Direction::Return,
+                Direction::Return => Direction::Dispatch,
+            };
+            let op = Op::ExpertExchange { exchange: ex, d, dir: back };
+            b.launch(op, [offsets, recv, dy, dx].map(Arg::T).to_vec(), "gradients the other way");
+        });
+        y
     }
 
     /// Grouped expert GEMM `y_r = W_e x_r` over expert-sorted rows; `w` is the first of the `e`

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice};
+use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice, Slot};
 use dsv3c_runtime::signature::{ArgSig, Kind, Role};
 use dsv3c_runtime::DType;
 
@@ -29,7 +29,7 @@ pub fn storage(b: &Builder, steps: &[&Step]) -> Vec<DType> {
     let mut dtypes = vec![act; b.tensors.len()];
     for s in steps {
         for (a, arg) in b.ops[s.kernel].signature().iter().zip(&s.args) {
-            if let Arg::T(t) = *arg {
+            if let Some(t) = arg.tensor() {
                 let d = a.storage(act);
                 if rank(d) < rank(dtypes[t]) {
                     dtypes[t] = d;
@@ -83,8 +83,10 @@ pub(crate) struct Laid {
 /// Lays out `lists` (in schedule order): liveness over them, `io` live throughout (inputs are
 /// written before the first launch, outputs read after the last), and `pinned` — live throughout
 /// too — placed first, in order, from the arena's start, so that their offsets depend on their
-/// sizes alone.
-pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]) -> Laid {
+/// sizes alone. With `interleaved`, the lists run in an order the schedule does not fix (a
+/// pipeline's micro-batch slots under 1F1B): a tensor one list hands to another is live
+/// throughout, and only a list's own temporaries share space.
+pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid], interleaved: bool) -> Laid {
     let params: Vec<Param> = b
         .params
         .iter()
@@ -105,7 +107,7 @@ pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]
     let mut last = vec![0usize; b.tensors.len()];
     for (i, s) in steps.iter().enumerate() {
         for a in &s.args {
-            if let Arg::T(t) = *a {
+            if let Some(t) = a.tensor() {
                 first[t] = first[t].min(i);
                 last[t] = last[t].max(i);
             }
@@ -114,6 +116,22 @@ pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]
     for &t in io.iter().chain(pinned) {
         first[t] = 0;
         last[t] = end;
+    }
+    if interleaved {
+        let mut list_of = vec![usize::MAX; b.tensors.len()];
+        let mut across = vec![false; b.tensors.len()];
+        for (l, list) in lists.iter().enumerate() {
+            for s in list.iter() {
+                for t in s.args.iter().filter_map(Arg::tensor) {
+                    across[t] |= list_of[t] != usize::MAX && list_of[t] != l;
+                    list_of[t] = l;
+                }
+            }
+        }
+        for t in (0..b.tensors.len()).filter(|&t| across[t]) {
+            first[t] = 0;
+            last[t] = end;
+        }
     }
     let mut dtypes = storage(b, &steps);
     for (&t, &d) in &b.pinned {
@@ -158,6 +176,10 @@ pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]
     let slice = |a: &Arg, sig: &ArgSig| -> Slice {
         match *a {
             Arg::T(x) => slices[x],
+            Arg::Part { t, off, len } => {
+                let whole = slices[t];
+                Slice { offset: whole.offset + off * whole.dtype.size(), len, ..whole }
+            }
             Arg::P { param, off, len } => {
                 let at = params[param].offset + off;
                 match b.weights_copy {
@@ -225,28 +247,72 @@ pub(crate) fn lay_out(b: &Builder, lists: &[&[Step]], io: &[Tid], pinned: &[Tid]
     Laid { params, param_len, buffers, act_bytes, kernels, lists, slices }
 }
 
-/// Turns a built graph into a Program with a static memory plan.
+/// Turns a built graph into a Program with a static memory plan: `outs` are the graph's builds,
+/// one per micro-batch slot of a pipeline stage (their lists in `b.slots`), or the one build of
+/// `b.forward` and `b.backward`.
 pub fn plan(
     b: Builder,
-    out: &Outputs,
+    outs: &[Outputs],
     step: &StepIo,
     name: &str,
     batch: usize,
     seq: usize,
 ) -> Result<Program, ProgramError> {
-    let io: Vec<Tid> = [out.tokens, out.loss, out.main_loss]
-        .into_iter()
-        .chain(out.mtp_losses.iter().copied())
-        .chain(out.expert_choices.iter().copied())
-        .chain(out.expert_scores.iter().copied())
-        .chain(out.expert_stats.iter().map(|s| s.0))
+    let out = &outs[0];
+    let io: Vec<Tid> = outs
+        .iter()
+        .flat_map(|o| {
+            [o.tokens, o.loss, o.main_loss]
+                .into_iter()
+                .chain(o.mtp_losses.iter().copied())
+                .chain(o.expert_choices.iter().copied())
+                .chain(o.expert_scores.iter().copied())
+                .chain(o.expert_stats.iter().map(|s| s.0))
+                .chain(o.expert_dropped.iter().copied())
+        })
         .chain([step.scalars, step.grad_norm])
         .collect();
-    let laid = lay_out(&b, &[&b.start, &b.forward, &b.backward, &b.update], &io, &[]);
+    let slotted = !b.slots.is_empty();
+    let lists: Vec<&[Step]> = if slotted {
+        std::iter::once(&b.start[..])
+            .chain(b.slots.iter().map(|s| &s.0[..]))
+            .chain(b.slots.iter().map(|s| &s.1[..]))
+            .chain([&b.update[..]])
+            .collect()
+    } else {
+        vec![&b.start, &b.forward, &b.backward, &b.update]
+    };
+    let laid = lay_out(&b, &lists, &io, &[], slotted);
     let t = |x: Tid| laid.slices[x];
     let mut lists = laid.lists.into_iter();
     let mut next = || lists.next().unwrap_or_default();
-    let (start, forward, backward, update) = (next(), next(), next(), next());
+    let start = next();
+    let k = b.slots.len();
+    let (forward, backward, update, slots) = if slotted {
+        let fw: Vec<Vec<Launch>> = (0..k).map(|_| next()).collect();
+        let bw: Vec<Vec<Launch>> = (0..k).map(|_| next()).collect();
+        let slots: Vec<Slot> = fw
+            .into_iter()
+            .zip(bw)
+            .zip(outs)
+            .map(|((forward, backward), o)| Slot {
+                forward,
+                backward,
+                tokens: o.reads_tokens.then(|| t(o.tokens)),
+                loss: t(o.loss),
+            })
+            .collect();
+        let update = next();
+        (slots[0].forward.clone(), slots[0].backward.clone(), update, slots)
+    } else {
+        let (f, bw, u) = (next(), next(), next());
+        (f, bw, u, Vec::new())
+    };
+    let rank = step.rank.clone().map(|mut r| {
+        r.expert_dropped = out.expert_dropped.iter().map(|&x| t(x)).collect();
+        r.slots = slots;
+        r
+    });
     let program = Program {
         name: name.to_string(),
         batch,
@@ -274,7 +340,7 @@ pub fn plan(
         buffers: laid.buffers,
         kernels: laid.kernels,
         decode: None,
-        rank: step.rank,
+        rank,
     };
     program.check()?;
     Ok(program)
@@ -309,6 +375,15 @@ pub fn to_json(p: &Program) -> String {
         "backward": launches(&p.backward),
         "update": launches(&p.update),
     });
+    let mut v = v;
+    if p.slots().len() > 1 {
+        let slots: Vec<serde_json::Value> = p
+            .slots()
+            .iter()
+            .map(|s| json!({ "forward": launches(&s.forward), "backward": launches(&s.backward) }))
+            .collect();
+        v["slots"] = serde_json::Value::Array(slots);
+    }
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
 

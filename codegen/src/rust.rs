@@ -232,15 +232,10 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
     let rank = match &p.rank {
         None => quote!(None),
         Some(r) => {
-            let (dp, dp_rank) = (lit(r.dp), lit(r.dp_rank));
-            let zero = match &r.zero {
-                None => quote!(None),
-                Some(z) => {
-                    let [lo, hi, stride, moments] = [z.lo, z.hi, z.stride, z.moments].map(lit);
-                    quote!(Some(dsv3c_runtime::program::ZeroShard { lo: #lo, hi: #hi, stride: #stride, moments: #moments }))
-                }
-            };
-            quote!(Some(dsv3c_runtime::program::Rank { dp: #dp, dp_rank: #dp_rank, zero: #zero }))
+            // A pipeline stage's other micro-batch slots are launch lists, which `plan.json`
+            // lists; the graph's functions run slot 0's.
+            let json = dsv3c_runtime::program::Rank { slots: Vec::new(), ..r.clone() }.to_json();
+            quote!(Some(dsv3c_runtime::program::Rank::from_json(#json)))
         }
     };
     quote! {

@@ -6,7 +6,7 @@
 //! them) and moves each MoE layer's correction bias toward balance. Everything a step computes is
 //! a launch: the host writes the step's scalars and reads losses and metrics.
 
-use dsv3c_runtime::comm::shard;
+use dsv3c_runtime::comm::{shard, CommGroup, Mesh, Place};
 use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Scaling, Update, GRAD_NORM_CHUNK};
 use dsv3c_runtime::program::{Rank, Slice, Space, ZeroShard};
 use dsv3c_runtime::DType;
@@ -20,33 +20,68 @@ pub struct Training {
     pub optimizer: OptimizerKind,
     /// Moments rounded to bf16 (DeepSeek-V3's recipe) rather than kept in f32.
     pub bf16_moments: bool,
+    /// Selective recomputation: the norms, MLA up-projections and SwiGLU products are made again
+    /// in the backward instead of kept (`Builder::recomputed`).
+    pub recompute: bool,
 }
 
 impl Default for Training {
-    /// AdamW with f32 moments.
+    /// AdamW with f32 moments, nothing recomputed.
     fn default() -> Training {
-        Training { optimizer: OptimizerKind::AdamW, bf16_moments: false }
+        Training { optimizer: OptimizerKind::AdamW, bf16_moments: false, recompute: false }
     }
 }
 
 impl From<&dsv3c_spec::config::Optimizer> for Training {
     fn from(o: &dsv3c_spec::config::Optimizer) -> Training {
-        Training { optimizer: o.kind.into(), bf16_moments: o.moments == dsv3c_spec::types::Dtype::Bf16 }
+        Training {
+            optimizer: o.kind.into(),
+            bf16_moments: o.moments == dsv3c_spec::types::Dtype::Bf16,
+            recompute: false,
+        }
     }
 }
 
-/// A data-parallel rank a Program is compiled for: `ranks` ranks, this one `rank`, with the
-/// optimizer state sharded over them (ZeRO-1) or replicated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataParallel {
-    pub ranks: usize,
-    pub rank: usize,
-    pub zero: bool,
+impl From<&dsv3c_spec::config::RunConfig> for Training {
+    /// The recipe's optimizer and recomputation.
+    fn from(c: &dsv3c_spec::config::RunConfig) -> Training {
+        Training { recompute: c.recompute == dsv3c_spec::config::Recompute::Selective, ..Training::from(&c.optimizer) }
+    }
 }
 
-impl DataParallel {
+/// How a per-rank Program is parallel: its place in the job's mesh (data, expert and pipeline
+/// parallelism), whether the optimizer state is sharded (ZeRO-1) or replicated, how many rows a
+/// rank's experts keep (a capacity factor over a balanced routing; none: every row, whatever the
+/// routing), and how many micro-batches a step accumulates (a pipeline stage keeps up to that
+/// many in flight).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Parallel {
+    pub place: Place,
+    pub zero: bool,
+    pub expert_capacity: Option<f64>,
+    pub micro_batches: usize,
+}
+
+impl Parallel {
     /// The job of one rank.
-    pub const SINGLE: DataParallel = DataParallel { ranks: 1, rank: 0, zero: false };
+    pub const SINGLE: Parallel =
+        Parallel { place: Place::SINGLE, zero: false, expert_capacity: None, micro_batches: 1 };
+
+    /// Rank `rank` of `ranks` data-parallel ranks, ZeRO-1 or not.
+    pub fn data(ranks: usize, rank: usize, zero: bool) -> Parallel {
+        let mesh = Mesh { dp: ranks, ep: 1, pp: 1 };
+        Parallel { place: Place { mesh, rank }, zero, ..Parallel::SINGLE }
+    }
+
+    /// Rank `rank` of `mesh`.
+    pub fn of(mesh: Mesh, rank: usize, zero: bool, micro_batches: usize) -> Parallel {
+        Parallel { place: Place { mesh, rank }, zero, expert_capacity: None, micro_batches }
+    }
+
+    /// The ranks of `group` this rank is in.
+    pub fn ranks(&self, group: CommGroup) -> usize {
+        self.place.members(group).len()
+    }
 }
 
 /// The step's tensors the host reads or writes.
@@ -136,16 +171,30 @@ fn weight_bytes(b: &Builder) -> usize {
         .unwrap_or(0)
 }
 
-/// Lays the parameters out and emits the start and update launches; `gamma` is the balancing
-/// bias's speed (no bias update when 0). On a data-parallel rank (`dp.ranks > 1`) the update
-/// first sums the gradients of the trained parameters and each MoE layer's routing statistics
-/// over the ranks — so the norm, the step guard and the bias update see the whole job's batch,
-/// the same on every rank — and under ZeRO-1 runs the optimizer over this rank's shard of the
-/// trained parameters alone (its moments the whole optimizer arena), then gathers the other
-/// ranks' shards.
-pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32, dp: DataParallel) -> StepIo {
+/// A range of the gradient arena whose sum of squares the norm takes, and the group whose ranks
+/// hold the other parts of it (its partial sums are added over them).
+struct NormPart {
+    lo: usize,
+    hi: usize,
+    over: Option<CommGroup>,
+}
+
+/// Lays the parameters out and emits the start and update launches; the spec's
+/// `bias_update_speed` is the balancing bias's speed (no bias update when 0). A per-rank program (`par`) first sums each region of the
+/// trained parameters' gradients over the ranks that hold that region alike — the routed experts
+/// over their expert-data-parallel group, the rest over the data-parallel group, the token
+/// embedding's two copies over the first and last stage — and each MoE layer's routing
+/// statistics over the data-parallel group, so that the norm, the step guard and the bias update
+/// see the whole job's batch, the same on every rank; the norm adds the partial sums of parameters
+/// that other ranks hold (other experts, other stages). Under ZeRO-1 each rank then runs the
+/// optimizer over its shard of each region alone (its moments the whole optimizer arena) and
+/// gathers the other ranks' shards.
+pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spec, par: &Parallel) -> StepIo {
+    let gamma = spec.moe.as_ref().map_or(0.0, |m| m.bias_update_speed as f32);
     let [decay_end, embedding_end, trained, param_len] = b.lay_out_params();
     let scalars = b.tensor("step.scalars", scalars::LEN);
+    let place = par.place;
+    let mesh = place.mesh;
 
     b.phase = Phase::Start;
     // The weight matrices the forward and backward read, in E4M3 and bf16: made once per step,
@@ -159,60 +208,123 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32, dp: DataPa
         let n = b.len(stats);
         b.launch(Op::Zero { n }, vec![Arg::T(stats)], "zero routing statistics");
     }
+    for &dropped in &out.expert_dropped {
+        b.launch(Op::Zero { n: 1 }, vec![Arg::T(dropped)], "zero dropped rows");
+    }
 
     b.phase = Phase::Update;
-    let ranks = dp.ranks.max(1);
-    if ranks > 1 {
-        let grad = Arg::Raw(Slice::grad(0, trained));
-        b.launch(Op::AllReduce { n: trained, ranks }, vec![grad], "gradients summed over the data-parallel ranks");
+    // The regions of the trained parameters, each with the group of ranks holding it alike.
+    let experts_end = if mesh.ep > 1 { b.experts_end.min(trained) } else { 0 };
+    let mut regions = Vec::new();
+    if experts_end > 0 {
+        regions.push((0, experts_end, CommGroup::ExpertData));
+    }
+    regions.push((experts_end, trained, CommGroup::Data));
+    for &(lo, hi, group) in &regions {
+        let ranks = par.ranks(group);
+        if ranks > 1 && hi > lo {
+            let grad = Arg::Raw(Slice::grad(lo, hi - lo));
+            b.launch(
+                Op::AllReduce { n: hi - lo, ranks, group },
+                vec![grad],
+                "gradients summed over the ranks holding them",
+            );
+        }
+    }
+    // The token embedding's copies on the first and the last stage.
+    let mut copies = Vec::new();
+    if let (Some(e), true) = (out.embedding, out.ends_share_embedding) {
+        let (at, n) = (b.param_offsets[e], b.param_len(e));
+        let grad = Arg::Raw(Slice::grad(at, n));
+        b.launch(
+            Op::AllReduce { n, ranks: 2, group: CommGroup::Ends },
+            vec![grad],
+            "the embedding's gradient, both copies",
+        );
+        if place.last_stage() {
+            copies.push((at, at + n));
+        }
+    }
+    if par.ranks(CommGroup::Data) > 1 {
+        let ranks = par.ranks(CommGroup::Data);
         for (layer, &(stats, _)) in out.expert_stats.iter().enumerate() {
             let n = b.len(stats);
             b.context = format!("moe {layer}");
-            b.launch(Op::AllReduce { n, ranks }, vec![Arg::T(stats)], "routing statistics summed over the ranks");
+            let op = Op::AllReduce { n, ranks, group: CommGroup::Data };
+            b.launch(op, vec![Arg::T(stats)], "routing statistics summed over the ranks");
         }
         b.context.clear();
     }
-    let partials = b.tensor("step.grad_norm_partials", trained.div_ceil(GRAD_NORM_CHUNK).max(1));
-    let grad_norm = b.tensor("step.grad_norm", 1);
-    let grad = Arg::Raw(Slice::grad(0, trained));
-    b.launch(Op::GradNorm { n: trained }, vec![grad, Arg::T(partials), Arg::T(grad_norm)], "global gradient norm");
+    let grad_norm = grad_norm_launches(b, par, &regions, &copies, trained);
     let moments = match t.optimizer {
         OptimizerKind::AdamW => 2,
         OptimizerKind::Lion => 1,
     };
-    // The elements this rank updates, and where their moments start in the optimizer arena.
-    let zero = (dp.zero && ranks > 1).then(|| {
-        let s = shard(trained, ranks, dp.rank);
-        ZeroShard { lo: s.start, hi: s.end, stride: trained.div_ceil(ranks), moments }
-    });
-    let (lo, hi, stride) = zero.map_or((0, trained, param_len), |z| (z.lo, z.hi, z.stride));
-    let n = hi - lo;
-    let clamp = |end: usize| end.clamp(lo, hi) - lo;
-    let u = Update {
-        kind: t.optimizer,
-        n,
-        decay_end: clamp(decay_end),
-        embedding_end: clamp(embedding_end),
-        bf16_moments: t.bf16_moments,
+    let update = |lo: usize, hi: usize, at: usize, stride: usize| {
+        let n = hi - lo;
+        let clamp = |end: usize| end.clamp(lo, hi) - lo;
+        let u = Update {
+            kind: t.optimizer,
+            n,
+            decay_end: clamp(decay_end),
+            embedding_end: clamp(embedding_end),
+            bf16_moments: t.bf16_moments,
+        };
+        let mut args = vec![
+            Arg::T(scalars),
+            Arg::T(grad_norm),
+            Arg::Raw(Slice::grad(lo, n)),
+            Arg::Raw(Slice::param(lo, n)),
+            Arg::Raw(Slice::optim(at, n)),
+        ];
+        if moments == 2 {
+            args.push(Arg::Raw(Slice::optim(at + stride, n)));
+        }
+        (Op::Optimizer(u), args)
     };
-    let mut args = vec![
-        Arg::T(scalars),
-        Arg::T(grad_norm),
-        Arg::Raw(Slice::grad(lo, n)),
-        Arg::Raw(Slice::param(lo, n)),
-        Arg::Raw(Slice::optim(0, n)),
-    ];
-    if moments == 2 {
-        args.push(Arg::Raw(Slice::optim(stride, n)));
-    }
-    let optim_len = moments * stride;
-    if n > 0 {
-        b.launch(Op::Optimizer(u), args, "optimizer step");
-    }
-    if zero.is_some() {
-        let p = Arg::Raw(Slice::param(0, trained));
-        b.launch(Op::AllGather { n: trained, ranks }, vec![p], "updated parameter shards gathered from the ranks");
-    }
+    let mut zero = Vec::new();
+    let optim_len = if par.zero && mesh.world() > 1 {
+        // ZeRO-1: each region's shard, its moments one after the other.
+        let mut at = 0;
+        let mut gathers = Vec::new();
+        for &(r_lo, r_hi, group) in &regions {
+            let (ranks, index) = (par.ranks(group), place.index_in(group).unwrap_or(0));
+            let s = shard(r_hi - r_lo, ranks, index);
+            let z = ZeroShard {
+                lo: r_lo + s.start,
+                hi: r_lo + s.end,
+                stride: (r_hi - r_lo).div_ceil(ranks),
+                moments,
+                at,
+                region: (r_lo, r_hi),
+                group,
+            };
+            if z.hi > z.lo {
+                let (op, args) = update(z.lo, z.hi, z.at, z.stride);
+                b.launch(op, args, "optimizer step");
+            }
+            if ranks > 1 && r_hi > r_lo {
+                gathers.push((r_lo, r_hi, ranks, group));
+            }
+            at += moments * z.stride;
+            zero.push(z);
+        }
+        for (lo, hi, ranks, group) in gathers {
+            let p = Arg::Raw(Slice::param(lo, hi - lo));
+            b.launch(
+                Op::AllGather { n: hi - lo, ranks, group },
+                vec![p],
+                "updated parameter shards gathered from the ranks",
+            );
+        }
+        at
+    } else {
+        if trained > 0 {
+            let (op, args) = update(0, trained, 0, param_len);
+            b.launch(op, args, "optimizer step");
+        }
+        moments * param_len
+    };
     if gamma != 0.0 {
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {
             let experts = b.param_len(bias);
@@ -222,6 +334,88 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, gamma: f32, dp: DataPa
         }
         b.context.clear();
     }
-    let rank = (ranks > 1).then_some(Rank { dp: ranks, dp_rank: dp.rank, zero });
+    let experts = spec.moe.as_ref().map_or(0, |m| m.n_routed_experts as usize);
+    let rank = (mesh.world() > 1).then(|| Rank {
+        place,
+        zero,
+        moe_layers: out.moe_layers.clone(),
+        moe_total: if experts > 0 { (spec.n_moe_layers() + spec.mtp_depth()) as usize } else { 0 },
+        experts,
+        mtp_depth: spec.mtp_depth() as usize,
+        expert_params: (0, experts_end),
+        copies,
+        expert_dropped: Vec::new(),
+        slots: Vec::new(),
+    });
     StepIo { scalars, grad_norm, optim_len, weight_bytes, rank }
+}
+
+/// The global gradient norm (a new tensor). One device, or data parallelism alone, where every
+/// rank holds every gradient: one `GradNorm` over the trained parameters. Otherwise the sums
+/// of squares of this rank's parts — the routed experts' added over the expert-parallel group,
+/// which holds the other experts; copies another rank counts left out — then their total added
+/// over the pipeline's stages, and its root.
+fn grad_norm_launches(
+    b: &mut Builder,
+    par: &Parallel,
+    regions: &[(usize, usize, CommGroup)],
+    copies: &[(usize, usize)],
+    trained: usize,
+) -> Tid {
+    let mesh = par.place.mesh;
+    if mesh.ep == 1 && mesh.pp == 1 {
+        let partials = b.tensor("step.grad_norm_partials", trained.div_ceil(GRAD_NORM_CHUNK).max(1));
+        let norm = b.tensor("step.grad_norm", 1);
+        let grad = Arg::Raw(Slice::grad(0, trained));
+        b.launch(Op::GradNorm { n: trained }, vec![grad, Arg::T(partials), Arg::T(norm)], "global gradient norm");
+        return norm;
+    }
+    let mut parts = Vec::new();
+    for &(lo, hi, group) in regions {
+        let over = (group == CommGroup::ExpertData && mesh.ep > 1).then_some(CommGroup::Expert);
+        let mut at = lo;
+        for &(c_lo, c_hi) in copies.iter().filter(|c| c.0 >= lo && c.1 <= hi) {
+            parts.push(NormPart { lo: at, hi: c_lo, over });
+            at = c_hi;
+        }
+        parts.push(NormPart { lo: at, hi, over });
+    }
+    parts.retain(|p| p.hi > p.lo);
+    let chunks = |p: &NormPart| (p.hi - p.lo).div_ceil(GRAD_NORM_CHUNK);
+    let total: usize = parts.iter().map(chunks).sum();
+    let partials = b.tensor("step.grad_norm_partials", total.max(1));
+    let norm = b.tensor("step.grad_norm", 1);
+    if total == 0 {
+        b.launch(Op::Zero { n: 1 }, vec![Arg::T(partials)], "no gradients here");
+    }
+    let mut at = 0;
+    for p in &parts {
+        let (n, c) = (p.hi - p.lo, chunks(p));
+        let part = Arg::Part { t: partials, off: at, len: c };
+        b.launch(Op::SumSquares { n }, vec![Arg::Raw(Slice::grad(p.lo, n)), part], "gradient sum of squares");
+        if let Some(group) = p.over {
+            let ranks = par.ranks(group);
+            b.launch(
+                Op::AllReduce { n: c, ranks, group },
+                vec![part],
+                "summed over the ranks holding the other experts",
+            );
+        }
+        at += c;
+    }
+    let parts = total.max(1);
+    if mesh.pp == 1 {
+        b.launch(Op::SumParts { parts, root: true }, vec![Arg::T(partials), Arg::T(norm)], "global gradient norm");
+    } else {
+        let sum = b.tensor("step.grad_sum_squares", 1);
+        b.launch(
+            Op::SumParts { parts, root: false },
+            vec![Arg::T(partials), Arg::T(sum)],
+            "this stage's sum of squares",
+        );
+        let op = Op::AllReduce { n: 1, ranks: mesh.pp, group: CommGroup::Pipeline };
+        b.launch(op, vec![Arg::T(sum)], "summed over the stages");
+        b.launch(Op::SumParts { parts: 1, root: true }, vec![Arg::T(sum), Arg::T(norm)], "global gradient norm");
+    }
+    norm
 }

@@ -539,6 +539,9 @@ fn training_step_kernels() {
     }
     for n in [1, 1000, 3 * GRAD_NORM_CHUNK + 77] {
         ops.push(Op::GradNorm { n });
+        // A parallel job's norm in two halves: sums of squares by chunk, and their (root of the) sum.
+        ops.push(Op::SumSquares { n });
+        ops.push(Op::SumParts { parts: n.div_ceil(GRAD_NORM_CHUNK), root: n % 2 == 1 });
     }
     for kind in [OptimizerKind::AdamW, OptimizerKind::Lion] {
         for bf16_moments in [false, true] {

@@ -22,7 +22,14 @@ fn plan_and_inspect_agree_for_every_canonical_spec() {
         let p = dsv3c_codegen::compile(&spec, 1, seq as usize).unwrap();
         let plan = p.memory();
         let layout = Layout::parse("", Some(1)).unwrap();
-        let run = RunShape { micro_batch: 1, seq_len: seq, moments: Dtype::F32, zero: 0 };
+        let run = RunShape {
+            micro_batch: 1,
+            seq_len: seq,
+            moments: Dtype::F32,
+            zero: 0,
+            expert_capacity: None,
+            recompute: false,
+        };
         let m = memory(&spec, layout, run);
         let name = &spec.name;
         // Parameters by dtype: the f32 copy (masters, or the weights themselves in an f32 spec) and

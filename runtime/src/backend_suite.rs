@@ -127,6 +127,9 @@ pub fn ops() -> Vec<(Op, f64)> {
         (Op::ExpertStats { tokens: 30, experts: 8, top_k: 2 }, F32),
         (Op::BiasUpdate { experts: 8, gamma: 1e-3 }, F32),
         (Op::GradNorm { n: 3000 }, F32),
+        (Op::SumSquares { n: 40000 }, F32),
+        (Op::SumParts { parts: 1500, root: false }, F32),
+        (Op::SumParts { parts: 3, root: true }, F32),
         (Op::Optimizer(update(OptimizerKind::AdamW)), F32),
         (Op::Optimizer(update(OptimizerKind::Lion)), F32),
         (

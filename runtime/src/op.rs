@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::comm::CommGroup;
+
 /// How router scores come from the gate logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Score {
@@ -288,15 +290,82 @@ pub enum Op {
     /// AdamW: `[scalars, norm, grad, param (rw), m (rw), v (rw)]`;
     /// Lion: `[scalars, norm, grad, param (rw), m (rw)]`.
     Optimizer(Update),
-    /// Sum over the `ranks` data-parallel ranks, in place: `x = Σ_r x_r`, summed in rank order
+    /// Sum over the `ranks` ranks of `group`, in place: `x = Σ_r x_r`, summed in rank order
     /// (the same bits on every rank). A collective: the backend's communicator ([`crate::comm`])
-    /// runs it, every rank at the same point of its program. `[x (rw)]`
-    AllReduce { n: usize, ranks: usize },
-    /// Each of the `ranks` data-parallel ranks' shard of `x` — rank `r`'s is
+    /// runs it, every rank of the group at the same point of its program. `[x (rw)]`
+    AllReduce { n: usize, ranks: usize, group: CommGroup },
+    /// Each of the `ranks` ranks' shard of `x` — rank `r`'s (its index in `group`) is
     /// [`crate::comm::shard`]`(n, ranks, r)` — sent to every rank, in place: afterwards every
     /// shard holds its owner's values (ZeRO-1's parameter gather after the sharded update). A
     /// collective, as [`Op::AllReduce`]. `[x (rw)]`
-    AllGather { n: usize, ranks: usize },
+    AllGather { n: usize, ranks: usize, group: CommGroup },
+    /// Expert parallelism's first exchange, over the expert-parallel group: each rank sends rank
+    /// `q` how many of its routed rows go to each of `q`'s experts (from its dispatch's `offsets`,
+    /// rows sorted by global expert), and learns how many rows each rank sends each of its own
+    /// experts: `recv[s·E_l + e]` from rank `s` for local expert `e` (`E_l = experts / ranks`).
+    /// A local expert keeps at most `capacity` rows, the first in (source rank, row) order;
+    /// `local` is the kept rows' offsets per local expert (the grouped GEMMs' `offsets`), and
+    /// `dropped` accumulates the rows past capacity. A collective.
+    /// `[offsets, recv (w), local (w), dropped (+)]`
+    ExpertCounts(Exchange),
+    /// Expert parallelism's row exchange, over the expert-parallel group, by the counts of
+    /// [`Op::ExpertCounts`]. `Dispatch`: each rank's expert-sorted rows `x` (`rows × d`) go to the
+    /// ranks holding their experts, which place the kept ones expert by expert, source rank by
+    /// source rank (`y`, `E_l·capacity × d`, zero past the kept rows). `Return`: the reverse —
+    /// each kept row of `y` goes back to the row of `x` it came from (a dropped row comes back as
+    /// zeros). Each is the other's adjoint, so the backward of one is the other. A collective.
+    /// `[offsets, recv, x, y (w)]` (Dispatch) or `[offsets, recv, y, x (w)]` (Return).
+    ExpertExchange { exchange: Exchange, d: usize, dir: Direction },
+    /// Sends `x` to the neighbouring pipeline stage `peer`. A collective (point to point).
+    /// `[x]`
+    Send { n: usize, peer: Peer },
+    /// Receives `x` from the neighbouring pipeline stage `peer`: the next message it sent.
+    /// `[x (w)]`
+    Recv { n: usize, peer: Peer },
+    /// Sums of squares over chunks of [`GRAD_NORM_CHUNK`] elements (f64 sums, stored f32), as the
+    /// first half of [`Op::GradNorm`]: a parallel job sums the partials of its parameter shards
+    /// over the ranks that hold different ones before taking the root. `[x, partials (w)]`
+    SumSquares { n: usize },
+    /// `out = Σ partials` in order (f64), or its square root with `root`. `[partials, out (w)]`
+    SumParts { parts: usize, root: bool },
+}
+
+/// The constants of an expert-parallel exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Exchange {
+    /// Routed experts of the model.
+    pub experts: usize,
+    /// Expert-parallel ranks; each holds `experts / ranks` consecutive experts.
+    pub ranks: usize,
+    /// Routed rows of this rank (tokens · top_k), sorted by expert.
+    pub rows: usize,
+    /// Rows a local expert keeps at most (from every rank of the group together).
+    pub capacity: usize,
+}
+
+impl Exchange {
+    /// Experts per rank.
+    pub fn local(&self) -> usize {
+        self.experts / self.ranks.max(1)
+    }
+}
+
+/// Which way an [`Op::ExpertExchange`] moves rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// To the ranks holding the rows' experts.
+    Dispatch,
+    /// Back to the ranks the rows came from.
+    Return,
+}
+
+/// A pipeline neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Peer {
+    /// The stage before.
+    Prev,
+    /// The stage after.
+    Next,
 }
 
 /// Elements per partial sum of [`Op::GradNorm`].
@@ -536,12 +605,27 @@ impl Op {
             },
             AllReduce { .. } => "all_reduce",
             AllGather { .. } => "all_gather",
+            ExpertCounts(_) => "expert_counts",
+            ExpertExchange { dir: Direction::Dispatch, .. } => "expert_dispatch",
+            ExpertExchange { dir: Direction::Return, .. } => "expert_return",
+            Send { .. } => "send",
+            Recv { .. } => "recv",
+            SumSquares { .. } => "sum_squares",
+            SumParts { .. } => "sum_parts",
         }
     }
 
     /// Is it a collective (run by the backend's communicator over the ranks, not by a kernel)?
     pub fn is_collective(&self) -> bool {
-        matches!(self, Op::AllReduce { .. } | Op::AllGather { .. })
+        matches!(
+            self,
+            Op::AllReduce { .. }
+                | Op::AllGather { .. }
+                | Op::ExpertCounts(_)
+                | Op::ExpertExchange { .. }
+                | Op::Send { .. }
+                | Op::Recv { .. }
+        )
     }
 }
 

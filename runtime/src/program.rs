@@ -19,6 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::comm::{CommGroup, Place};
+
 use crate::dtype::DType;
 use crate::op::Op;
 
@@ -422,24 +424,73 @@ pub struct Program {
     pub rank: Option<Rank>,
 }
 
-/// A per-rank program's place in a data-parallel job: after the backward its `update` sums the
-/// gradients and the routing statistics over the `dp` ranks (`Op::AllReduce`); under ZeRO-1 each
-/// rank then updates its shard of the trained parameters, holding only that shard's moments, and
-/// gathers the others' (`Op::AllGather`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A per-rank program's place in a parallel job ([`crate::comm::mesh`]): after the backward its
+/// `update` sums the gradients over the ranks that hold the same parameters (`Op::AllReduce`
+/// over the data-parallel group, or the expert-data-parallel group for routed experts) and the
+/// routing statistics over the stage's data-parallel ranks; under ZeRO-1 each rank then updates
+/// its shard of each region of the trained parameters, holding only that shard's moments, and
+/// gathers the others' (`Op::AllGather`). Its MoE layers are `moe_layers` of the model's
+/// `moe_total` (a pipeline stage holds some of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rank {
-    /// Data-parallel ranks.
-    pub dp: usize,
-    /// This rank, `0..dp`.
-    pub dp_rank: usize,
-    /// ZeRO-1's shard of the optimizer state, when the moments are sharded.
-    pub zero: Option<ZeroShard>,
+    pub place: Place,
+    /// ZeRO-1's shards of the optimizer state (none when the moments are replicated).
+    pub zero: Vec<ZeroShard>,
+    /// The model-wide index of each of this program's MoE layers (`io.expert_stats` order).
+    pub moe_layers: Vec<usize>,
+    /// MoE layers of the whole model.
+    pub moe_total: usize,
+    /// Routed experts of the model (each MoE layer's statistics are `experts + 2` values).
+    pub experts: usize,
+    /// MTP modules of the model (each stage's host sums carry as many MTP losses).
+    pub mtp_depth: usize,
+    /// The routed experts this rank holds: `[lo, hi)` of the parameter arena (empty without
+    /// expert parallelism, where they are parameters like the others).
+    pub expert_params: (usize, usize),
+    /// Parameters this rank holds a copy of that another rank's gradient norm counts (the last
+    /// stage's copy of the token embedding): `[lo, hi)` of the parameter arena.
+    #[serde(default)]
+    pub copies: Vec<(usize, usize)>,
+    /// Each MoE layer's rows dropped past its experts' capacity over the step (1 element each;
+    /// expert parallelism).
+    #[serde(default)]
+    pub expert_dropped: Vec<Slice>,
+    /// A pipeline stage's micro-batch slots: the forward and backward of each micro-batch in
+    /// flight under the 1F1B schedule, each over its own activations (slot 0's lists are the
+    /// program's `forward` and `backward`). Empty without pipeline parallelism.
+    #[serde(default)]
+    pub slots: Vec<Slot>,
 }
 
-/// The trained elements `[lo, hi)` of the parameter arena whose moments a ZeRO-1 rank holds
-/// ([`crate::comm::shard`] of the trained elements): moment `k` (`m`, then AdamW's `v`) of
-/// element `lo + i` lies at `k·stride + i` of the optimizer arena, `stride` the largest shard's
-/// length (every rank's arena is the same size).
+/// One in-flight micro-batch of a pipeline stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub forward: Vec<Launch>,
+    pub backward: Vec<Launch>,
+    /// Where the micro-batch's token ids go, when the stage reads them (the first stage embeds
+    /// them, the last scores against them).
+    pub tokens: Option<Slice>,
+    /// The stage's share of the micro-batch's total loss (its MoE layers' balance terms; the last
+    /// stage's also its cross-entropies).
+    pub loss: Slice,
+}
+
+impl Rank {
+    /// The rank as JSON (the generated graph carries it so).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A rank from [`Rank::to_json`]'s text.
+    pub fn from_json(text: &str) -> Rank {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("a generated graph's rank does not parse: {e}"))
+    }
+}
+
+/// The trained elements `[lo, hi)` of the parameter arena whose moments a ZeRO-1 rank holds: its
+/// shard ([`crate::comm::shard`] by its index in `group`) of a region that `group`'s ranks hold
+/// alike. Moment `k` (`m`, then AdamW's `v`) of element `lo + i` lies at `at + k·stride + i` of
+/// the optimizer arena, `stride` the region's largest shard (every rank's arena is the same size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZeroShard {
     pub lo: usize,
@@ -447,30 +498,47 @@ pub struct ZeroShard {
     pub stride: usize,
     /// Moments per element: 2 (AdamW), 1 (Lion).
     pub moments: usize,
+    /// Where the shard's moments start in the optimizer arena.
+    #[serde(default)]
+    pub at: usize,
+    /// The region `[start, end)` of the parameter arena it is a shard of.
+    pub region: (usize, usize),
+    /// The ranks that share the region, each holding one shard.
+    pub group: CommGroup,
 }
 
 impl ZeroShard {
     /// This shard of a single-device optimizer arena (`moments × param_len`, moment `k` of
-    /// element `e` at `k·param_len + e`), laid out as the rank's arena.
-    pub fn take(&self, full: &[f32], param_len: usize) -> Vec<f32> {
-        let mut out = vec![0.0; self.moments * self.stride];
+    /// element `e` at `k·param_len + e`), written into the rank's arena `out`.
+    pub fn take(&self, full: &[f32], param_len: usize, out: &mut [f32]) {
         for k in 0..self.moments {
             let src = &full[k * param_len + self.lo..k * param_len + self.hi];
-            out[k * self.stride..k * self.stride + src.len()].copy_from_slice(src);
+            let at = self.at + k * self.stride;
+            out[at..at + src.len()].copy_from_slice(src);
+        }
+    }
+
+    /// The rank's shard placed into the region's moments (`moments × region length`, zeros
+    /// elsewhere), for a sum over the group to assemble.
+    pub fn place(&self, arena: &[f32]) -> Vec<f32> {
+        let len = self.region.1 - self.region.0;
+        let mut out = vec![0.0; self.moments * len];
+        let n = self.hi - self.lo;
+        for k in 0..self.moments {
+            let to = k * len + self.lo - self.region.0;
+            out[to..to + n].copy_from_slice(&arena[self.at + k * self.stride..self.at + k * self.stride + n]);
         }
         out
     }
 
-    /// The rank's arena placed into a zeroed single-device arena (`moments × param_len`): the
-    /// other ranks' shards stay zero, for a sum over the ranks to assemble.
-    pub fn place(&self, shard: &[f32], param_len: usize) -> Vec<f32> {
-        let mut full = vec![0.0; self.moments * param_len];
+    /// The region's assembled moments (what [`ZeroShard::place`] summed over the group gives)
+    /// written into a single-device arena laid out like this program's parameters.
+    pub fn unplace(&self, region: &[f32], param_len: usize, full: &mut [f32]) {
+        let len = self.region.1 - self.region.0;
         for k in 0..self.moments {
-            let n = self.hi - self.lo;
-            full[k * param_len + self.lo..k * param_len + self.hi]
-                .copy_from_slice(&shard[k * self.stride..k * self.stride + n]);
+            full[k * param_len + self.region.0..k * param_len + self.region.1]
+                .copy_from_slice(&region[k * len..(k + 1) * len]);
         }
-        full
     }
 }
 
@@ -576,13 +644,23 @@ impl Program {
         if let Some(d) = &self.decode {
             v.push(("draft", &d.draft));
         }
+        for s in self.slots().iter().skip(1) {
+            v.push(("forward (another micro-batch slot)", &s.forward));
+            v.push(("backward (another micro-batch slot)", &s.backward));
+        }
         v
     }
 
-    /// Every launch in schedule order (start, forward, backward, update, draft).
+    /// A pipeline stage's micro-batch slots (empty without pipeline parallelism).
+    pub fn slots(&self) -> &[Slot] {
+        self.rank.as_ref().map_or(&[][..], |r| &r.slots[..])
+    }
+
+    /// Every launch in schedule order (start, forward, backward, update, draft, other slots).
     pub fn launches(&self) -> impl Iterator<Item = &Launch> {
         let draft = self.decode.as_ref().map_or(&[][..], |d| &d.draft[..]);
-        self.start.iter().chain(&self.forward).chain(&self.backward).chain(&self.update).chain(draft)
+        let slots = self.slots().iter().skip(1).flat_map(|s| s.forward.iter().chain(&s.backward));
+        self.start.iter().chain(&self.forward).chain(&self.backward).chain(&self.update).chain(draft).chain(slots)
     }
 
     /// The parameter called `name`.

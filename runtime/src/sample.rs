@@ -99,6 +99,8 @@ pub fn args(op: &Op, lens: &[usize], rng: &mut Rng) -> Vec<Vec<f32>> {
         |n: usize, vocab: usize, rng: &mut Rng| (0..n).map(|_| rng.below(vocab) as f32).collect::<Vec<f32>>();
     match *op {
         Embedding { n, vocab, .. } | EmbeddingBwd { n, vocab, .. } => a[0] = tokens_in(n, vocab, rng),
+        // Partial sums of squares are not negative.
+        SumParts { .. } => a[0].iter_mut().for_each(|x| *x = x.abs()),
         ShiftTokens { batch, seq, .. } => a[0] = tokens_in(batch * seq, 1 << 16, rng),
         CrossEntropy { batch, seq, vocab, .. } => {
             a[0] = rng.vec(lens[0], 4.0);

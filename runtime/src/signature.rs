@@ -373,6 +373,25 @@ impl Op {
                 a("o", Out(W), h.tokens * h.heads * h.v),
             ],
             AllReduce { n, .. } | AllGather { n, .. } => vec![f("x", Out(Rw), n)],
+            ExpertCounts(x) => vec![
+                ix("offsets", R, x.experts + 1),
+                ix("recv", Out(W), x.ranks * x.local()),
+                ix("local", Out(W), x.local() + 1),
+                f("dropped", Out(Acc), 1),
+            ],
+            ExpertExchange { exchange: x, d, dir } => {
+                let (rows, kept) = (x.rows * d, x.local() * x.capacity * d);
+                let mut v = vec![ix("offsets", R, x.experts + 1), ix("recv", R, x.ranks * x.local())];
+                match dir {
+                    crate::op::Direction::Dispatch => v.extend([a("x", R, rows), a("y", Out(W), kept)]),
+                    crate::op::Direction::Return => v.extend([a("y", R, kept), a("x", Out(W), rows)]),
+                }
+                v
+            }
+            Send { n, .. } => vec![a("x", R, n)],
+            Recv { n, .. } => vec![a("x", Out(W), n)],
+            SumSquares { n } => vec![f("x", R, n), f("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1))],
+            SumParts { parts, .. } => vec![f("partials", R, parts), f("out", Out(W), 1)],
             Optimizer(u) => {
                 let mut v = vec![
                     f("scalars", R, scalars::LEN),

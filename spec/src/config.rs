@@ -33,6 +33,27 @@ pub struct RunConfig {
     pub logging: Logging,
     #[serde(default)]
     pub guard: Guard,
+    /// What the backward makes again instead of keeping from the forward.
+    #[serde(default, skip_serializing_if = "Recompute::is_none")]
+    pub recompute: Recompute,
+}
+
+/// Activation recomputation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recompute {
+    /// Keep every activation the backward reads.
+    #[default]
+    None,
+    /// DeepSeek-V3's: the RMSNorm outputs, the MLA up-projections (q_b_proj, kv_b_proj) and the
+    /// SwiGLU products are made again in each layer's backward — memory for a little compute.
+    Selective,
+}
+
+impl Recompute {
+    fn is_none(&self) -> bool {
+        *self == Recompute::None
+    }
 }
 
 fn one() -> u64 {
@@ -191,6 +212,11 @@ pub struct Parallel {
     /// the rank that waited and those that arrived.
     #[serde(default = "default_collective_timeout", skip_serializing_if = "is_default_collective_timeout")]
     pub collective_timeout_s: f64,
+    /// Expert parallelism: the rows a rank's expert keeps at most, as a multiple of what a
+    /// balanced routing gives it; rows past it are dropped (counted in the metrics). None (the
+    /// default): every row, however the routing falls — exact, with buffers for the worst case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_capacity: Option<f64>,
 }
 
 fn one_u8() -> u8 {
@@ -227,6 +253,7 @@ impl Default for Parallel {
             gpu_memory_gb: 0.0,
             zero: 1,
             collective_timeout_s: default_collective_timeout(),
+            expert_capacity: None,
         }
     }
 }
@@ -394,7 +421,7 @@ pub fn parse_config(file: &str, text: &str) -> Result<RunConfig, SpecError> {
         .try_fold(pl.tp, |acc, &x| acc.checked_mul(x))
         .is_some_and(|n| (1..=MAX_RANKS).contains(&n));
     let experts = layout && pl.ep >= 1 && (pl.dp * pl.tp).is_multiple_of(pl.ep);
-    let checks: [(&str, bool, String, &str); 18] = [
+    let checks: [(&str, bool, String, &str); 19] = [
         ("steps", c.steps >= 1, format!("steps = {} must be at least 1", c.steps), "plan at least one step"),
         (
             "steps",
@@ -419,6 +446,12 @@ pub fn parse_config(file: &str, text: &str) -> Result<RunConfig, SpecError> {
             pl.zero <= 1,
             format!("parallel.zero = {} must be 0 or 1", pl.zero),
             "1 (ZeRO-1) shards the optimizer state over the data-parallel ranks, 0 replicates it",
+        ),
+        (
+            "parallel.expert_capacity",
+            pl.expert_capacity.is_none_or(|f| f.is_finite() && (1.0..=1e6).contains(&f)),
+            "parallel.expert_capacity must lie in [1, 10^6]".into(),
+            "e.g. 1.25: each expert keeps up to 1.25 times a balanced share of the rows; leave it out to drop none",
         ),
         (
             "parallel.collective_timeout_s",

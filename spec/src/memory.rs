@@ -3,18 +3,23 @@
 //! The model (stated so a reader can check it):
 //! - World = `tp·pp·dp`. Routed experts are sharded over `ep` ranks taken inside `dp·tp`
 //!   (DeepSeek-V3 runs EP across its data-parallel ranks); everything else over `tp` and `pp`.
-//!   Pipeline stages hold `n_layers/pp` layers; the first stage also holds the embedding, the last
-//!   the final norm, head and MTP modules; the larger of the two is reported.
+//!   Pipeline stages hold the layers `stage_layers` gives them (an even split, the first stages
+//!   one more when it does not divide); the first stage also holds the embedding, the last the
+//!   final norm, head and MTP modules (and a copy of the embedding for them or a tied head); every
+//!   stage is modelled and the largest reported.
 //! - Weights in `precision.param`, except that under the FP8 recipe the projection matrices the
 //!   FP8 GEMMs read (attention, dense and expert FFNs) are held as E4M3 copies with one f32
 //!   scale per `weight_block`² block instead; an fp32 master copy when `precision.master` differs; fp32
 //!   gradients; AdamW's two moments in the moment dtype. With ZeRO-1 the master copy and the
 //!   moments are sharded over the data-parallel ranks that hold the same weights (`dp` for dense
 //!   weights, `dp·tp/ep` for routed experts).
-//! - Activations kept for backward, per token and layer, in `precision.compute` (no
-//!   recomputation; router scores and softmax statistics in f32), sharded over `tp` (sequence
-//!   parallelism). Under 1F1B the first stage holds `pp` micro-batches of its `n_layers/pp`
-//!   layers. The last stage adds the f32 logits of one micro-batch (`vocab/tp` per token).
+//! - Activations kept for backward, per token and layer, in `precision.compute` (router scores
+//!   and softmax statistics in f32; with selective recomputation, no norm outputs, MLA
+//!   up-projections or SwiGLU products), sharded over `tp` (sequence
+//!   parallelism). Under 1F1B stage `s` holds `pp - s` micro-batches of its layers. The last
+//!   stage adds its MTP modules and the logits of one micro-batch (`vocab/tp` per token). Under
+//!   expert parallelism a rank's experts keep `capacity · top_k` rows per token (every routed
+//!   expert's one row without a capacity factor: the worst routing's buffers).
 
 use serde::Serialize;
 
@@ -35,20 +40,15 @@ impl Layout {
         self.tp * self.pp * self.dp
     }
 
-    /// Why `compile --parallel` and `train` cannot run this layout yet, if they cannot: they run
-    /// data parallelism (with ZeRO-1 or without); expert and pipeline parallelism are to come,
-    /// and tensor parallelism is not planned (`inspect` and `select` still model all four).
+    /// Why `compile --parallel` and `train` cannot run this layout, if they cannot: they run
+    /// data, expert and pipeline parallelism; tensor parallelism is not planned (`inspect` and
+    /// `select` still model it).
     pub fn unbuilt(&self) -> Option<String> {
-        let what = [("tp", self.tp), ("pp", self.pp), ("ep", self.ep)].into_iter().find(|(_, v)| *v > 1)?;
-        Some(match what.0 {
-            "tp" => format!(
+        (self.tp > 1).then(|| {
+            format!(
                 "tp = {}: tensor parallelism is not part of dsv3c (DeepSeek-V3 trains without it: use dp, ep and pp)",
-                what.1
-            ),
-            k => format!(
-                "{k} = {}: only data parallelism (dp, with ZeRO-1 or without) runs in this build; expert and pipeline parallelism are not built yet",
-                what.1
-            ),
+                self.tp
+            )
         })
     }
 }
@@ -140,6 +140,15 @@ impl Layout {
     }
 }
 
+/// The layers of pipeline stage `stage` of `stages`: as even a split as there is, the first
+/// stages taking one more when the layers do not divide (the last stage also holds the head and
+/// the MTP modules).
+pub fn stage_layers(layers: u64, stages: u64, stage: u64) -> std::ops::Range<u64> {
+    let (base, extra) = (layers / stages.max(1), layers % stages.max(1));
+    let start = stage * base + stage.min(extra);
+    start..start + base + u64::from(stage < extra)
+}
+
 /// Training-run settings that memory depends on but the spec does not fix.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RunShape {
@@ -150,9 +159,17 @@ pub struct RunShape {
     pub moments: Dtype,
     /// ZeRO stage: 0 (nothing sharded) or 1 (master weights and moments sharded).
     pub zero: u8,
+    /// With expert parallelism: the rows an expert keeps at most, as a multiple of a balanced
+    /// share (none: every row, however the routing falls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expert_capacity: Option<f64>,
+    /// Selective recomputation: norms, MLA up-projections and SwiGLU products are made again in
+    /// the backward, not kept.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recompute: bool,
 }
 
-/// Bytes per GPU, on the busiest pipeline stage.
+/// Bytes per GPU, on one pipeline stage (the busiest, from [`memory`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Memory {
     pub layout: Layout,
@@ -167,53 +184,86 @@ pub struct Memory {
     pub total: f64,
 }
 
-/// Activation bytes kept for backward by one layer, per token (before tp sharding).
-fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool) -> f64 {
+/// Activation bytes kept for backward by one layer, per token (before tp sharding). Each routed
+/// slot keeps its place in the sorted rows and its weight; on one device, its expert's input,
+/// SwiGLU inputs and product, and output. Under expert parallelism (`expert_rows`: the rows this
+/// rank's experts keep per token of a rank) the routing rank keeps each slot's returned output
+/// and the expert's rank its kept rows' input, SwiGLU inputs and product.
+fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool, expert_rows: Option<f64>, recompute: bool) -> f64 {
     let a = s.precision.compute.bytes() as f64;
     let d = s.d_model as f64;
     let m = &s.attention.mla;
     let h = m.n_heads as f64;
+    // What selective recomputation does not keep: a norm's output, an up-projection's, a SwiGLU
+    // product (its inputs, which the backward reads anyway, stay).
+    let kept = |x: f64| if recompute { 0.0 } else { x };
     let mut e = 0.0;
     // Attention: block input and its norm, q path, kv path, expanded k/v, output, softmax stats.
-    e += 2.0 * d;
+    e += d + kept(d);
+    let q = h * m.qk_head_dim() as f64;
     if m.q_lora_rank > 0 {
-        e += 2.0 * m.q_lora_rank as f64;
+        e += m.q_lora_rank as f64 + kept(m.q_lora_rank as f64) + kept(q);
+    } else {
+        e += q;
     }
-    e += h * m.qk_head_dim() as f64;
-    e += (m.kv_lora_rank + m.qk_rope_head_dim) as f64 + m.kv_lora_rank as f64 + m.qk_rope_head_dim as f64;
-    e += h * (m.qk_nope_head_dim + m.v_head_dim) as f64;
+    e += (m.kv_lora_rank + m.qk_rope_head_dim) as f64 + kept(m.kv_lora_rank as f64) + m.qk_rope_head_dim as f64;
+    e += kept(h * (m.qk_nope_head_dim + m.v_head_dim) as f64);
     e += h * m.v_head_dim as f64;
     let mut bytes = e * a + h * 4.0;
     // FFN: block input and its norm, then the SwiGLU inputs and product.
-    bytes += 2.0 * d * a;
+    bytes += (d + kept(d)) * a;
     match (&s.moe, moe) {
         (Some(x), true) => {
             let i = x.moe_intermediate_size as f64;
+            let k = x.top_k as f64;
+            let swiglu = 2.0 * i + kept(i);
             bytes += x.n_routed_experts as f64 * 4.0; // router scores (f32)
-                                                      // Per routed slot: its expert, weight, place in the sorted rows and back (i32 and f32),
-                                                      // then the dispatched input, gate, up, product and the expert's output (combine's input).
-            bytes += x.top_k as f64 * (4.0 * 4.0 + (2.0 * d + 3.0 * i) * a);
-            bytes += x.n_shared_experts as f64 * 3.0 * i * a;
+                                                      // Per routed slot: its expert, weight, place in the sorted rows and back (i32 and f32).
+            bytes += k * 4.0 * 4.0;
+            bytes += match expert_rows {
+                // The dispatched input, gate, up, product and the expert's output (combine's input).
+                None => k * (2.0 * d + swiglu) * a,
+                Some(rows) => k * d * a + rows * (d + swiglu) * a,
+            };
+            bytes += x.n_shared_experts as f64 * swiglu * a;
         }
-        _ => bytes += 3.0 * (lp.dense_ffn as f64 / (3.0 * d).max(1.0)) * a,
+        _ => {
+            let i = lp.dense_ffn as f64 / (3.0 * d).max(1.0);
+            bytes += (2.0 * i + kept(i)) * a
+        }
     }
     bytes
 }
 
-/// Memory per GPU of `s` under `layout` and `run`.
+/// Rows an expert-parallel rank's experts keep per token it routes: `capacity · top_k` (a balanced
+/// share, scaled), at most every routed expert's one row; none without expert parallelism.
+fn expert_rows(s: &Spec, layout: Layout, run: RunShape) -> Option<f64> {
+    let x = s.moe.as_ref().filter(|_| layout.ep > 1)?;
+    let all = x.n_routed_experts as f64;
+    Some(run.expert_capacity.map_or(all, |f| (f * x.top_k as f64).min(all)))
+}
+
+/// Memory per GPU of `s` under `layout` and `run`: every pipeline stage's, and the largest
+/// reported.
 pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
+    (0..layout.pp)
+        .map(|stage| stage_memory(s, layout, run, stage))
+        .max_by(|a, b| a.total.total_cmp(&b.total))
+        .unwrap_or_else(|| stage_memory(s, layout, run, 0))
+}
+
+/// Memory per GPU of pipeline stage `stage` (`stage_layers` of the model; the embedding on the
+/// first, the head and MTP modules on the last — with a copy of the embedding for them, or for a
+/// tied head — and under 1F1B `pp - stage` micro-batches in flight).
+pub fn stage_memory(s: &Spec, layout: Layout, run: RunShape, stage: u64) -> Memory {
     let (tp, pp, ep, dp) = (layout.tp as f64, layout.pp as f64, layout.ep as f64, layout.dp as f64);
     let dense = layer_params(s, false);
     let moe = layer_params(s, true);
     let d = s.d_model as f64;
-    let layers_per_stage = s.n_layers.div_ceil(layout.pp);
-
-    // Which layers the worst stage holds: take the first stage's share of dense and MoE layers
-    // when pp > 1 (dense layers come first), and all of them otherwise.
-    let nd = s.n_dense_layers().min(layers_per_stage) as f64;
-    let nm = (layers_per_stage - nd as u64).min(s.n_moe_layers()) as f64;
-    let last_nm = s.n_moe_layers().min(layers_per_stage) as f64;
-    let last_nd = (layers_per_stage as f64 - last_nm).max(0.0);
+    let layers = stage_layers(s.n_layers, layout.pp, stage);
+    let nd = layers.clone().filter(|&l| l < s.n_dense_layers()).count() as f64;
+    let nm = layers.count() as f64 - nd;
+    let (first, last) = (stage == 0, stage + 1 == layout.pp);
 
     let emb = (s.vocab_size * s.d_model) as f64;
     let head = if s.tie_embeddings { 0.0 } else { emb };
@@ -227,26 +277,19 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     let lora_norms =
         if m.q_lora_rank > 0 { norm_params(&s.norm, m.q_lora_rank) } else { 0 } + norm_params(&s.norm, m.kv_lora_rank);
     let projections = |lp: &LayerParams| (lp.attention() - lora_norms + lp.dense_ffn + lp.shared_experts) as f64;
-    // (non-expert, routed-expert, non-expert projection) parameters of a stage, before sharding.
-    let stage = |nd: f64, nm: f64, first: bool, last: bool| -> (f64, f64, f64) {
-        let mut dense_part = nd * dense.total() as f64 + nm * (moe.total() - moe.routed_experts) as f64;
-        let mut experts = nm * moe.routed_experts as f64;
-        let mut proj = nd * projections(&dense) + nm * projections(&moe);
-        if first {
-            dense_part += emb;
-        }
-        if last {
-            dense_part += head + final_norm + depth * (mtp_own + mtp_layer.total() - mtp_layer.routed_experts) as f64;
-            experts += depth * mtp_layer.routed_experts as f64;
-            proj += depth * projections(&mtp_layer);
-        }
-        (dense_part, experts, proj)
-    };
-    let first = stage(nd, nm, true, layout.pp == 1);
-    let last = stage(last_nd, last_nm, layout.pp == 1, true);
-    let shard = |(non_expert, expert, proj): (f64, f64, f64)| (non_expert / tp, expert / ep, proj / tp);
-    let (f_dense, f_exp, f_proj) = shard(first);
-    let (l_dense, l_exp, l_proj) = shard(last);
+    // The stage's (non-expert, routed-expert, non-expert projection) parameters, before sharding.
+    let mut non_expert = nd * dense.total() as f64 + nm * (moe.total() - moe.routed_experts) as f64;
+    let mut experts = nm * moe.routed_experts as f64;
+    let mut proj = nd * projections(&dense) + nm * projections(&moe);
+    if first || (last && (s.mtp.is_some() || s.tie_embeddings)) {
+        non_expert += emb;
+    }
+    if last {
+        non_expert += head + final_norm + depth * (mtp_own + mtp_layer.total() - mtp_layer.routed_experts) as f64;
+        experts += depth * mtp_layer.routed_experts as f64;
+        proj += depth * projections(&mtp_layer);
+    }
+    let (non_expert, experts, proj) = (non_expert / tp, experts / ep, proj / tp);
     // Bytes per element of an FP8 weight copy: the e4m3 byte and its share of the block's scale.
     let fp8_bytes = s.precision.fp8.as_ref().map(|f| 1.0 + 4.0 / (f.weight_block as f64).powi(2));
 
@@ -255,37 +298,49 @@ pub fn memory(s: &Spec, layout: Layout, run: RunShape) -> Memory {
     let mom = 2.0 * run.moments.bytes() as f64;
     let edp = (dp * tp / ep).max(1.0);
     let zero = |x: f64, group: f64| if run.zero >= 1 { x / group } else { x };
-    let cost = |dense_p: f64, exp_p: f64, proj: f64| -> (f64, f64, f64, f64, f64) {
-        let params = dense_p + exp_p;
-        let weights = match fp8_bytes {
-            Some(q) => (params - exp_p - proj) * p_bytes + (exp_p + proj) * q,
-            None => params * p_bytes,
-        };
-        let master = if has_master { zero(dense_p * 4.0, dp) + zero(exp_p * 4.0, edp) } else { 0.0 };
-        let grads = params * 4.0;
-        let opt = zero(dense_p * mom, dp) + zero(exp_p * mom, edp);
-        (params, weights, master, grads, opt)
+    let params = non_expert + experts;
+    let weights = match fp8_bytes {
+        Some(q) => (params - experts - proj) * p_bytes + (experts + proj) * q,
+        None => params * p_bytes,
     };
+    let master = if has_master { zero(non_expert * 4.0, dp) + zero(experts * 4.0, edp) } else { 0.0 };
+    let gradients = params * 4.0;
+    let optimizer = zero(non_expert * mom, dp) + zero(experts * mom, edp);
 
-    // Activations: the first stage keeps pp micro-batches of its layers; the last one micro-batch
-    // of its layers plus the logits.
+    // Activations: `pp - stage` micro-batches of the stage's layers in flight; the last stage
+    // adds the MTP modules and the logits of its one micro-batch.
     let tokens = (run.micro_batch * run.seq_len) as f64;
-    let per_tok =
-        |nd: f64, nm: f64| nd * layer_activation_bytes(s, &dense, false) + nm * layer_activation_bytes(s, &moe, true);
-    let first_act = pp * tokens * per_tok(nd, nm) / tp;
-    let mtp_act =
-        depth * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some()) + 4.0 * d * s.precision.compute.bytes() as f64);
-    // The main and MTP logits, live together at the MTP head (stored in the compute dtype; the
-    // fused cross-entropy overwrites them with their gradient).
-    let logits = (1.0 + depth) * tokens * s.vocab_size as f64 * s.precision.compute.bytes() as f64 / tp;
-    let last_act = tokens * (per_tok(last_nd, last_nm) + mtp_act) / tp + logits;
-    let first_act = if layout.pp == 1 { first_act + logits + tokens * mtp_act / tp } else { first_act };
-
-    let a = cost(f_dense, f_exp, f_proj);
-    let b = cost(l_dense, l_exp, l_proj);
-    let total_a = a.1 + a.2 + a.3 + a.4 + first_act;
-    let total_b = b.1 + b.2 + b.3 + b.4 + last_act;
-    let ((params, weights, master, gradients, optimizer), activations, total) =
-        if total_a >= total_b || layout.pp == 1 { (a, first_act, total_a) } else { (b, last_act, total_b) };
+    let rows = expert_rows(s, layout, run);
+    let per_tok = |nd: f64, nm: f64| {
+        nd * layer_activation_bytes(s, &dense, false, None, run.recompute)
+            + nm * layer_activation_bytes(s, &moe, true, rows, run.recompute)
+    };
+    let mut activations = (pp - stage as f64) * tokens * per_tok(nd, nm) / tp;
+    if last {
+        let mtp_act = depth
+            * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some(), rows, run.recompute)
+                + 4.0 * d * s.precision.compute.bytes() as f64);
+        // The main and MTP logits, live together at the MTP head (stored in the compute dtype; the
+        // fused cross-entropy overwrites them with their gradient).
+        let logits = (1.0 + depth) * tokens * s.vocab_size as f64 * s.precision.compute.bytes() as f64 / tp;
+        activations += tokens * mtp_act / tp + logits;
+    }
+    let total = weights + master + gradients + optimizer + activations;
     Memory { layout, run, params, weights, master, gradients, optimizer, activations, total }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_split_the_layers_evenly_in_order() {
+        for (layers, stages) in [(61u64, 16u64), (3, 3), (4, 2), (7, 3), (2, 2)] {
+            let all: Vec<u64> = (0..stages).flat_map(|s| stage_layers(layers, stages, s)).collect();
+            assert_eq!(all, (0..layers).collect::<Vec<_>>());
+            let sizes: Vec<u64> = (0..stages).map(|s| stage_layers(layers, stages, s).count() as u64).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
+        }
+    }
 }

@@ -45,7 +45,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 micro_batch: c.batch.micro_batch,
                 seq_len: c.batch.seq_len,
                 moments: c.optimizer.moments,
-                zero: 1,
+                zero: p.zero,
+                expert_capacity: p.expert_capacity,
+                recompute: c.recompute == dsv3c_spec::config::Recompute::Selective,
             };
             (
                 layout,

@@ -1,8 +1,10 @@
-//! `dsv3c compile SPEC [--out DIR] [--arch sm_90a] [--ptx] [--batch B] [--seq S] [--parallel dp=N
-//! [--zero 0|1] [--json]]`: the specialized CUDA kernels (`DIR/kernels/*.cu`, their launch table
+//! `dsv3c compile SPEC [--out DIR] [--arch sm_90a] [--ptx] [--batch B] [--seq S] [--parallel
+//! dp=..,ep=..,pp=.. [--zero 0|1] [--accumulation N] [--moments f32|bf16] [--expert-capacity F]
+//! [--json]]`: the specialized CUDA kernels (`DIR/kernels/*.cu`, their launch table
 //! `DIR/kernels/kernels.json`, and with `--ptx` each kernel's PTX from NVRTC beside it), the training
 //! graph as Rust (`DIR/graph.rs`) and the static memory plan (`DIR/plan.json`) — with `--parallel`,
-//! one set per rank role under `DIR/ranks/<role>/`, and each role's bytes beside `inspect`'s.
+//! one set per rank role (each pipeline stage) under `DIR/ranks/<role>/`, and each role's bytes
+//! beside `inspect`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +46,22 @@ pub struct Args {
     /// replicates it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1), requires = "parallel")]
     pub zero: u8,
+    /// Micro-batches a step accumulates per data-parallel rank, with --parallel: a pipeline stage
+    /// keeps up to that many in flight under 1F1B (at most its distance from the end) [default: pp,
+    /// the most any stage keeps].
+    #[arg(long, requires = "parallel")]
+    pub accumulation: Option<usize>,
+    /// AdamW's moments with --parallel (DeepSeek-V3 keeps them in bf16).
+    #[arg(long, value_enum, default_value = "f32", requires = "parallel")]
+    pub moments: super::MomentDtype,
+    /// With --parallel and ep > 1: each expert keeps at most this many times a balanced share of
+    /// the rows (the rest are dropped) [default: every row, with buffers for the worst routing].
+    #[arg(long, requires = "parallel", value_parser = super::expert_capacity)]
+    pub expert_capacity: Option<f64>,
+    /// Selective recomputation: norms, MLA up-projections and SwiGLU products made again in the
+    /// backward instead of kept (recipe `recompute: selective`).
+    #[arg(long)]
+    pub recompute: bool,
     /// With --parallel, end with one JSON line of each role's bytes.
     #[arg(long, requires = "parallel")]
     pub json: bool,
@@ -69,7 +87,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(layout) = &a.parallel {
         return parallel(&a, &spec, &text, seq, layout, &out);
     }
-    let program = dsv3c_codegen::compile(&spec, a.batch, seq).map_err(|e| miette!("{e}"))?;
+    let training = dsv3c_codegen::Training { recompute: a.recompute, ..Default::default() };
+    let program = dsv3c_codegen::compile_training(&spec, a.batch, seq, training).map_err(|e| miette!("{e}"))?;
     let kernels = write_program(&a, &program, &text, &out)?;
     let mib = |b: usize| b as f64 / 1048576.0;
     let m = program.memory();
@@ -108,9 +127,10 @@ fn write_program(
 }
 
 /// `compile --parallel`: the programs of a layout's rank roles, each role's bytes, and how they
-/// compare with `inspect`'s model of the same layout. Data parallelism alone has one role — every
-/// rank holds the same arenas; under ZeRO-1 the ranks differ only in which shard of the optimizer
-/// state they own, and `DIR/ranks/dp/` holds rank 0's program.
+/// compare with `inspect`'s model of the same layout. A role is a pipeline stage (`stage-S`; the
+/// whole model, `rank`, without pipeline parallelism): its ranks hold arenas of the same sizes —
+/// they differ only in which routed experts and which ZeRO-1 shard of the optimizer state they
+/// hold — and `DIR/ranks/<role>/` holds its first data-parallel rank's program.
 fn parallel(a: &Args, spec: &dsv3c_spec::Spec, text: &str, seq: usize, layout: &str, out: &Path) -> Result<ExitCode> {
     use dsv3c_spec::memory::{memory, Layout, RunShape};
     let l = Layout::parse(layout, None).map_err(|e| miette!("--parallel: {e}"))?;
@@ -118,56 +138,84 @@ fn parallel(a: &Args, spec: &dsv3c_spec::Spec, text: &str, seq: usize, layout: &
     if let Some(why) = l.unbuilt() {
         return Err(miette!("--parallel {l}: {why}"));
     }
-    let dp = dsv3c_codegen::DataParallel { ranks: l.dp as usize, rank: 0, zero: a.zero == 1 };
-    let program = dsv3c_codegen::compile_rank(spec, a.batch, seq, dsv3c_codegen::Training::default(), dp)
-        .map_err(|e| miette!("{e}"))?;
-    let role = "dp";
-    let dir = out.join("ranks").join(role);
-    let kernels = write_program(a, &program, text, &dir)?;
-    let m = program.memory();
-    // Collectives run in place over the arenas (the in-process ranks' exchange is the host's; NCCL's
-    // own buffers are not counted).
-    let communication = 0usize;
-    // The report's fields in the documented order (`serde_json`'s maps sort their keys).
-    let bytes = [
-        ("parameters", m.master + m.weights),
-        ("gradients", m.gradients),
-        ("optimizer", m.optimizer),
-        ("activations", m.activations),
-        ("communication", communication),
-        ("total", m.total() + communication),
-    ]
-    .map(|(k, v)| format!("\"{k}\": {v}"))
-    .join(", ");
+    let mesh = dsv3c_runtime::comm::Mesh { dp: l.dp as usize, ep: l.ep as usize, pp: l.pp as usize };
+    let accumulation = a.accumulation.unwrap_or(mesh.pp).max(1);
+    let moments = match a.moments {
+        super::MomentDtype::F32 => dsv3c_spec::types::Dtype::F32,
+        super::MomentDtype::Bf16 => dsv3c_spec::types::Dtype::Bf16,
+    };
+    let training = dsv3c_codegen::Training {
+        optimizer: dsv3c_runtime::op::OptimizerKind::AdamW,
+        bf16_moments: moments == dsv3c_spec::types::Dtype::Bf16,
+        recompute: a.recompute,
+    };
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    let mut roles = Vec::new();
+    let mut largest = 0usize;
+    for stage in 0..mesh.pp {
+        let role = if mesh.pp == 1 { "rank".to_string() } else { format!("stage-{stage}") };
+        let mut par = dsv3c_codegen::Parallel::of(mesh, stage * mesh.dp, a.zero == 1, accumulation);
+        par.expert_capacity = a.expert_capacity;
+        let program = dsv3c_codegen::compile_rank(spec, a.batch, seq, training, par).map_err(|e| miette!("{e}"))?;
+        let dir = out.join("ranks").join(&role);
+        let kernels = write_program(a, &program, text, &dir)?;
+        let m = program.memory();
+        // Collectives run in place over the arenas, and the expert exchanges' and pipeline
+        // messages' buffers are activations of the plan: nothing besides (NCCL's own buffers are
+        // the library's).
+        let communication = 0usize;
+        largest = largest.max(m.total() + communication);
+        let collectives = program.launches().filter(|x| program.kernels[x.kernel].op.is_collective()).count();
+        eprintln!(
+            "{role}: {} rank(s), layers {:?}, {} kernels, {} collective launches, {} micro-batch slot(s): {:.2} GiB = parameters {:.2} + gradients {:.2} + optimizer {:.2} + activations {:.2} + communication {:.2} -> {}",
+            mesh.dp,
+            dsv3c_spec::memory::stage_layers(spec.n_layers, mesh.pp as u64, stage as u64),
+            kernels.len(),
+            collectives,
+            program.slots().len().max(1),
+            gib(m.total() as f64),
+            gib((m.master + m.weights) as f64),
+            gib(m.gradients as f64),
+            gib(m.optimizer as f64),
+            gib(m.activations as f64),
+            gib(communication as f64),
+            dir.display()
+        );
+        // The report's fields in the documented order (`serde_json`'s maps sort their keys).
+        let bytes = [
+            ("parameters", m.master + m.weights),
+            ("gradients", m.gradients),
+            ("optimizer", m.optimizer),
+            ("activations", m.activations),
+            ("communication", communication),
+            ("total", m.total() + communication),
+        ]
+        .map(|(k, v)| format!("\"{k}\": {v}"))
+        .join(", ");
+        roles.push(format!("{{\"role\": \"{role}\", \"count\": {}, \"bytes\": {{{bytes}}}}}", mesh.dp));
+    }
     let shape = RunShape {
         micro_batch: a.batch as u64,
         seq_len: seq as u64,
-        moments: dsv3c_spec::types::Dtype::F32,
+        moments,
         zero: a.zero,
+        expert_capacity: a.expert_capacity,
+        recompute: a.recompute,
     };
     let model = memory(spec, l, shape);
-    let gib = |b: f64| b / (1u64 << 30) as f64;
-    let diff = (m.total() as f64 - model.total) / model.total.max(1.0);
+    let diff = (largest as f64 - model.total) / model.total.max(1.0);
     println!(
-        "{}: {l}, ZeRO-{}: {} rank(s) of role `{role}` ({} kernels, {} collectives), each {:.2} GiB: parameters {:.2}, \
-         gradients {:.2}, optimizer {:.2}, activations {:.2}, communication {:.2}; inspect models {:.2} GiB ({:+.1}%) -> {}",
+        "{}: {l}, ZeRO-{}: {} rank(s) in {} role(s); the largest {:.2} GiB, inspect models {:.2} GiB ({:+.1}%)",
         spec.name,
         a.zero,
-        l.dp,
-        kernels.len(),
-        program.launches().filter(|x| program.kernels[x.kernel].op.is_collective()).count(),
-        gib(m.total() as f64),
-        gib((m.master + m.weights) as f64),
-        gib(m.gradients as f64),
-        gib(m.optimizer as f64),
-        gib(m.activations as f64),
-        gib(communication as f64),
+        mesh.world(),
+        roles.len(),
+        gib(largest as f64),
         gib(model.total),
         100.0 * diff,
-        dir.display()
     );
     if a.json {
-        println!("{{\"ranks\": [{{\"role\": \"{role}\", \"count\": {}, \"bytes\": {{{bytes}}}}}]}}", l.dp);
+        println!("{{\"ranks\": [{}]}}", roles.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

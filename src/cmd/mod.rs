@@ -86,6 +86,22 @@ pub struct RunFlags {
     /// ZeRO stage: 0, or 1 to shard master weights and moments over data-parallel ranks.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub zero: u8,
+    /// With expert parallelism: each expert keeps at most this many times a balanced share of the
+    /// rows (recipe `parallel.expert_capacity`) [default: every row, the worst routing's buffers].
+    #[arg(long, value_parser = expert_capacity)]
+    pub expert_capacity: Option<f64>,
+    /// Selective recomputation (recipe `recompute: selective`): norms, MLA up-projections and
+    /// SwiGLU products made again in the backward instead of kept.
+    #[arg(long)]
+    pub recompute: bool,
+}
+
+/// An expert capacity factor: a number in [1, 10^6] (what the recipe's `parallel.expert_capacity` admits).
+pub fn expert_capacity(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && (1.0..=1e6).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}` is not a capacity factor in [1, 10^6] (e.g. 1.25)")),
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -104,6 +120,8 @@ impl RunFlags {
                 MomentDtype::Bf16 => Dtype::Bf16,
             },
             zero: self.zero,
+            expert_capacity: self.expert_capacity,
+            recompute: self.recompute,
         }
     }
 }

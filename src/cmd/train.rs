@@ -211,14 +211,27 @@ pub fn compile(recipe: &dsv3c_spec::config::Recipe) -> Result<dsv3c_runtime::Pro
     compile_rank(recipe, 0)
 }
 
-/// Data-parallel rank `rank`'s program of the recipe's layout (the single-device program for a
-/// layout of one rank).
+/// Rank `rank`'s program of the recipe's layout (the single-device program for a layout of one
+/// rank).
 pub fn compile_rank(recipe: &dsv3c_spec::config::Recipe, rank: usize) -> Result<dsv3c_runtime::Program> {
     let cfg = &recipe.config;
-    let training = dsv3c_codegen::Training::from(&cfg.optimizer);
-    let dp = dsv3c_codegen::DataParallel { ranks: cfg.parallel.dp as usize, rank, zero: cfg.parallel.zero >= 1 };
+    let training = dsv3c_codegen::Training::from(cfg);
     let (micro, seq) = (cfg.batch.micro_batch as usize, cfg.batch.seq_len as usize);
-    dsv3c_codegen::compile_rank(&recipe.spec, micro, seq, training, dp).map_err(|e| miette!("{e}"))
+    dsv3c_codegen::compile_rank(&recipe.spec, micro, seq, training, parallel(cfg, rank)).map_err(|e| miette!("{e}"))
+}
+
+/// The job's mesh from the recipe's `parallel` section.
+pub fn mesh(cfg: &dsv3c_spec::config::RunConfig) -> dsv3c_runtime::comm::Mesh {
+    let p = &cfg.parallel;
+    dsv3c_runtime::comm::Mesh { dp: p.dp as usize, ep: p.ep as usize, pp: p.pp as usize }
+}
+
+/// Rank `rank`'s parallel settings from the recipe.
+pub fn parallel(cfg: &dsv3c_spec::config::RunConfig, rank: usize) -> dsv3c_codegen::Parallel {
+    let mut par =
+        dsv3c_codegen::Parallel::of(mesh(cfg), rank, cfg.parallel.zero >= 1, cfg.batch.accumulation.max(1) as usize);
+    par.expert_capacity = cfg.parallel.expert_capacity;
+    par
 }
 
 /// How a run's ranks start.
@@ -226,19 +239,12 @@ enum Ranks {
     /// One device, no collectives.
     One,
     /// `--nproc N`: N in-process ranks on the CPU.
-    InProcess(usize),
+    InProcess,
     /// This process is one rank of a job a launcher (torchrun, SLURM) started.
     Launched(Launched),
 }
 
 impl Ranks {
-    fn count(&self) -> usize {
-        match self {
-            Ranks::One => 1,
-            Ranks::InProcess(n) => *n,
-            Ranks::Launched(l) => l.world,
-        }
-    }
     /// Does this process write the run's files (rank 0)?
     fn leads(&self) -> bool {
         !matches!(self, Ranks::Launched(l) if l.rank != 0)
@@ -266,6 +272,15 @@ fn ranks_to_run(a: &Args, r: &Recipe) -> Result<Ranks> {
             p.pp,
             p.dp
         )),
+        (Some(l), None) if p.ep > 1 || p.pp > 1 => Err(miette!(
+            help = format!("run the job's {world} ranks in one process on the CPU with --nproc {world}"),
+            "{} started this process as rank {} of {}, but processes joined over TCP run data parallelism alone; the recipe asks for ep = {}, pp = {} (expert and pipeline parallelism across processes need NCCL on GPUs, which is not built yet)",
+            l.by,
+            l.rank,
+            l.world,
+            p.ep,
+            p.pp
+        )),
         (Some(l), None) => Ok(Ranks::Launched(l)),
         (None, Some(n)) if n != world => Err(miette!(
             "--nproc {n}, but the recipe's layout has tp·pp·dp = {}·{}·{} = {world} ranks",
@@ -275,12 +290,13 @@ fn ranks_to_run(a: &Args, r: &Recipe) -> Result<Ranks> {
         )),
         (None, None) if world > 1 => Err(miette!(
             help = format!("run its {world} ranks in this process on the CPU with --nproc {world}, or launch {world} processes with torchrun or srun"),
-            "{}: the recipe's layout has {world} ranks (parallel.dp = {})",
+            "{}: the recipe's layout has {world} ranks (parallel.dp = {}, pp = {})",
             r.path.display(),
-            p.dp
+            p.dp,
+            p.pp
         )),
         (None, _) if world == 1 => Ok(Ranks::One),
-        (None, _) => Ok(Ranks::InProcess(world as usize)),
+        (None, _) => Ok(Ranks::InProcess),
     }
 }
 
@@ -349,8 +365,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         match &ranks {
             Ranks::One => String::new(),
             r => format!(
-                " x {} data-parallel ranks ({}, {})",
-                r.count(),
+                " x {} data-parallel ranks{}{} ({}, {})",
+                cfg.parallel.dp,
+                match cfg.parallel.ep {
+                    1 => String::new(),
+                    ep => format!(", experts over {ep}"),
+                },
+                match cfg.parallel.pp {
+                    1 => String::new(),
+                    pp => format!(" x {pp} pipeline stages (1F1B)"),
+                },
                 if cfg.parallel.zero >= 1 { "ZeRO-1" } else { "replicated optimizer state" },
                 match r {
                     Ranks::Launched(l) => format!("this process rank {} of {}, started by {}", l.rank, l.world, l.by),
@@ -406,21 +430,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let tcp = dsv3c_runtime::comm::Tcp::connect(l.rank, l.world, &l.master_addr, l.master_port, timeout)
                 .map_err(|e| fail(e.to_string()))?;
             let comm: Arc<dyn Collective> = Arc::new(tcp);
-            let backend = Cpu::with_comm(&program, comm.clone());
-            let trainer = Trainer::on_rank(&program, &program, backend, cfg, tokens, run, resume, comm.clone())
-                .map_err(|e| {
+            let comms = dsv3c_runtime::comm::Comms::data_parallel(comm.clone(), 1).map_err(|e| fail(e.to_string()))?;
+            let backend = Cpu::with_comms(&program, comms.clone());
+            let trainer =
+                Trainer::on_rank(&program, &program, backend, cfg, tokens, run, resume, comms).map_err(|e| {
                     comm.abort(&e.to_string());
                     fail(e.to_string())
                 })?;
             job.drive(trainer, l.rank == 0).map_err(|e| fail(e.to_string()))
         }
-        Ranks::InProcess(n) => dsv3c_runtime::comm::run_ranks(*n, timeout, |m| {
-            let rank = m.rank();
+        Ranks::InProcess => dsv3c_runtime::comm::run_mesh(mesh(cfg), timeout, |comms| {
+            let rank = comms.place.rank;
             let program = compile_rank(&recipe, rank).map_err(|e| format!("{e}"))?;
-            let comm: Arc<dyn Collective> = Arc::new(m);
-            let backend = Cpu::with_comm(&program, comm.clone());
+            let backend = Cpu::with_comms(&program, comms.clone());
             let trainer =
-                Trainer::on_rank(&program, &program, backend, cfg, tokens.clone(), run.clone(), resume.clone(), comm)
+                Trainer::on_rank(&program, &program, backend, cfg, tokens.clone(), run.clone(), resume.clone(), comms)
                     .map_err(|e| e.to_string())?;
             job.drive(trainer, rank == 0).map_err(|e| e.to_string())
         })

@@ -155,7 +155,9 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
         }
         AbsorbQuery(h) => decode::absorb_query(h),
         AbsorbOutput(h) => decode::absorb_output(h),
-        AllReduce { .. } | AllGather { .. } => {
+        SumSquares { n } => optim::sum_squares(*n),
+        SumParts { parts, root } => optim::sum_parts(*parts, *root),
+        AllReduce { .. } | AllGather { .. } | ExpertCounts(_) | ExpertExchange { .. } | Send { .. } | Recv { .. } => {
             return Err(unsupported(op, "a collective: the rank's communicator runs it, not a kernel"))
         }
     };

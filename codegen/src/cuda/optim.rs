@@ -19,6 +19,25 @@ pub(crate) fn grad_norm(n: usize) -> Builder {
         .entry("grad_norm_finish", [1, 1, 1], 1024, 0, 33 * 8)
 }
 
+pub(crate) fn sum_squares(n: usize) -> Builder {
+    let chunks = n.div_ceil(GRAD_NORM_CHUNK).max(1);
+    Builder::new(format!("sum_squares_n{n}"), "sums of squares by chunk")
+        .math("partials[c] = sum over chunk c of x^2 (f64, stored f32)")
+        .int("N", n)
+        .int("CHUNK", GRAD_NORM_CHUNK)
+        .body(include_str!("kernels/sum_squares.cuh"))
+        .entry("sum_squares", [chunks as u64, 1, 1], 256, 0, 33 * 8)
+}
+
+pub(crate) fn sum_parts(parts: usize, root: bool) -> Builder {
+    Builder::new(format!("sum_parts_n{parts}{}", if root { "_root" } else { "" }), "a sum of partial sums")
+        .math(if root { "out = sqrt(sum_c partials[c]) (f64)" } else { "out = sum_c partials[c] (f64)" })
+        .int("PARTS", parts)
+        .flag("ROOT", root)
+        .body(include_str!("kernels/sum_parts.cuh"))
+        .entry("sum_parts", [1, 1, 1], 1024, 0, 33 * 8)
+}
+
 /// The scalar-buffer indices, as the CPU reads them, and the step guard over them.
 pub(crate) fn scalar_indices(b: Builder) -> Builder {
     b.int("S_LR", scalars::LR)

@@ -1,19 +1,27 @@
-//! In-process ranks: a [`Group`] of ranks that are threads of one process, and their shared-memory
+//! In-process ranks: groups of ranks that are threads of one process, and their shared-memory
 //! collectives. Each collective is one exchange: every rank deposits its data (an `Arc` of a
 //! copy), the last to arrive opens the round, and each rank computes the result from all the
 //! deposits — sums in rank order, so every rank gets the same bits. Deposits alternate between two
 //! sets by the round's parity: a rank can be at most one round ahead of another (it cannot finish
 //! round `g + 1` before every rank arrived there, after reading round `g`), so a fast rank never
-//! overwrites what a slow one is still to read.
+//! overwrites what a slow one is still to read. Point-to-point messages (a pipeline's activations)
+//! go through a mailbox per ordered pair of ranks, first in, first out.
 //!
-//! [`run_ranks`] runs a closure per rank on its own thread and stops the whole job when one fails:
-//! its error (or panic) aborts the group, the other ranks' next collective returns
-//! [`CommError::Aborted`] naming it, and the job's error is the first rank's own.
+//! The groups of one job share its failure: a rank that fails marks the job, and every rank's
+//! collective in any group — waiting or next — returns [`CommError::Aborted`] naming it (by world
+//! rank) instead of hanging. [`run_ranks`] runs a closure per rank of a data-parallel job on its own
+//! thread, [`run_mesh`] one per rank of a mesh with every group of it ([`Comms`]); both stop the
+//! whole job when one rank fails, and the job's error is the first rank's own.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{shard, Collective, CommError};
+use super::mesh::{CommGroup, Mesh, Place};
+use super::{shard, Collective, CommError, Comms};
+
+/// How often a waiting rank looks at the job's failure (a rank of another group may have failed).
+const POLL: Duration = Duration::from_millis(20);
 
 /// One rank's deposit in a round.
 #[derive(Clone)]
@@ -34,6 +42,21 @@ impl Deposit {
     }
 }
 
+/// What every group of a job shares: the first rank that failed (world rank), and why.
+#[derive(Default)]
+struct JobState {
+    failed: Mutex<Option<(usize, String)>>,
+}
+
+impl JobState {
+    fn failure(&self) -> Option<(usize, String)> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn fail(&self, rank: usize, why: &str) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| (rank, why.to_string()));
+    }
+}
+
 struct State {
     /// Rounds completed.
     round: u64,
@@ -41,15 +64,18 @@ struct State {
     arrived: Vec<bool>,
     /// Deposits of even and odd rounds, by rank.
     deposits: [Vec<Option<Deposit>>; 2],
-    /// The first rank that failed, and why.
-    failed: Option<(usize, String)>,
+    /// Messages sent and not yet received, by (from, to) (group ranks).
+    mail: HashMap<(usize, usize), VecDeque<Vec<f32>>>,
 }
 
 struct Shared {
     ranks: usize,
+    /// Each group rank's world rank (for messages).
+    world: Vec<usize>,
     timeout: Duration,
     state: Mutex<State>,
     turn: Condvar,
+    job: Arc<JobState>,
 }
 
 impl Shared {
@@ -57,6 +83,10 @@ impl Shared {
         // A rank that panicked while holding the lock left the state consistent (every write
         // under it is a single assignment); the panic itself aborts the group.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn aborted(&self) -> Option<CommError> {
+        self.job.failure().map(|(rank, why)| CommError::Aborted { rank, why })
     }
 }
 
@@ -67,26 +97,33 @@ pub struct Group {
 }
 
 impl Group {
-    /// A group of `ranks` ranks whose collectives wait at most `timeout` for one another.
+    /// A job of `ranks` ranks (world ranks `0..ranks`) whose collectives wait at most `timeout`
+    /// for one another.
     pub fn new(ranks: usize, timeout: Duration) -> Group {
-        let ranks = ranks.max(1);
+        Group::within(Arc::new(JobState::default()), (0..ranks.max(1)).collect(), timeout)
+    }
+
+    /// A group of the job `job` over the world ranks `world` (in group order).
+    fn within(job: Arc<JobState>, world: Vec<usize>, timeout: Duration) -> Group {
+        let ranks = world.len().max(1);
         let state = State {
             round: 0,
             arrived: vec![false; ranks],
             deposits: [vec![None; ranks], vec![None; ranks]],
-            failed: None,
+            mail: HashMap::new(),
         };
-        Group { shared: Arc::new(Shared { ranks, timeout, state: Mutex::new(state), turn: Condvar::new() }) }
+        let shared = Shared { ranks, world, timeout, state: Mutex::new(state), turn: Condvar::new(), job };
+        Group { shared: Arc::new(shared) }
     }
 
-    /// Rank `rank`'s end of the group.
+    /// Rank `rank`'s end of the group (its rank within the group).
     pub fn member(&self, rank: usize) -> Member {
         Member { rank, shared: self.shared.clone() }
     }
 
-    /// The first rank that failed, and why.
+    /// The first rank of the job that failed (world rank), and why.
     pub fn failure(&self) -> Option<(usize, String)> {
-        self.shared.lock().failed.clone()
+        self.shared.job.failure()
     }
 }
 
@@ -98,13 +135,53 @@ pub struct Member {
 }
 
 impl Member {
+    /// This rank's world rank.
+    fn world(&self) -> usize {
+        self.shared.world.get(self.rank).copied().unwrap_or(self.rank)
+    }
+
+    /// Waits on the group's condition until `done` holds, the job fails, or the timeout passes
+    /// (then the job fails with a timeout naming the ranks `arrived` says came).
+    fn wait<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        op: &'static str,
+        done: impl Fn(&State) -> bool,
+        arrived: impl Fn(&State) -> Vec<usize>,
+    ) -> Result<MutexGuard<'a, State>, CommError> {
+        let sh = &*self.shared;
+        let deadline = Instant::now() + sh.timeout;
+        loop {
+            if done(&st) {
+                return Ok(st);
+            }
+            if let Some(e) = sh.aborted() {
+                return Err(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let e = CommError::Timeout {
+                    rank: self.world(),
+                    op,
+                    seconds: sh.timeout.as_secs_f64(),
+                    arrived: arrived(&st).into_iter().map(|r| sh.world[r]).collect(),
+                    ranks: sh.ranks,
+                };
+                sh.job.fail(self.world(), &e.to_string());
+                sh.turn.notify_all();
+                return Err(e);
+            }
+            st = sh.turn.wait_timeout(st, (deadline - now).min(POLL)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
     /// Deposits `mine` for the next round and returns every rank's deposit of it, in rank order.
     fn exchange(&self, op: &'static str, mine: Deposit) -> Result<Vec<Deposit>, CommError> {
         let sh = &*self.shared;
-        let mut st = sh.lock();
-        if let Some((rank, why)) = &st.failed {
-            return Err(CommError::Aborted { rank: *rank, why: why.clone() });
+        if let Some(e) = sh.aborted() {
+            return Err(e);
         }
+        let mut st = sh.lock();
         let round = st.round;
         let parity = (round % 2) as usize;
         st.deposits[parity][self.rank] = Some(mine);
@@ -114,38 +191,17 @@ impl Member {
             st.round += 1;
             sh.turn.notify_all();
         } else {
-            let deadline = Instant::now() + sh.timeout;
-            while st.round == round && st.failed.is_none() {
-                let now = Instant::now();
-                if now >= deadline {
-                    let arrived: Vec<usize> = (0..sh.ranks).filter(|&r| st.arrived[r]).collect();
-                    let e = CommError::Timeout {
-                        rank: self.rank,
-                        op,
-                        seconds: sh.timeout.as_secs_f64(),
-                        arrived,
-                        ranks: sh.ranks,
-                    };
-                    st.failed.get_or_insert((self.rank, e.to_string()));
-                    sh.turn.notify_all();
-                    return Err(e);
-                }
-                st = sh.turn.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            if st.round == round {
-                let (rank, why) = st.failed.clone().unwrap_or_default();
-                return Err(CommError::Aborted { rank, why });
-            }
+            st = self.wait(st, op, |s| s.round != round, |s| (0..sh.ranks).filter(|&r| s.arrived[r]).collect())?;
         }
         let all: Vec<Deposit> = st.deposits[parity].iter().flatten().cloned().collect();
         drop(st);
         for (other, d) in all.iter().enumerate() {
             if d.len() != all[self.rank].len() && !matches!(op, "all_gather" | "all_to_all") {
                 return Err(CommError::Mismatch {
-                    rank: self.rank,
+                    rank: self.world(),
                     op,
                     len: all[self.rank].len(),
-                    other,
+                    other: sh.world[other],
                     other_len: d.len(),
                 });
             }
@@ -220,10 +276,10 @@ impl Collective for Member {
                 Deposit::F32(v) if v.len() == range.len() => x[range].copy_from_slice(v),
                 d => {
                     return Err(CommError::Mismatch {
-                        rank: self.rank,
+                        rank: self.world(),
                         op: "all_gather",
                         len: range.len(),
-                        other: r,
+                        other: self.shared.world[r],
                         other_len: d.len(),
                     })
                 }
@@ -234,7 +290,7 @@ impl Collective for Member {
 
     fn all_to_all(&self, send: &[f32], counts: &[usize]) -> Result<(Vec<f32>, Vec<usize>), CommError> {
         let ranks = self.shared.ranks;
-        super::check_counts(self.rank, send.len(), counts, ranks)?;
+        super::check_counts(self.world(), send.len(), counts, ranks)?;
         if ranks == 1 {
             return Ok((send.to_vec(), counts.to_vec()));
         }
@@ -243,10 +299,10 @@ impl Collective for Member {
         for (r, d) in all.iter().enumerate() {
             let Deposit::Rows(v) = d else {
                 return Err(CommError::Mismatch {
-                    rank: self.rank,
+                    rank: self.world(),
                     op: "all_to_all",
                     len: send.len(),
-                    other: r,
+                    other: self.shared.world[r],
                     other_len: d.len(),
                 });
             };
@@ -258,9 +314,46 @@ impl Collective for Member {
         Ok((got, from))
     }
 
+    fn send(&self, to: usize, x: &[f32]) -> Result<(), CommError> {
+        let sh = &*self.shared;
+        if to >= sh.ranks {
+            return Err(CommError::Peer { rank: self.world(), peer: to, ranks: sh.ranks });
+        }
+        if let Some(e) = sh.aborted() {
+            return Err(e);
+        }
+        sh.lock().mail.entry((self.rank, to)).or_default().push_back(x.to_vec());
+        sh.turn.notify_all();
+        Ok(())
+    }
+
+    fn recv(&self, from: usize, x: &mut [f32]) -> Result<(), CommError> {
+        let sh = &*self.shared;
+        if from >= sh.ranks {
+            return Err(CommError::Peer { rank: self.world(), peer: from, ranks: sh.ranks });
+        }
+        let key = (from, self.rank);
+        let st =
+            self.wait(sh.lock(), "recv", |s| s.mail.get(&key).is_some_and(|q| !q.is_empty()), |_| vec![self.rank])?;
+        let mut st = st;
+        let got = st.mail.get_mut(&key).and_then(VecDeque::pop_front).unwrap_or_default();
+        drop(st);
+        if got.len() != x.len() {
+            return Err(CommError::Mismatch {
+                rank: self.world(),
+                op: "recv",
+                len: x.len(),
+                other: sh.world[from],
+                other_len: got.len(),
+            });
+        }
+        x.copy_from_slice(&got);
+        Ok(())
+    }
+
     fn abort(&self, why: &str) {
-        let mut st = self.shared.lock();
-        st.failed.get_or_insert_with(|| (self.rank, why.to_string()));
+        self.shared.job.fail(self.world(), why);
+        let _guard = self.shared.lock();
         self.shared.turn.notify_all();
     }
 }
@@ -283,16 +376,57 @@ pub fn run_ranks<T: Send, E: std::fmt::Display>(
     f: impl Fn(Member) -> Result<T, E> + Sync,
 ) -> Result<Vec<T>, RankFailure> {
     let group = Group::new(ranks, timeout);
+    let job = group.shared.job.clone();
+    run_threads(ranks, &job, |r| group.member(r), f)
+}
+
+/// Runs `f` for each rank of `mesh`, each on its own thread with every group of its place
+/// ([`Comms`]), and returns their results in world-rank order — or the first failure, as
+/// [`run_ranks`].
+pub fn run_mesh<T: Send, E: std::fmt::Display>(
+    mesh: Mesh,
+    timeout: Duration,
+    f: impl Fn(Comms) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, RankFailure> {
+    let job = Arc::new(JobState::default());
+    // One group per distinct member list of each kind.
+    let mut groups: HashMap<(CommGroup, Vec<usize>), Group> = HashMap::new();
+    for p in mesh.places() {
+        for g in CommGroup::ALL {
+            let m = p.members(g);
+            groups.entry((g, m.clone())).or_insert_with(|| Group::within(job.clone(), m, timeout));
+        }
+    }
+    let comms = |rank: usize| {
+        let place = Place { mesh, rank };
+        let ends: [Arc<dyn Collective>; 6] = CommGroup::ALL.map(|g| -> Arc<dyn Collective> {
+            match place.index_in(g) {
+                Some(i) => Arc::new(groups[&(g, place.members(g))].member(i)),
+                None => Arc::new(super::Single),
+            }
+        });
+        Comms::new(place, ends)
+    };
+    run_threads(mesh.world(), &job, comms, f)
+}
+
+/// Runs `f(end(r))` on a thread per rank `r`; a rank's error or panic fails the job.
+fn run_threads<C: Send, T: Send, E: std::fmt::Display>(
+    ranks: usize,
+    job: &Arc<JobState>,
+    end: impl Fn(usize) -> C + Sync,
+    f: impl Fn(C) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, RankFailure> {
     let results: Vec<Option<T>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..ranks)
             .map(|r| {
-                let (m, f) = (group.member(r), &f);
+                let (c, f) = (end(r), &f);
                 std::thread::Builder::new().name(format!("rank {r}")).spawn_scoped(s, move || {
-                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m.clone())));
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c)));
                     match out {
                         Ok(Ok(v)) => Some(v),
                         Ok(Err(e)) => {
-                            m.abort(&e.to_string());
+                            job.fail(r, &e.to_string());
                             None
                         }
                         Err(p) => {
@@ -301,7 +435,7 @@ pub fn run_ranks<T: Send, E: std::fmt::Display>(
                                 .map(|s| s.to_string())
                                 .or_else(|| p.downcast_ref::<String>().cloned())
                                 .unwrap_or_default();
-                            m.abort(&format!("panicked: {msg}"));
+                            job.fail(r, &format!("panicked: {msg}"));
                             None
                         }
                     }
@@ -314,13 +448,13 @@ pub fn run_ranks<T: Send, E: std::fmt::Display>(
             .map(|(r, h)| match h {
                 Ok(h) => h.join().ok().flatten(),
                 Err(e) => {
-                    group.member(r).abort(&format!("cannot start its thread: {e}"));
+                    job.fail(r, &format!("cannot start its thread: {e}"));
                     None
                 }
             })
             .collect()
     });
-    if let Some((rank, why)) = group.failure() {
+    if let Some((rank, why)) = job.failure() {
         return Err(RankFailure { rank, ranks, why });
     }
     Ok(results.into_iter().flatten().collect())
@@ -433,5 +567,78 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.why.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn messages_arrive_in_order_between_each_pair() {
+        let got = run_ranks(3, T, |m| {
+            let next = (m.rank() + 1) % 3;
+            let prev = (m.rank() + 2) % 3;
+            for i in 0..50 {
+                m.send(next, &[m.rank() as f32, i as f32])?;
+            }
+            let mut seen = Vec::new();
+            for _ in 0..50 {
+                let mut x = [0.0f32; 2];
+                m.recv(prev, &mut x)?;
+                seen.push(x);
+            }
+            Ok::<_, CommError>(seen)
+        })
+        .unwrap();
+        for (r, seen) in got.iter().enumerate() {
+            let prev = ((r + 2) % 3) as f32;
+            assert_eq!(seen, &(0..50).map(|i| [prev, i as f32]).collect::<Vec<_>>());
+        }
+        // A message of another length than the receiver expects is named.
+        let err = run_ranks(2, T, |m| if m.rank() == 0 { m.send(1, &[1.0, 2.0]) } else { m.recv(0, &mut [0.0; 3]) })
+            .unwrap_err();
+        assert!(err.why.contains("disagree"), "{err}");
+    }
+
+    /// A mesh's groups: sums over the data-parallel ranks of a stage only, the expert group's
+    /// all-to-all, messages along the pipeline; a failure in one group stops a rank waiting in
+    /// another, naming the world rank that failed.
+    #[test]
+    fn a_mesh_runs_each_groups_collectives_within_it() {
+        let mesh = Mesh { dp: 4, ep: 2, pp: 2 };
+        let out = run_mesh(mesh, T, |c| {
+            let p = c.place;
+            let mut x = [p.rank as f32];
+            c.group(CommGroup::Data).all_reduce(&mut x)?;
+            let mut y = [1.0f32];
+            c.group(CommGroup::ExpertData).all_reduce(&mut y)?;
+            let pipe = c.group(CommGroup::Pipeline);
+            let mut z = [0.0f32];
+            if p.first_stage() {
+                pipe.send(1, &[p.rank as f32 * 10.0])?;
+            } else {
+                pipe.recv(0, &mut z)?;
+            }
+            Ok::<_, CommError>((x[0], y[0], z[0]))
+        })
+        .unwrap();
+        for (rank, (x, y, z)) in out.into_iter().enumerate() {
+            let stage = rank / 4;
+            let want: f32 = (0..4).map(|d| (stage * 4 + d) as f32).sum();
+            assert_eq!(x, want, "rank {rank}");
+            assert_eq!(y, 2.0, "rank {rank}");
+            assert_eq!(z, if stage == 1 { (rank - 4) as f32 * 10.0 } else { 0.0 });
+        }
+        let err = run_mesh(mesh, T, |c| -> Result<(), String> {
+            if c.place.rank == 6 {
+                return Err("out of memory".into());
+            }
+            // Rank 1 waits on a message from stage 1 (rank 5), which waits in its data group
+            // for rank 6.
+            if c.place.rank == 1 {
+                let mut x = [0.0];
+                return c.group(CommGroup::Pipeline).recv(1, &mut x).map_err(|e| e.to_string());
+            }
+            let mut x = [0.0f32];
+            c.group(CommGroup::Data).all_reduce(&mut x).map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        assert_eq!((err.rank, err.why.as_str()), (6, "out of memory"));
     }
 }

@@ -5,7 +5,8 @@
 //! shared-memory collectives (the CPU backend's parallelism, and the tests'); [`tcp`] joins ranks
 //! that are processes (a torchrun or SLURM job on CPUs, [`launch`] reading where this process
 //! sits) over TCP. NCCL, for GPUs, is the implementation to come (issue 18's GPU half); it is not
-//! built yet.
+//! built yet. A rank of a mesh of data, expert and pipeline parallelism ([`mesh`]) holds one
+//! communicator per group it belongs to ([`Comms`]).
 //!
 //! Semantics, the same for every implementation: every rank of a group calls the same
 //! collectives in the same order with the same lengths; a sum is taken in rank order 0, 1, …
@@ -16,9 +17,13 @@
 
 pub mod in_process;
 pub mod launch;
+pub mod mesh;
 pub mod tcp;
 
-pub use in_process::{run_ranks, Group, Member, RankFailure};
+use std::sync::Arc;
+
+pub use in_process::{run_mesh, run_ranks, Group, Member, RankFailure};
+pub use mesh::{CommGroup, Mesh, Place};
 pub use tcp::Tcp;
 
 /// Why a collective did not complete.
@@ -32,6 +37,10 @@ pub enum CommError {
     Counts { rank: usize, len: usize, counts: Vec<usize>, ranks: usize, sum: usize },
     #[error("rank {rank}: {op} of {len} elements, but rank {other} passed {other_len}: the ranks' programs disagree")]
     Mismatch { rank: usize, op: &'static str, len: usize, other: usize, other_len: usize },
+    #[error("rank {rank}: a message to or from rank {peer} of a group of {ranks}")]
+    Peer { rank: usize, peer: usize, ranks: usize },
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// The collectives of one rank of a group.
@@ -51,6 +60,11 @@ pub trait Collective: Send + Sync {
     /// rank, `counts[q]` values for each rank `q`; returns what every rank sent this one,
     /// concatenated in source-rank order, and how many came from each.
     fn all_to_all(&self, send: &[f32], counts: &[usize]) -> Result<(Vec<f32>, Vec<usize>), CommError>;
+    /// Sends `x` to rank `to` of the group (a pipeline's activations); returns without waiting
+    /// for the receiver. Messages between two ranks arrive in the order they were sent.
+    fn send(&self, to: usize, x: &[f32]) -> Result<(), CommError>;
+    /// Receives the next message from rank `from` into `x`, whose length it must have.
+    fn recv(&self, from: usize, x: &mut [f32]) -> Result<(), CommError>;
     /// Marks the group failed by this rank, so that every other rank's collectives return
     /// [`CommError::Aborted`] naming it.
     fn abort(&self, why: &str);
@@ -96,7 +110,72 @@ impl Collective for Single {
         check_counts(0, send.len(), counts, 1)?;
         Ok((send.to_vec(), counts.to_vec()))
     }
+    fn send(&self, to: usize, _: &[f32]) -> Result<(), CommError> {
+        Err(CommError::Peer { rank: 0, peer: to, ranks: 1 })
+    }
+    fn recv(&self, from: usize, _: &mut [f32]) -> Result<(), CommError> {
+        Err(CommError::Peer { rank: 0, peer: from, ranks: 1 })
+    }
     fn abort(&self, _: &str) {}
+}
+
+/// One rank's communicators: one per group of the mesh it belongs to ([`CommGroup`]); a group it
+/// is not a member of (a middle stage's `Ends`) is a job of one.
+#[derive(Clone)]
+pub struct Comms {
+    pub place: Place,
+    groups: Arc<[Arc<dyn Collective>; 6]>,
+}
+
+impl Comms {
+    /// `place`'s communicators, by [`CommGroup::ALL`]'s order.
+    pub fn new(place: Place, groups: [Arc<dyn Collective>; 6]) -> Comms {
+        Comms { place, groups: Arc::new(groups) }
+    }
+
+    /// The job of one rank.
+    pub fn single() -> Comms {
+        Comms::new(Place::SINGLE, CommGroup::ALL.map(|_| -> Arc<dyn Collective> { Arc::new(Single) }))
+    }
+
+    /// A data-parallel job whose world is `world` (every rank one stage, each rank its own expert
+    /// shard's only holder when `ep = 1`): the data-parallel group is the world; refused for a
+    /// mesh with expert or pipeline parallelism, whose other groups `world` cannot form.
+    pub fn data_parallel(world: Arc<dyn Collective>, ep: usize) -> Result<Comms, CommError> {
+        let mesh = Mesh { dp: world.ranks(), ep, pp: 1 };
+        if ep != 1 {
+            return Err(CommError::Unsupported(format!(
+                "{mesh}: expert parallelism needs the expert-parallel groups that in-process ranks (--nproc) form; \
+                 a job joined over TCP runs data parallelism alone"
+            )));
+        }
+        let place = Place { mesh, rank: world.rank() };
+        let groups = CommGroup::ALL.map(|g| -> Arc<dyn Collective> {
+            match g {
+                CommGroup::World | CommGroup::Data | CommGroup::ExpertData => world.clone(),
+                _ => Arc::new(Single),
+            }
+        });
+        Ok(Comms::new(place, groups))
+    }
+
+    /// The communicator of `group`.
+    pub fn group(&self, group: CommGroup) -> &dyn Collective {
+        let i = CommGroup::ALL.iter().position(|&g| g == group).unwrap_or(0);
+        &*self.groups[i]
+    }
+
+    /// The world group.
+    pub fn world(&self) -> &dyn Collective {
+        self.group(CommGroup::World)
+    }
+
+    /// Marks the job failed by this rank (every group: the job fails as one).
+    pub fn abort(&self, why: &str) {
+        for g in self.groups.iter() {
+            g.abort(why);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -404,6 +404,16 @@ impl Collective for Tcp {
         Ok((f32s(&out[head..]), got))
     }
 
+    fn send(&self, _: usize, _: &[f32]) -> Result<(), CommError> {
+        Err(CommError::Unsupported(
+            "point-to-point messages (pipeline parallelism) between processes joined over TCP are not built: run the pipeline's ranks in-process (--nproc)".into(),
+        ))
+    }
+
+    fn recv(&self, from: usize, _: &mut [f32]) -> Result<(), CommError> {
+        self.send(from, &[])
+    }
+
     fn abort(&self, why: &str) {
         let first = {
             let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());

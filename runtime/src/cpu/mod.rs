@@ -12,6 +12,7 @@
 
 mod attention;
 
+mod collective;
 mod decode;
 mod dense;
 mod loss;
@@ -22,7 +23,7 @@ mod rope;
 
 pub use moe::expert_index;
 
-use crate::comm::Collective;
+use crate::comm::Comms;
 use crate::dtype::{self, DType};
 use crate::numerics;
 use crate::op::{Op, Quant};
@@ -39,9 +40,9 @@ pub struct Cpu {
     pub weights: Vec<f32>,
     /// The activation arena: `act_bytes` rounded up to whole words.
     pub act: Vec<f32>,
-    /// The rank's communicator, which runs the Program's collectives (none: a single-rank
+    /// The rank's communicators, which run the Program's collectives (none: a single-rank
     /// backend, which refuses a collective over more than one rank).
-    pub comm: Option<std::sync::Arc<dyn Collective>>,
+    pub comms: Option<Comms>,
 }
 
 /// The slices of one launch: inputs read, outputs written. Built from raw pointers into the
@@ -87,37 +88,13 @@ impl Cpu {
             optim: vec![0.0; max(&|p| p.optim_len)],
             weights: vec![0.0; max(&|p| p.weight_bytes).div_ceil(4)],
             act: vec![0.0; max(&|p| p.act_bytes).div_ceil(4)],
-            comm: None,
+            comms: None,
         }
     }
 
-    /// Zeroed arenas for `p`, whose collectives run over `comm` (one rank of a parallel job).
-    pub fn with_comm(p: &Program, comm: std::sync::Arc<dyn Collective>) -> Cpu {
-        Cpu { comm: Some(comm), ..Cpu::new(p) }
-    }
-
-    /// Runs a collective over an f32 slice in place, through the communicator.
-    fn collective(&mut self, op: &Op, s: Slice) -> Result<(), BackendError> {
-        let ranks = match *op {
-            Op::AllReduce { ranks, .. } | Op::AllGather { ranks, .. } => ranks,
-            _ => 1,
-        };
-        let comm = self.comm.clone();
-        let have = comm.as_ref().map_or(1, |c| c.ranks());
-        if have != ranks {
-            return Err(BackendError::Device(format!(
-                "{}: a collective over {ranks} ranks, but this backend's job has {have}",
-                op.family()
-            )));
-        }
-        let Some(comm) = comm else { return Ok(()) };
-        let r = self.f32_range(s);
-        let x = &mut self.words_mut(s.space)[r];
-        match op {
-            Op::AllGather { .. } => comm.all_gather(x),
-            _ => comm.all_reduce(x),
-        }
-        .map_err(|e| BackendError::Device(format!("{}: {e}", op.family())))
+    /// Zeroed arenas for `p`, whose collectives run over `comms` (one rank of a parallel job).
+    pub fn with_comms(p: &Program, comms: Comms) -> Cpu {
+        Cpu { comms: Some(comms), ..Cpu::new(p) }
     }
 
     /// The words of the arena of `space`.
@@ -189,10 +166,6 @@ impl Backend for Cpu {
     fn launch(&mut self, kernel: &Kernel, args: &[Slice]) -> Result<(), BackendError> {
         check_kernel(kernel, args, |s| self.arena_bytes(s))?;
         let op = &kernel.op;
-        if op.is_collective() {
-            // Its one argument is f32 (its signature's kind), so it is used in place.
-            return self.collective(op, args[0]);
-        }
         let sig = op.signature();
         // Arguments stored in another dtype than f32, decoded for the launch (an overwritten
         // output too: a strided one leaves the elements between its rows as they were).
@@ -214,7 +187,12 @@ impl Backend for Cpu {
                 }
             });
         }
-        execute(op, &Args { ptrs });
+        let a = Args { ptrs };
+        if op.is_collective() {
+            collective::run(op, &a, self.comms.as_ref()).map_err(BackendError::Device)?;
+        } else {
+            execute(op, &a);
+        }
         for (i, v) in &decoded {
             if matches!(sig[*i].role, Role::Out(_)) {
                 let s = args[*i];
@@ -356,10 +334,17 @@ pub(crate) fn execute(op: &Op, a: &Args) {
             };
             optim::step(u, [a.r(0), a.r(1), a.r(2)], a.w(3), a.w(4), v)
         }
+        SumSquares { .. } => {
+            optim::sum_squares(a.r(0), a.w(1));
+        }
+        SumParts { root, .. } => optim::sum_parts(a.r(0), a.w(1), root),
         // A job of one rank (the backends run collectives through their communicator before
         // they get here): the data stays as it is.
         AllReduce { ranks, .. } | AllGather { ranks, .. } => {
             assert_eq!(ranks, 1, "{}: a collective over {ranks} ranks needs a communicator", op.family())
+        }
+        ExpertCounts(_) | ExpertExchange { .. } | Send { .. } | Recv { .. } => {
+            panic!("{}: a collective needs the rank's communicators", op.family())
         }
     }
 }

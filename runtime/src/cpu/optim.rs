@@ -10,12 +10,25 @@ use crate::op::{scalars, OptimizerKind, Update, GRAD_NORM_CHUNK};
 
 /// `partials[c] = Σ g²` over chunk `c` (f64 sums), `norm[0] = sqrt(Σ partials)` in chunk order.
 pub fn grad_norm(grad: &[f32], partials: &mut [f32], norm: &mut [f32]) {
-    let sums: Vec<f64> =
-        grad.par_chunks(GRAD_NORM_CHUNK).map(|g| g.iter().map(|&x| x as f64 * x as f64).sum()).collect();
+    let chunks = sum_squares(grad, partials);
+    sum_parts(&partials[..chunks], norm, true);
+}
+
+/// `partials[c] = Σ x²` over chunk `c` of [`GRAD_NORM_CHUNK`] elements (f64, stored f32); returns
+/// the chunks (at least one).
+pub fn sum_squares(x: &[f32], partials: &mut [f32]) -> usize {
+    let sums: Vec<f64> = x.par_chunks(GRAD_NORM_CHUNK).map(|g| g.iter().map(|&x| x as f64 * x as f64).sum()).collect();
+    partials[0] = 0.0;
     for (p, s) in partials.iter_mut().zip(&sums) {
         *p = *s as f32;
     }
-    norm[0] = partials[..sums.len()].iter().map(|&p| p as f64).sum::<f64>().sqrt() as f32;
+    sums.len().max(1)
+}
+
+/// `out = Σ partials` in order (f64), or its square root.
+pub fn sum_parts(partials: &[f32], out: &mut [f32], root: bool) {
+    let s = partials.iter().map(|&p| p as f64).sum::<f64>();
+    out[0] = if root { s.sqrt() } else { s } as f32;
 }
 
 /// The factor applied to each accumulated gradient: the mean over micro-batches (`grad_scale`),

@@ -67,7 +67,8 @@ pub fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
 }
 
 /// Runs `launches` (one of `p`'s lists, named `list`) on `b` one launch at a time, scanning what
-/// each writes; stops at, and returns, the first non-finite output. Launches after it do not run.
+/// each writes; returns the first non-finite output. Every launch runs — a rank of a parallel job
+/// keeps in step with its peers' collectives — but only the first anomaly is kept.
 pub fn run_checked<B: Backend + ?Sized>(
     p: &Program,
     b: &mut B,
@@ -75,16 +76,20 @@ pub fn run_checked<B: Backend + ?Sized>(
     micro_batch: Option<usize>,
     launches: &[Launch],
 ) -> Result<Option<Anomaly>, BackendError> {
+    let mut found = None;
     for (i, l) in launches.iter().enumerate() {
         launch_each(b, &p.kernels, std::slice::from_ref(l))?;
+        if found.is_some() {
+            continue;
+        }
         let k = &p.kernels[l.kernel];
         let sig = k.op.signature();
         for o in k.op.outputs() {
             let s = l.args[o];
             let touched = sig[o].len.min(s.len);
             let values = b.read(Slice { len: touched, ..s })?;
-            if let Some((index, value)) = first_non_finite(&values) {
-                return Ok(Some(Anomaly {
+            if let (Some((index, value)), None) = (first_non_finite(&values), &found) {
+                found = Some(Anomaly {
                     list,
                     micro_batch,
                     launch: i,
@@ -94,9 +99,9 @@ pub fn run_checked<B: Backend + ?Sized>(
                     tensor: tensor_name(p, s),
                     index,
                     value,
-                }));
+                });
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }

@@ -1,9 +1,15 @@
 //! Training checkpoints: `DIR/checkpoints/step-NNNNNN/` holding the model (safetensors, HF
-//! names), the optimizer state, and the run state (step, tokens, data position, config hash),
-//! with a manifest of CRC-32s written last. A checkpoint is written into `step-NNNNNN.partial`,
-//! every file fsynced, then renamed into place, so a killed run leaves either a whole checkpoint
-//! or a `.partial` folder that is ignored. Loading verifies every checksum. The oldest complete
-//! checkpoints beyond `keep` are deleted.
+//! names), the optimizer state (each parameter's moments by name), and the run state (step,
+//! tokens, data position, config hash), with a manifest of CRC-32s written last. A checkpoint is
+//! written into `step-NNNNNN.partial`, every file fsynced, then renamed into place, so a killed run
+//! leaves either a whole checkpoint or a `.partial` folder that is ignored. Loading verifies every
+//! checksum. The oldest complete checkpoints beyond `keep` are deleted.
+//!
+//! One device writes `model.safetensors` and `optimizer.safetensors`; the ranks of a parallel job
+//! write theirs in parallel — `model-RRRRR-of-WWWWW.safetensors` and `optimizer-…` — each holding
+//! the parameters the rank owns (of the ranks holding a parameter alike, the first), and rank 0
+//! completes the folder. Whatever wrote it, a checkpoint is a set of tensors by name: any layout
+//! loads it, each rank taking the parameters (and the shard of their moments) it holds.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -100,9 +106,14 @@ pub enum RunCheckpointError {
     NotACheckpoint { path: PathBuf, hint: String },
     #[error("refusing to write checkpoint step {step}: {tensor} holds {value} at element {index}; the earlier checkpoints are kept")]
     NonFinite { step: u64, tensor: String, index: usize, value: f32 },
+    #[error("checkpoint step {step}: {source}; the earlier checkpoints are kept")]
+    Job { step: u64, source: crate::comm::CommError },
 }
 
 const FILES: [&str; 5] = ["model.safetensors", "optimizer.safetensors", "state.json", "spec.yaml", "config.yaml"];
+
+/// The files every checkpoint holds besides its tensors.
+const TEXTS: [&str; 3] = ["state.json", "spec.yaml", "config.yaml"];
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RunCheckpointError + '_ {
     move |source| RunCheckpointError::Io { path: path.into(), source }
@@ -146,22 +157,114 @@ pub fn save(
     if let Some((tensor, index, value)) = first_non_finite(p, params, opt) {
         return Err(RunCheckpointError::NonFinite { step: run.step, tensor, index, value });
     }
-    let root = dir.join("checkpoints");
     let name = format!("step-{:06}", run.step);
-    let tmp = root.join(format!("{name}.partial"));
+    let tmp = dir.join("checkpoints").join(format!("{name}.partial"));
     let written = write_partial(&tmp, p, params, opt, run, texts);
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     written?;
-    let done = root.join(&name);
+    complete(dir, &tmp, &name, keep)
+}
+
+/// Writes every file of a checkpoint into `tmp` and fsyncs them, the manifest last.
+fn write_partial(
+    tmp: &Path,
+    p: &Program,
+    params: &[f32],
+    opt: &State,
+    run: &RunState,
+    texts: &Texts<'_>,
+) -> Result<(), RunCheckpointError> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(io(tmp))?;
+    }
+    std::fs::create_dir_all(tmp).map_err(io(tmp))?;
+    let all: Vec<&crate::program::Param> = p.params.iter().collect();
+    let mut files = write_tensors(tmp, [FILES[0], FILES[1]], &all, params, opt, true)?;
+    for f in TEXTS {
+        write_text(tmp, f, run, texts)?;
+        files.push((f.to_string(), crc(&tmp.join(f))?));
+    }
+    write_manifest(tmp, &files)
+}
+
+/// Writes the parameters `own` (and their moments, and with `step` the optimizer's step count)
+/// into the files `names` (model, optimizer) under `tmp`, fsynced; returns each file's name and
+/// CRC-32.
+fn write_tensors(
+    tmp: &Path,
+    names: [&str; 2],
+    own: &[&crate::program::Param],
+    params: &[f32],
+    opt: &State,
+    step: bool,
+) -> Result<Vec<(String, String)>, RunCheckpointError> {
+    let model: Vec<(String, Vec<usize>, Vec<f32>)> =
+        own.iter().map(|x| (x.name.clone(), x.shape.clone(), params[x.offset..x.offset + x.len()].to_vec())).collect();
+    write_file(&tmp.join(names[0]), &model)?;
+    // The moments per parameter, by name (the arena's layout is the compiler's business: a checkpoint
+    // must resume under another layout, or be refused, never read at the wrong offsets).
+    let mut moments: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(2 * own.len() + 1);
+    for x in own {
+        let r = x.offset..x.offset + x.len();
+        moments.push((format!("exp_avg.{}", x.name), x.shape.clone(), opt.m[r.clone()].to_vec()));
+        if !opt.v.is_empty() {
+            moments.push((format!("exp_avg_sq.{}", x.name), x.shape.clone(), opt.v[r].to_vec()));
+        }
+    }
+    if step {
+        moments.push(("step".to_string(), vec![1], vec![opt.step as f32]));
+    }
+    write_file(&tmp.join(names[1]), &moments)?;
+    names.iter().map(|f| Ok((f.to_string(), crc(&tmp.join(f))?))).collect()
+}
+
+/// Writes one of the run's texts (`state.json`, `spec.yaml`, `config.yaml`) under `tmp`.
+fn write_text(tmp: &Path, f: &str, run: &RunState, texts: &Texts<'_>) -> Result<(), RunCheckpointError> {
+    let state;
+    let text = match f {
+        "state.json" => {
+            state = serde_json::to_string_pretty(run)
+                .map_err(|e| RunCheckpointError::Corrupt { path: tmp.into(), reason: e.to_string() })?;
+            state.as_str()
+        }
+        "spec.yaml" => texts.spec,
+        _ => texts.config,
+    };
+    let path = tmp.join(f);
+    std::fs::write(&path, text).map_err(io(&path))
+}
+
+/// The CRC-32 of a file once it is on disk (fsynced, then read back).
+fn crc(path: &Path) -> Result<String, RunCheckpointError> {
+    fsync(path)?;
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    Ok(format!("{:08x}", crc32fast::hash(&bytes)))
+}
+
+/// Writes `tmp/manifest.json` (each file's CRC-32), fsynced with the folder.
+fn write_manifest(tmp: &Path, files: &[(String, String)]) -> Result<(), RunCheckpointError> {
+    let manifest: BTreeMap<&str, &str> = files.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
+    let mpath = tmp.join("manifest.json");
+    let mut mf = std::fs::File::create(&mpath).map_err(io(&mpath))?;
+    mf.write_all(serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes()).map_err(io(&mpath))?;
+    mf.sync_all().map_err(io(&mpath))?;
+    fsync(tmp)
+}
+
+/// Moves a written `tmp` folder into place as `root/name` (replacing a checkpoint of the same
+/// step), removes folders killed runs left half-written, and keeps the newest `keep`.
+fn complete(dir: &Path, tmp: &Path, name: &str, keep: u64) -> Result<PathBuf, RunCheckpointError> {
+    let root = dir.join("checkpoints");
+    let done = root.join(name);
     // A checkpoint of the same step (a run resumed from before it) is replaced: moved aside first,
     // so that a kill in between leaves one of the two whole.
     let old = root.join(format!("{name}.replaced"));
     if done.exists() {
         std::fs::rename(&done, &old).map_err(io(&done))?;
     }
-    std::fs::rename(&tmp, &done).map_err(io(&done))?;
+    std::fs::rename(tmp, &done).map_err(io(&done))?;
     fsync(&root)?;
     // Folders a killed run left half-written are never resumed from: remove them.
     if let Ok(entries) = std::fs::read_dir(&root) {
@@ -181,55 +284,138 @@ pub fn save(
     Ok(done)
 }
 
-/// Writes every file of a checkpoint into `tmp` and fsyncs them, the manifest last.
-fn write_partial(
-    tmp: &Path,
-    p: &Program,
-    params: &[f32],
-    opt: &State,
+/// One rank's share of a parallel job's checkpoint: its program, parameters and (assembled)
+/// optimizer state.
+pub struct Part<'a> {
+    pub program: &'a Program,
+    pub params: &'a [f32],
+    pub opt: &'a State,
+}
+
+impl Part<'_> {
+    /// The parameters this rank writes: of the ranks holding a parameter alike, the first — the
+    /// first data-parallel rank of its stage, or for a routed expert the first rank of its
+    /// expert-data-parallel group; a copy that another rank holds too (the last stage's token
+    /// embedding) is the other rank's.
+    pub fn owned(&self) -> Vec<&crate::program::Param> {
+        let p = self.program;
+        let Some(r) = &p.rank else { return p.params.iter().collect() };
+        let first_expert_holder = r.place.index_in(crate::comm::CommGroup::ExpertData) == Some(0);
+        p.params
+            .iter()
+            .filter(|x| !r.copies.iter().any(|c| (c.0..c.1).contains(&x.offset)))
+            .filter(|x| {
+                let expert = (r.expert_params.0..r.expert_params.1).contains(&x.offset);
+                if expert {
+                    first_expert_holder
+                } else {
+                    r.place.dp_rank() == 0
+                }
+            })
+            .collect()
+    }
+}
+
+/// Writes this rank's part of a parallel job's checkpoint of `run.step` under
+/// `dir/checkpoints/`, in step with every other rank of `comms` (every rank calls it): rank 0
+/// makes the folder, every rank writes the parameters it owns and their moments (after checking
+/// they are finite), rank 0 writes the run's texts and the manifest of every rank's files and
+/// moves the folder into place. A rank that fails stops the job naming itself (the others'
+/// collectives return its error), and the earlier checkpoints stay as they were. Returns the
+/// folder on rank 0, `None` on the others.
+pub fn save_parallel(
+    dir: &Path,
+    part: &Part<'_>,
     run: &RunState,
     texts: &Texts<'_>,
-) -> Result<(), RunCheckpointError> {
-    if tmp.exists() {
-        std::fs::remove_dir_all(tmp).map_err(io(tmp))?;
+    keep: u64,
+    comms: &crate::comm::Comms,
+) -> Result<Option<PathBuf>, RunCheckpointError> {
+    let world = comms.world();
+    let (rank, ranks) = (comms.place.rank, comms.place.mesh.world());
+    let name = format!("step-{:06}", run.step);
+    let tmp = dir.join("checkpoints").join(format!("{name}.partial"));
+    let job = |source| RunCheckpointError::Job { step: run.step, source };
+    // Every step that can fail locally reports here: a failure aborts the job with its message.
+    let fail = |e: RunCheckpointError| {
+        comms.abort(&e.to_string());
+        if rank == 0 {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        e
+    };
+    let own = part.owned();
+    if let Some((tensor, index, value)) = first_non_finite_of(&own, part.params, part.opt) {
+        return Err(fail(RunCheckpointError::NonFinite { step: run.step, tensor, index, value }));
     }
-    std::fs::create_dir_all(tmp).map_err(io(tmp))?;
-    let model: Vec<(String, Vec<usize>, Vec<f32>)> = p
-        .params
-        .iter()
-        .map(|x| (x.name.clone(), x.shape.clone(), params[x.offset..x.offset + x.len()].to_vec()))
-        .collect();
-    write_file(&tmp.join(FILES[0]), &model)?;
-    // The moments per parameter, by name (the arena's layout is the compiler's business: a checkpoint
-    // must resume under another layout, or be refused, never read at the wrong offsets).
-    let mut moments: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(2 * p.params.len() + 1);
-    for x in &p.params {
-        let r = x.offset..x.offset + x.len();
-        moments.push((format!("exp_avg.{}", x.name), x.shape.clone(), opt.m[r.clone()].to_vec()));
-        if !opt.v.is_empty() {
-            moments.push((format!("exp_avg_sq.{}", x.name), x.shape.clone(), opt.v[r].to_vec()));
+    if rank == 0 {
+        let made = (|| {
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+            }
+            std::fs::create_dir_all(&tmp).map_err(io(&tmp))
+        })();
+        made.map_err(fail)?;
+    }
+    // The folder exists before any rank writes into it.
+    world.all_reduce_f64(&mut [0.0]).map_err(job)?;
+    let names = [
+        format!("model-{:05}-of-{ranks:05}.safetensors", rank),
+        format!("optimizer-{:05}-of-{ranks:05}.safetensors", rank),
+    ];
+    let mine = if own.is_empty() {
+        Vec::new()
+    } else {
+        write_tensors(&tmp, [names[0].as_str(), names[1].as_str()], &own, part.params, part.opt, rank == 0)
+            .map_err(fail)?
+    };
+    // Every rank's files and checksums, through the world: 2 per rank, CRC + 1 (0: none written).
+    let mut crcs = vec![0.0f64; 2 * ranks];
+    for (i, (_, c)) in mine.iter().enumerate() {
+        crcs[2 * rank + i] = u32::from_str_radix(c, 16).unwrap_or(0) as f64 + 1.0;
+    }
+    world.all_reduce_f64(&mut crcs).map_err(job)?;
+    let mut path = None;
+    if rank == 0 {
+        let finish = || {
+            let mut files = Vec::new();
+            for r in 0..ranks {
+                for (i, kind) in ["model", "optimizer"].iter().enumerate() {
+                    let c = crcs[2 * r + i];
+                    if c > 0.0 {
+                        files.push((
+                            format!("{kind}-{r:05}-of-{ranks:05}.safetensors"),
+                            format!("{:08x}", (c - 1.0) as u32),
+                        ));
+                    }
+                }
+            }
+            for f in TEXTS {
+                write_text(&tmp, f, run, texts)?;
+                files.push((f.to_string(), crc(&tmp.join(f))?));
+            }
+            write_manifest(&tmp, &files)?;
+            complete(dir, &tmp, &name, keep)
+        };
+        path = Some(finish().map_err(fail)?);
+    }
+    // Rank 0 has moved the folder into place: the checkpoint is whole for every rank.
+    world.all_reduce_f64(&mut [0.0]).map_err(job)?;
+    Ok(path)
+}
+
+/// The first NaN or infinity among the parameters `own` and their moments, by tensor name.
+fn first_non_finite_of(own: &[&crate::program::Param], params: &[f32], opt: &State) -> Option<(String, usize, f32)> {
+    let arenas: [(&str, &[f32]); 3] = [("", params), ("exp_avg of ", &opt.m), ("exp_avg_sq of ", &opt.v)];
+    for (what, arena) in arenas {
+        for x in own {
+            let Some(values) = arena.get(x.offset..x.offset + x.len()) else { continue };
+            if let Some((i, value)) = crate::train::anomaly::first_non_finite(values) {
+                return Some((format!("{what}{}", x.name), i, value));
+            }
         }
     }
-    moments.push(("step".to_string(), vec![1], vec![opt.step as f32]));
-    write_file(&tmp.join(FILES[1]), &moments)?;
-    let state = serde_json::to_string_pretty(run)
-        .map_err(|e| RunCheckpointError::Corrupt { path: tmp.into(), reason: e.to_string() })?;
-    for (f, text) in [(FILES[2], state.as_str()), (FILES[3], texts.spec), (FILES[4], texts.config)] {
-        let path = tmp.join(f);
-        std::fs::write(&path, text).map_err(io(&path))?;
-    }
-    let mut manifest = BTreeMap::new();
-    for f in FILES {
-        let path = tmp.join(f);
-        fsync(&path)?;
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        manifest.insert(f.to_string(), format!("{:08x}", crc32fast::hash(&bytes)));
-    }
-    let mpath = tmp.join("manifest.json");
-    let mut mf = std::fs::File::create(&mpath).map_err(io(&mpath))?;
-    mf.write_all(serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes()).map_err(io(&mpath))?;
-    mf.sync_all().map_err(io(&mpath))?;
-    fsync(tmp)
+    None
 }
 
 /// Complete checkpoints under `dir/checkpoints/`, oldest first.
@@ -268,8 +454,16 @@ impl SavedMoments {
     /// The moments laid out as `p`'s optimizer arena (`m`, then `v`), every parameter's found by
     /// name with its shape; or why they do not fit.
     pub fn arena(&self, p: &Program) -> Result<Vec<f32>, StateMismatch> {
-        match p.rank.and_then(|r| r.zero) {
-            Some(z) => Ok(z.take(&self.single_device_arena(p, z.moments)?, p.param_len)),
+        let shards = p.rank.as_ref().map_or(&[][..], |r| &r.zero[..]);
+        match shards.first() {
+            Some(z) => {
+                let full = self.single_device_arena(p, z.moments)?;
+                let mut out = vec![0.0; p.optim_len];
+                for z in shards {
+                    z.take(&full, p.param_len, &mut out);
+                }
+                Ok(out)
+            }
             None => self.single_device_arena(p, if p.optim_len >= 2 * p.param_len { 2 } else { 1 }),
         }
     }
@@ -329,17 +523,54 @@ pub fn load(path: &Path) -> Result<Loaded, RunCheckpointError> {
         std::fs::read_to_string(path.join("manifest.json")).map_err(|e| corrupt(format!("manifest.json: {e}")))?;
     let manifest: BTreeMap<String, String> =
         serde_json::from_str(&mtext).map_err(|e| corrupt(format!("manifest.json: {e}")))?;
-    for f in FILES {
-        let bytes = std::fs::read(path.join(f)).map_err(|e| corrupt(format!("{f}: {e}")))?;
-        let crc = format!("{:08x}", crc32fast::hash(&bytes));
-        match manifest.get(f) {
-            Some(want) if *want == crc => {}
-            Some(want) => return Err(corrupt(format!("{f} has checksum {crc}, the manifest says {want}"))),
-            None => return Err(corrupt(format!("{f} is not in the manifest"))),
+    // One device's files, or each rank's of a parallel job.
+    let tensors = |kind: &str| -> Vec<String> {
+        manifest
+            .keys()
+            .filter(|f| {
+                f.strip_suffix(".safetensors")
+                    .and_then(|f| f.strip_prefix(kind))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+            })
+            .cloned()
+            .collect()
+    };
+    let (model_files, opt_files) = (tensors("model"), tensors("optimizer"));
+    for (kind, files) in [("model", &model_files), ("optimizer", &opt_files)] {
+        if files.is_empty() {
+            return Err(corrupt(format!("the manifest lists no {kind} file")));
         }
     }
-    let model = read_file(&path.join(FILES[0]))?;
-    let mut opt = read_file(&path.join(FILES[1]))?;
+    for f in TEXTS {
+        if !manifest.contains_key(f) {
+            return Err(corrupt(format!("{f} is not in the manifest")));
+        }
+    }
+    for f in manifest.keys() {
+        if f.contains('/') || f.contains("..") {
+            return Err(corrupt(format!("the manifest names `{f}`, which is not a file of the checkpoint")));
+        }
+        let bytes = std::fs::read(path.join(f)).map_err(|e| corrupt(format!("{f}: {e}")))?;
+        let crc = format!("{:08x}", crc32fast::hash(&bytes));
+        let want = &manifest[f];
+        if *want != crc {
+            return Err(corrupt(format!("{f} has checksum {crc}, the manifest says {want}")));
+        }
+    }
+    // Each rank's tensors together: a name written twice is a damaged checkpoint.
+    let merge = |files: &[String]| -> Result<BTreeMap<String, crate::checkpoint::Tensor>, RunCheckpointError> {
+        let mut all = BTreeMap::new();
+        for f in files {
+            for (name, t) in read_file(&path.join(f))? {
+                if all.insert(name.clone(), t).is_some() {
+                    return Err(corrupt(format!("`{name}` is in two files (the second: {f})")));
+                }
+            }
+        }
+        Ok(all)
+    };
+    let model = merge(&model_files)?;
+    let mut opt = merge(&opt_files)?;
     let step = opt
         .remove("step")
         .and_then(|t| (t.data.len() == 1).then_some(t.data[0]))

@@ -3,14 +3,22 @@
 //! entropy of the normalized scores, divided by ln E), expert utilization (share of experts that
 //! received a token), and max/mean load.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MoeBalance {
     pub layer: usize,
     pub router_entropy: f64,
     pub utilization: f64,
     pub max_mean_load: f64,
+    /// The fraction of routed rows dropped past the experts' capacity (expert parallelism with
+    /// a capacity factor; absent when none was).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub dropped: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl MoeBalance {
@@ -27,6 +35,13 @@ impl MoeBalance {
             router_entropy: entropy as f64 / (tokens as f64).max(1.0),
             utilization: counts.iter().filter(|&&c| c > 0.0).count() as f64 / e.max(1) as f64,
             max_mean_load: if mean > 0.0 { max / mean } else { 0.0 },
+            dropped: 0.0,
         }
+    }
+
+    /// With `rows` of the layer's `routed` rows dropped past capacity.
+    pub fn with_dropped(mut self, rows: f64, routed: f64) -> MoeBalance {
+        self.dropped = if routed > 0.0 { rows / routed } else { 0.0 };
+        self
     }
 }

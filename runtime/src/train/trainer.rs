@@ -10,7 +10,7 @@ use dsv3c_spec::config::RunConfig;
 use dsv3c_spec::types::Dtype;
 use serde::Serialize;
 
-use crate::comm::{Collective, CommError, Single};
+use crate::comm::{CommError, Comms, Mesh, Place};
 use crate::cpu::Cpu;
 use crate::data::loader::{Loader, LoaderError, Position};
 use crate::op::scalars;
@@ -99,8 +99,11 @@ pub struct Trainer<'a, B: Backend = Cpu> {
     detect_anomaly: bool,
     /// The last step's data position at its start and its scalars, to run it again.
     last_step: Option<(Position, Vec<f32>)>,
-    /// The data-parallel job this trainer is one rank of ([`Single`] for one device).
-    comm: Arc<dyn Collective>,
+    /// While running a step again to find its first non-finite value: what was found (every
+    /// launch runs checked, and the first anomaly is kept).
+    finding: Option<Option<Anomaly>>,
+    /// The parallel job this trainer is one rank of (a job of one for one device).
+    comms: Comms,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +122,8 @@ pub enum TrainError {
     Backend(#[from] BackendError),
     #[error("step {step}: {anomaly}")]
     NonFinite { step: u64, anomaly: Box<Anomaly> },
-    #[error("the program is rank {program_rank} of {program_ranks} data-parallel ranks, the recipe's parallel.dp is {recipe}, and this trainer is rank {rank} of a job of {ranks}")]
-    Layout { program_rank: usize, program_ranks: usize, recipe: u64, rank: usize, ranks: usize },
+    #[error("{0}")]
+    Layout(String),
     #[error(transparent)]
     Comm(#[from] CommError),
 }
@@ -151,14 +154,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         run: RunState,
         resume: Option<Loaded>,
     ) -> Result<Trainer<'a, B>, TrainError> {
-        Trainer::on_rank(program, graph, backend, config, tokens, run, resume, Arc::new(Single))
+        Trainer::on_rank(program, graph, backend, config, tokens, run, resume, Comms::single())
     }
 
-    /// A trainer that is one rank of a data-parallel job: `program` is this rank's (compiled for
-    /// it: `Program::rank`), `backend` runs its collectives over `comm`, and the trainer reduces
-    /// what the host sums (losses) over it. Every rank reads the same checkpoint and takes its
-    /// share (its ZeRO-1 shard of the moments); its loader serves this rank's micro-batches of
-    /// each step's global batch.
+    /// A trainer that is one rank of a parallel job: `program` is this rank's (compiled for its
+    /// place: `Program::rank`), `backend` runs its collectives over `comms`, and the trainer
+    /// reduces what the host sums (losses, routing statistics) over the job. Every rank reads the
+    /// same checkpoint and takes its share (its parameters by name, its ZeRO-1 shard of their
+    /// moments); its loader serves its data-parallel rank's micro-batches of each step's global
+    /// batch (every stage of a pipeline the same ones).
     #[allow(clippy::too_many_arguments)]
     pub fn on_rank(
         program: &'a Program,
@@ -168,19 +172,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         tokens: Arc<Vec<u32>>,
         run: RunState,
         resume: Option<Loaded>,
-        comm: Arc<dyn Collective>,
+        comms: Comms,
     ) -> Result<Trainer<'a, B>, TrainError> {
         check_optimizer(program, config)?;
-        let (program_rank, program_ranks) = program.rank.map_or((0, 1), |r| (r.dp_rank, r.dp));
-        if program_ranks != comm.ranks() || program_rank != comm.rank() || config.parallel.dp != program_ranks as u64 {
-            return Err(TrainError::Layout {
-                program_rank,
-                program_ranks,
-                recipe: config.parallel.dp,
-                rank: comm.rank(),
-                ranks: comm.ranks(),
-            });
-        }
+        check_layout(program, config, &comms)?;
+        let (dp_rank, dp) = (comms.place.dp_rank(), comms.place.mesh.dp);
         let seq = config.batch.seq_len as usize;
         let micro = config.batch.micro_batch as usize;
         let (train_w, val_w) = crate::data::loader::split(tokens.len(), seq, config.data.validation_fraction);
@@ -210,9 +206,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         backend.write(program.whole(Space::Param), &params)?;
         backend.write(program.whole(Space::Optim), &opt.1)?;
         let acc = config.batch.accumulation.max(1) as usize;
-        let loader =
-            Loader::new(tokens.clone(), train_w, seq, micro, comm.rank(), comm.ranks(), run.seed, run.position)?
-                .with_accumulation(acc)?;
+        let loader = Loader::new(tokens.clone(), train_w, seq, micro, dp_rank, dp, run.seed, run.position)?
+            .with_accumulation(acc)?;
         let val_windows = if val_w.len() >= micro { val_w } else { Vec::new() };
         let val = Loader::new(
             tokens,
@@ -235,7 +230,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             run,
             detect_anomaly: false,
             last_step: None,
-            comm,
+            finding: None,
+            comms,
         })
     }
 
@@ -256,28 +252,28 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s
     }
 
-    /// Micro-batches of one optimizer step over all ranks (whose gradients' sum the update
-    /// averages).
+    /// Micro-batches of one optimizer step over all data-parallel ranks (whose gradients' sum
+    /// the update averages).
     fn micro_batches_per_step(&self) -> usize {
-        self.config.batch.accumulation.max(1) as usize * self.comm.ranks()
+        self.config.batch.accumulation.max(1) as usize * self.comms.place.mesh.dp
     }
 
     /// This rank, and the ranks of its job.
     pub fn rank(&self) -> (usize, usize) {
-        (self.comm.rank(), self.comm.ranks())
+        (self.comms.place.rank, self.comms.place.mesh.world())
     }
 
     /// Whether any rank says yes (every rank calls it at the same point; one rank's signal stops
     /// them all at the same step).
     pub fn any_rank(&self, yes: bool) -> Result<bool, TrainError> {
         let mut x = [yes as u8 as f64];
-        self.comm.all_reduce_f64(&mut x)?;
+        self.comms.world().all_reduce_f64(&mut x)?;
         Ok(x[0] > 0.0)
     }
 
     /// Marks this rank's job failed (the other ranks' next collective names this rank and `why`).
     pub fn abort(&self, why: &str) {
-        self.comm.abort(why);
+        self.comms.abort(why);
     }
 
     fn scalar(&mut self, s: crate::program::Slice) -> Result<f64, TrainError> {
@@ -317,24 +313,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let start_position = self.loader.position;
         self.backend.write(p.io.scalars, &s)?;
         self.list(Phase::Start, None)?;
-        let (mut loss, mut total) = (0.0f64, 0.0f64);
-        let mut mtp = vec![0.0f64; p.io.mtp_losses.len()];
-        for mb in 0..acc {
-            let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
-            self.backend.write(p.io.tokens, &batch)?;
-            self.list(Phase::Forward, Some(mb))?;
-            loss += self.scalar(p.io.main_loss)?;
-            total += self.scalar(p.io.loss)?;
-            for (m, s) in mtp.iter_mut().zip(&p.io.mtp_losses) {
-                *m += self.scalar(*s)?;
-            }
-            self.list(Phase::Backward, Some(mb))?;
-        }
+        let mut sums = if p.slots().is_empty() { self.micro_batches(acc)? } else { self.pipeline(acc)? };
         // The whole job's sums, the same on every rank: every rank decides alike.
-        let mut sums: Vec<f64> = [loss, total].into_iter().chain(mtp.iter().copied()).collect();
-        self.comm.all_reduce_f64(&mut sums)?;
+        self.comms.world().all_reduce_f64(&mut sums)?;
         let (loss, total) = (sums[0], sums[1]);
-        mtp.copy_from_slice(&sums[2..]);
+        let mtp = sums[2..].to_vec();
         let loss_finite = loss.is_finite() && total.is_finite() && mtp.iter().all(|m| m.is_finite());
         if !loss_finite {
             // The host's word to the update ops: this step changes nothing.
@@ -371,13 +354,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         self.last_step = Some((start_position, s));
         self.run.step = step;
-        let mut moe = Vec::with_capacity(p.io.expert_stats.len());
-        for (layer, st) in p.io.expert_stats.iter().enumerate() {
-            moe.push(MoeBalance::from_stats(layer, &self.backend.read(*st)?));
-        }
+        let moe = self.moe_balance()?;
         self.run.tokens += self.config.tokens_per_step();
         self.run.position = self.loader.position;
-        let inv = 1.0 / (acc * self.comm.ranks()) as f64;
+        let inv = 1.0 / self.micro_batches_per_step() as f64;
         Ok(StepReport {
             step: self.run.step,
             loss: loss * inv,
@@ -391,14 +371,139 @@ impl<'a, B: Backend> Trainer<'a, B> {
         })
     }
 
-    /// Runs one of the step's lists: through the graph, or — detecting anomalies — the Program's
-    /// list launch by launch, stopping at the first non-finite output.
-    fn list(&mut self, phase: Phase, micro_batch: Option<usize>) -> Result<(), TrainError> {
-        if self.detect_anomaly {
-            if let Some(a) = self.checked(phase, micro_batch)? {
-                return Err(TrainError::NonFinite { step: self.run.step + 1, anomaly: Box::new(a) });
+    /// The forward and backward of `acc` micro-batches, one after the other; returns this rank's
+    /// sums of the losses `[main, total, each MTP module's]`.
+    fn micro_batches(&mut self, acc: usize) -> Result<Vec<f64>, TrainError> {
+        let p = self.program;
+        let mut sums = self.loss_sums();
+        for mb in 0..acc {
+            let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
+            self.backend.write(p.io.tokens, &batch)?;
+            self.list(Phase::Forward, Some(mb))?;
+            self.add_losses(&mut sums)?;
+            self.list(Phase::Backward, Some(mb))?;
+        }
+        Ok(sums)
+    }
+
+    /// Zeroed sums of the losses `[main, total, each MTP module's]` (every stage of a pipeline
+    /// carries the model's MTP losses, though only the last computes them).
+    fn loss_sums(&self) -> Vec<f64> {
+        let p = self.program;
+        vec![0.0; 2 + p.rank.as_ref().map_or(p.io.mtp_losses.len(), |r| r.mtp_depth)]
+    }
+
+    /// Adds the losses of the forward just run to `sums`.
+    fn add_losses(&mut self, sums: &mut [f64]) -> Result<(), TrainError> {
+        let p = self.program;
+        sums[0] += self.scalar(p.io.main_loss)?;
+        sums[1] += self.scalar(p.io.loss)?;
+        for (k, s) in p.io.mtp_losses.iter().enumerate() {
+            sums[2 + k] += self.scalar(*s)?;
+        }
+        Ok(())
+    }
+
+    /// A pipeline stage's share of the step: the forwards and backwards of `acc` micro-batches
+    /// in the 1F1B order (`one_f_one_b`), micro-batch `i` in slot `i mod slots`; the stage's
+    /// messages to its neighbours are launches of its lists. Returns this rank's loss sums (the
+    /// cross-entropies on the last stage; every stage's balance terms in the total).
+    fn pipeline(&mut self, acc: usize) -> Result<Vec<f64>, TrainError> {
+        let p = self.program;
+        let place = self.comms.place;
+        let slots = p.slots();
+        let mut sums = self.loss_sums();
+        for (forward, mb) in one_f_one_b(place.stage(), place.mesh.pp, acc) {
+            let slot = &slots[mb % slots.len()];
+            if forward {
+                let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
+                if let Some(t) = slot.tokens {
+                    self.backend.write(t, &batch)?;
+                }
+                self.run_list("forward", &slot.forward, Some(mb))?;
+                if place.last_stage() {
+                    self.add_losses(&mut sums)?;
+                } else {
+                    // Its MoE layers' balance terms.
+                    sums[1] += self.scalar(slot.loss)?;
+                }
+            } else {
+                self.run_list("backward", &slot.backward, Some(mb))?;
             }
-            return Ok(());
+        }
+        Ok(sums)
+    }
+
+    /// Each of the model's MoE layers' balance over the step. The statistics of this rank's
+    /// layers are the job's (the update summed them over the data-parallel ranks); a pipeline's
+    /// stages each hold some layers, so the first data-parallel rank of each stage adds its own to
+    /// the job's sum. Rows dropped past the experts' capacity are summed over every rank.
+    fn moe_balance(&mut self) -> Result<Vec<MoeBalance>, TrainError> {
+        let p = self.program;
+        let Some(r) = &p.rank else {
+            let mut moe = Vec::with_capacity(p.io.expert_stats.len());
+            for (layer, st) in p.io.expert_stats.iter().enumerate() {
+                moe.push(MoeBalance::from_stats(layer, &self.backend.read(*st)?));
+            }
+            return Ok(moe);
+        };
+        if r.moe_total == 0 {
+            return Ok(Vec::new());
+        }
+        // Every layer's statistics (every MoE layer routes over the same experts) and its
+        // dropped rows.
+        let width = r.experts + 2;
+        let mut all = vec![0.0f64; r.moe_total * (width + 1)];
+        let firsts = self.comms.place.dp_rank() == 0;
+        for (i, &layer) in r.moe_layers.iter().enumerate() {
+            if firsts {
+                for (j, v) in self.backend.read(p.io.expert_stats[i])?.into_iter().enumerate() {
+                    all[layer * (width + 1) + j] = v as f64;
+                }
+            }
+            if let Some(d) = r.expert_dropped.get(i) {
+                all[layer * (width + 1) + width] += self.scalar(*d)?;
+            }
+        }
+        self.comms.world().all_reduce_f64(&mut all)?;
+        Ok((0..r.moe_total)
+            .map(|layer| {
+                let row = &all[layer * (width + 1)..(layer + 1) * (width + 1)];
+                let stats: Vec<f32> = row[..width].iter().map(|&v| v as f32).collect();
+                let routed: f64 = row[..r.experts].iter().sum();
+                MoeBalance::from_stats(layer, &stats).with_dropped(row[width], routed)
+            })
+            .collect())
+    }
+
+    /// Runs `launches` (a list of the Program's, named `name`): checked launch by launch when
+    /// detecting anomalies (the first stops the step) or finding one (the first is kept).
+    fn run_list(
+        &mut self,
+        name: &'static str,
+        launches: &[crate::program::Launch],
+        mb: Option<usize>,
+    ) -> Result<(), TrainError> {
+        if !self.detect_anomaly && self.finding.is_none() {
+            return Ok(self.program.run(launches, &mut self.backend)?);
+        }
+        let found = anomaly::run_checked(self.program, &mut self.backend, name, mb, launches)?;
+        match (&mut self.finding, found) {
+            (Some(first), Some(a)) => {
+                first.get_or_insert(a);
+            }
+            (None, Some(a)) => return Err(TrainError::NonFinite { step: self.run.step + 1, anomaly: Box::new(a) }),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Runs one of the step's lists: through the graph, or — checking for anomalies — the
+    /// Program's list launch by launch.
+    fn list(&mut self, phase: Phase, micro_batch: Option<usize>) -> Result<(), TrainError> {
+        if self.detect_anomaly || self.finding.is_some() {
+            let (name, launches) = phase.of(self.program);
+            return self.run_list(name, launches, micro_batch);
         }
         let b = &mut self.backend;
         Ok(match phase {
@@ -409,40 +514,32 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }?)
     }
 
-    /// Runs the Program's list of `phase` launch by launch, each launch's outputs checked; the
-    /// first non-finite one, if any (the launches after it do not run).
-    fn checked(&mut self, phase: Phase, micro_batch: Option<usize>) -> Result<Option<Anomaly>, TrainError> {
-        let (name, launches) = phase.of(self.program);
-        Ok(anomaly::run_checked(self.program, &mut self.backend, name, micro_batch, launches)?)
-    }
-
     /// Runs the last step again — the same micro-batches from the same parameters, which a skipped
     /// step left as they were — with every launch's outputs checked, and names the first
     /// non-finite value. The update runs with the guard closed, so nothing changes; the data
-    /// position is put back. `None` when the step ran clean (a spike, say).
+    /// position is put back. `None` when the step ran clean (a spike, say). Every rank of a job
+    /// runs all of it (their collectives keep them in step).
     pub fn find_non_finite(&mut self) -> Result<Option<Anomaly>, TrainError> {
         let Some((start, mut s)) = self.last_step.clone() else { return Ok(None) };
         let p = self.program;
         let resume_at = self.loader.position;
         self.loader.seek(start);
         s[scalars::MAX_GRAD_NORM] = -1.0;
-        self.backend.write(p.io.scalars, &s)?;
-        let mut found = self.checked(Phase::Start, None)?;
-        for mb in 0..self.config.batch.accumulation.max(1) as usize {
-            if found.is_some() {
-                break;
+        self.finding = Some(None);
+        let acc = self.config.batch.accumulation.max(1) as usize;
+        let ran = (|| {
+            self.backend.write(p.io.scalars, &s)?;
+            self.list(Phase::Start, None)?;
+            if p.slots().is_empty() {
+                self.micro_batches(acc)?;
+            } else {
+                self.pipeline(acc)?;
             }
-            let batch: Vec<f32> = self.loader.next_batch().into_iter().map(|t| t as f32).collect();
-            self.backend.write(p.io.tokens, &batch)?;
-            found = self.checked(Phase::Forward, Some(mb))?;
-            if found.is_none() {
-                found = self.checked(Phase::Backward, Some(mb))?;
-            }
-        }
-        if found.is_none() {
-            found = self.checked(Phase::Update, None)?;
-        }
+            self.list(Phase::Update, None)
+        })();
+        let found = self.finding.take().flatten();
         self.loader.seek(resume_at);
+        ran?;
         Ok(found)
     }
 
@@ -456,7 +553,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.detect_anomaly = on;
     }
 
-    /// Mean next-token loss over up to `max_batches` validation micro-batches (no update).
+    /// Mean next-token loss over up to `max_batches` validation micro-batches (no update). Every
+    /// rank of a job runs it (its forward's collectives need them all); each data-parallel rank
+    /// evaluates the same batches, and a pipeline's last stage the loss.
     pub fn validate(&mut self, max_batches: usize) -> Result<Option<f64>, TrainError> {
         let p = self.program;
         let batches = self.val.batches_in_order();
@@ -466,13 +565,33 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let n = batches.len().min(max_batches.max(1));
         // The weights' compute copies of the masters the last update left (start makes them; the
         // gradients and statistics it zeroes are the next step's to fill).
-        self.graph.start(&mut self.backend)?;
+        self.list(Phase::Start, None)?;
         let mut sum = 0.0;
-        for b in batches.iter().take(n) {
+        let slot = p.slots().first();
+        for (i, b) in batches.iter().take(n).enumerate() {
             let batch: Vec<f32> = b.iter().map(|&t| t as f32).collect();
-            self.backend.write(p.io.tokens, &batch)?;
-            self.graph.forward(&mut self.backend)?;
-            sum += self.scalar(p.io.main_loss)?;
+            match slot {
+                Some(slot) => {
+                    if let Some(t) = slot.tokens {
+                        self.backend.write(t, &batch)?;
+                    }
+                    self.run_list("forward", &slot.forward, Some(i))?;
+                    if self.comms.place.last_stage() {
+                        sum += self.scalar(p.io.main_loss)?;
+                    }
+                }
+                None => {
+                    self.backend.write(p.io.tokens, &batch)?;
+                    self.list(Phase::Forward, Some(i))?;
+                    sum += self.scalar(p.io.main_loss)?;
+                }
+            }
+        }
+        if p.rank.is_some() {
+            // Each data-parallel rank's last stage scored the same batches.
+            let mut x = [sum];
+            self.comms.world().all_reduce_f64(&mut x)?;
+            sum = x[0] / self.comms.place.mesh.dp as f64;
         }
         Ok(Some(sum / n as f64))
     }
@@ -487,26 +606,31 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(self.backend.read(self.program.whole(Space::Param))?)
     }
 
-    /// The optimizer state, read back from the backend — under ZeRO-1 assembled from every
-    /// rank's shard (a collective: every rank calls it).
+    /// The optimizer state of this rank's parameters, read back from the backend — under ZeRO-1
+    /// each region's moments assembled from the shards of the ranks sharing it (a collective:
+    /// every rank calls it).
     pub fn optimizer_state(&mut self) -> Result<State, TrainError> {
         let p = self.program;
         let arena = self.backend.read(p.whole(Space::Optim))?;
-        let arena = match p.rank.and_then(|r| r.zero) {
-            Some(z) => {
-                // Each rank's shard in place, zeros elsewhere: the sum over the ranks is exact.
-                let mut full = z.place(&arena, p.param_len);
-                self.comm.all_reduce(&mut full)?;
-                full
-            }
-            None => arena,
-        };
-        Ok(State::from_arena(p, self.opt_step, &arena))
+        let shards = p.rank.as_ref().map_or(&[][..], |r| &r.zero[..]);
+        if shards.is_empty() {
+            return Ok(State::from_arena(p, self.opt_step, &arena));
+        }
+        let moments = shards[0].moments;
+        let mut full = vec![0.0f32; moments * p.param_len];
+        for z in shards {
+            // Each rank's shard in place, zeros elsewhere: the sum over the ranks is exact.
+            let mut region = z.place(&arena);
+            self.comms.group(z.group).all_reduce(&mut region)?;
+            z.unplace(&region, p.param_len, &mut full);
+        }
+        Ok(State::from_arena(p, self.opt_step, &full))
     }
 
-    /// Writes a checkpoint of the current step: the whole model and optimizer state, in the
-    /// single-device layout whatever the job's (so any layout resumes it). Every rank calls it;
-    /// rank 0 writes, and the others get `None`.
+    /// Writes a checkpoint of the current step: the model and optimizer state by parameter name,
+    /// so that any layout resumes it. One device writes it whole; the ranks of a job each write
+    /// the parameters they own, in parallel, into one folder that rank 0 completes. Every rank
+    /// calls it; rank 0 gets the folder, the others `None`.
     pub fn checkpoint(
         &mut self,
         dir: &std::path::Path,
@@ -514,11 +638,54 @@ impl<'a, B: Backend> Trainer<'a, B> {
         keep: u64,
     ) -> Result<Option<std::path::PathBuf>, CheckpointError> {
         let (params, opt) = (self.params()?, self.optimizer_state()?);
-        if self.comm.rank() != 0 {
-            return Ok(None);
+        if self.program.rank.is_none() {
+            return Ok(Some(crate::train::checkpoint::save(dir, self.program, &params, &opt, &self.run, texts, keep)?));
         }
-        Ok(Some(crate::train::checkpoint::save(dir, self.program, &params, &opt, &self.run, texts, keep)?))
+        let part = crate::train::checkpoint::Part { program: self.program, params: &params, opt: &opt };
+        Ok(crate::train::checkpoint::save_parallel(dir, &part, &self.run, texts, keep, &self.comms)?)
     }
+}
+
+/// The 1F1B schedule of pipeline stage `stage` of `stages` over `micro_batches`: `(forward,
+/// micro-batch)` in order — `stages - stage - 1` warm-up forwards (at most all of them), then
+/// one forward and one backward in turn, then the remaining backwards. At most `stages - stage`
+/// micro-batches are in flight (forward run, backward not yet), consecutive ones.
+pub fn one_f_one_b(stage: usize, stages: usize, micro_batches: usize) -> Vec<(bool, usize)> {
+    let warm = (stages - stage - 1).min(micro_batches);
+    let mut order: Vec<(bool, usize)> = (0..warm).map(|i| (true, i)).collect();
+    for i in 0..micro_batches - warm {
+        order.push((true, warm + i));
+        order.push((false, i));
+    }
+    order.extend((micro_batches - warm..micro_batches).map(|i| (false, i)));
+    order
+}
+
+/// The program is the rank's of the recipe's layout and of this trainer's place, and a pipeline
+/// stage has a slot for each micro-batch 1F1B keeps in flight.
+fn check_layout(p: &Program, config: &RunConfig, comms: &Comms) -> Result<(), TrainError> {
+    let place = p.rank.as_ref().map_or(Place::SINGLE, |r| r.place);
+    let pl = &config.parallel;
+    let recipe = Mesh { dp: pl.dp as usize, ep: pl.ep as usize, pp: pl.pp as usize };
+    if place != comms.place || place.mesh != recipe {
+        return Err(TrainError::Layout(format!(
+            "the program is rank {} of {}, the recipe's layout is {recipe}, and this trainer is rank {} of {}",
+            place.rank, place.mesh, comms.place.rank, comms.place.mesh
+        )));
+    }
+    if recipe.pp > 1 {
+        let acc = config.batch.accumulation.max(1) as usize;
+        let need = (recipe.pp - place.stage()).min(acc);
+        if p.slots().len() < need {
+            return Err(TrainError::Layout(format!(
+                "pipeline stage {} keeps up to {need} micro-batches in flight under 1F1B (batch.accumulation {acc}), \
+                 but its program was compiled for {}",
+                place.stage(),
+                p.slots().len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The Program's optimizer step runs the recipe's optimizer with its moment dtype.
