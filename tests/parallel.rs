@@ -221,21 +221,26 @@ fn first_gradients(recipe: &RunConfig) -> std::collections::BTreeMap<String, Vec
     .collect()
 }
 
-/// The first step's gradients of every parameter under expert parallelism are one device's, to
-/// rounding (each tensor within 1e-5 of its norm): the exchanges route every row to its expert
-/// and every gradient back to its row.
-#[test]
-fn expert_parallel_gradients_are_one_devices() {
+/// The first step's gradients of every parameter under each of `layouts` are one device's, to
+/// rounding: each tensor within 1e-5 of its norm.
+fn first_gradients_are_one_devices(layouts: &[RunConfig]) {
     let one = first_gradients(&recipe(1, 4, 1, 1));
-    for r in [layout(1, 1, "dp: 4, ep: 4, zero: 1"), layout(2, 1, "dp: 2, ep: 2, zero: 0")] {
-        let ep = first_gradients(&r);
-        assert_eq!(ep.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
+    for r in layouts {
+        let got = first_gradients(r);
+        assert_eq!(got.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
         for (name, g) in &one {
             let norm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            let diff = g.iter().zip(&ep[name]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+            let diff = g.iter().zip(&got[name]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
             assert!(diff <= 1e-5 * norm.max(1e-30), "{name}: gradients {diff:.3e} apart (norm {norm:.3e})");
         }
     }
+}
+
+/// Under expert parallelism the exchanges route every row to its expert and every gradient back to
+/// its row.
+#[test]
+fn expert_parallel_gradients_are_one_devices() {
+    first_gradients_are_one_devices(&[layout(1, 1, "dp: 4, ep: 4, zero: 1"), layout(2, 1, "dp: 2, ep: 2, zero: 0")]);
 }
 
 /// tiny's three layers over two and three pipeline stages (the embedding with the first, the
@@ -260,16 +265,7 @@ fn pipeline_parallel_matches_one_device() {
 /// summed.
 #[test]
 fn pipeline_parallel_gradients_are_one_devices() {
-    let one = first_gradients(&recipe(1, 4, 1, 1));
-    for r in [layout(1, 4, "pp: 3"), layout(1, 2, "dp: 2, ep: 2, pp: 2, zero: 1")] {
-        let pp = first_gradients(&r);
-        assert_eq!(pp.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
-        for (name, g) in &one {
-            let norm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            let diff = g.iter().zip(&pp[name]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
-            assert!(diff <= 1e-5 * norm.max(1e-30), "{name}: gradients {diff:.3e} apart (norm {norm:.3e})");
-        }
-    }
+    first_gradients_are_one_devices(&[layout(1, 4, "pp: 3"), layout(1, 2, "dp: 2, ep: 2, pp: 2, zero: 1")]);
 }
 
 /// Selective recomputation runs the same launches on the same values: the losses, norms and

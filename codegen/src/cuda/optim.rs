@@ -14,6 +14,7 @@ pub(crate) fn grad_norm(n: usize) -> Builder {
         .int("N", n)
         .int("CHUNK", GRAD_NORM_CHUNK)
         .int("CHUNKS", chunks)
+        .body(include_str!("kernels/norm_parts.cuh"))
         .body(include_str!("kernels/grad_norm.cuh"))
         .entry("grad_norm_partials", [chunks as u64, 1, 1], 256, 0, 33 * 8)
         .entry("grad_norm_finish", [1, 1, 1], 1024, 0, 33 * 8)
@@ -25,6 +26,7 @@ pub(crate) fn sum_squares(n: usize) -> Builder {
         .math("partials[c] = sum over chunk c of x^2 (f64, stored f32)")
         .int("N", n)
         .int("CHUNK", GRAD_NORM_CHUNK)
+        .body(include_str!("kernels/norm_parts.cuh"))
         .body(include_str!("kernels/sum_squares.cuh"))
         .entry("sum_squares", [chunks as u64, 1, 1], 256, 0, 33 * 8)
 }
@@ -32,8 +34,10 @@ pub(crate) fn sum_squares(n: usize) -> Builder {
 pub(crate) fn sum_parts(parts: usize, root: bool) -> Builder {
     Builder::new(format!("sum_parts_n{parts}{}", if root { "_root" } else { "" }), "a sum of partial sums")
         .math(if root { "out = sqrt(sum_c partials[c]) (f64)" } else { "out = sum_c partials[c] (f64)" })
+        .int("CHUNK", GRAD_NORM_CHUNK)
         .int("PARTS", parts)
         .flag("ROOT", root)
+        .body(include_str!("kernels/norm_parts.cuh"))
         .body(include_str!("kernels/sum_parts.cuh"))
         .entry("sum_parts", [1, 1, 1], 1024, 0, 33 * 8)
 }

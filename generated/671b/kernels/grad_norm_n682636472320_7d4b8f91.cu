@@ -128,6 +128,31 @@ constexpr int CHUNKS = 41664824;
 constexpr int GRAD_NORM_PARTIALS_THREADS = 256;
 constexpr int GRAD_NORM_FINISH_THREADS = 1024;
 
+// Sums of squares by chunk, and a sum of such partial sums, deterministic (f64 sums in a fixed order,
+// whatever the grid): the two halves of the global gradient norm (grad_norm), which a parallel job runs
+// apart (sum_squares, sum_parts) to add the partials of other ranks' parameters in between.
+
+// Block c: partials[c] = sum over chunk c (CHUNK elements of n) of x^2, summed in f64, stored f32.
+template <typename X, typename P>
+__device__ __forceinline__ void chunk_sum_squares(const X* __restrict__ x, P* __restrict__ partials, i64 n,
+                                                  double* scratch /* [33] */) {
+  const i64 base = (i64)blockIdx.x * CHUNK;
+  double s = 0.0;
+  for (i64 i = base + threadIdx.x; i < base + CHUNK && i < n; i += blockDim.x) s += (double)x[i] * (double)x[i];
+  s = block_sum_f64(s, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = (float)s;
+}
+
+// The sum of PARTS partials (f64), on one block of 1024 threads: thread t sums a contiguous run, then the
+// block sums the runs in thread order. Every thread gets the total.
+template <i64 PARTS, typename P>
+__device__ __forceinline__ double sum_of_parts(const P* __restrict__ partials, double* scratch /* [33] */) {
+  constexpr i64 PER = (PARTS + 1023) / 1024;
+  double s = 0.0;
+  for (i64 c = threadIdx.x * PER; c < (threadIdx.x + 1) * PER && c < PARTS; ++c) s += (double)partials[c];
+  return block_sum_f64(s, scratch);
+}
+
 // The global gradient norm over N elements, deterministic:
 //   grad_norm_partials: block c sums g^2 (f64) over chunk c of CHUNK elements; partials[c] = the sum (f32);
 //   grad_norm_finish:   one block sums the partials (f64) in a fixed order; norm[0] = sqrt of the total.
@@ -135,21 +160,13 @@ extern "C" __global__ void __launch_bounds__(GRAD_NORM_PARTIALS_THREADS) grad_no
                                                                     T1* __restrict__ partials,
                                                                     T2* __restrict__ norm) {
   __shared__ double scratch[33];
-  const i64 base = (i64)blockIdx.x * CHUNK;
-  double s = 0.0;
-  for (i64 i = base + threadIdx.x; i < base + CHUNK && i < N; i += 256) s += (double)grad[i] * (double)grad[i];
-  s = block_sum_f64(s, scratch);
-  if (threadIdx.x == 0) partials[blockIdx.x] = (float)s;
+  chunk_sum_squares(grad, partials, N, scratch);
 }
 
 extern "C" __global__ void __launch_bounds__(GRAD_NORM_FINISH_THREADS) grad_norm_finish(const T0* __restrict__ grad,
                                                                    T1* __restrict__ partials,
                                                                    T2* __restrict__ norm) {
   __shared__ double scratch[33];
-  // Thread t sums a contiguous run of partials, then the block sums the runs in thread order.
-  constexpr i64 PER = (CHUNKS + 1023) / 1024;
-  double s = 0.0;
-  for (i64 c = threadIdx.x * PER; c < (threadIdx.x + 1) * PER && c < CHUNKS; ++c) s += (double)partials[c];
-  s = block_sum_f64(s, scratch);
+  const double s = sum_of_parts<CHUNKS>(partials, scratch);
   if (threadIdx.x == 0) norm[0] = (float)sqrt(s);
 }
