@@ -165,8 +165,24 @@ pub struct Builder {
     /// The current layer's recomputed regions: the forward launches of each and the tensors it
     /// made.
     regions: Option<Vec<(Vec<Step>, std::ops::Range<Tid>)>>,
-    /// In the backward: each recomputed tensor's replacement.
+    /// In the backward: each recomputed (or FP8-kept) tensor's replacement.
     remap: HashMap<Tid, Tid>,
+    /// DeepSeek-V3's FP8 caching: tensors `fp8_cached` names are kept for the backward as their
+    /// E4M3 copy (1×128 row tiles), which the layer's backward turns back into values.
+    pub fp8_cache: bool,
+    /// The current layer's FP8-kept tensors.
+    cached: Option<Vec<Fp8Kept>>,
+}
+
+/// A `[rows, cols]` activation the backward reads from its E4M3 copy `q` (with `scales`, 1×128
+/// row tiles).
+#[derive(Debug, Clone, Copy)]
+struct Fp8Kept {
+    t: Tid,
+    q: Tid,
+    scales: Tid,
+    rows: usize,
+    cols: usize,
 }
 
 /// What kind of weight a GEMM multiplies by, which decides its precision under the recipe.
@@ -408,10 +424,27 @@ impl Builder {
     }
 
     /// Opens a layer whose `recomputed` regions the backward runs again (with selective
-    /// recomputation on).
-    pub fn recompute_begin(&mut self) {
+    /// recomputation on) and whose `fp8_cached` tensors it reads from their E4M3 copies (with FP8
+    /// caching on).
+    pub fn layer_begin(&mut self) {
         if self.recompute {
             self.regions = Some(Vec::new());
+        }
+        if self.fp8_cache {
+            self.cached = Some(Vec::new());
+        }
+    }
+
+    /// With FP8 caching on: `t`, a dense `[rows, cols]` activation of the forward, is kept for the
+    /// backward only as its E4M3 copy in 1×128 row tiles (the one an FP8 GEMM reads, or one made
+    /// here); the layer's backward starts by turning it back into values, which every backward
+    /// launch reads instead of `t`.
+    pub fn fp8_cached(&mut self, t: Tid, rows: usize, cols: usize) {
+        if self.cached.is_some() {
+            let (q, scales) = self.quantized(t, rows, cols, Scaling::RowTiles);
+            if let Some(c) = self.cached.as_mut() {
+                c.push(Fp8Kept { t, q, scales, rows, cols });
+            }
         }
     }
 
@@ -428,10 +461,33 @@ impl Builder {
         r
     }
 
-    /// Closes the layer `recompute_begin` opened: its backward, before any of its other backward
-    /// launches, runs each region again.
-    pub fn recompute_end(&mut self) {
-        let Some(regions) = self.regions.take().filter(|r| !r.is_empty()) else { return };
+    /// Closes the layer `layer_begin` opened: its backward, before any of its other backward
+    /// launches, turns its FP8-kept tensors back into values, then runs each recomputed region
+    /// again (over those values where it reads them).
+    pub fn layer_end(&mut self) {
+        let regions = self.regions.take().filter(|r| !r.is_empty());
+        let cached = self.cached.take().filter(|c| !c.is_empty());
+        // The tape runs backwards: what is recorded last runs first.
+        if let Some(regions) = regions {
+            self.replay(regions);
+        }
+        if let Some(cached) = cached {
+            let tile = self.precision.fp8_tile.unwrap_or(128);
+            self.on_backward(move |b| {
+                for Fp8Kept { t, q, scales: s, rows, cols } in cached {
+                    let info = TensorInfo { name: format!("{} (from FP8)", b.tensors[t].name), len: b.tensors[t].len };
+                    b.tensors.push(info);
+                    let x = b.tensors.len() - 1;
+                    let op = Op::Dequantize { rows, cols, tile, scaling: Scaling::RowTiles };
+                    b.launch(op, vec![Arg::T(q), Arg::T(s), Arg::T(x)], "kept in FP8: its values");
+                    b.remap.insert(t, x);
+                }
+            });
+        }
+    }
+
+    /// Records, for the backward, each region run again into fresh tensors.
+    fn replay(&mut self, regions: Vec<(Vec<Step>, std::ops::Range<Tid>)>) {
         self.on_backward(move |b| {
             for (steps, made) in regions {
                 for t in made {

@@ -35,6 +35,8 @@ pub enum CompileError {
     TooManyTokens(usize),
     #[error("rank {rank} of a job of {ranks} ranks")]
     Rank { rank: usize, ranks: usize },
+    #[error("FP8 caching keeps activations in the FP8 recipe's E4M3 tiles, but spec `{0}` has no precision.fp8")]
+    Fp8Cache(String),
     #[error("parallel layout {mesh}: {why}")]
     Layout { mesh: dsv3c_runtime::comm::Mesh, why: String },
     #[error("internal error: the plan broke an invariant: {0}")]
@@ -82,6 +84,9 @@ pub fn compile_rank(
     if batch == 0 || seq == 0 {
         return Err(CompileError::Shape { batch, seq });
     }
+    if training.fp8_cache && spec.precision.fp8.is_none() {
+        return Err(CompileError::Fp8Cache(spec.name.clone()));
+    }
     if seq as u64 > spec.max_seq_len {
         return Err(CompileError::SeqTooLong { seq, max: spec.max_seq_len });
     }
@@ -104,6 +109,7 @@ pub fn compile_rank(
     let mut b = builder::Builder::default();
     b.experts_first = mesh.ep > 1;
     b.recompute = training.recompute;
+    b.fp8_cache = training.fp8_cache;
     // A stage keeps up to `pp - stage` micro-batches in flight under 1F1B (the last stage one).
     let slots = if mesh.pp > 1 { (mesh.pp - place.stage()).min(par.micro_batches.max(1)) } else { 1 };
     let mut outs = Vec::with_capacity(slots);

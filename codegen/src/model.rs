@@ -193,7 +193,7 @@ pub(crate) fn decoder_layer(
 
     // The layer's norms, MLA up-projections and SwiGLU products are `recomputed` regions: with
     // selective recomputation the backward makes them again instead of keeping them.
-    b.recompute_begin();
+    b.layer_begin();
     let freqs = rope_freqs(s);
     let rope = |b: &mut Builder, x: Tid, heads: usize, row_stride: usize, head_stride: usize, offset: usize| match &c
         .attend
@@ -366,7 +366,7 @@ pub(crate) fn decoder_layer(
         }
     };
     let out = b.add(h, f, "residual.ffn");
-    b.recompute_end();
+    b.layer_end();
     (out, chosen)
 }
 

@@ -158,6 +158,10 @@ pub fn op_tokens(op: &Op) -> TokenStream {
             let (mats, rows, cols, tile, sc) = (u(*mats), u(*rows), u(*cols), u(*tile), scaling(*sc));
             quote!(Op::Quantize { mats: #mats, rows: #rows, cols: #cols, tile: #tile, scaling: #sc })
         }
+        Op::Dequantize { rows, cols, tile, scaling: sc } => {
+            let (rows, cols, tile, sc) = (u(*rows), u(*cols), u(*tile), scaling(*sc));
+            quote!(Op::Dequantize { rows: #rows, cols: #cols, tile: #tile, scaling: #sc })
+        }
         Op::Cast { n } => {
             let n = u(*n);
             quote!(Op::Cast { n: #n })

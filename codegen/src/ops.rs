@@ -328,6 +328,9 @@ impl Builder {
                 (yp, Some(dropped))
             }
         };
+        // The experts' outputs the combine's backward reads (for the routing weights' gradient):
+        // with FP8 caching kept in FP8 too.
+        self.fp8_cached(yp, rows, d);
         self.launch(Op::Combine { tokens: n, top_k: k, d }, [inv, weights, yp, out].map(Arg::T).to_vec(), "combine");
         self.on_backward(move |b| {
             let (dout, dyp, dw) = (b.grad(out), b.grad(yp), b.grad(weights));
@@ -350,8 +353,12 @@ impl Builder {
         d: usize,
         inter: usize,
     ) -> Tid {
+        // With FP8 caching, DeepSeek-V3's: the experts' input and the SwiGLU's are kept in FP8.
+        self.fp8_cached(x, rows, d);
         let g = self.grouped(offsets, x, experts[0], e, rows, inter, d, "experts.gate");
         let u = self.grouped(offsets, x, experts[1], e, rows, inter, d, "experts.up");
+        self.fp8_cached(g, rows, inter);
+        self.fp8_cached(u, rows, inter);
         let h = self.recomputed(|b| b.swiglu(g, u, "experts.act"));
         self.grouped(offsets, h, experts[2], e, rows, d, inter, "experts.down")
     }

@@ -23,12 +23,15 @@ pub struct Training {
     /// Selective recomputation: the norms, MLA up-projections and SwiGLU products are made again
     /// in the backward instead of kept (`Builder::recomputed`).
     pub recompute: bool,
+    /// DeepSeek-V3's FP8 caching (FP8 specs): the routed experts' inputs, SwiGLU inputs and outputs
+    /// are kept for the backward as their E4M3 copies (`Builder::fp8_cached`).
+    pub fp8_cache: bool,
 }
 
 impl Default for Training {
-    /// AdamW with f32 moments, nothing recomputed.
+    /// AdamW with f32 moments, every activation kept as it is.
     fn default() -> Training {
-        Training { optimizer: OptimizerKind::AdamW, bf16_moments: false, recompute: false }
+        Training { optimizer: OptimizerKind::AdamW, bf16_moments: false, recompute: false, fp8_cache: false }
     }
 }
 
@@ -38,6 +41,7 @@ impl From<&dsv3c_spec::config::Optimizer> for Training {
             optimizer: o.kind.into(),
             bf16_moments: o.moments == dsv3c_spec::types::Dtype::Bf16,
             recompute: false,
+            fp8_cache: false,
         }
     }
 }
@@ -45,7 +49,11 @@ impl From<&dsv3c_spec::config::Optimizer> for Training {
 impl From<&dsv3c_spec::config::RunConfig> for Training {
     /// The recipe's optimizer and recomputation.
     fn from(c: &dsv3c_spec::config::RunConfig) -> Training {
-        Training { recompute: c.recompute == dsv3c_spec::config::Recompute::Selective, ..Training::from(&c.optimizer) }
+        Training {
+            recompute: c.recompute == dsv3c_spec::config::Recompute::Selective,
+            fp8_cache: c.fp8_cache,
+            ..Training::from(&c.optimizer)
+        }
     }
 }
 

@@ -29,6 +29,7 @@ fn plan_and_inspect_agree_for_every_canonical_spec() {
             zero: 0,
             expert_capacity: None,
             recompute: false,
+            fp8_cache: false,
         };
         let m = memory(&spec, layout, run);
         let name = &spec.name;

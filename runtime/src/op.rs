@@ -138,6 +138,11 @@ pub enum Op {
     /// `q = e4m3(x / scale)` (`numerics::quantize`). Scales of matrix `i` follow those of `i − 1`.
     /// `[x, q (w), scales (w)]`
     Quantize { mats: usize, rows: usize, cols: usize, tile: usize, scaling: Scaling },
+    /// The values a quantized dense `rows × cols` matrix stands for, `x = q · scale` per group of
+    /// `scaling` (`numerics::dequantize`): an activation the backward reads from the E4M3 copy the
+    /// forward kept instead of the activation itself (DeepSeek-V3's FP8 caching).
+    /// `[q, scales, x (w)]`
+    Dequantize { rows: usize, cols: usize, tile: usize, scaling: Scaling },
     /// `y = x`, stored in `y`'s dtype (rounded to nearest-even into bf16): the step's compute copy
     /// of the f32 master weights. `[x, y (w)]`
     Cast { n: usize },
@@ -565,6 +570,7 @@ impl Op {
         match self {
             Zero { .. } => "zero",
             Quantize { .. } => "quantize",
+            Dequantize { .. } => "dequantize",
             Cast { .. } => "cast",
             AddScaled { .. } => "add_scaled",
             Add { .. } => "add",

@@ -130,6 +130,10 @@ impl Op {
                 let n = mats * rows * cols;
                 vec![a("x", R, n), q8("q", Out(W), n), f("scales", Out(W), mats * scaling.count(rows, cols, tile))]
             }
+            Dequantize { rows, cols, tile, scaling } => {
+                let n = rows * cols;
+                vec![q8("q", R, n), f("scales", R, scaling.count(rows, cols, tile)), a("x", Out(W), n)]
+            }
             Cast { n } => vec![f("x", R, n), a("y", Out(W), n)],
             AddScaled { n, .. } => vec![a("x", R, n), a("y", Out(Acc), n)],
             Add { n } => vec![a("a", R, n), a("b", R, n), a("out", Out(W), n)],

@@ -36,6 +36,11 @@ pub struct RunConfig {
     /// What the backward makes again instead of keeping from the forward.
     #[serde(default, skip_serializing_if = "Recompute::is_none")]
     pub recompute: Recompute,
+    /// DeepSeek-V3's FP8 caching (a spec with the FP8 recipe): the routed experts' inputs,
+    /// SwiGLU inputs and outputs are kept for the backward as their E4M3 1×128 tiles, not in the
+    /// compute dtype.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fp8_cache: bool,
 }
 
 /// Activation recomputation.

@@ -15,7 +15,8 @@
 //!   weights, `dp·tp/ep` for routed experts).
 //! - Activations kept for backward, per token and layer, in `precision.compute` (router scores
 //!   and softmax statistics in f32; with selective recomputation, no norm outputs, MLA
-//!   up-projections or SwiGLU products), sharded over `tp` (sequence
+//!   up-projections or SwiGLU products; with FP8 caching, the routed experts' inputs, SwiGLU
+//!   inputs and outputs in E4M3 with a scale per 128 values), sharded over `tp` (sequence
 //!   parallelism). Under 1F1B stage `s` holds `pp - s` micro-batches of its layers. The last
 //!   stage adds its MTP modules and the logits of one micro-batch (`vocab/tp` per token). Under
 //!   expert parallelism a rank's experts keep `capacity · top_k` rows per token (every routed
@@ -167,6 +168,10 @@ pub struct RunShape {
     /// the backward, not kept.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub recompute: bool,
+    /// FP8 caching: the routed experts' inputs and SwiGLU inputs kept for the backward as E4M3
+    /// with one f32 scale per 128 values.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fp8_cache: bool,
 }
 
 /// Bytes per GPU, on one pipeline stage (the busiest, from [`memory`]).
@@ -189,7 +194,8 @@ pub struct Memory {
 /// SwiGLU inputs and product, and output. Under expert parallelism (`expert_rows`: the rows this
 /// rank's experts keep per token of a rank) the routing rank keeps each slot's returned output
 /// and the expert's rank its kept rows' input, SwiGLU inputs and product.
-fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool, expert_rows: Option<f64>, recompute: bool) -> f64 {
+fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool, expert_rows: Option<f64>, run: RunShape) -> f64 {
+    let recompute = run.recompute;
     let a = s.precision.compute.bytes() as f64;
     let d = s.d_model as f64;
     let m = &s.attention.mla;
@@ -216,16 +222,22 @@ fn layer_activation_bytes(s: &Spec, lp: &LayerParams, moe: bool, expert_rows: Op
         (Some(x), true) => {
             let i = x.moe_intermediate_size as f64;
             let k = x.top_k as f64;
-            let swiglu = 2.0 * i + kept(i);
+            // An expert row's input and SwiGLU inputs (and each slot's output): in the compute
+            // dtype, or in E4M3 with a scale per 128 values.
+            let fp8 = |n: f64| n + 4.0 * (n / 128.0).ceil();
+            let (input, swiglu_in) = if run.fp8_cache { (fp8(d), 2.0 * fp8(i)) } else { (d * a, 2.0 * i * a) };
             bytes += x.n_routed_experts as f64 * 4.0; // router scores (f32)
                                                       // Per routed slot: its expert, weight, place in the sorted rows and back (i32 and f32).
             bytes += k * 4.0 * 4.0;
+            let row = input + swiglu_in + kept(i) * a;
+            // Each slot's expert output, which the combine's backward reads.
+            let output = if run.fp8_cache { fp8(d) } else { d * a };
             bytes += match expert_rows {
                 // The dispatched input, gate, up, product and the expert's output (combine's input).
-                None => k * (2.0 * d + swiglu) * a,
-                Some(rows) => k * d * a + rows * (d + swiglu) * a,
+                None => k * (row + output),
+                Some(rows) => k * output + rows * row,
             };
-            bytes += x.n_shared_experts as f64 * swiglu * a;
+            bytes += x.n_shared_experts as f64 * (2.0 * i + kept(i)) * a;
         }
         _ => {
             let i = lp.dense_ffn as f64 / (3.0 * d).max(1.0);
@@ -312,13 +324,12 @@ pub fn stage_memory(s: &Spec, layout: Layout, run: RunShape, stage: u64) -> Memo
     let tokens = (run.micro_batch * run.seq_len) as f64;
     let rows = expert_rows(s, layout, run);
     let per_tok = |nd: f64, nm: f64| {
-        nd * layer_activation_bytes(s, &dense, false, None, run.recompute)
-            + nm * layer_activation_bytes(s, &moe, true, rows, run.recompute)
+        nd * layer_activation_bytes(s, &dense, false, None, run) + nm * layer_activation_bytes(s, &moe, true, rows, run)
     };
     let mut activations = (pp - stage as f64) * tokens * per_tok(nd, nm) / tp;
     if last {
         let mtp_act = depth
-            * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some(), rows, run.recompute)
+            * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some(), rows, run)
                 + 4.0 * d * s.precision.compute.bytes() as f64);
         // The main and MTP logits, live together at the MTP head (stored in the compute dtype; the
         // fused cross-entropy overwrites them with their gradient).

@@ -48,6 +48,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 zero: p.zero,
                 expert_capacity: p.expert_capacity,
                 recompute: c.recompute == dsv3c_spec::config::Recompute::Selective,
+                fp8_cache: c.fp8_cache,
             };
             (
                 layout,

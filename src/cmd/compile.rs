@@ -62,6 +62,10 @@ pub struct Args {
     /// backward instead of kept (recipe `recompute: selective`).
     #[arg(long)]
     pub recompute: bool,
+    /// DeepSeek-V3's FP8 caching (FP8 specs): the routed experts' inputs, SwiGLU inputs and
+    /// outputs kept for the backward as their E4M3 copies (recipe `fp8_cache: true`).
+    #[arg(long)]
+    pub fp8_cache: bool,
     /// With --parallel, end with one JSON line of each role's bytes.
     #[arg(long, requires = "parallel")]
     pub json: bool,
@@ -87,7 +91,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(layout) = &a.parallel {
         return parallel(&a, &spec, &text, seq, layout, &out);
     }
-    let training = dsv3c_codegen::Training { recompute: a.recompute, ..Default::default() };
+    let training = dsv3c_codegen::Training { recompute: a.recompute, fp8_cache: a.fp8_cache, ..Default::default() };
     let program = dsv3c_codegen::compile_training(&spec, a.batch, seq, training).map_err(|e| miette!("{e}"))?;
     let kernels = write_program(&a, &program, &text, &out)?;
     let mib = |b: usize| b as f64 / 1048576.0;
@@ -148,6 +152,7 @@ fn parallel(a: &Args, spec: &dsv3c_spec::Spec, text: &str, seq: usize, layout: &
         optimizer: dsv3c_runtime::op::OptimizerKind::AdamW,
         bf16_moments: moments == dsv3c_spec::types::Dtype::Bf16,
         recompute: a.recompute,
+        fp8_cache: a.fp8_cache,
     };
     let gib = |b: f64| b / (1u64 << 30) as f64;
     let mut roles = Vec::new();
@@ -201,6 +206,7 @@ fn parallel(a: &Args, spec: &dsv3c_spec::Spec, text: &str, seq: usize, layout: &
         zero: a.zero,
         expert_capacity: a.expert_capacity,
         recompute: a.recompute,
+        fp8_cache: a.fp8_cache,
     };
     let model = memory(spec, l, shape);
     let diff = (largest as f64 - model.total) / model.total.max(1.0);

@@ -94,6 +94,10 @@ pub struct RunFlags {
     /// SwiGLU products made again in the backward instead of kept.
     #[arg(long)]
     pub recompute: bool,
+    /// FP8 caching (recipe `fp8_cache: true`): the routed experts' inputs, SwiGLU inputs and
+    /// outputs kept for the backward in E4M3.
+    #[arg(long)]
+    pub fp8_cache: bool,
 }
 
 /// An expert capacity factor: a number in [1, 10^6] (what the recipe's `parallel.expert_capacity` admits).
@@ -122,6 +126,7 @@ impl RunFlags {
             zero: self.zero,
             expert_capacity: self.expert_capacity,
             recompute: self.recompute,
+            fp8_cache: self.fp8_cache,
         }
     }
 }

@@ -7,7 +7,8 @@ use dsv3c_runtime::op::{Cache, Heads, LatentAttn, RopeFreqs};
 use super::source::Builder;
 use super::{unsupported_family, EmitError};
 
-const CACHE: &str = include_str!("kernels/latent_cache.cuh");
+/// The cache's helpers, after the E4M3 decoder they use.
+const CACHE: &str = concat!(include_str!("kernels/e4m3.cuh"), include_str!("kernels/latent_cache.cuh"));
 /// Threads per block of every decode kernel.
 const THREADS: u32 = 128;
 /// Tokens per block of the head-wise products.

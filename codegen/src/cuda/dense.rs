@@ -115,6 +115,23 @@ pub(crate) fn quantize(mats: usize, rows: usize, cols: usize, scaling: Scaling) 
         )
 }
 
+pub(crate) fn dequantize(rows: usize, cols: usize, scaling: Scaling) -> Builder {
+    let (code, how) = match scaling {
+        Scaling::RowTiles => (0, "rows"),
+        Scaling::ColTiles => (1, "cols"),
+        Scaling::Blocks => (2, "blocks"),
+    };
+    let n = rows * cols;
+    Builder::new(format!("dequantize_{how}_r{rows}_c{cols}"), "Dequantize")
+        .math(format!("x = q * scale, one scale per {scaling:?} group of 128"))
+        .int("ROWS", rows)
+        .int("COLS", cols)
+        .int("SCALING", code)
+        .body(include_str!("kernels/e4m3.cuh"))
+        .body(include_str!("kernels/dequantize.cuh"))
+        .entry("dequantize", elementwise_grid(n), 256, 0, 0)
+}
+
 /// A grid-stride elementwise kernel over `n` elements: file stem `{stem}_n{n}`, one entry `entry`.
 fn elementwise((stem, entry): (&str, &'static str), op: &str, math: &str, n: usize, body: &'static str) -> Builder {
     Builder::new(format!("{stem}_n{n}"), op).math(math).int("N", n).body(body).entry(

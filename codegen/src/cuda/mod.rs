@@ -85,6 +85,10 @@ pub fn emit_kernel(kernel: &Kernel) -> Result<CudaKernel, EmitError> {
             fp8_tile(Some(*tile))?;
             dense::quantize(*mats, *rows, *cols, *scaling)
         }
+        Dequantize { rows, cols, tile, scaling } => {
+            fp8_tile(Some(*tile))?;
+            dense::dequantize(*rows, *cols, *scaling)
+        }
         Cast { n } => dense::cast(*n),
         AddScaled { n, alpha } => dense::add_scaled(*n, *alpha),
         Add { n } => dense::add(*n),

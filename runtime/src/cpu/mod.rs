@@ -251,6 +251,9 @@ pub(crate) fn execute(op: &Op, a: &Args) {
                 numerics::quantize(&x[i * n..(i + 1) * n], rows, cols, tile, scaling, q, s);
             }
         }
+        Dequantize { rows, cols, tile, scaling } => {
+            a.w(2).copy_from_slice(&numerics::dequantize(a.r(0), a.r(1), rows, cols, cols, tile, scaling))
+        }
         Gemm { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant } => {
             let shape = dense::GemmShape { m, n, k, lda, ldb, ldc, ta, tb, accumulate, quant };
             match quant {

@@ -147,7 +147,6 @@ constexpr int SINKS = 0;
 constexpr float SCALE = 0.20412415f;
 constexpr int LATENT_ATTENTION_THREADS = 128;
 
-// ---- the latent KV cache ----
 // The f32 value of an E4M3 byte (sign, 4 exponent bits biased by 7, 3 mantissa bits; exponent 0 is
 // subnormal, m * 2^-9; S.1111.111 is NaN), decoded in integer arithmetic.
 __device__ __forceinline__ float from_e4m3(u8 b) {
@@ -156,7 +155,7 @@ __device__ __forceinline__ float from_e4m3(u8 b) {
   if (e == 0) return s ? -(float)m * 0.001953125f : (float)m * 0.001953125f;
   return __uint_as_float(s | ((e + 120) << 23) | (m << 20));
 }
-
+// ---- the latent KV cache ----
 // The cache row of new token t (of PER_SEQ per sequence) and whether it lies in the cache.
 __device__ __forceinline__ i64 cache_row(const T0* positions, i64 t, bool* in_cache) {
   const i64 b = t / PER_SEQ;
