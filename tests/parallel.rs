@@ -493,6 +493,31 @@ fn expert_and_pipeline_checkpoints_move_between_layouts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// bf16 moments (DeepSeek-V3's) take two bytes each — half the optimizer arena — ZeRO-1 shards
+/// them as f32 ones, and a checkpoint of two ranks resumes them on one device with the losses the
+/// uninterrupted run has next.
+#[test]
+fn bf16_moments_take_two_bytes_and_shard_and_resume() {
+    let bf16 = |mut r: RunConfig| {
+        r.optimizer.moments = dsv3c_spec::types::Dtype::Bf16;
+        r
+    };
+    let spec = spec();
+    let (f, b) = (program(&spec, &recipe(2, 2, 1, 1), 0), program(&spec, &bf16(recipe(2, 2, 1, 1)), 0));
+    assert_eq!(f.optim_len, b.optim_len);
+    assert_eq!(2 * b.memory().optimizer, f.memory().optimizer);
+    let one = train(&bf16(recipe(2, 2, 1, 1)), 6, None, None);
+    let two = train(&bf16(recipe(2, 1, 2, 1)), 6, None, None);
+    agree_norms("dp=2 ZeRO-1 with bf16 moments", &two.reports, &one.reports, 1e-5, 1e-3);
+    let dir = std::env::temp_dir().join(format!("dsv3c-parallel-bf16-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    train(&bf16(recipe(2, 1, 2, 1)), 3, None, Some(&dir));
+    let (_, newest) = checkpoint::list(&dir).pop().expect("a checkpoint");
+    let rest = train(&bf16(recipe(2, 2, 1, 1)), 3, Some(checkpoint::load(&newest).unwrap()), None);
+    agree_norms("bf16 moments resumed on one device", &rest.reports, &one.reports[3..], 1e-5, 1e-3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_rank_that_fails_stops_the_job_and_is_named() {
     let spec = spec();

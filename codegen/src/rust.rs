@@ -255,7 +255,7 @@ pub fn emit(p: &Program, spec_text: &str) -> TokenStream {
         pub const PARAM_LEN: usize = #param_len;
         /// Bytes of the activation arena (the static memory plan).
         pub const ACT_BYTES: usize = #act_bytes;
-        /// f32 elements of the optimizer-state arena (the moments).
+        /// Elements of the optimizer-state arena: the moments (f32, or bf16 as the optimizer keeps them).
         pub const OPTIM_LEN: usize = #optim_len;
         /// Bytes of the weights' compute copy (0: none, the GEMMs read the f32 parameters).
         pub const WEIGHT_BYTES: usize = #weight_bytes;

@@ -268,6 +268,8 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
         OptimizerKind::AdamW => 2,
         OptimizerKind::Lion => 1,
     };
+    // The moments' storage: bf16 in DeepSeek-V3's recipe (the update rounds them so anyway).
+    let moment = if t.bf16_moments { DType::Bf16 } else { DType::F32 };
     let update = |lo: usize, hi: usize, at: usize, stride: usize| {
         let n = hi - lo;
         let clamp = |end: usize| end.clamp(lo, hi) - lo;
@@ -283,10 +285,10 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
             Arg::T(grad_norm),
             Arg::Raw(Slice::grad(lo, n)),
             Arg::Raw(Slice::param(lo, n)),
-            Arg::Raw(Slice::optim(at, n)),
+            Arg::Raw(Slice::moments(at, n, moment)),
         ];
         if moments == 2 {
-            args.push(Arg::Raw(Slice::optim(at + stride, n)));
+            args.push(Arg::Raw(Slice::moments(at + stride, n, moment)));
         }
         (Op::Optimizer(u), args)
     };

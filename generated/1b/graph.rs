@@ -17,7 +17,7 @@ pub const SEQ: usize = 4096;
 pub const PARAM_LEN: usize = 1020353664;
 /// Bytes of the activation arena (the static memory plan).
 pub const ACT_BYTES: usize = 6199985472;
-/// f32 elements of the optimizer-state arena (the moments).
+/// Elements of the optimizer-state arena: the moments (f32, or bf16 as the optimizer keeps them).
 pub const OPTIM_LEN: usize = 2040707328;
 /// Bytes of the weights' compute copy (0: none, the GEMMs read the f32 parameters).
 pub const WEIGHT_BYTES: usize = 1287475200;

@@ -135,6 +135,8 @@ pub fn ops() -> Vec<(Op, f64)> {
         (Op::SumParts { parts: 3, root: true }, F32),
         (Op::Optimizer(update(OptimizerKind::AdamW)), F32),
         (Op::Optimizer(update(OptimizerKind::Lion)), F32),
+        // bf16 moments: stored in bf16 where the run stores real values so.
+        (Op::Optimizer(Update { bf16_moments: true, ..update(OptimizerKind::AdamW) }), F32),
         (
             Op::RopeAt { tokens: 10, per_seq: 2, heads: 2, row_stride: 20, head_stride: 8, offset: 4, dim: 4, freqs },
             F32,

@@ -215,6 +215,10 @@ impl Slice {
     pub const fn optim(at: usize, len: usize) -> Slice {
         Slice::f32(Space::Optim, at, len)
     }
+    /// `len` moments of the optimizer-state arena, stored as `dtype`, from element `at`.
+    pub const fn moments(at: usize, len: usize, dtype: DType) -> Slice {
+        Slice { space: Space::Optim, offset: at * dtype.size(), len, dtype }
+    }
     /// `len` elements of `dtype` of the activation arena from byte `offset`.
     pub const fn act(offset: usize, len: usize, dtype: DType) -> Slice {
         Slice { space: Space::Act, offset, len, dtype }
@@ -406,7 +410,8 @@ pub struct Program {
     pub buffers: Vec<Buffer>,
     /// Bytes of the activation arena.
     pub act_bytes: usize,
-    /// f32 elements of the optimizer-state arena.
+    /// Elements of the optimizer-state arena: the moments, in `moments_dtype` (f32, or bf16 where
+    /// the optimizer keeps bf16 moments).
     pub optim_len: usize,
     /// Bytes of the weights' compute copy (0: the GEMMs read the f32 parameters).
     pub weight_bytes: usize,
@@ -672,7 +677,7 @@ impl Program {
     pub fn arena_bytes(&self, space: Space) -> usize {
         match space {
             Space::Param | Space::Grad => self.param_len * 4,
-            Space::Optim => self.optim_len * 4,
+            Space::Optim => self.optim_len * self.moments_dtype().size(),
             Space::Weights => self.weight_bytes,
             Space::Act => self.act_bytes,
         }
@@ -695,9 +700,24 @@ impl Program {
         self.params.iter().find(|x| (x.offset..x.offset + x.len()).contains(&at))
     }
 
-    /// The whole of an f32 arena (parameters, gradients, moments), as one slice.
+    /// The storage of the optimizer's moments: bf16 when its update keeps them so (DeepSeek-V3's
+    /// recipe), else f32.
+    pub fn moments_dtype(&self) -> DType {
+        let bf16 = self.kernels.iter().any(|k| matches!(&k.op, Op::Optimizer(u) if u.bf16_moments));
+        if bf16 {
+            DType::Bf16
+        } else {
+            DType::F32
+        }
+    }
+
+    /// The whole of an arena of the parameters' layout (parameters, gradients: f32) or of the
+    /// moments (in their dtype), as one slice.
     pub fn whole(&self, space: Space) -> Slice {
-        Slice::f32(space, 0, self.arena_bytes(space) / 4)
+        match space {
+            Space::Optim => Slice { space, offset: 0, len: self.optim_len, dtype: self.moments_dtype() },
+            _ => Slice::f32(space, 0, self.arena_bytes(space) / 4),
+        }
     }
 
     /// Checks the invariants the backends rely on, for every launch: a kernel, the op's arity,

@@ -397,15 +397,17 @@ impl Op {
             SumSquares { n } => vec![f("x", R, n), f("partials", Out(W), n.div_ceil(GRAD_NORM_CHUNK).max(1))],
             SumParts { parts, .. } => vec![f("partials", R, parts), f("out", Out(W), 1)],
             Optimizer(u) => {
+                // Moments in f32, or stored in bf16 (DeepSeek-V3's recipe).
+                let moment = if u.bf16_moments { a } else { f };
                 let mut v = vec![
                     f("scalars", R, scalars::LEN),
                     f("norm", R, 1),
                     f("grad", R, u.n),
                     f("param", Out(Rw), u.n),
-                    f("m", Out(Rw), u.n),
+                    moment("m", Out(Rw), u.n),
                 ];
                 if u.kind == OptimizerKind::AdamW {
-                    v.push(f("v", Out(Rw), u.n));
+                    v.push(moment("v", Out(Rw), u.n));
                 }
                 v
             }

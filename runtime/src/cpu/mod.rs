@@ -85,7 +85,7 @@ impl Cpu {
         Cpu {
             params: vec![0.0; max(&|p| p.param_len)],
             grads: vec![0.0; max(&|p| p.param_len)],
-            optim: vec![0.0; max(&|p| p.optim_len)],
+            optim: vec![0.0; max(&|p| p.arena_bytes(Space::Optim)).div_ceil(4)],
             weights: vec![0.0; max(&|p| p.weight_bytes).div_ceil(4)],
             act: vec![0.0; max(&|p| p.act_bytes).div_ceil(4)],
             comms: None,
