@@ -360,6 +360,36 @@ fn fp8_caching_keeps_less_and_trains_alike() {
     assert!(err.to_string().contains("has no precision.fp8"), "{err}");
 }
 
+/// With a capacity factor an expert keeps at most that multiple of a balanced share of the rows:
+/// at 1.0 (no headroom) the routing overflows some experts, the rows past capacity are dropped —
+/// counted in each layer's balance record — and training goes on; without one nothing is dropped.
+#[test]
+fn rows_past_an_experts_capacity_are_dropped_and_counted() {
+    let dropless = train(&layout(2, 1, "dp: 2, ep: 2, zero: 1"), 3, None, None);
+    let capped = train(&layout(2, 1, "dp: 2, ep: 2, zero: 1, expert_capacity: 1.0"), 3, None, None);
+    let dropped = |r: &Ran| r.reports.iter().flat_map(|s| s.moe.iter().map(|m| m.dropped)).collect::<Vec<f64>>();
+    assert!(dropped(&dropless).iter().all(|&d| d == 0.0));
+    let d = dropped(&capped);
+    assert!(d.iter().any(|&x| x > 0.0) && d.iter().all(|&x| (0.0..0.5).contains(&x)), "dropped fractions {d:?}");
+    assert!(capped.reports.iter().all(|r| r.loss.is_finite() && r.skipped.is_none()));
+    assert_ne!(capped.reports[0].loss, dropless.reports[0].loss, "dropped rows add nothing to the combine");
+    // The capped plan holds a quarter of the dropless one's expert rows (tiny: 8 experts, top-2,
+    // two ranks: each local expert keeps 2·32·2/8 = 16 rows of the 64 every token could send).
+    let spec = spec();
+    let rows = |r: &RunConfig| {
+        program(&spec, r, 0)
+            .kernels
+            .iter()
+            .find_map(|k| match k.op {
+                dsv3c_runtime::Op::ExpertCounts(x) => Some(x.capacity),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(rows(&layout(2, 1, "dp: 2, ep: 2")), 64);
+    assert_eq!(rows(&layout(2, 1, "dp: 2, ep: 2, expert_capacity: 1.0")), 16);
+}
+
 /// A rank of `dp=4,ep=2` holds its shard of the experts (by their model-wide names), sums their
 /// gradients over the other rank holding them, and exchanges rows with its expert-parallel peer.
 #[test]
