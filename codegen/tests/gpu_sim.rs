@@ -225,3 +225,60 @@ fn without_graphs_the_lists_run_eagerly() {
     follows_the_cpu(&p, &got);
     assert_eq!(gpu.device().0.graphs(), 0);
 }
+
+/// A parallel job on the emulator — tiny over two pipeline stages of two data-parallel ranks, its
+/// experts over both — with each rank's collectives staged through the host: two steps follow the
+/// same job on the CPU.
+#[test]
+fn a_parallel_job_on_the_emulator_follows_the_cpu() {
+    use dsv3c_runtime::comm::{run_mesh, Mesh};
+    use dsv3c_runtime::cpu::Cpu;
+    if !nvrtc() {
+        eprintln!("SKIPPED: needs NVRTC");
+        return;
+    }
+    // tiny with a 512-token vocabulary (the emulator's time goes to the LM head otherwise).
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/tiny.yaml")).unwrap();
+    let spec = dsv3c_spec::parse("tiny-512", &text.replace("vocab_size: 50304", "vocab_size: 512")).unwrap();
+    let recipe = dsv3c_spec::config::parse_config(
+        "job.yaml",
+        "spec: tiny.yaml\nsteps: 2\ndata: {source: builtin, validation_fraction: 0.0}\n\
+         batch: {micro_batch: 1, accumulation: 2, seq_len: 16}\noptimizer: {kind: adamw, lr: 1.0e-3}\n\
+         parallel: {dp: 2, ep: 2, pp: 2, collective_timeout_s: 300}\n",
+    )
+    .unwrap();
+    let mesh = Mesh { dp: 2, ep: 2, pp: 2 };
+    let tokens: std::sync::Arc<Vec<u32>> = std::sync::Arc::new((0..4096u32).map(|i| i * 37 % 512).collect());
+    let job = |sim: bool| {
+        run_mesh(mesh, std::time::Duration::from_secs(300), |comms| {
+            let par = dsv3c_codegen::Parallel::of(mesh, comms.place.rank, true, 2);
+            let training = dsv3c_codegen::Training::from(&recipe);
+            let p = dsv3c_codegen::compile_rank(&spec, 1, 16, training, par).map_err(|e| e.to_string())?;
+            if sim {
+                two_steps(&p, gpu(Sim::new(), &p).with_comms(comms.clone()), &recipe, &tokens, comms)
+            } else {
+                two_steps(&p, Cpu::with_comms(&p, comms.clone()), &recipe, &tokens, comms)
+            }
+        })
+        .unwrap()
+        .swap_remove(0)
+    };
+    let (on_sim, on_cpu) = (job(true), job(false));
+    for (s, c) in on_sim.iter().zip(&on_cpu) {
+        assert!((s - c).abs() <= 1e-5 * c.abs(), "emulator {on_sim:?} vs cpu {on_cpu:?}");
+    }
+}
+
+/// Two training steps of one rank of a job: rank 0's losses (the job's).
+fn two_steps<B: dsv3c_runtime::program::Backend>(
+    p: &Program,
+    b: B,
+    recipe: &dsv3c_spec::config::RunConfig,
+    tokens: &std::sync::Arc<Vec<u32>>,
+    comms: dsv3c_runtime::comm::Comms,
+) -> Result<Vec<f64>, String> {
+    use dsv3c_runtime::train::{checkpoint::RunState, trainer::Trainer};
+    let run = RunState::fresh(1, String::new(), String::new());
+    let mut t = Trainer::on_rank(p, p, b, recipe, tokens.clone(), run, None, comms).map_err(|e| e.to_string())?;
+    (0..2).map(|_| t.step().map(|r| r.loss).map_err(|e| e.to_string())).collect()
+}

@@ -142,6 +142,19 @@ impl Opened {
         self.backend_for(&[program])
     }
 
+    /// The kind of device a parallel job's ranks run on: the CPU, or the emulator (each rank its
+    /// own). A job on CUDA devices is refused: its collectives want NCCL.
+    pub fn for_ranks(&self) -> Result<RankDevice> {
+        match self {
+            Opened::Cpu => Ok(RankDevice::Cpu),
+            Opened::Sim(_) => Ok(RankDevice::Sim),
+            Opened::Cuda(_) => Err(miette!(
+                help = "pass --device cpu, or --device sim for the PTX emulator",
+                "a parallel job's collectives on GPUs need the NCCL backend, which is not built yet"
+            )),
+        }
+    }
+
     /// The backend for several programs that share its arenas (a generation's prefill and step), each
     /// arena the largest of theirs, every kernel of each compiled and loaded first.
     pub fn backend_for(self, programs: &[&Program]) -> Result<AnyBackend> {
@@ -149,6 +162,24 @@ impl Opened {
             Opened::Cpu => AnyBackend::Cpu(Cpu::for_programs(programs)),
             Opened::Sim(sim) => AnyBackend::Sim(Box::new(gpu(*sim, programs)?)),
             Opened::Cuda(cuda) => AnyBackend::Cuda(Box::new(gpu(*cuda, programs)?)),
+        })
+    }
+}
+
+/// Where a parallel job's ranks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankDevice {
+    Cpu,
+    Sim,
+}
+
+impl RankDevice {
+    /// One rank's backend for `program`, its collectives over `comms` — on the CPU directly, on a
+    /// fresh emulator staged through the host.
+    pub fn backend(self, program: &Program, comms: dsv3c_runtime::comm::Comms) -> Result<AnyBackend> {
+        Ok(match self {
+            RankDevice::Cpu => AnyBackend::Cpu(Cpu::with_comms(program, comms)),
+            RankDevice::Sim => AnyBackend::Sim(Box::new(gpu(Sim::new(), &[program])?.with_comms(comms))),
         })
     }
 }

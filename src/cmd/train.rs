@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use dsv3c_runtime::comm::launch::Launched;
 use dsv3c_runtime::comm::Collective;
-use dsv3c_runtime::cpu::Cpu;
 use dsv3c_runtime::data::{corpus, shard, tokenizer::Tokenizer};
 use dsv3c_runtime::train::checkpoint::{self, RunState};
 use dsv3c_runtime::train::run;
@@ -378,6 +377,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 if cfg.parallel.zero >= 1 { "ZeRO-1" } else { "replicated optimizer state" },
                 match r {
                     Ranks::Launched(l) => format!("this process rank {} of {}, started by {}", l.rank, l.world, l.by),
+                    _ if matches!(device, super::device::Opened::Sim(_)) => "in-process on the emulator".into(),
                     _ => "in-process on the CPU".into(),
                 }
             ),
@@ -408,12 +408,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         stop: Some(&stop),
     };
     let job = Job { options: &options, bar: bar.as_ref(), target, detect_anomaly: a.detect_anomaly };
-    if !matches!(ranks, Ranks::One) && !matches!(device, super::device::Opened::Cpu) {
-        return Err(miette!(
-            help = "pass --device cpu",
-            "a parallel job runs its ranks on the CPU here; collectives on GPUs need the NCCL backend, which is not built yet"
-        ));
-    }
+    let rank_device = match ranks {
+        Ranks::One => None,
+        _ => Some(device.for_ranks()?),
+    };
     let timeout = std::time::Duration::from_secs_f64(cfg.parallel.collective_timeout_s);
     let outcome = match &ranks {
         Ranks::One => {
@@ -431,7 +429,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 .map_err(|e| fail(e.to_string()))?;
             let comm: Arc<dyn Collective> = Arc::new(tcp);
             let comms = dsv3c_runtime::comm::Comms::data_parallel(comm.clone(), 1).map_err(|e| fail(e.to_string()))?;
-            let backend = Cpu::with_comms(&program, comms.clone());
+            let kind = rank_device.unwrap_or(super::device::RankDevice::Cpu);
+            let backend = kind.backend(&program, comms.clone()).map_err(|e| fail(e.to_string()))?;
             let trainer =
                 Trainer::on_rank(&program, &program, backend, cfg, tokens, run, resume, comms).map_err(|e| {
                     comm.abort(&e.to_string());
@@ -442,7 +441,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Ranks::InProcess => dsv3c_runtime::comm::run_mesh(mesh(cfg), timeout, |comms| {
             let rank = comms.place.rank;
             let program = compile_rank(&recipe, rank).map_err(|e| format!("{e}"))?;
-            let backend = Cpu::with_comms(&program, comms.clone());
+            let kind = rank_device.unwrap_or(super::device::RankDevice::Cpu);
+            let backend = kind.backend(&program, comms.clone()).map_err(|e| format!("{e}"))?;
             let trainer =
                 Trainer::on_rank(&program, &program, backend, cfg, tokens.clone(), run.clone(), resume.clone(), comms)
                     .map_err(|e| e.to_string())?;

@@ -128,6 +128,17 @@ pub(crate) fn run(op: &Op, a: &Args, comms: Option<&Comms>) -> Result<(), String
     }
 }
 
+/// Runs the collective `op` over arguments in their own host buffers (decoded to f32): how a
+/// device backend without a collective library of its own (the emulator; a GPU before NCCL)
+/// stages a collective through the host.
+pub fn run_on_host(op: &Op, args: &mut [Vec<f32>], comms: Option<&Comms>) -> Result<(), String> {
+    if args.len() != op.arity() {
+        return Err(format!("{} takes {} arguments, not {}", op.family(), op.arity(), args.len()));
+    }
+    let a = Args { ptrs: args.iter_mut().map(|v| (v.as_mut_ptr(), v.len())).collect() };
+    run(op, &a, comms)
+}
+
 /// The pipeline group and the index of the stage `peer` names in it.
 fn neighbour(c: &Comms, peer: Peer) -> Result<(&dyn crate::comm::Collective, usize), String> {
     let stage = c.place.stage();

@@ -12,7 +12,7 @@
 
 mod attention;
 
-mod collective;
+pub mod collective;
 mod decode;
 mod dense;
 mod loss;

@@ -103,6 +103,9 @@ pub struct Gpu<D: Device> {
     emitted: HashMap<String, usize>,
     lists: HashMap<u64, List>,
     options: GpuOptions,
+    /// The rank's communicators, which run the Program's collectives through the host (none: a
+    /// job of one rank).
+    comms: Option<crate::comm::Comms>,
 }
 
 fn space_index(s: Space) -> usize {
@@ -147,6 +150,7 @@ impl<D: Device> Gpu<D> {
             emitted: HashMap::new(),
             lists: HashMap::new(),
             options,
+            comms: None,
         })
     }
 
@@ -167,8 +171,8 @@ impl<D: Device> Gpu<D> {
         self.arenas[space_index(s)].1
     }
 
-    /// Compiles (NVRTC, in parallel, through the cache) and loads every kernel of `kernels` that has
-    /// device code and is not loaded yet; `progress(done, total)` is called as each compiles.
+    /// Compiles (NVRTC, in parallel, through the cache) and loads every kernel of `kernels` that is
+    /// not loaded yet (all but collectives); `progress(done, total)` is called as each compiles.
     pub fn prepare(
         &mut self,
         kernels: &[Kernel],
@@ -176,7 +180,8 @@ impl<D: Device> Gpu<D> {
     ) -> Result<Prepared, BackendError> {
         let start = std::time::Instant::now();
         let mut todo: Vec<&DeviceCode> = Vec::new();
-        for k in kernels {
+        // Collectives have no kernel: the communicators run them.
+        for k in kernels.iter().filter(|k| !k.op.is_collective()) {
             let code = k.device.as_ref().map_err(|why| no_code(k, why))?;
             if !self.by_stem.contains_key(&code.stem) && !todo.iter().any(|c| c.stem == code.stem) {
                 todo.push(code);
@@ -300,6 +305,24 @@ impl<D: Device> Gpu<D> {
     fn run_eagerly(&mut self, kernels: &[Kernel], launches: &[Launch]) -> Result<(), BackendError> {
         crate::program::launch_each(self, kernels, launches)
     }
+
+    /// The backend of one rank of a parallel job, whose collectives run over `comms`.
+    pub fn with_comms(mut self, comms: crate::comm::Comms) -> Gpu<D> {
+        self.comms = Some(comms);
+        self
+    }
+
+    /// A collective, staged through the host: its arguments read back, the rank's communicators
+    /// run it (as on the CPU), what it wrote written back. (NCCL, which would run it on the device,
+    /// is not built yet.)
+    fn collective(&mut self, k: &Kernel, args: &[Slice]) -> Result<(), BackendError> {
+        let mut host = args.iter().map(|s| Backend::read(self, *s)).collect::<Result<Vec<_>, _>>()?;
+        crate::cpu::collective::run_on_host(&k.op, &mut host, self.comms.as_ref()).map_err(BackendError::Device)?;
+        for i in k.op.outputs() {
+            Backend::write(self, args[i], &host[i])?;
+        }
+        Ok(())
+    }
 }
 
 fn no_code(k: &Kernel, why: &str) -> BackendError {
@@ -309,6 +332,9 @@ fn no_code(k: &Kernel, why: &str) -> BackendError {
 impl<D: Device> Backend for Gpu<D> {
     fn launch(&mut self, k: &Kernel, args: &[Slice]) -> Result<(), BackendError> {
         check_kernel(k, args, |s| self.arena_bytes(s))?;
+        if k.op.is_collective() {
+            return self.collective(k, args);
+        }
         let i = self.loaded_index(k)?;
         let ptrs: Vec<Ptr> = args.iter().map(|s| self.address(*s)).collect();
         let loaded = &self.loaded[i];
@@ -321,7 +347,9 @@ impl<D: Device> Backend for Gpu<D> {
     /// A list's first run is eager (every kernel loads, every launch is checked); its second is
     /// recorded as a graph and replayed; later runs replay the graph.
     fn run_list(&mut self, kernels: &[Kernel], launches: &[Launch]) -> Result<(), BackendError> {
-        if !self.options.graphs || launches.is_empty() {
+        // A collective staged through the host cannot be recorded into a graph.
+        let collectives = launches.iter().any(|l| kernels.get(l.kernel).is_some_and(|k| k.op.is_collective()));
+        if !self.options.graphs || launches.is_empty() || collectives {
             return self.run_eagerly(kernels, launches);
         }
         let key = Self::list_key(kernels, launches);
