@@ -636,6 +636,25 @@ fn train_nproc_runs_the_layout_and_refuses_what_does_not_divide() {
     for (x, y) in lc.iter().zip(&lb) {
         assert!((x - y).abs() <= 1e-4 * y.abs(), "dp=2,ep=2,pp=2 {lc:?} vs one device {lb:?}");
     }
+    // Every rank validates (the forward exchanges rows and hidden states), rank 0 reports it.
+    let v = dir.join("v");
+    let o = common::dsv3c(&[
+        "train",
+        "--device",
+        "cpu",
+        "--validation-batches",
+        "1",
+        "--steps",
+        "1",
+        "--nproc",
+        "4",
+        "--config",
+        mesh.to_str().unwrap(),
+        "--out",
+        v.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("validation loss"), "{err}");
     // The layout and the process count must agree, and what cannot run says why.
     for (cfg, extra, want) in [
         (dp2.clone(), vec![], "the recipe's layout has 2 ranks"),

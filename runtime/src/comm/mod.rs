@@ -1,12 +1,14 @@
 //! Collectives over the ranks of a parallel job: the interface per-rank Programs call (their
-//! `AllReduce` and `AllGather` ops) and the trainer uses for what the host reduces (losses, the
-//! decision to stop, a ZeRO-1 checkpoint's moments). [`Single`] is the job of one rank, where
-//! every collective is the identity; [`in_process`] runs ranks as threads of one process with
-//! shared-memory collectives (the CPU backend's parallelism, and the tests'); [`tcp`] joins ranks
-//! that are processes (a torchrun or SLURM job on CPUs, [`launch`] reading where this process
-//! sits) over TCP. NCCL, for GPUs, is the implementation to come (issue 18's GPU half); it is not
-//! built yet. A rank of a mesh of data, expert and pipeline parallelism ([`mesh`]) holds one
-//! communicator per group it belongs to ([`Comms`]).
+//! `AllReduce`, `AllGather`, expert exchanges and pipeline messages, which
+//! `cpu::collective` runs over a rank's communicators, for the GPU backend too) and the trainer
+//! uses for what the host reduces (losses, routing statistics, the decision to stop, a ZeRO-1
+//! checkpoint's moments). A rank of a mesh of data, expert and pipeline parallelism ([`mesh`])
+//! holds one communicator per group it belongs to ([`Comms`]). [`Single`] is the job of one rank,
+//! where every collective is the identity; [`in_process`] runs ranks as threads of one process
+//! with shared-memory collectives and point-to-point mailboxes (the CPU's and the emulator's
+//! parallelism, and the tests'); [`tcp`] joins ranks that are processes (a torchrun or SLURM job
+//! on CPUs, [`launch`] reading where this process sits) over TCP, for data parallelism. NCCL, for
+//! GPUs, is the implementation to come (issue 18's GPU half); it is not built yet.
 //!
 //! Semantics, the same for every implementation: every rank of a group calls the same
 //! collectives in the same order with the same lengths; a sum is taken in rank order 0, 1, …

@@ -116,9 +116,9 @@ pub fn record(r: &StepReport, tokens_per_sec: f64, seconds: f64) -> serde_json::
 
 /// Trains from the trainer's step up to `o.target`, appending to `o.out/metrics.jsonl` (after
 /// dropping lines past the trainer's step, as a resumed run recomputes them). Every rank of a
-/// data-parallel job runs it with its own trainer, in step: rank 0 writes the metrics, the
-/// checkpoints and the validation loss, and a stop asked of any rank stops them all after the
-/// same step.
+/// parallel job runs it with its own trainer, in step: every rank writes its part of each
+/// checkpoint and runs the validation, rank 0 writes the metrics and the validation loss, and a
+/// stop asked of any rank stops them all after the same step.
 pub fn run<B: Backend>(
     t: &mut Trainer<'_, B>,
     o: &RunOptions<'_>,
@@ -171,10 +171,11 @@ pub fn run<B: Backend>(
             }
         }
     }
-    let Some(mut metrics) = metrics else { return Ok(Outcome::Finished) };
-    metrics.flush().map_err(io)?;
+    metrics.as_mut().map_or(Ok(()), |m| m.flush()).map_err(io)?;
+    // Every rank validates (a parallel job's forward has collectives); rank 0 records it.
     if o.validation_batches > 0 {
-        if let Some(loss) = t.validate(o.validation_batches).map_err(RunError::Validation)? {
+        let loss = t.validate(o.validation_batches).map_err(RunError::Validation)?;
+        if let (Some(loss), Some(metrics)) = (loss, metrics.as_mut()) {
             let rec = serde_json::json!({ "step": t.run.step, "validation_loss": loss });
             writeln!(metrics, "{rec}").map_err(io)?;
             metrics.flush().map_err(io)?;
