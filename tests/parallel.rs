@@ -84,7 +84,17 @@ fn program(spec: &dsv3c_spec::Spec, recipe: &RunConfig, rank: usize) -> Program 
 /// `steps` steps of `recipe` on its layout's in-process ranks (or the single-device trainer for
 /// a layout of one rank), from `resume` when given; with `save`, a checkpoint there at the end.
 fn train(recipe: &RunConfig, steps: usize, resume: Option<Loaded>, save: Option<&Path>) -> Ran {
-    let spec = spec();
+    train_spec(&spec(), recipe, steps, resume, save)
+}
+
+/// [`train`] of another spec.
+fn train_spec(
+    spec: &dsv3c_spec::Spec,
+    recipe: &RunConfig,
+    steps: usize,
+    resume: Option<Loaded>,
+    save: Option<&Path>,
+) -> Ran {
     let pl = &recipe.parallel;
     let mesh = Mesh { dp: pl.dp as usize, ep: pl.ep as usize, pp: pl.pp as usize };
     let texts = Texts { spec: "", config: "" };
@@ -96,12 +106,12 @@ fn train(recipe: &RunConfig, steps: usize, resume: Option<Loaded>, save: Option<
         Ran { reports, params: t.params().unwrap() }
     };
     if mesh.world() == 1 {
-        let p = program(&spec, recipe, 0);
+        let p = program(spec, recipe, 0);
         let mut t = Trainer::on_cpu(&p, &p, recipe, tokens(), fresh(), resume).unwrap();
         return drive(&mut t);
     }
     let mut runs: Vec<Ran> = run_mesh(mesh, Duration::from_secs(60), |comms| {
-        let p = program(&spec, recipe, comms.place.rank);
+        let p = program(spec, recipe, comms.place.rank);
         let backend = Cpu::with_comms(&p, comms.clone());
         let mut t = Trainer::on_rank(&p, &p, backend, recipe, tokens(), fresh(), resume.clone(), comms)
             .map_err(|e| e.to_string())?;
@@ -520,6 +530,54 @@ fn expert_and_pipeline_checkpoints_move_between_layouts() {
     train(&pp, 3, None, Some(&dir.join("pp3")));
     let rest = train(&recipe(1, 4, 1, 1), 3, Some(load("pp3")), None);
     agree_norms("pp=3 checkpoint resumed on one device", &rest.reports, &straight.reports[3..], 1e-5, 1e-3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With bf16 weights the forward and backward read the matrices' compute copies alone, and
+/// ZeRO-1 shards their f32 masters as it does the moments: a rank's parameter arena holds its
+/// shards of the matrices and the norms and biases whole, and each step's start gathers the
+/// shards to make the copies. `dp=2` gives the bits of `dp=2` with replicated masters, and with
+/// `dp=2,ep=2` follows one device; every rank reads back the same whole parameters; the sharded masters' checkpoint resumes on one device.
+#[test]
+fn zero1_shards_the_masters_of_bf16_weights() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/tiny.yaml")).unwrap();
+    let text = text.replace("vocab_size: 50304", "vocab_size: 512").replace("param: f32", "param: bf16");
+    let b16 = dsv3c_spec::parse("tiny-512-bf16", &text).unwrap();
+    let one = program(&b16, &recipe(2, 2, 1, 1), 0);
+    for (r, sharded) in [(recipe(2, 1, 2, 1), true), (recipe(2, 1, 2, 0), false)] {
+        let p = program(&b16, &r, 0);
+        assert_eq!(p.masters().is_some(), sharded);
+        let (m, whole) = (p.memory().master, one.memory().master);
+        if sharded {
+            assert!(m < whole * 6 / 10, "about half the masters: {m} of {whole} bytes");
+            let gathers = p.start.iter().filter(|l| p.kernels[l.kernel].op.family() == "all_gather").count();
+            assert!(gathers > 0, "start gathers the shards");
+        } else {
+            assert_eq!(m, whole);
+        }
+    }
+    // Sharded, an f32-weights spec keeps its masters whole: the GEMMs read them.
+    assert!(program(&spec(), &recipe(2, 1, 2, 1), 0).masters().is_none());
+    let single = train_spec(&b16, &recipe(2, 2, 1, 1), 6, None, None);
+    let dp2 = train_spec(&b16, &recipe(2, 1, 2, 1), 6, None, None);
+    // The same job with replicated masters gives the same bits: sharding moves, never rounds.
+    let replicated = train_spec(&b16, &recipe(2, 1, 2, 0), 6, None, None);
+    assert_eq!(dp2.reports, replicated.reports, "sharded masters train as replicated ones");
+    assert!(dp2.params == replicated.params);
+    // bf16 copies of masters summed in another order part from one device's by a rounding now and
+    // then: the losses agree to 1e-5, the norms (see `agree_norms`) to 1e-3.
+    agree_norms("dp=2 ZeRO-1 with sharded masters", &dp2.reports, &single.reports, 1e-5, 1e-3);
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()));
+    assert!(close(&dp2.params, &single.params), "dp=2's parameters read back whole are one device's");
+    let ep2 = layout(1, 2, "dp: 2, ep: 2, zero: 1");
+    let straight = train_spec(&b16, &ep2, 6, None, None);
+    agree_norms("dp=2,ep=2 ZeRO-1 with sharded masters", &straight.reports, &single.reports, 1e-5, 1e-3);
+    let dir = std::env::temp_dir().join(format!("dsv3c-parallel-masters-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    train_spec(&b16, &ep2, 3, None, Some(&dir));
+    let (_, newest) = checkpoint::list(&dir).pop().expect("a checkpoint");
+    let rest = train_spec(&b16, &recipe(1, 4, 1, 1), 3, Some(checkpoint::load(&newest).unwrap()), None);
+    agree_norms("sharded masters resumed on one device", &rest.reports, &straight.reports[3..], 1e-5, 1e-3);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

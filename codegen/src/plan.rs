@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice, Slot};
+use dsv3c_runtime::program::{Buffer, Io, Kernel, Launch, Param, Program, ProgramError, Slice, Slot, Space};
 use dsv3c_runtime::signature::{ArgSig, Kind, Role};
 use dsv3c_runtime::DType;
 
@@ -342,8 +342,43 @@ pub fn plan(
         decode: None,
         rank,
     };
+    let mut program = program;
+    place_masters(&mut program)?;
     program.check()?;
     Ok(program)
+}
+
+/// A ZeRO-1 rank holding sharded masters (`Masters`): every launch's parameter slice, written in
+/// the parameters' layout, moved to where the rank's arena holds it. Only `start` (the gather)
+/// and `update` (the optimizer over the rank's shards) may touch the matrices' masters; a launch
+/// touching elements the rank does not hold is a compiler bug, reported.
+fn place_masters(p: &mut Program) -> Result<(), ProgramError> {
+    let Some(m) = p.masters().cloned() else { return Ok(()) };
+    let place = |phase: &'static str, list: &mut [Launch]| -> Result<(), ProgramError> {
+        for (index, l) in list.iter_mut().enumerate() {
+            for s in l.args.iter_mut().filter(|s| s.space == Space::Param) {
+                let at = m.find(s.offset / 4, s.len).ok_or_else(|| ProgramError::Unheld {
+                    phase,
+                    index,
+                    note: l.note.clone(),
+                    slice: *s,
+                })?;
+                s.offset = at * 4;
+            }
+        }
+        Ok(())
+    };
+    place("start", &mut p.start)?;
+    place("forward", &mut p.forward)?;
+    place("backward", &mut p.backward)?;
+    place("update", &mut p.update)?;
+    if let Some(r) = p.rank.as_mut() {
+        for s in &mut r.slots {
+            place("forward", &mut s.forward)?;
+            place("backward", &mut s.backward)?;
+        }
+    }
+    Ok(())
 }
 
 /// The plan as pretty JSON text: arenas, buffers with offsets and live ranges, and every launch

@@ -8,7 +8,7 @@
 
 use dsv3c_runtime::comm::{shard, CommGroup, Mesh, Place};
 use dsv3c_runtime::op::{scalars, Op, OptimizerKind, Scaling, Update, GRAD_NORM_CHUNK};
-use dsv3c_runtime::program::{Rank, Slice, Space, ZeroShard};
+use dsv3c_runtime::program::{Masters, Rank, Slice, Space, ZeroShard};
 use dsv3c_runtime::DType;
 
 use crate::builder::{Arg, Builder, Fp8Copy, Phase, Tid, WeightsCopy};
@@ -111,7 +111,8 @@ const WEIGHTS_ALIGN: usize = 64;
 /// copy of the other weight matrices `[from, embedding_end)` — and returns the launches that fill
 /// it from the f32 masters: one `Quantize` per run of consecutive same-shaped FP8 weights (a MoE
 /// layer's experts are one), and one `Cast`.
-fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, &'static str)> {
+fn lay_out_weights(b: &mut Builder, embedding_end: usize, source: Space) -> Vec<(Op, Vec<Arg>, &'static str)> {
+    let masters = |at: usize, len: usize| Arg::Raw(Slice::f32(source, at, len));
     let tile = b.precision.fp8_tile.unwrap_or(128);
     let mut fp8 = b.fp8_weights.clone();
     fp8.sort_by_key(|w| b.param_offsets[w.param]);
@@ -139,8 +140,8 @@ fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, 
             b.fp8_copies.insert(x.param, copy);
         }
         let op = Op::Quantize { mats, rows: w.rows, cols: w.cols, tile, scaling: Scaling::Blocks };
-        let x = Slice::param(b.param_offsets[w.param], mats * n);
-        launches.push((op, vec![Arg::Raw(x), Arg::Raw(q), Arg::Raw(s)], "weights' FP8 copy"));
+        let x = masters(b.param_offsets[w.param], mats * n);
+        launches.push((op, vec![x, Arg::Raw(q), Arg::Raw(s)], "weights' FP8 copy"));
         (q_at, s_at) = (q_at + q.bytes(), s_at + s.bytes());
         i = j;
     }
@@ -153,10 +154,36 @@ fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, 
         let slice =
             Slice { space: Space::Weights, offset: s_at.next_multiple_of(WEIGHTS_ALIGN), len, dtype: DType::Bf16 };
         b.weights_copy = Some(WeightsCopy { from, slice });
-        let x = Slice::param(from, len);
-        launches.push((Op::Cast { n: len }, vec![Arg::Raw(x), Arg::Raw(slice)], "weights' compute copy"));
+        launches.push((Op::Cast { n: len }, vec![masters(from, len), Arg::Raw(slice)], "weights' compute copy"));
     }
     launches
+}
+
+/// ZeRO-1's sharded masters gathered whole, at a step's start, into the gradient arena — laid
+/// out as the parameters, and free until the start's last launch zeroes it: each shard of the
+/// trained parameters (`[0, trained)`) copied to its place, each region gathered over its group,
+/// and the gathered elements the rank holds whole (`[copied, trained)`: norms' gains, biases)
+/// written back to its parameter arena. Returns the arena the compute copies are made from.
+fn gather_masters(b: &mut Builder, par: &Parallel, zero: &[ZeroShard], copied: usize, trained: usize) -> Space {
+    for z in zero.iter().filter(|z| z.hi > z.lo) {
+        let (lo, n) = (z.lo, z.hi - z.lo);
+        let to = Arg::Raw(Slice::grad(lo, n));
+        b.launch(Op::Cast { n }, vec![Arg::Raw(Slice::param(lo, n)), to], "this rank's master shard");
+    }
+    for z in zero {
+        let (lo, hi) = z.region;
+        let ranks = par.ranks(z.group);
+        if ranks > 1 && hi > lo {
+            let region = Arg::Raw(Slice::grad(lo, hi - lo));
+            b.launch(Op::AllGather { n: hi - lo, ranks, group: z.group }, vec![region], "master shards gathered");
+        }
+    }
+    if trained > copied {
+        let n = trained - copied;
+        let from = Arg::Raw(Slice::grad(copied, n));
+        b.launch(Op::Cast { n }, vec![from, Arg::Raw(Slice::param(copied, n))], "gathered norms and biases");
+    }
+    Space::Grad
 }
 
 /// A decode program's step work: lays the parameters out by group, as training does, and emits
@@ -164,7 +191,7 @@ fn lay_out_weights(b: &mut Builder, embedding_end: usize) -> Vec<(Op, Vec<Arg>, 
 pub fn build_inference(b: &mut Builder) -> usize {
     let [_, embedding_end, _, _] = b.lay_out_params();
     b.phase = Phase::Start;
-    for (op, args, what) in lay_out_weights(b, embedding_end) {
+    for (op, args, what) in lay_out_weights(b, embedding_end, Space::Param) {
         b.launch(op, args, what);
     }
     weight_bytes(b)
@@ -203,11 +230,56 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
     let scalars = b.tensor("step.scalars", scalars::LEN);
     let place = par.place;
     let mesh = place.mesh;
+    // The regions of the trained parameters, each with the group of ranks holding it alike.
+    let experts_end = if mesh.ep > 1 { b.experts_end.min(trained) } else { 0 };
+    let mut regions = Vec::new();
+    if experts_end > 0 {
+        regions.push((0, experts_end, CommGroup::ExpertData));
+    }
+    regions.push((experts_end, trained, CommGroup::Data));
+    let moments = match t.optimizer {
+        OptimizerKind::AdamW => 2,
+        OptimizerKind::Lion => 1,
+    };
+    // ZeRO-1: each region's shard, its moments one after the other.
+    let zero: Vec<ZeroShard> = if par.zero && mesh.world() > 1 {
+        let mut at = 0;
+        regions
+            .iter()
+            .map(|&(r_lo, r_hi, group)| {
+                let (ranks, index) = (par.ranks(group), place.index_in(group).unwrap_or(0));
+                let s = shard(r_hi - r_lo, ranks, index);
+                let stride = (r_hi - r_lo).div_ceil(ranks);
+                let z = ZeroShard {
+                    lo: r_lo + s.start,
+                    hi: r_lo + s.end,
+                    stride,
+                    moments,
+                    at,
+                    region: (r_lo, r_hi),
+                    group,
+                };
+                at += moments * stride;
+                z
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Under ZeRO-1, with compute copies of every matrix (bf16 weights), the forward and backward
+    // never read the matrices' masters: the rank holds only its shards of them (`Masters`).
+    let masters = (!zero.is_empty() && b.precision.bf16_weights)
+        .then(|| Masters::new(&zero.iter().map(|z| (z.lo, z.hi)).collect::<Vec<_>>(), embedding_end, param_len));
 
     b.phase = Phase::Start;
     // The weight matrices the forward and backward read, in E4M3 and bf16: made once per step,
-    // at its start, from the masters the last update (or the host) left.
-    for (op, args, what) in lay_out_weights(b, embedding_end) {
+    // at its start, from the masters the last update (or the host) left — gathered first from
+    // the ranks holding their shards, when sharded.
+    let source = match masters {
+        Some(_) => gather_masters(b, par, &zero, embedding_end, trained),
+        None => Space::Param,
+    };
+    for (op, args, what) in lay_out_weights(b, embedding_end, source) {
         b.launch(op, args, what);
     }
     let weight_bytes = weight_bytes(b);
@@ -221,13 +293,6 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
     }
 
     b.phase = Phase::Update;
-    // The regions of the trained parameters, each with the group of ranks holding it alike.
-    let experts_end = if mesh.ep > 1 { b.experts_end.min(trained) } else { 0 };
-    let mut regions = Vec::new();
-    if experts_end > 0 {
-        regions.push((0, experts_end, CommGroup::ExpertData));
-    }
-    regions.push((experts_end, trained, CommGroup::Data));
     for &(lo, hi, group) in &regions {
         let ranks = par.ranks(group);
         if ranks > 1 && hi > lo {
@@ -264,10 +329,6 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
         b.context.clear();
     }
     let grad_norm = grad_norm_launches(b, par, &regions, &copies, trained);
-    let moments = match t.optimizer {
-        OptimizerKind::AdamW => 2,
-        OptimizerKind::Lion => 1,
-    };
     // The moments' storage: bf16 in DeepSeek-V3's recipe (the update rounds them so anyway).
     let moment = if t.bf16_moments { DType::Bf16 } else { DType::F32 };
     let update = |lo: usize, hi: usize, at: usize, stride: usize| {
@@ -292,48 +353,32 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
         }
         (Op::Optimizer(u), args)
     };
-    let mut zero = Vec::new();
-    let optim_len = if par.zero && mesh.world() > 1 {
-        // ZeRO-1: each region's shard, its moments one after the other.
-        let mut at = 0;
-        let mut gathers = Vec::new();
-        for &(r_lo, r_hi, group) in &regions {
-            let (ranks, index) = (par.ranks(group), place.index_in(group).unwrap_or(0));
-            let s = shard(r_hi - r_lo, ranks, index);
-            let z = ZeroShard {
-                lo: r_lo + s.start,
-                hi: r_lo + s.end,
-                stride: (r_hi - r_lo).div_ceil(ranks),
-                moments,
-                at,
-                region: (r_lo, r_hi),
-                group,
-            };
-            if z.hi > z.lo {
-                let (op, args) = update(z.lo, z.hi, z.at, z.stride);
-                b.launch(op, args, "optimizer step");
-            }
-            if ranks > 1 && r_hi > r_lo {
-                gathers.push((r_lo, r_hi, ranks, group));
-            }
-            at += moments * z.stride;
-            zero.push(z);
-        }
-        for (lo, hi, ranks, group) in gathers {
-            let p = Arg::Raw(Slice::param(lo, hi - lo));
-            b.launch(
-                Op::AllGather { n: hi - lo, ranks, group },
-                vec![p],
-                "updated parameter shards gathered from the ranks",
-            );
-        }
-        at
-    } else {
+    let optim_len = if zero.is_empty() {
         if trained > 0 {
             let (op, args) = update(0, trained, 0, param_len);
             b.launch(op, args, "optimizer step");
         }
         moments * param_len
+    } else {
+        for z in zero.iter().filter(|z| z.hi > z.lo) {
+            let (op, args) = update(z.lo, z.hi, z.at, z.stride);
+            b.launch(op, args, "optimizer step");
+        }
+        // Replicated masters are gathered here; sharded ones at the next start.
+        if masters.is_none() {
+            for z in &zero {
+                let (lo, hi) = z.region;
+                let ranks = par.ranks(z.group);
+                if ranks > 1 && hi > lo {
+                    b.launch(
+                        Op::AllGather { n: hi - lo, ranks, group: z.group },
+                        vec![Arg::Raw(Slice::param(lo, hi - lo))],
+                        "updated parameter shards gathered from the ranks",
+                    );
+                }
+            }
+        }
+        zero.last().map_or(0, |z| z.at + moments * z.stride)
     };
     if gamma != 0.0 {
         for (layer, &(stats, bias)) in out.expert_stats.iter().enumerate() {
@@ -356,6 +401,7 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
         copies,
         expert_dropped: Vec::new(),
         slots: Vec::new(),
+        masters,
     });
     StepIo { scalars, grad_norm, optim_len, weight_bytes, rank }
 }

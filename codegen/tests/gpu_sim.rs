@@ -226,9 +226,10 @@ fn without_graphs_the_lists_run_eagerly() {
     assert_eq!(gpu.device().0.graphs(), 0);
 }
 
-/// A parallel job on the emulator — tiny over two pipeline stages of two data-parallel ranks, its
-/// experts over both — with each rank's collectives staged through the host: two steps follow the
-/// same job on the CPU.
+/// A parallel job on the emulator — tiny with bf16 weights over two pipeline stages of two
+/// data-parallel ranks, its experts over both, ZeRO-1 sharding the moments and the f32 masters
+/// (each start gathering them) — with each rank's collectives staged through the host: two steps
+/// follow the same job on the CPU.
 #[test]
 fn a_parallel_job_on_the_emulator_follows_the_cpu() {
     use dsv3c_runtime::comm::{run_mesh, Mesh};
@@ -239,7 +240,8 @@ fn a_parallel_job_on_the_emulator_follows_the_cpu() {
     }
     // tiny with a 512-token vocabulary (the emulator's time goes to the LM head otherwise).
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/tiny.yaml")).unwrap();
-    let spec = dsv3c_spec::parse("tiny-512", &text.replace("vocab_size: 50304", "vocab_size: 512")).unwrap();
+    let text = text.replace("vocab_size: 50304", "vocab_size: 512").replace("param: f32", "param: bf16");
+    let spec = dsv3c_spec::parse("tiny-512-bf16", &text).unwrap();
     let recipe = dsv3c_spec::config::parse_config(
         "job.yaml",
         "spec: tiny.yaml\nsteps: 2\ndata: {source: builtin, validation_fraction: 0.0}\n\
@@ -254,6 +256,7 @@ fn a_parallel_job_on_the_emulator_follows_the_cpu() {
             let par = dsv3c_codegen::Parallel::of(mesh, comms.place.rank, true, 2);
             let training = dsv3c_codegen::Training::from(&recipe);
             let p = dsv3c_codegen::compile_rank(&spec, 1, 16, training, par).map_err(|e| e.to_string())?;
+            assert!(p.masters().is_some(), "sharded masters");
             if sim {
                 two_steps(&p, gpu(Sim::new(), &p).with_comms(comms.clone()), &recipe, &tokens, comms)
             } else {

@@ -405,7 +405,8 @@ pub struct Program {
     pub batch: usize,
     pub seq: usize,
     pub params: Vec<Param>,
-    /// f32 elements of the parameter arena (and of the gradient arena).
+    /// f32 elements of the parameters' layout: of the gradient arena, and of the parameter arena
+    /// unless a ZeRO-1 rank holds sharded masters (`Rank::masters`).
     pub param_len: usize,
     pub buffers: Vec<Buffer>,
     /// Bytes of the activation arena.
@@ -465,6 +466,9 @@ pub struct Rank {
     /// program's `forward` and `backward`). Empty without pipeline parallelism.
     #[serde(default)]
     pub slots: Vec<Slot>,
+    /// ZeRO-1's sharded master weights (none: the parameter arena holds every parameter).
+    #[serde(default)]
+    pub masters: Option<Masters>,
 }
 
 /// One in-flight micro-batch of a pipeline stage.
@@ -543,6 +547,78 @@ impl ZeroShard {
         for k in 0..self.moments {
             full[k * param_len + self.region.0..k * param_len + self.region.1]
                 .copy_from_slice(&region[k * len..(k + 1) * len]);
+        }
+    }
+}
+
+/// The master weights a ZeRO-1 rank holds when the forward and backward read only the weights'
+/// compute copies (bf16 and E4M3): of the matrices (`[0, copied)` of the parameters' layout) only
+/// the rank's ZeRO-1 shards, which it alone updates; the rest — norms' gains, biases, the routing
+/// bias, which the forward reads as they are — whole. `start` gathers the shards whole into the
+/// gradient arena (laid out as the parameters, and free until `start` zeroes it), makes the
+/// compute copies from it and writes the rest back; the host reads each region's masters from the
+/// rank that updated them.
+///
+/// The parameter arena is `pieces` one after the other: `(lo, hi, at)` puts elements `[lo, hi)`
+/// of the parameters' layout (what `Param::offset` and the gradient arena index) at element `at`
+/// of the arena, in order of `lo`, pieces that touch in both merged — so that a shard reaching
+/// past `copied` is one contiguous range (its optimizer launch one slice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Masters {
+    pub pieces: Vec<(usize, usize, usize)>,
+    /// f32 elements of the parameter arena.
+    pub len: usize,
+    /// The end of the matrices, which the rank holds in shards.
+    pub copied: usize,
+}
+
+impl Masters {
+    /// The layout of a rank holding, of `[0, copied)`, its `shards` (`[lo, hi)` in order) and all
+    /// of `[copied, param_len)`.
+    pub fn new(shards: &[(usize, usize)], copied: usize, param_len: usize) -> Masters {
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        let mut at = 0;
+        let mut push = |lo: usize, hi: usize| {
+            if hi <= lo {
+                return;
+            }
+            match pieces.last_mut() {
+                Some(last) if last.1 == lo => last.1 = hi,
+                _ => pieces.push((lo, hi, at)),
+            }
+            at += hi - lo;
+        };
+        for &(lo, hi) in shards {
+            push(lo, hi.min(copied));
+        }
+        push(copied, param_len);
+        Masters { pieces, len: at, copied }
+    }
+
+    /// Where elements `[lo, lo + len)` of the parameters' layout lie in the arena, if it holds them.
+    pub fn find(&self, lo: usize, len: usize) -> Option<usize> {
+        let p = self.pieces.iter().find(|p| p.0 <= lo && lo + len <= p.1)?;
+        Some(p.2 + lo - p.0)
+    }
+
+    /// The element of the parameters' layout at element `at` of the arena.
+    pub fn element(&self, at: usize) -> Option<usize> {
+        self.pieces.iter().find(|p| (p.2..p.2 + p.1 - p.0).contains(&at)).map(|p| p.0 + at - p.2)
+    }
+
+    /// The arena this rank holds of parameters laid out whole (`full`: `param_len` elements).
+    pub fn take(&self, full: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; self.len];
+        for &(lo, hi, at) in &self.pieces {
+            out[at..at + hi - lo].copy_from_slice(&full[lo..hi]);
+        }
+        out
+    }
+
+    /// The arena's elements written at their places in parameters laid out whole.
+    pub fn place(&self, arena: &[f32], full: &mut [f32]) {
+        for &(lo, hi, at) in &self.pieces {
+            full[lo..hi].copy_from_slice(&arena[at..at + hi - lo]);
         }
     }
 }
@@ -629,6 +705,8 @@ pub enum ProgramError {
     NoKernel { phase: &'static str, index: usize, note: String, kernel: usize },
     #[error("{phase}[{index}] ({note}): {source}")]
     Launch { phase: &'static str, index: usize, note: String, source: BackendError },
+    #[error("{phase}[{index}] ({note}): {slice:?} of the parameters' layout, which this rank holds only shards of")]
+    Unheld { phase: &'static str, index: usize, note: String, slice: Slice },
 }
 
 impl Program {
@@ -676,7 +754,8 @@ impl Program {
     /// Bytes of the arena of `space`.
     pub fn arena_bytes(&self, space: Space) -> usize {
         match space {
-            Space::Param | Space::Grad => self.param_len * 4,
+            Space::Param => self.masters().map_or(self.param_len, |m| m.len) * 4,
+            Space::Grad => self.param_len * 4,
             Space::Optim => self.optim_len * self.moments_dtype().size(),
             Space::Weights => self.weight_bytes,
             Space::Act => self.act_bytes,
@@ -691,6 +770,20 @@ impl Program {
             gradients: self.arena_bytes(Space::Grad),
             optimizer: self.arena_bytes(Space::Optim),
             activations: self.arena_bytes(Space::Act),
+        }
+    }
+
+    /// ZeRO-1's sharded masters, when this rank holds them so.
+    pub fn masters(&self) -> Option<&Masters> {
+        self.rank.as_ref().and_then(|r| r.masters.as_ref())
+    }
+
+    /// The parameter arena this program's backend holds, of parameters laid out whole (`full`:
+    /// `param_len` elements): all of it, or a ZeRO-1 rank's sharded masters.
+    pub fn param_arena(&self, full: Vec<f32>) -> Vec<f32> {
+        match self.masters() {
+            Some(m) => m.take(&full),
+            None => full,
         }
     }
 

@@ -17,7 +17,9 @@
 //!   and softmax statistics in f32; with selective recomputation, no norm outputs, MLA
 //!   up-projections or SwiGLU products; with FP8 caching, the routed experts' inputs, SwiGLU
 //!   inputs and outputs in E4M3 with a scale per 128 values), sharded over `tp` (sequence
-//!   parallelism). Under 1F1B stage `s` holds `pp - s` micro-batches of its layers. The last
+//!   parallelism). Under 1F1B stage `s` holds `pp - s` micro-batches of its layers, and the
+//!   backward's working set: one more layer of one micro-batch at full precision (its
+//!   activations' gradients; what recomputation makes again and FP8 caching reads back). The last
 //!   stage adds its MTP modules and the logits of one micro-batch (`vocab/tp` per token). Under
 //!   expert parallelism a rank's experts keep `capacity · top_k` rows per token (every routed
 //!   expert's one row without a capacity factor: the worst routing's buffers).
@@ -327,6 +329,15 @@ pub fn stage_memory(s: &Spec, layout: Layout, run: RunShape, stage: u64) -> Memo
         nd * layer_activation_bytes(s, &dense, false, None, run) + nm * layer_activation_bytes(s, &moe, true, rows, run)
     };
     let mut activations = (pp - stage as f64) * tokens * per_tok(nd, nm) / tp;
+    // The backward's working set: one layer of one micro-batch at full precision — the gradients
+    // of its activations, and what selective recomputation makes again or FP8 caching reads back.
+    let full = RunShape { recompute: false, fp8_cache: false, ..run };
+    let working = [(nd, false, &dense), (nm, true, &moe)]
+        .iter()
+        .filter(|(n, _, _)| *n > 0.0)
+        .map(|&(_, is_moe, lp)| layer_activation_bytes(s, lp, is_moe, rows, full))
+        .fold(0.0, f64::max);
+    activations += tokens * working / tp;
     if last {
         let mtp_act = depth
             * (layer_activation_bytes(s, &mtp_layer, s.moe.is_some(), rows, run)

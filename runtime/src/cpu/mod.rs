@@ -83,7 +83,7 @@ impl Cpu {
     pub fn for_programs(programs: &[&Program]) -> Cpu {
         let max = |f: &dyn Fn(&Program) -> usize| programs.iter().map(|p| f(p)).max().unwrap_or(0);
         Cpu {
-            params: vec![0.0; max(&|p| p.param_len)],
+            params: vec![0.0; max(&|p| p.arena_bytes(Space::Param) / 4)],
             grads: vec![0.0; max(&|p| p.param_len)],
             optim: vec![0.0; max(&|p| p.arena_bytes(Space::Optim)).div_ceil(4)],
             weights: vec![0.0; max(&|p| p.weight_bytes).div_ceil(4)],

@@ -45,7 +45,10 @@ pub fn tensor_name(p: &Program, s: Slice) -> String {
     let elem = s.offset / s.dtype.size().max(1);
     let param = |at: usize| p.param_at(at).map(|x| &x.name);
     let name = match s.space {
-        Space::Param => param(elem).cloned(),
+        Space::Param => match p.masters() {
+            Some(m) => m.element(elem).and_then(param).cloned(),
+            None => param(elem).cloned(),
+        },
         Space::Grad => param(elem).map(|n| format!("grad of {n}")),
         Space::Optim => {
             let (kind, at) = if elem >= p.param_len { ("exp_avg_sq", elem - p.param_len) } else { ("exp_avg", elem) };

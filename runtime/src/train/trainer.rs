@@ -203,7 +203,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 (0, vec![0.0; program.optim_len])
             }
         };
-        backend.write(program.whole(Space::Param), &params)?;
+        backend.write(program.whole(Space::Param), &program.param_arena(params))?;
         backend.write(program.whole(Space::Optim), &opt.1)?;
         let acc = config.batch.accumulation.max(1) as usize;
         let loader = Loader::new(tokens.clone(), train_w, seq, micro, dp_rank, dp, run.seed, run.position)?
@@ -601,9 +601,27 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.config.tokens_per_step()
     }
 
-    /// The parameter arena, read back from the backend.
+    /// The parameters laid out whole (`param_len` elements), read back from the backend — from a
+    /// ZeRO-1 rank holding sharded masters, each shard from the rank that updated it (a
+    /// collective: every rank calls it).
     pub fn params(&mut self) -> Result<Vec<f32>, TrainError> {
-        Ok(self.backend.read(self.program.whole(Space::Param))?)
+        let p = self.program;
+        let arena = self.backend.read(p.whole(Space::Param))?;
+        let (Some(masters), Some(rank)) = (p.masters(), p.rank.as_ref()) else {
+            return Ok(arena);
+        };
+        let mut full = vec![0.0f32; p.param_len];
+        masters.place(&arena, &mut full);
+        for z in &rank.zero {
+            // The shard's owner alone places it (the rest of a region's copies are stale until
+            // the next start gathers them): the sum over the group is exact.
+            let (lo, hi) = z.region;
+            let mut region = vec![0.0f32; hi - lo];
+            region[z.lo - lo..z.hi - lo].copy_from_slice(&full[z.lo..z.hi]);
+            self.comms.group(z.group).all_reduce(&mut region)?;
+            full[lo..hi].copy_from_slice(&region);
+        }
+        Ok(full)
     }
 
     /// The optimizer state of this rank's parameters, read back from the backend — under ZeRO-1
