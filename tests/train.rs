@@ -299,13 +299,24 @@ fn a_run_trains_from_prepared_shards_and_evaluates_on_them() {
 /// The GPU backend over the PTX emulator trains like the CPU: three f32 steps of `tiny` at 1 x 32
 /// whose losses and gradient norms agree within 1e-4 relative, and checkpoints that cross between
 /// the two (a sim checkpoint resumed on the CPU and a CPU one on sim give the same next step).
+/// `configs/tiny.yaml` with the 600-id tokenizer fixture and a 640-token vocabulary: GPT-2's
+/// 50304-token LM head would take the emulator's time.
 #[test]
 fn training_on_the_emulator_follows_the_cpu() {
     if !common::nvrtc_or_skip("--device sim") {
         return;
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = tiny_with_vocab("tiny-vocab-640-sim.yaml", 640);
+    let tokenizer = root.join("tests/fixtures/tokenizer/tokenizer.json");
+    let recipe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-sim.yaml");
+    let text = std::fs::read_to_string(root.join("configs/tiny.yaml")).unwrap();
+    let text = text
+        .replace("../spec/tiny.yaml", spec.to_str().unwrap())
+        .replace("tokenizer: gpt2", &format!("tokenizer: {}", tokenizer.display()));
+    std::fs::write(&recipe, text).unwrap();
     let run = |device: &str, dir: &Path, steps: &str, resume: bool| {
-        let mut args = vec!["train", "--config", "configs/tiny.yaml", "--device", device, "--steps", steps];
+        let mut args = vec!["train", "--config", recipe.to_str().unwrap(), "--device", device, "--steps", steps];
         args.extend(["--micro-batch", "1", "--seq-len", "32", "--validation-batches", "1"]);
         args.extend(["--out", dir.to_str().unwrap()]);
         if resume {
