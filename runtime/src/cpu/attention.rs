@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::math::exp;
 use crate::op::Attn;
 
 /// Is key `j` visible from query `i`?
@@ -75,7 +76,7 @@ pub fn forward(a: &Attn, q: &[f32], kvb: &[f32], kva: &[f32], o: &mut [f32], lse
             let mut sum = 0.0f32;
             for j in 0..=i {
                 if visible(a, i, j) {
-                    scores[j] = (scores[j] - max).exp();
+                    scores[j] = exp(scores[j] - max);
                     sum += scores[j];
                 }
             }
@@ -109,7 +110,7 @@ pub fn backward(a: &Attn, inp: [&[f32]; 6], out: [&mut [f32]; 3]) {
     // dS_ij = p_ij (dO_i · V_j − D_i), p_ij = exp(s_ij − lse_i).
     let ds = |b: usize, i: usize, j: usize, h: usize| {
         let r = row(b, i, h);
-        let p = (view.score(b, i, j, h) - lse[r]).exp();
+        let p = exp(view.score(b, i, j, h) - lse[r]);
         let dp = dot(&dout[r * a.v..(r + 1) * a.v], &view.kv(b, j, h)[a.nope..]);
         (p, p * (dp - dd[r]))
     };

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::math::exp;
 use crate::numerics::{e4m3_round, fp8_scale};
 use crate::op::{Cache, Heads, LatentAttn, Op};
 
@@ -130,7 +131,7 @@ pub fn latent_attention(a: &LatentAttn, positions: &[f32], q_lat: &[f32], q: &[f
             let mut sum = 0.0f32;
             for j in 0..=p {
                 if visible(a.window, p, j) {
-                    scores[j] = (scores[j] - max).exp();
+                    scores[j] = exp(scores[j] - max);
                     sum += scores[j];
                 }
             }

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::math::exp;
 use crate::numerics::{bf16_round, dequantize, fp8_round_trip};
 use crate::op::{Quant, Scaling};
 
@@ -183,7 +184,7 @@ pub fn shift_tokens(tokens: &[f32], out: &mut [f32], batch: usize, seq: usize, s
 }
 
 fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp(-x))
 }
 
 pub fn swiglu(g: &[f32], u: &[f32], h: &mut [f32]) {
@@ -193,7 +194,7 @@ pub fn swiglu(g: &[f32], u: &[f32], h: &mut [f32]) {
 /// `dg += dh·u·silu'(g)`, `du += dh·silu(g)`, with `silu'(g) = σ(g)(1 + g(1 − σ(g)))`.
 pub fn swiglu_bwd(g: &[f32], u: &[f32], dh: &[f32], dg: &mut [f32], du: &mut [f32]) {
     dg.par_iter_mut().zip(du.par_iter_mut()).enumerate().with_min_len(4096).for_each(|(i, (dg, du))| {
-        let s = 1.0 / (1.0 + (-g[i]).exp());
+        let s = 1.0 / (1.0 + exp(-g[i]));
         *dg += dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
         *du += dh[i] * g[i] * s;
     });

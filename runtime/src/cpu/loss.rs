@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::dense::token;
+use super::math::exp;
 use super::moe::expert_index;
 use crate::op::{Balance, Score};
 
@@ -34,12 +35,21 @@ pub fn cross_entropy(
                 return if i + shift < seq { f64::NAN } else { 0.0 };
             };
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-            let lse = max as f64 + sum.ln();
-            let l = lse - row[label] as f64;
-            for v in row.iter_mut() {
-                *v = ((*v as f64 - lse).exp() as f32) * grad_scale * inv_n;
+            let target = row[label];
+            // e^(v - max) in place (the gradient overwrites the row), summed in f64 over eight
+            // lanes so that both loops vectorize.
+            row.iter_mut().for_each(|v| *v = exp(*v - max));
+            let mut lanes = [0.0f64; 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for (l, &e) in lanes.iter_mut().zip(c) {
+                    *l += e as f64;
+                }
             }
+            let sum = lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&e| e as f64).sum::<f64>();
+            let l = max as f64 + sum.ln() - target as f64;
+            let g = (grad_scale as f64 * inv_n as f64 / sum) as f32;
+            row.iter_mut().for_each(|v| *v *= g);
             row[label] -= grad_scale * inv_n;
             l
         })

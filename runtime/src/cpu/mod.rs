@@ -16,6 +16,7 @@ pub mod collective;
 mod decode;
 mod dense;
 mod loss;
+mod math;
 mod moe;
 mod norm;
 mod optim;

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::dense::{gemm, gemm_fp8_stored, GemmShape};
+use super::math::exp;
 use crate::op::{GroupedMode, Quant, Route, Score};
 
 /// Scores of one token's logits, in place: sigmoid, or softmax over the experts.
@@ -11,14 +12,14 @@ pub(crate) fn scores_of(score: Score, logits: &[f32], out: &mut [f32]) {
     match score {
         Score::Sigmoid => {
             for (o, l) in out.iter_mut().zip(logits) {
-                *o = 1.0 / (1.0 + (-l).exp());
+                *o = 1.0 / (1.0 + exp(-l));
             }
         }
         Score::Softmax => {
             let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
             let mut sum = 0.0;
             for (o, l) in out.iter_mut().zip(logits) {
-                *o = (l - max).exp();
+                *o = exp(l - max);
                 sum += *o;
             }
             for o in out.iter_mut() {
