@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{dot, exp};
 use crate::op::Attn;
 
 /// Is key `j` visible from query `i`?
@@ -51,9 +51,7 @@ impl View<'_> {
     fn score(&self, b: usize, i: usize, j: usize, h: usize) -> f32 {
         let a = self.a;
         let (q, kv, kpe) = (self.q(b, i, h), self.kv(b, j, h), self.kpe(b, j));
-        let nope: f32 = q[..a.nope].iter().zip(&kv[..a.nope]).map(|(x, y)| x * y).sum();
-        let rope: f32 = q[a.nope..].iter().zip(kpe).map(|(x, y)| x * y).sum();
-        a.scale * (nope + rope)
+        a.scale * (dot(&q[..a.nope], &kv[..a.nope]) + dot(&q[a.nope..], kpe))
     }
 }
 
@@ -100,7 +98,6 @@ pub fn backward(a: &Attn, inp: [&[f32]; 6], out: [&mut [f32]; 3]) {
     let [dq, dkvb, dkva] = out;
     let view = View { a, q, kvb, kva };
     let (h_n, t_n, dqk, dkv) = (a.heads, a.seq, a.nope + a.rope, a.nope + a.v);
-    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| x * y).sum::<f32>();
     let row = |b: usize, i: usize, h: usize| (b * t_n + i) * h_n + h;
     // D_i = dO_i · O_i, per (b, i, h).
     let dd: Vec<f32> = (0..a.batch * t_n * h_n)

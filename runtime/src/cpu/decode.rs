@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{dot, exp};
 use crate::numerics::{e4m3_round, fp8_scale};
 use crate::op::{Cache, Heads, LatentAttn, Op};
 
@@ -122,8 +122,7 @@ pub fn latent_attention(a: &LatentAttn, positions: &[f32], q_lat: &[f32], q: &[f
                 if visible(a.window, p, j) {
                     latent(j, row);
                     let kpe = &cache.rope[(b * c.len + j) * dr..][..dr];
-                    let nope: f32 = ql.iter().zip(row.iter()).map(|(x, y)| x * y).sum();
-                    let rope: f32 = qp.iter().zip(kpe).map(|(x, y)| x * y).sum();
+                    let (nope, rope) = (dot(ql, row), dot(qp, kpe));
                     scores[j] = a.scale * (nope + rope);
                     max = max.max(scores[j]);
                 }

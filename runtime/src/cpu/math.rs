@@ -1,7 +1,9 @@
-//! The CPU reference's f32 exponential, written so that a loop over a slice vectorizes (no calls,
-//! no branches: range reduction by `ln 2`, a degree-6 polynomial, the power of two built from its
-//! bits). libm's `exp` is a call per element, and the double-precision one the cross-entropy used
-//! took 44% of a `tiny` training step.
+//! The CPU reference's f32 exponential and dot product, written so that they vectorize. `exp` has
+//! no calls and no branches (range reduction by `ln 2`, a degree-6 polynomial, the power of two
+//! built from its bits): libm's is a call per element, and the double-precision one the
+//! cross-entropy used took 44% of a `tiny` training step. `dot` sums in eight lanes: a sum in one
+//! order is a chain the compiler may not reorder, and attention's scalar dot products took a fifth
+//! of a step at d_model 256.
 
 /// `e^x` in f32 within 2 ulp over `[-87.33, 88.37]`; 0 below (where `e^x < 1.2e-38`, so that a
 /// masked score's `e^-∞` is exactly 0), `+∞` above (a little early: f32 overflows at 88.72), NaN
@@ -39,9 +41,43 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
+/// `Σ x_k y_k` over the shorter of the two, in eight interleaved partial sums (lane `l` takes the
+/// elements `k ≡ l mod 8`), then the lanes and the tail in order.
+#[inline(always)]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut lanes = [0.0f32; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xt, yt) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        for k in 0..8 {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    let tail: f32 = xt.iter().zip(yt).map(|(a, b)| a * b).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
-    use super::exp;
+    use super::{dot, exp};
+
+    /// The dot product of every length from 0 to 40 (full lanes and tails) agrees with the double
+    /// one to f32 rounding, and takes the shorter length.
+    #[test]
+    fn dot_agrees_with_the_double_sum() {
+        for n in 0..=40usize {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7 + 3) % 11) as f32 * 0.25 - 1.0).collect();
+            let y: Vec<f32> = (0..n).map(|i| ((i * 5 + 1) % 13) as f32 * 0.5 - 2.5).collect();
+            let want: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let scale: f64 = x.iter().zip(&y).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+            assert!((dot(&x, &y) as f64 - want).abs() <= 1e-6 * scale.max(1.0), "n = {n}");
+            if n > 0 {
+                assert_eq!(dot(&x, &y[..n - 1]), dot(&x[..n - 1], &y[..n - 1]));
+            }
+        }
+    }
 
     /// Within 2 ulp of the double-precision exponential over the whole normal range, 0 (within the
     /// least normal) below it, infinite above, NaN through.
