@@ -313,7 +313,7 @@ pub fn plan(
         r.slots = slots;
         r
     });
-    let program = Program {
+    let mut program = Program {
         name: name.to_string(),
         batch,
         seq,
@@ -342,7 +342,6 @@ pub fn plan(
         decode: None,
         rank,
     };
-    let mut program = program;
     place_masters(&mut program)?;
     program.check()?;
     Ok(program)

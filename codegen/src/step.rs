@@ -170,20 +170,26 @@ fn gather_masters(b: &mut Builder, par: &Parallel, zero: &[ZeroShard], copied: u
         let to = Arg::Raw(Slice::grad(lo, n));
         b.launch(Op::Cast { n }, vec![Arg::Raw(Slice::param(lo, n)), to], "this rank's master shard");
     }
-    for z in zero {
-        let (lo, hi) = z.region;
-        let ranks = par.ranks(z.group);
-        if ranks > 1 && hi > lo {
-            let region = Arg::Raw(Slice::grad(lo, hi - lo));
-            b.launch(Op::AllGather { n: hi - lo, ranks, group: z.group }, vec![region], "master shards gathered");
-        }
-    }
+    gather_regions(b, par, zero, Space::Grad, "master shards gathered");
     if trained > copied {
         let n = trained - copied;
         let from = Arg::Raw(Slice::grad(copied, n));
         b.launch(Op::Cast { n }, vec![from, Arg::Raw(Slice::param(copied, n))], "gathered norms and biases");
     }
     Space::Grad
+}
+
+/// Each ZeRO-1 region of `space` (laid out as the parameters) gathered over its group from the
+/// ranks holding its shards.
+fn gather_regions(b: &mut Builder, par: &Parallel, zero: &[ZeroShard], space: Space, what: &str) {
+    for z in zero {
+        let (lo, hi) = z.region;
+        let ranks = par.ranks(z.group);
+        if ranks > 1 && hi > lo {
+            let region = Arg::Raw(Slice::f32(space, lo, hi - lo));
+            b.launch(Op::AllGather { n: hi - lo, ranks, group: z.group }, vec![region], what);
+        }
+    }
 }
 
 /// A decode program's step work: lays the parameters out by group, as training does, and emits
@@ -366,17 +372,7 @@ pub fn build(b: &mut Builder, out: &Outputs, t: Training, spec: &dsv3c_spec::Spe
         }
         // Replicated masters are gathered here; sharded ones at the next start.
         if masters.is_none() {
-            for z in &zero {
-                let (lo, hi) = z.region;
-                let ranks = par.ranks(z.group);
-                if ranks > 1 && hi > lo {
-                    b.launch(
-                        Op::AllGather { n: hi - lo, ranks, group: z.group },
-                        vec![Arg::Raw(Slice::param(lo, hi - lo))],
-                        "updated parameter shards gathered from the ranks",
-                    );
-                }
-            }
+            gather_regions(b, par, &zero, Space::Param, "updated parameter shards gathered from the ranks");
         }
         zero.last().map_or(0, |z| z.at + moments * z.stride)
     };

@@ -568,8 +568,6 @@ pub struct Masters {
     pub pieces: Vec<(usize, usize, usize)>,
     /// f32 elements of the parameter arena.
     pub len: usize,
-    /// The end of the matrices, which the rank holds in shards.
-    pub copied: usize,
 }
 
 impl Masters {
@@ -592,7 +590,7 @@ impl Masters {
             push(lo, hi.min(copied));
         }
         push(copied, param_len);
-        Masters { pieces, len: at, copied }
+        Masters { pieces, len: at }
     }
 
     /// Where elements `[lo, lo + len)` of the parameters' layout lie in the arena, if it holds them.
