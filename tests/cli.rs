@@ -401,4 +401,23 @@ fn bench_train_times_steps_of_a_recipe() {
     assert!(median > 0.0 && (rate * median - 128.0).abs() < 1e-6, "{v}");
     let text = ok(&["bench", "train", "--config", quick, "--steps", "1"]);
     assert!(text.contains("tiny: 128 tokens/step, median step") && text.contains("tok/s"), "{text}");
+    assert!(v["profile"].is_null(), "no profile unless asked: {v}");
+
+    // --profile: each op family's time per step, most first, the host's remainder last, summing to
+    // the steps' time; the matrix products' rates.
+    let v =
+        json(ok(&["bench", "train", "--config", quick, "--steps", "2", "--profile", "--json"]).lines().last().unwrap());
+    let rows = v["profile"].as_array().unwrap();
+    let family = |name: &str| rows.iter().find(|r| r["family"] == name).unwrap_or_else(|| panic!("{name}: {v}"));
+    // tiny-quick's step: two micro-batches, one AdamW launch.
+    assert_eq!(family("adamw")["calls_per_step"], 1.0, "{v}");
+    assert!(family("gemm")["calls_per_step"].as_f64().unwrap() >= 2.0, "{v}");
+    assert!(family("gemm")["gflops"].as_f64().unwrap() > 0.0 && family("adamw")["gflops"].is_null(), "{v}");
+    assert_eq!(rows.last().unwrap()["family"], "host: other", "{v}");
+    let ms: Vec<f64> = rows[..rows.len() - 1].iter().map(|r| r["ms_per_step"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "sorted: {ms:?}");
+    let percent: f64 = rows.iter().map(|r| r["percent"].as_f64().unwrap()).sum();
+    assert!((percent - 100.0).abs() < 1e-6, "{percent}");
+    let text = ok(&["bench", "train", "--config", quick, "--steps", "1", "--profile"]);
+    assert!(text.contains("op family") && text.contains("GFLOP/s") && text.contains("attention_bwd"), "{text}");
 }

@@ -16,6 +16,7 @@ pub mod init;
 pub mod numerics;
 pub mod nvrtc;
 pub mod op;
+pub mod profile;
 pub mod program;
 pub mod sample;
 pub mod signature;

@@ -463,6 +463,18 @@ pub struct Attn {
     pub window: Option<(usize, usize)>,
 }
 
+impl Attn {
+    /// (query, key) pairs the mask lets through, over the whole batch (one head).
+    pub fn visible_pairs(&self) -> usize {
+        let per_query = |i: usize| match self.window {
+            None => i + 1,
+            // The window's keys, and the sinks left of it.
+            Some((w, sinks)) => (i + 1).min(w) + sinks.min((i + 1).saturating_sub(w)),
+        };
+        self.batch * (0..self.seq).map(per_query).sum::<usize>()
+    }
+}
+
 /// A decode program's latent KV cache of one layer: `batch` sequences of `len` rows, each the
 /// normalized latent (`kvr` values) and the roped shared key (`rope` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -562,6 +574,22 @@ impl Op {
     /// Indices of the arguments the op writes (overwritten, accumulated or in place).
     pub fn outputs(&self) -> Vec<usize> {
         self.writes().into_iter().map(|(i, _)| i).collect()
+    }
+
+    /// Floating-point operations of the op's matrix products (2 per multiply-add), 0 for an op
+    /// that has none: GEMMs, grouped GEMMs over all their rows, and attention over the visible
+    /// (query, key) pairs — the forward's scores and `P·V`, the backward's recomputed scores, `dP`,
+    /// `dQ`, `dK` and `dV`. What a profile divides time by to get a rate.
+    pub fn matmul_flops(&self) -> u64 {
+        use Op::*;
+        let f = |x: usize| x as u64;
+        match *self {
+            Gemm { m, n, k, .. } => 2 * f(m) * f(n) * f(k),
+            GroupedGemm { rows, n, k, .. } => 2 * f(rows) * f(n) * f(k),
+            Attention(a) => 2 * f(a.visible_pairs()) * f(a.heads) * f(a.nope + a.rope + a.v),
+            AttentionBwd(a) => 2 * f(a.visible_pairs()) * f(a.heads) * f(3 * (a.nope + a.rope) + 2 * a.v),
+            _ => 0,
+        }
     }
 
     /// Short name of the op family (`gemm`, `attention_bwd`, ...), for notes and file names.

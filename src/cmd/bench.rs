@@ -1,12 +1,15 @@
 //! `dsv3c bench train [--config configs/tiny.yaml] [--steps N] [--device cpu|cuda|sim|auto]
-//! [--hf-comparable] [--json]`: tokens/s of full training steps (forward, backward, optimizer) on a
-//! device, median of N steps after two warm-up steps, and on a GPU the model FLOPs utilization (MFU:
-//! the spec's training FLOPs per token, MTP included, times tokens/s, over the dense bf16 peak).
+//! [--hf-comparable] [--profile] [--json]`: tokens/s of full training steps (forward, backward,
+//! optimizer) on a device, median of N steps after two warm-up steps, and on a GPU the model FLOPs
+//! utilization (MFU: the spec's training FLOPs per token, MTP included, times tokens/s, over the
+//! dense bf16 peak). `--profile` (CPU and emulator) also times every launch and prints the time per
+//! op family per step, sorted, with the matrix products' GFLOP/s.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use dsv3c_runtime::profile::{Profile, Profiled};
 use dsv3c_runtime::train::checkpoint::RunState;
 use dsv3c_runtime::train::trainer::Trainer;
 use miette::{miette, Result};
@@ -33,6 +36,10 @@ pub struct TrainArgs {
     pub hf_comparable: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: super::device::Device,
+    /// Time every launch and print the time per op family per step (cpu and sim: their launches
+    /// run synchronously; a GPU's kernels are timed by `bench kernels --device cuda`).
+    #[arg(long)]
+    pub profile: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -65,11 +72,19 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     let program = super::train::compile(&recipe)?;
     let tokens = Arc::new(super::train::corpus_tokens(&recipe)?);
     let run = RunState::fresh(cfg.seed, String::new(), recipe.spec.name.clone());
-    let backend = device.backend(&program)?;
+    if a.profile && on_gpu {
+        return Err(miette!(
+            help = "profile on --device cpu or sim; time a GPU's kernels with `dsv3c bench kernels --device cuda`",
+            "--profile times launches on the host, which a GPU runs asynchronously"
+        ));
+    }
+    let backend = Profiled::new(device.backend(&program)?);
+    let profile = backend.profile();
     let mut t = Trainer::new(&program, &program, backend, &cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
     for _ in 0..2 {
         t.step().map_err(|e| miette!("{e}"))?;
     }
+    profile.reset();
     let mut times: Vec<f64> = Vec::new();
     for _ in 0..a.steps {
         let s = std::time::Instant::now();
@@ -83,12 +98,14 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     let per_token = dsv3c_spec::flops::flops(&recipe.spec, cfg.batch.seq_len).training_with_mtp as f64;
     // MFU against an H100/H200 SXM's dense bf16 tensor peak (the same on both).
     let mfu = on_gpu.then(|| per_token * tok / median / dsv3c_ptx::estimate::H100.tensor_16);
+    let total: f64 = times.iter().sum();
+    let families = a.profile.then(|| families(&profile, total, times.len()));
     if a.json {
         println!(
             "{}",
             serde_json::json!({ "spec": recipe.spec.name, "hf_comparable": a.hf_comparable, "tokens_per_step": tok, "median_step_s": median,
                 "tokens_per_sec": tok / median, "threads": threads, "steps": times.len(), "device": format!("{:?}", a.device).to_lowercase(),
-                "training_flops_per_token": per_token, "mfu": mfu })
+                "training_flops_per_token": per_token, "mfu": mfu, "profile": families.as_ref().map(|f| profile_json(f)) })
         );
     } else {
         let mfu = mfu.map_or(String::new(), |m| format!(", MFU {:.1}% of 989 TFLOP/s bf16", m * 100.0));
@@ -101,6 +118,68 @@ pub fn run(b: Bench) -> Result<ExitCode> {
             times.len(),
             tok / median
         );
+        if let Some(f) = &families {
+            print!("{}", profile_table(f));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One op family's share of the timed steps.
+#[derive(Debug)]
+struct FamilyTime {
+    family: &'static str,
+    calls_per_step: f64,
+    ms_per_step: f64,
+    percent: f64,
+    /// Matrix-product GFLOP/s, where the family has matrix products.
+    gflops: Option<f64>,
+}
+
+/// The profile per step, most time first, and what no launch took (`host: other`: data, the
+/// trainer's bookkeeping) last.
+fn families(profile: &Profile, total_secs: f64, steps: usize) -> Vec<FamilyTime> {
+    let per = |x: f64| x / steps as f64;
+    let mut rows: Vec<FamilyTime> = profile
+        .sorted()
+        .into_iter()
+        .map(|(family, f)| FamilyTime {
+            family,
+            calls_per_step: per(f.calls as f64),
+            ms_per_step: per(f.secs) * 1e3,
+            percent: 100.0 * f.secs / total_secs,
+            gflops: (f.flops > 0 && f.secs > 0.0).then(|| f.flops as f64 / f.secs / 1e9),
+        })
+        .collect();
+    let timed: f64 = profile.sorted().iter().map(|(_, f)| f.secs).sum();
+    let other = (total_secs - timed).max(0.0);
+    rows.push(FamilyTime {
+        family: "host: other",
+        calls_per_step: 0.0,
+        ms_per_step: per(other) * 1e3,
+        percent: 100.0 * other / total_secs,
+        gflops: None,
+    });
+    rows
+}
+
+fn profile_json(rows: &[FamilyTime]) -> serde_json::Value {
+    rows.iter()
+        .map(|r| {
+            serde_json::json!({ "family": r.family, "calls_per_step": r.calls_per_step, "ms_per_step": r.ms_per_step,
+                "percent": r.percent, "gflops": r.gflops })
+        })
+        .collect()
+}
+
+fn profile_table(rows: &[FamilyTime]) -> String {
+    let mut s = format!("{:<20} {:>8} {:>11} {:>7} {:>9}\n", "op family", "calls", "ms/step", "%", "GFLOP/s");
+    for r in rows {
+        let gflops = r.gflops.map_or(String::new(), |g| format!("{g:.1}"));
+        s += &format!(
+            "{:<20} {:>8.0} {:>11.2} {:>7.1} {:>9}\n",
+            r.family, r.calls_per_step, r.ms_per_step, r.percent, gflops
+        );
+    }
+    s
 }
