@@ -459,3 +459,125 @@ fn out_of_range_expert_ids_are_clamped() {
     perm.sort_by(f32::total_cmp);
     assert_eq!(perm, (0..10).map(|i| i as f32).collect::<Vec<_>>(), "every pair placed once");
 }
+
+/// Attention by its definition, in f64, one (sequence, query, head) at a time: the output, the
+/// log-sum-exp, and the gradients of `Σ dO ⊙ O` with respect to q, kvb and kva.
+struct AttentionByDefinition {
+    o: Vec<f32>,
+    lse: Vec<f32>,
+    dq: Vec<f32>,
+    dkvb: Vec<f32>,
+    dkva: Vec<f32>,
+}
+
+fn attention_by_definition(a: &Attn, q: &[f32], kvb: &[f32], kva: &[f32], d_o: &[f32]) -> AttentionByDefinition {
+    let (h_n, t_n, dqk, dkv) = (a.heads, a.seq, a.nope + a.rope, a.nope + a.v);
+    let sees = |i: usize, j: usize| j <= i && a.window.is_none_or(|(w, sinks)| i - j < w || j < sinks);
+    let mut out = AttentionByDefinition {
+        o: vec![0.0; q.len() / dqk * a.v],
+        lse: vec![0.0; q.len() / dqk],
+        dq: vec![0.0; q.len()],
+        dkvb: vec![0.0; kvb.len()],
+        dkva: vec![0.0; kva.len()],
+    };
+    for b in 0..a.batch {
+        for i in 0..t_n {
+            for h in 0..h_n {
+                let row = (b * t_n + i) * h_n + h;
+                let qi = &q[row * dqk..(row + 1) * dqk];
+                let key = |j: usize| {
+                    let kv = &kvb[((b * t_n + j) * h_n + h) * dkv..][..dkv];
+                    let kpe = &kva[(b * t_n + j) * a.kpe_stride + a.kpe_offset..][..a.rope];
+                    (kv, kpe)
+                };
+                let keys: Vec<usize> = (0..t_n).filter(|&j| sees(i, j)).collect();
+                let s: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        let (kv, kpe) = key(j);
+                        let d: f64 = (0..a.nope).map(|c| qi[c] as f64 * kv[c] as f64).sum::<f64>()
+                            + (0..a.rope).map(|c| qi[a.nope + c] as f64 * kpe[c] as f64).sum::<f64>();
+                        a.scale as f64 * d
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = s.iter().map(|x| (x - max).exp()).sum();
+                let p: Vec<f64> = s.iter().map(|x| (x - max).exp() / sum).collect();
+                out.lse[row] = (max + sum.ln()) as f32;
+                let doi = &d_o[row * a.v..(row + 1) * a.v];
+                let mut oi = vec![0.0f64; a.v];
+                for (&j, &pj) in keys.iter().zip(&p) {
+                    for c in 0..a.v {
+                        oi[c] += pj * key(j).0[a.nope + c] as f64;
+                    }
+                }
+                for c in 0..a.v {
+                    out.o[row * a.v + c] = oi[c] as f32;
+                }
+                let dd: f64 = (0..a.v).map(|c| doi[c] as f64 * oi[c]).sum();
+                for (&j, &pj) in keys.iter().zip(&p) {
+                    let (kv, kpe) = key(j);
+                    let dp: f64 = (0..a.v).map(|c| doi[c] as f64 * kv[a.nope + c] as f64).sum();
+                    let ds = a.scale as f64 * pj * (dp - dd);
+                    let kv_at = ((b * t_n + j) * h_n + h) * dkv;
+                    let kpe_at = (b * t_n + j) * a.kpe_stride + a.kpe_offset;
+                    for c in 0..a.nope {
+                        out.dq[row * dqk + c] += (ds * kv[c] as f64) as f32;
+                        out.dkvb[kv_at + c] += (ds * qi[c] as f64) as f32;
+                    }
+                    for c in 0..a.rope {
+                        out.dq[row * dqk + a.nope + c] += (ds * kpe[c] as f64) as f32;
+                        out.dkva[kpe_at + c] += (ds * qi[a.nope + c] as f64) as f32;
+                    }
+                    for c in 0..a.v {
+                        out.dkvb[kv_at + a.nope + c] += (pj * doi[c] as f64) as f32;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The tiled attention against its definition on sequences of several query tiles, causal and
+/// sliding-window (with and without sinks, windows narrower and wider than a tile); the backward
+/// adds to what its outputs held.
+#[test]
+fn attention_tiles_follow_the_definition() {
+    let (nope, rope, v, kvr) = (5, 3, 4, 2);
+    for (seed, (batch, seq, heads, window)) in [
+        (2, 150, 2, None),
+        (1, 64, 3, None),
+        (1, 129, 1, Some((40, 3))),
+        (2, 97, 2, Some((64, 0))),
+        (1, 70, 2, Some((1, 2))),
+        (1, 80, 1, Some((200, 0))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = SplitMix64::new(seed as u64);
+        let a = Attn { batch, seq, heads, nope, rope, v, kpe_stride: kvr + rope, kpe_offset: kvr, scale: 0.4, window };
+        let n = batch * seq;
+        let q = randn(&mut r, n * heads * (nope + rope), 1.0);
+        let kvb = randn(&mut r, n * heads * (nope + v), 1.0);
+        let kva = randn(&mut r, n * (kvr + rope), 1.0);
+        let d_o = randn(&mut r, n * heads * v, 1.0);
+        let want = attention_by_definition(&a, &q, &kvb, &kva, &d_o);
+        let mut f = vec![q.clone(), kvb.clone(), kva.clone(), vec![7.0; n * heads * v], vec![7.0; n * heads]];
+        run_op(&Op::Attention(a), &mut f);
+        let tol = 1e-5;
+        assert!(rel_l2(&f[3], &want.o) < tol, "{a:?}: o {:.2e}", rel_l2(&f[3], &want.o));
+        assert!(rel_l2(&f[4], &want.lse) < tol, "{a:?}: lse {:.2e}", rel_l2(&f[4], &want.lse));
+        let held = |len: usize| randn(&mut SplitMix64::new(99), len, 1.0);
+        let (dq0, dkvb0, dkva0) = (held(q.len()), held(kvb.len()), held(kva.len()));
+        let mut g = vec![q, kvb, kva, f[3].clone(), f[4].clone(), d_o, dq0.clone(), dkvb0.clone(), dkva0.clone()];
+        run_op(&Op::AttentionBwd(a), &mut g);
+        for (name, got, before, want) in
+            [("dq", &g[6], dq0, &want.dq), ("dkvb", &g[7], dkvb0, &want.dkvb), ("dkva", &g[8], dkva0, &want.dkva)]
+        {
+            let added: Vec<f32> = got.iter().zip(&before).map(|(g, b)| g - b).collect();
+            assert!(rel_l2(&added, want) < 1e-4, "{a:?}: {name} {:.2e}", rel_l2(&added, want));
+        }
+    }
+}

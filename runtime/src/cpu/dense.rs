@@ -99,6 +99,23 @@ pub fn gemm_fp8_stored(s: GemmShape, a: (&[f32], &[f32]), b: (&[f32], &[f32]), c
 }
 
 fn gemm_f32(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && s.m * s.n * s.k >= 1 << 15 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm_f32_on(s, a, b, c, par)
+}
+
+/// An f32 GEMM on the calling thread, for ops that already spread their tiles over threads
+/// (attention). `s.quant` must be `Quant::None`.
+pub(crate) fn gemm_serial(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    debug_assert_eq!(s.quant, Quant::None);
+    gemm_f32_on(s, a, b, c, gemm::Parallelism::None)
+}
+
+fn gemm_f32_on(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
     if s.m == 0 || s.n == 0 {
         return;
     }
@@ -117,12 +134,6 @@ fn gemm_f32(s: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
     let b_last = if s.tb { (s.n - 1) * s.ldb + s.k - 1 } else { (s.k - 1) * s.ldb + s.n - 1 };
     let c_last = (s.m - 1) * s.ldc + s.n - 1;
     assert!(a_last < a.len() && b_last < b.len() && c_last < c.len(), "gemm operands out of bounds: {s:?}");
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && s.m * s.n * s.k >= 1 << 15 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: every element read or written lies inside its slice (asserted above); C does not
     // overlap A or B (Program::check).
     unsafe {
