@@ -81,9 +81,18 @@ pub fn step(u: &Update, [s, norm, grad]: [&[f32]; 3], param: &mut [f32], m: &mut
     const CHUNK: usize = 1 << 14;
     let n = u.n;
     let (param, grad, m) = (&mut param[..n], &grad[..n], &mut m[..n]);
+    // The weight decay is constant between `decay_end` and `embedding_end`: each chunk runs as
+    // at most three spans of one decay, so that the loops have no branch and vectorize.
+    let spans = |c: usize, len: usize| {
+        let (lo, hi) = (c * CHUNK, c * CHUNK + len);
+        [(0, u.decay_end), (u.decay_end, u.embedding_end), (u.embedding_end, usize::MAX)]
+            .into_iter()
+            .map(move |(a, b)| (a.clamp(lo, hi) - lo, b.clamp(lo, hi) - lo))
+            .filter(|(a, b)| a < b)
+    };
     match (u.kind, v) {
         (OptimizerKind::AdamW, Some(v)) => {
-            let (c1, c2) = (1.0 - powi(b1, t), 1.0 - powi(b2, t));
+            let k = Adam { f, lr, b1, b2, eps, c1: 1.0 - powi(b1, t), c2: 1.0 - powi(b2, t) };
             param
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
@@ -91,14 +100,13 @@ pub fn step(u: &Update, [s, norm, grad]: [&[f32]; 3], param: &mut [f32], m: &mut
                 .zip(v[..n].par_chunks_mut(CHUNK))
                 .enumerate()
                 .for_each(|(c, (((p, g), m), v))| {
-                    for i in 0..p.len() {
-                        let gi = (g[i] as f64 * f) as f32 as f64;
-                        let mi = b1 * m[i] as f64 + (1.0 - b1) * gi;
-                        let vi = b2 * v[i] as f64 + (1.0 - b2) * gi * gi;
-                        m[i] = round(mi as f32);
-                        v[i] = round(vi as f32);
-                        let update = (mi / c1) / ((vi / c2).sqrt() + eps) + decay(c * CHUNK + i) * p[i] as f64;
-                        p[i] = (p[i] as f64 - lr * update) as f32;
+                    for (a, b) in spans(c, p.len()) {
+                        let (p, g, m, v) = (&mut p[a..b], &g[a..b], &mut m[a..b], &mut v[a..b]);
+                        let wd = decay(c * CHUNK + a);
+                        match u.bf16_moments {
+                            true => adamw::<true>(&k, wd, p, g, m, v),
+                            false => adamw::<false>(&k, wd, p, g, m, v),
+                        }
                     }
                 });
         }
@@ -121,5 +129,31 @@ pub fn step(u: &Update, [s, norm, grad]: [&[f32]; 3], param: &mut [f32], m: &mut
                 },
             );
         }
+    }
+}
+
+/// AdamW's constants for one step: the gradient's factor, the learning rate, betas, epsilon and
+/// the bias corrections `1 − βᵗ`.
+struct Adam {
+    f: f64,
+    lr: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    c1: f64,
+    c2: f64,
+}
+
+/// AdamW over one span of one weight decay `wd`, moments rounded to bf16 when `BF16`.
+fn adamw<const BF16: bool>(k: &Adam, wd: f64, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let round = |x: f32| if BF16 { bf16_round(x) } else { x };
+    for i in 0..p.len() {
+        let gi = (g[i] as f64 * k.f) as f32 as f64;
+        let mi = k.b1 * m[i] as f64 + (1.0 - k.b1) * gi;
+        let vi = k.b2 * v[i] as f64 + (1.0 - k.b2) * gi * gi;
+        m[i] = round(mi as f32);
+        v[i] = round(vi as f32);
+        let update = (mi / k.c1) / ((vi / k.c2).sqrt() + k.eps) + wd * p[i] as f64;
+        p[i] = (p[i] as f64 - k.lr * update) as f32;
     }
 }
