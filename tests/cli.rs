@@ -420,4 +420,11 @@ fn bench_train_times_steps_of_a_recipe() {
     assert!((percent - 100.0).abs() < 1e-6, "{percent}");
     let text = ok(&["bench", "train", "--config", quick, "--steps", "1", "--profile"]);
     assert!(text.contains("op family") && text.contains("GFLOP/s") && text.contains("attention_bwd"), "{text}");
+
+    // bench gemm: the CPU GEMM's rate on a square product.
+    let v = json(ok(&["bench", "gemm", "--n", "96", "--repeats", "2", "--json"]).lines().last().unwrap());
+    assert_eq!(v["n"], 96, "{v}");
+    let (median, rate) = (v["median_s"].as_f64().unwrap(), v["gflops"].as_f64().unwrap());
+    assert!(median > 0.0 && (rate * 1e9 * median - 2.0 * 96f64.powi(3)).abs() < 1.0, "{v}");
+    assert!(fails(&["bench", "gemm", "--n", "0"]).contains("--n"));
 }

@@ -470,6 +470,8 @@ struct AttentionByDefinition {
     dkva: Vec<f32>,
 }
 
+// Indices into several arrays at once, as the definition reads.
+#[allow(clippy::needless_range_loop)]
 fn attention_by_definition(a: &Attn, q: &[f32], kvb: &[f32], kva: &[f32], d_o: &[f32]) -> AttentionByDefinition {
     let (h_n, t_n, dqk, dkv) = (a.heads, a.seq, a.nope + a.rope, a.nope + a.v);
     let sees = |i: usize, j: usize| j <= i && a.window.is_none_or(|(w, sinks)| i - j < w || j < sinks);

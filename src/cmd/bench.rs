@@ -3,7 +3,8 @@
 //! optimizer) on a device, median of N steps after two warm-up steps, and on a GPU the model FLOPs
 //! utilization (MFU: the spec's training FLOPs per token, MTP included, times tokens/s, over the
 //! dense bf16 peak). `--profile` (CPU and emulator) also times every launch and prints the time per
-//! op family per step, sorted, with the matrix products' GFLOP/s.
+//! op family per step, sorted, with the matrix products' GFLOP/s. `dsv3c bench gemm [--n 2048]`: the
+//! CPU backend's f32 GEMM rate on square products.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,53 @@ pub enum Bench {
     Kernels(super::bench_kernels::KernelArgs),
     /// `bench kernels --device sim`: every kernel in the PTX emulator, its speed and H100 estimates.
     Sim(super::bench_kernels::KernelArgs),
+    /// The CPU backend's f32 GEMM rate on square products (the rate a CPU step is a fraction of).
+    Gemm(GemmArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GemmArgs {
+    /// m = n = k.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub n: u64,
+    /// Timed products (after one warm-up).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `C = A·B` through the CPU backend's GEMM op on random operands, median time of `repeats`.
+fn gemm_rate(a: GemmArgs) -> Result<ExitCode> {
+    use dsv3c_runtime::op::{Op, Quant};
+    let n = a.n as usize;
+    let op =
+        Op::Gemm { m: n, n, k: n, lda: n, ldb: n, ldc: n, ta: false, tb: false, accumulate: false, quant: Quant::None };
+    let mut rng = dsv3c_runtime::init::SplitMix64::new(1);
+    let mut operand = || (0..n * n).map(|_| rng.normal() as f32).collect::<Vec<f32>>();
+    let mut args = vec![operand(), operand(), vec![0.0; n * n]];
+    dsv3c_runtime::cpu::run_op(&op, &mut args);
+    let mut times: Vec<f64> = (0..a.repeats)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            dsv3c_runtime::cpu::run_op(&op, &mut args);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let gflops = 2.0 * (n as f64).powi(3) / median / 1e9;
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!("{}", serde_json::json!({ "n": n, "threads": threads, "median_s": median, "gflops": gflops }));
+    } else {
+        println!(
+            "f32 GEMM {n}x{n}x{n}: median {:.1} ms over {} products, {gflops:.1} GFLOP/s, {threads} threads",
+            median * 1e3,
+            times.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +96,7 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     let a = match b {
         Bench::Train(a) => a,
         Bench::Kernels(a) => return super::bench_kernels::run(a),
+        Bench::Gemm(a) => return gemm_rate(a),
         Bench::Sim(a) => {
             if a.device == Some(super::bench_kernels::BenchDevice::Cuda) {
                 return Err(miette!("bench sim runs on the emulator; use bench kernels --device cuda"));
