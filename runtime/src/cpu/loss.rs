@@ -34,19 +34,24 @@ pub fn cross_entropy(
                 row.fill(0.0);
                 return if i + shift < seq { f64::NAN } else { 0.0 };
             };
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let max = max8(row);
             let target = row[label];
-            // e^(v - max) in place (the gradient overwrites the row), summed in f64 over eight
-            // lanes so that both loops vectorize.
-            row.iter_mut().for_each(|v| *v = exp(*v - max));
+            // e^(v - max) in place (the gradient overwrites the row) and summed in f64, eight
+            // lanes at a time, in one pass so that it vectorizes.
             let mut lanes = [0.0f64; 8];
-            let mut chunks = row.chunks_exact(8);
+            let mut chunks = row.chunks_exact_mut(8);
             for c in &mut chunks {
-                for (l, &e) in lanes.iter_mut().zip(c) {
-                    *l += e as f64;
+                for (l, v) in lanes.iter_mut().zip(c) {
+                    *v = exp(*v - max);
+                    *l += *v as f64;
                 }
             }
-            let sum = lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&e| e as f64).sum::<f64>();
+            let mut rest = 0.0f64;
+            for v in chunks.into_remainder() {
+                *v = exp(*v - max);
+                rest += *v as f64;
+            }
+            let sum = lanes.iter().sum::<f64>() + rest;
             let l = max as f64 + sum.ln() - target as f64;
             let g = (grad_scale as f64 * inv_n as f64 / sum) as f32;
             row.iter_mut().for_each(|v| *v *= g);
@@ -55,6 +60,19 @@ pub fn cross_entropy(
         })
         .collect();
     loss[0] = (per_row.iter().sum::<f64>() / valid.max(1) as f64) as f32;
+}
+
+/// The largest value of a row (as `f32::max` folds: NaNs skipped), in eight lanes so that it
+/// vectorizes.
+fn max8(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v);
+        }
+    }
+    chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// Each token's scores normalized over experts (`s' = s / Σ s` for sigmoid; softmax already is).
