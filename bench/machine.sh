@@ -3,6 +3,7 @@
 # made (date, CPU model and cores, memory, GPU if any, rustc, the commit measured). One place for it.
 echo "- date: $(date -u +%Y-%m-%d)"
 echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB"
+echo "- CPU vector extensions: $(grep -m1 -o -w 'avx2\|fma\|avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')"
 if command -v nvidia-smi >/dev/null 2>&1; then
   echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
 else

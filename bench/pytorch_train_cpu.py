@@ -22,6 +22,7 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--steps", type=int, default=10)
 ap.add_argument("--experts", default="eager", choices=["eager", "grouped_mm", "batched_mm"])
 ap.add_argument("--compile", action="store_true")
+ap.add_argument("--bf16", action="store_true", help="bf16 autocast: f32 weights, bf16 matmuls (dsv3c's bf16 compute)")
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -40,7 +41,8 @@ ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
 
 def step():
     opt.zero_grad(set_to_none=True)
-    loss = step_fn(ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        loss = step_fn(ids, labels=ids).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
@@ -55,5 +57,5 @@ for _ in range(args.steps):
     times.append(time.perf_counter() - t)
 med = statistics.median(times)
 tok = args.batch * args.seq
-print(json.dumps({"torch": torch.__version__, "experts": args.experts, "compile": args.compile, "threads": args.threads,
+print(json.dumps({"torch": torch.__version__, "experts": args.experts, "compile": args.compile, "bf16": args.bf16, "threads": args.threads,
                   "tokens_per_step": tok, "median_step_s": med, "tokens_per_sec": tok / med}))
