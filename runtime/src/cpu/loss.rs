@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::dense::token;
-use super::math::exp;
+use super::math::{exp, max};
 use super::moe::expert_index;
 use crate::op::{Balance, Score};
 
@@ -34,7 +34,7 @@ pub fn cross_entropy(
                 row.fill(0.0);
                 return if i + shift < seq { f64::NAN } else { 0.0 };
             };
-            let max = max8(row);
+            let max = max(row);
             let target = row[label];
             // e^(v - max) in place (the gradient overwrites the row) and summed in f64, eight
             // lanes at a time, in one pass so that it vectorizes.
@@ -60,19 +60,6 @@ pub fn cross_entropy(
         })
         .collect();
     loss[0] = (per_row.iter().sum::<f64>() / valid.max(1) as f64) as f32;
-}
-
-/// The largest value of a row (as `f32::max` folds: NaNs skipped), in eight lanes so that it
-/// vectorizes.
-fn max8(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = l.max(v);
-        }
-    }
-    chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// Each token's scores normalized over experts (`s' = s / Σ s` for sigmoid; softmax already is).
