@@ -300,22 +300,16 @@ pub fn backward(a: &Attn, inp: [&[f32]; 6], out: [&mut [f32]; 3]) {
 mod tests {
     use super::*;
 
+    /// Attention of one head of width 1: only its mask matters.
+    fn mask(batch: usize, seq: usize, window: Option<(usize, usize)>) -> Attn {
+        Attn { batch, seq, heads: 1, nope: 1, rope: 1, v: 1, kpe_stride: 1, kpe_offset: 0, scale: 1.0, window }
+    }
+
     /// A tile's visible columns are exactly the columns of the keys the mask lets through.
     #[test]
     fn visible_columns_are_the_mask() {
         for window in [None, Some((1, 0)), Some((3, 0)), Some((3, 2)), Some((4, 9)), Some((20, 1)), Some((70, 5))] {
-            let a = Attn {
-                batch: 1,
-                seq: 200,
-                heads: 1,
-                nope: 1,
-                rope: 1,
-                v: 1,
-                kpe_stride: 1,
-                kpe_offset: 0,
-                scale: 1.0,
-                window,
-            };
+            let a = mask(1, 200, window);
             for queries in [0..64, 64..128, 128..192, 192..200, 5..9] {
                 let ranges = key_ranges(&a, &queries);
                 let keys: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
@@ -333,18 +327,7 @@ mod tests {
     #[test]
     fn visible_pairs_counts_the_mask() {
         for window in [None, Some((1, 0)), Some((3, 0)), Some((3, 2)), Some((4, 9)), Some((20, 1))] {
-            let a = Attn {
-                batch: 2,
-                seq: 11,
-                heads: 1,
-                nope: 1,
-                rope: 1,
-                v: 1,
-                kpe_stride: 1,
-                kpe_offset: 0,
-                scale: 1.0,
-                window,
-            };
+            let a = mask(2, 11, window);
             let brute = (0..a.seq).flat_map(|i| (0..a.seq).map(move |j| (i, j))).filter(|&(i, j)| visible(&a, i, j));
             assert_eq!(a.visible_pairs(), a.batch * brute.count(), "{window:?}");
         }
