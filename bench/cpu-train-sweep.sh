@@ -9,6 +9,8 @@
 # to stdout; commit it verbatim under bench/results/.
 #   bench/cpu-train-sweep.sh [PYTHON] > report.md   (PYTHON: torch + transformers, bench/setup-pytorch.sh)
 #   SHAPES="tiny mid" STEPS=3 THREADS=2 bench/cpu-train-sweep.sh
+# WORK=DIR keeps each measurement's JSON in DIR (a fresh temporary folder, removed, otherwise);
+# REPORT_ONLY=1 prints the report from a WORK folder's measurements without measuring again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-/opt/parity/bin/python}
@@ -17,9 +19,12 @@ STEPS=${STEPS:-3}
 SHAPES=${SHAPES:-tiny mid mid-bf16 wide large}
 cargo build --release -q --bin dsv3c
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${WORK:-}" ]; then work=$WORK; mkdir -p "$work"; else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 dsv3c=./target/release/dsv3c
+if [ "${REPORT_ONLY:-0}" != 1 ]; then
 echo "GEMM rate" >&2
 "$dsv3c" bench gemm --n 2048 --json > "$work/gemm-dsv3c.json"
 "$PY" bench/gemm_rate.py --n 2048 --threads "$THREADS" > "$work/gemm-torch.json"
@@ -40,6 +45,7 @@ for shape in $SHAPES; do
       --steps "$STEPS" "${bf16[@]}" "${extra[@]}" 2>/dev/null | tail -1 > "$work/$shape-$impl.json"
   done
 done
+fi
 echo "# CPU training step across shapes: dsv3c vs PyTorch"
 echo
 source bench/machine.sh
