@@ -11,8 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use dsv3c_runtime::profile::{Profile, Profiled};
+use dsv3c_runtime::program::{Backend, Program};
 use dsv3c_runtime::train::checkpoint::RunState;
 use dsv3c_runtime::train::trainer::Trainer;
+use dsv3c_spec::config::RunConfig;
 use miette::{miette, Result};
 
 #[derive(clap::Subcommand, Debug)]
@@ -127,19 +129,16 @@ pub fn run(b: Bench) -> Result<ExitCode> {
             "--profile times launches on the host, which a GPU runs asynchronously"
         ));
     }
-    let backend = Profiled::new(device.backend(&program)?);
-    let profile = backend.profile();
-    let mut t = Trainer::new(&program, &program, backend, &cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
-    for _ in 0..2 {
-        t.step().map_err(|e| miette!("{e}"))?;
-    }
-    profile.reset();
-    let mut times: Vec<f64> = Vec::new();
-    for _ in 0..a.steps {
-        let s = std::time::Instant::now();
-        t.step().map_err(|e| miette!("{e}"))?;
-        times.push(s.elapsed().as_secs_f64());
-    }
+    let backend = device.backend(&program)?;
+    // Only a profiled run goes through the timing wrapper: it launches one by one, where a GPU
+    // would replay its recorded lists.
+    let (mut times, profile) = if a.profile {
+        let backend = Profiled::new(backend);
+        let profile = backend.profile();
+        (timed_steps(&program, backend, &cfg, tokens, run, a.steps, || profile.reset())?, Some(profile))
+    } else {
+        (timed_steps(&program, backend, &cfg, tokens, run, a.steps, || ())?, None)
+    };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tok = cfg.tokens_per_step() as f64;
@@ -148,7 +147,7 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     // MFU against an H100/H200 SXM's dense bf16 tensor peak (the same on both).
     let mfu = on_gpu.then(|| per_token * tok / median / dsv3c_ptx::estimate::H100.tensor_16);
     let total: f64 = times.iter().sum();
-    let families = a.profile.then(|| families(&profile, total, times.len()));
+    let families = profile.map(|p| families(&p, total, times.len()));
     if a.json {
         println!(
             "{}",
@@ -174,6 +173,30 @@ pub fn run(b: Bench) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Seconds of each of `steps` training steps on `backend`, after two warm-up steps (then `warmed`).
+fn timed_steps<B: Backend>(
+    program: &Program,
+    backend: B,
+    cfg: &RunConfig,
+    tokens: Arc<Vec<u32>>,
+    run: RunState,
+    steps: u64,
+    warmed: impl FnOnce(),
+) -> Result<Vec<f64>> {
+    let mut t = Trainer::new(program, program, backend, cfg, tokens, run, None).map_err(|e| miette!("{e}"))?;
+    for _ in 0..2 {
+        t.step().map_err(|e| miette!("{e}"))?;
+    }
+    warmed();
+    (0..steps)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            t.step().map_err(|e| miette!("{e}"))?;
+            Ok(s.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
 /// One op family's share of the timed steps.
 #[derive(Debug)]
 struct FamilyTime {
@@ -189,8 +212,9 @@ struct FamilyTime {
 /// trainer's bookkeeping) last.
 fn families(profile: &Profile, total_secs: f64, steps: usize) -> Vec<FamilyTime> {
     let per = |x: f64| x / steps as f64;
-    let mut rows: Vec<FamilyTime> = profile
-        .sorted()
+    let sorted = profile.sorted();
+    let timed: f64 = sorted.iter().map(|(_, f)| f.secs).sum();
+    let mut rows: Vec<FamilyTime> = sorted
         .into_iter()
         .map(|(family, f)| FamilyTime {
             family,
@@ -200,7 +224,6 @@ fn families(profile: &Profile, total_secs: f64, steps: usize) -> Vec<FamilyTime>
             gflops: (f.flops > 0 && f.secs > 0.0).then(|| f.flops as f64 / f.secs / 1e9),
         })
         .collect();
-    let timed: f64 = profile.sorted().iter().map(|(_, f)| f.secs).sum();
     let other = (total_secs - timed).max(0.0);
     rows.push(FamilyTime {
         family: "host: other",
