@@ -16,10 +16,13 @@ pub fn rope(op: &Op, x: &mut [f32]) {
     };
     let inv_freq = freqs.inv_freq(dim);
     // The rotations of the sequence's positions, once per launch (every row and head reuses them).
-    let table: Vec<Vec<(f32, f32)>> =
-        (0..seq.min(tokens)).map(|pos| rotation(pos as f32, &inv_freq, freqs.attention_factor)).collect();
+    let half = inv_freq.len();
+    let mut table = vec![(0.0f32, 0.0f32); seq.min(tokens) * half];
+    for (pos, cs) in table.chunks_mut(half.max(1)).enumerate() {
+        rotation(pos as f32, &inv_freq, freqs.attention_factor, cs);
+    }
     x.par_chunks_mut(row_stride).take(tokens).enumerate().for_each(|(t, row)| {
-        let cs = &table[t % seq];
+        let cs = &table[(t % seq) * half..(t % seq + 1) * half];
         for h in 0..heads {
             let v = &mut row[h * head_stride + offset..h * head_stride + offset + dim];
             apply(v, cs, inverse);
@@ -27,21 +30,22 @@ pub fn rope(op: &Op, x: &mut [f32]) {
     });
 }
 
-/// `(cos θ_i, sin θ_i)·af` with `θ_i = pos·inv_freq[i]`, in f32 as transformers computes them.
-fn rotation(pos: f32, inv_freq: &[f32], af: f32) -> Vec<(f32, f32)> {
-    inv_freq
-        .iter()
-        .map(|&f| {
-            let theta = pos * f;
-            (theta.cos() * af, theta.sin() * af)
-        })
-        .collect()
+/// `out[i] = (cos θ_i, sin θ_i)·af` with `θ_i = pos·inv_freq[i]`, in f32 as transformers computes
+/// them.
+fn rotation(pos: f32, inv_freq: &[f32], af: f32, out: &mut [(f32, f32)]) {
+    for (c, &f) in out.iter_mut().zip(inv_freq) {
+        let theta = pos * f;
+        *c = (theta.cos() * af, theta.sin() * af);
+    }
 }
 
 /// Rotates one head's `dim = 2·inv_freq.len()` channels in place at position `pos` (or applies
 /// the transpose), cos and sin scaled by `af`.
 pub fn rotate(v: &mut [f32], pos: f32, inv_freq: &[f32], af: f32, inverse: bool) {
-    apply(v, &rotation(pos, inv_freq, af), inverse)
+    // On the stack, as `apply`'s buffer (decode rotates a row per token and head).
+    let cs = &mut [(0.0f32, 0.0f32); 512][..inv_freq.len()];
+    rotation(pos, inv_freq, af, cs);
+    apply(v, cs, inverse)
 }
 
 /// Rotates one head's channels by the pairs' `(cos, sin)`, or applies the transpose.
